@@ -1,0 +1,30 @@
+//! Domain types shared by the KnowTon agent and coordinator.
+//!
+//! Nothing in this crate does I/O: it is the single definition of what a
+//! plan allows, what a valid tenant looks like and when a measurement is a
+//! problem, so the coordinator, the agent and the CLI cannot disagree.
+//!
+//! # Layout
+//! - [`plan`]: the three plans, their limits and their feature sets.
+//! - [`features`]: feature flags and how request overrides combine with a plan.
+//! - [`thresholds`]: default warning / critical alert thresholds.
+//! - [`tenant`]: tenant status, branding and the validation of every field
+//!   an operator can send.
+//! - [`usage`]: usage counters and their comparison with a plan's limits.
+
+pub mod features;
+pub mod plan;
+pub mod tenant;
+pub mod thresholds;
+pub mod usage;
+
+pub use features::{Feature, FeatureOverrides, Features};
+pub use plan::{Plan, PlanLimits};
+pub use tenant::{Branding, TenantStatus, ValidationError};
+pub use thresholds::{Level, Thresholds};
+pub use usage::{LimitViolation, Usage};
+
+/// Bytes in one gibibyte.
+pub const GIB: u64 = 1024 * 1024 * 1024;
+/// Bytes in one tebibyte.
+pub const TIB: u64 = 1024 * GIB;

@@ -1,0 +1,106 @@
+use super::*;
+
+#[test]
+fn slugs() {
+    for good in ["acme", "acme-corp", "a1b", "x".repeat(40).as_str()] {
+        assert!(validate_slug(good).is_ok(), "{good}");
+    }
+    for bad in [
+        "ab",
+        &"x".repeat(41),
+        "Acme",
+        "-acme",
+        "acme-",
+        "ac_me",
+        "acmé",
+        "acme'; DROP TABLE tenants;--",
+        "admin",
+        "www",
+        "kube-system",
+        "",
+    ] {
+        let err = validate_slug(bad).unwrap_err();
+        assert_eq!(err.field, "slug", "{bad}");
+    }
+}
+
+#[test]
+fn domains() {
+    assert_eq!(
+        normalize_domain("domain", "Acme.KnowTon.com").unwrap(),
+        "acme.knowton.com"
+    );
+    for bad in [
+        "localhost",
+        "acme..com",
+        "-acme.com",
+        "acme.com.",
+        "10.0.0.1",
+        "acme corp.com",
+        "ac_me.com",
+        "http://acme.com",
+        &format!("{}.com", "a".repeat(64)),
+    ] {
+        assert!(normalize_domain("domain", bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn emails() {
+    assert_eq!(
+        normalize_email("adminEmail", "First.Last+tag@Acme.COM").unwrap(),
+        "First.Last+tag@acme.com"
+    );
+    for bad in [
+        "admin",
+        "@acme.com",
+        "admin@",
+        "a..b@acme.com",
+        "a b@acme.com",
+        "admin@acme",
+    ] {
+        let err = normalize_email("adminEmail", bad).unwrap_err();
+        assert_eq!(err.field, "adminEmail");
+    }
+}
+
+#[test]
+fn colours() {
+    assert!(validate_color("c", "#1e40AF").is_ok());
+    for bad in ["1E40AF", "#1E40A", "#1E40AFF", "#GGGGGG", "red", "#fff"] {
+        assert!(validate_color("c", bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn names_are_kept_verbatim_but_not_blank() {
+    assert!(validate_name("name", "Ångström & Söhne GmbH 株式会社").is_ok());
+    assert!(validate_name("name", "Robert'); DROP TABLE tenants;--").is_ok());
+    assert!(validate_name("name", "   ").is_err());
+    assert!(validate_name("name", "a\nb").is_err());
+    assert!(validate_name("name", &"x".repeat(201)).is_err());
+}
+
+#[test]
+fn logo_urls() {
+    assert!(validate_https_url("u", "https://cdn.acme.com/logo.png").is_ok());
+    assert!(validate_https_url("u", "https://cdn.acme.com:8443/l.svg?v=1").is_ok());
+    for bad in [
+        "http://cdn.acme.com/x.png",
+        "javascript:alert(1)",
+        "https://",
+        "https://a b.com/",
+    ] {
+        assert!(validate_https_url("u", bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn branding_names_the_bad_field() {
+    let mut branding = Branding::default_for("Acme");
+    branding.secondary_color = "blue".into();
+    assert_eq!(
+        branding.validate().unwrap_err().field,
+        "branding.secondaryColor"
+    );
+}

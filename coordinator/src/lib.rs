@@ -1,0 +1,4 @@
+//! KnowTon coordinator.
+pub mod credentials;
+pub mod secrets;
+pub mod store;
