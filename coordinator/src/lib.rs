@@ -1,4 +1,22 @@
-//! KnowTon coordinator.
+//! The KnowTon coordinator: the tenant registry, tenant provisioning and
+//! lifecycle, and the REST API and CLI that operators use.
+//!
+//! # Layout
+//! - [`server`]: load, bind, spawn, drain: the lifecycle of `serve`.
+//! - [`config`]: `serve` flags and their validation.
+//! - [`api`]: REST routes, authentication, rate limiting, errors, OpenAPI.
+//! - [`provision`]: the tenant lifecycle service used by the API (and so the CLI).
+//! - [`store`]: the tenant registry on SQLite or PostgreSQL.
+//! - [`secrets`]: encryption at rest of deployment secrets and sealed messages.
+//! - [`credentials`]: API keys, passwords and their hashes.
+//! - [`cli`], [`client`]: the command line and its REST client commands.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
 pub mod credentials;
+pub mod provision;
 pub mod secrets;
+pub mod server;
 pub mod store;

@@ -1,1 +1,73 @@
-fn main() {}
+//! `knowton-coordinator`: parse the command line and run it.
+
+use clap::Parser;
+use knowton_coordinator::cli::{Cli, Command, LogFormat, TenantsCommand};
+use knowton_coordinator::config::ServeConfig;
+use knowton_coordinator::{client, server};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    client::install_crypto_provider();
+    let result = match cli.command {
+        Command::Serve(args) => {
+            init_logging(cli.log_format);
+            serve(args).await
+        }
+        Command::Provision(args) => client::provision(args).await,
+        Command::Deprovision(args) => client::deprovision(args).await,
+        Command::Tenants {
+            command: TenantsCommand::List(args),
+        } => client::list(args).await,
+        Command::Tenants {
+            command: TenantsCommand::Get(args),
+        } => client::get(args).await,
+        Command::SetPlan(args) => client::set_plan(args).await,
+        Command::RotateKey(args) => client::rotate_key(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: knowton_coordinator::config::ServeArgs) -> anyhow::Result<()> {
+    let config = ServeConfig::try_from(args)?;
+    server::run(config, shutdown_signal()).await?;
+    tracing::info!("coordinator stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received SIGINT"),
+        () = term => tracing::info!("received SIGTERM"),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -191,7 +191,7 @@ pub struct ConfigChange {
 
 /// The tenant registry.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Applies the embedded migrations.
@@ -312,6 +312,27 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The current time at the precision both backends keep (microseconds).
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
+/// The configuration a history version records.
+pub fn snapshot(
+    plan: Plan,
+    domain: &str,
+    features: &Features,
+    branding: &Branding,
+) -> serde_json::Value {
+    serde_json::json!({
+        "plan": plan,
+        "domain": domain,
+        "features": features,
+        "branding": branding,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,25 +361,4 @@ mod tests {
             .to_string();
         assert!(err.contains("mysql://u:***@h/db"), "{err}");
     }
-}
-
-/// The current time at the precision both backends keep (microseconds).
-pub fn now() -> DateTime<Utc> {
-    use chrono::SubsecRound;
-    Utc::now().trunc_subsecs(6)
-}
-
-/// The configuration a history version records.
-pub fn snapshot(
-    plan: Plan,
-    domain: &str,
-    features: &Features,
-    branding: &Branding,
-) -> serde_json::Value {
-    serde_json::json!({
-        "plan": plan,
-        "domain": domain,
-        "features": features,
-        "branding": branding,
-    })
 }

@@ -1,0 +1,175 @@
+//! The JSON body extractor: content type, size, syntax and field errors all
+//! become a 4xx naming what is wrong.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// Maximum request body size.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Like `axum::Json`, with errors in our shape and the offending field named.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the request body must be JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!(
+                        "the request body is larger than {} KiB",
+                        MAX_BODY_BYTES / 1024
+                    ),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    rejection.body_text(),
+                )
+            }
+        })?;
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses `bytes` as `T`, naming the field at fault.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let malformed = |e: &serde_json::Error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("malformed JSON: {e}"),
+        )
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the request body is empty; expected a JSON object",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let err = match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => return de.end().map(|()| value).map_err(|e| malformed(&e)),
+        Err(err) => err,
+    };
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return Err(malformed(&inner));
+    }
+    let message = strip_position(&inner.to_string());
+    let parent = if path == "." { String::new() } else { path };
+    let field = match named_field(&message) {
+        Some(name) => join_path(&parent, name),
+        None if parent.is_empty() => "body".into(),
+        None => parent,
+    };
+    Err(ApiError::invalid(field, message))
+}
+
+/// serde names the field itself for unknown and missing fields.
+fn named_field(message: &str) -> Option<&str> {
+    ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next())
+}
+
+fn join_path(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{parent}.{name}")
+    }
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provision::ProvisionRequest;
+
+    fn field_of(body: &str) -> (String, String) {
+        let err = parse::<ProvisionRequest>(body.as_bytes()).unwrap_err();
+        (
+            err.detail.code.to_owned(),
+            err.detail.field.unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let base =
+            r#""name":"A","slug":"acme","plan":"basic","adminEmail":"a@b.co","domain":"a.b.co""#;
+        assert_eq!(
+            field_of(&format!("{{{base},\"colour\":1}}")),
+            ("invalid_field".into(), "colour".into())
+        );
+        assert_eq!(
+            field_of(r#"{"name":"A"}"#),
+            ("invalid_field".into(), "slug".into())
+        );
+        assert_eq!(
+            field_of(
+                r#"{"name":5,"slug":"acme","plan":"basic","adminEmail":"a@b.co","domain":"a.b.co"}"#
+            ),
+            ("invalid_field".into(), "name".into())
+        );
+        assert_eq!(
+            field_of(&format!("{{{}}}", base.replace("basic", "gold"))),
+            ("invalid_field".into(), "plan".into())
+        );
+        assert_eq!(
+            field_of(&format!("{{{base},\"branding\":{{\"logo\":\"x\"}}}}")),
+            ("invalid_field".into(), "branding.logo".into())
+        );
+        assert_eq!(
+            field_of(&format!(
+                "{{{base},\"features\":{{\"enableNFT\":\"yes\"}}}}"
+            )),
+            ("invalid_field".into(), "features.enableNFT".into())
+        );
+        assert_eq!(
+            field_of("{\"name\":"),
+            ("invalid_json".into(), String::new())
+        );
+        assert_eq!(field_of(""), ("invalid_json".into(), String::new()));
+        assert_eq!(
+            field_of(&format!("{{{base}}} trailing")),
+            ("invalid_json".into(), String::new())
+        );
+    }
+}

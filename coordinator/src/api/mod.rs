@@ -1,0 +1,138 @@
+//! The REST API: routes, authentication, rate limiting and error mapping.
+
+pub mod auth;
+pub mod error;
+pub mod json;
+mod openapi;
+pub mod ratelimit;
+mod tenants;
+pub mod views;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use tower_http::trace::TraceLayer;
+
+use self::error::ApiError;
+use self::ratelimit::TenantRateLimiter;
+use self::views::Status;
+use crate::provision::TenantService;
+
+pub use openapi::ApiDoc;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub service: Arc<TenantService>,
+    pub limiter: Arc<TenantRateLimiter>,
+    pub admin_token: Arc<str>,
+    /// Set when shutdown starts: `/readyz` turns 503 at once.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(service: Arc<TenantService>, admin_token: &str) -> Self {
+        AppState {
+            service,
+            limiter: Arc::new(TenantRateLimiter::new()),
+            admin_token: admin_token.into(),
+            draining: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Query-string extractor whose errors use our shape.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/tenants", post(tenants::create).get(tenants::list))
+        .route(
+            "/tenants/{id}",
+            get(tenants::get)
+                .put(tenants::update)
+                .delete(tenants::delete),
+        )
+        .route(
+            "/tenants/{id}/api-keys/{kind}/rotate",
+            post(tenants::rotate_key),
+        )
+        .route(
+            "/tenants/{id}/usage",
+            axum::routing::put(tenants::set_usage),
+        )
+        .route("/tenants/{id}/config-history", get(tenants::history))
+        .route("/plans", get(tenants::plans))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/api/v1/openapi.json", get(openapi::serve))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(json::MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", MatchedPath::as_str);
+            tracing::info_span!("http", method = %req.method(), route = %route)
+        }))
+        .with_state(state)
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Status)))]
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+/// Ready to serve: the database answers (migrations were applied before the
+/// listener was bound) and shutdown has not started.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, body = Status), (status = 503, body = Status)))]
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.draining.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Status { status: "draining" }),
+        );
+    }
+    match state.service.store().ping().await {
+        Ok(()) => (StatusCode::OK, Json(Status { status: "ready" })),
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness check: database unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Status {
+                    status: "database unreachable",
+                }),
+            )
+        }
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}

@@ -1,0 +1,373 @@
+//! The operator commands: clients of a running coordinator's REST API that
+//! print readable text (or JSON with `--output json`) and exit non-zero
+//! with the server's message on failure.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, bail};
+use knowton_common::{Feature, FeatureOverrides};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::api::views::{
+    DeprovisionResponse, ProvisionResponse, RotatedKey, TenantPage, TenantView,
+};
+use crate::cli::{
+    ClientArgs, DeprovisionArgs, GetArgs, ListArgs, Output, ProvisionArgs, RotateKeyArgs,
+    SetPlanArgs,
+};
+use crate::provision::{BrandingPatch, ProvisionRequest, UpdateRequest};
+
+/// Installs the process-wide rustls crypto provider (ring). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An HTTP client for the coordinator's API.
+pub fn http_client() -> reqwest::Client {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .user_agent(concat!(
+            "knowton-coordinator-cli/",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .build()
+        .expect("the HTTP client configuration is static and valid")
+}
+
+/// A failure the server reported: its message and code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message} ({code}, HTTP {status})")]
+pub struct ServerError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    output: Output,
+}
+
+impl Api {
+    fn new(args: &ClientArgs) -> anyhow::Result<Self> {
+        let token = match &args.token {
+            Some(token) => token.clone(),
+            None => std::fs::read_to_string(&args.token_file)
+                .map(|t| t.trim().to_owned())
+                .with_context(|| {
+                    format!(
+                        "no admin token: set KNOWTON_ADMIN_TOKEN or --token, or point --token-file at the file `serve` wrote (tried {})",
+                        args.token_file.display()
+                    )
+                })?,
+        };
+        Ok(Api {
+            http: http_client(),
+            base: args.server.trim_end_matches('/').to_owned(),
+            token,
+            output: args.output,
+        })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .context("failed to read the response")?;
+        if !status.is_success() {
+            return Err(server_error(status, &bytes).into());
+        }
+        serde_json::from_slice(&bytes).with_context(|| format!("unexpected response from {url}"))
+    }
+
+    fn json(&self) -> bool {
+        self.output == Output::Json
+    }
+}
+
+fn server_error(status: StatusCode, body: &[u8]) -> ServerError {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let error = parsed.as_ref().and_then(|v| v.get("error"));
+    let text = |key: &str| {
+        error
+            .and_then(|e| e.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    ServerError {
+        status: status.as_u16(),
+        code: text("code").unwrap_or_else(|| "http_error".into()),
+        message: text("message").unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned()),
+    }
+}
+
+fn path_segment(s: &str) -> anyhow::Result<&str> {
+    if s.is_empty() || s.contains(['/', '?', '#', '%']) || s.chars().any(char::is_whitespace) {
+        bail!("{s:?} is not a tenant id or slug");
+    }
+    Ok(s)
+}
+
+fn print_json(value: &impl Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("API values serialise")
+    );
+}
+
+pub async fn provision(args: ProvisionArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.client)?;
+    let mut features = FeatureOverrides::default();
+    for feature in &args.disable {
+        features.set(*feature, false);
+    }
+    let branding = BrandingPatch {
+        company_name: args.company_name,
+        primary_color: args.primary_color,
+        secondary_color: args.secondary_color,
+        logo_url: args.logo_url,
+    };
+    let request = ProvisionRequest {
+        name: args.name,
+        slug: args.slug,
+        plan: args.plan,
+        admin_email: args.admin_email,
+        domain: args.domain,
+        features: (!args.disable.is_empty()).then_some(features),
+        branding: Some(branding),
+    };
+    let done: ProvisionResponse = api
+        .call(Method::POST, "/api/v1/tenants", Some(&request))
+        .await?;
+    if api.json() {
+        print_json(&done);
+        return Ok(());
+    }
+    let mut out = describe(&done.tenant);
+    let _ = writeln!(
+        out,
+        "\nAdmin user\n  email:               {}\n  temporary password:  {}  (must be changed at first login)\n\
+         \nAPI keys (shown only now: store them in your secret manager)\n  production:   {}\n  development:  {}",
+        done.admin.email,
+        done.admin.temporary_password,
+        done.api_keys.production,
+        done.api_keys.development
+    );
+    println!("Provisioned tenant {}\n\n{out}", done.tenant.slug);
+    Ok(())
+}
+
+pub async fn deprovision(args: DeprovisionArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.client)?;
+    let path = format!(
+        "/api/v1/tenants/{}{}",
+        path_segment(&args.tenant)?,
+        if args.purge { "?purge=true" } else { "" }
+    );
+    let done: DeprovisionResponse = api.call(Method::DELETE, &path, None::<&()>).await?;
+    if api.json() {
+        print_json(&done);
+    } else if let Some(tenant) = &done.tenant {
+        println!(
+            "Deprovisioned tenant {} ({}): API keys revoked, data kept until {}",
+            tenant.slug,
+            tenant.id,
+            tenant
+                .retain_until
+                .map_or_else(|| "further notice".into(), |t| t.to_rfc3339())
+        );
+    } else {
+        println!("Purged tenant {}: all of its data was deleted", done.id);
+    }
+    Ok(())
+}
+
+pub async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.client)?;
+    let mut tenants = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = "/api/v1/tenants?limit=200".to_owned();
+        if let Some(status) = &args.status {
+            let _ = write!(path, "&status={}", path_segment(status)?);
+        }
+        if let Some(c) = &cursor {
+            let _ = write!(path, "&cursor={c}");
+        }
+        let page: TenantPage = api.call(Method::GET, &path, None::<&()>).await?;
+        tenants.extend(page.tenants);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    if api.json() {
+        print_json(&tenants);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<13} {:<14} {:<36} DOMAIN",
+        "SLUG", "PLAN", "STATUS", "ID"
+    );
+    for t in &tenants {
+        println!(
+            "{:<24} {:<13} {:<14} {:<36} {}",
+            t.slug, t.plan, t.status, t.id, t.domain
+        );
+    }
+    Ok(())
+}
+
+pub async fn get(args: GetArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.client)?;
+    let path = format!("/api/v1/tenants/{}", path_segment(&args.tenant)?);
+    let tenant: TenantView = api.call(Method::GET, &path, None::<&()>).await?;
+    if api.json() {
+        print_json(&tenant);
+    } else {
+        print!("{}", describe(&tenant));
+    }
+    Ok(())
+}
+
+pub async fn set_plan(args: SetPlanArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.client)?;
+    let path = format!(
+        "/api/v1/tenants/{}{}",
+        path_segment(&args.tenant)?,
+        if args.force { "?force=true" } else { "" }
+    );
+    let request = UpdateRequest {
+        plan: Some(args.plan),
+        ..Default::default()
+    };
+    let tenant: TenantView = api.call(Method::PUT, &path, Some(&request)).await?;
+    if api.json() {
+        print_json(&tenant);
+    } else {
+        println!(
+            "Tenant {} is now on the {} plan (configuration version {})",
+            tenant.slug, tenant.plan, tenant.config_version
+        );
+    }
+    Ok(())
+}
+
+pub async fn rotate_key(args: RotateKeyArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.client)?;
+    let path = format!(
+        "/api/v1/tenants/{}/api-keys/{}/rotate",
+        path_segment(&args.tenant)?,
+        args.kind.as_str()
+    );
+    let key: RotatedKey = api.call(Method::POST, &path, None::<&()>).await?;
+    if api.json() {
+        print_json(&key);
+    } else {
+        println!(
+            "New {} key (shown only now; the old key no longer works):\n  {}",
+            key.kind.as_str(),
+            key.api_key
+        );
+    }
+    Ok(())
+}
+
+fn describe(t: &TenantView) -> String {
+    let features: Vec<&str> = Feature::ALL
+        .into_iter()
+        .filter(|f| {
+            let flags = serde_json::to_value(t.features).unwrap_or_default();
+            flags
+                .get(f.flag())
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        })
+        .map(Feature::short_name)
+        .collect();
+    let keys: Vec<String> = t
+        .api_keys
+        .iter()
+        .map(|k| format!("{} {}…", k.kind.as_str(), k.display_prefix))
+        .collect();
+    let mut out = String::new();
+    let _ = writeln!(out, "{} ({})", t.name, t.slug);
+    let _ = writeln!(out, "  id:          {}", t.id);
+    let _ = writeln!(out, "  plan:        {}", t.plan);
+    let _ = writeln!(out, "  status:      {}", t.status);
+    if let Some(until) = t.retain_until {
+        let _ = writeln!(out, "  data kept:   until {}", until.to_rfc3339());
+    }
+    let _ = writeln!(out, "  domain:      https://{}", t.domain);
+    let _ = writeln!(out, "  admin:       {}", t.admin_email);
+    let _ = writeln!(
+        out,
+        "  features:    {}",
+        if features.is_empty() {
+            "none".into()
+        } else {
+            features.join(", ")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  branding:    {} {} / {}",
+        t.branding.company_name, t.branding.primary_color, t.branding.secondary_color
+    );
+    let _ = writeln!(
+        out,
+        "  usage:       {} / {} users, {} / {} storage",
+        t.usage.users,
+        t.limits.max_users,
+        bytes(t.usage.storage_bytes),
+        bytes(t.limits.storage_bytes)
+    );
+    let _ = writeln!(
+        out,
+        "  api keys:    {}",
+        if keys.is_empty() {
+            "none (revoked)".into()
+        } else {
+            keys.join(", ")
+        }
+    );
+    let _ = writeln!(out, "  created:     {}", t.created_at.to_rfc3339());
+    let _ = writeln!(out, "  config:      version {}", t.config_version);
+    out
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

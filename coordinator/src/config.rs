@@ -1,0 +1,196 @@
+//! `serve` configuration: flags (each with an environment variable) and
+//! their validation, which reports every bad value at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::secrets::KeySource;
+use crate::store::{Backend, redact_url};
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:knowton.db";
+pub const ADMIN_TOKEN_FILE: &str = "knowton-admin.token";
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// Flags of `knowton-coordinator serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address of the REST API.
+    #[arg(long, env = "KNOWTON_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// sqlite:PATH (embedded default, created on first start) or postgres://…
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
+    pub database_url: String,
+
+    /// Key that seals secrets at rest: 32 bytes, base64. Prefer the env var.
+    #[arg(long, env = "KNOWTON_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// File holding the secret key (base64, mode 0600). With SQLite and no
+    /// key given, `<database>.key` beside the database is used, created on
+    /// first start.
+    #[arg(long, env = "KNOWTON_SECRET_KEY_FILE", conflicts_with = "secret_key")]
+    pub secret_key_file: Option<PathBuf>,
+
+    /// Operator token for the REST API (at least 16 characters).
+    #[arg(long, env = "KNOWTON_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Where the admin token is read from, or written to (mode 0600) when no
+    /// token is given. Default: knowton-admin.token beside the SQLite
+    /// database, or in the working directory.
+    #[arg(long, env = "KNOWTON_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Days a deprovisioned tenant's data is kept.
+    #[arg(long, env = "KNOWTON_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u32,
+
+    /// Purge deprovisioned tenants once their retention has ended. Off by
+    /// default: deleting data is never the default.
+    #[arg(long, env = "KNOWTON_PURGE_EXPIRED", default_value_t = false)]
+    pub purge_expired: bool,
+
+    /// Seconds to let in-flight requests finish on shutdown.
+    #[arg(long, env = "KNOWTON_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
+    pub shutdown_grace_seconds: u64,
+}
+
+impl ServeArgs {
+    /// Defaults for tests and embedding: everything under `dir`.
+    pub fn for_dir(dir: &Path) -> Self {
+        ServeArgs {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: format!("sqlite:{}", dir.join("knowton.db").display()),
+            secret_key: None,
+            secret_key_file: None,
+            admin_token: None,
+            admin_token_file: None,
+            retention_days: 30,
+            purge_expired: false,
+            shutdown_grace_seconds: 5,
+        }
+    }
+}
+
+/// Where the admin token comes from.
+#[derive(Debug, Clone)]
+pub enum AdminTokenSource {
+    Inline(String),
+    /// Read, or created with a random token if missing.
+    File(PathBuf),
+}
+
+/// Validated `serve` configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub http_addr: SocketAddr,
+    pub backend: Backend,
+    pub database_display: String,
+    pub key_source: KeySource,
+    pub admin_token: AdminTokenSource,
+    pub retention_days: u32,
+    pub purge_expired: bool,
+    pub shutdown_grace: std::time::Duration,
+}
+
+/// Every invalid setting, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl TryFrom<ServeArgs> for ServeConfig {
+    type Error = ConfigError;
+
+    fn try_from(args: ServeArgs) -> Result<Self, ConfigError> {
+        let mut errors = Vec::new();
+        let backend = Backend::from_url(&args.database_url)
+            .map_err(|e| errors.push(format!("--database-url: {e}")))
+            .ok();
+        let sqlite_dir = backend
+            .as_ref()
+            .and_then(Backend::sqlite_path)
+            .map(|p| p.parent().unwrap_or(Path::new("")).to_path_buf());
+
+        let key_source = match (&args.secret_key, &args.secret_key_file, &backend) {
+            (Some(key), _, _) => Some(KeySource::Inline(key.clone())),
+            (None, Some(file), _) => Some(KeySource::File(file.clone())),
+            (None, None, Some(b)) => match b.sqlite_path() {
+                Some(db) => Some(KeySource::FileCreate(db.with_extension("key"))),
+                None => {
+                    errors.push(
+                        "--secret-key / KNOWTON_SECRET_KEY or --secret-key-file is required with PostgreSQL"
+                            .to_owned(),
+                    );
+                    None
+                }
+            },
+            (None, None, None) => None,
+        };
+
+        let admin_token = match (&args.admin_token, &args.admin_token_file) {
+            (Some(token), _) => {
+                if token.trim().len() < MIN_ADMIN_TOKEN_LEN {
+                    errors.push(format!(
+                        "--admin-token / KNOWTON_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_LEN} characters"
+                    ));
+                }
+                AdminTokenSource::Inline(token.trim().to_owned())
+            }
+            (None, Some(file)) => AdminTokenSource::File(file.clone()),
+            (None, None) => AdminTokenSource::File(
+                sqlite_dir
+                    .clone()
+                    .unwrap_or_default()
+                    .join(ADMIN_TOKEN_FILE),
+            ),
+        };
+        if args.shutdown_grace_seconds > 3600 {
+            errors.push("--shutdown-grace-seconds must be at most 3600".to_owned());
+        }
+
+        match (backend, key_source) {
+            (Some(backend), Some(key_source)) if errors.is_empty() => Ok(ServeConfig {
+                http_addr: args.http_addr,
+                backend,
+                database_display: redact_url(&args.database_url),
+                key_source,
+                admin_token,
+                retention_days: args.retention_days,
+                purge_expired: args.purge_expired,
+                shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
+            }),
+            _ => Err(ConfigError(errors)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bad_value_is_reported_at_once() {
+        let mut args = ServeArgs::for_dir(Path::new("/tmp"));
+        args.database_url = "postgres://app:pw@db/knowton".into();
+        args.admin_token = Some("short".into());
+        args.shutdown_grace_seconds = 99_999;
+        let err = ServeConfig::try_from(args).unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("KNOWTON_SECRET_KEY"));
+        assert!(text.contains("at least 16"));
+        assert!(!text.contains("pw@"));
+    }
+
+    #[test]
+    fn sqlite_defaults_put_key_and_token_beside_the_database() {
+        let config = ServeConfig::try_from(ServeArgs::for_dir(Path::new("/srv/kt"))).unwrap();
+        assert!(
+            matches!(&config.key_source, KeySource::FileCreate(p) if p == Path::new("/srv/kt/knowton.key"))
+        );
+        assert!(
+            matches!(&config.admin_token, AdminTokenSource::File(p) if p == Path::new("/srv/kt/knowton-admin.token"))
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! Load, bind, spawn, drain: the lifecycle of `knowton-coordinator serve`.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState};
+use crate::config::{AdminTokenSource, ServeConfig};
+use crate::credentials;
+use crate::provision::TenantService;
+use crate::secrets::{self, SecretBox, SecretKeyError};
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("failed to open the database {database}")]
+    OpenStore {
+        database: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error(transparent)]
+    SecretKey(#[from] SecretKeyError),
+    #[error(
+        "the secret key does not match the key this database's secrets were sealed with; \
+         start with the original KNOWTON_SECRET_KEY or key file"
+    )]
+    WrongSecretKey,
+    #[error("failed to record the secret key check in the database")]
+    KeyCheck(#[source] StoreError),
+    #[error("failed to read or create the admin token file {path}")]
+    AdminTokenFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("admin token file {path} is empty or shorter than 16 characters")]
+    AdminTokenTooShort { path: String },
+    #[error("failed to bind the HTTP listener on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A coordinator that is serving.
+#[derive(Debug)]
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl Running {
+    /// Starts draining and waits for the server to stop.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        let _ = self.shutdown.send(true);
+        self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+/// Loads the configuration's resources, binds the listener and spawns the
+/// server. Fails before binding if the database or keys are not right.
+pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
+    let store = config
+        .backend
+        .clone()
+        .open()
+        .await
+        .map_err(|source| ServeError::OpenStore {
+            database: config.database_display.clone(),
+            source,
+        })?;
+    let secret_box = SecretBox::load(&config.key_source)?;
+    let check = store
+        .init_meta(secrets::KEY_CHECK_META, &secret_box.key_check())
+        .await
+        .map_err(ServeError::KeyCheck)?;
+    if !secret_box.matches_check(&check) {
+        return Err(ServeError::WrongSecretKey);
+    }
+    let admin_token = load_admin_token(&config.admin_token)?;
+
+    let service = Arc::new(TenantService::new(store, secret_box, config.retention_days));
+    let state = AppState::new(service.clone(), &admin_token);
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
+    let http_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.http_addr,
+        source,
+    })?;
+
+    let (shutdown, mut signal) = watch::channel(false);
+    spawn_housekeeping(&state, &config, shutdown.subscribe());
+    let app = api::router(state.clone());
+    let draining = state.draining.clone();
+    let grace = config.shutdown_grace;
+    let task = tokio::spawn(async move {
+        let mut drain_signal = signal.clone();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = signal.wait_for(|stop| *stop).await;
+            draining.store(true, Ordering::Relaxed);
+            tracing::info!("shutdown: draining in-flight requests");
+        });
+        let server = server.into_future();
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => return result.map_err(ServeError::Serve),
+            _ = drain_signal.wait_for(|stop| *stop) => {}
+        }
+        match tokio::time::timeout(grace, server).await {
+            Ok(result) => result.map_err(ServeError::Serve),
+            Err(_) => {
+                tracing::warn!(
+                    grace_seconds = grace.as_secs(),
+                    "shutdown grace period over; closing remaining connections"
+                );
+                Ok(())
+            }
+        }
+    });
+    tracing::info!(
+        http.addr = %http_addr,
+        database = %config.database_display,
+        backend = service.store().backend(),
+        "coordinator ready"
+    );
+    Ok(Running {
+        http_addr,
+        state,
+        shutdown,
+        task,
+    })
+}
+
+/// Runs until `shutdown` resolves, then drains.
+pub async fn run(
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let running = start(config).await?;
+    shutdown.await;
+    running.shutdown().await
+}
+
+fn spawn_housekeeping(state: &AppState, config: &ServeConfig, mut stop: watch::Receiver<bool>) {
+    let limiter = state.limiter.clone();
+    let service = state.service.clone();
+    let purge_expired = config.purge_expired;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut minutes = 0u64;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            limiter.shrink();
+            if purge_expired && minutes.is_multiple_of(60) {
+                match service.purge_expired(crate::store::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(tenants = n, "purged tenants whose retention ended"),
+                    Err(err) => tracing::error!(error = %err, "failed to purge expired tenants"),
+                }
+            }
+            minutes += 1;
+        }
+    });
+}
+
+fn load_admin_token(source: &AdminTokenSource) -> Result<String, ServeError> {
+    let path = match source {
+        AdminTokenSource::Inline(token) => return Ok(token.clone()),
+        AdminTokenSource::File(path) => path,
+    };
+    let io_err = |source| ServeError::AdminTokenFile {
+        path: path.display().to_string(),
+        source,
+    };
+    if !path.exists() {
+        create_private_file(path, &credentials::random_base62(40)).map_err(io_err)?;
+        tracing::info!(path = %path.display(), "generated an admin token (the CLI reads it from this file)");
+    }
+    let token = std::fs::read_to_string(path)
+        .map_err(io_err)?
+        .trim()
+        .to_owned();
+    if token.len() < 16 {
+        return Err(ServeError::AdminTokenTooShort {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(token)
+}
+
+fn create_private_file(path: &Path, content: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    writeln!(file, "{content}")?;
+    file.sync_all()
+}
