@@ -103,6 +103,14 @@ fn named_field(message: &str) -> Option<&str> {
 }
 
 fn join_path(parent: &str, name: &str) -> String {
+    // For unknown fields the path already ends at the field itself.
+    if parent.is_empty() || parent == name || parent.ends_with(&format!(".{name}")) {
+        return if parent.is_empty() {
+            name.to_owned()
+        } else {
+            parent.to_owned()
+        };
+    }
     if parent.is_empty() {
         name.to_owned()
     } else {

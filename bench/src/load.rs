@@ -1,0 +1,214 @@
+//! The load generator: provisioning through the API, then tenant reads at a
+//! fixed rate (open loop) and as fast as a fixed set of clients can go
+//! (closed loop).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+use reqwest::StatusCode;
+use tokio::runtime::Runtime;
+
+use crate::report::{Outcome, Sample};
+use crate::seed::SeededTenant;
+
+/// An HTTP/1.1 client with a pool as large as the load needs.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    knowton_coordinator::client::install_crypto_provider();
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()?)
+}
+
+/// Provisions `count` tenants through `POST /api/v1/tenants` with
+/// `concurrency` clients. Returns one sample per request and the wall time.
+pub async fn provision(
+    client: &reqwest::Client,
+    base_url: &str,
+    admin_token: &str,
+    count: usize,
+    concurrency: usize,
+) -> (Vec<Sample>, Duration) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let url: Arc<str> = format!("{base_url}/api/v1/tenants").into();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (client, next, url) = (client.clone(), next.clone(), url.clone());
+            let token = admin_token.to_owned();
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        return samples;
+                    }
+                    let plan = knowton_common::Plan::ALL[i % 3];
+                    let slug = format!("prov-{i:06}");
+                    let body = serde_json::json!({
+                        "name": format!("Provisioned {i}"),
+                        "slug": slug,
+                        "plan": plan,
+                        "adminEmail": format!("admin@{slug}.example.com"),
+                        "domain": format!("{slug}.bench.knowton.example"),
+                    });
+                    let sent = Instant::now();
+                    let request = client.post(&*url).bearer_auth(&token).json(&body);
+                    let outcome = finish(request.send().await, StatusCode::CREATED).await;
+                    samples.push(Sample::new(sent, outcome));
+                }
+            })
+        })
+        .collect();
+    let mut samples = Vec::with_capacity(count);
+    for worker in workers {
+        samples.extend(worker.await.unwrap_or_default());
+    }
+    (samples, started.elapsed())
+}
+
+/// What a read phase measured: samples after the warm-up, and the window
+/// they cover.
+#[derive(Debug)]
+pub struct ReadRun {
+    pub samples: Vec<Sample>,
+    pub window: Duration,
+    /// Open loop only: how late the latest request was sent.
+    pub max_send_lag: Duration,
+}
+
+/// Sends `GET /api/v1/tenants/{id}` at `rate` requests per second for
+/// `warmup + duration`, each as its tenant, to random tenants. Request `i`
+/// is due at `start + i / rate` and its latency is measured from then, so a
+/// stalled server is charged for the requests it delayed.
+///
+/// The pacing runs on this thread (a sleep is precise to tens of
+/// microseconds, tokio timers to a millisecond); requests run on `runtime`.
+pub fn open_loop(
+    runtime: &Runtime,
+    client: &reqwest::Client,
+    base_url: &str,
+    tenants: &Arc<Vec<SeededTenant>>,
+    rate: u32,
+    warmup: Duration,
+    duration: Duration,
+) -> ReadRun {
+    let rate = u64::from(rate.max(1));
+    let due = |i: u64| Duration::from_nanos(i * 1_000_000_000 / rate);
+    let warm_count = (warmup.as_nanos() * u128::from(rate) / 1_000_000_000) as u64;
+    let total = warm_count + (duration.as_nanos() * u128::from(rate) / 1_000_000_000) as u64;
+    let mut rng = rand::rng();
+    let mut tasks = Vec::with_capacity(total as usize);
+    let start = Instant::now() + Duration::from_millis(10);
+    for i in 0..total {
+        let scheduled = start + due(i);
+        if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let tenant = rng.random_range(0..tenants.len());
+        let (client, tenants, base) = (client.clone(), tenants.clone(), base_url.to_owned());
+        tasks.push(runtime.spawn(async move {
+            let lag = scheduled.elapsed();
+            let tenant = &tenants[tenant];
+            let outcome = get_tenant(&client, &base, tenant).await;
+            (i >= warm_count, Sample::new(scheduled, outcome), lag)
+        }));
+    }
+    let measured_start = start + due(warm_count);
+    runtime.block_on(async move {
+        let mut samples = Vec::with_capacity(tasks.len());
+        let mut max_send_lag = Duration::ZERO;
+        for task in tasks {
+            let Ok((measured, sample, lag)) = task.await else {
+                continue;
+            };
+            if measured {
+                max_send_lag = max_send_lag.max(lag);
+                samples.push(sample);
+            }
+        }
+        let end = samples
+            .iter()
+            .map(|s| s.done)
+            .max()
+            .unwrap_or(measured_start);
+        ReadRun {
+            samples,
+            window: end.saturating_duration_since(measured_start),
+            max_send_lag,
+        }
+    })
+}
+
+/// `concurrency` clients each send a request as soon as their previous one
+/// is answered, for `warmup + duration`; latency is from send to answer.
+pub async fn closed_loop(
+    client: &reqwest::Client,
+    base_url: &str,
+    tenants: &Arc<Vec<SeededTenant>>,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> ReadRun {
+    let start = Instant::now();
+    let measured_start = start + warmup;
+    let deadline = measured_start + duration;
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (client, tenants, base) = (client.clone(), tenants.clone(), base_url.to_owned());
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                loop {
+                    let sent = Instant::now();
+                    if sent >= deadline {
+                        return samples;
+                    }
+                    let tenant = &tenants[rand::rng().random_range(0..tenants.len())];
+                    let outcome = get_tenant(&client, &base, tenant).await;
+                    if sent >= measured_start {
+                        samples.push(Sample::new(sent, outcome));
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut samples = Vec::new();
+    for worker in workers {
+        samples.extend(worker.await.unwrap_or_default());
+    }
+    let end = samples.iter().map(|s| s.done).max().unwrap_or(deadline);
+    ReadRun {
+        samples,
+        window: end.saturating_duration_since(measured_start),
+        max_send_lag: Duration::ZERO,
+    }
+}
+
+async fn get_tenant(client: &reqwest::Client, base_url: &str, tenant: &SeededTenant) -> Outcome {
+    let response = client
+        .get(format!("{base_url}/api/v1/tenants/{}", tenant.id))
+        .bearer_auth(&tenant.production_key)
+        .send()
+        .await;
+    finish(response, StatusCode::OK).await
+}
+
+/// Reads the whole body (so the latency covers it) and classifies the answer.
+async fn finish(response: reqwest::Result<reqwest::Response>, expected: StatusCode) -> Outcome {
+    match response {
+        Ok(response) => {
+            let status = response.status();
+            match response.bytes().await {
+                Ok(_) if status == expected => Outcome::Ok,
+                Ok(_) if status == StatusCode::TOO_MANY_REQUESTS => Outcome::RateLimited,
+                Ok(_) => Outcome::Status(status.as_u16()),
+                Err(_) => Outcome::Transport,
+            }
+        }
+        Err(_) => Outcome::Transport,
+    }
+}

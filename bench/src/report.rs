@@ -1,0 +1,318 @@
+//! Samples, their percentiles, the per-backend report and how it is printed.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// 429: the tenant's plan rate was exceeded.
+    RateLimited,
+    /// Any other unexpected status.
+    Status(u16),
+    /// No answer: connection error or timeout.
+    Transport,
+}
+
+/// One request: when it was due (or sent), when it was answered, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub latency: Duration,
+    pub done: Instant,
+    pub outcome: Outcome,
+}
+
+impl Sample {
+    /// A sample answered now, measured from `from`.
+    pub fn new(from: Instant, outcome: Outcome) -> Self {
+        let done = Instant::now();
+        Sample {
+            latency: done.saturating_duration_since(from),
+            done,
+            outcome,
+        }
+    }
+}
+
+/// Latency percentiles (nearest rank) in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+impl Latency {
+    pub fn of(samples: &[Sample]) -> Self {
+        let mut nanos: Vec<u64> = samples
+            .iter()
+            .map(|s| u64::try_from(s.latency.as_nanos()).unwrap_or(u64::MAX))
+            .collect();
+        if nanos.is_empty() {
+            return Latency::default();
+        }
+        nanos.sort_unstable();
+        let ms = |n: u64| n as f64 / 1e6;
+        let at = |q: f64| {
+            ms(nanos[((q * nanos.len() as f64).ceil() as usize).clamp(1, nanos.len()) - 1])
+        };
+        let sum: f64 = nanos.iter().map(|&n| n as f64).sum();
+        Latency {
+            p50_ms: at(0.50),
+            p90_ms: at(0.90),
+            p99_ms: at(0.99),
+            p999_ms: at(0.999),
+            max_ms: ms(*nanos.last().expect("not empty")),
+            mean_ms: sum / nanos.len() as f64 / 1e6,
+        }
+    }
+}
+
+/// Requests by outcome.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub requests: usize,
+    pub ok: usize,
+    pub rate_limited: usize,
+    pub other_status: usize,
+    pub transport_errors: usize,
+}
+
+impl Counts {
+    pub fn of(samples: &[Sample]) -> Self {
+        let mut counts = Counts {
+            requests: samples.len(),
+            ..Counts::default()
+        };
+        for sample in samples {
+            match sample.outcome {
+                Outcome::Ok => counts.ok += 1,
+                Outcome::RateLimited => counts.rate_limited += 1,
+                Outcome::Status(_) => counts.other_status += 1,
+                Outcome::Transport => counts.transport_errors += 1,
+            }
+        }
+        counts
+    }
+
+    pub fn errors(&self) -> usize {
+        self.requests - self.ok
+    }
+}
+
+/// Provisioning through the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProvisionReport {
+    pub concurrency: usize,
+    pub counts: Counts,
+    pub seconds: f64,
+    pub tenants_per_second: f64,
+    pub latency: Latency,
+}
+
+/// Seeding straight into the store.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeedReport {
+    pub tenants: usize,
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub tenants_per_second: f64,
+}
+
+/// One read phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadReport {
+    /// `open` (fixed rate) or `closed` (fixed number of clients).
+    pub mode: &'static str,
+    /// Open loop: the requested rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_rps: Option<u32>,
+    /// Closed loop: the number of clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    pub seconds: f64,
+    pub counts: Counts,
+    /// 200 responses per second over the measured window.
+    pub achieved_rps: f64,
+    pub latency: Latency,
+    /// Open loop: the latest any request was sent after it was due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_send_lag_ms: Option<f64>,
+}
+
+/// Whether the read target was met.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub target_p99_ms: f64,
+    pub target_rps: u32,
+    pub pass: bool,
+    pub reason: String,
+}
+
+impl Verdict {
+    pub fn judge(read: &ReadReport, target_p99_ms: f64, target_rps: u32) -> Self {
+        let mut misses = Vec::new();
+        if read.latency.p99_ms >= target_p99_ms {
+            misses.push(format!(
+                "p99 {:.2} ms is {:.2} ms over",
+                read.latency.p99_ms,
+                read.latency.p99_ms - target_p99_ms
+            ));
+        }
+        if read.achieved_rps < 0.99 * f64::from(target_rps) {
+            misses.push(format!("achieved only {:.0} req/s", read.achieved_rps));
+        }
+        if read.counts.errors() > 0 {
+            misses.push(format!("{} requests failed", read.counts.errors()));
+        }
+        Verdict {
+            target_p99_ms,
+            target_rps,
+            pass: misses.is_empty(),
+            reason: if misses.is_empty() {
+                format!("p99 {:.2} ms", read.latency.p99_ms)
+            } else {
+                misses.join("; ")
+            },
+        }
+    }
+}
+
+/// Everything measured on one backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendReport {
+    pub backend: &'static str,
+    pub provision: ProvisionReport,
+    pub seed: SeedReport,
+    pub tenants_in_store: usize,
+    pub reads: Vec<ReadReport>,
+    /// VmHWM of the whole process (coordinator and load generator) during
+    /// this backend's run.
+    pub peak_rss_bytes: Option<u64>,
+    pub verdict: Verdict,
+}
+
+impl BackendReport {
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let p = &self.provision;
+        let _ = writeln!(out, "== {} ==", self.backend);
+        let _ = writeln!(
+            out,
+            "provision   {} tenants via POST /api/v1/tenants, {} clients: {} created, {} errors in {:.2} s\n            = {:.1} tenants/s; latency {}",
+            p.counts.requests,
+            p.concurrency,
+            p.counts.ok,
+            p.counts.errors(),
+            p.seconds,
+            p.tenants_per_second,
+            latency_line(&p.latency),
+        );
+        let s = &self.seed;
+        let _ = writeln!(
+            out,
+            "seed        {} tenants straight into the store, {} tasks: {:.2} s = {:.0} tenants/s",
+            s.tenants, s.concurrency, s.seconds, s.tenants_per_second
+        );
+        for read in &self.reads {
+            let mode = match (read.target_rps, read.concurrency) {
+                (Some(rps), _) => format!("open loop at {rps} req/s"),
+                (_, Some(clients)) => format!("closed loop, {clients} clients"),
+                _ => read.mode.to_owned(),
+            };
+            let c = &read.counts;
+            let _ = writeln!(
+                out,
+                "read        GET /api/v1/tenants/{{id}} as the tenant, {mode}, {:.1} s, {} tenants in store\n            {} requests: {} ok, {} rate-limited (429), {} other status, {} transport errors\n            achieved {:.0} req/s; latency {}",
+                read.seconds,
+                self.tenants_in_store,
+                c.requests,
+                c.ok,
+                c.rate_limited,
+                c.other_status,
+                c.transport_errors,
+                read.achieved_rps,
+                latency_line(&read.latency),
+            );
+            if let Some(lag) = read.max_send_lag_ms {
+                let _ = writeln!(out, "            latest send after due time: {lag:.2} ms");
+            }
+        }
+        let rss = self.peak_rss_bytes.map_or("unknown".to_owned(), |b| {
+            format!("{:.1} MiB", b as f64 / 1_048_576.0)
+        });
+        let _ = writeln!(
+            out,
+            "peak RSS    {rss} (VmHWM, coordinator and load generator in one process)"
+        );
+        let v = &self.verdict;
+        let _ = writeln!(
+            out,
+            "target      read p99 < {} ms at {} req/s: {} ({})",
+            v.target_p99_ms,
+            v.target_rps,
+            if v.pass { "PASS" } else { "FAIL" },
+            v.reason
+        );
+        out
+    }
+}
+
+fn latency_line(l: &Latency) -> String {
+    format!(
+        "ms p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  mean {:.2}",
+        l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.mean_ms
+    )
+}
+
+/// Per second over `window`.
+pub fn per_second(n: usize, window: Duration) -> f64 {
+    if window.is_zero() {
+        0.0
+    } else {
+        n as f64 / window.as_secs_f64()
+    }
+}
+
+/// Resets the process's peak RSS so the next reading covers only what
+/// follows (Linux 4.0+; best effort).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The process's peak RSS (`VmHWM` in /proc/self/status), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let now = Instant::now();
+        let samples: Vec<Sample> = (1..=100)
+            .map(|ms| Sample {
+                latency: Duration::from_millis(ms),
+                done: now,
+                outcome: Outcome::Ok,
+            })
+            .collect();
+        let l = Latency::of(&samples);
+        assert_eq!(l.p50_ms, 50.0);
+        assert_eq!(l.p90_ms, 90.0);
+        assert_eq!(l.p99_ms, 99.0);
+        assert_eq!(l.max_ms, 100.0);
+        assert_eq!(Latency::of(&[]).p99_ms, 0.0);
+    }
+}

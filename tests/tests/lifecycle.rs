@@ -1,0 +1,346 @@
+//! Key rotation, plan changes with the downgrade check, deprovision that
+//! keeps data, and purge.
+
+use knowton_tests::{TestCoordinator, on_every_backend};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+on_every_backend!(
+    rotation_replaces_a_key_at_once,
+    downgrades_that_do_not_fit_are_refused,
+    upgrades_switch_on_the_plan_features,
+    deprovision_keeps_data_and_is_idempotent,
+    purge_deletes_every_row_of_the_tenant_only,
+);
+
+const GIB: u64 = 1 << 30;
+
+async fn rotation_replaces_a_key_at_once(kt: TestCoordinator) {
+    let created = kt.provision("acme", "basic").await;
+    let old = created["apiKeys"]["production"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dev = created["apiKeys"]["development"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = "/api/v1/tenants/acme/api-keys/production/rotate";
+
+    // A tenant may rotate its own key with that key.
+    let rotated = kt.call(Method::POST, path, Some(&old), None).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    let new = rotated.body["apiKey"].as_str().unwrap().to_owned();
+    assert!(new.starts_with("kt_live_") && new != old);
+    assert!(new.starts_with(rotated.body["displayPrefix"].as_str().unwrap()));
+
+    let kt = &kt;
+    let get = |key: String| async move {
+        kt.call(Method::GET, "/api/v1/tenants/acme", Some(&key), None)
+            .await
+    };
+    assert_eq!(
+        get(old.clone()).await.status,
+        StatusCode::UNAUTHORIZED,
+        "old key stops at once"
+    );
+    let read = get(new.clone()).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(
+        get(dev.clone()).await.status,
+        StatusCode::OK,
+        "the other key is untouched"
+    );
+    // The new key is never shown again.
+    assert!(!read.body.to_string().contains(&new));
+    let keys = read.body["apiKeys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert!(new.starts_with(keys[0]["displayPrefix"].as_str().unwrap()));
+
+    // The admin rotates the development key.
+    let rotated = kt
+        .admin(
+            Method::POST,
+            "/api/v1/tenants/acme/api-keys/development/rotate",
+            None,
+        )
+        .await;
+    let new_dev = rotated.body["apiKey"].as_str().unwrap().to_owned();
+    assert!(new_dev.starts_with("kt_test_"));
+    assert_eq!(get(dev).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(new_dev).await.status, StatusCode::OK);
+}
+
+async fn downgrades_that_do_not_fit_are_refused(kt: TestCoordinator) {
+    kt.provision("acme", "enterprise").await;
+    let usage = json!({"users": 50, "storageBytes": 20 * GIB, "apiRequests": 1234});
+    let reply = kt
+        .admin(
+            Method::PUT,
+            "/api/v1/tenants/acme/usage",
+            Some(usage.clone()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["usage"], usage);
+
+    let refused = kt
+        .admin(
+            Method::PUT,
+            "/api/v1/tenants/acme",
+            Some(json!({"plan": "basic"})),
+        )
+        .await;
+    let (code, field) = refused.error(StatusCode::CONFLICT);
+    assert_eq!(
+        (code.as_str(), field.as_str()),
+        ("plan_limits_exceeded", "plan")
+    );
+    let limits: Vec<&str> = refused.body["error"]["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["limit"].as_str().unwrap())
+        .collect();
+    assert_eq!(limits, ["maxUsers", "storageBytes"]);
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("maxUsers 50 > 10") && message.contains("force"),
+        "{message}"
+    );
+    let unchanged = kt.admin(Method::GET, "/api/v1/tenants/acme", None).await;
+    assert_eq!(unchanged.body["plan"], "enterprise");
+    assert_eq!(unchanged.body["configVersion"], 1);
+
+    // Professional fits: 50 users of 100, 20 GiB of 100 GiB.
+    let pro = kt
+        .admin(
+            Method::PUT,
+            "/api/v1/tenants/acme",
+            Some(json!({"plan": "professional"})),
+        )
+        .await;
+    assert_eq!(pro.status, StatusCode::OK, "{}", pro.body);
+    assert_eq!(pro.body["features"]["enableCustomDevelopment"], false);
+
+    // force=true downgrades anyway (admin only).
+    let forced = kt
+        .admin(
+            Method::PUT,
+            "/api/v1/tenants/acme?force=true",
+            Some(json!({"plan": "basic"})),
+        )
+        .await;
+    assert_eq!(forced.status, StatusCode::OK, "{}", forced.body);
+    assert_eq!(forced.body["plan"], "basic");
+    assert_eq!(forced.body["limits"]["maxUsers"], 10);
+    assert_eq!(forced.body["features"]["enableEnterprise"], false);
+
+    let history = kt
+        .admin(Method::GET, "/api/v1/tenants/acme/config-history", None)
+        .await;
+    let changes: Vec<&str> = history.body["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(changes[0], "provisioned");
+    assert!(
+        changes[1].contains("plan enterprise -> professional"),
+        "{changes:?}"
+    );
+    assert!(
+        changes[2].contains("plan professional -> basic"),
+        "{changes:?}"
+    );
+    assert_eq!(history.body["versions"][2]["snapshot"]["plan"], "basic");
+}
+
+async fn upgrades_switch_on_the_plan_features(kt: TestCoordinator) {
+    let mut req = knowton_tests::tenant_request("acme", "basic");
+    req["features"] = json!({"enableBonds": false});
+    kt.admin(Method::POST, "/api/v1/tenants", Some(req)).await;
+    let up = kt
+        .admin(
+            Method::PUT,
+            "/api/v1/tenants/acme",
+            Some(json!({"plan": "enterprise", "domain": "portal.acme.com",
+            "branding": {"secondaryColor": "#00FF00"}})),
+        )
+        .await;
+    assert_eq!(up.status, StatusCode::OK, "{}", up.body);
+    assert_eq!(up.body["plan"], "enterprise");
+    assert_eq!(up.body["domain"], "portal.acme.com");
+    assert_eq!(up.body["features"]["enableEnterprise"], true);
+    assert_eq!(up.body["features"]["enableCustomDevelopment"], true);
+    assert_eq!(
+        up.body["features"]["enableBonds"], false,
+        "an explicit choice survives the upgrade"
+    );
+    assert_eq!(up.body["branding"]["secondaryColor"], "#00FF00");
+    assert_eq!(up.body["branding"]["primaryColor"], "#1E40AF");
+    assert_eq!(up.body["configVersion"], 2);
+    // Repeating the same change records nothing new.
+    let again = kt
+        .admin(
+            Method::PUT,
+            "/api/v1/tenants/acme",
+            Some(json!({"plan": "enterprise"})),
+        )
+        .await;
+    assert_eq!(again.body["configVersion"], 2);
+}
+
+async fn deprovision_keeps_data_and_is_idempotent(kt: TestCoordinator) {
+    let created = kt.provision("acme", "professional").await;
+    let id = created["tenant"]["id"].as_str().unwrap().to_owned();
+    let key = created["apiKeys"]["production"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rows_before = kt.db.rows_of_tenant(&id).await;
+
+    let first = kt.admin(Method::DELETE, "/api/v1/tenants/acme", None).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(first.body["status"], "deprovisioned");
+    let tenant = &first.body["tenant"];
+    assert_eq!(tenant["status"], "deprovisioned");
+    let until =
+        chrono::DateTime::parse_from_rfc3339(tenant["retainUntil"].as_str().unwrap()).unwrap();
+    let days = (until.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_days();
+    assert!(
+        (29..=30).contains(&days),
+        "kept for the default 30 days, got {days}"
+    );
+    assert_eq!(
+        tenant["apiKeys"].as_array().unwrap().len(),
+        0,
+        "keys revoked"
+    );
+
+    // Keys stop working, the data stays, every row is still there.
+    let reply = kt
+        .call(Method::GET, "/api/v1/tenants/acme", Some(&key), None)
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(kt.db.rows_of_tenant(&id).await, rows_before);
+    let read = kt.admin(Method::GET, "/api/v1/tenants/acme", None).await;
+    assert_eq!(read.body["status"], "deprovisioned");
+
+    // Again: same result, same retention date.
+    let second = kt
+        .admin(Method::DELETE, &format!("/api/v1/tenants/{id}"), None)
+        .await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.body["tenant"]["retainUntil"], tenant["retainUntil"]);
+    assert_eq!(
+        second.body["tenant"]["deprovisionedAt"],
+        tenant["deprovisionedAt"]
+    );
+
+    // A deprovisioned tenant cannot be changed or get new keys.
+    let change = kt
+        .admin(
+            Method::PUT,
+            "/api/v1/tenants/acme",
+            Some(json!({"plan": "basic"})),
+        )
+        .await;
+    assert_eq!(change.error(StatusCode::CONFLICT).0, "tenant_deprovisioned");
+    let rotate = kt
+        .admin(
+            Method::POST,
+            "/api/v1/tenants/acme/api-keys/production/rotate",
+            None,
+        )
+        .await;
+    assert_eq!(rotate.error(StatusCode::CONFLICT).0, "tenant_deprovisioned");
+    // Listed with a status filter.
+    let listed = kt
+        .admin(Method::GET, "/api/v1/tenants?status=deprovisioned", None)
+        .await;
+    assert_eq!(listed.body["tenants"].as_array().unwrap().len(), 1);
+    let active = kt
+        .admin(Method::GET, "/api/v1/tenants?status=active", None)
+        .await;
+    assert_eq!(active.body["tenants"].as_array().unwrap().len(), 0);
+}
+
+async fn purge_deletes_every_row_of_the_tenant_only(kt: TestCoordinator) {
+    let keep = kt.provision("keeper", "basic").await;
+    let keep_id = keep["tenant"]["id"].as_str().unwrap().to_owned();
+    let keep_rows = kt.db.rows_of_tenant(&keep_id).await;
+    let gone = kt.provision("goner", "enterprise").await;
+    let gone_id = gone["tenant"]["id"].as_str().unwrap().to_owned();
+    kt.admin(
+        Method::PUT,
+        "/api/v1/tenants/goner",
+        Some(json!({"plan": "professional"})),
+    )
+    .await;
+    kt.admin(
+        Method::POST,
+        "/api/v1/tenants/goner/api-keys/production/rotate",
+        None,
+    )
+    .await;
+    // Deprovisioned first, then purged: both orders work.
+    kt.admin(Method::DELETE, "/api/v1/tenants/goner", None)
+        .await;
+    assert!(
+        kt.db
+            .rows_of_tenant(&gone_id)
+            .await
+            .iter()
+            .all(|(_, n)| *n > 0)
+    );
+
+    let purged = kt
+        .admin(Method::DELETE, "/api/v1/tenants/goner?purge=true", None)
+        .await;
+    assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
+    assert_eq!(purged.body["status"], "purged");
+    let left: Vec<_> = kt
+        .db
+        .rows_of_tenant(&gone_id)
+        .await
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(left.is_empty(), "rows left after purge: {left:?}");
+    let everything = kt.db.every_value().await;
+    assert!(
+        !everything
+            .iter()
+            .any(|(_, _, v)| v.contains(&gone_id) || v.contains("goner"))
+    );
+    let reply = kt
+        .admin(Method::GET, &format!("/api/v1/tenants/{gone_id}"), None)
+        .await;
+    assert_eq!(reply.error(StatusCode::NOT_FOUND).0, "tenant_not_found");
+    let again = kt
+        .admin(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{gone_id}?purge=true"),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+
+    // The other tenant is untouched, and its slug-free purge target too.
+    assert_eq!(kt.db.rows_of_tenant(&keep_id).await, keep_rows);
+    // An active tenant can be purged directly.
+    let direct = kt.provision("direct", "basic").await;
+    let direct_id = direct["tenant"]["id"].as_str().unwrap().to_owned();
+    kt.admin(Method::DELETE, "/api/v1/tenants/direct?purge=true", None)
+        .await;
+    assert!(
+        kt.db
+            .rows_of_tenant(&direct_id)
+            .await
+            .iter()
+            .all(|(_, n)| *n == 0)
+    );
+    assert_eq!(kt.tenant_count().await, 1);
+}
