@@ -1,0 +1,369 @@
+//! The store suite: the `Store` trait driven directly, the same tests on
+//! SQLite and PostgreSQL.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use knowton_common::{Branding, Plan, TenantStatus, Usage};
+use knowton_coordinator::credentials::generate_api_key;
+use knowton_coordinator::store::{
+    Backend, ConfigChange, KeyKind, NewApiKey, NewTenant, OutboxMessage, Store, StoreError, Tenant,
+    now,
+};
+use knowton_tests::{Db, TestDb};
+use uuid::Uuid;
+
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (db, store) = super::open(knowton_tests::Db::Sqlite).await;
+                    super::$name(store).await;
+                    drop(db);
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if knowton_tests::postgres_url().is_none() {
+                        eprintln!("TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
+                        return;
+                    }
+                    let (db, store) = super::open(knowton_tests::Db::Postgres).await;
+                    super::$name(store).await;
+                    drop(db);
+                }
+            )*
+        }
+    };
+}
+
+store_tests!(
+    migrations_are_idempotent_and_meta_is_set_once,
+    a_tenant_round_trips,
+    slug_and_domain_conflicts_are_named,
+    listing_pages_by_id_and_filters_by_status,
+    config_changes_append_versions,
+    keys_authenticate_until_rotated_or_deprovisioned,
+    usage_is_recorded,
+    deprovision_then_expiry_then_purge,
+);
+
+async fn open(kind: Db) -> (TestDb, Arc<dyn Store>) {
+    let db = TestDb::new(kind).await;
+    let store = Backend::from_url(&db.url).unwrap().open().await.unwrap();
+    (db, store)
+}
+
+struct Fixture {
+    new: NewTenant,
+    production: String,
+}
+
+fn tenant(slug: &str) -> Fixture {
+    let id = Uuid::now_v7();
+    let at = now();
+    let production = generate_api_key(KeyKind::Production);
+    let development = generate_api_key(KeyKind::Development);
+    let key = |kind, k: &knowton_coordinator::credentials::GeneratedKey| NewApiKey {
+        id: Uuid::now_v7(),
+        kind,
+        hash: k.hash.clone(),
+        display_prefix: k.display_prefix.clone(),
+    };
+    Fixture {
+        production: production.plaintext.clone(),
+        new: NewTenant {
+            tenant: Tenant {
+                id,
+                name: format!("{slug} Inc"),
+                slug: slug.to_owned(),
+                plan: Plan::Professional,
+                domain: format!("{slug}.example.com"),
+                status: TenantStatus::Active,
+                admin_email: format!("admin@{slug}.example.com"),
+                branding: Branding::default_for(slug),
+                features: Plan::Professional.features(),
+                usage: Usage::initial(),
+                api_keys: Vec::new(),
+                config_version: 1,
+                created_at: at,
+                updated_at: at,
+                deprovisioned_at: None,
+                retain_until: None,
+            },
+            admin_user_id: Uuid::now_v7(),
+            admin_password_hash: "$argon2id$v=19$m=19456,t=2,p=1$fixture".into(),
+            api_keys: vec![
+                key(KeyKind::Production, &production),
+                key(KeyKind::Development, &development),
+            ],
+            secrets: vec![
+                ("database_password".into(), "v1.sealed-a".into()),
+                ("jwt_secret".into(), "v1.sealed-b".into()),
+            ],
+            welcome: OutboxMessage {
+                id: Uuid::now_v7(),
+                channel: "email".into(),
+                recipient: format!("admin@{slug}.example.com"),
+                subject: "Welcome".into(),
+                sealed_body: "v1.sealed-c".into(),
+                idempotency_key: format!("welcome:{id}"),
+            },
+            actor: "test".into(),
+        },
+    }
+}
+
+async fn migrations_are_idempotent_and_meta_is_set_once(store: Arc<dyn Store>) {
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+    assert_eq!(store.get_meta("k").await.unwrap(), None);
+    assert_eq!(store.init_meta("k", "first").await.unwrap(), "first");
+    assert_eq!(store.init_meta("k", "second").await.unwrap(), "first");
+}
+
+async fn a_tenant_round_trips(store: Arc<dyn Store>) {
+    let f = tenant("acme");
+    store.create_tenant(&f.new).await.unwrap();
+    let got = store.get_tenant(f.new.tenant.id).await.unwrap().unwrap();
+    let mut want = f.new.tenant.clone();
+    assert_eq!(got.api_keys.len(), 2);
+    assert_eq!(got.api_keys[0].kind, KeyKind::Production);
+    want.api_keys = got.api_keys.clone();
+    assert_eq!(got, want);
+    assert_eq!(
+        store.find_tenant_id("acme").await.unwrap(),
+        Some(f.new.tenant.id)
+    );
+    assert_eq!(store.find_tenant_id("nope").await.unwrap(), None);
+    assert_eq!(store.get_tenant(Uuid::now_v7()).await.unwrap(), None);
+    let secrets = store.sealed_secrets(f.new.tenant.id).await.unwrap();
+    assert_eq!(secrets, f.new.secrets);
+    let history = store.config_history(f.new.tenant.id).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (history[0].version, history[0].change.as_str()),
+        (1, "provisioned")
+    );
+    assert_eq!(history[0].snapshot["plan"], "professional");
+}
+
+async fn slug_and_domain_conflicts_are_named(store: Arc<dyn Store>) {
+    store.create_tenant(&tenant("acme").new).await.unwrap();
+    let mut same_slug = tenant("acme").new;
+    same_slug.tenant.domain = "other.example.com".into();
+    assert!(matches!(
+        store.create_tenant(&same_slug).await,
+        Err(StoreError::Conflict { field: "slug" })
+    ));
+    let mut same_domain = tenant("globex").new;
+    same_domain.tenant.domain = "acme.example.com".into();
+    assert!(matches!(
+        store.create_tenant(&same_domain).await,
+        Err(StoreError::Conflict { field: "domain" })
+    ));
+    assert_eq!(
+        store.list_tenants(10, None, None).await.unwrap().len(),
+        1,
+        "failed creates left nothing"
+    );
+}
+
+async fn listing_pages_by_id_and_filters_by_status(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let f = tenant(&format!("t-{i}"));
+        ids.push(f.new.tenant.id);
+        store.create_tenant(&f.new).await.unwrap();
+    }
+    let first = store.list_tenants(2, None, None).await.unwrap();
+    assert_eq!(first.iter().map(|t| t.id).collect::<Vec<_>>(), ids[..2]);
+    assert!(first.iter().all(|t| t.api_keys.len() == 2));
+    let rest = store.list_tenants(10, Some(ids[1]), None).await.unwrap();
+    assert_eq!(rest.iter().map(|t| t.id).collect::<Vec<_>>(), ids[2..]);
+    store
+        .deprovision(ids[3], now() + Duration::days(1))
+        .await
+        .unwrap();
+    let gone = store
+        .list_tenants(10, None, Some(TenantStatus::Deprovisioned))
+        .await
+        .unwrap();
+    assert_eq!(gone.iter().map(|t| t.id).collect::<Vec<_>>(), [ids[3]]);
+    assert!(gone[0].api_keys.is_empty());
+    assert_eq!(
+        store
+            .list_tenants(10, None, Some(TenantStatus::Active))
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+async fn config_changes_append_versions(store: Arc<dyn Store>) {
+    let f = tenant("acme");
+    let id = f.new.tenant.id;
+    store.create_tenant(&f.new).await.unwrap();
+    let mut branding = f.new.tenant.branding.clone();
+    branding.primary_color = "#000000".into();
+    let change = ConfigChange {
+        plan: Plan::Enterprise,
+        features: Plan::Enterprise.features(),
+        branding,
+        domain: "portal.acme.com".into(),
+        actor: "admin".into(),
+        summary: "plan professional -> enterprise".into(),
+    };
+    assert_eq!(store.update_config(id, &change).await.unwrap(), 2);
+    let got = store.get_tenant(id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.plan, got.domain.as_str(), got.config_version),
+        (Plan::Enterprise, "portal.acme.com", 2)
+    );
+    assert_eq!(got.branding.primary_color, "#000000");
+    assert!(got.features.custom_development);
+    assert!(got.updated_at >= got.created_at);
+    let history = store.config_history(id).await.unwrap();
+    assert_eq!(
+        history.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(history[1].actor, "admin");
+    assert_eq!(history[1].snapshot["domain"], "portal.acme.com");
+    assert!(matches!(
+        store.update_config(Uuid::now_v7(), &change).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // A domain owned by another tenant is a named conflict and changes nothing.
+    store.create_tenant(&tenant("globex").new).await.unwrap();
+    let steal = ConfigChange {
+        domain: "globex.example.com".into(),
+        ..change
+    };
+    assert!(matches!(
+        store.update_config(id, &steal).await,
+        Err(StoreError::Conflict { field: "domain" })
+    ));
+    assert_eq!(store.config_history(id).await.unwrap().len(), 2);
+}
+
+async fn keys_authenticate_until_rotated_or_deprovisioned(store: Arc<dyn Store>) {
+    let f = tenant("acme");
+    let id = f.new.tenant.id;
+    store.create_tenant(&f.new).await.unwrap();
+    let hash = knowton_coordinator::credentials::hash_api_key(&f.production);
+    let owner = store.authenticate_key(&hash).await.unwrap().unwrap();
+    assert_eq!(
+        (owner.tenant_id, owner.slug.as_str(), owner.plan, owner.kind),
+        (id, "acme", Plan::Professional, KeyKind::Production)
+    );
+    assert_eq!(
+        store
+            .authenticate_key("0".repeat(64).as_str())
+            .await
+            .unwrap(),
+        None
+    );
+
+    let next = generate_api_key(KeyKind::Production);
+    store
+        .rotate_key(
+            id,
+            &NewApiKey {
+                id: Uuid::now_v7(),
+                kind: KeyKind::Production,
+                hash: next.hash.clone(),
+                display_prefix: next.display_prefix.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.authenticate_key(&hash).await.unwrap(), None);
+    assert!(store.authenticate_key(&next.hash).await.unwrap().is_some());
+    let keys = store.get_tenant(id).await.unwrap().unwrap().api_keys;
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].display_prefix, next.display_prefix);
+
+    store
+        .deprovision(id, now() + Duration::days(30))
+        .await
+        .unwrap();
+    assert_eq!(store.authenticate_key(&next.hash).await.unwrap(), None);
+}
+
+async fn usage_is_recorded(store: Arc<dyn Store>) {
+    let f = tenant("acme");
+    store.create_tenant(&f.new).await.unwrap();
+    let usage = Usage {
+        users: 42,
+        storage_bytes: 5 << 40,
+        api_requests: 123_456,
+    };
+    store.set_usage(f.new.tenant.id, usage).await.unwrap();
+    assert_eq!(
+        store
+            .get_tenant(f.new.tenant.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .usage,
+        usage
+    );
+    assert!(matches!(
+        store.set_usage(Uuid::now_v7(), usage).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn deprovision_then_expiry_then_purge(store: Arc<dyn Store>) {
+    let keep = tenant("keep");
+    let gone = tenant("gone");
+    store.create_tenant(&keep.new).await.unwrap();
+    store.create_tenant(&gone.new).await.unwrap();
+    let id = gone.new.tenant.id;
+    let until = now() + Duration::days(7);
+    store.deprovision(id, until).await.unwrap();
+    store
+        .deprovision(id, until + Duration::days(99))
+        .await
+        .unwrap();
+    let t = store.get_tenant(id).await.unwrap().unwrap();
+    assert_eq!(t.status, TenantStatus::Deprovisioned);
+    assert_eq!(
+        t.retain_until,
+        Some(until),
+        "a second deprovision keeps the first retention"
+    );
+    assert!(store.expired_tenants(now()).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .expired_tenants(until + Duration::seconds(1))
+            .await
+            .unwrap(),
+        [id]
+    );
+
+    store.purge(id).await.unwrap();
+    assert_eq!(store.get_tenant(id).await.unwrap(), None);
+    assert!(store.sealed_secrets(id).await.unwrap().is_empty());
+    assert!(store.config_history(id).await.unwrap().is_empty());
+    assert!(matches!(store.purge(id).await, Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.deprovision(id, until).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(
+        store
+            .get_tenant(keep.new.tenant.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
