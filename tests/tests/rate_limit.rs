@@ -28,7 +28,11 @@ async fn each_plan_is_limited_at_its_rate() {
         let mut allowed = 0u64;
         let limited = loop {
             // Both keys draw on the tenant's one budget.
-            let token = if allowed.is_multiple_of(2) { &key } else { &dev_key };
+            let token = if allowed.is_multiple_of(2) {
+                &key
+            } else {
+                &dev_key
+            };
             let reply = kt.call(Method::GET, &path, Some(token), None).await;
             if reply.status != StatusCode::OK {
                 break reply;

@@ -94,7 +94,7 @@ impl ApiError {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            "internal error; the coordinator's log has the details",
+            "internal error; the coordinator's log has the details under this response's x-request-id",
         )
     }
 }
