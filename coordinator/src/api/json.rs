@@ -59,14 +59,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 /// Parses `bytes` as `T`, naming the field at fault.
+///
+/// No request body of this API contains a list, and serde would read a list
+/// as a struct's fields in order (`"features": [true, false]`), so a list
+/// anywhere is refused; `request_bodies_have_no_lists` keeps that true.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let malformed = |e: &serde_json::Error| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-            format!("malformed JSON: {e}"),
-        )
-    };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -74,17 +71,30 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "the request body is empty; expected a JSON object",
         ));
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let err = match serde_path_to_error::deserialize(&mut de) {
-        Ok(value) => return de.end().map(|()| value).map_err(|e| malformed(&e)),
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("malformed JSON: {e}"),
+        )
+    })?;
+    if let Some(path) = find_list(&value, "") {
+        let field = if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path
+        };
+        return Err(ApiError::invalid(
+            field,
+            "invalid type: a list, expected an object or a value",
+        ));
+    }
+    let err = match serde_path_to_error::deserialize(&value) {
+        Ok(parsed) => return Ok(parsed),
         Err(err) => err,
     };
     let path = err.path().to_string();
-    let inner = err.into_inner();
-    if inner.is_syntax() || inner.is_eof() {
-        return Err(malformed(&inner));
-    }
-    let message = strip_position(&inner.to_string());
+    let message = strip_position(&err.into_inner().to_string());
     let parent = if path == "." { String::new() } else { path };
     let field = match named_field(&message) {
         Some(name) => join_path(&parent, name),
@@ -92,6 +102,22 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         None => parent,
     };
     Err(ApiError::invalid(field, message))
+}
+
+/// The path of the first list in `value`, if any.
+fn find_list(value: &serde_json::Value, path: &str) -> Option<String> {
+    match value {
+        serde_json::Value::Array(_) => Some(path.to_owned()),
+        serde_json::Value::Object(map) => map.iter().find_map(|(key, v)| {
+            let child = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            find_list(v, &child)
+        }),
+        _ => None,
+    }
 }
 
 /// serde names the field itself for unknown and missing fields.
@@ -179,5 +205,26 @@ mod tests {
             field_of(&format!("{{{base}}} trailing")),
             ("invalid_json".into(), String::new())
         );
+    }
+
+    #[test]
+    fn request_bodies_have_no_lists() {
+        use utoipa::OpenApi;
+        let doc = serde_json::to_value(crate::api::ApiDoc::openapi()).unwrap();
+        for name in [
+            "ProvisionRequest",
+            "UpdateRequest",
+            "BrandingPatch",
+            "FeatureOverrides",
+            "Usage",
+        ] {
+            let schema = &doc["components"]["schemas"][name];
+            assert!(schema.is_object(), "{name} is documented");
+            let text = schema.to_string();
+            assert!(
+                !text.contains("\"array\""),
+                "{name} has a list: parse() must learn to accept it"
+            );
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! The OpenAPI 3 document, generated from the handlers and types.
 
 use axum::Json;
+use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::{error, tenants, views};
@@ -22,7 +24,7 @@ use crate::provision;
         views::ApiKeys, views::RotatedKey, views::TenantPage, views::DeprovisionResponse,
         views::HistoryView, views::HistoryEntry, views::PlanView, views::Status,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &StandardErrors),
     tags((name = "tenants", description = "Tenant lifecycle"), (name = "plans"), (name = "health")),
 )]
 pub struct ApiDoc;
@@ -44,6 +46,63 @@ impl Modify for BearerAuth {
             ),
         );
     }
+}
+
+/// Adds the responses every route can give, so clients (and contract
+/// testers) know them: 400 for bad parameters, 401/403/429 on
+/// authenticated routes, 413/415 where there is a body, 500.
+struct StandardErrors;
+
+impl Modify for StandardErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in &mut openapi.paths.paths {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ];
+            for op in operations.into_iter().flatten() {
+                let mut standard =
+                    vec![("500", "Internal error; the log has it under x-request-id")];
+                if path.starts_with("/api/v1/") && path != "/api/v1/openapi.json" {
+                    standard.push(("400", "Invalid parameter or field, named in the error"));
+                }
+                if op.security.is_some() {
+                    standard.push(("401", "Missing, unknown or revoked token"));
+                    standard.push((
+                        "403",
+                        "Token not allowed to do this, or X-Tenant-Slug mismatch",
+                    ));
+                    standard.push((
+                        "429",
+                        "The tenant's plan rate limit is exhausted; see Retry-After",
+                    ));
+                }
+                if op.request_body.is_some() {
+                    standard.push(("413", "Body larger than 64 KiB"));
+                    standard.push(("415", "Body is not application/json"));
+                }
+                for (code, description) in standard {
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| error_response(description));
+                }
+            }
+        }
+    }
+}
+
+fn error_response(description: &str) -> RefOr<Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+        )
+        .build()
+        .into()
 }
 
 /// This document.

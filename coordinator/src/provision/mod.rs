@@ -29,10 +29,26 @@ pub const JWT_SECRET: &str = "jwt_secret";
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProvisionRequest {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
+    /// A DNS label, not reserved (admin, api, www, system, kube-…).
+    #[schema(
+        min_length = 3,
+        max_length = 40,
+        pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+    )]
     pub slug: String,
     pub plan: Plan,
+    #[schema(
+        max_length = 254,
+        pattern = r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?$"
+    )]
     pub admin_email: String,
+    /// A fully qualified hostname; stored lower-case.
+    #[schema(
+        max_length = 253,
+        pattern = r"^([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?$"
+    )]
     pub domain: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<FeatureOverrides>,
@@ -45,13 +61,20 @@ pub struct ProvisionRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BrandingPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub company_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^#[0-9A-Fa-f]{6}$")]
     pub primary_color: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^#[0-9A-Fa-f]{6}$")]
     pub secondary_color: Option<String>,
     /// An https URL; `null` is the same as absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 2048,
+        pattern = r"^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[^\s]*)?$"
+    )]
     pub logo_url: Option<String>,
 }
 
@@ -85,6 +108,10 @@ pub struct UpdateRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branding: Option<BrandingPatch>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 253,
+        pattern = r"^([A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?$"
+    )]
     pub domain: Option<String>,
 }
 
