@@ -73,12 +73,21 @@ impl ServeArgs {
     }
 }
 
-/// Where the admin token comes from.
-#[derive(Debug, Clone)]
+/// Where the admin token comes from. `Debug` never shows an inline token.
+#[derive(Clone)]
 pub enum AdminTokenSource {
     Inline(String),
     /// Read, or created with a random token if missing.
     File(PathBuf),
+}
+
+impl std::fmt::Debug for AdminTokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminTokenSource::Inline(_) => f.write_str("Inline(<redacted>)"),
+            AdminTokenSource::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
 }
 
 /// Validated `serve` configuration.
@@ -181,6 +190,19 @@ mod tests {
         assert!(text.contains("KNOWTON_SECRET_KEY"));
         assert!(text.contains("at least 16"));
         assert!(!text.contains("pw@"));
+    }
+
+    #[test]
+    fn debug_output_hides_inline_secrets() {
+        let mut args = ServeArgs::for_dir(Path::new("/tmp"));
+        args.admin_token = Some("admin-token-that-is-secret".into());
+        args.secret_key = Some("c2VjcmV0LWtleS1zZWNyZXQta2V5LXNlY3JldC1rZXk=".into());
+        let config = ServeConfig::try_from(args).unwrap();
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("admin-token-that-is-secret") && !shown.contains("c2VjcmV0"),
+            "{shown}"
+        );
     }
 
     #[test]

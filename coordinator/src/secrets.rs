@@ -56,8 +56,8 @@ pub enum OpenError {
     Authentication,
 }
 
-/// Where the key comes from.
-#[derive(Debug, Clone)]
+/// Where the key comes from. `Debug` never shows an inline key.
+#[derive(Clone)]
 pub enum KeySource {
     /// Base64 text (from `KNOWTON_SECRET_KEY`).
     Inline(String),
@@ -65,6 +65,16 @@ pub enum KeySource {
     File(PathBuf),
     /// A key file created with mode 0600 on first use.
     FileCreate(PathBuf),
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Inline(_) => f.write_str("Inline(<redacted>)"),
+            KeySource::File(path) => f.debug_tuple("File").field(path).finish(),
+            KeySource::FileCreate(path) => f.debug_tuple("FileCreate").field(path).finish(),
+        }
+    }
 }
 
 /// Seals and opens values with the coordinator's key.
