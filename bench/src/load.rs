@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::RngExt;
 use reqwest::StatusCode;
 use tokio::runtime::Runtime;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use crate::report::{Outcome, Sample};
 use crate::seed::SeededTenant;
@@ -71,14 +73,41 @@ pub async fn provision(
     (samples, started.elapsed())
 }
 
+/// Whom the read phases ask, and as which tenants.
+#[derive(Debug, Clone)]
+pub struct ReadTarget {
+    pub client: reqwest::Client,
+    pub base_url: Arc<str>,
+    pub tenants: Arc<Vec<SeededTenant>>,
+}
+
+impl ReadTarget {
+    /// `GET /api/v1/tenants/{id}` of tenant number `index`, with its own key.
+    async fn get_tenant(&self, index: usize) -> Outcome {
+        let tenant = &self.tenants[index];
+        let response = self
+            .client
+            .get(format!("{}/api/v1/tenants/{}", self.base_url, tenant.id))
+            .bearer_auth(&tenant.production_key)
+            .send()
+            .await;
+        finish(response, StatusCode::OK).await
+    }
+
+    fn random_tenant(&self) -> usize {
+        rand::rng().random_range(0..self.tenants.len())
+    }
+}
+
 /// What a read phase measured: samples after the warm-up, and the window
 /// they cover.
 #[derive(Debug)]
 pub struct ReadRun {
     pub samples: Vec<Sample>,
     pub window: Duration,
-    /// Open loop only: how late the latest request was sent.
-    pub max_send_lag: Duration,
+    /// Open loop: how late each measured request was picked up by the load
+    /// generator (its own scheduling delay, included in the latency).
+    pub send_lags: Vec<Duration>,
 }
 
 /// Sends `GET /api/v1/tenants/{id}` at `rate` requests per second for
@@ -86,22 +115,26 @@ pub struct ReadRun {
 /// is due at `start + i / rate` and its latency is measured from then, so a
 /// stalled server is charged for the requests it delayed.
 ///
+/// At most `connections` requests are in flight (as wrk2 keeps a fixed set
+/// of connections): a request due while all are busy waits for one, and
+/// that wait counts in its latency. Without a bound, a brief stall turns
+/// into a storm of new connections that the stall did not deserve.
+///
 /// The pacing runs on this thread (a sleep is precise to tens of
 /// microseconds, tokio timers to a millisecond); requests run on `runtime`.
 pub fn open_loop(
     runtime: &Runtime,
-    client: &reqwest::Client,
-    base_url: &str,
-    tenants: &Arc<Vec<SeededTenant>>,
+    target: &ReadTarget,
     rate: u32,
+    connections: usize,
     warmup: Duration,
     duration: Duration,
 ) -> ReadRun {
+    let in_flight = Arc::new(Semaphore::new(connections.max(1)));
     let rate = u64::from(rate.max(1));
     let due = |i: u64| Duration::from_nanos(i * 1_000_000_000 / rate);
     let warm_count = (warmup.as_nanos() * u128::from(rate) / 1_000_000_000) as u64;
     let total = warm_count + (duration.as_nanos() * u128::from(rate) / 1_000_000_000) as u64;
-    let mut rng = rand::rng();
     let mut tasks = Vec::with_capacity(total as usize);
     let start = Instant::now() + Duration::from_millis(10);
     for i in 0..total {
@@ -109,25 +142,25 @@ pub fn open_loop(
         if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let tenant = rng.random_range(0..tenants.len());
-        let (client, tenants, base) = (client.clone(), tenants.clone(), base_url.to_owned());
+        let tenant = target.random_tenant();
+        let (target, in_flight) = (target.clone(), in_flight.clone());
         tasks.push(runtime.spawn(async move {
             let lag = scheduled.elapsed();
-            let tenant = &tenants[tenant];
-            let outcome = get_tenant(&client, &base, tenant).await;
+            let _permit = in_flight.acquire().await;
+            let outcome = target.get_tenant(tenant).await;
             (i >= warm_count, Sample::new(scheduled, outcome), lag)
         }));
     }
     let measured_start = start + due(warm_count);
     runtime.block_on(async move {
         let mut samples = Vec::with_capacity(tasks.len());
-        let mut max_send_lag = Duration::ZERO;
+        let mut send_lags = Vec::with_capacity(tasks.len());
         for task in tasks {
             let Ok((measured, sample, lag)) = task.await else {
                 continue;
             };
             if measured {
-                max_send_lag = max_send_lag.max(lag);
+                send_lags.push(lag);
                 samples.push(sample);
             }
         }
@@ -139,7 +172,7 @@ pub fn open_loop(
         ReadRun {
             samples,
             window: end.saturating_duration_since(measured_start),
-            max_send_lag,
+            send_lags,
         }
     })
 }
@@ -147,9 +180,7 @@ pub fn open_loop(
 /// `concurrency` clients each send a request as soon as their previous one
 /// is answered, for `warmup + duration`; latency is from send to answer.
 pub async fn closed_loop(
-    client: &reqwest::Client,
-    base_url: &str,
-    tenants: &Arc<Vec<SeededTenant>>,
+    target: &ReadTarget,
     concurrency: usize,
     warmup: Duration,
     duration: Duration,
@@ -159,7 +190,7 @@ pub async fn closed_loop(
     let deadline = measured_start + duration;
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
-            let (client, tenants, base) = (client.clone(), tenants.clone(), base_url.to_owned());
+            let target = target.clone();
             tokio::spawn(async move {
                 let mut samples = Vec::new();
                 loop {
@@ -167,8 +198,7 @@ pub async fn closed_loop(
                     if sent >= deadline {
                         return samples;
                     }
-                    let tenant = &tenants[rand::rng().random_range(0..tenants.len())];
-                    let outcome = get_tenant(&client, &base, tenant).await;
+                    let outcome = target.get_tenant(target.random_tenant()).await;
                     if sent >= measured_start {
                         samples.push(Sample::new(sent, outcome));
                     }
@@ -184,17 +214,8 @@ pub async fn closed_loop(
     ReadRun {
         samples,
         window: end.saturating_duration_since(measured_start),
-        max_send_lag: Duration::ZERO,
+        send_lags: Vec::new(),
     }
-}
-
-async fn get_tenant(client: &reqwest::Client, base_url: &str, tenant: &SeededTenant) -> Outcome {
-    let response = client
-        .get(format!("{base_url}/api/v1/tenants/{}", tenant.id))
-        .bearer_auth(&tenant.production_key)
-        .send()
-        .await;
-    finish(response, StatusCode::OK).await
 }
 
 /// Reads the whole body (so the latency covers it) and classifies the answer.
@@ -206,9 +227,24 @@ async fn finish(response: reqwest::Result<reqwest::Response>, expected: StatusCo
                 Ok(_) if status == expected => Outcome::Ok,
                 Ok(_) if status == StatusCode::TOO_MANY_REQUESTS => Outcome::RateLimited,
                 Ok(_) => Outcome::Status(status.as_u16()),
-                Err(_) => Outcome::Transport,
+                Err(err) => transport_error(&err),
             }
         }
-        Err(_) => Outcome::Transport,
+        Err(err) => transport_error(&err),
     }
+}
+
+/// Reports the first transport error on stderr (the rest are only counted).
+fn transport_error(err: &reqwest::Error) -> Outcome {
+    static REPORTED: std::sync::Once = std::sync::Once::new();
+    REPORTED.call_once(|| {
+        let mut chain = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            chain.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        eprintln!("first transport error: {chain}");
+    });
+    Outcome::Transport
 }

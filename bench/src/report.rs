@@ -1,9 +1,10 @@
 //! Samples, their percentiles, the per-backend report and how it is printed.
 
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
+use tokio::time::Instant;
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,9 +51,12 @@ pub struct Latency {
 
 impl Latency {
     pub fn of(samples: &[Sample]) -> Self {
-        let mut nanos: Vec<u64> = samples
-            .iter()
-            .map(|s| u64::try_from(s.latency.as_nanos()).unwrap_or(u64::MAX))
+        Self::of_durations(samples.iter().map(|s| s.latency))
+    }
+
+    pub fn of_durations(durations: impl Iterator<Item = Duration>) -> Self {
+        let mut nanos: Vec<u64> = durations
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
             .collect();
         if nanos.is_empty() {
             return Latency::default();
@@ -141,9 +145,12 @@ pub struct ReadReport {
     /// 200 responses per second over the measured window.
     pub achieved_rps: f64,
     pub latency: Latency,
-    /// Open loop: the latest any request was sent after it was due.
+    /// Open loop: how late requests were sent after they were due (the
+    /// load generator's own delay, part of the latency above).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_send_lag_ms: Option<f64>,
+    pub send_lag: Option<Latency>,
+    /// CPU used during the phase (warm-up included).
+    pub cpu: Option<crate::system::CpuUsage>,
 }
 
 /// Whether the read target was met.
@@ -203,17 +210,19 @@ impl BackendReport {
         let mut out = String::new();
         let p = &self.provision;
         let _ = writeln!(out, "== {} ==", self.backend);
-        let _ = writeln!(
-            out,
-            "provision   {} tenants via POST /api/v1/tenants, {} clients: {} created, {} errors in {:.2} s\n            = {:.1} tenants/s; latency {}",
-            p.counts.requests,
-            p.concurrency,
-            p.counts.ok,
-            p.counts.errors(),
-            p.seconds,
-            p.tenants_per_second,
-            latency_line(&p.latency),
-        );
+        if p.counts.requests > 0 {
+            let _ = writeln!(
+                out,
+                "provision   {} tenants via POST /api/v1/tenants, {} clients: {} created, {} errors in {:.2} s\n            = {:.1} tenants/s; latency {}",
+                p.counts.requests,
+                p.concurrency,
+                p.counts.ok,
+                p.counts.errors(),
+                p.seconds,
+                p.tenants_per_second,
+                latency_line(&p.latency),
+            );
+        }
         let s = &self.seed;
         let _ = writeln!(
             out,
@@ -240,8 +249,19 @@ impl BackendReport {
                 read.achieved_rps,
                 latency_line(&read.latency),
             );
-            if let Some(lag) = read.max_send_lag_ms {
-                let _ = writeln!(out, "            latest send after due time: {lag:.2} ms");
+            if let Some(lag) = &read.send_lag {
+                let _ = writeln!(
+                    out,
+                    "            sent after due time (load generator delay): ms p50 {:.2}  p99 {:.2}  max {:.2}",
+                    lag.p50_ms, lag.p99_ms, lag.max_ms
+                );
+            }
+            if let Some(cpu) = &read.cpu {
+                let _ = writeln!(
+                    out,
+                    "            CPU busy: {:.2} of {} cores on the machine, {:.2} in this process",
+                    cpu.machine_cores, cpu.cpus, cpu.process_cores
+                );
             }
         }
         let rss = self.peak_rss_bytes.map_or("unknown".to_owned(), |b| {
@@ -278,20 +298,6 @@ pub fn per_second(n: usize, window: Duration) -> f64 {
     } else {
         n as f64 / window.as_secs_f64()
     }
-}
-
-/// Resets the process's peak RSS so the next reading covers only what
-/// follows (Linux 4.0+; best effort).
-pub fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// The process's peak RSS (`VmHWM` in /proc/self/status), in bytes.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! them but with one argon2 hash reused, and keeps their production keys.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use knowton_common::{Branding, Plan, TenantStatus, Usage};
@@ -13,6 +13,7 @@ use knowton_coordinator::store::{
     KeyKind, NewApiKey, NewTenant, OutboxMessage, Store, Tenant, now,
 };
 use tokio::runtime::Handle;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 /// A seeded tenant and the key it authenticates with.
