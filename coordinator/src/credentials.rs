@@ -1,8 +1,11 @@
 //! Generation and hashing of credentials: API keys, temporary passwords and
 //! deployment secrets. Nothing here logs or stores a plaintext value.
 
-use argon2::password_hash::PasswordHasher;
-use argon2::{Argon2, PasswordVerifier};
+use std::sync::{Arc, Mutex};
+
+use argon2::{Algorithm, Argon2, Block, Params, PasswordVerifier, Version};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
 use rand::RngExt;
 use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
@@ -71,11 +74,85 @@ pub fn generate_password() -> String {
 }
 
 /// Argon2id (v19, m=19 MiB, t=2, p=1: the OWASP baseline) PHC string.
-/// Slow by design: call from a blocking thread.
-pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
-    Ok(Argon2::default()
-        .hash_password(password.as_bytes())?
-        .to_string())
+/// Slow by design: call from a blocking thread, or use [`PasswordHasherPool`].
+pub fn hash_password(password: &str) -> Result<String, argon2::Error> {
+    let mut memory = vec![Block::new(); Params::DEFAULT.block_count()];
+    hash_with_memory(password, &mut memory)
+}
+
+fn hash_with_memory(password: &str, memory: &mut [Block]) -> Result<String, argon2::Error> {
+    let params = Params::DEFAULT;
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut salt = [0u8; 16];
+    rand::fill(&mut salt);
+    let mut hash = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2.hash_password_into_with_memory(password.as_bytes(), &salt, &mut hash, memory)?;
+    Ok(format!(
+        "$argon2id$v=19$m={},t={},p={}${}${}",
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost(),
+        STANDARD_NO_PAD.encode(salt),
+        STANDARD_NO_PAD.encode(hash),
+    ))
+}
+
+/// Hashes passwords on at most `concurrency` blocking threads at a time and
+/// reuses their 19 MiB working memory, so a burst of provisioning requests
+/// costs `concurrency` × 19 MiB instead of growing the heap with every
+/// concurrent hash (the allocator keeps what it was given).
+#[derive(Debug, Clone)]
+pub struct PasswordHasherPool {
+    permits: Arc<tokio::sync::Semaphore>,
+    memory: Arc<Mutex<Vec<Vec<Block>>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("argon2 failed: {0}")]
+    Argon2(argon2::Error),
+    #[error("the hashing task stopped: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl PasswordHasherPool {
+    pub fn new(concurrency: usize) -> Self {
+        PasswordHasherPool {
+            permits: Arc::new(tokio::sync::Semaphore::new(concurrency.max(1))),
+            memory: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// One hash at a time per CPU.
+    pub fn per_cpu() -> Self {
+        Self::new(std::thread::available_parallelism().map_or(2, usize::from))
+    }
+
+    pub async fn hash(&self, password: String) -> Result<String, HashError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let memory = self.memory.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = memory.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let mut blocks =
+                pooled.unwrap_or_else(|| vec![Block::new(); Params::DEFAULT.block_count()]);
+            let result = hash_with_memory(&password, &mut blocks);
+            memory
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(blocks);
+            result.map_err(HashError::Argon2)
+        })
+        .await?
+    }
+
+    /// Working-memory buffers currently pooled.
+    pub fn pooled_buffers(&self) -> usize {
+        self.memory.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
 }
 
 pub fn verify_password(password: &str, phc: &str) -> bool {
@@ -103,6 +180,31 @@ mod tests {
         let dev = generate_api_key(KeyKind::Development);
         assert!(dev.plaintext.starts_with("kt_test_"));
         assert_ne!(key.plaintext[8..], dev.plaintext[8..]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pool_bounds_and_reuses_hashing_memory() {
+        let pool = PasswordHasherPool::new(2);
+        let hashes: Vec<String> = futures_join_all(&pool, 6).await;
+        for (i, phc) in hashes.iter().enumerate() {
+            assert!(verify_password(&format!("password-{i}"), phc), "{phc}");
+        }
+        assert!(pool.pooled_buffers() <= 2, "at most one buffer per permit");
+        assert!(pool.pooled_buffers() >= 1);
+    }
+
+    async fn futures_join_all(pool: &PasswordHasherPool, n: usize) -> Vec<String> {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.hash(format!("password-{i}")).await.unwrap() })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for task in tasks {
+            out.push(task.await.unwrap());
+        }
+        out
     }
 
     #[test]

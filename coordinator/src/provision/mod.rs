@@ -161,7 +161,7 @@ pub enum ServiceError {
     #[error("tenant {0} is deprovisioned")]
     Deprovisioned(String),
     #[error("failed to hash the admin password")]
-    HashPassword(String),
+    HashPassword(#[source] credentials::HashError),
     #[error("failed to open the sealed secret {name}")]
     OpenSecret {
         name: String,
@@ -188,6 +188,7 @@ pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
 pub struct TenantService {
     store: Arc<dyn Store>,
     secrets: SecretBox,
+    hasher: credentials::PasswordHasherPool,
     retention: chrono::Duration,
 }
 
@@ -196,6 +197,7 @@ impl TenantService {
         TenantService {
             store,
             secrets,
+            hasher: credentials::PasswordHasherPool::per_cpu(),
             retention: chrono::Duration::days(i64::from(retention_days)),
         }
     }
@@ -245,13 +247,11 @@ impl TenantService {
         let id = Uuid::now_v7();
         let created_at = now();
         let password = credentials::generate_password();
-        let password_hash = {
-            let password = password.clone();
-            tokio::task::spawn_blocking(move || credentials::hash_password(&password))
-                .await
-                .map_err(|e| ServiceError::HashPassword(e.to_string()))?
-                .map_err(|e| ServiceError::HashPassword(e.to_string()))?
-        };
+        let password_hash = self
+            .hasher
+            .hash(password.clone())
+            .await
+            .map_err(ServiceError::HashPassword)?;
         let production = credentials::generate_api_key(KeyKind::Production);
         let development = credentials::generate_api_key(KeyKind::Development);
         let secrets = [

@@ -58,14 +58,16 @@ impl PgStore {
     }
 }
 
-const TENANT_COLUMNS: &str = "SELECT t.id, t.name, t.slug, t.plan, t.domain, t.status, \
+/// A tenant's columns, everything but its keys.
+const TENANT_FIELDS: &str = "t.id, t.name, t.slug, t.plan, t.domain, t.status, \
     t.config_version, t.created_at, t.updated_at, t.deprovisioned_at, t.retain_until, \
     b.company_name, b.primary_color, b.secondary_color, b.logo_url, \
     f.enable_nft, f.enable_bonds, f.enable_fractionalization, f.enable_enterprise, \
     f.enable_custom_development, u.users, u.storage_bytes, u.api_requests, \
     (SELECT a.email FROM tenant_users a WHERE a.tenant_id = t.id AND a.role = 'admin' \
-     ORDER BY a.created_at LIMIT 1) AS admin_email \
-    FROM tenants t \
+     ORDER BY a.created_at LIMIT 1) AS admin_email";
+
+const TENANT_FROM: &str = "FROM tenants t \
     JOIN tenant_branding b ON b.tenant_id = t.id \
     JOIN tenant_features f ON f.tenant_id = t.id \
     JOIN tenant_usage u ON u.tenant_id = t.id";
@@ -307,20 +309,31 @@ macro_rules! sql_store {
             }
 
             async fn get_tenant(&self, id: Uuid) -> Result<Option<Tenant>> {
-                let id = id.to_string();
-                let sql = sqlx::AssertSqlSafe(format!("{TENANT_COLUMNS} WHERE t.id = $1"));
-                let Some(row) = sqlx::query(sql).bind(&id).fetch_optional(&self.pool).await? else {
+                // One round trip: the tenant row once per active key (or once
+                // with NULL key columns when all keys are revoked).
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {TENANT_FIELDS}, k.kind AS key_kind, k.display_prefix AS key_prefix, \
+                     k.created_at AS key_created_at {TENANT_FROM} \
+                     LEFT JOIN api_keys k ON k.tenant_id = t.id AND k.revoked_at IS NULL \
+                     WHERE t.id = $1 ORDER BY k.kind DESC"
+                ));
+                let rows = sqlx::query(sql)
+                    .bind(id.to_string())
+                    .fetch_all(&self.pool)
+                    .await?;
+                let Some(first) = rows.first() else {
                     return Ok(None);
                 };
-                let mut tenant = Self::tenant_from_row(&row)?;
-                let keys = sqlx::query(
-                    "SELECT kind, display_prefix, created_at FROM api_keys \
-                     WHERE tenant_id = $1 AND revoked_at IS NULL ORDER BY kind DESC",
-                )
-                .bind(&id)
-                .fetch_all(&self.pool)
-                .await?;
-                tenant.api_keys = keys.iter().map(Self::key_from_row).collect::<Result<_>>()?;
+                let mut tenant = Self::tenant_from_row(first)?;
+                for row in &rows {
+                    if let Some(kind) = row.try_get::<Option<String>, _>("key_kind")? {
+                        tenant.api_keys.push(ApiKeyInfo {
+                            kind: kind.parse().map_err(corrupt)?,
+                            display_prefix: row.try_get("key_prefix")?,
+                            created_at: row.try_get("key_created_at")?,
+                        });
+                    }
+                }
                 Ok(Some(tenant))
             }
 
@@ -339,7 +352,7 @@ macro_rules! sql_store {
                 status: Option<TenantStatus>,
             ) -> Result<Vec<Tenant>> {
                 let sql = sqlx::AssertSqlSafe(format!(
-                    "{TENANT_COLUMNS} WHERE t.id > $1 AND ($2 = '' OR t.status = $2) \
+                    "SELECT {TENANT_FIELDS} {TENANT_FROM} WHERE t.id > $1 AND ($2 = '' OR t.status = $2) \
                      ORDER BY t.id LIMIT $3"
                 ));
                 let rows = sqlx::query(sql)
