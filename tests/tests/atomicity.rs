@@ -37,7 +37,9 @@ async fn a_failure_at_any_step_leaves_no_rows(kt: TestCoordinator) {
             "internal details stay in the log"
         );
         assert!(
-            reply.header("x-request-id").is_some_and(|id| id.len() >= 32),
+            reply
+                .header("x-request-id")
+                .is_some_and(|id| id.len() >= 32),
             "a request id to find the log line"
         );
         assert_eq!(

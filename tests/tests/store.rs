@@ -261,7 +261,12 @@ async fn keys_authenticate_until_rotated_or_deprovisioned(store: Arc<dyn Store>)
     let hash = knowton_coordinator::credentials::hash_api_key(&f.production);
     let owner = store.authenticate_key(&hash).await.unwrap().unwrap();
     assert_eq!(
-        (owner.tenant_id, owner.slug.as_str(), owner.plan, owner.kind),
+        (
+            owner.tenant.id,
+            owner.tenant.slug.as_str(),
+            owner.tenant.plan,
+            owner.kind
+        ),
         (id, "acme", Plan::Professional, KeyKind::Production)
     );
     assert_eq!(

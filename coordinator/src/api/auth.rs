@@ -56,8 +56,8 @@ impl Caller {
         match self {
             Caller::Admin => Ok(()),
             Caller::Tenant(owner)
-                if owner.slug == id_or_slug
-                    || Uuid::parse_str(id_or_slug).is_ok_and(|id| id == owner.tenant_id) =>
+                if owner.tenant.slug == id_or_slug
+                    || Uuid::parse_str(id_or_slug).is_ok_and(|id| id == owner.tenant.id) =>
             {
                 Ok(())
             }
@@ -78,7 +78,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     };
     let mut limit_headers = None;
     if let Caller::Tenant(owner) = &caller {
-        match state.limiter.check(owner.tenant_id, owner.plan) {
+        match state.limiter.check(owner.tenant.id, owner.tenant.plan) {
             Decision::Allowed { limit, remaining } => limit_headers = Some((limit, remaining)),
             Decision::Limited { limit, retry_after } => {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
@@ -87,7 +87,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
                     "rate_limited",
                     format!(
                         "tenant {} exceeded its plan's {limit} requests per minute; retry in {secs} s",
-                        owner.slug
+                        owner.tenant.slug
                     ),
                 )
                 .into_response();
@@ -139,7 +139,7 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiEr
     };
 
     if let (Caller::Tenant(owner), Some(slug)) = (&caller, headers.get(TENANT_SLUG_HEADER))
-        && slug.as_bytes() != owner.slug.as_bytes()
+        && slug.as_bytes() != owner.tenant.slug.as_bytes()
     {
         return Err(ApiError::forbidden(
             "tenant_mismatch",

@@ -110,6 +110,10 @@ pub async fn get(
     Path(id_or_slug): Path<String>,
 ) -> Result<Json<TenantView>, ApiError> {
     caller.require_access(&id_or_slug)?;
+    if let Caller::Tenant(owner) = &caller {
+        // Loaded together with the key: no second round trip.
+        return Ok(Json(owner.tenant.clone().into()));
+    }
     let id = state.service.resolve(&id_or_slug).await?;
     Ok(Json(state.service.get(id).await?.into()))
 }

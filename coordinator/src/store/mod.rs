@@ -168,14 +168,14 @@ pub struct NewTenant {
     pub actor: String,
 }
 
-/// The owner of a valid, unrevoked API key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The owner of a valid, unrevoked API key, loaded with the key so that a
+/// tenant-key request costs one round trip.
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeyOwner {
-    pub tenant_id: Uuid,
-    pub slug: String,
-    pub plan: Plan,
     pub kind: KeyKind,
     pub display_prefix: String,
+    /// The key's tenant as it was when the key was checked.
+    pub tenant: Tenant,
 }
 
 /// A change to a tenant's configuration, recorded as a new history version.

@@ -67,10 +67,21 @@ const TENANT_FIELDS: &str = "t.id, t.name, t.slug, t.plan, t.domain, t.status, \
     (SELECT a.email FROM tenant_users a WHERE a.tenant_id = t.id AND a.role = 'admin' \
      ORDER BY a.created_at LIMIT 1) AS admin_email";
 
-const TENANT_FROM: &str = "FROM tenants t \
-    JOIN tenant_branding b ON b.tenant_id = t.id \
-    JOIN tenant_features f ON f.tenant_id = t.id \
-    JOIN tenant_usage u ON u.tenant_id = t.id";
+macro_rules! tenant_joins {
+    () => {
+        "JOIN tenant_branding b ON b.tenant_id = t.id \
+         JOIN tenant_features f ON f.tenant_id = t.id \
+         JOIN tenant_usage u ON u.tenant_id = t.id"
+    };
+}
+
+const TENANT_FROM: &str = concat!("FROM tenants t ", tenant_joins!());
+
+/// The active keys of the tenant, joined as `k` (NULL columns if none).
+const ACTIVE_KEYS: &str = "k.kind AS key_kind, k.display_prefix AS key_prefix, \
+    k.created_at AS key_created_at";
+const ACTIVE_KEYS_JOIN: &str =
+    "LEFT JOIN api_keys k ON k.tenant_id = t.id AND k.revoked_at IS NULL";
 
 /// Tables holding a tenant's rows, children first.
 const TENANT_TABLES: [&str; 8] = [
@@ -142,6 +153,24 @@ macro_rules! sql_store {
                     deprovisioned_at: row.try_get("deprovisioned_at")?,
                     retain_until: row.try_get("retain_until")?,
                 })
+            }
+
+            /// A tenant from rows of `TENANT_FIELDS` + `ACTIVE_KEYS`.
+            fn tenant_with_keys(rows: &[<$crate::store::sql::DbOf<$store> as sqlx::Database>::Row]) -> Result<Option<Tenant>> {
+                let Some(first) = rows.first() else {
+                    return Ok(None);
+                };
+                let mut tenant = Self::tenant_from_row(first)?;
+                for row in rows {
+                    if let Some(kind) = row.try_get::<Option<String>, _>("key_kind")? {
+                        tenant.api_keys.push(ApiKeyInfo {
+                            kind: kind.parse().map_err(corrupt)?,
+                            display_prefix: row.try_get("key_prefix")?,
+                            created_at: row.try_get("key_created_at")?,
+                        });
+                    }
+                }
+                Ok(Some(tenant))
             }
 
             fn key_from_row(row: &<$crate::store::sql::DbOf<$store> as sqlx::Database>::Row) -> Result<ApiKeyInfo> {
@@ -309,32 +338,16 @@ macro_rules! sql_store {
             }
 
             async fn get_tenant(&self, id: Uuid) -> Result<Option<Tenant>> {
-                // One round trip: the tenant row once per active key (or once
-                // with NULL key columns when all keys are revoked).
+                // One round trip: the tenant row once per active key.
                 let sql = sqlx::AssertSqlSafe(format!(
-                    "SELECT {TENANT_FIELDS}, k.kind AS key_kind, k.display_prefix AS key_prefix, \
-                     k.created_at AS key_created_at {TENANT_FROM} \
-                     LEFT JOIN api_keys k ON k.tenant_id = t.id AND k.revoked_at IS NULL \
+                    "SELECT {TENANT_FIELDS}, {ACTIVE_KEYS} {TENANT_FROM} {ACTIVE_KEYS_JOIN} \
                      WHERE t.id = $1 ORDER BY k.kind DESC"
                 ));
                 let rows = sqlx::query(sql)
                     .bind(id.to_string())
                     .fetch_all(&self.pool)
                     .await?;
-                let Some(first) = rows.first() else {
-                    return Ok(None);
-                };
-                let mut tenant = Self::tenant_from_row(first)?;
-                for row in &rows {
-                    if let Some(kind) = row.try_get::<Option<String>, _>("key_kind")? {
-                        tenant.api_keys.push(ApiKeyInfo {
-                            kind: kind.parse().map_err(corrupt)?,
-                            display_prefix: row.try_get("key_prefix")?,
-                            created_at: row.try_get("key_created_at")?,
-                        });
-                    }
-                }
-                Ok(Some(tenant))
+                Self::tenant_with_keys(&rows)
             }
 
             async fn find_tenant_id(&self, slug: &str) -> Result<Option<Uuid>> {
@@ -488,24 +501,24 @@ macro_rules! sql_store {
             }
 
             async fn authenticate_key(&self, hash: &str) -> Result<Option<KeyOwner>> {
-                let row = sqlx::query(
-                    "SELECT k.tenant_id, t.slug, t.plan, k.kind, k.display_prefix \
-                     FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
-                     WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND t.status = 'active'",
-                )
-                .bind(hash)
-                .fetch_optional(&self.pool)
-                .await?;
-                let Some(row) = row else { return Ok(None) };
-                let id: String = row.try_get("tenant_id")?;
-                let plan: String = row.try_get("plan")?;
-                let kind: String = row.try_get("kind")?;
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {TENANT_FIELDS}, {ACTIVE_KEYS}, auth.kind AS auth_kind, \
+                     auth.display_prefix AS auth_prefix \
+                     FROM api_keys auth JOIN tenants t ON t.id = auth.tenant_id {} \
+                     {ACTIVE_KEYS_JOIN} \
+                     WHERE auth.key_hash = $1 AND auth.revoked_at IS NULL \
+                     AND t.status = 'active' ORDER BY k.kind DESC",
+                    tenant_joins!()
+                ));
+                let rows = sqlx::query(sql).bind(hash).fetch_all(&self.pool).await?;
+                let (Some(first), Some(tenant)) = (rows.first(), Self::tenant_with_keys(&rows)?) else {
+                    return Ok(None);
+                };
+                let kind: String = first.try_get("auth_kind")?;
                 Ok(Some(KeyOwner {
-                    tenant_id: parse_uuid(&id)?,
-                    slug: row.try_get("slug")?,
-                    plan: plan.parse().map_err(corrupt)?,
                     kind: kind.parse::<KeyKind>().map_err(corrupt)?,
-                    display_prefix: row.try_get("display_prefix")?,
+                    display_prefix: first.try_get("auth_prefix")?,
+                    tenant,
                 }))
             }
 
