@@ -5,13 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use knowton_common::{Branding, Plan, TenantStatus, Usage};
-use knowton_coordinator::credentials::{self, GeneratedKey};
-use knowton_coordinator::provision::{DATABASE_PASSWORD, JWT_SECRET, welcome};
+use knowton_common::Plan;
+use knowton_coordinator::credentials;
+use knowton_coordinator::provision::{self, ProvisionRequest};
 use knowton_coordinator::secrets::SecretBox;
-use knowton_coordinator::store::{
-    KeyKind, NewApiKey, NewTenant, OutboxMessage, Store, Tenant, now,
-};
+use knowton_coordinator::store::{NewTenant, Store};
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -70,79 +68,27 @@ pub async fn seed(
     Ok((all, started.elapsed()))
 }
 
-/// Tenant number `i`, its plan cycling through the three plans.
+/// Tenant number `i`, its plan cycling through the three plans, built by
+/// the coordinator's own provisioning code (minus the password hash).
 fn new_tenant(i: usize, secrets: &SecretBox, password_hash: &str) -> (NewTenant, String) {
-    let id = Uuid::now_v7();
-    let created_at = now();
-    let plan = Plan::ALL[i % Plan::ALL.len()];
     let slug = format!("seed-{i:06}");
-    let name = format!("Seed Tenant {i}");
     let domain = format!("{slug}.bench.knowton.example");
-    let admin_email = format!("admin@{domain}");
-
-    let production = credentials::generate_api_key(KeyKind::Production);
-    let development = credentials::generate_api_key(KeyKind::Development);
-    let deployment_secrets = [
-        (DATABASE_PASSWORD, credentials::DATABASE_PASSWORD_LEN),
-        (JWT_SECRET, credentials::JWT_SECRET_LEN),
-    ]
-    .map(|(secret, len)| {
-        let value = credentials::random_base62(len);
-        let sealed = secrets.seal(value.as_bytes(), &format!("tenant/{id}/{secret}"));
-        (secret.to_owned(), sealed)
-    })
-    .to_vec();
-    let message_id = Uuid::now_v7();
-    let body = welcome::render(&name, &domain, &admin_email, "seeded-password");
-    let welcome = OutboxMessage {
-        id: message_id,
-        channel: "email".into(),
-        recipient: admin_email.clone(),
-        subject: welcome::subject(&name),
-        sealed_body: secrets.seal(
-            &serde_json::to_vec(&body).expect("an e-mail body serialises"),
-            &format!("outbox/{message_id}"),
-        ),
-        idempotency_key: format!("welcome:{id}"),
-    };
-    let tenant = Tenant {
-        id,
-        branding: Branding::default_for(&name),
-        name,
+    let request = ProvisionRequest {
+        name: format!("Seed Tenant {i}"),
+        admin_email: format!("admin@{domain}"),
+        plan: Plan::ALL[i % Plan::ALL.len()],
         slug,
-        plan,
         domain,
-        status: TenantStatus::Active,
-        admin_email,
-        features: plan.features(),
-        usage: Usage::initial(),
-        api_keys: Vec::new(),
-        config_version: 1,
-        created_at,
-        updated_at: created_at,
-        deprovisioned_at: None,
-        retain_until: None,
+        features: None,
+        branding: None,
     };
-    let new = NewTenant {
-        tenant,
-        admin_user_id: Uuid::now_v7(),
-        admin_password_hash: password_hash.to_owned(),
-        api_keys: vec![
-            stored_key(KeyKind::Production, &production),
-            stored_key(KeyKind::Development, &development),
-        ],
-        secrets: deployment_secrets,
-        welcome,
-        actor: "bench-seed".to_owned(),
-    };
-    (new, production.plaintext)
-}
-
-fn stored_key(kind: KeyKind, key: &GeneratedKey) -> NewApiKey {
-    NewApiKey {
-        id: Uuid::now_v7(),
-        kind,
-        hash: key.hash.clone(),
-        display_prefix: key.display_prefix.clone(),
-    }
+    let spec = request.validate().expect("seed tenants are valid");
+    let (new, shown) = provision::prepare(
+        spec,
+        "seeded-password".to_owned(),
+        password_hash.to_owned(),
+        secrets,
+        "bench-seed",
+    );
+    (new, shown.production_key)
 }

@@ -225,108 +225,24 @@ impl TenantService {
     }
 
     pub async fn provision(&self, req: ProvisionRequest, actor: &str) -> Result<Provisioned> {
-        validate_name("name", &req.name)?;
-        validate_slug(&req.slug)?;
-        let admin_email = normalize_email("adminEmail", &req.admin_email)?;
-        let domain = normalize_domain("domain", &req.domain)?;
-        let features = req
-            .features
-            .unwrap_or_default()
-            .apply(req.plan.features(), req.plan)?;
-        let branding = req
-            .branding
-            .unwrap_or_default()
-            .apply(Branding::default_for(&req.name))?;
-
+        let spec = req.validate()?;
         // Cheap check before the deliberately slow password hash; the unique
         // constraint still decides races.
-        if self.store.find_tenant_id(&req.slug).await?.is_some() {
+        if self.store.find_tenant_id(&spec.slug).await?.is_some() {
             return Err(ServiceError::Conflict { field: "slug" });
         }
-
-        let id = Uuid::now_v7();
-        let created_at = now();
         let password = credentials::generate_password();
         let password_hash = self
             .hasher
             .hash(password.clone())
             .await
             .map_err(ServiceError::HashPassword)?;
-        let production = credentials::generate_api_key(KeyKind::Production);
-        let development = credentials::generate_api_key(KeyKind::Development);
-        let secrets = [
-            (
-                DATABASE_PASSWORD,
-                credentials::random_base62(credentials::DATABASE_PASSWORD_LEN),
-            ),
-            (
-                JWT_SECRET,
-                credentials::random_base62(credentials::JWT_SECRET_LEN),
-            ),
-        ]
-        .map(|(name, value)| {
-            let sealed = self
-                .secrets
-                .seal(value.as_bytes(), &secret_context(id, name));
-            (name.to_owned(), sealed)
-        })
-        .to_vec();
-
-        let body = welcome::render(&req.name, &domain, &admin_email, &password);
-        let message_id = Uuid::now_v7();
-        let welcome = OutboxMessage {
-            id: message_id,
-            channel: "email".into(),
-            recipient: admin_email.clone(),
-            subject: welcome::subject(&req.name),
-            sealed_body: self.secrets.seal(
-                &serde_json::to_vec(&body).expect("an e-mail body serialises"),
-                &outbox_context(message_id),
-            ),
-            idempotency_key: format!("welcome:{id}"),
-        };
-
-        let tenant = Tenant {
-            id,
-            name: req.name,
-            slug: req.slug,
-            plan: req.plan,
-            domain,
-            status: TenantStatus::Active,
-            admin_email,
-            branding,
-            features,
-            usage: Usage::initial(),
-            api_keys: Vec::new(),
-            config_version: 1,
-            created_at,
-            updated_at: created_at,
-            deprovisioned_at: None,
-            retain_until: None,
-        };
-        let new = NewTenant {
-            tenant,
-            admin_user_id: Uuid::now_v7(),
-            admin_password_hash: password_hash,
-            api_keys: [
-                (KeyKind::Production, &production),
-                (KeyKind::Development, &development),
-            ]
-            .map(|(kind, key)| stored_key(kind, key))
-            .to_vec(),
-            secrets,
-            welcome,
-            actor: actor.to_owned(),
-        };
+        let (new, shown) = prepare(spec, password, password_hash, &self.secrets, actor);
         self.store.create_tenant(&new).await?;
+        let id = new.tenant.id;
         let tenant = self.get(id).await?;
         tracing::info!(tenant = %tenant.slug, tenant_id = %id, plan = %tenant.plan, "tenant provisioned");
-        Ok(Provisioned {
-            tenant,
-            temporary_password: password,
-            production_key: production.plaintext,
-            development_key: development.plaintext,
-        })
+        Ok(Provisioned { tenant, ..shown })
     }
 
     /// Changes plan, features, branding or domain and records a history
@@ -500,6 +416,126 @@ impl TenantService {
             .map_err(err)?;
         serde_json::from_slice(&plain).map_err(|_| err(OpenError::Malformed))
     }
+}
+
+impl ProvisionRequest {
+    /// Checks every field; the result is what will be stored.
+    pub fn validate(self) -> Result<TenantSpec, ValidationError> {
+        validate_name("name", &self.name)?;
+        validate_slug(&self.slug)?;
+        let admin_email = normalize_email("adminEmail", &self.admin_email)?;
+        let domain = normalize_domain("domain", &self.domain)?;
+        let features = self
+            .features
+            .unwrap_or_default()
+            .apply(self.plan.features(), self.plan)?;
+        let branding = self
+            .branding
+            .unwrap_or_default()
+            .apply(Branding::default_for(&self.name))?;
+        Ok(TenantSpec {
+            name: self.name,
+            slug: self.slug,
+            plan: self.plan,
+            admin_email,
+            domain,
+            features,
+            branding,
+        })
+    }
+}
+
+/// A validated provisioning request.
+#[derive(Debug, Clone)]
+pub struct TenantSpec {
+    pub name: String,
+    pub slug: String,
+    pub plan: Plan,
+    pub admin_email: String,
+    pub domain: String,
+    pub features: Features,
+    pub branding: Branding,
+}
+
+/// Everything provisioning writes for `spec` (keys and deployment secrets
+/// generated, secrets sealed, the welcome e-mail rendered and sealed), and
+/// the secrets to show once. `password_hash` must be the hash of `password`.
+pub fn prepare(
+    spec: TenantSpec,
+    password: String,
+    password_hash: String,
+    secrets: &SecretBox,
+    actor: &str,
+) -> (NewTenant, Provisioned) {
+    let id = Uuid::now_v7();
+    let created_at = now();
+    let production = credentials::generate_api_key(KeyKind::Production);
+    let development = credentials::generate_api_key(KeyKind::Development);
+    let sealed_secrets = [
+        (DATABASE_PASSWORD, credentials::DATABASE_PASSWORD_LEN),
+        (JWT_SECRET, credentials::JWT_SECRET_LEN),
+    ]
+    .map(|(name, len)| {
+        let value = credentials::random_base62(len);
+        (
+            name.to_owned(),
+            secrets.seal(value.as_bytes(), &secret_context(id, name)),
+        )
+    })
+    .to_vec();
+
+    let body = welcome::render(&spec.name, &spec.domain, &spec.admin_email, &password);
+    let message_id = Uuid::now_v7();
+    let welcome = OutboxMessage {
+        id: message_id,
+        channel: "email".into(),
+        recipient: spec.admin_email.clone(),
+        subject: welcome::subject(&spec.name),
+        sealed_body: secrets.seal(
+            &serde_json::to_vec(&body).expect("an e-mail body serialises"),
+            &outbox_context(message_id),
+        ),
+        idempotency_key: format!("welcome:{id}"),
+    };
+    let tenant = Tenant {
+        id,
+        name: spec.name,
+        slug: spec.slug,
+        plan: spec.plan,
+        domain: spec.domain,
+        status: TenantStatus::Active,
+        admin_email: spec.admin_email,
+        branding: spec.branding,
+        features: spec.features,
+        usage: Usage::initial(),
+        api_keys: Vec::new(),
+        config_version: 1,
+        created_at,
+        updated_at: created_at,
+        deprovisioned_at: None,
+        retain_until: None,
+    };
+    let new = NewTenant {
+        tenant: tenant.clone(),
+        admin_user_id: Uuid::now_v7(),
+        admin_password_hash: password_hash,
+        api_keys: [
+            (KeyKind::Production, &production),
+            (KeyKind::Development, &development),
+        ]
+        .map(|(kind, key)| stored_key(kind, key))
+        .to_vec(),
+        secrets: sealed_secrets,
+        welcome,
+        actor: actor.to_owned(),
+    };
+    let shown = Provisioned {
+        tenant,
+        temporary_password: password,
+        production_key: production.plaintext,
+        development_key: development.plaintext,
+    };
+    (new, shown)
 }
 
 /// Carries the tenant's explicit choices over to a new plan: features the
