@@ -47,6 +47,43 @@ pub enum Command {
     SetPlan(SetPlanArgs),
     /// Replace a tenant's API key; the new key is printed once.
     RotateKey(RotateKeyArgs),
+    /// Create the mutual-TLS certificates of the agent stream.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// A new CA (ca.pem, ca-key.pem) and the coordinator's server.pem / server-key.pem.
+    Init(CertsInitArgs),
+    /// An agent's client certificate NODE.pem / NODE-key.pem, signed by the CA in --dir.
+    Agent(CertsAgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CertsInitArgs {
+    /// Directory to write to (created if missing).
+    #[arg(long, env = "KNOWTON_TLS_DIR")]
+    pub dir: PathBuf,
+    /// Extra subject alternative names of the server certificate (DNS name
+    /// or IP), besides localhost and 127.0.0.1; repeatable.
+    #[arg(long = "san")]
+    pub sans: Vec<String>,
+    /// Replace an existing CA (every agent certificate must be re-issued).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsAgentArgs {
+    /// Directory holding ca.pem and ca-key.pem.
+    #[arg(long, env = "KNOWTON_TLS_DIR")]
+    pub dir: PathBuf,
+    /// The node name: the certificate's identity, which the agent's hello must match.
+    #[arg(long, env = "NODE_NAME")]
+    pub node: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@
 //! - [`cli`], [`client`]: the command line and its REST client commands.
 
 pub mod api;
+pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod config;

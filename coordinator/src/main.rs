@@ -1,7 +1,8 @@
 //! `knowton-coordinator`: parse the command line and run it.
 
 use clap::Parser;
-use knowton_coordinator::cli::{Cli, Command, LogFormat, TenantsCommand};
+use knowton_coordinator::certs;
+use knowton_coordinator::cli::{CertsCommand, Cli, Command, LogFormat, TenantsCommand};
 use knowton_coordinator::config::ServeConfig;
 use knowton_coordinator::{client, server};
 use tracing_subscriber::EnvFilter;
@@ -25,6 +26,16 @@ async fn main() -> std::process::ExitCode {
         } => client::get(args).await,
         Command::SetPlan(args) => client::set_plan(args).await,
         Command::RotateKey(args) => client::rotate_key(args).await,
+        Command::Certs {
+            command: CertsCommand::Init(args),
+        } => certs::init(&args.dir, &args.sans, args.force)
+            .map(print_written)
+            .map_err(Into::into),
+        Command::Certs {
+            command: CertsCommand::Agent(args),
+        } => certs::agent(&args.dir, &args.node)
+            .map(print_written)
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -32,6 +43,12 @@ async fn main() -> std::process::ExitCode {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+fn print_written(paths: Vec<std::path::PathBuf>) {
+    for path in paths {
+        println!("wrote {}", path.display());
     }
 }
 
