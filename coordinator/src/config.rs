@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::secrets::KeySource;
 use crate::store::{Backend, redact_url};
+use crate::tls::TlsFiles;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:knowton.db";
 pub const ADMIN_TOKEN_FILE: &str = "knowton-admin.token";
@@ -54,6 +55,32 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish on shutdown.
     #[arg(long, env = "KNOWTON_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+
+    /// Address of the agents' mutual-TLS gRPC listener. Listens only when
+    /// certificates are configured (--tls-dir or --tls-ca/--tls-cert/--tls-key):
+    /// there is no plaintext gRPC.
+    #[arg(long, env = "KNOWTON_GRPC_ADDR", default_value = "127.0.0.1:8443")]
+    pub grpc_addr: SocketAddr,
+
+    /// Directory in the `certs init` layout: ca.pem, server.pem, server-key.pem.
+    #[arg(long, env = "KNOWTON_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+
+    /// CA that agent certificates must chain to (overrides --tls-dir's ca.pem).
+    #[arg(long, env = "KNOWTON_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Server certificate (overrides --tls-dir's server.pem).
+    #[arg(long, env = "KNOWTON_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Server private key (overrides --tls-dir's server-key.pem).
+    #[arg(long, env = "KNOWTON_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Seconds between checks of the TLS files for a rotation.
+    #[arg(long, env = "KNOWTON_TLS_RELOAD_SECONDS", default_value_t = 10)]
+    pub tls_reload_seconds: u64,
 }
 
 impl ServeArgs {
@@ -69,6 +96,12 @@ impl ServeArgs {
             retention_days: 30,
             purge_expired: false,
             shutdown_grace_seconds: 5,
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_dir: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_reload_seconds: 10,
         }
     }
 }
@@ -101,6 +134,16 @@ pub struct ServeConfig {
     pub retention_days: u32,
     pub purge_expired: bool,
     pub shutdown_grace: std::time::Duration,
+    /// The agent ingest listener, when certificates are configured.
+    pub ingest: Option<IngestConfig>,
+}
+
+/// The agents' mutual-TLS gRPC listener.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub addr: SocketAddr,
+    pub files: TlsFiles,
+    pub reload_every: std::time::Duration,
 }
 
 /// Every invalid setting, one per line.
@@ -154,6 +197,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                     .join(ADMIN_TOKEN_FILE),
             ),
         };
+        let ingest = ingest_config(&args, &mut errors);
         if args.shutdown_grace_seconds > 3600 {
             errors.push("--shutdown-grace-seconds must be at most 3600".to_owned());
         }
@@ -168,8 +212,41 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 retention_days: args.retention_days,
                 purge_expired: args.purge_expired,
                 shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
+                ingest,
             }),
             _ => Err(ConfigError(errors)),
+        }
+    }
+}
+
+fn ingest_config(args: &ServeArgs, errors: &mut Vec<String>) -> Option<IngestConfig> {
+    let base = args.tls_dir.as_deref().map(TlsFiles::server_in);
+    let pick =
+        |explicit: &Option<PathBuf>, from_dir: Option<PathBuf>| explicit.clone().or(from_dir);
+    let ca = pick(&args.tls_ca, base.as_ref().map(|b| b.ca.clone()));
+    let cert = pick(&args.tls_cert, base.as_ref().map(|b| b.cert.clone()));
+    let key = pick(&args.tls_key, base.as_ref().map(|b| b.key.clone()));
+    if args.tls_reload_seconds == 0 {
+        errors.push("--tls-reload-seconds must be at least 1".to_owned());
+    }
+    match (ca, cert, key) {
+        (Some(ca), Some(cert), Some(key)) => Some(IngestConfig {
+            addr: args.grpc_addr,
+            files: TlsFiles { ca, cert, key },
+            reload_every: std::time::Duration::from_secs(args.tls_reload_seconds.max(1)),
+        }),
+        (None, None, None) => None,
+        (ca, cert, key) => {
+            let missing: Vec<&str> = [("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)]
+                .into_iter()
+                .filter(|(_, v)| v.is_none())
+                .map(|(flag, _)| flag)
+                .collect();
+            errors.push(format!(
+                "agent TLS needs --tls-dir or all of --tls-ca, --tls-cert, --tls-key; missing {}",
+                missing.join(", ")
+            ));
+            None
         }
     }
 }
@@ -190,6 +267,28 @@ mod tests {
         assert!(text.contains("KNOWTON_SECRET_KEY"));
         assert!(text.contains("at least 16"));
         assert!(!text.contains("pw@"));
+    }
+
+    #[test]
+    fn agent_tls_is_all_or_nothing() {
+        let mut args = ServeArgs::for_dir(Path::new("/srv"));
+        assert!(
+            ServeConfig::try_from(args.clone())
+                .unwrap()
+                .ingest
+                .is_none()
+        );
+        args.tls_cert = Some("/x/cert.pem".into());
+        let err = ServeConfig::try_from(args.clone()).unwrap_err().to_string();
+        assert!(err.contains("missing --tls-ca, --tls-key"), "{err}");
+        args.tls_dir = Some("/etc/knowton/tls".into());
+        let ingest = ServeConfig::try_from(args).unwrap().ingest.unwrap();
+        assert_eq!(ingest.files.ca, Path::new("/etc/knowton/tls/ca.pem"));
+        assert_eq!(
+            ingest.files.cert,
+            Path::new("/x/cert.pem"),
+            "a single file overrides the directory"
+        );
     }
 
     #[test]

@@ -15,9 +15,11 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::config::{AdminTokenSource, ServeConfig};
 use crate::credentials;
-use crate::provision::TenantService;
+use crate::ingest::{self, IngestService, StreamSettings};
+use crate::provision::{TenantDirectory, TenantService};
 use crate::secrets::{self, SecretBox, SecretKeyError};
 use crate::store::StoreError;
+use crate::tls::ServerTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -52,12 +54,16 @@ pub enum ServeError {
     },
     #[error("HTTP server failed")]
     Serve(#[source] std::io::Error),
+    #[error("failed to load the agent stream's TLS certificates")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A coordinator that is serving.
 #[derive(Debug)]
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// The agents' gRPC listener, when TLS is configured.
+    pub grpc_addr: Option<SocketAddr>,
     pub state: AppState,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<(), ServeError>>,
@@ -93,7 +99,18 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     }
     let admin_token = load_admin_token(&config.admin_token)?;
 
-    let service = Arc::new(TenantService::new(store, secret_box, config.retention_days));
+    let directory = TenantDirectory::load(store.as_ref())
+        .await
+        .map_err(|source| ServeError::OpenStore {
+            database: config.database_display.clone(),
+            source,
+        })?;
+    let service = Arc::new(TenantService::new(
+        store,
+        secret_box,
+        config.retention_days,
+        Arc::new(directory),
+    ));
     let state = AppState::new(service.clone(), &admin_token);
     let listener = TcpListener::bind(config.http_addr)
         .await
@@ -108,7 +125,15 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
 
     let (shutdown, mut signal) = watch::channel(false);
     spawn_housekeeping(&state, &config, shutdown.subscribe());
+    let grpc_addr = match &config.ingest {
+        Some(ingest) => Some(start_ingest(ingest, &state, shutdown.subscribe()).await?),
+        None => {
+            tracing::info!("agent ingest is off: no TLS certificates configured (--tls-dir)");
+            None
+        }
+    };
     let app = api::router(state.clone());
+    let store = state.service.store().clone();
     let draining = state.draining.clone();
     let grace = config.shutdown_grace;
     let task = tokio::spawn(async move {
@@ -124,7 +149,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             result = &mut server => return result.map_err(ServeError::Serve),
             _ = drain_signal.wait_for(|stop| *stop) => {}
         }
-        match tokio::time::timeout(grace, server).await {
+        let result = match tokio::time::timeout(grace, server).await {
             Ok(result) => result.map_err(ServeError::Serve),
             Err(_) => {
                 tracing::warn!(
@@ -133,7 +158,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                 );
                 Ok(())
             }
-        }
+        };
+        store.close().await;
+        result
     });
     tracing::info!(
         http.addr = %http_addr,
@@ -143,6 +170,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     );
     Ok(Running {
         http_addr,
+        grpc_addr,
         state,
         shutdown,
         task,
@@ -157,6 +185,42 @@ pub async fn run(
     let running = start(config).await?;
     shutdown.await;
     running.shutdown().await
+}
+
+/// Loads the certificates, binds the agents' listener and serves it.
+async fn start_ingest(
+    config: &crate::config::IngestConfig,
+    state: &AppState,
+    stop: watch::Receiver<bool>,
+) -> Result<SocketAddr, ServeError> {
+    let tls = ServerTls::load(config.files.clone())?;
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.addr,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.addr,
+        source,
+    })?;
+    tls.spawn_reloader(config.reload_every, stop.clone());
+    let service = IngestService {
+        registry: state.ingest.clone(),
+        directory: state.service.directory().clone(),
+        settings: StreamSettings::default(),
+    };
+    let mut stop = stop;
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(err) = ingest::serve(listener, tls, service, shutdown).await {
+            tracing::error!(error = %err, "agent ingest server failed");
+        }
+    });
+    tracing::info!(grpc.addr = %addr, "agent ingest listening (mutual TLS)");
+    Ok(addr)
 }
 
 fn spawn_housekeeping(state: &AppState, config: &ServeConfig, mut stop: watch::Receiver<bool>) {

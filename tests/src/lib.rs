@@ -303,7 +303,9 @@ impl Drop for TestDb {
                 .ok()?;
             rt.block_on(async {
                 let pool = sqlx::PgPool::connect(&base).await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                // Never hang a test on a lock a leaked connection still holds.
+                let sql = format!("SET lock_timeout = '5s'; DROP SCHEMA {schema} CASCADE");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                     .execute(&pool)
                     .await
                     .ok()
@@ -330,6 +332,27 @@ impl TestCoordinator {
         args.admin_token = Some(ADMIN_TOKEN.into());
         args.secret_key = Some(base64::engine::general_purpose::STANDARD.encode(SECRET_KEY));
         Self::start_with(db, args).await
+    }
+
+    /// A coordinator with the agent listener on, certificates in `tls_dir`
+    /// (`certs init` layout), re-read every second.
+    pub async fn start_with_agents(kind: Db, tls_dir: &std::path::Path) -> Self {
+        let db = TestDb::new(kind).await;
+        let mut args = ServeArgs::for_dir(db.dir.path());
+        args.database_url = db.url.clone();
+        args.admin_token = Some(ADMIN_TOKEN.into());
+        args.secret_key = Some(base64::engine::general_purpose::STANDARD.encode(SECRET_KEY));
+        args.tls_dir = Some(tls_dir.to_owned());
+        args.tls_reload_seconds = 1;
+        Self::start_with(db, args).await
+    }
+
+    /// The agents' gRPC address.
+    pub fn grpc_addr(&self) -> std::net::SocketAddr {
+        self.running
+            .as_ref()
+            .and_then(|r| r.grpc_addr)
+            .expect("agent listener on")
     }
 
     pub async fn start_with(db: TestDb, args: ServeArgs) -> Self {

@@ -20,7 +20,8 @@ macro_rules! store_tests {
                 #[tokio::test]
                 async fn $name() {
                     let (db, store) = super::open(knowton_tests::Db::Sqlite).await;
-                    super::$name(store).await;
+                    super::$name(store.clone()).await;
+                    store.close().await;
                     drop(db);
                 }
             )*
@@ -34,7 +35,8 @@ macro_rules! store_tests {
                         return;
                     }
                     let (db, store) = super::open(knowton_tests::Db::Postgres).await;
-                    super::$name(store).await;
+                    super::$name(store.clone()).await;
+                    store.close().await;
                     drop(db);
                 }
             )*

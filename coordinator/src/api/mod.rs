@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod error;
 pub mod json;
+mod monitoring;
 mod openapi;
 pub mod ratelimit;
 mod tenants;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     /// Set when shutdown starts: `/readyz` turns 503 at once.
     pub draining: Arc<AtomicBool>,
+    /// Agents and their latest results.
+    pub ingest: Arc<crate::ingest::Registry>,
 }
 
 impl AppState {
@@ -46,6 +49,7 @@ impl AppState {
             limiter: Arc::new(TenantRateLimiter::new()),
             admin_token: admin_token.into(),
             draining: Arc::new(AtomicBool::new(false)),
+            ingest: Arc::new(crate::ingest::Registry::default()),
         }
     }
 }
@@ -75,6 +79,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/tenants/{id}/config-history", get(tenants::history))
         .route("/plans", get(tenants::plans))
+        .route("/monitoring/health", get(monitoring::health))
+        .route("/agents", get(monitoring::agents))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, tenants, views};
+use super::{error, monitoring, tenants, views};
 use crate::provision;
 
 #[derive(Debug, OpenApi)]
@@ -15,7 +15,7 @@ use crate::provision;
     paths(
         tenants::create, tenants::list, tenants::get, tenants::update, tenants::delete,
         tenants::rotate_key, tenants::set_usage, tenants::history, tenants::plans,
-        super::healthz, super::readyz, serve,
+        super::healthz, super::readyz, serve, monitoring::health, monitoring::agents,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail,
@@ -23,9 +23,10 @@ use crate::provision;
         views::TenantView, views::ApiKeyView, views::ProvisionResponse, views::AdminCredentials,
         views::ApiKeys, views::RotatedKey, views::TenantPage, views::DeprovisionResponse,
         views::HistoryView, views::HistoryEntry, views::PlanView, views::Status,
+        monitoring::TenantHealthView, monitoring::AgentsView,
     )),
     modifiers(&BearerAuth, &StandardErrors),
-    tags((name = "tenants", description = "Tenant lifecycle"), (name = "plans"), (name = "health")),
+    tags((name = "tenants", description = "Tenant lifecycle"), (name = "plans"), (name = "health"), (name = "monitoring", description = "Agent results and agents")),
 )]
 pub struct ApiDoc;
 

@@ -1,7 +1,10 @@
 //! Tenant lifecycle: provision, change configuration, rotate keys and
 //! deprovision. One service behind both the REST API and the CLI.
 
+mod directory;
 pub mod welcome;
+
+pub use directory::TenantDirectory;
 
 use std::sync::Arc;
 
@@ -190,16 +193,29 @@ pub struct TenantService {
     secrets: SecretBox,
     hasher: credentials::PasswordHasherPool,
     retention: chrono::Duration,
+    directory: Arc<TenantDirectory>,
 }
 
 impl TenantService {
-    pub fn new(store: Arc<dyn Store>, secrets: SecretBox, retention_days: u32) -> Self {
+    /// `directory` must hold the store's active tenants (see
+    /// [`TenantDirectory::load`]); the service keeps it current.
+    pub fn new(
+        store: Arc<dyn Store>,
+        secrets: SecretBox,
+        retention_days: u32,
+        directory: Arc<TenantDirectory>,
+    ) -> Self {
         TenantService {
             store,
             secrets,
             hasher: credentials::PasswordHasherPool::per_cpu(),
             retention: chrono::Duration::days(i64::from(retention_days)),
+            directory,
         }
+    }
+
+    pub fn directory(&self) -> &Arc<TenantDirectory> {
+        &self.directory
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -241,6 +257,7 @@ impl TenantService {
         self.store.create_tenant(&new).await?;
         let id = new.tenant.id;
         let tenant = self.get(id).await?;
+        self.directory.insert(&tenant.slug);
         tracing::info!(tenant = %tenant.slug, tenant_id = %id, plan = %tenant.plan, "tenant provisioned");
         Ok(Provisioned { tenant, ..shown })
     }
@@ -339,16 +356,21 @@ impl TenantService {
             other => other?,
         }
         let tenant = self.get(id).await?;
+        self.directory.remove(&tenant.slug);
         tracing::info!(tenant = %tenant.slug, retain_until = %tenant.retain_until.unwrap_or(retain_until), "tenant deprovisioned, data kept");
         Ok(tenant)
     }
 
     /// Deletes every row of the tenant.
     pub async fn purge(&self, id: Uuid) -> Result<()> {
+        let slug = self.store.get_tenant(id).await?.map(|t| t.slug);
         match self.store.purge(id).await {
             Err(StoreError::NotFound) => Err(ServiceError::NotFound(id.to_string())),
             other => {
                 other?;
+                if let Some(slug) = slug {
+                    self.directory.remove(&slug);
+                }
                 tracing::warn!(tenant_id = %id, "tenant purged: all of its data was deleted");
                 Ok(())
             }

@@ -198,6 +198,8 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     async fn migrate(&self) -> Result<()>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<()>;
+    /// Closes the connections gracefully (on shutdown).
+    async fn close(&self);
     async fn get_meta(&self, key: &str) -> Result<Option<String>>;
     /// Sets `key` only if it has no value yet; returns the value now stored.
     async fn init_meta(&self, key: &str, value: &str) -> Result<String>;

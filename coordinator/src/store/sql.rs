@@ -193,6 +193,10 @@ macro_rules! sql_store {
                 $migrator.run(&self.pool).await.map_err(StoreError::Migrate)
             }
 
+            async fn close(&self) {
+                self.pool.close().await;
+            }
+
             async fn ping(&self) -> Result<()> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
@@ -415,8 +419,13 @@ macro_rules! sql_store {
                 .bind(&change.domain)
                 .bind(at)
                 .fetch_optional(&mut *tx)
-                .await?
-                .ok_or(StoreError::NotFound)?;
+                .await?;
+                let Some(row) = row else {
+                    // Roll back now: a dropped transaction is only rolled back
+                    // when its connection is next used, holding its locks until then.
+                    tx.rollback().await?;
+                    return Err(StoreError::NotFound);
+                };
                 let version: i64 = row.try_get("config_version")?;
                 let f = &change.features;
                 sqlx::query(
@@ -578,6 +587,7 @@ macro_rules! sql_store {
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 0 {
+                    tx.rollback().await?;
                     return Err(StoreError::NotFound);
                 }
                 sqlx::query(
@@ -603,6 +613,7 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await?;
                 if done.rows_affected() == 0 {
+                    tx.rollback().await?;
                     return Err(StoreError::NotFound);
                 }
                 tx.commit().await?;

@@ -1,0 +1,257 @@
+//! Monitoring routes: each tenant's latest raw agent results, and the agents.
+
+use axum::Json;
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+use knowton_proto::agent::v1::{Failure, MetricsSample, ProbeOutcome, StorageSample};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::{Caller, TENANT_SLUG_HEADER};
+use super::error::{ApiError, ErrorBody};
+use crate::ingest::{AgentState, Counters, LatestResult};
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantHealthView {
+    pub tenant: String,
+    pub pods: Vec<PodView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodView {
+    pub pod: String,
+    pub node: String,
+    pub pod_ip: String,
+    pub observed_at: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+    pub liveness: Option<ProbeView>,
+    pub api_health: Option<ProbeView>,
+    pub metrics: Option<MetricsView>,
+    pub storage: Option<StorageView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeView {
+    pub ok: bool,
+    pub status_code: u32,
+    pub latency_ms: f64,
+    pub connect_ms: f64,
+    pub first_byte_ms: f64,
+    /// none, refused, timeout, tls, http_status, bad_body, dns, other
+    pub failure: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_ok: Option<bool>,
+    /// This outcome confirmed a failed or slow first probe.
+    pub confirmed: bool,
+}
+
+/// Absent values were missing from the scrape, not zero.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsView {
+    pub scraped: bool,
+    pub failure: &'static str,
+    pub requests_total: Option<f64>,
+    pub errors_5xx_total: Option<f64>,
+    pub users: Option<f64>,
+    pub request_rate_per_second: Option<f64>,
+    pub error_ratio: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageView {
+    pub used_bytes: u64,
+    pub capacity_bytes: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentsView {
+    pub agents: Vec<AgentView>,
+    pub counters: CountersView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentView {
+    pub node: String,
+    pub agent_version: String,
+    pub protocol_version: u32,
+    pub connected: bool,
+    pub remote_addr: String,
+    pub connected_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub last_sequence: u64,
+    pub batches_received: u64,
+    pub results_received: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CountersView {
+    pub results_accepted: u64,
+    pub unknown_tenant_results: u64,
+    pub duplicate_batches: u64,
+    pub sequence_gaps: u64,
+    pub hellos_rejected: u64,
+    pub streams_rejected: u64,
+    pub handshakes_failed: u64,
+}
+
+fn failure_name(code: i32) -> &'static str {
+    match Failure::try_from(code).unwrap_or(Failure::Other) {
+        Failure::None => "none",
+        Failure::Refused => "refused",
+        Failure::Timeout => "timeout",
+        Failure::Tls => "tls",
+        Failure::HttpStatus => "http_status",
+        Failure::BadBody => "bad_body",
+        Failure::Dns => "dns",
+        Failure::Other => "other",
+    }
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+impl From<ProbeOutcome> for ProbeView {
+    fn from(p: ProbeOutcome) -> Self {
+        ProbeView {
+            ok: p.ok,
+            status_code: p.status_code,
+            latency_ms: ms(p.latency_us),
+            connect_ms: ms(p.connect_us),
+            first_byte_ms: ms(p.first_byte_us),
+            failure: failure_name(p.failure),
+            detail: p.detail,
+            database_ok: p.database_ok,
+            confirmed: p.confirmed,
+        }
+    }
+}
+
+impl From<MetricsSample> for MetricsView {
+    fn from(m: MetricsSample) -> Self {
+        MetricsView {
+            scraped: m.scraped,
+            failure: failure_name(m.failure),
+            requests_total: m.requests_total,
+            errors_5xx_total: m.errors_5xx_total,
+            users: m.users,
+            request_rate_per_second: m.request_rate_per_second,
+            error_ratio: m.error_ratio,
+        }
+    }
+}
+
+impl From<StorageSample> for StorageView {
+    fn from(s: StorageSample) -> Self {
+        StorageView {
+            used_bytes: s.used_bytes,
+            capacity_bytes: s.capacity_bytes,
+        }
+    }
+}
+
+impl From<(String, LatestResult)> for PodView {
+    fn from((pod, latest): (String, LatestResult)) -> Self {
+        let r = latest.result;
+        PodView {
+            pod,
+            node: latest.node,
+            pod_ip: r.pod_ip,
+            observed_at: DateTime::from_timestamp_millis(r.observed_at_unix_ms),
+            received_at: latest.received_at,
+            liveness: r.liveness.map(Into::into),
+            api_health: r.api_health.map(Into::into),
+            metrics: r.metrics.map(Into::into),
+            storage: r.storage.map(Into::into),
+        }
+    }
+}
+
+impl From<AgentState> for AgentView {
+    fn from(a: AgentState) -> Self {
+        AgentView {
+            node: a.node,
+            agent_version: a.agent_version,
+            protocol_version: a.protocol_version,
+            connected: a.connected,
+            remote_addr: a.remote.to_string(),
+            connected_at: a.connected_at,
+            last_seen_at: a.last_seen,
+            last_sequence: a.acked_sequence,
+            batches_received: a.batches_received,
+            results_received: a.results_received,
+        }
+    }
+}
+
+/// The tenant's latest raw results per pod, as the agents reported them.
+/// The tenant is named by `X-Tenant-Slug` (which a tenant key must match).
+#[utoipa::path(get, path = "/api/v1/monitoring/health", tag = "monitoring",
+    params(("X-Tenant-Slug" = String, Header, description = "The tenant's slug")),
+    responses((status = 200, body = TenantHealthView), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn health(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Json<TenantHealthView>, ApiError> {
+    let slug = headers
+        .get(TENANT_SLUG_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "missing_tenant_slug",
+                "X-Tenant-Slug: this route needs the tenant's slug",
+            )
+            .field("X-Tenant-Slug")
+        })?
+        .to_owned();
+    caller.require_access(&slug)?;
+    if !state.service.directory().contains(&slug) {
+        return Err(ApiError::not_found(&slug));
+    }
+    let pods = state
+        .ingest
+        .latest(&slug)
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(Json(TenantHealthView { tenant: slug, pods }))
+}
+
+/// Node agents: connected or last seen, and what they sent.
+#[utoipa::path(get, path = "/api/v1/agents", tag = "monitoring",
+    responses((status = 200, body = AgentsView)), security(("bearer" = [])))]
+pub async fn agents(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<AgentsView>, ApiError> {
+    caller.require_admin()?;
+    let c = &state.ingest.counters;
+    Ok(Json(AgentsView {
+        agents: state.ingest.agents().into_iter().map(Into::into).collect(),
+        counters: CountersView {
+            results_accepted: Counters::get(&c.results_accepted),
+            unknown_tenant_results: Counters::get(&c.unknown_tenant_results),
+            duplicate_batches: Counters::get(&c.duplicate_batches),
+            sequence_gaps: Counters::get(&c.sequence_gaps),
+            hellos_rejected: Counters::get(&c.hellos_rejected),
+            streams_rejected: Counters::get(&c.streams_rejected),
+            handshakes_failed: Counters::get(&c.handshakes_failed),
+        },
+    }))
+}

@@ -1,0 +1,257 @@
+//! What the ingest server knows: connected agents, and each tenant's latest
+//! result per pod. In memory; the next issue persists health rollups.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use knowton_proto::agent::v1::{Hello, PodResult, ResultBatch};
+
+use crate::provision::TenantDirectory;
+
+/// Counters of refused or dropped input (exported as metrics later).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub handshakes_failed: AtomicU64,
+    pub hellos_rejected: AtomicU64,
+    pub streams_rejected: AtomicU64,
+    pub unknown_tenant_results: AtomicU64,
+    pub duplicate_batches: AtomicU64,
+    /// Batches an agent never sent (dropped from its full buffer).
+    pub sequence_gaps: AtomicU64,
+    pub results_accepted: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// One agent as last seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentState {
+    pub node: String,
+    pub agent_version: String,
+    pub session_id: String,
+    pub protocol_version: u32,
+    pub remote: SocketAddr,
+    pub connected: bool,
+    pub connected_at: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub acked_sequence: u64,
+    pub batches_received: u64,
+    pub results_received: u64,
+    /// Distinguishes a reconnection from the stream it replaces.
+    connection: u64,
+}
+
+/// A pod's latest result and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatestResult {
+    pub node: String,
+    pub received_at: DateTime<Utc>,
+    pub result: PodResult,
+}
+
+/// What happened to a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Stored; acknowledge up to this sequence.
+    Stored {
+        ack: u64,
+        accepted: usize,
+        unknown: usize,
+    },
+    /// Already stored earlier (a re-send): acknowledge again, store nothing.
+    Duplicate { ack: u64 },
+    /// The stream is no longer the agent's current one.
+    Superseded,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    agents: HashMap<String, AgentState>,
+    latest: HashMap<String, HashMap<String, LatestResult>>,
+    next_connection: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    inner: RwLock<Inner>,
+    pub counters: Counters,
+}
+
+/// A registered stream, to report batches and its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub node: String,
+    id: u64,
+}
+
+impl Registry {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a stream after a valid hello. Returns it and the sequence
+    /// already acknowledged for this agent session (0 for a new session).
+    pub fn connect(
+        &self,
+        hello: &Hello,
+        protocol_version: u32,
+        remote: SocketAddr,
+    ) -> (Connection, u64) {
+        let now = Utc::now();
+        let mut inner = self.write();
+        inner.next_connection += 1;
+        let id = inner.next_connection;
+        let acked = inner
+            .agents
+            .get(&hello.node_name)
+            .filter(|a| a.session_id == hello.session_id)
+            .map_or(0, |a| a.acked_sequence);
+        let previous = inner.agents.get(&hello.node_name);
+        let (batches, results) = previous
+            .filter(|a| a.session_id == hello.session_id)
+            .map_or((0, 0), |a| (a.batches_received, a.results_received));
+        inner.agents.insert(
+            hello.node_name.clone(),
+            AgentState {
+                node: hello.node_name.clone(),
+                agent_version: hello.agent_version.clone(),
+                session_id: hello.session_id.clone(),
+                protocol_version,
+                remote,
+                connected: true,
+                connected_at: now,
+                last_seen: now,
+                acked_sequence: acked,
+                batches_received: batches,
+                results_received: results,
+                connection: id,
+            },
+        );
+        (
+            Connection {
+                node: hello.node_name.clone(),
+                id,
+            },
+            acked,
+        )
+    }
+
+    /// Stores a batch's results for known tenants, in sequence order.
+    pub fn ingest(
+        &self,
+        conn: &Connection,
+        batch: ResultBatch,
+        directory: &TenantDirectory,
+    ) -> BatchOutcome {
+        let now = Utc::now();
+        let mut inner = self.write();
+        let inner = &mut *inner;
+        let Some(agent) = inner
+            .agents
+            .get_mut(&conn.node)
+            .filter(|a| a.connection == conn.id)
+        else {
+            return BatchOutcome::Superseded;
+        };
+        agent.last_seen = now;
+        if batch.sequence <= agent.acked_sequence {
+            Counters::add(&self.counters.duplicate_batches, 1);
+            return BatchOutcome::Duplicate {
+                ack: agent.acked_sequence,
+            };
+        }
+        let gap = batch.sequence - agent.acked_sequence - 1;
+        if gap > 0 && agent.acked_sequence > 0 {
+            Counters::add(&self.counters.sequence_gaps, gap);
+        }
+        let (mut accepted, mut unknown) = (0, 0);
+        directory.with(|active| {
+            for result in batch.results {
+                if !active.contains(&result.tenant) {
+                    unknown += 1;
+                    continue;
+                }
+                accepted += 1;
+                inner
+                    .latest
+                    .entry(result.tenant.clone())
+                    .or_default()
+                    .insert(
+                        result.pod.clone(),
+                        LatestResult {
+                            node: conn.node.clone(),
+                            received_at: now,
+                            result,
+                        },
+                    );
+            }
+        });
+        agent.acked_sequence = batch.sequence;
+        agent.batches_received += 1;
+        agent.results_received += accepted as u64;
+        Counters::add(&self.counters.results_accepted, accepted as u64);
+        Counters::add(&self.counters.unknown_tenant_results, unknown as u64);
+        BatchOutcome::Stored {
+            ack: batch.sequence,
+            accepted,
+            unknown,
+        }
+    }
+
+    /// Notes that the agent is alive (a heartbeat).
+    pub fn touch(&self, conn: &Connection) {
+        if let Some(agent) = self
+            .write()
+            .agents
+            .get_mut(&conn.node)
+            .filter(|a| a.connection == conn.id)
+        {
+            agent.last_seen = Utc::now();
+        }
+    }
+
+    /// The stream ended; a newer stream of the same node is left alone.
+    pub fn disconnect(&self, conn: &Connection) {
+        if let Some(agent) = self
+            .write()
+            .agents
+            .get_mut(&conn.node)
+            .filter(|a| a.connection == conn.id)
+        {
+            agent.connected = false;
+        }
+    }
+
+    pub fn agents(&self) -> Vec<AgentState> {
+        let mut agents: Vec<_> = self.read().agents.values().cloned().collect();
+        agents.sort_by(|a, b| a.node.cmp(&b.node));
+        agents
+    }
+
+    /// The tenant's latest result per pod, by pod name.
+    pub fn latest(&self, tenant: &str) -> Vec<(String, LatestResult)> {
+        let mut pods: Vec<_> = self
+            .read()
+            .latest
+            .get(tenant)
+            .map(|pods| pods.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        pods.sort_by(|a, b| a.0.cmp(&b.0));
+        pods
+    }
+}

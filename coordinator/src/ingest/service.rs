@@ -1,0 +1,223 @@
+//! The `AgentStream/Connect` handler: hello checked against the client
+//! certificate, then batches stored and acknowledged in order, heartbeats
+//! both ways, and every misbehaviour ending only that agent's stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use knowton_proto::PROTOCOL_VERSION;
+use knowton_proto::agent::v1::agent_message::Body as In;
+use knowton_proto::agent::v1::agent_stream_server::AgentStream;
+use knowton_proto::agent::v1::coordinator_message::Body as Out;
+use knowton_proto::agent::v1::{
+    Ack, AgentMessage, CoordinatorMessage, Heartbeat, Hello, Instruction, Welcome,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::AgentPeer;
+use super::registry::{BatchOutcome, Connection, Counters, Registry};
+use crate::provision::TenantDirectory;
+
+/// Limits and timers of agent streams.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// The hello must arrive within this.
+    pub hello_timeout: Duration,
+    /// An agent silent for this long (no batch, no heartbeat) is cut off.
+    pub idle_timeout: Duration,
+    pub heartbeat_every: Duration,
+    /// Most results in one batch.
+    pub max_batch_results: usize,
+    /// Sent to agents in Welcome.
+    pub probe_interval: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            hello_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            heartbeat_every: Duration::from_secs(5),
+            max_batch_results: 20_000,
+            probe_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestService {
+    pub registry: Arc<Registry>,
+    pub directory: Arc<TenantDirectory>,
+    pub settings: StreamSettings,
+}
+
+fn message(body: Out) -> Result<CoordinatorMessage, Status> {
+    Ok(CoordinatorMessage { body: Some(body) })
+}
+
+fn unix_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[tonic::async_trait]
+impl AgentStream for IngestService {
+    type ConnectStream = ReceiverStream<Result<CoordinatorMessage, Status>>;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let peer = request
+            .extensions()
+            .get::<AgentPeer>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(self.settings.hello_timeout, inbound.message()).await
+        {
+            Err(_) => {
+                Counters::add(&self.registry.counters.streams_rejected, 1);
+                return Err(Status::deadline_exceeded(format!(
+                    "no hello within {} s",
+                    self.settings.hello_timeout.as_secs()
+                )));
+            }
+            Ok(Ok(Some(AgentMessage {
+                body: Some(In::Hello(hello)),
+            }))) => hello,
+            Ok(Ok(_)) | Ok(Err(_)) => {
+                Counters::add(&self.registry.counters.streams_rejected, 1);
+                return Err(Status::invalid_argument("the first message must be hello"));
+            }
+        };
+        let protocol_version = self.check_hello(&hello, &peer)?;
+        let (conn, acked) = self.registry.connect(&hello, protocol_version, peer.remote);
+        tracing::info!(node = %conn.node, agent_version = %hello.agent_version, acked, remote = %peer.remote, "agent connected");
+
+        let (tx, rx) = mpsc::channel(64);
+        let welcome = Welcome {
+            protocol_version,
+            coordinator_version: env!("CARGO_PKG_VERSION").to_owned(),
+            acked_sequence: acked,
+            instruction: Some(Instruction {
+                probe_interval_ms: u32::try_from(self.settings.probe_interval.as_millis())
+                    .unwrap_or(u32::MAX),
+                probe_now: false,
+                slow_threshold_ms: 0,
+            }),
+        };
+        tx.send(message(Out::Welcome(welcome)))
+            .await
+            .map_err(|_| Status::cancelled("the agent went away"))?;
+        tokio::spawn(self.clone().run(conn, inbound, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+impl IngestService {
+    fn check_hello(&self, hello: &Hello, peer: &AgentPeer) -> Result<u32, Status> {
+        if hello.node_name != peer.node {
+            Counters::add(&self.registry.counters.hellos_rejected, 1);
+            tracing::warn!(certificate = %peer.node, hello = %hello.node_name, remote = %peer.remote, "agent hello names another node than its certificate");
+            return Err(Status::permission_denied(format!(
+                "hello names node {:?} but the client certificate is for {:?}",
+                hello.node_name, peer.node
+            )));
+        }
+        if hello.protocol_version == 0 || hello.session_id.is_empty() {
+            Counters::add(&self.registry.counters.hellos_rejected, 1);
+            return Err(Status::invalid_argument(
+                "hello needs a protocol_version and a session_id",
+            ));
+        }
+        Ok(hello.protocol_version.min(PROTOCOL_VERSION))
+    }
+
+    async fn run(
+        self,
+        conn: Connection,
+        mut inbound: Streaming<AgentMessage>,
+        tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
+    ) {
+        let mut heartbeat = tokio::time::interval(self.settings.heartbeat_every);
+        heartbeat.tick().await;
+        let end = loop {
+            tokio::select! {
+                received = tokio::time::timeout(self.settings.idle_timeout, inbound.message()) => {
+                    let msg = match received {
+                        Err(_) => break Some(Status::deadline_exceeded(format!(
+                            "nothing from the agent for {} s", self.settings.idle_timeout.as_secs()))),
+                        Ok(Ok(Some(msg))) => msg,
+                        Ok(Ok(None)) => break None,
+                        Ok(Err(status)) => {
+                            tracing::debug!(node = %conn.node, %status, "agent stream failed");
+                            break Some(status);
+                        }
+                    };
+                    match self.handle(&conn, msg) {
+                        Ok(Some(reply)) => {
+                            if tx.send(message(reply)).await.is_err() {
+                                break None;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(status) => break Some(status),
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let beat = Out::Heartbeat(Heartbeat { sent_at_unix_ms: unix_ms() });
+                    if tx.send(message(beat)).await.is_err() {
+                        break None;
+                    }
+                }
+            }
+        };
+        if let Some(status) = end {
+            tracing::info!(node = %conn.node, code = ?status.code(), message = status.message(), "agent stream ended by the coordinator");
+            let _ = tx.send(Err(status)).await;
+        } else {
+            tracing::info!(node = %conn.node, "agent disconnected");
+        }
+        self.registry.disconnect(&conn);
+    }
+
+    fn handle(&self, conn: &Connection, msg: AgentMessage) -> Result<Option<Out>, Status> {
+        match msg.body {
+            Some(In::Batch(batch)) => {
+                if batch.results.len() > self.settings.max_batch_results {
+                    Counters::add(&self.registry.counters.streams_rejected, 1);
+                    return Err(Status::invalid_argument(format!(
+                        "a batch holds at most {} results, got {}",
+                        self.settings.max_batch_results,
+                        batch.results.len()
+                    )));
+                }
+                if batch.sequence == 0 {
+                    return Err(Status::invalid_argument(
+                        "batch sequence numbers start at 1",
+                    ));
+                }
+                match self.registry.ingest(conn, batch, &self.directory) {
+                    BatchOutcome::Stored { ack, .. } | BatchOutcome::Duplicate { ack } => {
+                        Ok(Some(Out::Ack(Ack { sequence: ack })))
+                    }
+                    BatchOutcome::Superseded => Err(Status::aborted(
+                        "a newer stream of this node replaced this one",
+                    )),
+                }
+            }
+            Some(In::Heartbeat(_)) => {
+                self.registry.touch(conn);
+                Ok(None)
+            }
+            Some(In::Hello(_)) => Err(Status::invalid_argument("hello was already sent")),
+            // A message kind from a newer agent: ignored, for compatibility.
+            None => {
+                self.registry.touch(conn);
+                Ok(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! The agent stream against a real coordinator over real mutual TLS: who is
+//! let in, what is stored and acknowledged, what is refused, and certificate
+//! rotation without a restart.
+
+use std::path::Path;
+use std::time::Duration;
+
+use knowton_coordinator::certs::{self, CertificateAuthority, Issued, Validity};
+use knowton_proto::PROTOCOL_VERSION;
+use knowton_proto::agent::v1::agent_message::Body as In;
+use knowton_proto::agent::v1::agent_stream_client::AgentStreamClient;
+use knowton_proto::agent::v1::coordinator_message::Body as Out;
+use knowton_proto::agent::v1::{
+    AgentMessage, CoordinatorMessage, Hello, PodResult, ProbeOutcome, ResultBatch, StorageSample,
+};
+use knowton_tests::{Db, TestCoordinator, eventually};
+use reqwest::{Method, StatusCode};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+struct Agent {
+    tx: mpsc::Sender<AgentMessage>,
+    inbound: tonic::Streaming<CoordinatorMessage>,
+}
+
+fn hello(node: &str) -> AgentMessage {
+    AgentMessage {
+        body: Some(In::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            node_name: node.to_owned(),
+            agent_version: "test".to_owned(),
+            session_id: "session-1".to_owned(),
+        })),
+    }
+}
+
+fn batch(sequence: u64, results: Vec<PodResult>) -> AgentMessage {
+    AgentMessage {
+        body: Some(In::Batch(ResultBatch {
+            sequence,
+            results,
+            node: None,
+        })),
+    }
+}
+
+fn pod(tenant: &str, pod: &str, latency_us: u64) -> PodResult {
+    PodResult {
+        tenant: tenant.to_owned(),
+        pod: pod.to_owned(),
+        pod_ip: "127.0.0.2".to_owned(),
+        observed_at_unix_ms: 1_790_000_000_000,
+        liveness: Some(ProbeOutcome {
+            ok: true,
+            status_code: 200,
+            latency_us,
+            ..Default::default()
+        }),
+        api_health: Some(ProbeOutcome {
+            ok: true,
+            status_code: 200,
+            latency_us,
+            database_ok: Some(true),
+            ..Default::default()
+        }),
+        metrics: None,
+        storage: Some(StorageSample {
+            used_bytes: 1 << 30,
+            capacity_bytes: 10 << 30,
+        }),
+    }
+}
+
+async fn channel(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    identity: Option<&Issued>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    if let Some(id) = identity {
+        tls = tls.identity(Identity::from_pem(&id.cert_pem, &id.key_pem));
+    }
+    Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
+/// Opens a stream and sends `first`; returns the agent or the refusal.
+async fn open(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    identity: Option<&Issued>,
+    first: AgentMessage,
+) -> Result<Agent, tonic::Status> {
+    let channel = channel(addr, ca_pem, identity)
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("{e:?}")))?;
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(first).await.unwrap();
+    let inbound = AgentStreamClient::new(channel)
+        .connect(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok(Agent { tx, inbound })
+}
+
+impl Agent {
+    /// The next message that is not a heartbeat.
+    async fn next(&mut self) -> Result<Out, tonic::Status> {
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), self.inbound.message())
+                .await
+                .expect("a message within 10 s")?
+                .expect("the stream is open");
+            match msg.body {
+                Some(Out::Heartbeat(_)) => continue,
+                Some(body) => return Ok(body),
+                None => panic!("empty message"),
+            }
+        }
+    }
+
+    async fn send(&self, msg: AgentMessage) {
+        self.tx.send(msg).await.unwrap();
+    }
+
+    async fn ack(&mut self) -> u64 {
+        match self.next().await.unwrap() {
+            Out::Ack(ack) => ack.sequence,
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+}
+
+async fn setup(dir: &Path) -> (TestCoordinator, String, Issued) {
+    certs::init(dir, &[], false).unwrap();
+    let kt = TestCoordinator::start_with_agents(Db::Sqlite, dir).await;
+    kt.provision("acme", "professional").await;
+    let ca = CertificateAuthority::load(dir).unwrap();
+    let node = ca.issue_agent("node-a", Validity::days(30)).unwrap();
+    (kt, ca.cert_pem().to_owned(), node)
+}
+
+async fn agents(kt: &TestCoordinator) -> serde_json::Value {
+    let reply = kt.admin(Method::GET, "/api/v1/agents", None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_agent_streams_results_that_are_stored_acked_and_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kt, ca, node) = setup(dir.path()).await;
+    let mut agent = open(kt.grpc_addr(), &ca, Some(&node), hello("node-a"))
+        .await
+        .unwrap();
+    match agent.next().await.unwrap() {
+        Out::Welcome(w) => {
+            assert_eq!(
+                (w.protocol_version, w.acked_sequence),
+                (PROTOCOL_VERSION, 0)
+            );
+            assert!(w.instruction.unwrap().probe_interval_ms > 0);
+        }
+        other => panic!("expected welcome, got {other:?}"),
+    }
+
+    agent
+        .send(batch(
+            1,
+            vec![
+                pod("acme", "acme-backend-0", 12_500),
+                pod("ghost", "ghost-0", 1),
+            ],
+        ))
+        .await;
+    assert_eq!(agent.ack().await, 1);
+    agent
+        .send(batch(2, vec![pod("acme", "acme-backend-1", 2_000)]))
+        .await;
+    assert_eq!(agent.ack().await, 2);
+    // A re-send of an acknowledged batch is acknowledged again and not stored twice.
+    agent
+        .send(batch(1, vec![pod("acme", "acme-backend-0", 99_000)]))
+        .await;
+    assert_eq!(agent.ack().await, 2);
+
+    let health = kt
+        .http
+        .get(kt.url("/api/v1/monitoring/health"))
+        .bearer_auth(knowton_tests::ADMIN_TOKEN)
+        .header("X-Tenant-Slug", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let health: serde_json::Value = health.json().await.unwrap();
+    let pods = health["pods"].as_array().unwrap();
+    assert_eq!(pods.len(), 2, "{health}");
+    assert_eq!(pods[0]["pod"], "acme-backend-0");
+    assert_eq!(pods[0]["node"], "node-a");
+    assert_eq!(
+        pods[0]["liveness"]["latencyMs"], 12.5,
+        "the duplicate did not overwrite"
+    );
+    assert_eq!(pods[0]["apiHealth"]["databaseOk"], true);
+    assert_eq!(pods[0]["storage"]["usedBytes"], 1u64 << 30);
+    assert!(pods[0]["metrics"].is_null(), "missing metrics stay missing");
+
+    let body = agents(&kt).await;
+    let a = &body["agents"][0];
+    assert_eq!(
+        (a["node"].as_str(), a["connected"].as_bool()),
+        (Some("node-a"), Some(true))
+    );
+    assert_eq!(a["resultsReceived"], 2);
+    assert_eq!(a["lastSequence"], 2);
+    assert_eq!(
+        body["counters"]["unknownTenantResults"], 1,
+        "results for unknown tenants are dropped and counted"
+    );
+    assert_eq!(body["counters"]["duplicateBatches"], 1);
+    let ghost = kt
+        .http
+        .get(kt.url("/api/v1/monitoring/health"))
+        .bearer_auth(knowton_tests::ADMIN_TOKEN)
+        .header("X-Tenant-Slug", "ghost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ghost.status(),
+        StatusCode::NOT_FOUND,
+        "no tenant was created"
+    );
+
+    // Reconnecting with the same session learns what is already safe.
+    drop(agent);
+    let mut again = open(kt.grpc_addr(), &ca, Some(&node), hello("node-a"))
+        .await
+        .unwrap();
+    match again.next().await.unwrap() {
+        Out::Welcome(w) => assert_eq!(w.acked_sequence, 2),
+        other => panic!("expected welcome, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_and_impostors_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kt, ca, node) = setup(dir.path()).await;
+    let addr = kt.grpc_addr();
+
+    // A certificate for node-a saying it is node-b.
+    let err = open(addr, &ca, Some(&node), hello("node-b"))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    // No client certificate, another CA's, an expired one: no TLS session at all.
+    let other = CertificateAuthority::generate("other")
+        .unwrap()
+        .issue_agent("node-a", Validity::days(30))
+        .unwrap();
+    let expired = CertificateAuthority::load(dir.path())
+        .unwrap()
+        .issue_agent(
+            "node-a",
+            Validity {
+                not_before: (2020, 1, 1),
+                not_after: (2021, 1, 1),
+            },
+        )
+        .unwrap();
+    for (what, identity) in [
+        ("no certificate", None),
+        ("another CA", Some(&other)),
+        ("expired", Some(&expired)),
+    ] {
+        let err = open(addr, &ca, identity, hello("node-a"))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{what} was let in"));
+        // With TLS 1.3 the client may only learn of the refusal as a closed connection.
+        assert!(
+            matches!(
+                err.code(),
+                Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+            ),
+            "{what}: {err}"
+        );
+    }
+    // The first message must be a hello.
+    let err = open(addr, &ca, Some(&node), batch(1, vec![]))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let body = agents(&kt).await;
+    assert_eq!(body["counters"]["hellosRejected"], 1);
+    assert!(
+        body["counters"]["handshakesFailed"].as_u64().unwrap() >= 2,
+        "{body}"
+    );
+    assert!(body["agents"].as_array().unwrap().is_empty());
+    // A valid agent still gets in.
+    assert!(open(addr, &ca, Some(&node), hello("node-a")).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_stream_is_cut_off_without_harming_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kt, ca, node_a) = setup(dir.path()).await;
+    let node_b = CertificateAuthority::load(dir.path())
+        .unwrap()
+        .issue_agent("node-b", Validity::days(30))
+        .unwrap();
+    let mut good = open(kt.grpc_addr(), &ca, Some(&node_a), hello("node-a"))
+        .await
+        .unwrap();
+    good.next().await.unwrap();
+    let mut bad = open(kt.grpc_addr(), &ca, Some(&node_b), hello("node-b"))
+        .await
+        .unwrap();
+    bad.next().await.unwrap();
+
+    // Over 4 MiB in one message.
+    let mut huge = pod("acme", "big", 1);
+    huge.liveness.as_mut().unwrap().detail = "x".repeat(5 * 1024 * 1024);
+    bad.send(batch(1, vec![huge])).await;
+    let err = bad
+        .next()
+        .await
+        .expect_err("the oversized message ends the stream");
+    assert!(
+        matches!(
+            err.code(),
+            Code::ResourceExhausted | Code::OutOfRange | Code::Internal | Code::Unknown
+        ),
+        "{err}"
+    );
+
+    // A second hello on an open stream.
+    let mut twice = open(kt.grpc_addr(), &ca, Some(&node_b), hello("node-b"))
+        .await
+        .unwrap();
+    twice.next().await.unwrap();
+    twice.send(hello("node-b")).await;
+    assert_eq!(
+        twice.next().await.err().unwrap().code(),
+        Code::InvalidArgument
+    );
+
+    // The good agent is unaffected.
+    good.send(batch(1, vec![pod("acme", "acme-0", 1_000)]))
+        .await;
+    assert_eq!(good.ack().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_certificates_are_picked_up_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kt, old_ca, old_node) = setup(dir.path()).await;
+    let mut established = open(kt.grpc_addr(), &old_ca, Some(&old_node), hello("node-a"))
+        .await
+        .unwrap();
+    established.next().await.unwrap();
+
+    // A new CA and server certificate replace the files in place.
+    certs::init(dir.path(), &[], true).unwrap();
+    let new_ca = CertificateAuthority::load(dir.path()).unwrap();
+    let new_node = new_ca.issue_agent("node-b", Validity::days(30)).unwrap();
+    let new_ca_pem = new_ca.cert_pem().to_owned();
+    let addr = kt.grpc_addr();
+    eventually(
+        Duration::from_secs(15),
+        "the coordinator to serve the new certificates",
+        || {
+            let (ca, node) = (new_ca_pem.clone(), new_node.clone());
+            async move {
+                open(addr, &ca, Some(&node), hello("node-b"))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    // Old certificates are no longer accepted for new connections...
+    assert!(
+        open(addr, &old_ca, Some(&old_node), hello("node-a"))
+            .await
+            .is_err()
+    );
+    // ...and the stream established before the rotation still works.
+    established
+        .send(batch(1, vec![pod("acme", "acme-0", 1_000)]))
+        .await;
+    assert_eq!(established.ack().await, 1);
+}
