@@ -5,6 +5,8 @@
 //! PostgreSQL tests run when `TEST_DATABASE_URL` is set (`.ci/run` sets it);
 //! each test gets its own schema, so tests run in parallel.
 
+pub mod pods;
+
 use std::future::Future;
 use std::time::Duration;
 

@@ -1,0 +1,11 @@
+//! The KnowTon node agent: runs on every node (a DaemonSet), probes the
+//! tenant pods scheduled there and streams the results to the coordinator.
+//!
+//! # Layout
+//! - [`discover`]: which pods to probe (a targets file; Kubernetes later).
+//! - [`probe`]: liveness, API health and metrics probes of one pod.
+//! - [`storage`]: volume usage of a pod.
+
+pub mod discover;
+pub mod probe;
+pub mod storage;

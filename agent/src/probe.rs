@@ -1,0 +1,1 @@
+//! Probes one tenant pod (placeholder, being written).

@@ -1,0 +1,1 @@
+//! Volume usage of a tenant pod (placeholder, being written).

@@ -1,0 +1,1 @@
+//! Simulated tenant pods (being written).
