@@ -1,12 +1,15 @@
-//! Which pods to probe.
+//! Which pods to probe: a targets file (re-read when it changes) for use
+//! without Kubernetes. The Kubernetes pod watcher comes next.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::sync::watch;
 
 /// One pod to probe.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Target {
     /// The tenant's slug.
     pub tenant: String,
@@ -17,4 +20,134 @@ pub struct Target {
     /// Filesystem path of the pod's volume, for storage usage (targets file only).
     #[serde(default)]
     pub storage_path: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetsError {
+    #[error("failed to read the targets file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the targets file {path} is not a YAML list of {{tenant, pod, url, storagePath?}}: {message}"
+    )]
+    Parse { path: PathBuf, message: String },
+    #[error("the targets file {path} names pod {pod:?} of tenant {tenant:?} twice")]
+    Duplicate {
+        path: PathBuf,
+        tenant: String,
+        pod: String,
+    },
+    #[error("the targets file {path}: pod {pod:?} has url {url:?}; expected http://host:port")]
+    Url {
+        path: PathBuf,
+        pod: String,
+        url: String,
+    },
+}
+
+/// Reads and checks a targets file.
+pub fn read_targets(path: &Path) -> Result<Vec<Target>, TargetsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TargetsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let targets: Vec<Target> = if text.trim().is_empty() {
+        Vec::new()
+    } else {
+        serde_yaml_ng::from_str(&text).map_err(|e| TargetsError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?
+    };
+    let mut seen = std::collections::HashSet::new();
+    for t in &targets {
+        if !(t.url.starts_with("http://") || t.url.starts_with("https://")) {
+            return Err(TargetsError::Url {
+                path: path.to_owned(),
+                pod: t.pod.clone(),
+                url: t.url.clone(),
+            });
+        }
+        if !seen.insert((&t.tenant, &t.pod)) {
+            return Err(TargetsError::Duplicate {
+                path: path.to_owned(),
+                tenant: t.tenant.clone(),
+                pod: t.pod.clone(),
+            });
+        }
+    }
+    Ok(targets)
+}
+
+/// Loads the file, then re-reads it every `every`; a change is published,
+/// an unreadable or invalid file is logged and the previous targets kept.
+pub fn watch_targets(
+    path: PathBuf,
+    every: Duration,
+) -> Result<watch::Receiver<Vec<Target>>, TargetsError> {
+    let initial = read_targets(&path)?;
+    let (tx, rx) = watch::channel(initial);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if tx.is_closed() {
+                return;
+            }
+            match read_targets(&path) {
+                Ok(targets) => {
+                    tx.send_if_modified(|current| {
+                        if *current == targets {
+                            return false;
+                        }
+                        tracing::info!(targets = targets.len(), "targets file changed");
+                        *current = targets;
+                        true
+                    });
+                }
+                Err(err) => tracing::warn!(error = %err, "keeping the previous targets"),
+            }
+        }
+    });
+    Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("targets.yaml");
+        std::fs::write(
+            &path,
+            "- tenant: acme\n  pod: acme-0\n  url: http://127.0.0.2:3000\n  storagePath: /tmp\n",
+        )
+        .unwrap();
+        let targets = read_targets(&path).unwrap();
+        assert_eq!(targets[0].storage_path.as_deref(), Some(Path::new("/tmp")));
+        for (bad, what) in [
+            (
+                "- tenant: acme\n  pod: a\n  url: http://x:1\n  colour: red\n",
+                "colour",
+            ),
+            ("- tenant: acme\n  pod: a\n  url: ftp://x\n", "http://"),
+            (
+                "- {tenant: a, pod: p, url: 'http://x:1'}\n- {tenant: a, pod: p, url: 'http://y:1'}\n",
+                "twice",
+            ),
+            ("tenant: acme\n", "YAML list"),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = read_targets(&path).unwrap_err().to_string();
+            assert!(err.contains(what), "{what}: {err}");
+        }
+        std::fs::write(&path, "").unwrap();
+        assert!(read_targets(&path).unwrap().is_empty());
+    }
 }

@@ -6,6 +6,12 @@
 //! - [`probe`]: liveness, API health and metrics probes of one pod.
 //! - [`storage`]: volume usage of a pod.
 
+pub mod buffer;
+pub mod config;
 pub mod discover;
+pub mod metrics;
+pub mod node;
 pub mod probe;
+pub mod run;
 pub mod storage;
+pub mod stream;

@@ -1,1 +1,397 @@
-//! Simulated tenant pods (being written).
+//! Simulated tenant pods: real HTTP/1.1 servers on loopback addresses whose
+//! behaviour a test switches at runtime, counting what they are asked.
+//!
+//! Each pod serves `GET /health` (`ok`), `GET /api/health` (JSON with a
+//! `database` boolean) and `GET /metrics` (Prometheus text) with keep-alive.
+//! The server is written on tokio alone so that any crate's tests can use it.
+//! Linux routes all of 127.0.0.0/8 to the loopback interface, so every pod
+//! can have an address of its own (127.0.0.2, 127.0.0.3, …).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+
+/// How a simulated pod answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Every endpoint answers normally.
+    Healthy,
+    /// Answers normally after this delay.
+    Slow(Duration),
+    /// Every endpoint answers this status (e.g. 503) with a short text body.
+    Status(u16),
+    /// Not listening: connections are refused.
+    Refuse,
+    /// 200 with an HTML error page on every endpoint (neither JSON nor
+    /// Prometheus text), as a misrouted ingress would.
+    Garbage,
+    /// Up, but `/api/health` reports `"database": false`.
+    DatabaseDown,
+}
+
+/// What `/metrics` exposes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimMetrics {
+    /// `http_requests_total` per status code; `None` leaves the metric out.
+    pub requests: Option<BTreeMap<u16, f64>>,
+    /// The `knowton_tenant_users` gauge; `None` leaves it out.
+    pub users: Option<f64>,
+}
+
+impl Default for SimMetrics {
+    fn default() -> Self {
+        SimMetrics {
+            requests: Some(BTreeMap::from([(200, 100.0), (503, 0.0)])),
+            users: Some(12.0),
+        }
+    }
+}
+
+/// A simulated pod; stops serving when dropped.
+#[derive(Debug)]
+pub struct SimPod {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    behaviour: Behaviour,
+    metrics: SimMetrics,
+    /// Served verbatim on `/metrics` instead of `metrics` when set.
+    metrics_text: Option<String>,
+    requests: HashMap<String, u64>,
+    connections: u64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            behaviour: Behaviour::Healthy,
+            metrics: SimMetrics::default(),
+            metrics_text: None,
+            requests: HashMap::new(),
+            connections: 0,
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl SimPod {
+    /// A healthy pod listening on `ip:port` (port 0: any free port). Must be
+    /// called inside a tokio runtime; panics if the address cannot be bound.
+    pub fn start(ip: Ipv4Addr, port: u16) -> SimPod {
+        let shared = Arc::new(Shared::default());
+        let listener = bind(SocketAddr::from((ip, port)));
+        let addr = listener
+            .local_addr()
+            .expect("bound listener has an address");
+        let server = tokio::spawn(accept_loop(listener, shared.clone()));
+        SimPod {
+            addr,
+            shared,
+            server: Mutex::new(Some(server)),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The pod's base URL, `http://ip:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Switches behaviour. `Refuse` returns once the pod no longer listens
+    /// (and has closed its open connections); any other behaviour listens
+    /// again on the same address.
+    pub async fn set(&self, behaviour: Behaviour) {
+        self.shared.lock().behaviour = behaviour;
+        if behaviour == Behaviour::Refuse {
+            let server = self.server_slot().take();
+            if let Some(server) = server {
+                server.abort();
+                // Resolves once the task, and with it the listener, is dropped.
+                let _ = server.await;
+            }
+        } else {
+            let mut slot = self.server_slot();
+            if slot.is_none() {
+                let listener = bind(self.addr);
+                *slot = Some(tokio::spawn(accept_loop(listener, self.shared.clone())));
+            }
+        }
+    }
+
+    pub fn behaviour(&self) -> Behaviour {
+        self.shared.lock().behaviour
+    }
+
+    /// Changes what `/metrics` exposes.
+    pub fn update_metrics(&self, change: impl FnOnce(&mut SimMetrics)) {
+        change(&mut self.shared.lock().metrics);
+    }
+
+    /// Advances `http_requests_total{code}` by `n` (adding the series, and
+    /// the metric, if absent).
+    pub fn count_requests(&self, code: u16, n: f64) {
+        self.update_metrics(|m| *m.requests.get_or_insert_default().entry(code).or_default() += n);
+    }
+
+    /// Serves exactly `text` on `/metrics` (`None`: back to the generated text).
+    pub fn set_metrics_text(&self, text: Option<String>) {
+        self.shared.lock().metrics_text = text;
+    }
+
+    /// Requests received for `path` (query strings ignored), whatever the answer.
+    pub fn requests(&self, path: &str) -> u64 {
+        self.shared.lock().requests.get(path).copied().unwrap_or(0)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.lock().connections
+    }
+
+    /// Stops listening and closes every connection.
+    pub async fn stop(self) {
+        let server = self.server_slot().take();
+        if let Some(server) = server {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+
+    fn server_slot(&self) -> MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.server.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for SimPod {
+    fn drop(&mut self) {
+        if let Some(server) = self.server_slot().take() {
+            server.abort();
+        }
+    }
+}
+
+/// Binds with `SO_REUSEADDR`, so a pod can listen again on its address
+/// while its old connections linger in TIME_WAIT.
+fn bind(addr: SocketAddr) -> TcpListener {
+    let socket = TcpSocket::new_v4().expect("create a socket");
+    socket.set_reuseaddr(true).expect("set SO_REUSEADDR");
+    socket
+        .bind(addr)
+        .unwrap_or_else(|err| panic!("bind simulated pod on {addr}: {err}"));
+    socket.listen(128).expect("listen")
+}
+
+/// Accepts connections until aborted; aborting also drops (and so aborts)
+/// every connection task.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    shared.lock().connections += 1;
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(serve(stream, shared.clone()));
+                }
+                // Out of descriptors or the like: back off a little.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// One request's head, as far as the simulator cares.
+#[derive(Debug)]
+struct Head {
+    method: String,
+    path: String,
+    content_length: usize,
+    close: bool,
+}
+
+/// Serves requests on one connection until the client closes it.
+async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let Some(head) = read_head(&mut stream, &mut buf).await else {
+            return;
+        };
+        while buf.len() < head.content_length {
+            if read_more(&mut stream, &mut buf).await.is_none() {
+                return;
+            }
+        }
+        buf.drain(..head.content_length);
+        let (behaviour, reply) = {
+            let mut state = shared.lock();
+            *state.requests.entry(head.path.clone()).or_default() += 1;
+            (state.behaviour, answer(&state, &head))
+        };
+        if let Behaviour::Slow(delay) = behaviour {
+            tokio::time::sleep(delay).await;
+        }
+        if stream.write_all(&reply).await.is_err() || head.close {
+            return;
+        }
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0; 4096];
+    match stream.read(&mut chunk).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Some(())
+        }
+    }
+}
+
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Head> {
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if buf.len() > 64 * 1024 {
+            return None;
+        }
+        read_more(stream, buf).await?;
+    };
+    let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+    buf.drain(..end);
+    let mut lines = text.split("\r\n");
+    let mut request_line = lines.next()?.split(' ');
+    let method = request_line.next()?.to_owned();
+    let target = request_line.next()?;
+    let path = target.split('?').next().unwrap_or(target).to_owned();
+    let mut head = Head {
+        method,
+        path,
+        content_length: 0,
+        close: request_line.next() == Some("HTTP/1.0"),
+    };
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            head.content_length = value.parse().ok()?;
+        } else if name.eq_ignore_ascii_case("connection") {
+            head.close = value.eq_ignore_ascii_case("close");
+        }
+    }
+    Some(head)
+}
+
+const HEALTHY_JSON: &str =
+    r#"{"status":"ok","database":true,"version":"2.14.0","uptimeSeconds":86400}"#;
+const DEGRADED_JSON: &str = concat!(
+    r#"{"status":"degraded","database":false,"version":"2.14.0","uptimeSeconds":86400,"#,
+    r#""errors":["database: connect ECONNREFUSED 10.96.14.3:5432"]}"#
+);
+const GARBAGE: &str = "<html><head><title>502 Bad Gateway</title></head>\n\
+                       <body><center><h1>502 Bad Gateway</h1></center></body></html>\n";
+
+/// The bytes of the response to `head` in the current state.
+fn answer(state: &State, head: &Head) -> Vec<u8> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    const JSON: &str = "application/json; charset=utf-8";
+    const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+    if head.method != "GET" {
+        return response(405, TEXT, "method not allowed\n");
+    }
+    let known = matches!(head.path.as_str(), "/health" | "/api/health" | "/metrics");
+    if !known {
+        return response(404, TEXT, "not found\n");
+    }
+    match state.behaviour {
+        Behaviour::Status(code) => response(code, TEXT, &format!("{} {}\n", code, reason(code))),
+        Behaviour::Garbage => response(200, "text/html", GARBAGE),
+        behaviour => match head.path.as_str() {
+            "/health" => response(200, TEXT, "ok"),
+            "/api/health" if behaviour == Behaviour::DatabaseDown => {
+                response(200, JSON, DEGRADED_JSON)
+            }
+            "/api/health" => response(200, JSON, HEALTHY_JSON),
+            _ => match &state.metrics_text {
+                Some(text) => response(200, PROMETHEUS, text),
+                None => response(200, PROMETHEUS, &render(&state.metrics)),
+            },
+        },
+    }
+}
+
+fn response(status: u16, content_type: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
+        reason(status),
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+/// The text a Node.js backend with prom-client would expose.
+fn render(metrics: &SimMetrics) -> String {
+    let mut text = String::from(
+        "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n\
+         # TYPE process_cpu_seconds_total counter\n\
+         process_cpu_seconds_total 42.5\n",
+    );
+    if let Some(requests) = &metrics.requests {
+        text.push_str(
+            "# HELP http_requests_total Total number of HTTP requests.\n\
+             # TYPE http_requests_total counter\n",
+        );
+        for (code, n) in requests {
+            text.push_str(&format!(
+                "http_requests_total{{method=\"GET\",code=\"{code}\",route=\"/api/courses\"}} {n}\n"
+            ));
+        }
+    }
+    if let Some(users) = metrics.users {
+        text.push_str(&format!(
+            "# HELP knowton_tenant_users Registered users of the tenant.\n\
+             # TYPE knowton_tenant_users gauge\n\
+             knowton_tenant_users {users}\n"
+        ));
+    }
+    text.push_str("nodejs_eventloop_lag_seconds 0.0012\n");
+    text
+}

@@ -167,7 +167,11 @@ async fn a_valid_agent_streams_results_that_are_stored_acked_and_visible() {
                 (w.protocol_version, w.acked_sequence),
                 (PROTOCOL_VERSION, 0)
             );
-            assert!(w.instruction.unwrap().probe_interval_ms > 0);
+            assert_eq!(
+                w.instruction.unwrap().probe_interval_ms,
+                0,
+                "agents keep their own interval"
+            );
         }
         other => panic!("expected welcome, got {other:?}"),
     }

@@ -30,8 +30,9 @@ pub struct StreamSettings {
     pub heartbeat_every: Duration,
     /// Most results in one batch.
     pub max_batch_results: usize,
-    /// Sent to agents in Welcome.
-    pub probe_interval: Duration,
+    /// Probe interval imposed on agents in Welcome; `None` leaves each
+    /// agent's own `--interval`.
+    pub probe_interval: Option<Duration>,
 }
 
 impl Default for StreamSettings {
@@ -41,7 +42,7 @@ impl Default for StreamSettings {
             idle_timeout: Duration::from_secs(30),
             heartbeat_every: Duration::from_secs(5),
             max_batch_results: 20_000,
-            probe_interval: Duration::from_secs(10),
+            probe_interval: None,
         }
     }
 }
@@ -102,8 +103,10 @@ impl AgentStream for IngestService {
             coordinator_version: env!("CARGO_PKG_VERSION").to_owned(),
             acked_sequence: acked,
             instruction: Some(Instruction {
-                probe_interval_ms: u32::try_from(self.settings.probe_interval.as_millis())
-                    .unwrap_or(u32::MAX),
+                probe_interval_ms: self
+                    .settings
+                    .probe_interval
+                    .map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
                 probe_now: false,
                 slow_threshold_ms: 0,
             }),

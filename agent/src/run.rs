@@ -1,0 +1,243 @@
+//! The agent's life: load, bind, spawn the stream, probe every interval
+//! with jitter and bounded concurrency, then drain within a grace period.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use knowton_proto::agent::v1::{Failure, Instruction, PodResult, ProbeOutcome};
+use rand::RngExt;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::Args;
+use crate::discover::{self, Target};
+use crate::metrics::{self, AgentMetrics, HttpState};
+use crate::node::NodeSampler;
+use crate::probe::{ProbeSettings, Prober};
+use crate::stream::{self, Round, StreamConfig, StreamStats};
+
+/// Most results sent in one batch.
+const BATCH_RESULTS: usize = 5_000;
+
+/// Runs the agent until `shutdown` resolves, then flushes what it can.
+pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (ca, cert, key) = args.tls_files().map_err(anyhow::Error::msg)?;
+    let targets = discover::watch_targets(args.targets.clone(), Duration::from_secs(2))?;
+    let discovered = Arc::new(AtomicBool::new(true));
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "failed to bind the metrics listener on {}",
+                args.metrics_addr
+            )
+        })?;
+    let stats = Arc::new(StreamStats::default());
+    let agent_metrics = AgentMetrics::new();
+    let http = metrics::router(HttpState {
+        metrics: agent_metrics.clone(),
+        stream: stats.clone(),
+        discovered,
+    });
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, http).await {
+            tracing::error!(error = %err, "agent metrics server failed");
+        }
+    });
+
+    let initial = Instruction {
+        probe_interval_ms: u32::try_from(args.interval.as_millis()).unwrap_or(u32::MAX),
+        probe_now: false,
+        slow_threshold_ms: 0,
+    };
+    let (instructions_tx, instructions) = watch::channel(initial);
+    let (rounds_tx, rounds_rx) = mpsc::channel(4);
+    let stream_task = tokio::spawn(stream::run(
+        StreamConfig {
+            coordinator: args.coordinator.clone(),
+            ca,
+            cert,
+            key,
+            node: args.node_name.clone(),
+            buffer_bytes: args.buffer_bytes,
+            heartbeat_every: Duration::from_secs(5),
+            dead_after: Duration::from_secs(20),
+            backoff_min: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(30),
+        },
+        rounds_rx,
+        stats.clone(),
+        instructions_tx,
+    ));
+    tracing::info!(node = %args.node_name, coordinator = %args.coordinator, targets = targets.borrow().len(), "agent started");
+
+    let prober = Arc::new(Prober::new(ProbeSettings {
+        timeout: args.timeout,
+        slow_threshold: args.slow_threshold,
+        confirm: true,
+    }));
+    let probing = probe_loop(
+        &args,
+        prober,
+        targets,
+        instructions,
+        rounds_tx,
+        agent_metrics,
+    );
+    tokio::select! {
+        () = probing => {}
+        () = shutdown => tracing::info!("shutting down: flushing buffered results"),
+    }
+    match tokio::time::timeout(args.shutdown_grace, stream_task).await {
+        Ok(_) => tracing::info!("all results acknowledged"),
+        Err(_) => tracing::warn!(
+            unacknowledged_bytes = stats.buffer_bytes.load(Ordering::Relaxed),
+            "shutdown grace period over with results unacknowledged"
+        ),
+    }
+    Ok(())
+}
+
+async fn probe_loop(
+    args: &Args,
+    prober: Arc<Prober>,
+    targets: watch::Receiver<Vec<Target>>,
+    mut instructions: watch::Receiver<Instruction>,
+    rounds: mpsc::Sender<Round>,
+    metrics: AgentMetrics,
+) {
+    let mut sampler = NodeSampler::new().ok();
+    let interval_of = |i: &Instruction| match i.probe_interval_ms {
+        0 => args.interval,
+        ms => Duration::from_millis(u64::from(ms)),
+    };
+    // Start at a random point of the first interval, so agents do not probe in step.
+    let mut interval = interval_of(&instructions.borrow());
+    let mut next = Instant::now() + interval.mul_f64(rand::rng().random_range(0.0..0.1));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            changed = instructions.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let instruction = *instructions.borrow_and_update();
+                interval = interval_of(&instruction);
+                if instruction.probe_now {
+                    next = Instant::now();
+                }
+                continue;
+            }
+        }
+        let round: Vec<Target> = targets.borrow().clone();
+        metrics
+            .targets
+            .set(i64::try_from(round.len()).unwrap_or(i64::MAX));
+        let results = probe_all(&prober, round, args.concurrency, &metrics).await;
+        let node = sampler.as_mut().map(NodeSampler::sample);
+        let mut chunks = results.chunks(BATCH_RESULTS).peekable();
+        if chunks.peek().is_none() {
+            if rounds
+                .send(Round {
+                    results: Vec::new(),
+                    node,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        } else {
+            for (i, chunk) in chunks.enumerate() {
+                let round = Round {
+                    results: chunk.to_vec(),
+                    node: if i == 0 { node } else { None },
+                };
+                if rounds.send(round).await.is_err() {
+                    return;
+                }
+            }
+        }
+        metrics.rounds.inc();
+        next += interval;
+        let now = Instant::now();
+        if next < now {
+            next = now + interval.mul_f64(rand::rng().random_range(0.0..0.1));
+        }
+    }
+}
+
+/// Probes every target, at most `concurrency` at a time.
+async fn probe_all(
+    prober: &Arc<Prober>,
+    targets: Vec<Target>,
+    concurrency: usize,
+    metrics: &AgentMetrics,
+) -> Vec<PodResult> {
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for target in targets {
+        let (prober, permits) = (prober.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            prober.probe(&target).await
+        });
+    }
+    let mut results = Vec::with_capacity(tasks.len());
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(result) => {
+                count(metrics, &result);
+                results.push(result);
+            }
+            Err(err) => tracing::error!(error = %err, "a probe task failed"),
+        }
+    }
+    results
+}
+
+fn count(metrics: &AgentMetrics, result: &PodResult) {
+    let outcome = |check: &str, outcome: &Option<ProbeOutcome>| {
+        if let Some(o) = outcome {
+            metrics.probes.with_label_values(&[check]).inc();
+            if !o.ok {
+                metrics
+                    .probe_failures
+                    .with_label_values(&[check, reason(o.failure)])
+                    .inc();
+            }
+        }
+    };
+    outcome("liveness", &result.liveness);
+    outcome("api_health", &result.api_health);
+    if let Some(m) = &result.metrics {
+        metrics.probes.with_label_values(&["metrics"]).inc();
+        if !m.scraped {
+            metrics
+                .probe_failures
+                .with_label_values(&["metrics", reason(m.failure)])
+                .inc();
+        }
+    }
+}
+
+fn reason(failure: i32) -> &'static str {
+    match Failure::try_from(failure).unwrap_or(Failure::Other) {
+        Failure::None => "none",
+        Failure::Refused => "refused",
+        Failure::Timeout => "timeout",
+        Failure::Tls => "tls",
+        Failure::HttpStatus => "http_status",
+        Failure::BadBody => "bad_body",
+        Failure::Dns => "dns",
+        Failure::Other => "other",
+    }
+}
