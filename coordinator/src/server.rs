@@ -209,6 +209,7 @@ async fn start_ingest(
         registry: state.ingest.clone(),
         directory: state.service.directory().clone(),
         settings: StreamSettings::default(),
+        shutdown: stop.clone(),
     };
     let mut stop = stop;
     tokio::spawn(async move {

@@ -324,6 +324,7 @@ pub struct TestCoordinator {
     pub http: reqwest::Client,
     pub db: TestDb,
     running: Option<Running>,
+    args: ServeArgs,
 }
 
 impl TestCoordinator {
@@ -358,14 +359,30 @@ impl TestCoordinator {
     }
 
     pub async fn start_with(db: TestDb, args: ServeArgs) -> Self {
-        let config = ServeConfig::try_from(args).expect("valid test configuration");
+        let config = ServeConfig::try_from(args.clone()).expect("valid test configuration");
         let running = server::start(config).await.expect("coordinator starts");
+        let mut args = args;
+        // A restart comes back on the same addresses.
+        args.http_addr = running.http_addr;
+        if let Some(grpc) = running.grpc_addr {
+            args.grpc_addr = grpc;
+        }
         TestCoordinator {
             base: format!("http://{}", running.http_addr),
             http: knowton_coordinator::client::http_client(),
             db,
             running: Some(running),
+            args,
         }
+    }
+
+    /// Stops the coordinator (draining) and returns what is needed to
+    /// start it again on the same database and addresses.
+    pub async fn stop_for_restart(mut self) -> (TestDb, ServeArgs) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.expect("clean shutdown");
+        }
+        (self.db, self.args)
     }
 
     pub async fn stop(mut self) {

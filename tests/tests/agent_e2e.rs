@@ -186,3 +186,154 @@ async fn an_agent_probes_simulated_pods_and_the_coordinator_shows_the_results() 
         .unwrap()
         .unwrap();
 }
+
+/// A free loopback port for the agent's metrics listener.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One value of the agent's own /metrics.
+async fn agent_metric(http: &reqwest::Client, port: u16, name: &str) -> Option<f64> {
+    let text = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn agent_view(kt: &TestCoordinator) -> Value {
+    let body: Value = kt
+        .http
+        .get(kt.url("/api/v1/agents"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body
+}
+
+/// Runs an agent against one pod with `buffer_bytes`, stops the coordinator
+/// while the agent keeps probing for `rounds_down` rounds, restarts it, and
+/// returns (last sequence acknowledged before the stop, the agent as the
+/// restarted coordinator sees it once the buffer is drained, dropped results).
+async fn outage(buffer_bytes: usize, rounds_down: f64) -> (u64, Value, f64) {
+    let tls = tempfile::tempdir().unwrap();
+    certs::init(tls.path(), &[], false).unwrap();
+    certs::agent(tls.path(), "node-a").unwrap();
+    let kt = TestCoordinator::start_with_agents(Db::Sqlite, tls.path()).await;
+    kt.provision("acme", "basic").await;
+    let pod = SimPod::start(Ipv4Addr::new(127, 0, 0, 5), 0);
+    let targets = tls.path().join("targets.yaml");
+    std::fs::write(
+        &targets,
+        format!("- {{tenant: acme, pod: acme-0, url: '{}'}}\n", pod.url()),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut args = agent_args(&kt, tls.path(), &targets);
+    args.interval = Duration::from_millis(100);
+    args.buffer_bytes = buffer_bytes;
+    args.metrics_addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(knowton_agent::run::run(args, async {
+        let _ = stopped.await;
+    }));
+    let http = kt.http.clone();
+
+    eventually(
+        Duration::from_secs(15),
+        "a few acknowledged batches",
+        || async {
+            (agent_view(&kt).await["agents"][0]["lastSequence"].as_u64()? >= 3).then_some(())
+        },
+    )
+    .await;
+    let state = kt.running_state();
+    let (db, serve_args) = kt.stop_for_restart().await;
+    let acked_before = state.ingest.agents()[0].acked_sequence;
+
+    let rounds = agent_metric(&http, port, "knowton_agent_probe_rounds_total")
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "rounds probed while the coordinator is down",
+        || async {
+            let now = agent_metric(&http, port, "knowton_agent_probe_rounds_total").await?;
+            let connected = agent_metric(&http, port, "knowton_agent_connected").await?;
+            (connected == 0.0 && now >= rounds + rounds_down).then_some(())
+        },
+    )
+    .await;
+
+    let kt = TestCoordinator::start_with(db, serve_args).await;
+    let seen = eventually(
+        Duration::from_secs(30),
+        "the buffer to drain into the restarted coordinator",
+        || async {
+            let drained = agent_metric(&http, port, "knowton_agent_buffer_bytes").await? == 0.0
+                && agent_metric(&http, port, "knowton_agent_connected").await? == 1.0;
+            let view = agent_view(&kt).await;
+            (drained && view["agents"][0]["batchesReceived"].as_u64()? > 0).then_some(view)
+        },
+    )
+    .await;
+    let dropped = agent_metric(&http, port, "knowton_agent_dropped_results")
+        .await
+        .unwrap();
+    stop.send(()).unwrap();
+    agent.await.unwrap().unwrap();
+    (acked_before, seen, dropped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn results_produced_during_an_outage_arrive_exactly_once() {
+    let (acked_before, seen, dropped) = outage(1 << 20, 5.0).await;
+    let agent = &seen["agents"][0];
+    let (first, last, batches) = (
+        agent["firstSequence"].as_u64().unwrap(),
+        agent["lastSequence"].as_u64().unwrap(),
+        agent["batchesReceived"].as_u64().unwrap(),
+    );
+    assert_eq!(dropped, 0.0);
+    assert_eq!(
+        first,
+        acked_before + 1,
+        "the restarted coordinator got the first unacknowledged batch first"
+    );
+    assert!(
+        last >= acked_before + 5,
+        "the outage's batches arrived: {acked_before}..{last}"
+    );
+    assert_eq!(
+        batches,
+        last - first + 1,
+        "every sequence exactly once, none missing"
+    );
+    assert_eq!(seen["counters"]["duplicateBatches"], 0);
+    assert_eq!(seen["counters"]["sequenceGaps"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_buffer_drops_the_oldest_results_and_counts_them() {
+    // Room for about two batches of one pod's result.
+    let (acked_before, seen, dropped) = outage(400, 12.0).await;
+    let first = seen["agents"][0]["firstSequence"].as_u64().unwrap();
+    assert!(dropped >= 1.0, "drops are counted");
+    assert!(
+        first > acked_before + 1,
+        "the oldest batches were the ones dropped"
+    );
+}

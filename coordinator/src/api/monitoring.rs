@@ -90,6 +90,8 @@ pub struct AgentView {
     pub connected_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
     pub last_sequence: u64,
+    /// The first sequence received from this agent session since the coordinator started.
+    pub first_sequence: u64,
     pub batches_received: u64,
     pub results_received: u64,
 }
@@ -190,6 +192,7 @@ impl From<AgentState> for AgentView {
             connected_at: a.connected_at,
             last_seen_at: a.last_seen,
             last_sequence: a.acked_sequence,
+            first_sequence: a.first_sequence,
             batches_received: a.batches_received,
             results_received: a.results_received,
         }

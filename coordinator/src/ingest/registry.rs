@@ -46,6 +46,8 @@ pub struct AgentState {
     pub connected_at: DateTime<Utc>,
     pub last_seen: DateTime<Utc>,
     pub acked_sequence: u64,
+    /// The first sequence this coordinator stored for the session (0: none yet).
+    pub first_sequence: u64,
     pub batches_received: u64,
     pub results_received: u64,
     /// Distinguishes a reconnection from the stream it replaces.
@@ -122,9 +124,11 @@ impl Registry {
             .filter(|a| a.session_id == hello.session_id)
             .map_or(0, |a| a.acked_sequence);
         let previous = inner.agents.get(&hello.node_name);
-        let (batches, results) = previous
+        let (first, batches, results) = previous
             .filter(|a| a.session_id == hello.session_id)
-            .map_or((0, 0), |a| (a.batches_received, a.results_received));
+            .map_or((0, 0, 0), |a| {
+                (a.first_sequence, a.batches_received, a.results_received)
+            });
         inner.agents.insert(
             hello.node_name.clone(),
             AgentState {
@@ -137,6 +141,7 @@ impl Registry {
                 connected_at: now,
                 last_seen: now,
                 acked_sequence: acked,
+                first_sequence: first,
                 batches_received: batches,
                 results_received: results,
                 connection: id,
@@ -202,6 +207,9 @@ impl Registry {
             }
         });
         agent.acked_sequence = batch.sequence;
+        if agent.first_sequence == 0 {
+            agent.first_sequence = batch.sequence;
+        }
         agent.batches_received += 1;
         agent.results_received += accepted as u64;
         Counters::add(&self.counters.results_accepted, accepted as u64);

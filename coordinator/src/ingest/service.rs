@@ -52,10 +52,25 @@ pub struct IngestService {
     pub registry: Arc<Registry>,
     pub directory: Arc<TenantDirectory>,
     pub settings: StreamSettings,
+    /// Set when the coordinator shuts down: open streams end with
+    /// UNAVAILABLE so agents reconnect (to another replica) at once.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 fn message(body: Out) -> Result<CoordinatorMessage, Status> {
     Ok(CoordinatorMessage { body: Some(body) })
+}
+
+/// Resolves once `stop` is set (never, if its sender is gone without it).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 fn unix_ms() -> i64 {
@@ -146,8 +161,13 @@ impl IngestService {
     ) {
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat_every);
         heartbeat.tick().await;
+        let shutdown = stopped(self.shutdown.clone());
+        tokio::pin!(shutdown);
         let end = loop {
             tokio::select! {
+                () = &mut shutdown => {
+                    break Some(Status::unavailable("the coordinator is shutting down"));
+                }
                 received = tokio::time::timeout(self.settings.idle_timeout, inbound.message()) => {
                     let msg = match received {
                         Err(_) => break Some(Status::deadline_exceeded(format!(
