@@ -81,6 +81,18 @@ pub struct ServeArgs {
     /// Seconds between checks of the TLS files for a rotation.
     #[arg(long, env = "KNOWTON_TLS_RELOAD_SECONDS", default_value_t = 10)]
     pub tls_reload_seconds: u64,
+
+    /// Seconds an agent has to send its hello after connecting.
+    #[arg(
+        long,
+        env = "KNOWTON_AGENT_HELLO_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
+    pub agent_hello_timeout_seconds: u64,
+
+    /// Seconds of silence (no batch, no heartbeat) after which an agent stream is cut.
+    #[arg(long, env = "KNOWTON_AGENT_IDLE_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub agent_idle_timeout_seconds: u64,
 }
 
 impl ServeArgs {
@@ -102,6 +114,8 @@ impl ServeArgs {
             tls_cert: None,
             tls_key: None,
             tls_reload_seconds: 10,
+            agent_hello_timeout_seconds: 10,
+            agent_idle_timeout_seconds: 30,
         }
     }
 }
@@ -144,6 +158,8 @@ pub struct IngestConfig {
     pub addr: SocketAddr,
     pub files: TlsFiles,
     pub reload_every: std::time::Duration,
+    pub hello_timeout: std::time::Duration,
+    pub idle_timeout: std::time::Duration,
 }
 
 /// Every invalid setting, one per line.
@@ -229,11 +245,19 @@ fn ingest_config(args: &ServeArgs, errors: &mut Vec<String>) -> Option<IngestCon
     if args.tls_reload_seconds == 0 {
         errors.push("--tls-reload-seconds must be at least 1".to_owned());
     }
+    if args.agent_hello_timeout_seconds == 0 || args.agent_idle_timeout_seconds < 10 {
+        errors.push(
+            "--agent-hello-timeout-seconds must be at least 1 and --agent-idle-timeout-seconds at least 10 (agents send heartbeats every 5 s)"
+                .to_owned(),
+        );
+    }
     match (ca, cert, key) {
         (Some(ca), Some(cert), Some(key)) => Some(IngestConfig {
             addr: args.grpc_addr,
             files: TlsFiles { ca, cert, key },
             reload_every: std::time::Duration::from_secs(args.tls_reload_seconds.max(1)),
+            hello_timeout: std::time::Duration::from_secs(args.agent_hello_timeout_seconds),
+            idle_timeout: std::time::Duration::from_secs(args.agent_idle_timeout_seconds),
         }),
         (None, None, None) => None,
         (ca, cert, key) => {

@@ -208,7 +208,11 @@ async fn start_ingest(
     let service = IngestService {
         registry: state.ingest.clone(),
         directory: state.service.directory().clone(),
-        settings: StreamSettings::default(),
+        settings: StreamSettings {
+            hello_timeout: config.hello_timeout,
+            idle_timeout: config.idle_timeout,
+            ..StreamSettings::default()
+        },
         shutdown: stop.clone(),
     };
     let mut stop = stop;

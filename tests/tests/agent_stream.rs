@@ -320,6 +320,31 @@ async fn strangers_and_impostors_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_never_says_hello_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    certs::init(dir.path(), &[], false).unwrap();
+    let db = knowton_tests::TestDb::new(Db::Sqlite).await;
+    let mut args = knowton_coordinator::config::ServeArgs::for_dir(db.dir.path());
+    args.database_url = db.url.clone();
+    args.admin_token = Some(knowton_tests::ADMIN_TOKEN.into());
+    args.tls_dir = Some(dir.path().to_owned());
+    args.agent_hello_timeout_seconds = 1;
+    let kt = TestCoordinator::start_with(db, args).await;
+    let ca = CertificateAuthority::load(dir.path()).unwrap();
+    let node = ca.issue_agent("node-a", Validity::days(30)).unwrap();
+    let channel = channel(kt.grpc_addr(), ca.cert_pem(), Some(&node))
+        .await
+        .unwrap();
+    let (_tx, rx) = mpsc::channel::<AgentMessage>(1);
+    let err = AgentStreamClient::new(channel)
+        .connect(ReceiverStream::new(rx))
+        .await
+        .expect_err("no hello, no stream");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    assert_eq!(agents(&kt).await["counters"]["streamsRejected"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misbehaving_stream_is_cut_off_without_harming_others() {
     let dir = tempfile::tempdir().unwrap();
     let (kt, ca, node_a) = setup(dir.path()).await;
