@@ -23,8 +23,8 @@ pub struct AgentMetrics {
     pub rounds: IntCounter,
     pub targets: IntGauge,
     buffer_bytes: IntGauge,
-    dropped: IntGauge,
-    reconnects: IntGauge,
+    dropped: IntCounter,
+    reconnects: IntCounter,
     connected: IntGauge,
 }
 
@@ -56,14 +56,16 @@ impl AgentMetrics {
                 "knowton_agent_buffer_bytes",
                 "Results waiting for the coordinator's acknowledgement, in bytes",
             ),
-            dropped: gauge(
-                "knowton_agent_dropped_results",
-                "Results dropped from the full buffer since start",
-            ),
-            reconnects: gauge(
-                "knowton_agent_reconnects",
-                "Streams to the coordinator lost since start",
-            ),
+            dropped: IntCounter::new(
+                "knowton_agent_dropped_results_total",
+                "Results dropped from the full buffer",
+            )
+            .expect("valid metric"),
+            reconnects: IntCounter::new(
+                "knowton_agent_reconnects_total",
+                "Streams to the coordinator lost",
+            )
+            .expect("valid metric"),
             connected: gauge(
                 "knowton_agent_connected",
                 "1 while a stream to the coordinator is open",
@@ -89,12 +91,15 @@ impl AgentMetrics {
     }
 
     fn render(&self, stream: &StreamStats) -> String {
-        let load = |a: &std::sync::atomic::AtomicU64| {
-            i64::try_from(a.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        // The stream's totals only grow: bring the counters up to them.
+        let catch_up = |counter: &IntCounter, total: u64| {
+            counter.inc_by(total.saturating_sub(counter.get()));
         };
-        self.buffer_bytes.set(load(&stream.buffer_bytes));
-        self.dropped.set(load(&stream.dropped_results));
-        self.reconnects.set(load(&stream.reconnects));
+        self.buffer_bytes
+            .set(i64::try_from(load(&stream.buffer_bytes)).unwrap_or(i64::MAX));
+        catch_up(&self.dropped, load(&stream.dropped_results));
+        catch_up(&self.reconnects, load(&stream.reconnects));
         self.connected
             .set(i64::from(stream.connected.load(Ordering::Relaxed)));
         TextEncoder::new()

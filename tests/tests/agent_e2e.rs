@@ -290,7 +290,7 @@ async fn outage(buffer_bytes: usize, rounds_down: f64) -> (u64, Value, f64) {
         },
     )
     .await;
-    let dropped = agent_metric(&http, port, "knowton_agent_dropped_results")
+    let dropped = agent_metric(&http, port, "knowton_agent_dropped_results_total")
         .await
         .unwrap();
     stop.send(()).unwrap();
