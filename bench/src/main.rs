@@ -15,7 +15,6 @@ mod harness;
 mod load;
 mod report;
 mod seed;
-mod system;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -31,6 +30,7 @@ use crate::load::ReadRun;
 use crate::report::{
     BackendReport, Counts, Latency, ProvisionReport, ReadReport, SeedReport, Verdict, per_second,
 };
+use knowton_bench::system;
 
 fn main() -> ExitCode {
     let args = Args::parse();

@@ -1,5 +1,5 @@
-//! Readings from /proc about this process and the machine: CPU time and
-//! resident memory (Linux only; `None` elsewhere).
+//! Readings from /proc about a process (this one or another) and the
+//! machine: CPU time and resident memory (Linux only; `None` elsewhere).
 
 use serde::Serialize;
 use tokio::time::Instant;
@@ -28,26 +28,10 @@ pub struct CpuSnapshot {
 impl CpuSnapshot {
     /// Linux only; `None` elsewhere.
     pub fn take() -> Option<Self> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let cpu: Vec<u64> = stat
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .map(|v| v.parse().unwrap_or(0))
-            .collect();
-        // user nice system idle iowait …
-        let idle = cpu.get(3)? + cpu.get(4)?;
-        let own = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // Fields after the parenthesised command: utime and stime are 12th
-        // and 13th (scaled to the precise run time by the kernel).
-        let fields: Vec<&str> = own.rsplit_once(')')?.1.split_whitespace().collect();
-        let process_ticks =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
         Some(CpuSnapshot {
             at: Instant::now(),
-            machine_idle_ticks: idle,
-            process_ticks,
+            machine_idle_ticks: machine_idle_ticks()?,
+            process_ticks: cpu_ticks(Proc::Own)?,
         })
     }
 
@@ -72,6 +56,73 @@ impl CpuSnapshot {
     }
 }
 
+/// A process to read from /proc: this one, or another by its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proc {
+    Own,
+    Pid(u32),
+}
+
+impl Proc {
+    fn file(self, name: &str) -> String {
+        match self {
+            Proc::Own => format!("/proc/self/{name}"),
+            Proc::Pid(pid) => format!("/proc/{pid}/{name}"),
+        }
+    }
+}
+
+/// The tick counters of all CPUs together (the `cpu` line of /proc/stat):
+/// user nice system idle iowait irq softirq steal …
+fn machine_ticks() -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    Some(
+        stat.lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect(),
+    )
+}
+
+/// Ticks every CPU spent idle or waiting for I/O.
+pub fn machine_idle_ticks() -> Option<u64> {
+    let cpu = machine_ticks()?;
+    Some(cpu.get(3)? + cpu.get(4)?)
+}
+
+/// User plus system ticks (1/100 s) a process has used, all its threads
+/// together.
+pub fn cpu_ticks(proc: Proc) -> Option<u64> {
+    cpu_ticks_split(proc).map(|(user, system)| user + system)
+}
+
+/// User and system ticks (1/100 s) a process has used, all its threads
+/// together.
+pub fn cpu_ticks_split(proc: Proc) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(proc.file("stat")).ok()?;
+    // Fields after the parenthesised command: utime and stime are 12th
+    // and 13th (scaled to the precise run time by the kernel).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some((fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?))
+}
+
+/// CPU seconds between two tick readings, at the usual 100 ticks a second.
+pub fn ticks_to_seconds(ticks: u64) -> f64 {
+    ticks as f64 / 100.0
+}
+
+/// Peak RSS (`VmHWM`) of a process, in bytes.
+pub fn peak_rss_bytes_of(proc: Proc) -> Option<u64> {
+    status_bytes(proc, "VmHWM:")
+}
+
+/// Current RSS (`VmRSS`) of a process, in bytes.
+pub fn rss_bytes_of(proc: Proc) -> Option<u64> {
+    status_bytes(proc, "VmRSS:")
+}
+
 /// Resets the process's peak RSS so the next reading covers only what
 /// follows (Linux 4.0+; best effort).
 pub fn reset_peak_rss() {
@@ -80,17 +131,76 @@ pub fn reset_peak_rss() {
 
 /// The process's peak RSS (`VmHWM` in /proc/self/status), in bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
-    proc_status_bytes("VmHWM:")
+    peak_rss_bytes_of(Proc::Own)
 }
 
 /// The process's current RSS (`VmRSS`), in bytes.
 pub fn rss_bytes() -> Option<u64> {
-    proc_status_bytes("VmRSS:")
+    rss_bytes_of(Proc::Own)
 }
 
-fn proc_status_bytes(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+fn status_bytes(proc: Proc, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(proc.file("status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// CPU counters of the machine and of some processes at one moment.
+#[derive(Debug, Clone)]
+pub struct Meter {
+    at: Instant,
+    machine_idle_ticks: u64,
+    process_ticks: Vec<u64>,
+}
+
+/// CPU used between a [`Meter`] reading and now.
+#[derive(Debug, Clone, Serialize)]
+pub struct Spent {
+    pub seconds: f64,
+    /// Busy cores of the whole machine on average (idle time subtracted).
+    pub machine_cores: f64,
+    pub cpus: usize,
+    /// CPU seconds of each process, in the order they were given.
+    pub process_cpu_seconds: Vec<f64>,
+}
+
+impl Spent {
+    /// Process `i`'s average busy cores over the window.
+    pub fn cores(&self, i: usize) -> f64 {
+        self.process_cpu_seconds[i] / self.seconds.max(f64::EPSILON)
+    }
+}
+
+impl Meter {
+    /// Reads the machine and `procs`; `None` if any cannot be read.
+    pub fn take(procs: &[Proc]) -> Option<Self> {
+        Some(Meter {
+            at: Instant::now(),
+            machine_idle_ticks: machine_idle_ticks()?,
+            process_ticks: procs.iter().map(|&p| cpu_ticks(p)).collect::<Option<_>>()?,
+        })
+    }
+
+    /// What was used from `self` to `later` (taken for the same processes).
+    pub fn until(&self, later: &Meter) -> Spent {
+        let seconds = later.at.duration_since(self.at).as_secs_f64();
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let idle = ticks_to_seconds(
+            later
+                .machine_idle_ticks
+                .saturating_sub(self.machine_idle_ticks),
+        );
+        Spent {
+            seconds,
+            machine_cores: (cpus as f64 - idle / seconds.max(f64::EPSILON)).max(0.0),
+            cpus,
+            process_cpu_seconds: self
+                .process_ticks
+                .iter()
+                .zip(&later.process_ticks)
+                .map(|(before, after)| ticks_to_seconds(after.saturating_sub(*before)))
+                .collect(),
+        }
+    }
 }

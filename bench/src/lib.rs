@@ -1,0 +1,18 @@
+//! Shared parts of the benchmark binaries: `knowton-bench` (provisioning
+//! and tenant reads), `knowton-bench-ingest` (agent results into the
+//! coordinator) and `knowton-bench-agent` (one agent probing many pods).
+//!
+//! # Layout
+//! - [`system`]: CPU time and memory of processes and the machine, from /proc.
+//! - [`coordinator`]: a coordinator with the agent listener, as a child
+//!   process or in-process, with its certificates and tenants.
+
+pub mod coordinator;
+pub mod system;
+
+/// Formats bytes as MiB with one decimal, or `unknown`.
+pub fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("unknown".to_owned(), |b| {
+        format!("{:.1} MiB", b as f64 / 1_048_576.0)
+    })
+}
