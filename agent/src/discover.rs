@@ -93,11 +93,19 @@ pub fn watch_targets(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
+        // Parsing 1,000 entries every few seconds is most of the cost of
+        // watching: parse only when the bytes changed.
+        let mut last = std::fs::read(&path).ok();
         loop {
             tick.tick().await;
             if tx.is_closed() {
                 return;
             }
+            let bytes = std::fs::read(&path).ok();
+            if bytes.is_some() && bytes == last {
+                continue;
+            }
+            last = bytes;
             match read_targets(&path) {
                 Ok(targets) => {
                     tx.send_if_modified(|current| {
