@@ -230,14 +230,5 @@ fn count(metrics: &AgentMetrics, result: &PodResult) {
 }
 
 fn reason(failure: i32) -> &'static str {
-    match Failure::try_from(failure).unwrap_or(Failure::Other) {
-        Failure::None => "none",
-        Failure::Refused => "refused",
-        Failure::Timeout => "timeout",
-        Failure::Tls => "tls",
-        Failure::HttpStatus => "http_status",
-        Failure::BadBody => "bad_body",
-        Failure::Dns => "dns",
-        Failure::Other => "other",
-    }
+    Failure::label_of(failure)
 }

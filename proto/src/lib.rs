@@ -16,3 +16,25 @@ pub mod agent {
         include!("gen/knowton.agent.v1.rs");
     }
 }
+
+impl agent::v1::Failure {
+    /// The reason as used in metrics labels and the REST API (`refused`, …).
+    pub fn label(self) -> &'static str {
+        use agent::v1::Failure;
+        match self {
+            Failure::None => "none",
+            Failure::Refused => "refused",
+            Failure::Timeout => "timeout",
+            Failure::Tls => "tls",
+            Failure::HttpStatus => "http_status",
+            Failure::BadBody => "bad_body",
+            Failure::Dns => "dns",
+            Failure::Other => "other",
+        }
+    }
+
+    /// The label of a wire value; unknown values (from a newer peer) are `other`.
+    pub fn label_of(code: i32) -> &'static str {
+        Self::try_from(code).unwrap_or(Self::Other).label()
+    }
+}

@@ -109,16 +109,7 @@ pub struct CountersView {
 }
 
 fn failure_name(code: i32) -> &'static str {
-    match Failure::try_from(code).unwrap_or(Failure::Other) {
-        Failure::None => "none",
-        Failure::Refused => "refused",
-        Failure::Timeout => "timeout",
-        Failure::Tls => "tls",
-        Failure::HttpStatus => "http_status",
-        Failure::BadBody => "bad_body",
-        Failure::Dns => "dns",
-        Failure::Other => "other",
-    }
+    Failure::label_of(code)
 }
 
 fn ms(us: u64) -> f64 {
