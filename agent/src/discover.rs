@@ -50,10 +50,16 @@ pub enum TargetsError {
 
 /// Reads and checks a targets file.
 pub fn read_targets(path: &Path) -> Result<Vec<Target>, TargetsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| TargetsError::Read {
+    let bytes = std::fs::read(path).map_err(|source| TargetsError::Read {
         path: path.to_owned(),
         source,
     })?;
+    parse_targets(path, &bytes)
+}
+
+/// Checks the contents of the targets file at `path`.
+fn parse_targets(path: &Path, bytes: &[u8]) -> Result<Vec<Target>, TargetsError> {
+    let text = String::from_utf8_lossy(bytes);
     let targets: Vec<Target> = if text.trim().is_empty() {
         Vec::new()
     } else {
@@ -88,25 +94,39 @@ pub fn watch_targets(
     path: PathBuf,
     every: Duration,
 ) -> Result<watch::Receiver<Vec<Target>>, TargetsError> {
-    let initial = read_targets(&path)?;
-    let (tx, rx) = watch::channel(initial);
+    let bytes = std::fs::read(&path).map_err(|source| TargetsError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let (tx, rx) = watch::channel(parse_targets(&path, &bytes)?);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
         // Parsing 1,000 entries every few seconds is most of the cost of
         // watching: parse only when the bytes changed.
-        let mut last = std::fs::read(&path).ok();
+        let mut last = Some(bytes);
         loop {
             tick.tick().await;
             if tx.is_closed() {
                 return;
             }
-            let bytes = std::fs::read(&path).ok();
-            if bytes.is_some() && bytes == last {
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(source) => {
+                    let err = TargetsError::Read {
+                        path: path.clone(),
+                        source,
+                    };
+                    tracing::warn!(error = %err, "keeping the previous targets");
+                    continue;
+                }
+            };
+            if last.as_ref() == Some(&bytes) {
                 continue;
             }
-            last = bytes;
-            match read_targets(&path) {
+            let parsed = parse_targets(&path, &bytes);
+            last = Some(bytes);
+            match parsed {
                 Ok(targets) => {
                     tx.send_if_modified(|current| {
                         if *current == targets {

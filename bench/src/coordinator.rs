@@ -317,20 +317,7 @@ impl BenchCoordinator {
     pub async fn stop(mut self) -> anyhow::Result<()> {
         match &mut self.running {
             Runs::Process(child) => {
-                let pid = rustix::process::Pid::from_raw(child.id() as i32)
-                    .context("the coordinator has no process id")?;
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while child.try_wait()?.is_none() {
-                    if Instant::now() > deadline {
-                        eprintln!("warning: the coordinator did not stop within 10 s; killing it");
-                        child.kill()?;
-                        child.wait()?;
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Ok(())
+                crate::system::terminate(child, Duration::from_secs(10), "the coordinator").await
             }
             Runs::InProcess { runtime, running } => {
                 let runtime = runtime.take().expect("present until stopped");

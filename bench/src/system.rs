@@ -204,3 +204,33 @@ impl Meter {
         }
     }
 }
+
+/// Stops a child process: SIGTERM, then up to `grace` to exit, then SIGKILL.
+pub async fn terminate(
+    child: &mut std::process::Child,
+    grace: std::time::Duration,
+    what: &str,
+) -> anyhow::Result<()> {
+    if child.try_wait()?.is_some() {
+        return Ok(());
+    }
+    let pid = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| anyhow::anyhow!("{what} has no process id"))?;
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let deadline = Instant::now() + grace;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            eprintln!(
+                "warning: {what} did not stop within {} s; killing it",
+                grace.as_secs()
+            );
+            child.kill()?;
+            child.wait()?;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}

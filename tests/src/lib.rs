@@ -445,6 +445,19 @@ impl TestCoordinator {
         reply.body
     }
 
+    /// `GET /api/v1/monitoring/health` for `slug`, as the admin.
+    pub async fn monitoring_health(&self, slug: &str) -> Reply {
+        let response = self
+            .http
+            .get(self.url("/api/v1/monitoring/health"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("X-Tenant-Slug", slug)
+            .send()
+            .await
+            .expect("request reaches the coordinator");
+        Reply::from(response).await
+    }
+
     /// Number of tenants the API lists.
     pub async fn tenant_count(&self) -> usize {
         let reply = self

@@ -9,7 +9,8 @@ use std::time::Duration;
 use knowton_agent::config::{Args, LogFormat};
 use knowton_coordinator::certs;
 use knowton_tests::pods::{Behaviour, SimPod};
-use knowton_tests::{ADMIN_TOKEN, Db, TestCoordinator, eventually};
+use knowton_tests::{Db, TestCoordinator, eventually};
+use reqwest::Method;
 use serde_json::Value;
 
 fn agent_args(kt: &TestCoordinator, tls: &std::path::Path, targets: &std::path::Path) -> Args {
@@ -33,16 +34,7 @@ fn agent_args(kt: &TestCoordinator, tls: &std::path::Path, targets: &std::path::
 }
 
 async fn health(kt: &TestCoordinator, slug: &str) -> Value {
-    kt.http
-        .get(kt.url("/api/v1/monitoring/health"))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("X-Tenant-Slug", slug)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    kt.monitoring_health(slug).await.body
 }
 
 /// The pod's latest result once `check` holds for it.
@@ -135,16 +127,7 @@ async fn an_agent_probes_simulated_pods_and_the_coordinator_shows_the_results() 
     .await;
 
     // The agent is listed, and results for the unknown tenant were dropped, not stored.
-    let agents: Value = kt
-        .http
-        .get(kt.url("/api/v1/agents"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let agents = agent_view(&kt).await;
     assert_eq!(agents["agents"][0]["node"], "node-a");
     assert_eq!(agents["agents"][0]["connected"], true);
     assert!(agents["counters"]["unknownTenantResults"].as_u64().unwrap() > 0);
@@ -211,17 +194,7 @@ async fn agent_metric(http: &reqwest::Client, port: u16, name: &str) -> Option<f
 }
 
 async fn agent_view(kt: &TestCoordinator) -> Value {
-    let body: Value = kt
-        .http
-        .get(kt.url("/api/v1/agents"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body
+    kt.admin(Method::GET, "/api/v1/agents", None).await.body
 }
 
 /// Runs an agent against one pod with `buffer_bytes`, stops the coordinator

@@ -196,16 +196,9 @@ async fn a_valid_agent_streams_results_that_are_stored_acked_and_visible() {
         .await;
     assert_eq!(agent.ack().await, 2);
 
-    let health = kt
-        .http
-        .get(kt.url("/api/v1/monitoring/health"))
-        .bearer_auth(knowton_tests::ADMIN_TOKEN)
-        .header("X-Tenant-Slug", "acme")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), StatusCode::OK);
-    let health: serde_json::Value = health.json().await.unwrap();
+    let health = kt.monitoring_health("acme").await;
+    assert_eq!(health.status, StatusCode::OK);
+    let health = health.body;
     let pods = health["pods"].as_array().unwrap();
     assert_eq!(pods.len(), 2, "{health}");
     assert_eq!(pods[0]["pod"], "acme-backend-0");
@@ -231,19 +224,8 @@ async fn a_valid_agent_streams_results_that_are_stored_acked_and_visible() {
         "results for unknown tenants are dropped and counted"
     );
     assert_eq!(body["counters"]["duplicateBatches"], 1);
-    let ghost = kt
-        .http
-        .get(kt.url("/api/v1/monitoring/health"))
-        .bearer_auth(knowton_tests::ADMIN_TOKEN)
-        .header("X-Tenant-Slug", "ghost")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        ghost.status(),
-        StatusCode::NOT_FOUND,
-        "no tenant was created"
-    );
+    let ghost = kt.monitoring_health("ghost").await;
+    assert_eq!(ghost.status, StatusCode::NOT_FOUND, "no tenant was created");
 
     // Reconnecting with the same session learns what is already safe.
     drop(agent);

@@ -5,8 +5,6 @@
 use std::collections::HashSet;
 use std::sync::RwLock;
 
-use knowton_common::TenantStatus;
-
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Default)]
@@ -17,16 +15,7 @@ pub struct TenantDirectory {
 impl TenantDirectory {
     /// Reads every active tenant's slug from the store.
     pub async fn load(store: &dyn Store) -> Result<Self, StoreError> {
-        let mut active = HashSet::new();
-        let mut after = None;
-        loop {
-            let page = store
-                .list_tenants(500, after, Some(TenantStatus::Active))
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.id);
-            active.extend(page.into_iter().map(|t| t.slug));
-        }
+        let active = store.active_slugs().await?.into_iter().collect();
         Ok(TenantDirectory {
             active: RwLock::new(active),
         })

@@ -208,6 +208,8 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     async fn create_tenant(&self, new: &NewTenant) -> Result<()>;
     async fn get_tenant(&self, id: Uuid) -> Result<Option<Tenant>>;
     async fn find_tenant_id(&self, slug: &str) -> Result<Option<Uuid>>;
+    /// The slugs of all active tenants.
+    async fn active_slugs(&self) -> Result<Vec<String>>;
     /// Tenants ordered by id, after `after` if given.
     async fn list_tenants(
         &self,

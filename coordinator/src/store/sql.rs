@@ -362,6 +362,13 @@ macro_rules! sql_store {
                 row.map(|r| parse_uuid(&r.try_get::<String, _>("id")?)).transpose()
             }
 
+            async fn active_slugs(&self) -> Result<Vec<String>> {
+                let rows = sqlx::query("SELECT slug FROM tenants WHERE status = 'active'")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(|r| Ok(r.try_get("slug")?)).collect()
+            }
+
             async fn list_tenants(
                 &self,
                 limit: u32,

@@ -327,23 +327,8 @@ impl Agent {
 
     /// SIGTERM, then up to 15 s to flush and exit.
     async fn stop(mut self) -> anyhow::Result<()> {
-        if self.child.try_wait()?.is_some() {
-            return Ok(());
-        }
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32)
-            .context("the agent has no process id")?;
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.child.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                eprintln!("warning: the agent did not stop within 15 s; killing it");
-                self.child.kill()?;
-                self.child.wait()?;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(())
+        knowton_bench::system::terminate(&mut self.child, Duration::from_secs(15), "the agent")
+            .await
     }
 }
 
