@@ -42,9 +42,27 @@ pub struct Args {
     #[arg(long, env = "KNOWTON_AGENT_KEY")]
     pub key: Option<PathBuf>,
 
-    /// YAML list of {tenant, pod, url, storagePath?} to probe, re-read when it changes.
+    /// YAML list of {tenant, pod, url, storagePath?} to probe, re-read when
+    /// it changes; giving it makes `file` the default discovery.
     #[arg(long, env = "KNOWTON_TARGETS")]
-    pub targets: PathBuf,
+    pub targets: Option<PathBuf>,
+
+    /// Where the pods to probe come from: the Kubernetes API (pods on this
+    /// node labelled `knowton.io/tenant`) or the --targets file. Default:
+    /// `file` when --targets is given, else `kubernetes`.
+    #[arg(long, env = "KNOWTON_DISCOVERY", value_enum)]
+    pub discovery: Option<DiscoveryKind>,
+
+    /// Port of a discovered pod's backend when none of its containers has a
+    /// port named `http`.
+    #[arg(long, env = "KNOWTON_POD_PORT", default_value_t = 3000)]
+    pub pod_port: u16,
+
+    /// The Kubernetes API server's URL, used as is without credentials
+    /// (e.g. `kubectl proxy` on http://127.0.0.1:8001, or a test's fake API
+    /// server). Default: the in-cluster service account, else the kubeconfig.
+    #[arg(long, env = "KNOWTON_KUBE_API_URL")]
+    pub kube_api_url: Option<String>,
 
     /// Time between probe rounds (the coordinator may change it).
     #[arg(long, env = "KNOWTON_PROBE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
@@ -82,6 +100,36 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
+/// The `--discovery` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiscoveryKind {
+    Kubernetes,
+    File,
+}
+
+/// Where the pods to probe come from, once the flags are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoverySource {
+    /// The targets file at this path.
+    File(PathBuf),
+    /// The Kubernetes API.
+    Kubernetes {
+        /// Explicit API server URL (`--kube-api-url`); `None`: inferred.
+        api_url: Option<String>,
+        /// Backend port of a pod without a container port named `http`.
+        pod_port: u16,
+    },
+}
+
+/// What [`Args::check`] derives from the flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub discovery: DiscoverySource,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -102,6 +150,47 @@ impl Args {
         ) {
             (Some(ca), Some(cert), Some(key)) => Ok((ca, cert, key)),
             _ => Err("give --tls-dir, or all of --ca, --cert and --key".to_owned()),
+        }
+    }
+
+    /// The discovery source the flags choose.
+    pub fn discovery_source(&self) -> Result<DiscoverySource, String> {
+        let kind = self.discovery.unwrap_or(if self.targets.is_some() {
+            DiscoveryKind::File
+        } else {
+            DiscoveryKind::Kubernetes
+        });
+        match (kind, &self.targets) {
+            (DiscoveryKind::File, Some(path)) => Ok(DiscoverySource::File(path.clone())),
+            (DiscoveryKind::File, None) => {
+                Err("--discovery file needs --targets FILE (KNOWTON_TARGETS)".to_owned())
+            }
+            (DiscoveryKind::Kubernetes, Some(path)) => Err(format!(
+                "--targets {} is only read with --discovery file; drop one of them",
+                path.display()
+            )),
+            (DiscoveryKind::Kubernetes, None) => Ok(DiscoverySource::Kubernetes {
+                api_url: self.kube_api_url.clone(),
+                pod_port: self.pod_port,
+            }),
+        }
+    }
+
+    /// The TLS files and the discovery source, or every problem with the
+    /// flags at once.
+    pub fn check(&self) -> Result<Checked, String> {
+        match (self.tls_files(), self.discovery_source()) {
+            (Ok((ca, cert, key)), Ok(discovery)) => Ok(Checked {
+                ca,
+                cert,
+                key,
+                discovery,
+            }),
+            (tls, source) => Err([tls.err(), source.err()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("; ")),
         }
     }
 }
@@ -163,5 +252,56 @@ mod tests {
             Args::try_parse_from(["knowton-agent", "--node-name", "n1", "--targets", "t.yaml"])
                 .unwrap();
         assert!(args.tls_files().is_err());
+    }
+
+    #[test]
+    fn discovery_defaults_to_the_targets_file_when_given_else_kubernetes() {
+        let parse = |flags: &[&str]| {
+            let base = ["knowton-agent", "--node-name", "n1", "--tls-dir", "/tls"];
+            Args::try_parse_from(base.iter().chain(flags)).unwrap()
+        };
+        assert_eq!(
+            parse(&["--targets", "t.yaml"]).discovery_source(),
+            Ok(DiscoverySource::File("t.yaml".into()))
+        );
+        assert_eq!(
+            parse(&[]).discovery_source(),
+            Ok(DiscoverySource::Kubernetes {
+                api_url: None,
+                pod_port: 3000
+            })
+        );
+        assert_eq!(
+            parse(&[
+                "--discovery",
+                "kubernetes",
+                "--kube-api-url",
+                "http://127.0.0.1:8001",
+                "--pod-port",
+                "8080"
+            ])
+            .discovery_source(),
+            Ok(DiscoverySource::Kubernetes {
+                api_url: Some("http://127.0.0.1:8001".into()),
+                pod_port: 8080
+            })
+        );
+        let err = parse(&["--discovery", "file"])
+            .discovery_source()
+            .unwrap_err();
+        assert!(err.contains("--targets"), "{err}");
+        let err = parse(&["--discovery", "kubernetes", "--targets", "t.yaml"])
+            .discovery_source()
+            .unwrap_err();
+        assert!(err.contains("t.yaml"), "{err}");
+        // Every bad flag at once.
+        let args =
+            Args::try_parse_from(["knowton-agent", "--node-name", "n1", "--discovery", "file"])
+                .unwrap();
+        let err = args.check().unwrap_err();
+        assert!(
+            err.contains("--tls-dir") && err.contains("--targets"),
+            "{err}"
+        );
     }
 }

@@ -2,13 +2,16 @@
 //! tenant pods scheduled there and streams the results to the coordinator.
 //!
 //! # Layout
-//! - [`discover`]: which pods to probe (a targets file; Kubernetes later).
+//! - [`discover`]: which pods to probe (Kubernetes pods on this node, or a
+//!   targets file).
 //! - [`probe`]: liveness, API health and metrics probes of one pod.
-//! - [`storage`]: volume usage of a pod.
+//! - [`storage`]: volume usage of a pod from its filesystem (targets file).
+//! - [`kubelet`]: volume usage of the discovered pods from the kubelet.
 
 pub mod buffer;
 pub mod config;
 pub mod discover;
+pub mod kubelet;
 pub mod metrics;
 pub mod node;
 pub mod probe;

@@ -22,6 +22,8 @@ pub struct AgentMetrics {
     pub probe_failures: IntCounterVec,
     pub rounds: IntCounter,
     pub targets: IntGauge,
+    /// Kubelet stats summaries that could not be read (no storage that round).
+    pub stats_summary_failures: IntCounter,
     buffer_bytes: IntGauge,
     dropped: IntCounter,
     reconnects: IntCounter,
@@ -52,6 +54,11 @@ impl AgentMetrics {
             probe_failures,
             rounds,
             targets: gauge("knowton_agent_targets", "Pods this agent probes"),
+            stats_summary_failures: IntCounter::new(
+                "knowton_agent_stats_summary_failures_total",
+                "Kubelet stats summaries (pod storage) that could not be read",
+            )
+            .expect("valid metric"),
             buffer_bytes: gauge(
                 "knowton_agent_buffer_bytes",
                 "Results waiting for the coordinator's acknowledgement, in bytes",
@@ -77,6 +84,7 @@ impl AgentMetrics {
             Box::new(metrics.probe_failures.clone()),
             Box::new(metrics.rounds.clone()),
             Box::new(metrics.targets.clone()),
+            Box::new(metrics.stats_summary_failures.clone()),
             Box::new(metrics.buffer_bytes.clone()),
             Box::new(metrics.dropped.clone()),
             Box::new(metrics.reconnects.clone()),

@@ -11,6 +11,7 @@
 mod http;
 mod metrics;
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::discover::Target;
 use crate::storage;
-use http::{Attempt, Client, Endpoint, Failed};
+use http::{Attempt, Client, Conn, Endpoint, Failed};
 
 /// Largest `/health` or `/api/health` body read.
 const HEALTH_BODY_LIMIT: usize = 64 * 1024;
@@ -37,12 +38,17 @@ pub struct ProbeSettings {
     pub confirm: bool,
 }
 
-/// Probes pods one at a time per call (callers bound the concurrency), and
-/// remembers each pod's previous scrape to derive request rates.
+/// Probes pods one at a time per call (callers bound the concurrency),
+/// remembers each pod's previous scrape to derive request rates, and keeps
+/// each pod's connection open between probes: a new TCP connection per pod
+/// per round would be most of the agent's CPU.
 #[derive(Debug)]
 pub struct Prober {
     settings: Mutex<ProbeSettings>,
     history: metrics::History,
+    /// Idle keep-alive connections by pod URL; a probe takes its pod's
+    /// connection and gives it back when done.
+    idle: Mutex<HashMap<String, Conn>>,
 }
 
 /// Which health check a request is.
@@ -66,6 +72,7 @@ impl Prober {
         Prober {
             settings: Mutex::new(settings),
             history: metrics::History::default(),
+            idle: Mutex::new(HashMap::new()),
         }
     }
 
@@ -78,10 +85,28 @@ impl Prober {
         *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings;
     }
 
-    /// Forgets the previous scrapes of pods that are not in `targets`.
+    /// Forgets the previous scrapes and closes the connections of pods that
+    /// are not in `targets`.
     pub fn retain(&self, targets: &[Target]) {
+        let pods: std::collections::HashSet<(&str, &str)> = targets
+            .iter()
+            .map(|t| (t.tenant.as_str(), t.pod.as_str()))
+            .collect();
         self.history
-            .retain(|tenant, pod| targets.iter().any(|t| t.tenant == tenant && t.pod == pod));
+            .retain(|tenant, pod| pods.contains(&(tenant, pod)));
+        let urls: std::collections::HashSet<&str> =
+            targets.iter().map(|t| t.url.as_str()).collect();
+        self.idle_pool()
+            .retain(|url, _| urls.contains(url.as_str()));
+    }
+
+    /// Idle connections kept for the next probe.
+    pub fn idle_connections(&self) -> usize {
+        self.idle_pool().len()
+    }
+
+    fn idle_pool(&self) -> std::sync::MutexGuard<'_, HashMap<String, Conn>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Probes `target` and reports every check; failures are in the result,
@@ -122,8 +147,9 @@ impl Prober {
         endpoint: &Endpoint,
         settings: ProbeSettings,
     ) -> (ProbeOutcome, ProbeOutcome, MetricsSample) {
+        let idle = self.idle_pool().remove(&target.url);
         let mut probe = PodProbe {
-            client: Client::new(endpoint, settings.timeout),
+            client: Client::new(endpoint, settings.timeout, idle),
             settings,
             unreachable: None,
         };
@@ -133,6 +159,9 @@ impl Prober {
             Some(failed) => metrics_failure(failed.failure),
             None => self.scrape(target, &mut probe.client).await,
         };
+        if let Some(conn) = probe.client.into_idle() {
+            self.idle_pool().insert(target.url.clone(), conn);
+        }
         (liveness, api_health, metrics)
     }
 

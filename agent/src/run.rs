@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::config::Args;
 use crate::discover::{self, Target};
+use crate::kubelet::{PodStorage, Volumes};
 use crate::metrics::{self, AgentMetrics, HttpState};
 use crate::node::NodeSampler;
 use crate::probe::{ProbeSettings, Prober};
@@ -26,9 +27,12 @@ const BATCH_RESULTS: usize = 5_000;
 /// Runs the agent until `shutdown` resolves, then flushes what it can.
 pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (ca, cert, key) = args.tls_files().map_err(anyhow::Error::msg)?;
-    let targets = discover::watch_targets(args.targets.clone(), Duration::from_secs(2))?;
-    let discovered = Arc::new(AtomicBool::new(true));
+    let checked = args.check().map_err(anyhow::Error::msg)?;
+    let (ca, cert, key) = (checked.ca, checked.cert, checked.key);
+    // Set once the first complete list of pods is known: /readyz waits for it.
+    let discovered = Arc::new(AtomicBool::new(false));
+    let discovery = discover::start(checked.discovery, &args.node_name, discovered.clone()).await?;
+    let targets = discovery.targets;
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| {
@@ -85,6 +89,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         &args,
         prober,
         targets,
+        discovery.storage,
         instructions,
         rounds_tx,
         agent_metrics,
@@ -106,7 +111,8 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
 async fn probe_loop(
     args: &Args,
     prober: Arc<Prober>,
-    targets: watch::Receiver<Vec<Target>>,
+    mut targets: watch::Receiver<Vec<Target>>,
+    storage: Option<PodStorage>,
     mut instructions: watch::Receiver<Instruction>,
     rounds: mpsc::Sender<Round>,
     metrics: AgentMetrics,
@@ -134,11 +140,30 @@ async fn probe_loop(
                 continue;
             }
         }
-        let round: Vec<Target> = targets.borrow().clone();
+        let changed = targets.has_changed().unwrap_or(false);
+        let round: Vec<Target> = targets.borrow_and_update().clone();
+        if changed {
+            // Pods gone: their scrape history and idle connections go too.
+            prober.retain(&round);
+        }
         metrics
             .targets
             .set(i64::try_from(round.len()).unwrap_or(i64::MAX));
-        let results = probe_all(&prober, round, args.concurrency, &metrics).await;
+        // The kubelet's summary is read once per round, beside the probes.
+        let storage_wanted = !round.is_empty();
+        let volumes = async {
+            match &storage {
+                Some(storage) if storage_wanted => round_volumes(storage, args, &metrics).await,
+                _ => None,
+            }
+        };
+        let (mut results, volumes) = tokio::join!(
+            probe_all(&prober, round, args.concurrency, &metrics),
+            volumes
+        );
+        if let Some(volumes) = volumes {
+            volumes.fill(&mut results);
+        }
         let node = sampler.as_mut().map(NodeSampler::sample);
         let mut chunks = results.chunks(BATCH_RESULTS).peekable();
         if chunks.peek().is_none() {
@@ -168,6 +193,24 @@ async fn probe_loop(
         let now = Instant::now();
         if next < now {
             next = now + interval.mul_f64(rand::rng().random_range(0.0..0.1));
+        }
+    }
+}
+
+/// This round's storage of the discovered pods; none when the summary
+/// cannot be read (logged and counted).
+async fn round_volumes(
+    storage: &PodStorage,
+    args: &Args,
+    metrics: &AgentMetrics,
+) -> Option<Volumes> {
+    match storage.fetch(args.timeout).await {
+        Ok(volumes) => Some(volumes),
+        Err(err) => {
+            metrics.stats_summary_failures.inc();
+            let error = format!("{:#}", anyhow::Error::from(err));
+            tracing::warn!(%error, "no pod storage this round");
+            None
         }
     }
 }

@@ -94,10 +94,50 @@ async fn a_healthy_pod_is_probed_over_one_connection() {
     assert!(m.request_rate_per_second.is_some_and(|r| r > 0.0), "{m:?}");
     assert_eq!(m.error_ratio, Some(0.25));
 
-    assert_eq!(pod.connections(), 2, "one connection per probe");
+    assert_eq!(
+        liveness(&second).connect_us,
+        0,
+        "the first probe's connection was kept"
+    );
+    assert_eq!(pod.connections(), 1, "one connection for both probes");
+    assert_eq!(prober.idle_connections(), 1);
     for path in ["/health", "/api/health", "/metrics"] {
         assert_eq!(pod.requests(path), 2, "{path}");
     }
+
+    prober.retain(&[]);
+    assert_eq!(
+        prober.idle_connections(),
+        0,
+        "a pod gone, its connection closed"
+    );
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_pod_closed_is_replaced_without_a_failure() {
+    let (pod, target) = pod(13);
+    let prober = Prober::new(settings());
+    assert!(liveness(&prober.probe(&target).await).ok);
+    assert_eq!(pod.connections(), 1);
+
+    // From now on the pod drops every connection on its second request, as
+    // if its keep-alive timeout expired just as the agent reused it.
+    pod.set(Behaviour::ClosesReused).await;
+    let result = prober.probe(&target).await;
+    for outcome in [liveness(&result), api_health(&result)] {
+        assert!(outcome.ok, "{outcome:?}");
+        assert!(!outcome.confirmed, "a stale connection is not a failure");
+        assert!(outcome.connect_us > 0, "sent on a new connection");
+    }
+    assert!(metrics(&result).scraped, "{:?}", metrics(&result));
+    assert_eq!(pod.connections(), 4, "a new connection per request");
+
+    // A pod that closes its idle connections before they are reused.
+    pod.set(Behaviour::Refuse).await;
+    pod.set(Behaviour::Healthy).await;
+    let result = prober.probe(&target).await;
+    assert!(liveness(&result).ok && !liveness(&result).confirmed);
+    assert_eq!(pod.connections(), 5);
 }
 
 #[tokio::test]
@@ -285,4 +325,60 @@ async fn https_urls_are_reported_unsupported() {
     assert_eq!(liveness(&result).failure(), Failure::Other);
     assert!(liveness(&result).detail.contains("https"));
     assert_eq!(metrics(&result).failure(), Failure::Other);
+}
+
+/// A pod behind a general-purpose HTTP server (axum on hyper) that streams
+/// its bodies in chunks, as Node and Go servers often do.
+#[tokio::test]
+async fn chunked_bodies_from_a_real_http_server_are_read_and_the_connection_kept() {
+    use axum::body::Body;
+    use axum::routing::get;
+
+    fn chunked(parts: &'static [&'static str]) -> Body {
+        Body::from_stream(tokio_stream::iter(parts.iter().map(|p| {
+            Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(p.as_bytes()))
+        })))
+    }
+    let app = axum::Router::new()
+        .route("/health", get(|| async { chunked(&["o", "k"]) }))
+        .route(
+            "/api/health",
+            get(|| async { chunked(&[r#"{"status":"ok","#, r#""database":true}"#]) }),
+        )
+        .route(
+            "/metrics",
+            get(|| async {
+                chunked(&[
+                    "# TYPE http_requests_total counter\n",
+                    "http_requests_total{code=\"200\"} 41\n",
+                    "http_requests_total{code=\"500\"} 1\n",
+                    "knowton_tenant_users 7\n",
+                ])
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::new(127, 0, 0, 14), 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let target = Target {
+        tenant: "acme".into(),
+        pod: "web-0".into(),
+        url: format!("http://{addr}"),
+        storage_path: None,
+    };
+    let prober = Prober::new(settings());
+    for _ in 0..2 {
+        let result = prober.probe(&target).await;
+        assert!(liveness(&result).ok, "{:?}", liveness(&result));
+        assert_eq!(api_health(&result).database_ok, Some(true));
+        let m = metrics(&result);
+        assert!(m.scraped, "{m:?}");
+        assert_eq!(
+            (m.requests_total, m.errors_5xx_total, m.users),
+            (Some(42.0), Some(1.0), Some(7.0))
+        );
+        assert_eq!(prober.idle_connections(), 1, "kept after a chunked body");
+    }
+    server.abort();
 }

@@ -93,6 +93,15 @@ pub struct ServeArgs {
     /// Seconds of silence (no batch, no heartbeat) after which an agent stream is cut.
     #[arg(long, env = "KNOWTON_AGENT_IDLE_TIMEOUT_SECONDS", default_value_t = 30)]
     pub agent_idle_timeout_seconds: u64,
+
+    /// Most probe results per second one agent stream may send; a faster
+    /// agent is slowed down (its stream is read more slowly), not cut off.
+    #[arg(
+        long,
+        env = "KNOWTON_AGENT_MAX_RESULTS_PER_SECOND",
+        default_value_t = 50_000
+    )]
+    pub agent_max_results_per_second: u32,
 }
 
 impl ServeArgs {
@@ -116,6 +125,7 @@ impl ServeArgs {
             tls_reload_seconds: 10,
             agent_hello_timeout_seconds: 10,
             agent_idle_timeout_seconds: 30,
+            agent_max_results_per_second: 50_000,
         }
     }
 }
@@ -160,6 +170,7 @@ pub struct IngestConfig {
     pub reload_every: std::time::Duration,
     pub hello_timeout: std::time::Duration,
     pub idle_timeout: std::time::Duration,
+    pub max_results_per_second: u32,
 }
 
 /// Every invalid setting, one per line.
@@ -251,6 +262,9 @@ fn ingest_config(args: &ServeArgs, errors: &mut Vec<String>) -> Option<IngestCon
                 .to_owned(),
         );
     }
+    if args.agent_max_results_per_second == 0 {
+        errors.push("--agent-max-results-per-second must be at least 1".to_owned());
+    }
     match (ca, cert, key) {
         (Some(ca), Some(cert), Some(key)) => Some(IngestConfig {
             addr: args.grpc_addr,
@@ -258,6 +272,7 @@ fn ingest_config(args: &ServeArgs, errors: &mut Vec<String>) -> Option<IngestCon
             reload_every: std::time::Duration::from_secs(args.tls_reload_seconds.max(1)),
             hello_timeout: std::time::Duration::from_secs(args.agent_hello_timeout_seconds),
             idle_timeout: std::time::Duration::from_secs(args.agent_idle_timeout_seconds),
+            max_results_per_second: args.agent_max_results_per_second.max(1),
         }),
         (None, None, None) => None,
         (ca, cert, key) => {

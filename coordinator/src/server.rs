@@ -211,6 +211,7 @@ async fn start_ingest(
         settings: StreamSettings {
             hello_timeout: config.hello_timeout,
             idle_timeout: config.idle_timeout,
+            max_results_per_second: config.max_results_per_second,
             ..StreamSettings::default()
         },
         shutdown: stop.clone(),

@@ -5,6 +5,7 @@
 //! PostgreSQL tests run when `TEST_DATABASE_URL` is set (`.ci/run` sets it);
 //! each test gets its own schema, so tests run in parallel.
 
+pub mod fake_kube;
 pub mod pods;
 
 use std::future::Future;
@@ -340,6 +341,15 @@ impl TestCoordinator {
     /// A coordinator with the agent listener on, certificates in `tls_dir`
     /// (`certs init` layout), re-read every second.
     pub async fn start_with_agents(kind: Db, tls_dir: &std::path::Path) -> Self {
+        Self::start_with_agents_and(kind, tls_dir, |_| {}).await
+    }
+
+    /// [`Self::start_with_agents`], with `change` applied to the settings.
+    pub async fn start_with_agents_and(
+        kind: Db,
+        tls_dir: &std::path::Path,
+        change: impl FnOnce(&mut ServeArgs),
+    ) -> Self {
         let db = TestDb::new(kind).await;
         let mut args = ServeArgs::for_dir(db.dir.path());
         args.database_url = db.url.clone();
@@ -347,6 +357,7 @@ impl TestCoordinator {
         args.secret_key = Some(base64::engine::general_purpose::STANDARD.encode(SECRET_KEY));
         args.tls_dir = Some(tls_dir.to_owned());
         args.tls_reload_seconds = 1;
+        change(&mut args);
         Self::start_with(db, args).await
     }
 

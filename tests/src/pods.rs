@@ -32,6 +32,10 @@ pub enum Behaviour {
     Garbage,
     /// Up, but `/api/health` reports `"database": false`.
     DatabaseDown,
+    /// Healthy, but closes a connection without answering when a second
+    /// request arrives on it: a keep-alive timeout that expires just as the
+    /// client reuses the connection.
+    ClosesReused,
 }
 
 /// What `/metrics` exposes.
@@ -235,10 +239,12 @@ struct Head {
 /// Serves requests on one connection until the client closes it.
 async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     let mut buf = Vec::with_capacity(1024);
+    let mut served = 0_u64;
     loop {
         let Some(head) = read_head(&mut stream, &mut buf).await else {
             return;
         };
+        served += 1;
         while buf.len() < head.content_length {
             if read_more(&mut stream, &mut buf).await.is_none() {
                 return;
@@ -250,6 +256,9 @@ async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
             *state.requests.entry(head.path.clone()).or_default() += 1;
             (state.behaviour, answer(&state, &head))
         };
+        if behaviour == Behaviour::ClosesReused && served > 1 {
+            return;
+        }
         if let Behaviour::Slow(delay) = behaviour {
             tokio::time::sleep(delay).await;
         }

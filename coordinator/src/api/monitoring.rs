@@ -106,6 +106,8 @@ pub struct CountersView {
     pub hellos_rejected: u64,
     pub streams_rejected: u64,
     pub handshakes_failed: u64,
+    pub batches_throttled: u64,
+    pub pods_over_limit: u64,
 }
 
 fn failure_name(code: i32) -> &'static str {
@@ -246,6 +248,8 @@ pub async fn agents(
             hellos_rejected: Counters::get(&c.hellos_rejected),
             streams_rejected: Counters::get(&c.streams_rejected),
             handshakes_failed: Counters::get(&c.handshakes_failed),
+            batches_throttled: Counters::get(&c.batches_throttled),
+            pods_over_limit: Counters::get(&c.pods_over_limit),
         },
     }))
 }

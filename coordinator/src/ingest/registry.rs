@@ -11,6 +11,95 @@ use knowton_proto::agent::v1::{Hello, PodResult, ResultBatch};
 
 use crate::provision::TenantDirectory;
 
+/// Most pods of one tenant kept from one node. A node runs at most a few
+/// hundred pods (the kubelet's default limit is 110); the bound keeps an
+/// agent that invents pod names from growing memory without end, and from
+/// crowding out the tenant's pods on other nodes.
+pub const MAX_PODS_PER_NODE: usize = 256;
+
+/// A pod not heard of for this long makes room for a new one when its node
+/// is at [`MAX_PODS_PER_NODE`] for the tenant (pods are replaced on every
+/// deploy).
+const STALE_POD: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// One tenant's pods, by name.
+#[derive(Debug, Default)]
+struct TenantPods {
+    pods: HashMap<String, LatestResult>,
+    /// Pods kept per node.
+    per_node: HashMap<String, usize>,
+    /// When stale pods were last forgotten to make room.
+    pruned_at: Option<DateTime<Utc>>,
+}
+
+impl TenantPods {
+    /// Keeps `latest` as its pod's result unless its node already has
+    /// [`MAX_PODS_PER_NODE`] other pods of this tenant; then it first forgets
+    /// pods not heard of for a while (at most once a minute, so a full
+    /// tenant costs little per result). Returns whether it was kept.
+    fn keep(&mut self, pod: String, latest: LatestResult, now: DateTime<Utc>) -> bool {
+        match self.pods.get_mut(&pod) {
+            Some(previous) if previous.node == latest.node => {
+                *previous = latest;
+                true
+            }
+            Some(_) => {
+                // The pod is now reported by another node.
+                let node = latest.node.clone();
+                if !self.room_on(&node, now) {
+                    return false;
+                }
+                if let Some(previous) = self.pods.insert(pod, latest) {
+                    self.count(&previous.node, -1);
+                }
+                self.count(&node, 1);
+                true
+            }
+            None => {
+                let node = latest.node.clone();
+                if !self.room_on(&node, now) {
+                    return false;
+                }
+                self.pods.insert(pod, latest);
+                self.count(&node, 1);
+                true
+            }
+        }
+    }
+
+    fn room_on(&mut self, node: &str, now: DateTime<Utc>) -> bool {
+        let full = |t: &Self| t.per_node.get(node).copied().unwrap_or(0) >= MAX_PODS_PER_NODE;
+        if !full(self) {
+            return true;
+        }
+        if self
+            .pruned_at
+            .is_none_or(|at| now - at >= chrono::TimeDelta::minutes(1))
+        {
+            self.pruned_at = Some(now);
+            let stale: Vec<(String, String)> = self
+                .pods
+                .iter()
+                .filter(|(_, latest)| now - latest.received_at >= STALE_POD)
+                .map(|(pod, latest)| (pod.clone(), latest.node.clone()))
+                .collect();
+            for (pod, node) in stale {
+                self.pods.remove(&pod);
+                self.count(&node, -1);
+            }
+        }
+        !full(self)
+    }
+
+    fn count(&mut self, node: &str, delta: isize) {
+        let n = self.per_node.entry(node.to_owned()).or_default();
+        *n = n.saturating_add_signed(delta);
+        if *n == 0 {
+            self.per_node.remove(node);
+        }
+    }
+}
+
 /// Counters of refused or dropped input (exported as metrics later).
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -22,6 +111,10 @@ pub struct Counters {
     /// Batches an agent never sent (dropped from its full buffer).
     pub sequence_gaps: AtomicU64,
     pub results_accepted: AtomicU64,
+    /// Batches that put their stream over its rate (the stream was then paced).
+    pub batches_throttled: AtomicU64,
+    /// Results dropped because their node already had the most pods of their tenant.
+    pub pods_over_limit: AtomicU64,
 }
 
 impl Counters {
@@ -80,7 +173,7 @@ pub enum BatchOutcome {
 #[derive(Debug, Default)]
 struct Inner {
     agents: HashMap<String, AgentState>,
-    latest: HashMap<String, HashMap<String, LatestResult>>,
+    latest: HashMap<String, TenantPods>,
     next_connection: u64,
 }
 
@@ -184,28 +277,31 @@ impl Registry {
         if gap > 0 && agent.acked_sequence > 0 {
             Counters::add(&self.counters.sequence_gaps, gap);
         }
-        let (mut accepted, mut unknown) = (0, 0);
+        let (mut accepted, mut unknown, mut over) = (0, 0, 0);
         directory.with(|active| {
             for result in batch.results {
                 if !active.contains(&result.tenant) {
                     unknown += 1;
                     continue;
                 }
-                accepted += 1;
-                inner
-                    .latest
-                    .entry(result.tenant.clone())
-                    .or_default()
-                    .insert(
-                        result.pod.clone(),
-                        LatestResult {
-                            node: conn.node.clone(),
-                            received_at: now,
-                            result,
-                        },
-                    );
+                let pods = inner.latest.entry(result.tenant.clone()).or_default();
+                let pod = result.pod.clone();
+                let latest = LatestResult {
+                    node: conn.node.clone(),
+                    received_at: now,
+                    result,
+                };
+                if pods.keep(pod, latest, now) {
+                    accepted += 1;
+                } else {
+                    over += 1;
+                }
             }
         });
+        if over > 0 {
+            Counters::add(&self.counters.pods_over_limit, over);
+            tracing::warn!(node = %conn.node, dropped = over, limit = MAX_PODS_PER_NODE, "results for more pods of a tenant than one node may have were dropped");
+        }
         agent.acked_sequence = batch.sequence;
         if agent.first_sequence == 0 {
             agent.first_sequence = batch.sequence;
@@ -257,9 +353,59 @@ impl Registry {
             .read()
             .latest
             .get(tenant)
-            .map(|pods| pods.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|t| t.pods.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
         pods.sort_by(|a, b| a.0.cmp(&b.0));
         pods
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn latest(node: &str, at: DateTime<Utc>) -> LatestResult {
+        LatestResult {
+            node: node.to_owned(),
+            received_at: at,
+            result: PodResult::default(),
+        }
+    }
+
+    #[test]
+    fn a_node_keeps_a_bounded_number_of_a_tenants_pods_and_others_are_unaffected() {
+        let now = Utc::now();
+        let mut t = TenantPods::default();
+        for i in 0..MAX_PODS_PER_NODE {
+            assert!(t.keep(format!("flood-{i}"), latest("a", now), now));
+        }
+        assert!(!t.keep("one-more".into(), latest("a", now), now));
+        assert!(
+            t.keep("flood-0".into(), latest("a", now), now),
+            "a known pod is updated"
+        );
+        assert!(
+            t.keep("web-0".into(), latest("b", now), now),
+            "another node has room"
+        );
+        // A pod rescheduled from b to a does not fit; from a to b it does.
+        assert!(!t.keep("web-0".into(), latest("a", now), now));
+        assert!(t.keep("flood-1".into(), latest("b", now), now));
+        assert_eq!(t.per_node["a"], MAX_PODS_PER_NODE - 1);
+        assert_eq!(t.per_node["b"], 2);
+        assert!(t.keep("one-more".into(), latest("a", now), now));
+    }
+
+    #[test]
+    fn stale_pods_make_room() {
+        let then = Utc::now();
+        let now = then + STALE_POD;
+        let mut t = TenantPods::default();
+        for i in 0..MAX_PODS_PER_NODE {
+            assert!(t.keep(format!("old-{i}"), latest("a", then), then));
+        }
+        assert!(t.keep("new-0".into(), latest("a", now), now));
+        assert_eq!(t.pods.len(), 1, "the stale pods were forgotten");
+        assert_eq!(t.per_node["a"], 1);
     }
 }

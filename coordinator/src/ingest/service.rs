@@ -13,6 +13,7 @@ use knowton_proto::agent::v1::{
     Ack, AgentMessage, CoordinatorMessage, Heartbeat, Hello, Instruction, Welcome,
 };
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -33,6 +34,11 @@ pub struct StreamSettings {
     /// Probe interval imposed on agents in Welcome; `None` leaves each
     /// agent's own `--interval`.
     pub probe_interval: Option<Duration>,
+    /// Results per second one stream may send, with a burst of one
+    /// second's worth. A faster agent is read more slowly (HTTP/2 flow control then
+    /// slows its sending), so a flood costs the coordinator no more than
+    /// this, and an agent re-sending a backlog is paced, not cut off.
+    pub max_results_per_second: u32,
 }
 
 impl Default for StreamSettings {
@@ -43,6 +49,7 @@ impl Default for StreamSettings {
             heartbeat_every: Duration::from_secs(5),
             max_batch_results: 20_000,
             probe_interval: None,
+            max_results_per_second: 50_000,
         }
     }
 }
@@ -161,6 +168,7 @@ impl IngestService {
     ) {
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat_every);
         heartbeat.tick().await;
+        let mut pace = Pace::new(self.settings.max_results_per_second);
         let shutdown = stopped(self.shutdown.clone());
         tokio::pin!(shutdown);
         let end = loop {
@@ -168,7 +176,13 @@ impl IngestService {
                 () = &mut shutdown => {
                     break Some(Status::unavailable("the coordinator is shutting down"));
                 }
-                received = tokio::time::timeout(self.settings.idle_timeout, inbound.message()) => {
+                received = async {
+                    // Over its rate, the stream is not read until it is back within it.
+                    if let Some(until) = pace.throttled_until() {
+                        tokio::time::sleep_until(until).await;
+                    }
+                    tokio::time::timeout(self.settings.idle_timeout, inbound.message()).await
+                } => {
                     let msg = match received {
                         Err(_) => break Some(Status::deadline_exceeded(format!(
                             "nothing from the agent for {} s", self.settings.idle_timeout.as_secs()))),
@@ -179,6 +193,9 @@ impl IngestService {
                             break Some(status);
                         }
                     };
+                    if pace.spend(results_in(&msg)) {
+                        Counters::add(&self.registry.counters.batches_throttled, 1);
+                    }
                     match self.handle(&conn, msg) {
                         Ok(Some(reply)) => {
                             if tx.send(message(reply)).await.is_err() {
@@ -242,5 +259,53 @@ impl IngestService {
                 Ok(None)
             }
         }
+    }
+}
+
+fn results_in(msg: &AgentMessage) -> usize {
+    match &msg.body {
+        Some(In::Batch(batch)) => batch.results.len(),
+        _ => 0,
+    }
+}
+
+/// A token bucket of results: `rate` per second, holding at most one
+/// second's worth. Spending may take it below zero (a batch is never
+/// split); the stream then waits until the bucket is back at zero.
+#[derive(Debug)]
+struct Pace {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Pace {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        Pace {
+            rate,
+            tokens: rate,
+            at: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let earned = (now - self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + earned).min(self.rate);
+        self.at = now;
+    }
+
+    /// Takes `results` from the bucket; true when that put the stream over its rate.
+    fn spend(&mut self, results: usize) -> bool {
+        self.refill(Instant::now());
+        self.tokens -= results as f64;
+        self.tokens < 0.0
+    }
+
+    /// When the stream may be read again, if it is over its rate now.
+    fn throttled_until(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        self.refill(now);
+        (self.tokens < 0.0).then(|| now + Duration::from_secs_f64(-self.tokens / self.rate))
     }
 }

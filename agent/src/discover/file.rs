@@ -1,26 +1,11 @@
-//! Which pods to probe: a targets file (re-read when it changes) for use
-//! without Kubernetes. The Kubernetes pod watcher comes next.
+//! Targets from a file, re-read when it changes: for use without Kubernetes.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::watch;
 
-/// One pod to probe.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Target {
-    /// The tenant's slug.
-    pub tenant: String,
-    /// The pod's name.
-    pub pod: String,
-    /// Base URL of the pod's backend, e.g. `http://10.0.3.7:3000`.
-    pub url: String,
-    /// Filesystem path of the pod's volume, for storage usage (targets file only).
-    #[serde(default)]
-    pub storage_path: Option<PathBuf>,
-}
+use super::Target;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetsError {
