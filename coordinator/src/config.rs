@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::notify::NotifySettings;
+use crate::notify::config::NotifyArgs;
 use crate::secrets::KeySource;
 use crate::store::{Backend, redact_url};
 use crate::tls::TlsFiles;
@@ -102,6 +104,10 @@ pub struct ServeArgs {
         default_value_t = 50_000
     )]
     pub agent_max_results_per_second: u32,
+
+    /// Notification channels and delivery (boxed: the flags are many).
+    #[command(flatten)]
+    pub notify: Box<NotifyArgs>,
 }
 
 impl ServeArgs {
@@ -126,6 +132,7 @@ impl ServeArgs {
             agent_hello_timeout_seconds: 10,
             agent_idle_timeout_seconds: 30,
             agent_max_results_per_second: 50_000,
+            notify: Box::default(),
         }
     }
 }
@@ -160,6 +167,8 @@ pub struct ServeConfig {
     pub shutdown_grace: std::time::Duration,
     /// The agent ingest listener, when certificates are configured.
     pub ingest: Option<IngestConfig>,
+    /// Notification channels and delivery.
+    pub notify: NotifySettings,
 }
 
 /// The agents' mutual-TLS gRPC listener.
@@ -225,22 +234,26 @@ impl TryFrom<ServeArgs> for ServeConfig {
             ),
         };
         let ingest = ingest_config(&args, &mut errors);
+        let notify = args.notify.validate(&mut errors);
         if args.shutdown_grace_seconds > 3600 {
             errors.push("--shutdown-grace-seconds must be at most 3600".to_owned());
         }
 
-        match (backend, key_source) {
-            (Some(backend), Some(key_source)) if errors.is_empty() => Ok(ServeConfig {
-                http_addr: args.http_addr,
-                backend,
-                database_display: redact_url(&args.database_url),
-                key_source,
-                admin_token,
-                retention_days: args.retention_days,
-                purge_expired: args.purge_expired,
-                shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
-                ingest,
-            }),
+        match (backend, key_source, notify) {
+            (Some(backend), Some(key_source), Some(notify)) if errors.is_empty() => {
+                Ok(ServeConfig {
+                    http_addr: args.http_addr,
+                    backend,
+                    database_display: redact_url(&args.database_url),
+                    key_source,
+                    admin_token,
+                    retention_days: args.retention_days,
+                    purge_expired: args.purge_expired,
+                    shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
+                    ingest,
+                    notify,
+                })
+            }
             _ => Err(ConfigError(errors)),
         }
     }

@@ -6,6 +6,8 @@
 //! - [`config`]: `serve` flags and their validation.
 //! - [`api`]: REST routes, authentication, rate limiting, errors, OpenAPI.
 //! - [`provision`]: the tenant lifecycle service used by the API (and so the CLI).
+//! - [`notify`]: notification channels, rendering, and durable delivery
+//!   from the outbox (e-mail, webhooks, Slack).
 //! - [`store`]: the tenant registry on SQLite or PostgreSQL.
 //! - [`secrets`]: encryption at rest of deployment secrets and sealed messages.
 //! - [`credentials`]: API keys, passwords and their hashes.
@@ -17,7 +19,9 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod credentials;
+pub mod health;
 pub mod ingest;
+pub mod notify;
 pub mod provision;
 pub mod secrets;
 pub mod server;

@@ -16,6 +16,9 @@ use crate::api::{self, AppState};
 use crate::config::{AdminTokenSource, ServeConfig};
 use crate::credentials;
 use crate::ingest::{self, IngestService, StreamSettings};
+use crate::notify::NotifyService;
+use crate::notify::email::MailerError;
+use crate::notify::worker::Deliveries;
 use crate::provision::{TenantDirectory, TenantService};
 use crate::secrets::{self, SecretBox, SecretKeyError};
 use crate::store::StoreError;
@@ -56,6 +59,8 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
     #[error("failed to load the agent stream's TLS certificates")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("failed to set up notification e-mail")]
+    Notify(#[from] MailerError),
 }
 
 /// A coordinator that is serving.
@@ -106,12 +111,11 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             source,
         })?;
     let service = Arc::new(TenantService::new(
-        store,
-        secret_box,
+        store.clone(),
+        secret_box.clone(),
         config.retention_days,
         Arc::new(directory),
     ));
-    let state = AppState::new(service.clone(), &admin_token);
     let listener = TcpListener::bind(config.http_addr)
         .await
         .map_err(|source| ServeError::Bind {
@@ -122,9 +126,23 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         addr: config.http_addr,
         source,
     })?;
+    let mut notify = config.notify.clone();
+    if notify.external_url.is_empty() {
+        // Links in notifications point at the address actually bound.
+        notify.external_url = format!("http://{http_addr}");
+    }
+    let notify = Arc::new(NotifyService::new(
+        store,
+        secret_box,
+        service.outbox_wakeup().clone(),
+        notify,
+    ));
+    let deliveries = Deliveries::new(notify.clone())?;
+    let state = AppState::new(service.clone(), &admin_token).with_notify(notify);
 
     let (shutdown, mut signal) = watch::channel(false);
     spawn_housekeeping(&state, &config, shutdown.subscribe());
+    let deliveries = deliveries.spawn(shutdown.subscribe(), config.shutdown_grace);
     let grpc_addr = match &config.ingest {
         Some(ingest) => Some(start_ingest(ingest, &state, shutdown.subscribe()).await?),
         None => {
@@ -159,6 +177,11 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                 Ok(())
             }
         };
+        // Deliveries in flight finish (bounded by the grace period) before
+        // the store closes under them.
+        if deliveries.await.is_err() {
+            tracing::error!("the notification worker panicked");
+        }
         store.close().await;
         result
     });

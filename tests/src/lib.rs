@@ -7,6 +7,8 @@
 
 pub mod fake_kube;
 pub mod pods;
+pub mod receiver;
+pub mod smtp;
 
 use std::future::Future;
 use std::time::Duration;
@@ -41,6 +43,34 @@ macro_rules! on_every_backend {
                 async fn $name() {
                     if $crate::postgres_url().is_some() {
                         super::$name($crate::TestCoordinator::start($crate::Db::Postgres).await).await
+                    } else {
+                        eprintln!("TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Like [`on_every_backend!`] for tests that start their coordinator
+/// themselves (with settings of their own): each gets the [`Db`] to use.
+#[macro_export]
+macro_rules! on_every_db {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Db::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if $crate::postgres_url().is_some() {
+                        super::$name($crate::Db::Postgres).await
                     } else {
                         eprintln!("TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
                     }
@@ -330,12 +360,29 @@ pub struct TestCoordinator {
 
 impl TestCoordinator {
     pub async fn start(kind: Db) -> Self {
+        Self::start_and(kind, |_| {}).await
+    }
+
+    /// [`Self::start`], with `change` applied to the settings.
+    pub async fn start_and(kind: Db, change: impl FnOnce(&mut ServeArgs)) -> Self {
         let db = TestDb::new(kind).await;
+        let args = Self::args_for(&db, change);
+        Self::start_with(db, args).await
+    }
+
+    /// The settings [`Self::start`] uses for `db`, with `change` applied.
+    /// Notification retries are fast (50 ms doubling to 500 ms) so that
+    /// tests of retries take a moment.
+    pub fn args_for(db: &TestDb, change: impl FnOnce(&mut ServeArgs)) -> ServeArgs {
         let mut args = ServeArgs::for_dir(db.dir.path());
         args.database_url = db.url.clone();
         args.admin_token = Some(ADMIN_TOKEN.into());
         args.secret_key = Some(base64::engine::general_purpose::STANDARD.encode(SECRET_KEY));
-        Self::start_with(db, args).await
+        args.notify.notify_retry_base_ms = 50;
+        args.notify.notify_retry_max_ms = 500;
+        args.notify.notify_timeout_seconds = 10;
+        change(&mut args);
+        args
     }
 
     /// A coordinator with the agent listener on, certificates in `tls_dir`
@@ -469,6 +516,37 @@ impl TestCoordinator {
         Reply::from(response).await
     }
 
+    /// `GET /api/v1/monitoring/notifications?<query>` (up to 200), as the admin.
+    pub async fn notifications(&self, query: &str) -> Vec<Value> {
+        let reply = self
+            .admin(
+                Method::GET,
+                &format!("/api/v1/monitoring/notifications?limit=200&{query}"),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["notifications"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Enqueues the notifications of `event` as the alert engine would, and
+    /// returns how many rows it wrote.
+    pub async fn notify_alert(
+        &self,
+        event: &knowton_coordinator::notify::render::AlertEvent,
+    ) -> usize {
+        let state = self.running_state();
+        let tenant = state.service.get(event.tenant_id).await.expect("tenant");
+        state
+            .notify
+            .notify_alert(&tenant, event)
+            .await
+            .expect("notifications enqueued")
+    }
+
     /// Number of tenants the API lists.
     pub async fn tenant_count(&self) -> usize {
         let reply = self
@@ -476,6 +554,40 @@ impl TestCoordinator {
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
         reply.body["tenants"].as_array().map_or(0, Vec::len)
+    }
+}
+
+/// A storage alert of the tenant in `provisioned` (a 201 body of
+/// `POST /api/v1/tenants`): `[CRITICAL] <slug>: storage at 96% of 1 Ti`,
+/// resolved when `resolved`.
+pub fn storage_alert(
+    provisioned: &Value,
+    alert_id: uuid::Uuid,
+    sequence: i64,
+    resolved: bool,
+) -> knowton_coordinator::notify::render::AlertEvent {
+    use knowton_coordinator::notify::render::{AlertEvent, AlertStatus, Severity};
+    let tenant = &provisioned["tenant"];
+    let starts_at = chrono::Utc::now() - chrono::Duration::minutes(5);
+    AlertEvent {
+        alert_id,
+        sequence,
+        tenant_id: tenant["id"].as_str().unwrap().parse().unwrap(),
+        tenant_slug: tenant["slug"].as_str().unwrap().to_owned(),
+        tenant_name: tenant["name"].as_str().unwrap().to_owned(),
+        plan: tenant["plan"].as_str().unwrap().parse().unwrap(),
+        check: "storage".into(),
+        severity: Severity::Critical,
+        status: if resolved {
+            AlertStatus::Resolved
+        } else {
+            AlertStatus::Firing
+        },
+        summary: "storage at 96% of 1 Ti".into(),
+        value: "96%".into(),
+        threshold: "95%".into(),
+        starts_at,
+        ends_at: resolved.then(chrono::Utc::now),
     }
 }
 

@@ -12,6 +12,7 @@ use knowton_common::{LimitViolation, ValidationError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::notify::NotifyError;
 use crate::provision::ServiceError;
 
 /// `{"error": {...}}`
@@ -148,6 +149,17 @@ impl From<ServiceError> for ApiError {
             err @ (ServiceError::HashPassword(_)
             | ServiceError::OpenSecret { .. }
             | ServiceError::Store(_)) => ApiError::internal(&err),
+        }
+    }
+}
+
+impl From<NotifyError> for ApiError {
+    fn from(err: NotifyError) -> Self {
+        match err {
+            NotifyError::Invalid(v) => v.into(),
+            err @ (NotifyError::OpenChannel { .. } | NotifyError::Store(_)) => {
+                ApiError::internal(&err)
+            }
         }
     }
 }

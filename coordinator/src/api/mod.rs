@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod json;
 mod monitoring;
+mod notifications;
 mod openapi;
 pub mod ratelimit;
 mod tenants;
@@ -26,6 +27,7 @@ use tower_http::trace::TraceLayer;
 use self::error::ApiError;
 use self::ratelimit::TenantRateLimiter;
 use self::views::Status;
+use crate::notify::{NotifyService, NotifySettings};
 use crate::provision::TenantService;
 
 pub use openapi::ApiDoc;
@@ -40,17 +42,31 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// Agents and their latest results.
     pub ingest: Arc<crate::ingest::Registry>,
+    /// Notification channels and the outbox.
+    pub notify: Arc<NotifyService>,
 }
 
 impl AppState {
     pub fn new(service: Arc<TenantService>, admin_token: &str) -> Self {
         AppState {
-            service,
             limiter: Arc::new(TenantRateLimiter::new()),
             admin_token: admin_token.into(),
             draining: Arc::new(AtomicBool::new(false)),
             ingest: Arc::new(crate::ingest::Registry::default()),
+            notify: Arc::new(NotifyService::new(
+                service.store().clone(),
+                service.secrets().clone(),
+                service.outbox_wakeup().clone(),
+                NotifySettings::default(),
+            )),
+            service,
         }
+    }
+
+    /// The same state with `notify` (configured from `serve`'s flags).
+    pub fn with_notify(mut self, notify: Arc<NotifyService>) -> Self {
+        self.notify = notify;
+        self
     }
 }
 
@@ -81,6 +97,14 @@ pub fn router(state: AppState) -> Router {
         .route("/plans", get(tenants::plans))
         .route("/monitoring/health", get(monitoring::health))
         .route("/agents", get(monitoring::agents))
+        .route(
+            "/tenants/{id}/notifications",
+            get(notifications::get_channels).put(notifications::set_channels),
+        )
+        .route(
+            "/monitoring/notifications",
+            get(notifications::list_notifications),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -6,8 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, monitoring, tenants, views};
-use crate::provision;
+use super::{error, monitoring, notifications, tenants, views};
+use crate::{notify, provision, store};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -16,6 +16,8 @@ use crate::provision;
         tenants::create, tenants::list, tenants::get, tenants::update, tenants::delete,
         tenants::rotate_key, tenants::set_usage, tenants::history, tenants::plans,
         super::healthz, super::readyz, serve, monitoring::health, monitoring::agents,
+        notifications::get_channels, notifications::set_channels,
+        notifications::list_notifications,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail,
@@ -24,9 +26,11 @@ use crate::provision;
         views::ApiKeys, views::RotatedKey, views::TenantPage, views::DeprovisionResponse,
         views::HistoryView, views::HistoryEntry, views::PlanView, views::Status,
         monitoring::TenantHealthView, monitoring::AgentsView,
+        notify::channels::ChannelsRequest, notify::channels::ChannelsView,
+        notifications::NotificationView, notifications::NotificationPage, store::DeliveryState,
     )),
     modifiers(&BearerAuth, &StandardErrors),
-    tags((name = "tenants", description = "Tenant lifecycle"), (name = "plans"), (name = "health"), (name = "monitoring", description = "Agent results and agents")),
+    tags((name = "tenants", description = "Tenant lifecycle"), (name = "plans"), (name = "health"), (name = "monitoring", description = "Agent results and agents"), (name = "notifications", description = "A tenant's notification channels")),
 )]
 pub struct ApiDoc;
 

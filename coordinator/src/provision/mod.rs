@@ -19,6 +19,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::credentials::{self, GeneratedKey};
+use crate::notify::{Wakeup, outbox_context};
 use crate::secrets::{OpenError, SecretBox};
 use crate::store::{
     ConfigChange, ConfigVersion, KeyKind, NewApiKey, NewTenant, OutboxMessage, Store, StoreError,
@@ -194,6 +195,8 @@ pub struct TenantService {
     hasher: credentials::PasswordHasherPool,
     retention: chrono::Duration,
     directory: Arc<TenantDirectory>,
+    /// Poked after a commit that enqueued notifications.
+    outbox: Wakeup,
 }
 
 impl TenantService {
@@ -211,7 +214,14 @@ impl TenantService {
             hasher: credentials::PasswordHasherPool::per_cpu(),
             retention: chrono::Duration::days(i64::from(retention_days)),
             directory,
+            outbox: Wakeup::default(),
         }
+    }
+
+    /// What wakes the notification worker when provisioning enqueued a
+    /// welcome e-mail.
+    pub fn outbox_wakeup(&self) -> &Wakeup {
+        &self.outbox
     }
 
     pub fn directory(&self) -> &Arc<TenantDirectory> {
@@ -220,6 +230,11 @@ impl TenantService {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The key that seals secrets at rest.
+    pub(crate) fn secrets(&self) -> &SecretBox {
+        &self.secrets
     }
 
     /// Resolves a tenant id or slug to an id.
@@ -255,6 +270,7 @@ impl TenantService {
             .map_err(ServiceError::HashPassword)?;
         let (new, shown) = prepare(spec, password, password_hash, &self.secrets, actor);
         self.store.create_tenant(&new).await?;
+        self.outbox.poke();
         let id = new.tenant.id;
         let tenant = self.get(id).await?;
         self.directory.insert(&tenant.slug);
@@ -585,10 +601,6 @@ fn stored_key(kind: KeyKind, key: &GeneratedKey) -> NewApiKey {
 
 fn secret_context(tenant: Uuid, name: &str) -> String {
     format!("tenant/{tenant}/{name}")
-}
-
-fn outbox_context(message: Uuid) -> String {
-    format!("outbox/{message}")
 }
 
 #[cfg(test)]
