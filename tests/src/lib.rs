@@ -660,3 +660,18 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Waits until `gone` is no longer probed: `kept` went through three more
+/// rounds (probes of `/health`) since `gone` last was.
+pub async fn until_no_longer_probed(gone: &pods::SimPod, kept: &pods::SimPod, what: &str) {
+    let mut last = (gone.requests("/health"), kept.requests("/health"));
+    eventually(Duration::from_secs(20), what, || {
+        let now = (gone.requests("/health"), kept.requests("/health"));
+        if now.0 != last.0 {
+            last = now;
+        }
+        let quiet_rounds = now.1 - last.1;
+        async move { (quiet_rounds >= 3).then_some(()) }
+    })
+    .await;
+}

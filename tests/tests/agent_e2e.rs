@@ -150,20 +150,8 @@ async fn an_agent_probes_simulated_pods_and_the_coordinator_shows_the_results() 
         ),
     )
     .unwrap();
-    let mut last = (healthy.requests("/health"), flaky.requests("/health"));
-    eventually(
-        Duration::from_secs(20),
-        "the removed pod to stop being probed",
-        || {
-            let now = (healthy.requests("/health"), flaky.requests("/health"));
-            if now.0 != last.0 {
-                last = now;
-            }
-            let quiet_rounds = now.1 - last.1;
-            async move { (quiet_rounds >= 3).then_some(()) }
-        },
-    )
-    .await;
+    knowton_tests::until_no_longer_probed(&healthy, &flaky, "the removed pod to stop being probed")
+        .await;
 
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), agent)

@@ -507,20 +507,8 @@ async fn an_agent_discovering_through_kubernetes_reports_its_pods_and_their_stor
     // The pod deleted in Kubernetes is no longer probed, while the other
     // goes through three more rounds.
     fake.delete_pod(ACME, "acme-backend-0");
-    let mut last = (sim0.requests("/health"), sim1.requests("/health"));
-    eventually(
-        Duration::from_secs(20),
-        "the deleted pod to stop being probed",
-        || {
-            let now = (sim0.requests("/health"), sim1.requests("/health"));
-            if now.0 != last.0 {
-                last = now;
-            }
-            let quiet_rounds = now.1 - last.1;
-            async move { (quiet_rounds >= 3).then_some(()) }
-        },
-    )
-    .await;
+    knowton_tests::until_no_longer_probed(&sim0, &sim1, "the deleted pod to stop being probed")
+        .await;
 
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), agent)

@@ -2,9 +2,8 @@
 //! operator sees it (pending, delivered, dead-lettered).
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Extension, FromRequest, Path, Request, State};
-use axum::http::{StatusCode, header};
+
 use chrono::{DateTime, Utc};
 use knowton_common::TenantStatus;
 use serde::{Deserialize, Serialize};
@@ -16,7 +15,7 @@ use super::ApiQuery;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
-use super::json::{self, MAX_BODY_BYTES};
+use super::json;
 use crate::notify::channels::{ChannelsRequest, ChannelsView};
 use crate::notify::{EMAIL, NO_SMTP};
 use crate::provision::ServiceError;
@@ -219,41 +218,7 @@ impl<S: Send + Sync> FromRequest<S> for ChannelsJson {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json"
-                    || (mime.starts_with("application/") && mime.ends_with("+json"))
-            });
-        if !is_json {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "the request body must be JSON with Content-Type: application/json",
-            ));
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!(
-                        "the request body is larger than {} KiB",
-                        MAX_BODY_BYTES / 1024
-                    ),
-                )
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_body",
-                    rejection.body_text(),
-                )
-            }
-        })?;
+        let bytes = json::json_body(req, state).await?;
         // Syntax errors and empty bodies are reported by json::parse.
         let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
             return json::parse::<ChannelsRequest>(&bytes).map(ChannelsJson);

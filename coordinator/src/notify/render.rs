@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::channels::{ResolvedChannels, redact_url};
 use super::{EMAIL, HttpDelivery, SLACK, WEBHOOK, seal_body};
-use crate::provision::welcome::EmailBody;
+use crate::provision::welcome::{EmailBody, escape};
 use crate::secrets::SecretBox;
 use crate::store::OutboxMessage;
 
@@ -350,21 +350,6 @@ fn message<T: Serialize>(
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Slack's mrkdwn needs only these three escaped.

@@ -52,7 +52,8 @@ pub fn render(tenant_name: &str, domain: &str, admin_email: &str, password: &str
     EmailBody { text, html }
 }
 
-fn escape(s: &str) -> String {
+/// Escapes text for HTML bodies and attributes (every e-mail we send).
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
