@@ -1,9 +1,10 @@
 //! Probes of simulated tenant pods over real loopback connections.
 
-// The simulator lives in the tests crate's support code; it depends on tokio
-// alone, so it is compiled in here too rather than copied.
+// The simulator lives in the coordinator's demo (the tests crate uses it
+// too); it depends on tokio alone, so it is compiled in here rather than
+// copied.
 #[allow(dead_code)]
-#[path = "../../tests/src/pods.rs"]
+#[path = "../../coordinator/src/demo/pods.rs"]
 mod pods;
 
 use std::net::Ipv4Addr;

@@ -85,7 +85,7 @@ enum Runs {
     Process(Child),
     InProcess {
         runtime: Option<Runtime>,
-        running: Option<Running>,
+        running: Option<Box<Running>>,
     },
 }
 
@@ -169,7 +169,7 @@ impl BenchCoordinator {
                     .context("failed to start the coordinator")?;
                 Runs::InProcess {
                     runtime: Some(runtime),
-                    running: Some(running),
+                    running: Some(Box::new(running)),
                 }
             }
         };

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use knowton_common::{Feature, Plan};
 
 use crate::config::{ADMIN_TOKEN_FILE, ServeArgs};
+use crate::demo::DemoArgs;
 use crate::store::KeyKind;
 
 #[derive(Debug, Parser)]
@@ -47,11 +48,25 @@ pub enum Command {
     SetPlan(SetPlanArgs),
     /// Replace a tenant's API key; the new key is printed once.
     RotateKey(RotateKeyArgs),
+    /// Ask every agent to probe now and print every tenant's fresh status
+    /// (the seed ran this from cron every 5 minutes).
+    CheckAll(CheckAllArgs),
+    /// Summaries of the tenants' health.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+    /// Delete health history, resolved alerts, delivered notifications and
+    /// ended silences older than the retention.
+    Cleanup(CleanupArgs),
     /// Create the mutual-TLS certificates of the agent stream.
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Run a coordinator, an agent and simulated tenants in one process,
+    /// and watch one tenant degrade and recover.
+    Demo(DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,6 +196,36 @@ pub struct SetPlanArgs {
     /// Downgrade even if current usage exceeds the new plan's limits.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckAllArgs {
+    /// Seconds to wait for the agents' fresh results (1 to 120).
+    #[arg(long, default_value_t = 15)]
+    pub timeout_seconds: u64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Every tenant over the last 24 hours: availability, alerts, usage.
+    Daily(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Retention, e.g. 30d, 12h (at least 1h).
+    #[arg(long)]
+    pub older_than: String,
     #[command(flatten)]
     pub client: ClientArgs,
 }

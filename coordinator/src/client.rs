@@ -15,8 +15,8 @@ use crate::api::views::{
     DeprovisionResponse, ProvisionResponse, RotatedKey, TenantPage, TenantView,
 };
 use crate::cli::{
-    ClientArgs, DeprovisionArgs, GetArgs, ListArgs, Output, ProvisionArgs, RotateKeyArgs,
-    SetPlanArgs,
+    CheckAllArgs, CleanupArgs, ClientArgs, DeprovisionArgs, GetArgs, ListArgs, Output,
+    ProvisionArgs, ReportArgs, RotateKeyArgs, SetPlanArgs,
 };
 use crate::provision::{BrandingPatch, ProvisionRequest, UpdateRequest};
 
@@ -289,6 +289,113 @@ pub async fn rotate_key(args: RotateKeyArgs) -> anyhow::Result<()> {
             "New {} key (shown only now; the old key no longer works):\n  {}",
             key.kind.as_str(),
             key.api_key
+        );
+    }
+    Ok(())
+}
+
+pub async fn check_all(args: CheckAllArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.client)?;
+    let path = format!(
+        "/api/v1/monitoring/check-all?timeoutSeconds={}",
+        args.timeout_seconds
+    );
+    let view: Value = api.call(Method::POST, &path, None::<&()>).await?;
+    if api.json() {
+        print_json(&view);
+        return Ok(());
+    }
+    let agents = |k: &str| view[k].as_u64().unwrap_or(0);
+    println!(
+        "{} of {} agents answered{}",
+        agents("agentsAnswered"),
+        agents("agents"),
+        if view["timedOut"] == true {
+            " (timed out waiting for the rest)"
+        } else {
+            ""
+        }
+    );
+    for t in view["tenants"].as_array().into_iter().flatten() {
+        let s = |k: &str| t[k].as_str().unwrap_or_default().to_owned();
+        let problems: Vec<&str> = t["problems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "{:<24} {:<9} {}/{} pods up  {}",
+            s("tenant"),
+            s("status"),
+            t["podsUp"],
+            t["pods"],
+            problems.join("; ")
+        );
+    }
+    Ok(())
+}
+
+pub async fn report_daily(args: ReportArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.client)?;
+    let view: Value = api
+        .call(
+            Method::GET,
+            "/api/v1/monitoring/report?hours=24",
+            None::<&()>,
+        )
+        .await?;
+    if api.json() {
+        print_json(&view);
+        return Ok(());
+    }
+    println!(
+        "Tenant health from {} to {}",
+        view["from"].as_str().unwrap_or_default(),
+        view["to"].as_str().unwrap_or_default()
+    );
+    println!(
+        "{:<24} {:<9} {:>12} {:>9} {:>13} {:>7}",
+        "TENANT", "STATUS", "AVAILABILITY", "P95 MS", "ALERTS OPENED", "OPEN"
+    );
+    for t in view["tenants"].as_array().into_iter().flatten() {
+        let availability = t["availability"]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |a| format!("{:.3}%", a * 100.0));
+        let p95 = t["latencyP95Ms"]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+        println!(
+            "{:<24} {:<9} {:>12} {:>9} {:>13} {:>7}",
+            t["tenant"].as_str().unwrap_or_default(),
+            t["status"].as_str().unwrap_or_default(),
+            availability,
+            p95,
+            t["alertsOpened"],
+            t["alertsOpen"]
+        );
+    }
+    Ok(())
+}
+
+pub async fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.client)?;
+    let path = format!(
+        "/api/v1/monitoring/cleanup?olderThan={}",
+        path_segment(&args.older_than)?
+    );
+    let view: Value = api.call(Method::POST, &path, None::<&()>).await?;
+    if api.json() {
+        print_json(&view);
+    } else {
+        let d = &view["deleted"];
+        println!(
+            "Deleted data older than {}: {} history minutes, {} resolved alerts, {} delivered notifications, {} ended silences",
+            view["before"].as_str().unwrap_or_default(),
+            d["rollups"],
+            d["resolvedAlerts"],
+            d["deliveredNotifications"],
+            d["endedSilences"]
         );
     }
     Ok(())

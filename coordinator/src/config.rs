@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::health::{AlertPolicy, EngineSettings};
 use crate::notify::NotifySettings;
 use crate::notify::config::NotifyArgs;
 use crate::secrets::KeySource;
@@ -108,6 +109,96 @@ pub struct ServeArgs {
     /// Notification channels and delivery (boxed: the flags are many).
     #[command(flatten)]
     pub notify: Box<NotifyArgs>,
+
+    /// Tenant health evaluation and alerting.
+    #[command(flatten)]
+    pub alerting: AlertingArgs,
+}
+
+/// Flags of health evaluation and alert life.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AlertingArgs {
+    /// Results older than this many seconds do not count; a tenant whose
+    /// pods all stop reporting for this long is down.
+    #[arg(long, env = "KNOWTON_RESULT_MAX_AGE_SECONDS", default_value_t = 60)]
+    pub result_max_age_seconds: u64,
+
+    /// Consecutive evaluations within thresholds before an alert resolves.
+    #[arg(long, env = "KNOWTON_ALERT_RESOLVE_AFTER", default_value_t = 2)]
+    pub alert_resolve_after: u32,
+
+    /// A check changing state more than this many times within the flap
+    /// window is flapping (one notification, then quiet until stable).
+    #[arg(long, env = "KNOWTON_ALERT_FLAP_CHANGES", default_value_t = 5)]
+    pub alert_flap_changes: usize,
+
+    /// The flap window, in seconds.
+    #[arg(long, env = "KNOWTON_ALERT_FLAP_WINDOW_SECONDS", default_value_t = 600)]
+    pub alert_flap_window_seconds: u64,
+
+    /// Seconds between reminders of an open, unacknowledged alert (0: none).
+    #[arg(long, env = "KNOWTON_ALERT_REMINDER_SECONDS", default_value_t = 14_400)]
+    pub alert_reminder_seconds: u64,
+
+    /// Also notify the resolution of alerts that fired while silenced.
+    #[arg(
+        long,
+        env = "KNOWTON_NOTIFY_SILENCED_RESOLVED",
+        default_value_t = false
+    )]
+    pub notify_silenced_resolved: bool,
+
+    /// Seconds between re-evaluations of tenants without new results.
+    #[arg(long, env = "KNOWTON_HEALTH_SWEEP_SECONDS", default_value_t = 5)]
+    pub health_sweep_seconds: u64,
+}
+
+impl Default for AlertingArgs {
+    fn default() -> Self {
+        AlertingArgs {
+            result_max_age_seconds: 60,
+            alert_resolve_after: 2,
+            alert_flap_changes: 5,
+            alert_flap_window_seconds: 600,
+            alert_reminder_seconds: 14_400,
+            notify_silenced_resolved: false,
+            health_sweep_seconds: 5,
+        }
+    }
+}
+
+impl AlertingArgs {
+    fn validate(&self, errors: &mut Vec<String>) -> EngineSettings {
+        if self.result_max_age_seconds == 0 {
+            errors.push("--result-max-age-seconds must be at least 1".to_owned());
+        }
+        if self.alert_resolve_after == 0 {
+            errors.push("--alert-resolve-after must be at least 1".to_owned());
+        }
+        if self.alert_flap_changes < 2 || self.alert_flap_window_seconds == 0 {
+            errors.push(
+                "--alert-flap-changes must be at least 2 and --alert-flap-window-seconds at least 1"
+                    .to_owned(),
+            );
+        }
+        if self.health_sweep_seconds == 0 {
+            errors.push("--health-sweep-seconds must be at least 1".to_owned());
+        }
+        let seconds =
+            |s: u64| chrono::TimeDelta::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000));
+        EngineSettings {
+            policy: AlertPolicy {
+                resolve_after: self.alert_resolve_after.max(1),
+                flap_changes: self.alert_flap_changes,
+                flap_window: seconds(self.alert_flap_window_seconds),
+            },
+            result_max_age: seconds(self.result_max_age_seconds),
+            reminder_every: (self.alert_reminder_seconds > 0)
+                .then(|| seconds(self.alert_reminder_seconds)),
+            notify_silenced_resolved: self.notify_silenced_resolved,
+            sweep_every: std::time::Duration::from_secs(self.health_sweep_seconds.max(1)),
+        }
+    }
 }
 
 impl ServeArgs {
@@ -133,6 +224,7 @@ impl ServeArgs {
             agent_idle_timeout_seconds: 30,
             agent_max_results_per_second: 50_000,
             notify: Box::default(),
+            alerting: AlertingArgs::default(),
         }
     }
 }
@@ -169,6 +261,8 @@ pub struct ServeConfig {
     pub ingest: Option<IngestConfig>,
     /// Notification channels and delivery.
     pub notify: NotifySettings,
+    /// Health evaluation and alert life.
+    pub engine: EngineSettings,
 }
 
 /// The agents' mutual-TLS gRPC listener.
@@ -235,6 +329,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
         };
         let ingest = ingest_config(&args, &mut errors);
         let notify = args.notify.validate(&mut errors);
+        let engine = args.alerting.validate(&mut errors);
         if args.shutdown_grace_seconds > 3600 {
             errors.push("--shutdown-grace-seconds must be at most 3600".to_owned());
         }
@@ -252,6 +347,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                     shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace_seconds),
                     ingest,
                     notify,
+                    engine,
                 })
             }
             _ => Err(ConfigError(errors)),

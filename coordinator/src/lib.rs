@@ -6,12 +6,15 @@
 //! - [`config`]: `serve` flags and their validation.
 //! - [`api`]: REST routes, authentication, rate limiting, errors, OpenAPI.
 //! - [`provision`]: the tenant lifecycle service used by the API (and so the CLI).
+//! - [`health`]: tenant health evaluation, alerts and rollups.
+//! - [`metrics`]: the Prometheus endpoint.
 //! - [`notify`]: notification channels, rendering, and durable delivery
 //!   from the outbox (e-mail, webhooks, Slack).
 //! - [`store`]: the tenant registry on SQLite or PostgreSQL.
 //! - [`secrets`]: encryption at rest of deployment secrets and sealed messages.
 //! - [`credentials`]: API keys, passwords and their hashes.
 //! - [`cli`], [`client`]: the command line and its REST client commands.
+//! - [`demo`]: `demo`, the whole system in one process with simulated tenants.
 
 pub mod api;
 pub mod certs;
@@ -19,8 +22,10 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod credentials;
+pub mod demo;
 pub mod health;
 pub mod ingest;
+pub mod metrics;
 pub mod notify;
 pub mod provision;
 pub mod secrets;

@@ -2,7 +2,9 @@
 
 use clap::Parser;
 use knowton_coordinator::certs;
-use knowton_coordinator::cli::{CertsCommand, Cli, Command, LogFormat, TenantsCommand};
+use knowton_coordinator::cli::{
+    CertsCommand, Cli, Command, LogFormat, ReportCommand, TenantsCommand,
+};
 use knowton_coordinator::config::ServeConfig;
 use knowton_coordinator::{client, server};
 use tracing_subscriber::EnvFilter;
@@ -26,6 +28,11 @@ async fn main() -> std::process::ExitCode {
         } => client::get(args).await,
         Command::SetPlan(args) => client::set_plan(args).await,
         Command::RotateKey(args) => client::rotate_key(args).await,
+        Command::CheckAll(args) => client::check_all(args).await,
+        Command::Report {
+            command: ReportCommand::Daily(args),
+        } => client::report_daily(args).await,
+        Command::Cleanup(args) => client::cleanup(args).await,
         Command::Certs {
             command: CertsCommand::Init(args),
         } => certs::init(&args.dir, &args.sans, args.force)
@@ -36,6 +43,19 @@ async fn main() -> std::process::ExitCode {
         } => certs::agent(&args.dir, &args.node)
             .map(print_written)
             .map_err(Into::into),
+        Command::Demo(args) => {
+            // Logs (warnings and errors only, unless RUST_LOG) go to stderr:
+            // stdout is the demo's narrative.
+            let filter =
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            knowton_coordinator::demo::run(args, shutdown_signal())
+                .await
+                .map_err(Into::into)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::config::{AdminTokenSource, ServeConfig};
 use crate::credentials;
+use crate::health::Engine;
 use crate::ingest::{self, IngestService, StreamSettings};
 use crate::notify::NotifyService;
 use crate::notify::email::MailerError;
@@ -138,9 +139,23 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         notify,
     ));
     let deliveries = Deliveries::new(notify.clone())?;
-    let state = AppState::new(service.clone(), &admin_token).with_notify(notify);
+    let state = AppState::new(service.clone(), &admin_token).with_notify(notify.clone());
 
     let (shutdown, mut signal) = watch::channel(false);
+    let (engine, engine_task) = Engine::start(
+        service.store().clone(),
+        notify,
+        state.ingest.clone(),
+        service.directory().clone(),
+        config.engine.clone(),
+        shutdown.subscribe(),
+    )
+    .await
+    .map_err(|source| ServeError::OpenStore {
+        database: config.database_display.clone(),
+        source,
+    })?;
+    let state = state.with_engine(engine);
     spawn_housekeeping(&state, &config, shutdown.subscribe());
     let deliveries = deliveries.spawn(shutdown.subscribe(), config.shutdown_grace);
     let grpc_addr = match &config.ingest {
@@ -179,6 +194,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         };
         // Deliveries in flight finish (bounded by the grace period) before
         // the store closes under them.
+        if engine_task.await.is_err() {
+            tracing::error!("the health engine panicked");
+        }
         if deliveries.await.is_err() {
             tracing::error!("the notification worker panicked");
         }

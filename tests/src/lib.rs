@@ -6,7 +6,8 @@
 //! each test gets its own schema, so tests run in parallel.
 
 pub mod fake_kube;
-pub mod pods;
+pub mod feed;
+pub use knowton_coordinator::demo::pods;
 pub mod receiver;
 pub mod smtp;
 

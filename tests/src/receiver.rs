@@ -96,6 +96,11 @@ pub struct Receiver {
 impl Receiver {
     /// Answers 200 to everything until scripted otherwise.
     pub async fn start() -> Self {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// [`Self::start`] on a given address (a receiver that comes up late).
+    pub async fn start_on(addr: SocketAddr) -> Self {
         let inner = Arc::new(Mutex::new(Inner {
             script: VecDeque::new(),
             default: Answer::status(200),
@@ -104,7 +109,7 @@ impl Receiver {
         let app = axum::Router::new()
             .fallback(record)
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {

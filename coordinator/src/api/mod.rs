@@ -1,13 +1,16 @@
 //! The REST API: routes, authentication, rate limiting and error mapping.
 
+mod alerts;
 pub mod auth;
 pub mod error;
+mod history;
 pub mod json;
 mod monitoring;
 mod notifications;
 mod openapi;
 pub mod ratelimit;
 mod tenants;
+mod thresholds;
 pub mod views;
 
 use std::sync::Arc;
@@ -44,6 +47,10 @@ pub struct AppState {
     pub ingest: Arc<crate::ingest::Registry>,
     /// Notification channels and the outbox.
     pub notify: Arc<NotifyService>,
+    /// Tenant health and alerts (running once `serve` has started it).
+    pub engine: Option<crate::health::Engine>,
+    /// Requests and latencies of this API.
+    pub http_metrics: Arc<crate::metrics::HttpMetrics>,
 }
 
 impl AppState {
@@ -60,7 +67,26 @@ impl AppState {
                 NotifySettings::default(),
             )),
             service,
+            engine: None,
+            http_metrics: Arc::new(crate::metrics::HttpMetrics::default()),
         }
+    }
+
+    /// The same state with the running health engine.
+    pub fn with_engine(mut self, engine: crate::health::Engine) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// The health engine, or 503 while it is not running.
+    pub fn engine(&self) -> Result<&crate::health::Engine, ApiError> {
+        self.engine.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "engine_not_running",
+                "the health engine is not running",
+            )
+        })
     }
 
     /// The same state with `notify` (configured from `serve`'s flags).
@@ -96,6 +122,32 @@ pub fn router(state: AppState) -> Router {
         .route("/tenants/{id}/config-history", get(tenants::history))
         .route("/plans", get(tenants::plans))
         .route("/monitoring/health", get(monitoring::health))
+        .route("/monitoring/health/history", get(history::history))
+        .route("/monitoring/dashboard", get(history::dashboard))
+        .route("/monitoring/check-all", post(history::check_all))
+        .route("/monitoring/report", get(history::report))
+        .route("/monitoring/cleanup", post(history::cleanup))
+        .route("/monitoring/alerts", get(alerts::list))
+        .route("/monitoring/alerts/{id}", get(alerts::get))
+        .route("/monitoring/alerts/{id}/resolve", post(alerts::resolve))
+        .route(
+            "/monitoring/alerts/{id}/acknowledge",
+            post(alerts::acknowledge),
+        )
+        .route(
+            "/monitoring/silences",
+            post(alerts::create_silence).get(alerts::list_silences),
+        )
+        .route(
+            "/monitoring/silences/{id}",
+            axum::routing::delete(alerts::end_silence),
+        )
+        .route(
+            "/tenants/{id}/thresholds",
+            get(thresholds::get)
+                .put(thresholds::put)
+                .delete(thresholds::reset),
+        )
         .route("/agents", get(monitoring::agents))
         .route(
             "/tenants/{id}/notifications",
@@ -113,11 +165,16 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/api/v1/openapi.json", get(openapi::serve))
+        .route("/metrics", get(crate::metrics::serve))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(json::MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

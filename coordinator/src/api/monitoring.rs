@@ -11,13 +11,61 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::{Caller, TENANT_SLUG_HEADER};
 use super::error::{ApiError, ErrorBody};
+use crate::health::engine::OpenAlert;
+use crate::health::{CheckResult, Status};
 use crate::ingest::{AgentState, Counters, LatestResult};
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantHealthView {
     pub tenant: String,
+    /// healthy, warning, critical, down (no backend pod answers) or
+    /// unknown (no agent has reported on it yet).
+    pub status: Status,
+    /// When the status was last evaluated (absent: never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evaluated_at: Option<DateTime<Utc>>,
+    /// When the newest result that evaluation saw arrived.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results_up_to: Option<DateTime<Utc>>,
+    /// Each check against its thresholds.
+    pub checks: Vec<CheckResult>,
+    pub open_alerts: Vec<OpenAlert>,
+    /// The latest fresh or stale result of each pod, as reported.
     pub pods: Vec<PodView>,
+}
+
+impl TenantHealthView {
+    /// The tenant's evaluation (if any) and its pods' latest results.
+    pub fn of(state: &AppState, slug: String) -> Self {
+        let pods = state
+            .ingest
+            .latest(&slug)
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        let health = state.engine.as_ref().and_then(|e| e.tenant(&slug));
+        match health {
+            Some(h) => TenantHealthView {
+                tenant: slug,
+                status: h.evaluation.status,
+                evaluated_at: Some(h.evaluated_at),
+                results_up_to: h.results_up_to,
+                checks: h.evaluation.checks.clone(),
+                open_alerts: h.open_alerts.clone(),
+                pods,
+            },
+            None => TenantHealthView {
+                tenant: slug,
+                status: Status::Unknown,
+                evaluated_at: None,
+                results_up_to: None,
+                checks: Vec::new(),
+                open_alerts: Vec::new(),
+                pods,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -192,7 +240,8 @@ impl From<AgentState> for AgentView {
     }
 }
 
-/// The tenant's latest raw results per pod, as the agents reported them.
+/// The tenant's status, each check against its thresholds, its open
+/// alerts, and the latest raw result of each pod as the agents reported it.
 /// The tenant is named by `X-Tenant-Slug` (which a tenant key must match).
 #[utoipa::path(get, path = "/api/v1/monitoring/health", tag = "monitoring",
     params(("X-Tenant-Slug" = String, Header, description = "The tenant's slug")),
@@ -220,13 +269,7 @@ pub async fn health(
     if !state.service.directory().contains(&slug) {
         return Err(ApiError::not_found(&slug));
     }
-    let pods = state
-        .ingest
-        .latest(&slug)
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    Ok(Json(TenantHealthView { tenant: slug, pods }))
+    Ok(Json(TenantHealthView::of(&state, slug)))
 }
 
 /// Node agents: connected or last seen, and what they sent.

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, monitoring, notifications, tenants, views};
+use super::{alerts, error, history, monitoring, notifications, tenants, thresholds, views};
 use crate::{notify, provision, store};
 
 #[derive(Debug, OpenApi)]
@@ -18,6 +18,10 @@ use crate::{notify, provision, store};
         super::healthz, super::readyz, serve, monitoring::health, monitoring::agents,
         notifications::get_channels, notifications::set_channels,
         notifications::list_notifications,
+        history::history, history::dashboard, history::check_all, history::report,
+        history::cleanup, alerts::list, alerts::get, alerts::resolve, alerts::acknowledge,
+        alerts::create_silence, alerts::list_silences, alerts::end_silence,
+        thresholds::get, thresholds::put, thresholds::reset,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail,
@@ -28,9 +32,14 @@ use crate::{notify, provision, store};
         monitoring::TenantHealthView, monitoring::AgentsView,
         notify::channels::ChannelsRequest, notify::channels::ChannelsView,
         notifications::NotificationView, notifications::NotificationPage, store::DeliveryState,
+        alerts::AlertView, alerts::AlertList, alerts::AlertAction, alerts::SilenceRequest,
+        alerts::SilenceList, store::Silence, store::AlertState, store::AlertEventRow, store::Rollup,
+        store::CleanupCounts, history::HistoryView, history::DashboardView, history::CheckAllView,
+        history::ReportView, history::CleanupView, thresholds::ThresholdsView,
+        thresholds::ThresholdsRequest,
     )),
     modifiers(&BearerAuth, &StandardErrors),
-    tags((name = "tenants", description = "Tenant lifecycle"), (name = "plans"), (name = "health"), (name = "monitoring", description = "Agent results and agents"), (name = "notifications", description = "A tenant's notification channels")),
+    tags((name = "tenants", description = "Tenant lifecycle"), (name = "plans"), (name = "health"), (name = "monitoring", description = "Agent results and agents"), (name = "notifications", description = "A tenant's notification channels"), (name = "alerts", description = "Alerts, silences and thresholds")),
 )]
 pub struct ApiDoc;
 

@@ -117,6 +117,10 @@ pub struct Evaluation {
     /// Pods whose liveness probe succeeded.
     pub pods_up: usize,
     pub checks: Vec<CheckResult>,
+    /// The pods' request rates added up, per minute, when reported.
+    pub requests_per_minute: Option<f64>,
+    /// The users gauge (the largest any pod reports).
+    pub users: Option<f64>,
 }
 
 /// What a tenant is evaluated on.
@@ -143,7 +147,11 @@ pub fn evaluate(inputs: Inputs<'_>) -> Evaluation {
         .count();
     let checks = vec![
         database(pods),
-        api_health(pods),
+        if pods.is_empty() && inputs.seen_before {
+            no_pod_answers()
+        } else {
+            api_health(pods)
+        },
         storage(pods, limits.storage_bytes, t.storage_percent),
         users(pods, limits.max_users, t.users_percent),
         api_rate(pods, limits.api_requests_per_minute, t.api_rate_percent),
@@ -165,11 +173,33 @@ pub fn evaluate(inputs: Inputs<'_>) -> Evaluation {
             _ => Status::Healthy,
         }
     };
+    let rates: Vec<f64> = pods
+        .iter()
+        .filter_map(|p| p.metrics.and_then(|m| m.request_rate_per_second))
+        .collect();
     Evaluation {
         status,
         pods: pods.len(),
         pods_up,
         checks,
+        requests_per_minute: (!rates.is_empty()).then(|| rates.iter().sum::<f64>() * 60.0),
+        users: pods
+            .iter()
+            .filter_map(|p| p.metrics.and_then(|m| m.users))
+            .reduce(f64::max),
+    }
+}
+
+/// The tenant had pods and none has reported lately: its API is down.
+fn no_pod_answers() -> CheckResult {
+    CheckResult {
+        check: Check::ApiHealth,
+        state: CheckState::Critical,
+        value: Some(0.0),
+        unit: "pods_percent",
+        warning: None,
+        critical: None,
+        summary: "no backend pod has answered lately".to_owned(),
     }
 }
 

@@ -1,8 +1,17 @@
 //! Tenant health: every tenant's checks against its plan and thresholds,
 //! evaluated as agents' results arrive, and the alerts they open and close.
+//!
+//! - [`evaluate`]: the checks of one tenant (pure).
+//! - [`alerts`]: the life of one alert (a pure state machine).
+//! - [`engine`]: the task that runs both on arriving results and records
+//!   every transition with its notifications.
+//! - [`rollup`]: per-minute history.
 
 pub mod alerts;
+pub mod engine;
 pub mod evaluate;
+pub mod rollup;
 
 pub use alerts::{AlertPolicy, Severity, Tracker, Transition};
+pub use engine::{Engine, EngineSettings, TenantHealth};
 pub use evaluate::{Check, CheckResult, CheckState, Evaluation, Inputs, Status, evaluate};

@@ -30,6 +30,8 @@ struct TenantPods {
     per_node: HashMap<String, usize>,
     /// When stale pods were last forgotten to make room.
     pruned_at: Option<DateTime<Utc>>,
+    /// Has results the health engine has not taken yet.
+    dirty: bool,
 }
 
 impl TenantPods {
@@ -175,12 +177,18 @@ struct Inner {
     agents: HashMap<String, AgentState>,
     latest: HashMap<String, TenantPods>,
     next_connection: u64,
+    /// Tenants with new results, in arrival order, for the health engine.
+    dirty: Vec<String>,
 }
 
 #[derive(Debug, Default)]
 pub struct Registry {
     inner: RwLock<Inner>,
     pub counters: Counters,
+    /// Notified when a tenant gets new results (see [`Registry::take_changed`]).
+    pub changed: tokio::sync::Notify,
+    /// Bumped to ask every connected agent to probe all its pods now.
+    pub probe_now: tokio::sync::watch::Sender<u64>,
 }
 
 /// A registered stream, to report batches and its end.
@@ -278,13 +286,23 @@ impl Registry {
             Counters::add(&self.counters.sequence_gaps, gap);
         }
         let (mut accepted, mut unknown, mut over) = (0, 0, 0);
+        let dirty_before = inner.dirty.len();
         directory.with(|active| {
             for result in batch.results {
                 if !active.contains(&result.tenant) {
                     unknown += 1;
                     continue;
                 }
-                let pods = inner.latest.entry(result.tenant.clone()).or_default();
+                if !inner.latest.contains_key(&result.tenant) {
+                    inner
+                        .latest
+                        .insert(result.tenant.clone(), TenantPods::default());
+                }
+                let Some(pods) = inner.latest.get_mut(&result.tenant) else {
+                    continue;
+                };
+                // The engine's list gets the name once until it takes it.
+                let newly_dirty = (!pods.dirty).then(|| result.tenant.clone());
                 let pod = result.pod.clone();
                 let latest = LatestResult {
                     node: conn.node.clone(),
@@ -293,6 +311,10 @@ impl Registry {
                 };
                 if pods.keep(pod, latest, now) {
                     accepted += 1;
+                    if let Some(tenant) = newly_dirty {
+                        pods.dirty = true;
+                        inner.dirty.push(tenant);
+                    }
                 } else {
                     over += 1;
                 }
@@ -301,6 +323,9 @@ impl Registry {
         if over > 0 {
             Counters::add(&self.counters.pods_over_limit, over);
             tracing::warn!(node = %conn.node, dropped = over, limit = MAX_PODS_PER_NODE, "results for more pods of a tenant than one node may have were dropped");
+        }
+        if inner.dirty.len() > dirty_before {
+            self.changed.notify_one();
         }
         agent.acked_sequence = batch.sequence;
         if agent.first_sequence == 0 {
@@ -345,6 +370,36 @@ impl Registry {
         let mut agents: Vec<_> = self.read().agents.values().cloned().collect();
         agents.sort_by(|a, b| a.node.cmp(&b.node));
         agents
+    }
+
+    /// Asks every connected agent to probe now; returns the connected
+    /// agents and how many batches each had sent, to wait for the next.
+    pub fn request_probe_now(&self) -> Vec<(String, u64)> {
+        self.probe_now.send_modify(|n| *n += 1);
+        self.read()
+            .agents
+            .values()
+            .filter(|a| a.connected)
+            .map(|a| (a.node.clone(), a.batches_received))
+            .collect()
+    }
+
+    /// The tenants with results new since the last call, oldest first.
+    pub fn take_changed(&self) -> Vec<String> {
+        let mut inner = self.write();
+        let inner = &mut *inner;
+        let dirty = std::mem::take(&mut inner.dirty);
+        for tenant in &dirty {
+            if let Some(pods) = inner.latest.get_mut(tenant) {
+                pods.dirty = false;
+            }
+        }
+        dirty
+    }
+
+    /// Forgets a tenant's results (it was deprovisioned).
+    pub fn forget(&self, tenant: &str) {
+        self.write().latest.remove(tenant);
     }
 
     /// The tenant's latest result per pod, by pod name.

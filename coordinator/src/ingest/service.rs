@@ -171,6 +171,8 @@ impl IngestService {
         let mut pace = Pace::new(self.settings.max_results_per_second);
         let shutdown = stopped(self.shutdown.clone());
         tokio::pin!(shutdown);
+        let mut probe_now = self.registry.probe_now.subscribe();
+        probe_now.mark_unchanged();
         let end = loop {
             tokio::select! {
                 () = &mut shutdown => {
@@ -204,6 +206,16 @@ impl IngestService {
                         }
                         Ok(None) => {}
                         Err(status) => break Some(status),
+                    }
+                }
+                Ok(()) = probe_now.changed() => {
+                    let instruction = Out::Instruction(Instruction {
+                        probe_interval_ms: 0,
+                        probe_now: true,
+                        slow_threshold_ms: 0,
+                    });
+                    if tx.send(message(instruction)).await.is_err() {
+                        break None;
                     }
                 }
                 _ = heartbeat.tick() => {

@@ -181,6 +181,7 @@ pub struct NotifyService {
     secrets: SecretBox,
     wakeup: Wakeup,
     settings: NotifySettings,
+    metrics: crate::metrics::NotifyMetrics,
 }
 
 impl NotifyService {
@@ -195,7 +196,13 @@ impl NotifyService {
             secrets,
             wakeup,
             settings,
+            metrics: crate::metrics::NotifyMetrics::default(),
         }
+    }
+
+    /// Delivery outcomes and delays, for `/metrics`.
+    pub fn metrics(&self) -> &crate::metrics::NotifyMetrics {
+        &self.metrics
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

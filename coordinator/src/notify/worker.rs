@@ -305,6 +305,22 @@ impl Worker {
                 .retry
                 .outcome(attempt, row.attempts, row.created_at, at);
         let attempts = row.attempts + 1;
+        let metrics = self.service.metrics();
+        let outcome_label = match &outcome {
+            DeliveryOutcome::Delivered => {
+                metrics
+                    .delay
+                    .with_label_values(&[row.channel.as_str()])
+                    .observe((at - row.created_at).as_seconds_f64().max(0.0));
+                "delivered"
+            }
+            DeliveryOutcome::Retry { .. } => "retried",
+            DeliveryOutcome::Failed { .. } => "failed",
+        };
+        metrics
+            .outcomes
+            .with_label_values(&[row.channel.as_str(), outcome_label])
+            .inc();
         match &outcome {
             DeliveryOutcome::Delivered => tracing::info!(
                 message_id = %row.id, tenant_id = ?row.tenant_id, kind = %row.kind,

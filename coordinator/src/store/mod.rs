@@ -1,6 +1,7 @@
 //! The tenant registry's storage: one trait, backed by SQLite (the embedded
 //! default) or PostgreSQL, with migrations embedded in the binary.
 
+mod monitor;
 mod sql;
 
 use std::str::FromStr;
@@ -15,6 +16,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use uuid::Uuid;
 
+pub use monitor::{
+    AlertEventRow, AlertFilter, AlertRow, AlertState, AlertWrite, CleanupCounts, HealthSummary,
+    MonitorStore, Rollup, Silence,
+};
 pub use sql::{PgStore, SqliteStore};
 
 /// Errors of the store, named after what failed.
@@ -30,6 +35,8 @@ pub enum StoreError {
     Conflict { field: &'static str },
     #[error("tenant not found")]
     NotFound,
+    #[error("the row was changed by someone else meanwhile")]
+    Stale,
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
     #[error("database query failed")]
@@ -300,7 +307,7 @@ pub struct ConfigChange {
 
 /// The tenant registry.
 #[async_trait]
-pub trait Store: std::fmt::Debug + Send + Sync + 'static {
+pub trait Store: MonitorStore + std::fmt::Debug + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Applies the embedded migrations.

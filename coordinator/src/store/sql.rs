@@ -11,6 +11,8 @@ use knowton_common::{Branding, Features, TenantStatus, Usage};
 use sqlx::{PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
+mod monitor;
+
 use super::{
     ApiKeyInfo, ClaimedMessage, ConfigChange, ConfigVersion, DEFAULT_CHANNELS_DISPLAY,
     DeliveryOutcome, DeliveryState, KeyKind, KeyOwner, NewApiKey, NewTenant, OutboxEntry,
@@ -86,7 +88,11 @@ const ACTIVE_KEYS_JOIN: &str =
     "LEFT JOIN api_keys k ON k.tenant_id = t.id AND k.revoked_at IS NULL";
 
 /// Tables holding a tenant's rows, children first.
-const TENANT_TABLES: [&str; 9] = [
+const TENANT_TABLES: [&str; 13] = [
+    "health_rollups",
+    "silences",
+    "alerts",
+    "tenant_thresholds",
     "outbox",
     "tenant_notification_channels",
     "tenant_config_history",

@@ -222,7 +222,18 @@ fn no_pod_answering_is_down_and_no_data_is_unknown() {
         pods: &none,
         seen_before,
     };
-    assert_eq!(evaluate(inputs(true)).status, Status::Down);
+    let gone = evaluate(inputs(true));
+    assert_eq!(gone.status, Status::Down);
+    let api = gone
+        .checks
+        .iter()
+        .find(|c| c.check == Check::ApiHealth)
+        .unwrap();
+    assert_eq!(
+        api.state,
+        CheckState::Critical,
+        "pods that stop reporting open an API alert: {api:?}"
+    );
     let e = evaluate(inputs(false));
     assert_eq!(e.status, Status::Unknown);
     assert!(e.checks.iter().all(|c| c.state == CheckState::Unknown));

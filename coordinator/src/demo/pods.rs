@@ -3,7 +3,8 @@
 //!
 //! Each pod serves `GET /health` (`ok`), `GET /api/health` (JSON with a
 //! `database` boolean) and `GET /metrics` (Prometheus text) with keep-alive.
-//! The server is written on tokio alone so that any crate's tests can use it.
+//! The server is written on tokio alone so that any crate's tests, and the
+//! `demo` command, can use it.
 //! Linux routes all of 127.0.0.0/8 to the loopback interface, so every pod
 //! can have an address of its own (127.0.0.2, 127.0.0.3, …).
 
@@ -101,17 +102,23 @@ impl SimPod {
     /// A healthy pod listening on `ip:port` (port 0: any free port). Must be
     /// called inside a tokio runtime; panics if the address cannot be bound.
     pub fn start(ip: Ipv4Addr, port: u16) -> SimPod {
+        let addr = SocketAddr::from((ip, port));
+        Self::try_start(ip, port)
+            .unwrap_or_else(|err| panic!("bind simulated pod on {addr}: {err}"))
+    }
+
+    /// [`Self::start`], returning the error when `ip:port` cannot be bound
+    /// (e.g. 127.0.0.2 where only 127.0.0.1 is a loopback address).
+    pub fn try_start(ip: Ipv4Addr, port: u16) -> std::io::Result<SimPod> {
         let shared = Arc::new(Shared::default());
-        let listener = bind(SocketAddr::from((ip, port)));
-        let addr = listener
-            .local_addr()
-            .expect("bound listener has an address");
+        let listener = try_bind(SocketAddr::from((ip, port)))?;
+        let addr = listener.local_addr()?;
         let server = tokio::spawn(accept_loop(listener, shared.clone()));
-        SimPod {
+        Ok(SimPod {
             addr,
             shared,
             server: Mutex::new(Some(server)),
-        }
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -199,12 +206,14 @@ impl Drop for SimPod {
 /// Binds with `SO_REUSEADDR`, so a pod can listen again on its address
 /// while its old connections linger in TIME_WAIT.
 fn bind(addr: SocketAddr) -> TcpListener {
-    let socket = TcpSocket::new_v4().expect("create a socket");
-    socket.set_reuseaddr(true).expect("set SO_REUSEADDR");
-    socket
-        .bind(addr)
-        .unwrap_or_else(|err| panic!("bind simulated pod on {addr}: {err}"));
-    socket.listen(128).expect("listen")
+    try_bind(addr).unwrap_or_else(|err| panic!("bind simulated pod on {addr}: {err}"))
+}
+
+fn try_bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(128)
 }
 
 /// Accepts connections until aborted; aborting also drops (and so aborts)

@@ -1,0 +1,488 @@
+//! The SQL behind [`MonitorStore`], for both backends (see the parent
+//! module for how the macro instantiates it).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use knowton_common::thresholds::Thresholds;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{PgStore, SqliteStore, corrupt, parse_uuid};
+use crate::store::{
+    AlertEventRow, AlertFilter, AlertRow, AlertState, AlertWrite, CleanupCounts, HealthSummary,
+    MonitorStore, Result, Rollup, Silence, StoreError,
+};
+
+const ALERT_FIELDS: &str = "a.id, a.tenant_id, t.slug AS tenant_slug, a.check_name, a.severity, \
+    a.state, a.sequence, a.summary, a.value, a.threshold, a.opened_at, a.updated_at, \
+    a.resolved_at, a.resolved_by, a.resolve_note, a.acknowledged_at, a.acknowledged_by, \
+    a.notified, a.last_notified_at";
+const ALERT_FROM: &str = "FROM alerts a JOIN tenants t ON t.id = a.tenant_id";
+
+const SILENCE_FIELDS: &str = "id, tenant_id, check_name, starts_at, ends_at, end_on_resolve, \
+    comment, created_by, created_at";
+
+const ROLLUP_FIELDS: &str = "tenant_id, minute, status, availability, latency_p50_ms, \
+    latency_p95_ms, latency_max_ms, error_rate_percent, requests_per_minute, storage_bytes, \
+    users, samples";
+
+macro_rules! monitor_sql {
+    ($store:ty) => {
+        impl $store {
+            fn alert_from_row(
+                row: &<super::DbOf<$store> as sqlx::Database>::Row,
+            ) -> Result<AlertRow> {
+                let state: String = row.try_get("state")?;
+                Ok(AlertRow {
+                    id: parse_uuid(&row.try_get::<String, _>("id")?)?,
+                    tenant_id: parse_uuid(&row.try_get::<String, _>("tenant_id")?)?,
+                    tenant_slug: row.try_get("tenant_slug")?,
+                    check: row.try_get("check_name")?,
+                    severity: row.try_get("severity")?,
+                    state: AlertState::parse(&state)
+                        .ok_or_else(|| corrupt(format!("alert state {state:?}")))?,
+                    sequence: row.try_get("sequence")?,
+                    summary: row.try_get("summary")?,
+                    value: row.try_get("value")?,
+                    threshold: row.try_get("threshold")?,
+                    opened_at: row.try_get("opened_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                    resolved_at: row.try_get("resolved_at")?,
+                    resolved_by: row.try_get("resolved_by")?,
+                    resolve_note: row.try_get("resolve_note")?,
+                    acknowledged_at: row.try_get("acknowledged_at")?,
+                    acknowledged_by: row.try_get("acknowledged_by")?,
+                    notified: row.try_get("notified")?,
+                    last_notified_at: row.try_get("last_notified_at")?,
+                })
+            }
+
+            fn silence_from_row(
+                row: &<super::DbOf<$store> as sqlx::Database>::Row,
+            ) -> Result<Silence> {
+                Ok(Silence {
+                    id: parse_uuid(&row.try_get::<String, _>("id")?)?,
+                    tenant_id: parse_uuid(&row.try_get::<String, _>("tenant_id")?)?,
+                    check: row.try_get("check_name")?,
+                    starts_at: row.try_get("starts_at")?,
+                    ends_at: row.try_get("ends_at")?,
+                    end_on_resolve: row.try_get("end_on_resolve")?,
+                    comment: row.try_get("comment")?,
+                    created_by: row.try_get("created_by")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            }
+
+            fn rollup_from_row(
+                row: &<super::DbOf<$store> as sqlx::Database>::Row,
+            ) -> Result<Rollup> {
+                Ok(Rollup {
+                    tenant_id: parse_uuid(&row.try_get::<String, _>("tenant_id")?)?,
+                    minute: row.try_get("minute")?,
+                    status: row.try_get("status")?,
+                    availability: row.try_get("availability")?,
+                    latency_p50_ms: row.try_get("latency_p50_ms")?,
+                    latency_p95_ms: row.try_get("latency_p95_ms")?,
+                    latency_max_ms: row.try_get("latency_max_ms")?,
+                    error_rate_percent: row.try_get("error_rate_percent")?,
+                    requests_per_minute: row.try_get("requests_per_minute")?,
+                    storage_bytes: row.try_get("storage_bytes")?,
+                    users: row.try_get("users")?,
+                    samples: row.try_get("samples")?,
+                })
+            }
+        }
+
+        #[async_trait]
+        impl MonitorStore for $store {
+            async fn all_thresholds(&self) -> Result<Vec<(Uuid, Thresholds)>> {
+                let rows = sqlx::query("SELECT tenant_id, thresholds FROM tenant_thresholds")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        let id = parse_uuid(&row.try_get::<String, _>("tenant_id")?)?;
+                        let json: String = row.try_get("thresholds")?;
+                        let t = serde_json::from_str(&json)
+                            .map_err(|e| corrupt(format!("thresholds of {id}: {e}")))?;
+                        Ok((id, t))
+                    })
+                    .collect()
+            }
+
+            async fn set_thresholds(
+                &self,
+                tenant: Uuid,
+                thresholds: Option<&Thresholds>,
+                actor: &str,
+            ) -> Result<()> {
+                let id = tenant.to_string();
+                match thresholds {
+                    Some(t) => {
+                        let json = serde_json::to_string(t)
+                            .map_err(|e| corrupt(format!("thresholds: {e}")))?;
+                        sqlx::query(
+                            "INSERT INTO tenant_thresholds (tenant_id, thresholds, updated_at, updated_by) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id) DO UPDATE SET \
+                             thresholds = excluded.thresholds, updated_at = excluded.updated_at, \
+                             updated_by = excluded.updated_by",
+                        )
+                        .bind(&id)
+                        .bind(json)
+                        .bind(crate::store::now())
+                        .bind(actor)
+                        .execute(&self.pool)
+                        .await?;
+                    }
+                    None => {
+                        sqlx::query("DELETE FROM tenant_thresholds WHERE tenant_id = $1")
+                            .bind(&id)
+                            .execute(&self.pool)
+                            .await?;
+                    }
+                }
+                Ok(())
+            }
+
+            async fn record_alert(&self, write: &AlertWrite) -> Result<()> {
+                let a = &write.alert;
+                let id = a.id.to_string();
+                let tenant = a.tenant_id.to_string();
+                let mut tx = self.begin_write().await?;
+                if a.sequence == 1 {
+                    sqlx::query(
+                        "INSERT INTO alerts (id, tenant_id, check_name, severity, state, sequence, \
+                         summary, value, threshold, opened_at, updated_at, resolved_at, resolved_by, \
+                         resolve_note, acknowledged_at, acknowledged_by, notified, last_notified_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                         $16, $17, $18)",
+                    )
+                    .bind(&id)
+                    .bind(&tenant)
+                    .bind(&a.check)
+                    .bind(&a.severity)
+                    .bind(a.state.as_str())
+                    .bind(a.sequence)
+                    .bind(&a.summary)
+                    .bind(&a.value)
+                    .bind(&a.threshold)
+                    .bind(a.opened_at)
+                    .bind(a.updated_at)
+                    .bind(a.resolved_at)
+                    .bind(&a.resolved_by)
+                    .bind(&a.resolve_note)
+                    .bind(a.acknowledged_at)
+                    .bind(&a.acknowledged_by)
+                    .bind(a.notified)
+                    .bind(a.last_notified_at)
+                    .execute(&mut *tx)
+                    .await?;
+                } else {
+                    let done = sqlx::query(
+                        "UPDATE alerts SET severity = $3, state = $4, sequence = $5, summary = $6, \
+                         value = $7, threshold = $8, updated_at = $9, resolved_at = $10, \
+                         resolved_by = $11, resolve_note = $12, acknowledged_at = $13, \
+                         acknowledged_by = $14, notified = $15, last_notified_at = $16 \
+                         WHERE id = $1 AND sequence = $2",
+                    )
+                    .bind(&id)
+                    .bind(a.sequence - 1)
+                    .bind(&a.severity)
+                    .bind(a.state.as_str())
+                    .bind(a.sequence)
+                    .bind(&a.summary)
+                    .bind(&a.value)
+                    .bind(&a.threshold)
+                    .bind(a.updated_at)
+                    .bind(a.resolved_at)
+                    .bind(&a.resolved_by)
+                    .bind(&a.resolve_note)
+                    .bind(a.acknowledged_at)
+                    .bind(&a.acknowledged_by)
+                    .bind(a.notified)
+                    .bind(a.last_notified_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() == 0 {
+                        tx.rollback().await?;
+                        return Err(StoreError::Stale);
+                    }
+                }
+                let e = &write.event;
+                sqlx::query(
+                    "INSERT INTO alert_events (alert_id, sequence, at, kind, severity, summary, \
+                     actor, note, notifications) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&id)
+                .bind(e.sequence)
+                .bind(e.at)
+                .bind(&e.kind)
+                .bind(&e.severity)
+                .bind(&e.summary)
+                .bind(&e.actor)
+                .bind(&e.note)
+                .bind(e.notifications)
+                .execute(&mut *tx)
+                .await?;
+                for m in &write.messages {
+                    Self::insert_outbox(&mut tx, Some(&tenant), "alert", m, e.at).await?;
+                }
+                if let Some(at) = a.resolved_at {
+                    sqlx::query(
+                        "UPDATE silences SET ends_at = $1 WHERE tenant_id = $2 AND end_on_resolve \
+                         AND (check_name IS NULL OR check_name = $3) AND starts_at <= $1 AND ends_at > $1",
+                    )
+                    .bind(at)
+                    .bind(&tenant)
+                    .bind(&a.check)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_alert(&self, id: Uuid) -> Result<Option<AlertRow>> {
+                let sql = sqlx::AssertSqlSafe(format!("SELECT {ALERT_FIELDS} {ALERT_FROM} WHERE a.id = $1"));
+                let row = sqlx::query(sql)
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::alert_from_row).transpose()
+            }
+
+            async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRow>> {
+                let resolved = match filter.resolved {
+                    Some(true) => " AND a.resolved_at IS NOT NULL",
+                    Some(false) => " AND a.resolved_at IS NULL",
+                    None => "",
+                };
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {ALERT_FIELDS} {ALERT_FROM} WHERE ($1 IS NULL OR a.tenant_id = $1) \
+                     AND ($2 IS NULL OR a.id < $2){resolved} ORDER BY a.id DESC LIMIT $3"
+                ));
+                let rows = sqlx::query(sql)
+                    .bind(filter.tenant.map(|t| t.to_string()))
+                    .bind(filter.before.map(|t| t.to_string()))
+                    .bind(i64::from(filter.limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::alert_from_row).collect()
+            }
+
+            async fn open_alerts(&self) -> Result<Vec<AlertRow>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {ALERT_FIELDS} {ALERT_FROM} WHERE a.resolved_at IS NULL ORDER BY a.id"
+                ));
+                let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::alert_from_row).collect()
+            }
+
+            async fn alert_events(&self, alert: Uuid) -> Result<Vec<AlertEventRow>> {
+                let rows = sqlx::query(
+                    "SELECT sequence, at, kind, severity, summary, actor, note, notifications \
+                     FROM alert_events WHERE alert_id = $1 ORDER BY sequence",
+                )
+                .bind(alert.to_string())
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(AlertEventRow {
+                            sequence: row.try_get("sequence")?,
+                            at: row.try_get("at")?,
+                            kind: row.try_get("kind")?,
+                            severity: row.try_get("severity")?,
+                            summary: row.try_get("summary")?,
+                            actor: row.try_get("actor")?,
+                            note: row.try_get("note")?,
+                            notifications: row.try_get("notifications")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn create_silence(&self, s: &Silence) -> Result<()> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO silences ({SILENCE_FIELDS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                ));
+                sqlx::query(sql)
+                    .bind(s.id.to_string())
+                    .bind(s.tenant_id.to_string())
+                    .bind(&s.check)
+                    .bind(s.starts_at)
+                    .bind(s.ends_at)
+                    .bind(s.end_on_resolve)
+                    .bind(&s.comment)
+                    .bind(&s.created_by)
+                    .bind(s.created_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn active_silences(&self, at: DateTime<Utc>) -> Result<Vec<Silence>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {SILENCE_FIELDS} FROM silences WHERE ends_at > $1 ORDER BY id"
+                ));
+                let rows = sqlx::query(sql).bind(at).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::silence_from_row).collect()
+            }
+
+            async fn end_silence(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool> {
+                let done = sqlx::query(
+                    "UPDATE silences SET ends_at = CASE WHEN ends_at > $2 THEN $2 ELSE ends_at END \
+                     WHERE id = $1",
+                )
+                .bind(id.to_string())
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn write_rollups(&self, rollups: &[Rollup]) -> Result<()> {
+                if rollups.is_empty() {
+                    return Ok(());
+                }
+                let sql = format!(
+                    "INSERT INTO health_rollups ({ROLLUP_FIELDS}) VALUES \
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                     ON CONFLICT (tenant_id, minute) DO UPDATE SET status = excluded.status, \
+                     availability = excluded.availability, latency_p50_ms = excluded.latency_p50_ms, \
+                     latency_p95_ms = excluded.latency_p95_ms, latency_max_ms = excluded.latency_max_ms, \
+                     error_rate_percent = excluded.error_rate_percent, \
+                     requests_per_minute = excluded.requests_per_minute, \
+                     storage_bytes = excluded.storage_bytes, users = excluded.users, \
+                     samples = excluded.samples"
+                );
+                let mut tx = self.begin_write().await?;
+                for r in rollups {
+                    let inserted = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(r.tenant_id.to_string())
+                        .bind(r.minute)
+                        .bind(&r.status)
+                        .bind(r.availability)
+                        .bind(r.latency_p50_ms)
+                        .bind(r.latency_p95_ms)
+                        .bind(r.latency_max_ms)
+                        .bind(r.error_rate_percent)
+                        .bind(r.requests_per_minute)
+                        .bind(r.storage_bytes)
+                        .bind(r.users)
+                        .bind(r.samples)
+                        .execute(&mut *tx)
+                        .await;
+                    match inserted {
+                        Ok(_) => {}
+                        // The tenant was purged meanwhile: its minute goes with it.
+                        Err(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
+                            tx.rollback().await?;
+                            let rest: Vec<Rollup> = rollups
+                                .iter()
+                                .filter(|x| x.tenant_id != r.tenant_id)
+                                .cloned()
+                                .collect();
+                            return Box::pin(self.write_rollups(&rest)).await;
+                        }
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn rollups(
+                &self,
+                tenant: Uuid,
+                from: DateTime<Utc>,
+                to: DateTime<Utc>,
+            ) -> Result<Vec<Rollup>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {ROLLUP_FIELDS} FROM health_rollups WHERE tenant_id = $1 \
+                     AND minute >= $2 AND minute < $3 ORDER BY minute"
+                ));
+                let rows = sqlx::query(sql)
+                    .bind(tenant.to_string())
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::rollup_from_row).collect()
+            }
+
+            async fn health_summaries(
+                &self,
+                from: DateTime<Utc>,
+                to: DateTime<Utc>,
+            ) -> Result<Vec<HealthSummary>> {
+                let rows = sqlx::query(
+                    "SELECT tenant_id, COUNT(*) AS minutes, AVG(availability) AS availability, \
+                     MAX(latency_p95_ms) AS latency_p95_ms, MAX(latency_max_ms) AS latency_max_ms, \
+                     AVG(error_rate_percent) AS error_rate_percent, MAX(storage_bytes) AS storage_bytes, \
+                     MAX(users) AS users, \
+                     SUM(CASE WHEN status IN ('critical', 'down') THEN 1 ELSE 0 END) AS bad_minutes \
+                     FROM health_rollups WHERE minute >= $1 AND minute < $2 \
+                     GROUP BY tenant_id ORDER BY tenant_id",
+                )
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(HealthSummary {
+                            tenant_id: parse_uuid(&row.try_get::<String, _>("tenant_id")?)?,
+                            minutes: row.try_get("minutes")?,
+                            availability: row.try_get::<Option<f64>, _>("availability")?.unwrap_or(0.0),
+                            latency_p95_ms: row.try_get("latency_p95_ms")?,
+                            latency_max_ms: row.try_get("latency_max_ms")?,
+                            error_rate_percent: row.try_get("error_rate_percent")?,
+                            storage_bytes: row.try_get("storage_bytes")?,
+                            users: row.try_get("users")?,
+                            bad_minutes: row.try_get::<Option<i64>, _>("bad_minutes")?.unwrap_or(0),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn cleanup(&self, before: DateTime<Utc>) -> Result<CleanupCounts> {
+                let mut tx = self.begin_write().await?;
+                let rollups = sqlx::query("DELETE FROM health_rollups WHERE minute < $1")
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                let resolved_alerts = sqlx::query(
+                    "DELETE FROM alerts WHERE resolved_at IS NOT NULL AND resolved_at < $1",
+                )
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                let delivered_notifications = sqlx::query(
+                    "DELETE FROM outbox WHERE state = 'delivered' AND delivered_at < $1",
+                )
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                let ended_silences = sqlx::query("DELETE FROM silences WHERE ends_at < $1")
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(CleanupCounts {
+                    rollups,
+                    resolved_alerts,
+                    delivered_notifications,
+                    ended_silences,
+                })
+            }
+        }
+    };
+}
+
+monitor_sql!(SqliteStore);
+monitor_sql!(PgStore);

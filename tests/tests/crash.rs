@@ -1,0 +1,278 @@
+//! Crash safety: the coordinator binary is killed with SIGKILL after an
+//! alert and its notification were committed and before the notification
+//! could be delivered (the webhook receiver is not up yet). After a
+//! restart the notification arrives exactly once, and the alert is still
+//! the same open alert with its history. On SQLite and PostgreSQL.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use knowton_agent::config::{Args, LogFormat};
+use knowton_coordinator::certs;
+use knowton_tests::pods::{Behaviour, SimPod};
+use knowton_tests::receiver::Receiver;
+use knowton_tests::{ADMIN_TOKEN, Db, TestDb, eventually, on_every_db};
+use serde_json::Value;
+
+on_every_db!(a_committed_notification_survives_kill_9_and_arrives_once);
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The coordinator binary `cargo test --workspace` built next to this test.
+fn binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("knowton-coordinator");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p knowton-coordinator` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Coordinator {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `serve` and waits until it says it is ready.
+fn serve(db: &TestDb, tls: &Path, http: u16, grpc: u16, hook: &str) -> Coordinator {
+    let mut child = Command::new(binary())
+        .current_dir(db.dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(["serve", "--log-format", "json"])
+        .args(["--http-addr", &format!("127.0.0.1:{http}")])
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
+        .args(["--database-url", &db.url])
+        .args(["--admin-token", ADMIN_TOKEN])
+        .args([
+            "--secret-key",
+            "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=",
+        ])
+        .args(["--tls-dir", &tls.display().to_string()])
+        .args(["--notify-webhook", hook])
+        .args([
+            "--notify-retry-base-ms",
+            "100",
+            "--notify-retry-max-ms",
+            "500",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("serve exited before it was ready")
+            .unwrap();
+        if line.contains("coordinator ready") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    Coordinator {
+        child,
+        base: format!("http://127.0.0.1:{http}"),
+    }
+}
+
+async fn get(http: &reqwest::Client, base: &str, path: &str) -> Value {
+    let Ok(response) = http
+        .get(format!("{base}{path}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+    else {
+        return Value::Null;
+    };
+    response.json().await.unwrap_or(Value::Null)
+}
+
+async fn a_committed_notification_survives_kill_9_and_arrives_once(kind: Db) {
+    let db = TestDb::new(kind).await;
+    let tls = db.dir.path().join("tls");
+    certs::init(&tls, &[], false).unwrap();
+    certs::agent(&tls, "node-a").unwrap();
+    let (http_port, grpc_port, hook_port) = (free_port(), free_port(), free_port());
+    let hook_url = format!("http://127.0.0.1:{hook_port}/alertmanager");
+    let http = knowton_coordinator::client::http_client();
+
+    let first = serve(&db, &tls, http_port, grpc_port, &hook_url);
+    let created = http
+        .post(format!("{}/api/v1/tenants", first.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&knowton_tests::tenant_request("acme", "professional"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    // A pod whose database is down, probed by a real agent over mutual TLS.
+    let pod = SimPod::start(Ipv4Addr::new(127, 0, 0, 2), 0);
+    pod.set(Behaviour::DatabaseDown).await;
+    let targets = db.dir.path().join("targets.yaml");
+    std::fs::write(
+        &targets,
+        format!(
+            "- {{tenant: acme, pod: acme-web-0, url: '{}'}}\n",
+            pod.url()
+        ),
+    )
+    .unwrap();
+    let args = Args {
+        node_name: "node-a".into(),
+        coordinator: format!("https://127.0.0.1:{grpc_port}"),
+        tls_dir: Some(tls.clone()),
+        ca: None,
+        cert: None,
+        key: None,
+        targets: Some(targets),
+        discovery: None,
+        pod_port: 3000,
+        kube_api_url: None,
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_millis(500),
+        slow_threshold: Duration::from_millis(300),
+        concurrency: 8,
+        buffer_bytes: 1 << 20,
+        metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        shutdown_grace: Duration::from_secs(1),
+        log_format: LogFormat::Text,
+    };
+    let (stop_agent, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(knowton_agent::run::run(args, async {
+        let _ = stopped.await;
+    }));
+
+    // The alert and its notification are committed; delivery keeps failing
+    // (nothing listens on the webhook's port yet).
+    let alert = eventually(WAIT, "the database alert", || async {
+        let list = get(
+            &http,
+            &first.base,
+            "/api/v1/monitoring/alerts?resolved=false",
+        )
+        .await;
+        list["alerts"].as_array()?.first().cloned()
+    })
+    .await;
+    assert_eq!(alert["check"], "database");
+    let pending = eventually(WAIT, "a failed delivery attempt", || async {
+        let list = get(
+            &http,
+            &first.base,
+            "/api/v1/monitoring/notifications?state=pending",
+        )
+        .await;
+        list["notifications"]
+            .as_array()?
+            .iter()
+            .find(|n| n["kind"] == "alert" && n["attempts"].as_i64() >= Some(1))
+            .cloned()
+    })
+    .await;
+    let key = pending["idempotencyKey"].as_str().unwrap().to_owned();
+
+    // kill -9.
+    let mut first = first;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    drop(first);
+
+    let hook = Receiver::start_on(SocketAddr::from(([127, 0, 0, 1], hook_port))).await;
+    let second = serve(&db, &tls, http_port, grpc_port, &hook_url);
+    let delivered = eventually(WAIT, "the notification after the restart", || async {
+        let list = get(
+            &http,
+            &second.base,
+            "/api/v1/monitoring/notifications?state=delivered",
+        )
+        .await;
+        list["notifications"]
+            .as_array()?
+            .iter()
+            .find(|n| n["idempotencyKey"] == key.as_str())
+            .cloned()
+    })
+    .await;
+    assert_eq!(delivered["state"], "delivered");
+    let hits: Vec<_> = hook
+        .accepted()
+        .into_iter()
+        .filter(|h| h.json()["idempotencyKey"] == key.as_str())
+        .collect();
+    assert_eq!(hits.len(), 1, "delivered exactly once");
+    assert_eq!(hits[0].json()["status"], "firing");
+
+    // The same alert is still open with its history: no second one opened
+    // by the restarted engine while the database stays down.
+    let id = alert["id"].as_str().unwrap();
+    let after = get(
+        &http,
+        &second.base,
+        &format!("/api/v1/monitoring/alerts/{id}"),
+    )
+    .await;
+    assert_eq!(after["state"], "firing", "{after}");
+    assert_eq!(after["history"][0]["kind"], "opened");
+    let evaluated = |v: &Value| {
+        v["evaluatedAt"]
+            .as_str()?
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .ok()
+    };
+    let health = |base: String| {
+        let http = http.clone();
+        async move {
+            http.get(format!("{base}/api/v1/monitoring/health"))
+                .bearer_auth(ADMIN_TOKEN)
+                .header("X-Tenant-Slug", "acme")
+                .send()
+                .await
+                .ok()?
+                .json::<Value>()
+                .await
+                .ok()
+        }
+    };
+    // Wait for the restarted engine to have judged fresh results.
+    let restarted_at = chrono::Utc::now();
+    eventually(WAIT, "an evaluation after the restart", || async {
+        let h = health(second.base.clone()).await?;
+        (evaluated(&h)? > restarted_at && h["status"] == "critical").then_some(())
+    })
+    .await;
+    let open = get(
+        &http,
+        &second.base,
+        "/api/v1/monitoring/alerts?resolved=false",
+    )
+    .await;
+    assert_eq!(open["alerts"].as_array().unwrap().len(), 1, "{open}");
+    assert_eq!(open["alerts"][0]["id"], alert["id"]);
+
+    let _ = stop_agent.send(());
+    let _ = agent.await;
+}

@@ -1,0 +1,106 @@
+//! `GET /metrics`: the families operators graph, with bounded labels, in a
+//! format `promtool check metrics` accepts.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use knowton_tests::feed::{Feed, Shape, healthy};
+use knowton_tests::{Db, TestCoordinator, eventually, on_every_db};
+use reqwest::{Method, StatusCode};
+
+on_every_db!(metrics_show_every_tenant_and_pass_promtool);
+
+async fn scrape(kt: &TestCoordinator) -> String {
+    let response = kt
+        .http
+        .get(kt.url("/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    response.text().await.unwrap()
+}
+
+fn promtool(text: &str) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (tests/tools installs Debian's prometheus package)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+async fn metrics_show_every_tenant_and_pass_promtool(db: Db) {
+    let kt = TestCoordinator::start(db).await;
+    kt.provision("acme", "basic").await;
+    kt.provision("globex", "enterprise").await;
+    let mut feed = Feed::new(&kt, "node-a");
+    feed.send(vec![
+        healthy("acme", "acme-web-0").slow(2500),
+        healthy("globex", "globex-web-0"),
+    ]);
+    // Some API traffic to count.
+    let reply = kt.admin(Method::GET, "/api/v1/tenants", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    let text = eventually(
+        Duration::from_secs(20),
+        "acme's alert in the metrics",
+        || async {
+            let text = scrape(&kt).await;
+            text.contains(
+            "knowton_tenant_open_alerts{tenant=\"acme\",plan=\"basic\",severity=\"critical\"} 1",
+        )
+        .then_some(text)
+        },
+    )
+    .await;
+    for expected in [
+        "knowton_tenant_status{tenant=\"acme\",plan=\"basic\"} 2",
+        "knowton_tenant_status{tenant=\"globex\",plan=\"enterprise\"} 0",
+        "knowton_tenant_check_state{tenant=\"acme\",plan=\"basic\",check=\"response_time\"} 2",
+        "knowton_tenant_response_time_seconds{tenant=\"acme\",plan=\"basic\"} 2.5",
+        "knowton_tenant_response_time_threshold_seconds{tenant=\"acme\",plan=\"basic\",severity=\"critical\"} 2",
+        "knowton_tenant_check_threshold_ratio{tenant=\"acme\",plan=\"basic\",check=\"storage\",severity=\"warning\"} 0.85",
+        "knowton_tenant_storage_limit_bytes{tenant=\"acme\",plan=\"basic\"} 10737418240",
+        "knowton_tenant_storage_used_bytes{tenant=\"acme\",plan=\"basic\"} 1073741824",
+        "knowton_tenant_users_limit{tenant=\"globex\",plan=\"enterprise\"} 1000",
+        "knowton_ingest_results_total 2",
+        "knowton_alert_transitions_total{kind=\"opened\"} 1",
+        "knowton_http_requests_total{code=\"200\",method=\"GET\",route=\"/api/v1/tenants\"} 1",
+        "knowton_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/v1/tenants\",le=\"+Inf\"} 1",
+    ] {
+        assert!(text.contains(expected), "missing {expected}:\n{text}");
+    }
+    assert!(!text.contains("web-0"), "no pod names in labels");
+    assert!(!text.contains("127.0.0."), "no addresses in labels");
+    let (ok, report) = promtool(&text);
+    assert!(
+        ok && report.trim().is_empty(),
+        "promtool check metrics: {report}\n{text}"
+    );
+    kt.stop().await;
+}
