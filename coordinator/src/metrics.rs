@@ -29,6 +29,9 @@ pub struct NotifyMetrics {
     pub outcomes: IntCounterVec,
     /// From enqueue (the commit of what caused it) to delivery.
     pub delay: HistogramVec,
+    /// From what caused an alert notification (its breaching result's
+    /// arrival) to the first delivery attempt starting.
+    pub first_attempt: HistogramVec,
 }
 
 impl Default for NotifyMetrics {
@@ -50,6 +53,17 @@ impl Default for NotifyMetrics {
                 .buckets(vec![
                     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                     300.0,
+                ]),
+                &["channel"],
+            )
+            .expect("valid metric"),
+            first_attempt: HistogramVec::new(
+                HistogramOpts::new(
+                    "knowton_alert_notification_latency_seconds",
+                    "From a breaching result's arrival to its alert notification's first delivery attempt.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 ]),
                 &["channel"],
             )
@@ -144,6 +158,7 @@ pub fn render(state: &AppState) -> String {
     engine(state, &mut out);
     let mut families = state.notify.metrics().outcomes.collect();
     families.extend(state.notify.metrics().delay.collect());
+    families.extend(state.notify.metrics().first_attempt.collect());
     families.extend(state.http_metrics.requests.collect());
     families.extend(state.http_metrics.duration.collect());
     // The encoder refuses a family without series (nothing counted yet).

@@ -115,6 +115,7 @@ fn tenant(slug: &str) -> Fixture {
                 subject: "Welcome".into(),
                 sealed_body: "v1.sealed-c".into(),
                 idempotency_key: format!("welcome:{id}"),
+                caused_at: None,
             },
             actor: "test".into(),
         },

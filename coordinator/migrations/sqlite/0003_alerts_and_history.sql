@@ -66,6 +66,10 @@ CREATE TABLE silences (
 );
 CREATE INDEX silences_by_end ON silences (ends_at);
 
+-- When what caused a notification happened (an alert's breaching result
+-- arriving), to measure the time to the first delivery attempt.
+ALTER TABLE outbox ADD COLUMN caused_at TEXT;
+
 -- One row per tenant per minute.
 CREATE TABLE health_rollups (
     tenant_id          TEXT NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,

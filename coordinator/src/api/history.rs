@@ -72,7 +72,7 @@ pub struct HistoryParams {
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct HistoryView {
+pub struct HealthHistoryView {
     pub tenant: String,
     pub start_date: DateTime<Utc>,
     pub end_date: DateTime<Utc>,
@@ -144,7 +144,7 @@ async fn rollups_in(
 /// than 1,440 minutes are downsampled to at most 1,440 points.
 #[utoipa::path(get, path = "/api/v1/monitoring/health/history", tag = "monitoring",
     params(HistoryParams, ("X-Tenant-Slug" = String, Header, description = "The tenant's slug")),
-    responses((status = 200, body = HistoryView), (status = 400, body = ErrorBody),
+    responses((status = 200, body = HealthHistoryView), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn history(
@@ -152,13 +152,13 @@ pub async fn history(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<HistoryParams>,
-) -> Result<Json<HistoryView>, ApiError> {
+) -> Result<Json<HealthHistoryView>, ApiError> {
     let slug = required_scope(&state, &caller, &headers)?;
     let (start, end) = range(&params)?;
     let tenant = state.service.resolve(&slug).await?;
     let bucket = bucket_for(start, end);
     let points = rollups_in(&state, &slug, tenant, start, end).await?;
-    Ok(Json(HistoryView {
+    Ok(Json(HealthHistoryView {
         tenant: slug,
         start_date: start,
         end_date: end,
@@ -572,12 +572,13 @@ pub struct CleanupView {
 /// `30d`, `12h`, `90m`.
 pub fn parse_age(text: &str) -> Option<TimeDelta> {
     let text = text.trim();
-    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    let unit = text.chars().last()?;
+    let number = &text[..text.len() - unit.len_utf8()];
     let n: i64 = number.parse().ok().filter(|n| *n > 0 && *n <= 100_000)?;
     match unit {
-        "d" => TimeDelta::try_days(n),
-        "h" => TimeDelta::try_hours(n),
-        "m" => TimeDelta::try_minutes(n),
+        'd' => TimeDelta::try_days(n),
+        'h' => TimeDelta::try_hours(n),
+        'm' => TimeDelta::try_minutes(n),
         _ => None,
     }
 }
@@ -615,4 +616,32 @@ pub async fn cleanup(
         .map_err(internal)?;
     tracing::info!(before = %before, ?deleted, actor = %caller.actor(), "monitoring data cleaned up");
     Ok(Json(CleanupView { before, deleted }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_parse_and_nonsense_is_refused_without_panicking() {
+        assert_eq!(parse_age("30d"), Some(TimeDelta::days(30)));
+        assert_eq!(parse_age(" 12h "), Some(TimeDelta::hours(12)));
+        assert_eq!(parse_age("90m"), Some(TimeDelta::minutes(90)));
+        for bad in ["", "d", "30", "30y", "-1d", "0h", "\u{80}", "3\u{80}", "1é"] {
+            assert_eq!(parse_age(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn instants_parse_as_dates_timestamps_or_epoch_seconds() {
+        let day: DateTime<Utc> = "2026-11-29T00:00:00Z".parse().unwrap();
+        assert_eq!(parse_instant("f", "2026-11-29", false).unwrap(), day);
+        assert_eq!(
+            parse_instant("f", "2026-11-29", true).unwrap(),
+            day + TimeDelta::days(1),
+            "an end date covers its whole day"
+        );
+        assert_eq!(parse_instant("f", "1795910400", false).unwrap(), day);
+        assert!(parse_instant("f", "2026-02-30", false).is_err());
+    }
 }

@@ -34,7 +34,7 @@ use crate::{notify, provision, store};
         notifications::NotificationView, notifications::NotificationPage, store::DeliveryState,
         alerts::AlertView, alerts::AlertList, alerts::AlertAction, alerts::SilenceRequest,
         alerts::SilenceList, store::Silence, store::AlertState, store::AlertEventRow, store::Rollup,
-        store::CleanupCounts, history::HistoryView, history::DashboardView, history::CheckAllView,
+        store::CleanupCounts, history::HealthHistoryView, history::DashboardView, history::CheckAllView,
         history::ReportView, history::CleanupView, thresholds::ThresholdsView,
         thresholds::ThresholdsRequest,
     )),

@@ -4,12 +4,14 @@
 //! degrades after a while and recovers later.
 //!
 //! # Layout
+//! - `banner`: where everything is, printed once started.
 //! - [`pods`]: simulated tenant pods (real HTTP servers), also used by the tests.
 //! - `scenario`: the demo's tenants, their pods, and the timeline.
 //! - `webhook`: the receiver that logs every alert notification.
 //! - `status`: the status table, read from the REST API.
 //! - [`console`]: where the narrative goes (stdout, or a test's channel).
 
+mod banner;
 pub mod console;
 pub mod pods;
 mod scenario;
@@ -31,7 +33,7 @@ pub use console::Console;
 
 use crate::certs::{self, CertError};
 use crate::config::{ConfigError, ServeArgs, ServeConfig};
-use crate::provision::{ProvisionRequest, ServiceError};
+use crate::provision::ServiceError;
 use crate::server::{self, Running, ServeError};
 
 /// The agent's node name (and certificate identity).
@@ -258,7 +260,7 @@ impl Demo {
     /// Tenants, pods, the agent, the banner, then the timeline and the table.
     async fn populate(&mut self, args: &DemoArgs) -> Result<(), DemoError> {
         let console = self.console.clone();
-        let tenants = provision(&self.coordinator, &console).await?;
+        let tenants = scenario::provision(&self.coordinator.state.service, &console).await?;
         let (pods, shared_ip) = scenario::start_pods().map_err(DemoError::Pods)?;
         let pods = Arc::new(pods);
         self.pods = pods.clone();
@@ -299,7 +301,7 @@ impl Demo {
             seconds(args.interval)
         ));
 
-        self.banner(args).await;
+        self.console.line(banner::render(self, args).await);
         self.tasks.push(tokio::spawn(scenario::run(
             pods,
             args.degrade_after,
@@ -451,85 +453,6 @@ impl Demo {
             }
         }
     }
-
-    /// Where everything is, what to try, and what will happen.
-    async fn banner(&self, args: &DemoArgs) {
-        let api = self.api_url();
-        let webhook_log = self.webhook_log();
-        let token_file = self.dir.join(crate::config::ADMIN_TOKEN_FILE);
-        let metrics = format!("{api}/metrics");
-        // Shown only where this build serves it.
-        let serves_metrics = crate::client::http_client()
-            .get(&metrics)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        let mut b = String::from("\n");
-        let mut row = |name: &str, value: String| b.push_str(&format!("  {name:<13} {value}\n"));
-        row(
-            "REST API",
-            format!("{api}  (admin token in {})", token_file.display()),
-        );
-        if serves_metrics {
-            row("metrics", metrics);
-        }
-        if args.agent_metrics_addr.port() != 0 {
-            row(
-                "agent",
-                format!("http://{}/metrics  (/readyz)", args.agent_metrics_addr),
-            );
-        }
-        row(
-            "webhook log",
-            format!(
-                "{}  (every alert notification, Alertmanager v4 JSON, one per line)",
-                webhook_log.display()
-            ),
-        );
-        row(
-            "database",
-            format!("{}  (SQLite)", self.dir.join("knowton.db").display()),
-        );
-        b.push_str("\n  Tenants and their simulated pods:\n");
-        for t in &self.tenants {
-            let pods: Vec<String> = t
-                .pods
-                .iter()
-                .map(|(name, url)| format!("{name} {url}"))
-                .collect();
-            b.push_str(&format!(
-                "    {:<10} {:<13} {}\n",
-                t.slug,
-                t.plan.as_str(),
-                pods.join(", ")
-            ));
-        }
-        let server = if self.coordinator.http_addr == SocketAddr::from(([127, 0, 0, 1], 8080)) {
-            String::new()
-        } else {
-            format!(" --server {api}")
-        };
-        b.push_str(&format!(
-            "\n  Try, in another terminal:\n    \
-             curl -s -H \"Authorization: Bearer $(cat {token})\" -H 'X-Tenant-Slug: {slug}' {api}/api/v1/monitoring/health\n    \
-             cargo run -q --release -p knowton-coordinator -- tenants list{server} --token-file {token}\n",
-            token = token_file.display(),
-            slug = scenario::DEGRADING,
-        ));
-        let at = |after: Duration| {
-            (chrono::Local::now() + chrono::TimeDelta::from_std(after).unwrap_or_default())
-                .format("%H:%M:%S")
-                .to_string()
-        };
-        b.push_str(&format!(
-            "\n  At {} {} slows down ({:.1} s per answer) and at {} it recovers: watch for ALERT lines.\n  Ctrl-C stops everything.\n",
-            at(args.degrade_after),
-            scenario::DEGRADING,
-            scenario::SLOW.as_secs_f64(),
-            at(args.degrade_after + args.recover_after),
-        ));
-        self.console.line(b);
-    }
 }
 
 /// A fresh `knowton-demo-XXXXXXXX` in the system's temporary directory.
@@ -557,45 +480,6 @@ fn make_certificates(tls: &Path, grpc_ip: IpAddr) -> Result<(), DemoError> {
         certs::agent(tls, NODE).map_err(err)?;
     }
     Ok(())
-}
-
-/// Provisions the demo's tenants (those already there are kept).
-async fn provision(
-    coordinator: &Running,
-    console: &Console,
-) -> Result<Vec<(String, Plan)>, DemoError> {
-    let service = &coordinator.state.service;
-    let mut tenants = Vec::new();
-    for t in scenario::TENANTS {
-        let err = |source| DemoError::Provision {
-            slug: t.slug.to_owned(),
-            source,
-        };
-        let plan = match service.resolve(t.slug).await {
-            Ok(id) => service.get(id).await.map_err(err)?.plan,
-            Err(ServiceError::NotFound(_)) => {
-                let request = ProvisionRequest {
-                    name: t.name.to_owned(),
-                    slug: t.slug.to_owned(),
-                    plan: t.plan,
-                    admin_email: format!("admin@{}.example.com", t.slug),
-                    domain: format!("{}.example.com", t.slug),
-                    features: None,
-                    branding: None,
-                };
-                service.provision(request, "demo").await.map_err(err)?;
-                t.plan
-            }
-            Err(other) => return Err(err(other)),
-        };
-        tenants.push((t.slug.to_owned(), plan));
-    }
-    let names: Vec<String> = tenants
-        .iter()
-        .map(|(slug, plan)| format!("{slug} ({plan})"))
-        .collect();
-    console.event(format!("tenants: {}", names.join(", ")));
-    Ok(tenants)
 }
 
 /// The address to connect to for a listener bound on `addr`.

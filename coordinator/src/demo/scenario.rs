@@ -7,8 +7,10 @@ use std::time::Duration;
 use knowton_common::Plan;
 use tokio::sync::watch;
 
+use super::DemoError;
 use super::console::Console;
 use super::pods::{Behaviour, SimPod};
+use crate::provision::{ProvisionRequest, ServiceError, TenantService};
 
 /// One simulated tenant.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +60,44 @@ pub(super) const TENANTS: [TenantSketch; 5] = [
         users: 4.0,
     },
 ];
+
+/// Provisions the demo's tenants (those already there are kept).
+pub(super) async fn provision(
+    service: &TenantService,
+    console: &Console,
+) -> Result<Vec<(String, Plan)>, DemoError> {
+    let mut tenants = Vec::new();
+    for t in TENANTS {
+        let err = |source| DemoError::Provision {
+            slug: t.slug.to_owned(),
+            source,
+        };
+        let plan = match service.resolve(t.slug).await {
+            Ok(id) => service.get(id).await.map_err(err)?.plan,
+            Err(ServiceError::NotFound(_)) => {
+                let request = ProvisionRequest {
+                    name: t.name.to_owned(),
+                    slug: t.slug.to_owned(),
+                    plan: t.plan,
+                    admin_email: format!("admin@{}.example.com", t.slug),
+                    domain: format!("{}.example.com", t.slug),
+                    features: None,
+                    branding: None,
+                };
+                service.provision(request, "demo").await.map_err(err)?;
+                t.plan
+            }
+            Err(other) => return Err(err(other)),
+        };
+        tenants.push((t.slug.to_owned(), plan));
+    }
+    let names: Vec<String> = tenants
+        .iter()
+        .map(|(slug, plan)| format!("{slug} ({plan})"))
+        .collect();
+    console.event(format!("tenants: {}", names.join(", ")));
+    Ok(tenants)
+}
 
 /// The tenant whose pods slow down, and how slow they get: above the
 /// default response-time warning (1 s), below critical (2 s).

@@ -73,11 +73,16 @@ impl StatusBoard {
                     continue;
                 };
                 match statuses.insert(slug.to_string(), status.clone()) {
+                    // The first evaluation is no news.
+                    Some(before) if before == "unknown" && status == "healthy" => {}
                     Some(before) if before != status => self
                         .console
                         .event(format!("{slug} is now {status} (was {before})")),
                     _ => {}
                 }
+            }
+            if *stop.borrow() {
+                return;
             }
             self.console.line(table(&rows, Utc::now()));
         }

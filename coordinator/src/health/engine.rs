@@ -591,12 +591,14 @@ impl Task {
         let has_new = latest
             .iter()
             .any(|(_, l)| since.is_none_or(|s| l.received_at > s));
+        let results_up_to = latest.iter().map(|(_, l)| l.received_at).max();
         if has_new || fresh.is_empty() || force {
+            // Notifications remember the arrival of the results that caused them.
+            let cause = if has_new { results_up_to } else { None };
             for check in &evaluation.checks {
-                self.observe(&tenant, check, now).await;
+                self.observe(&tenant, check, now, cause).await;
             }
         }
-        let results_up_to = latest.iter().map(|(_, l)| l.received_at).max();
         self.publish(tenant, thresholds, evaluation, now, results_up_to);
     }
 
@@ -606,6 +608,7 @@ impl Task {
         tenant: &Tenant,
         check: &super::evaluate::CheckResult,
         now: DateTime<Utc>,
+        cause: Option<DateTime<Utc>>,
     ) {
         let key = (tenant.id, check.check);
         let slot = self.slots.entry(key).or_default();
@@ -619,7 +622,7 @@ impl Task {
             else {
                 continue;
             };
-            match self.record(tenant, planned, None).await {
+            match self.record(tenant, planned, cause).await {
                 Ok(alert) => {
                     if let Some(slot) = self.slots.get_mut(&key) {
                         slot.alert = (alert.state != AlertState::Resolved).then_some(alert);
@@ -651,16 +654,13 @@ impl Task {
         &mut self,
         tenant: &Tenant,
         planned: alerting::Planned,
-        kind_override: Option<&str>,
+        cause: Option<DateTime<Utc>>,
     ) -> Result<AlertRow, EngineError> {
         let alerting::Planned {
             mut alert,
             mut event,
             notify,
         } = planned;
-        if let Some(kind) = kind_override {
-            event.kind = kind.to_owned();
-        }
         let silenced = self.silenced(tenant.id, &alert.check, event.at);
         let send = match notify {
             Some(AlertStatus::Firing) => !silenced,
@@ -676,6 +676,9 @@ impl Task {
             let channels = self.notify.resolve_channels(tenant).await?;
             let rendered = alerting::event_of(tenant, &alert, status);
             messages = self.notify.plan_alert(&rendered, &channels);
+            for m in &mut messages {
+                m.caused_at = cause;
+            }
         }
         event.notifications = messages.len() as i64;
         let write = AlertWrite {

@@ -70,6 +70,7 @@ pub enum CheckState {
 /// A tenant's overall status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = HealthStatus)]
 pub enum Status {
     /// No agent has reported on the tenant.
     Unknown,

@@ -345,6 +345,7 @@ fn message<T: Serialize>(
         subject: subject.to_owned(),
         sealed_body: seal_body(secrets, id, body),
         idempotency_key,
+        caused_at: None,
     }
 }
 

@@ -291,6 +291,15 @@ impl Worker {
 
     /// One attempt on one claimed row, and its outcome recorded.
     async fn deliver(&self, row: ClaimedMessage) {
+        if row.attempts == 0
+            && let Some(cause) = row.caused_at
+        {
+            self.service
+                .metrics()
+                .first_attempt
+                .with_label_values(&[row.channel.as_str()])
+                .observe((now() - cause).as_seconds_f64().max(0.0));
+        }
         let timeout = self.service.settings().timeout;
         let attempt = tokio::time::timeout(timeout + Duration::from_secs(5), self.attempt(&row))
             .await

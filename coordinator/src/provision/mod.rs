@@ -534,6 +534,7 @@ pub fn prepare(
             &outbox_context(message_id),
         ),
         idempotency_key: format!("welcome:{id}"),
+        caused_at: None,
     };
     let tenant = Tenant {
         id,

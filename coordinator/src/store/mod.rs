@@ -153,6 +153,9 @@ pub struct OutboxMessage {
     pub sealed_body: String,
     /// Unique; receivers see it and may deduplicate on it.
     pub idempotency_key: String,
+    /// When what caused it happened (for alerts: the breaching result's
+    /// arrival), if known.
+    pub caused_at: Option<DateTime<Utc>>,
 }
 
 /// Where an outbox row is in its delivery.
@@ -229,6 +232,7 @@ pub struct ClaimedMessage {
     pub attempts: i64,
     pub created_at: DateTime<Utc>,
     pub last_error: Option<String>,
+    pub caused_at: Option<DateTime<Utc>>,
 }
 
 /// What became of a delivery attempt.

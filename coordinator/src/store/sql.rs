@@ -145,8 +145,8 @@ macro_rules! sql_store {
             ) -> Result<()> {
                 sqlx::query(
                     "INSERT INTO outbox (id, tenant_id, kind, channel, recipient, subject, \
-                     sealed_body, idempotency_key, created_at, next_attempt_at, state) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 'pending')",
+                     sealed_body, idempotency_key, created_at, next_attempt_at, state, caused_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, 'pending', $10)",
                 )
                 .bind(m.id.to_string())
                 .bind(tenant)
@@ -157,6 +157,7 @@ macro_rules! sql_store {
                 .bind(&m.sealed_body)
                 .bind(&m.idempotency_key)
                 .bind(at)
+                .bind(m.caused_at)
                 .execute(&mut **tx)
                 .await?;
                 Ok(())
@@ -770,7 +771,7 @@ macro_rules! sql_store {
                     ") UPDATE outbox SET claimed_until = $3 \
                      WHERE state = 'pending' AND id IN (SELECT id FROM due) \
                      RETURNING id, tenant_id, kind, channel, recipient, subject, sealed_body, \
-                     idempotency_key, attempts, created_at, last_error"
+                     idempotency_key, attempts, created_at, last_error, caused_at"
                 ))
                 .bind(channel)
                 .bind(now)
@@ -792,6 +793,7 @@ macro_rules! sql_store {
                             attempts: row.try_get("attempts")?,
                             created_at: row.try_get("created_at")?,
                             last_error: row.try_get("last_error")?,
+                            caused_at: row.try_get("caused_at")?,
                         })
                     })
                     .collect()
