@@ -125,6 +125,8 @@ async fn probe_loop(
     // Start at a random point of the first interval, so agents do not probe in step.
     let mut interval = interval_of(&instructions.borrow());
     let mut next = Instant::now() + interval.mul_f64(rand::rng().random_range(0.0..0.1));
+    // The last storage read, for results sent before this round's arrives.
+    let mut last_volumes: Option<Volumes> = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(next) => {}
@@ -157,36 +159,20 @@ async fn probe_loop(
                 _ => None,
             }
         };
-        let (mut results, volumes) = tokio::join!(
-            probe_all(&prober, round, args.concurrency, &metrics),
-            volumes
-        );
-        if let Some(volumes) = volumes {
-            volumes.fill(&mut results);
-        }
         let node = sampler.as_mut().map(NodeSampler::sample);
-        let mut chunks = results.chunks(BATCH_RESULTS).peekable();
-        if chunks.peek().is_none() {
-            if rounds
-                .send(Round {
-                    results: Vec::new(),
-                    node,
-                })
-                .await
-                .is_err()
-            {
-                return;
-            }
-        } else {
-            for (i, chunk) in chunks.enumerate() {
-                let round = Round {
-                    results: chunk.to_vec(),
-                    node: if i == 0 { node } else { None },
-                };
-                if rounds.send(round).await.is_err() {
-                    return;
-                }
-            }
+        let sent = probe_round(
+            &prober,
+            round,
+            args.concurrency,
+            volumes,
+            &mut last_volumes,
+            node,
+            &rounds,
+            &metrics,
+        )
+        .await;
+        if !sent {
+            return;
         }
         metrics.rounds.inc();
         next += interval;
@@ -215,13 +201,26 @@ async fn round_volumes(
     }
 }
 
-/// Probes every target, at most `concurrency` at a time.
-async fn probe_all(
+/// Results wait at most this long for others to share their batch: a slow
+/// pod does not hold back the rest of the round (nor a failure its alert).
+const FLUSH_AFTER: Duration = Duration::from_millis(100);
+
+/// Probes every target, at most `concurrency` at a time, and hands the
+/// results to the stream as they come: a batch leaves [`FLUSH_AFTER`] after
+/// its first result (or when it is full, or the round is over). Storage
+/// comes from this round's kubelet summary once read, and from the
+/// previous one until then. Returns false when the stream is gone.
+#[allow(clippy::too_many_arguments)]
+async fn probe_round(
     prober: &Arc<Prober>,
     targets: Vec<Target>,
     concurrency: usize,
+    volumes: impl Future<Output = Option<Volumes>>,
+    last_volumes: &mut Option<Volumes>,
+    node: Option<knowton_proto::agent::v1::NodeMetrics>,
+    rounds: &mpsc::Sender<Round>,
     metrics: &AgentMetrics,
-) -> Vec<PodResult> {
+) -> bool {
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = JoinSet::new();
     for target in targets {
@@ -234,17 +233,65 @@ async fn probe_all(
             prober.probe(&target).await
         });
     }
-    let mut results = Vec::with_capacity(tasks.len());
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(result) => {
-                count(metrics, &result);
-                results.push(result);
+    tokio::pin!(volumes);
+    let mut volumes_pending = true;
+    let mut node = node;
+    let mut pending: Vec<PodResult> = Vec::new();
+    let mut flush_at: Option<Instant> = None;
+    let mut sent_any = false;
+    loop {
+        let done = tasks.is_empty();
+        if done && !volumes_pending {
+            break;
+        }
+        tokio::select! {
+            joined = tasks.join_next(), if !done => match joined {
+                Some(Ok(result)) => {
+                    count(metrics, &result);
+                    pending.push(result);
+                    flush_at.get_or_insert_with(|| Instant::now() + FLUSH_AFTER);
+                }
+                Some(Err(err)) => tracing::error!(error = %err, "a probe task failed"),
+                None => {}
+            },
+            read = &mut volumes, if volumes_pending => {
+                volumes_pending = false;
+                if read.is_some() {
+                    *last_volumes = read;
+                }
             }
-            Err(err) => tracing::error!(error = %err, "a probe task failed"),
+            () = async {
+                match flush_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+        let due = flush_at.is_some_and(|at| Instant::now() >= at);
+        if (due || pending.len() >= BATCH_RESULTS || tasks.is_empty()) && !pending.is_empty() {
+            if let Some(volumes) = last_volumes.as_ref() {
+                volumes.fill(&mut pending);
+            }
+            let round = Round {
+                results: std::mem::take(&mut pending),
+                node: node.take(),
+            };
+            flush_at = None;
+            sent_any = true;
+            if rounds.send(round).await.is_err() {
+                return false;
+            }
         }
     }
-    results
+    if !sent_any {
+        // An empty round still carries the node's metrics.
+        let round = Round {
+            results: Vec::new(),
+            node,
+        };
+        return rounds.send(round).await.is_ok();
+    }
+    true
 }
 
 fn count(metrics: &AgentMetrics, result: &PodResult) {

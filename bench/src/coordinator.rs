@@ -123,6 +123,17 @@ impl BenchCoordinator {
     /// Creates certificates and starts the coordinator; returns once it
     /// answers `/readyz`. Call from within a tokio runtime.
     pub async fn start(launch: &Launch) -> anyhow::Result<Self> {
+        Self::start_with_env(launch, &[]).await
+    }
+
+    /// [`Self::start`] with `serve` settings given as environment variables
+    /// (each flag has one, e.g. `KNOWTON_NOTIFY_WEBHOOK`); the coordinator
+    /// must then be a process of its own.
+    pub async fn start_with_env(launch: &Launch, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            env.is_empty() || matches!(launch, Launch::Process(_)),
+            "settings through the environment need the coordinator as a process"
+        );
         knowton_coordinator::client::install_crypto_provider();
         let dir = tempfile::Builder::new()
             .prefix("knowton-bench-")
@@ -152,6 +163,7 @@ impl BenchCoordinator {
                 &B64.encode(key),
                 &admin_token,
                 dir.path(),
+                env,
             )?),
             Launch::InProcess { threads } => {
                 args.secret_key = Some(B64.encode(key));
@@ -356,6 +368,7 @@ fn spawn(
     secret_key: &str,
     admin_token: &str,
     dir: &Path,
+    env: &[(&str, String)],
 ) -> anyhow::Result<Child> {
     let log = std::fs::File::create(dir.join("coordinator.log"))?;
     let tls_dir = args.tls_dir.as_ref().expect("set above");
@@ -369,6 +382,7 @@ fn spawn(
         // Secrets through the environment, out of `ps`.
         .env("KNOWTON_SECRET_KEY", secret_key)
         .env("KNOWTON_ADMIN_TOKEN", admin_token)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env(
             "RUST_LOG",
             std::env::var("KNOWTON_BENCH_COORDINATOR_LOG").unwrap_or_else(|_| "info".into()),

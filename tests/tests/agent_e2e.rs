@@ -301,3 +301,70 @@ async fn a_full_buffer_drops_the_oldest_results_and_counts_them() {
         "the oldest batches were the ones dropped"
     );
 }
+
+/// A slow pod does not hold back the results of the others probed in the
+/// same round: they reach the coordinator while it is still being probed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_pod_does_not_hold_back_the_other_results() {
+    let tls = tempfile::tempdir().unwrap();
+    certs::init(tls.path(), &[], false).unwrap();
+    certs::agent(tls.path(), "node-a").unwrap();
+    let kt = TestCoordinator::start_with_agents(Db::Sqlite, tls.path()).await;
+    kt.provision("acme", "professional").await;
+    let fast = SimPod::start(Ipv4Addr::new(127, 0, 0, 2), 0);
+    let slow = SimPod::start(Ipv4Addr::new(127, 0, 0, 3), 0);
+    let targets = tls.path().join("targets.yaml");
+    std::fs::write(
+        &targets,
+        format!(
+            "- {{tenant: acme, pod: acme-backend-0, url: '{}'}}\n\
+             - {{tenant: acme, pod: acme-backend-1, url: '{}'}}\n",
+            fast.url(),
+            slow.url()
+        ),
+    )
+    .unwrap();
+    let mut args = agent_args(&kt, tls.path(), &targets);
+    args.timeout = Duration::from_secs(10);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(knowton_agent::run::run(args, async {
+        let _ = stopped.await;
+    }));
+    pod_where(&kt, "acme-backend-1", "a first result", |p| {
+        p["liveness"]["ok"] == true
+    })
+    .await;
+
+    slow.set(Behaviour::Slow(Duration::from_secs(3))).await;
+    let slowed_at = chrono::Utc::now();
+    let time = |v: &Value| v.as_str()?.parse::<chrono::DateTime<chrono::Utc>>().ok();
+    // A result of the fast pod probed after the slowdown…
+    let fresh = pod_where(
+        &kt,
+        "acme-backend-0",
+        "a result probed after the slowdown",
+        |p| time(&p["observedAt"]).is_some_and(|t| t > slowed_at),
+    )
+    .await;
+    // …arrives while the slow pod's probe of that round is still running:
+    // the slow pod still shows its last quick answer.
+    let pods = health(&kt, "acme").await["pods"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let lagging = pods.iter().find(|p| p["pod"] == "acme-backend-1").unwrap();
+    assert!(
+        lagging["apiHealth"]["latencyMs"].as_f64().unwrap() < 1000.0,
+        "the fast pod's result ({fresh}) waited for the slow one ({lagging})"
+    );
+    // And the slow pod's answer comes in its own time.
+    pod_where(&kt, "acme-backend-1", "the slow answer", |p| {
+        p["apiHealth"]["latencyMs"]
+            .as_f64()
+            .is_some_and(|ms| ms >= 3000.0)
+    })
+    .await;
+
+    stop.send(()).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(15), agent).await;
+}

@@ -113,8 +113,10 @@ pub fn plan(
             a.state = AlertState::Resolved;
             a.resolved_at = Some(now);
             a.resolved_by = Some("auto".to_owned());
+            // The measurement that resolved it, consistent in summary and value.
             if check.value.is_some() {
                 a.value = describe(check, Severity::Warning).0;
+                a.summary = check.summary.clone();
             }
             (a, "resolved", Some(AlertStatus::Resolved))
         }
