@@ -217,6 +217,9 @@ pub enum ReportCommand {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
+    /// Also e-mail it to the operators (`serve --notify-email`), once per day.
+    #[arg(long)]
+    pub email: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }

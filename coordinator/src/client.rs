@@ -338,13 +338,24 @@ pub async fn check_all(args: CheckAllArgs) -> anyhow::Result<()> {
 
 pub async fn report_daily(args: ReportArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.client)?;
-    let view: Value = api
-        .call(
+    let view: Value = if args.email {
+        let sent: Value = api
+            .call(
+                Method::POST,
+                "/api/v1/monitoring/report/send?hours=24",
+                None::<&()>,
+            )
+            .await?;
+        eprintln!("e-mailed to {} operator addresses", sent["emailed"]);
+        sent["report"].clone()
+    } else {
+        api.call(
             Method::GET,
             "/api/v1/monitoring/report?hours=24",
             None::<&()>,
         )
-        .await?;
+        .await?
+    };
     if api.json() {
         print_json(&view);
         return Ok(());

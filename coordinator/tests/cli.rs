@@ -205,6 +205,36 @@ fn serve_provision_get_and_stop() {
         text(&out.stderr)
     );
 
+    // The monitoring commands the CronJobs run.
+    let out = cli(dir, &url, &["check-all", "--timeout-seconds", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let checked = text(&out.stdout);
+    assert!(checked.contains("0 of 0 agents answered"), "{checked}");
+    assert!(
+        checked.contains("acme") && checked.contains("unknown"),
+        "{checked}"
+    );
+    let out = cli(dir, &url, &["report", "daily"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("TENANT") && report.contains("acme"),
+        "{report}"
+    );
+    let out = cli(dir, &url, &["report", "daily", "--output", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tenants"][0]["tenant"], "acme");
+    let out = cli(dir, &url, &["cleanup", "--older-than", "30d"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Deleted data older than"));
+    let out = cli(dir, &url, &["cleanup", "--older-than", "30y"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("olderThan"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = cli(dir, &url, &["deprovision", "acme"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("data kept until"));

@@ -15,6 +15,7 @@ on_every_db!(
     alert_email_arrives_over_implicit_tls,
     email_waits_for_an_smtp_server_and_goes_out_once_after_restart,
     required_starttls_never_sends_in_the_clear,
+    the_daily_report_is_emailed_to_operators_once_a_day,
 );
 
 const FROM: &str = "KnowTon <noreply@knowton.example.com>";
@@ -183,4 +184,54 @@ async fn required_starttls_never_sends_in_the_clear(db: Db) {
     let error = row["lastError"].as_str().unwrap();
     assert!(error.to_ascii_lowercase().contains("tls"), "{error}");
     assert!(smtp.messages().is_empty(), "nothing was sent unencrypted");
+}
+
+async fn the_daily_report_is_emailed_to_operators_once_a_day(db: Db) {
+    let smtp = TestSmtp::start(SmtpTls::StartTlsRequired, false).await;
+    let kt = TestCoordinator::start_and(db, |a| {
+        use_smtp(a, &smtp);
+        a.notify.notify_email = vec![
+            "ops@knowton.example.com".into(),
+            "oncall@knowton.example.com".into(),
+        ];
+    })
+    .await;
+    kt.provision("acme", "basic").await;
+    let sent = kt
+        .admin(
+            reqwest::Method::POST,
+            "/api/v1/monitoring/report/send",
+            None,
+        )
+        .await;
+    assert_eq!(sent.status, reqwest::StatusCode::OK, "{}", sent.body);
+    assert_eq!(sent.body["emailed"], 2);
+    assert_eq!(sent.body["report"]["tenants"][0]["tenant"], "acme");
+    let subject = eventually(Duration::from_secs(20), "the report e-mails", || async {
+        let mails: Vec<ReceivedMail> = smtp
+            .messages()
+            .into_iter()
+            .filter(|m| {
+                m.header("Subject")
+                    .is_some_and(|s| s.starts_with("KnowTon tenant health"))
+            })
+            .collect();
+        (mails.len() == 2).then(|| mails[0].header("Subject").unwrap().to_owned())
+    })
+    .await;
+    let mail = mail_with_subject(&smtp, &subject).await;
+    assert!(mail.part("text/plain").unwrap().contains("acme"));
+    assert!(mail.part("text/html").unwrap().contains("<td>acme</td>"));
+
+    // A second run the same day (a retried cron job) sends nothing more.
+    let again = kt
+        .admin(
+            reqwest::Method::POST,
+            "/api/v1/monitoring/report/send",
+            None,
+        )
+        .await;
+    assert_eq!(again.status, reqwest::StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["emailed"], 0);
+    kt.stop().await;
 }

@@ -554,6 +554,105 @@ pub(super) async fn build_report(state: &AppState, hours: i64) -> Result<ReportV
     Ok(ReportView { from, to, tenants })
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportSent {
+    pub report: ReportView,
+    /// E-mails enqueued (one per operator address; 0 when none is
+    /// configured or this day's report was already sent).
+    pub emailed: usize,
+}
+
+/// The daily report as an e-mail: a text table and the same in HTML.
+fn report_email(report: &ReportView) -> (String, crate::provision::welcome::EmailBody) {
+    use crate::provision::welcome::escape;
+    let subject = format!(
+        "KnowTon tenant health {} to {}",
+        report.from.format("%Y-%m-%d %H:%M"),
+        report.to.format("%Y-%m-%d %H:%M UTC")
+    );
+    let rows: Vec<[String; 6]> = report
+        .tenants
+        .iter()
+        .map(|t| {
+            [
+                t.tenant.clone(),
+                t.status.as_str().to_owned(),
+                t.availability
+                    .map_or_else(|| "-".to_owned(), |a| format!("{:.3}%", a * 100.0)),
+                t.latency_p95_ms
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.0} ms")),
+                t.alerts_opened.to_string(),
+                t.alerts_open.to_string(),
+            ]
+        })
+        .collect();
+    let head = [
+        "tenant",
+        "status",
+        "availability",
+        "p95",
+        "alerts opened",
+        "open",
+    ];
+    let mut text = format!("{subject}\n\n");
+    let line = |cells: &[String]| {
+        format!(
+            "{:<24} {:<9} {:>12} {:>9} {:>13} {:>5}\n",
+            cells[0], cells[1], cells[2], cells[3], cells[4], cells[5]
+        )
+    };
+    text.push_str(&line(&head.map(str::to_owned)));
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html><body>\n<h2>{}</h2>\n<table>\n<tr>{}</tr>\n",
+        escape(&subject),
+        head.iter()
+            .map(|h| format!("<th align=\"left\">{h}</th>"))
+            .collect::<String>()
+    );
+    for row in &rows {
+        text.push_str(&line(row));
+        html.push_str(&format!(
+            "<tr>{}</tr>\n",
+            row.iter()
+                .map(|c| format!("<td>{}</td>", escape(c)))
+                .collect::<String>()
+        ));
+    }
+    html.push_str("</table>\n</body></html>\n");
+    (subject, crate::provision::welcome::EmailBody { text, html })
+}
+
+/// Build the report and e-mail it to the operators (`--notify-email`)
+/// through the outbox. The 24-hour report is sent once per day (its
+/// idempotency key is the day), so a repeated cron run sends nothing
+/// twice. Admin only.
+#[utoipa::path(post, path = "/api/v1/monitoring/report/send", tag = "monitoring",
+    params(ReportParams),
+    responses((status = 200, body = ReportSent), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn send_report(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(params): ApiQuery<ReportParams>,
+) -> Result<Json<ReportSent>, ApiError> {
+    caller.require_admin()?;
+    let hours = params.hours.unwrap_or(24);
+    if !(1..=744).contains(&hours) {
+        return Err(ApiError::invalid("hours", "must be between 1 and 744"));
+    }
+    let report = build_report(&state, hours).await?;
+    let key = if hours == 24 {
+        format!("report:daily:{}", report.to.format("%Y-%m-%d"))
+    } else {
+        format!("report:{hours}h:{}", report.to.format("%Y-%m-%dT%H:%M"))
+    };
+    let (subject, body) = report_email(&report);
+    let emailed = state.notify.email_operators(&key, &subject, &body).await?;
+    Ok(Json(ReportSent { report, emailed }))
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]

@@ -126,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .route("/monitoring/dashboard", get(history::dashboard))
         .route("/monitoring/check-all", post(history::check_all))
         .route("/monitoring/report", get(history::report))
+        .route("/monitoring/report/send", post(history::send_report))
         .route("/monitoring/cleanup", post(history::cleanup))
         .route("/monitoring/alerts", get(alerts::list))
         .route("/monitoring/alerts/{id}", get(alerts::get))

@@ -329,6 +329,39 @@ impl NotifyService {
         ))
     }
 
+    /// Sends an e-mail to the operators' addresses (`--notify-email`)
+    /// through the outbox; returns how many were enqueued (0 without any).
+    /// `key` makes it idempotent: the same key is not sent twice.
+    pub async fn email_operators(
+        &self,
+        key: &str,
+        subject: &str,
+        body: &crate::provision::welcome::EmailBody,
+    ) -> Result<usize, NotifyError> {
+        let messages = render::plan_operator_email(
+            key,
+            subject,
+            body,
+            &self.settings.global.emails,
+            &self.secrets,
+        );
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        match self.store.enqueue(None, "report", &messages).await {
+            Ok(()) => {}
+            // Already enqueued under this key: nothing more to send.
+            Err(crate::store::StoreError::Query(sqlx::Error::Database(db)))
+                if db.is_unique_violation() =>
+            {
+                return Ok(0);
+            }
+            Err(err) => return Err(err.into()),
+        }
+        self.wakeup.poke();
+        Ok(messages.len())
+    }
+
     /// The outbox rows of one alert transition (see [`render::plan_alert`]).
     pub fn plan_alert(
         &self,

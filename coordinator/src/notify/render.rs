@@ -349,6 +349,24 @@ fn message<T: Serialize>(
     }
 }
 
+/// The outbox rows of an operators' e-mail (the daily report): one per
+/// address, with the idempotency key `<key>:email:<address>`.
+pub fn plan_operator_email(
+    key: &str,
+    subject: &str,
+    body: &EmailBody,
+    recipients: &[String],
+    secrets: &SecretBox,
+) -> Vec<OutboxMessage> {
+    recipients
+        .iter()
+        .map(|email| {
+            let key = format!("{key}:{EMAIL}:{}", email.to_ascii_lowercase());
+            message(EMAIL, email.clone(), subject, key, body, secrets)
+        })
+        .collect()
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
