@@ -20,8 +20,9 @@ use tokio::time::Instant;
 
 use crate::api::AppState;
 use crate::health::engine::{TRANSITION_KINDS, state_value};
-use crate::health::{Check, CheckState, Status};
+use crate::health::{Check, Status, TenantHealth};
 use crate::ingest::Counters;
+use knowton_common::thresholds::Thresholds;
 
 /// Delivery outcomes of notifications, by channel.
 #[derive(Debug, Clone)]
@@ -192,251 +193,241 @@ const RATIO_CHECKS: [Check; 6] = [
     Check::ErrorRate,
 ];
 
-fn tenants(state: &AppState, out: &mut String) {
-    let Some(engine) = &state.engine else { return };
-    let all = engine.tenants();
-    let labels: Vec<(String, &crate::health::TenantHealth)> = all
-        .iter()
-        .map(|h| {
-            (
-                format!(
-                    "tenant=\"{}\",plan=\"{}\"",
-                    esc(&h.tenant.slug),
-                    h.tenant.plan.as_str()
-                ),
-                h.as_ref(),
-            )
-        })
-        .collect();
-
-    family(
-        out,
+/// The per-tenant families: name, type, help. A tenant's lines of each are
+/// rendered once per evaluation ([`tenant_lines`]), so a scrape only
+/// concatenates them.
+const TENANT_FAMILIES: [(&str, &str, &str); 12] = [
+    (
         "knowton_tenant_status",
         "gauge",
-        "Tenant status: -1 unknown, 0 healthy, 1 warning, 2 critical, 3 down.",
-    );
-    for (l, h) in &labels {
-        let _ = writeln!(
-            out,
-            "knowton_tenant_status{{{l}}} {}",
-            status_code(h.evaluation.status)
-        );
-    }
-    family(
-        out,
+        "Tenant status: -1 unknown, 0 healthy, 1 warning, 2 critical, 3 down; the plan label is here only (join on tenant).",
+    ),
+    (
         "knowton_tenant_pods",
         "gauge",
         "Tenant pods with a fresh result.",
-    );
-    for (l, h) in &labels {
-        let _ = writeln!(out, "knowton_tenant_pods{{{l}}} {}", h.evaluation.pods);
-    }
-    family(
-        out,
+    ),
+    (
         "knowton_tenant_pods_up",
         "gauge",
         "Tenant pods whose liveness probe succeeds.",
-    );
-    for (l, h) in &labels {
-        let _ = writeln!(
-            out,
-            "knowton_tenant_pods_up{{{l}}} {}",
-            h.evaluation.pods_up
-        );
-    }
-    family(
-        out,
+    ),
+    (
         "knowton_tenant_check_state",
         "gauge",
         "Each check's state: -1 unknown, 0 ok, 1 warning, 2 critical.",
-    );
-    for (l, h) in &labels {
-        for c in &h.evaluation.checks {
-            let _ = writeln!(
-                out,
-                "knowton_tenant_check_state{{{l},check=\"{}\"}} {}",
-                c.check.as_str(),
-                state_value(c.state)
-            );
-        }
-    }
-    family(
-        out,
+    ),
+    (
         "knowton_tenant_check_ratio",
         "gauge",
         "Measured value of share checks (0-1): of the plan's limit (storage, users, api_rate), of responses (error_rate), of pods (database, api_health).",
-    );
-    for (l, h) in &labels {
-        for c in &h.evaluation.checks {
-            if let (true, Some(v)) = (RATIO_CHECKS.contains(&c.check), c.value) {
-                let _ = writeln!(
-                    out,
-                    "knowton_tenant_check_ratio{{{l},check=\"{}\"}} {}",
-                    c.check.as_str(),
-                    v / 100.0
-                );
-            }
-        }
-    }
-    family(
-        out,
+    ),
+    (
         "knowton_tenant_check_threshold_ratio",
         "gauge",
-        "Warning and critical thresholds of share checks (0-1).",
-    );
-    for (l, h) in &labels {
-        for c in &h.evaluation.checks {
-            if !RATIO_CHECKS.contains(&c.check) {
-                continue;
-            }
-            for (severity, level) in [("warning", c.warning), ("critical", c.critical)] {
-                if let Some(level) = level {
-                    let _ = writeln!(
-                        out,
-                        "knowton_tenant_check_threshold_ratio{{{l},check=\"{}\",severity=\"{severity}\"}} {}",
-                        c.check.as_str(),
-                        level / 100.0
-                    );
-                }
-            }
-        }
-    }
-    family(
-        out,
+        "Thresholds of share checks (0-1) for tenants with their own; the others use knowton_check_threshold_default_ratio.",
+    ),
+    (
         "knowton_tenant_response_time_seconds",
         "gauge",
         "API response time of the tenant's slowest pod.",
+    ),
+    (
+        "knowton_tenant_users",
+        "gauge",
+        "Users the tenant's pods report (limit: knowton_plan_users_limit).",
+    ),
+    (
+        "knowton_tenant_storage_used_bytes",
+        "gauge",
+        "Volume usage of the tenant's fullest pod (limit: knowton_plan_storage_limit_bytes).",
+    ),
+    (
+        "knowton_tenant_api_requests_per_second",
+        "gauge",
+        "Request rate of the tenant's pods added up (limit: knowton_plan_api_rate_limit_requests_per_second).",
+    ),
+    (
+        "knowton_tenant_open_alerts",
+        "gauge",
+        "Open alerts by severity.",
+    ),
+    (
+        "knowton_tenant_response_time_threshold_seconds",
+        "gauge",
+        "Response-time thresholds of tenants with their own; the others use knowton_response_time_threshold_default_seconds.",
+    ),
+];
+
+/// A tenant's lines of each of [`TENANT_FAMILIES`], in that order.
+pub type TenantLines = Vec<String>;
+
+/// Renders a tenant's lines of every per-tenant family.
+pub fn tenant_lines(h: &TenantHealth) -> TenantLines {
+    let mut f: Vec<String> = vec![String::new(); TENANT_FAMILIES.len()];
+    let l = format!("tenant=\"{}\"", esc(&h.tenant.slug));
+    let e = &h.evaluation;
+    let _ = writeln!(
+        f[0],
+        "knowton_tenant_status{{{l},plan=\"{}\"}} {}",
+        h.tenant.plan.as_str(),
+        status_code(e.status)
     );
-    for (l, h) in &labels {
-        if let Some(v) = response_time(h).and_then(|c| c.value) {
+    let _ = writeln!(f[1], "knowton_tenant_pods{{{l}}} {}", e.pods);
+    let _ = writeln!(f[2], "knowton_tenant_pods_up{{{l}}} {}", e.pods_up);
+    let own = h.thresholds != Thresholds::default();
+    for c in &e.checks {
+        let check = c.check.as_str();
+        let _ = writeln!(
+            f[3],
+            "knowton_tenant_check_state{{{l},check=\"{check}\"}} {}",
+            state_value(c.state)
+        );
+        if RATIO_CHECKS.contains(&c.check) {
+            if let Some(v) = c.value {
+                let _ = writeln!(
+                    f[4],
+                    "knowton_tenant_check_ratio{{{l},check=\"{check}\"}} {}",
+                    v / 100.0
+                );
+            }
+            if own {
+                for (severity, level) in [("warning", c.warning), ("critical", c.critical)] {
+                    if let Some(level) = level {
+                        let _ = writeln!(
+                            f[5],
+                            "knowton_tenant_check_threshold_ratio{{{l},check=\"{check}\",severity=\"{severity}\"}} {}",
+                            level / 100.0
+                        );
+                    }
+                }
+            }
+        } else if let (Check::ResponseTime, Some(ms)) = (c.check, c.value) {
             let _ = writeln!(
-                out,
+                f[6],
                 "knowton_tenant_response_time_seconds{{{l}}} {}",
-                v / 1000.0
+                ms / 1000.0
             );
         }
     }
-    family(
-        out,
-        "knowton_tenant_response_time_threshold_seconds",
-        "gauge",
-        "Warning and critical thresholds of the response time.",
-    );
-    for (l, h) in &labels {
+    if let Some(users) = e.users {
+        let _ = writeln!(f[7], "knowton_tenant_users{{{l}}} {users}");
+    }
+    if let Some(bytes) = h.current_minute.as_ref().and_then(|m| m.storage_bytes) {
+        let _ = writeln!(f[8], "knowton_tenant_storage_used_bytes{{{l}}} {bytes}");
+    }
+    if let Some(rpm) = e.requests_per_minute {
+        let _ = writeln!(
+            f[9],
+            "knowton_tenant_api_requests_per_second{{{l}}} {}",
+            rpm / 60.0
+        );
+    }
+    if own {
         let t = h.thresholds.response_time_ms;
         for (severity, ms) in [("warning", t.warning), ("critical", t.critical)] {
             let _ = writeln!(
-                out,
+                f[11],
                 "knowton_tenant_response_time_threshold_seconds{{{l},severity=\"{severity}\"}} {}",
                 ms / 1000.0
             );
         }
     }
-    usage(out, &labels);
-    family(
-        out,
-        "knowton_tenant_open_alerts",
-        "gauge",
-        "Open alerts by severity.",
-    );
-    for (l, h) in &labels {
-        for severity in ["warning", "critical"] {
-            let n = h
-                .open_alerts
-                .iter()
-                .filter(|a| a.severity == severity)
-                .count();
-            let _ = writeln!(
-                out,
-                "knowton_tenant_open_alerts{{{l},severity=\"{severity}\"}} {n}"
-            );
-        }
+    for severity in ["warning", "critical"] {
+        let n = h
+            .open_alerts
+            .iter()
+            .filter(|a| a.severity == severity)
+            .count();
+        let _ = writeln!(
+            f[10],
+            "knowton_tenant_open_alerts{{{l},severity=\"{severity}\"}} {n}"
+        );
     }
+    f
 }
 
-fn response_time(h: &crate::health::TenantHealth) -> Option<&crate::health::CheckResult> {
-    h.evaluation
-        .checks
+fn tenants(state: &AppState, out: &mut String) {
+    let Some(engine) = &state.engine else { return };
+    let all = engine.tenants();
+    let size: usize = all
         .iter()
-        .find(|c| c.check == Check::ResponseTime && c.state != CheckState::Unknown)
+        .flat_map(|h| h.metrics_lines.iter().map(String::len))
+        .sum();
+    out.reserve(size + 16 * 1024);
+    for (i, (name, kind, help)) in TENANT_FAMILIES.iter().enumerate() {
+        family(out, name, kind, help);
+        for h in &all {
+            if let Some(lines) = h.metrics_lines.get(i) {
+                out.push_str(lines);
+            }
+        }
+    }
+    defaults_and_plans(out);
 }
 
-fn usage(out: &mut String, labels: &[(String, &crate::health::TenantHealth)]) {
+/// The default thresholds, and each plan's limits.
+fn defaults_and_plans(out: &mut String) {
+    let t = Thresholds::default();
     family(
         out,
-        "knowton_tenant_users",
+        "knowton_check_threshold_default_ratio",
         "gauge",
-        "Users the tenant's pods report.",
+        "Default thresholds of share checks (0-1), for tenants without their own.",
     );
-    for (l, h) in labels {
-        if let Some(users) = h.evaluation.users {
-            let _ = writeln!(out, "knowton_tenant_users{{{l}}} {users}");
-        }
-    }
-    family(
-        out,
-        "knowton_tenant_users_limit",
-        "gauge",
-        "Users the tenant's plan allows.",
-    );
-    for (l, h) in labels {
-        let _ = writeln!(
-            out,
-            "knowton_tenant_users_limit{{{l}}} {}",
-            h.tenant.plan.limits().max_users
-        );
-    }
-    family(
-        out,
-        "knowton_tenant_storage_used_bytes",
-        "gauge",
-        "Volume usage of the tenant's fullest pod.",
-    );
-    for (l, h) in labels {
-        if let Some(bytes) = h.current_minute.as_ref().and_then(|m| m.storage_bytes) {
-            let _ = writeln!(out, "knowton_tenant_storage_used_bytes{{{l}}} {bytes}");
-        }
-    }
-    family(
-        out,
-        "knowton_tenant_storage_limit_bytes",
-        "gauge",
-        "Storage the tenant's plan allows.",
-    );
-    for (l, h) in labels {
-        let _ = writeln!(
-            out,
-            "knowton_tenant_storage_limit_bytes{{{l}}} {}",
-            h.tenant.plan.limits().storage_bytes
-        );
-    }
-    family(
-        out,
-        "knowton_tenant_api_requests_per_second",
-        "gauge",
-        "Request rate of the tenant's pods added up.",
-    );
-    for (l, h) in labels {
-        if let Some(rpm) = h.evaluation.requests_per_minute {
+    for (check, level) in [
+        (Check::Storage, t.storage_percent),
+        (Check::Users, t.users_percent),
+        (Check::ApiRate, t.api_rate_percent),
+        (Check::ErrorRate, t.error_rate_percent),
+    ] {
+        for (severity, v) in [("warning", level.warning), ("critical", level.critical)] {
             let _ = writeln!(
                 out,
-                "knowton_tenant_api_requests_per_second{{{l}}} {}",
-                rpm / 60.0
+                "knowton_check_threshold_default_ratio{{check=\"{}\",severity=\"{severity}\"}} {}",
+                check.as_str(),
+                v / 100.0
             );
         }
     }
     family(
         out,
-        "knowton_tenant_api_rate_limit_requests_per_second",
+        "knowton_response_time_threshold_default_seconds",
         "gauge",
-        "Request rate the tenant's plan allows.",
+        "Default response-time thresholds, for tenants without their own.",
     );
-    for (l, h) in labels {
+    for (severity, ms) in [
+        ("warning", t.response_time_ms.warning),
+        ("critical", t.response_time_ms.critical),
+    ] {
         let _ = writeln!(
             out,
-            "knowton_tenant_api_rate_limit_requests_per_second{{{l}}} {}",
-            f64::from(h.tenant.plan.limits().api_requests_per_minute) / 60.0
+            "knowton_response_time_threshold_default_seconds{{severity=\"{severity}\"}} {}",
+            ms / 1000.0
         );
+    }
+    let limits = [
+        ("knowton_plan_users_limit", "Users the plan allows."),
+        (
+            "knowton_plan_storage_limit_bytes",
+            "Storage the plan allows.",
+        ),
+        (
+            "knowton_plan_api_rate_limit_requests_per_second",
+            "API request rate the plan allows.",
+        ),
+    ];
+    for (i, (name, help)) in limits.iter().enumerate() {
+        family(out, name, "gauge", help);
+        for plan in knowton_common::Plan::ALL {
+            let l = plan.limits();
+            let value = match i {
+                0 => l.max_users as f64,
+                1 => l.storage_bytes as f64,
+                _ => f64::from(l.api_requests_per_minute) / 60.0,
+            };
+            let _ = writeln!(out, "{name}{{plan=\"{}\"}} {value}", plan.as_str());
+        }
     }
 }
 

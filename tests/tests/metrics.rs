@@ -71,23 +71,22 @@ async fn metrics_show_every_tenant_and_pass_promtool(db: Db) {
         "acme's alert in the metrics",
         || async {
             let text = scrape(&kt).await;
-            text.contains(
-            "knowton_tenant_open_alerts{tenant=\"acme\",plan=\"basic\",severity=\"critical\"} 1",
-        )
-        .then_some(text)
+            text.contains("knowton_tenant_open_alerts{tenant=\"acme\",severity=\"critical\"} 1")
+                .then_some(text)
         },
     )
     .await;
     for expected in [
         "knowton_tenant_status{tenant=\"acme\",plan=\"basic\"} 2",
         "knowton_tenant_status{tenant=\"globex\",plan=\"enterprise\"} 0",
-        "knowton_tenant_check_state{tenant=\"acme\",plan=\"basic\",check=\"response_time\"} 2",
-        "knowton_tenant_response_time_seconds{tenant=\"acme\",plan=\"basic\"} 2.5",
-        "knowton_tenant_response_time_threshold_seconds{tenant=\"acme\",plan=\"basic\",severity=\"critical\"} 2",
-        "knowton_tenant_check_threshold_ratio{tenant=\"acme\",plan=\"basic\",check=\"storage\",severity=\"warning\"} 0.85",
-        "knowton_tenant_storage_limit_bytes{tenant=\"acme\",plan=\"basic\"} 10737418240",
-        "knowton_tenant_storage_used_bytes{tenant=\"acme\",plan=\"basic\"} 1073741824",
-        "knowton_tenant_users_limit{tenant=\"globex\",plan=\"enterprise\"} 1000",
+        "knowton_tenant_check_state{tenant=\"acme\",check=\"response_time\"} 2",
+        "knowton_tenant_response_time_seconds{tenant=\"acme\"} 2.5",
+        "knowton_response_time_threshold_default_seconds{severity=\"critical\"} 2",
+        "knowton_check_threshold_default_ratio{check=\"storage\",severity=\"warning\"} 0.85",
+        "knowton_plan_storage_limit_bytes{plan=\"basic\"} 10737418240",
+        "knowton_tenant_storage_used_bytes{tenant=\"acme\"} 1073741824",
+        "knowton_plan_users_limit{plan=\"enterprise\"} 1000",
+        "knowton_tenant_open_alerts{tenant=\"acme\",severity=\"critical\"} 1",
         "knowton_ingest_results_total 2",
         "knowton_alert_transitions_total{kind=\"opened\"} 1",
         "knowton_http_requests_total{code=\"200\",method=\"GET\",route=\"/api/v1/tenants\"} 1",
@@ -95,8 +94,31 @@ async fn metrics_show_every_tenant_and_pass_promtool(db: Db) {
     ] {
         assert!(text.contains(expected), "missing {expected}:\n{text}");
     }
+    assert!(
+        !text.contains("knowton_tenant_check_threshold_ratio{"),
+        "defaults are not repeated per tenant"
+    );
+    let own = kt
+        .admin(
+            Method::PUT,
+            "/api/v1/tenants/globex/thresholds",
+            Some(
+                serde_json::json!({"storagePercent": {"warning": 50.0, "critical": 60.0},
+                "responseTimeMs": {"warning": 300.0, "critical": 600.0}}),
+            ),
+        )
+        .await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.body);
+    let text = scrape(&kt).await;
+    for expected in [
+        "knowton_tenant_check_threshold_ratio{tenant=\"globex\",check=\"storage\",severity=\"warning\"} 0.5",
+        "knowton_tenant_response_time_threshold_seconds{tenant=\"globex\",severity=\"critical\"} 0.6",
+    ] {
+        assert!(text.contains(expected), "missing {expected}:\n{text}");
+    }
     assert!(!text.contains("web-0"), "no pod names in labels");
     assert!(!text.contains("127.0.0."), "no addresses in labels");
+    // Both with and without per-tenant thresholds.
     let (ok, report) = promtool(&text);
     assert!(
         ok && report.trim().is_empty(),
