@@ -5,8 +5,9 @@
 //! TCP connect paid by that request (0 when it reused the probe's
 //! connection), `first_byte_us` runs from sending the request to the
 //! response head and `latency_us` to the end of the body. A check that
-//! failed or took longer than the slow threshold (connect included) is
-//! repeated at once on a fresh connection and that confirmation is reported.
+//! failed, or an API health check that took longer than the slow threshold
+//! (connect included), is repeated at once on a fresh connection and that
+//! confirmation is reported.
 
 mod http;
 mod metrics;
@@ -32,7 +33,7 @@ const METRICS_BODY_LIMIT: usize = 8 * 1024 * 1024;
 pub struct ProbeSettings {
     /// Bound on each request, connecting included.
     pub timeout: Duration,
-    /// A check slower than this is confirmed like a failed one.
+    /// An API health check slower than this is confirmed like a failed one.
     pub slow_threshold: Duration,
     /// Repeat a failed or slow check once before reporting it.
     pub confirm: bool,
@@ -221,7 +222,11 @@ impl PodProbe<'_> {
             self.unreachable = connect_failed;
             return first;
         }
-        if first.ok && !self.is_slow(&first) {
+        // Slowness matters for the API (the response-time check), not for
+        // liveness, which only says up or down: a slow but answering
+        // liveness probe is not repeated, and the API's confirmation comes
+        // that much sooner.
+        if first.ok && (check == Check::Liveness || !self.is_slow(&first)) {
             return first;
         }
         let attempt = self.client.get(check.path(), true, HEALTH_BODY_LIMIT).await;

@@ -160,7 +160,7 @@ async fn a_pod_slower_than_the_timeout_times_out_confirmed() {
 }
 
 #[tokio::test]
-async fn a_slow_but_answering_pod_is_confirmed_and_reported_ok() {
+async fn a_slow_but_answering_pod_has_its_api_confirmed_and_is_reported_ok() {
     let (pod, target) = pod(4);
     pod.set(Behaviour::Slow(Duration::from_millis(200))).await;
     let prober = Prober::new(ProbeSettings {
@@ -170,11 +170,19 @@ async fn a_slow_but_answering_pod_is_confirmed_and_reported_ok() {
     let result = prober.probe(&target).await;
     for outcome in [liveness(&result), api_health(&result)] {
         assert!(outcome.ok, "{outcome:?}");
-        assert!(outcome.confirmed);
         assert!(outcome.latency_us >= 200_000, "{outcome:?}");
     }
+    assert!(
+        api_health(&result).confirmed,
+        "the API's slowness is confirmed"
+    );
+    assert!(
+        !liveness(&result).confirmed,
+        "a slow but answering liveness probe is not repeated"
+    );
     assert!(metrics(&result).scraped);
-    assert_eq!(pod.requests("/health"), 2);
+    assert_eq!(pod.requests("/health"), 1);
+    assert_eq!(pod.requests("/api/health"), 2);
     assert_eq!(pod.requests("/metrics"), 1);
 }
 
