@@ -368,3 +368,62 @@ async fn a_slow_pod_does_not_hold_back_the_other_results() {
     stop.send(()).unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(15), agent).await;
 }
+
+/// check-all asks the connected agents to probe now and waits for them:
+/// with an interval far longer than the test, the fresh results can only
+/// come from that instruction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_all_gets_fresh_results_from_the_agents() {
+    let tls = tempfile::tempdir().unwrap();
+    certs::init(tls.path(), &[], false).unwrap();
+    certs::agent(tls.path(), "node-a").unwrap();
+    let kt = TestCoordinator::start_with_agents(Db::Sqlite, tls.path()).await;
+    kt.provision("acme", "professional").await;
+    let pod = SimPod::start(Ipv4Addr::new(127, 0, 0, 2), 0);
+    let targets = tls.path().join("targets.yaml");
+    std::fs::write(
+        &targets,
+        format!(
+            "- {{tenant: acme, pod: acme-backend-0, url: '{}'}}\n",
+            pod.url()
+        ),
+    )
+    .unwrap();
+    let mut args = agent_args(&kt, tls.path(), &targets);
+    args.interval = Duration::from_secs(3600);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(knowton_agent::run::run(args, async {
+        let _ = stopped.await;
+    }));
+    // The first round starts within the first tenth of the interval: wait
+    // for the agent to be connected instead.
+    eventually(Duration::from_secs(15), "the agent to connect", || async {
+        let agents = agent_view(&kt).await;
+        (agents["agents"][0]["connected"] == true).then_some(())
+    })
+    .await;
+    let probed_before = pod.requests("/api/health");
+
+    let reply = kt
+        .admin(
+            Method::POST,
+            "/api/v1/monitoring/check-all?timeoutSeconds=20",
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, reqwest::StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["agents"], 1);
+    assert_eq!(reply.body["agentsAnswered"], 1, "{}", reply.body);
+    assert_eq!(reply.body["timedOut"], false);
+    assert!(
+        pod.requests("/api/health") > probed_before,
+        "probed on request"
+    );
+    let acme = &reply.body["tenants"][0];
+    assert_eq!(acme["tenant"], "acme");
+    assert_eq!(acme["status"], "healthy", "{}", reply.body);
+    assert_eq!(acme["podsUp"], 1);
+
+    stop.send(()).unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(15), agent).await;
+}
