@@ -71,8 +71,10 @@ async fn metrics_show_every_tenant_and_pass_promtool(db: Db) {
         "acme's alert in the metrics",
         || async {
             let text = scrape(&kt).await;
-            text.contains("knowton_tenant_open_alerts{tenant=\"acme\",severity=\"critical\"} 1")
-                .then_some(text)
+            // Both tenants evaluated (one after the other, so wait for both).
+            (text.contains("knowton_tenant_open_alerts{tenant=\"acme\",severity=\"critical\"} 1")
+                && text.contains("knowton_tenant_status{tenant=\"globex\""))
+            .then_some(text)
         },
     )
     .await;
