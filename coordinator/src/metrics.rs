@@ -64,7 +64,8 @@ impl Default for NotifyMetrics {
                     "From a breaching result's arrival to its alert notification's first delivery attempt.",
                 )
                 .buckets(vec![
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5,
+                    1.0, 2.5, 5.0,
                 ]),
                 &["channel"],
             )
@@ -160,6 +161,9 @@ pub fn render(state: &AppState) -> String {
     let mut families = state.notify.metrics().outcomes.collect();
     families.extend(state.notify.metrics().delay.collect());
     families.extend(state.notify.metrics().first_attempt.collect());
+    if let Some(engine) = &state.engine {
+        families.extend(engine.counters().commit_latency.collect());
+    }
     families.extend(state.http_metrics.requests.collect());
     families.extend(state.http_metrics.duration.collect());
     // The encoder refuses a family without series (nothing counted yet).

@@ -145,12 +145,35 @@ enum Command {
 }
 
 /// Counters for the metrics endpoint.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EngineCounters {
     pub evaluations: AtomicU64,
     /// Alert transitions recorded, by kind (see [`TRANSITION_KINDS`]).
     pub transitions: [AtomicU64; TRANSITION_KINDS.len()],
     pub store_errors: AtomicU64,
+    /// From a breaching result's arrival to its transition's commit.
+    pub commit_latency: prometheus::Histogram,
+}
+
+impl Default for EngineCounters {
+    fn default() -> Self {
+        EngineCounters {
+            evaluations: AtomicU64::default(),
+            transitions: Default::default(),
+            store_errors: AtomicU64::default(),
+            commit_latency: prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "knowton_alert_commit_latency_seconds",
+                    "From a breaching result's arrival to its alert transition's commit (with its notifications).",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5,
+                    1.0,
+                ]),
+            )
+            .expect("valid metric"),
+        }
+    }
 }
 
 /// Kinds of recorded alert transitions.
@@ -692,6 +715,12 @@ impl Task {
         self.store.record_alert(&write).await?;
         if !write.messages.is_empty() {
             self.notify.wakeup().poke();
+        }
+        if let Some(cause) = cause {
+            self.shared
+                .counters
+                .commit_latency
+                .observe((Utc::now() - cause).as_seconds_f64().max(0.0));
         }
         if let Some(i) = TRANSITION_KINDS.iter().position(|k| *k == write.event.kind) {
             count(&self.shared.counters.transitions[i]);

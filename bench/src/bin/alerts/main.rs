@@ -95,6 +95,8 @@ struct Report {
     /// of arrival-to-webhook latencies fall.
     arrival_to_webhook_p99_bound_seconds: Option<f64>,
     arrival_to_webhook_count: u64,
+    /// The engine's part: arrival to the transition's commit.
+    arrival_to_commit_p99_bound_seconds: Option<f64>,
     pass: bool,
 }
 
@@ -177,6 +179,12 @@ fn print_text(args: &Args, r: &Report) {
             verdict(bound <= 0.05)
         ),
         None => println!("  result arrival -> webhook request: no samples"),
+    }
+    if let Some(bound) = r.arrival_to_commit_p99_bound_seconds {
+        println!(
+            "    of which arrival -> alert committed with its notifications: p99 <= {:.0} ms",
+            bound * 1000.0
+        );
     }
     println!("  reference: {REFERENCE}");
 }
@@ -414,8 +422,9 @@ async fn rounds(
     let (bound, count) = histogram_p99(
         &metrics,
         "knowton_alert_notification_latency_seconds",
-        "webhook",
+        Some("webhook"),
     );
+    let (commit_bound, _) = histogram_p99(&metrics, "knowton_alert_commit_latency_seconds", None);
     let mut all: Vec<f64> = slow_ms.iter().chain(&down_ms).copied().collect();
     all.sort_by(f64::total_cmp);
     let (median, p90, worst) = (
@@ -435,16 +444,17 @@ async fn rounds(
         worst_ms: worst,
         arrival_to_webhook_p99_bound_seconds: bound,
         arrival_to_webhook_count: count,
+        arrival_to_commit_p99_bound_seconds: commit_bound,
         pass: median < 3000.0 && worst < 6000.0 && bound.is_some_and(|b| b <= 0.05),
     })
 }
 
 /// The smallest bucket bound holding 99% of a histogram's observations.
-fn histogram_p99(metrics: &str, name: &str, channel: &str) -> (Option<f64>, u64) {
+fn histogram_p99(metrics: &str, name: &str, channel: Option<&str>) -> (Option<f64>, u64) {
     let mut buckets: Vec<(f64, u64)> = Vec::new();
     let prefix = format!("{name}_bucket{{");
     for line in metrics.lines().filter(|l| l.starts_with(&prefix)) {
-        if !line.contains(&format!("channel=\"{channel}\"")) {
+        if channel.is_some_and(|c| !line.contains(&format!("channel=\"{c}\""))) {
             continue;
         }
         let Some((labels, value)) = line.rsplit_once(' ') else {
