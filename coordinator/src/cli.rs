@@ -67,6 +67,9 @@ pub enum Command {
     /// Run a coordinator, an agent and simulated tenants in one process,
     /// and watch one tenant degrade and recover.
     Demo(DemoArgs),
+    /// Render a tenant's Kubernetes objects (the seed's deploy-tenant.sh
+    /// flags); --dry-run=client prints them without a cluster.
+    Deploy(crate::deploy::cli::DeployArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@
 //! - [`config`]: `serve` flags and their validation.
 //! - [`api`]: REST routes, authentication, rate limiting, errors, OpenAPI.
 //! - [`provision`]: the tenant lifecycle service used by the API (and so the CLI).
+//! - [`deploy`]: each tenant's Kubernetes objects.
 //! - [`health`]: tenant health evaluation, alerts and rollups.
 //! - [`metrics`]: the Prometheus endpoint.
 //! - [`notify`]: notification channels, rendering, and durable delivery
@@ -23,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+pub mod deploy;
 pub mod health;
 pub mod ingest;
 pub mod metrics;

@@ -43,6 +43,7 @@ async fn main() -> std::process::ExitCode {
         } => certs::agent(&args.dir, &args.node)
             .map(print_written)
             .map_err(Into::into),
+        Command::Deploy(args) => knowton_coordinator::deploy::cli::run(args),
         Command::Demo(args) => {
             // Logs (warnings and errors only, unless RUST_LOG) go to stderr:
             // stdout is the demo's narrative.

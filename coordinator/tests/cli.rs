@@ -306,3 +306,55 @@ fn bad_configuration_is_reported_all_at_once() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("unknown plan"));
 }
+
+#[test]
+fn deploy_client_dry_run_prints_the_tenant_objects_without_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = [
+        "deploy",
+        "--slug",
+        "acme",
+        "--id",
+        "01938f5e-7c3a-7000-8000-00000000a1b2",
+        "--plan",
+        "enterprise",
+        "--domain",
+        "acme.knowton.com",
+    ];
+    let out = command(dir.path())
+        .args(base)
+        .args(["--dry-run", "--allow", "203.0.113.0/24"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let yaml = text(&out.stdout);
+    let kinds: Vec<&str> = yaml
+        .lines()
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .collect();
+    assert_eq!(kinds.first(), Some(&"Namespace"), "{yaml}");
+    for kind in [
+        "Deployment",
+        "Ingress",
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+        "Secret",
+    ] {
+        assert!(kinds.contains(&kind), "{kind}: {kinds:?}");
+    }
+    assert!(yaml.contains("whitelist-source-range: 203.0.113.0/24"));
+    assert!(yaml.contains("<redacted>"), "no secret value is printed");
+
+    let out = command(dir.path())
+        .args(base)
+        .args(["--dry-run=client", "--allow", "10.0.0/8"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is not a CIDR"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "nothing printed on bad input");
+}

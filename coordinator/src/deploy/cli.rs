@@ -1,0 +1,177 @@
+//! `knowton-coordinator deploy`: the seed's flags; `--dry-run=client`
+//! prints the rendered objects without any cluster.
+
+use clap::{Args, ValueEnum};
+use knowton_common::{Branding, Plan};
+use uuid::Uuid;
+
+use super::render::{ClusterSettings, TenantSecrets, TenantSpec, render, to_yaml};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DryRun {
+    /// Print the rendered YAML; no cluster needed.
+    Client,
+    /// Send every object with dryRun=All and report what would change.
+    Server,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[arg(long)]
+    pub slug: String,
+    /// The tenant's id (a UUID).
+    #[arg(long)]
+    pub id: Uuid,
+    #[arg(long, value_parser = parse_plan)]
+    pub plan: Plan,
+    #[arg(long)]
+    pub domain: String,
+    /// Only `client` is available so far: print the objects.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "client")]
+    pub dry_run: Option<DryRun>,
+    /// A CIDR allowed to reach the tenant's ingress (repeatable; none: everyone).
+    #[arg(long = "allow")]
+    pub allowlist: Vec<String>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Cluster settings, each with an environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    #[arg(
+        long,
+        env = "KNOWTON_NAMESPACE_PREFIX",
+        default_value = "knowton-tenant-"
+    )]
+    pub namespace_prefix: String,
+    #[arg(
+        long,
+        env = "KNOWTON_BACKEND_IMAGE",
+        default_value = "ghcr.io/knowton/backend"
+    )]
+    pub backend_image: String,
+    #[arg(
+        long,
+        env = "KNOWTON_FRONTEND_IMAGE",
+        default_value = "ghcr.io/knowton/frontend"
+    )]
+    pub frontend_image: String,
+    #[arg(long, env = "KNOWTON_IMAGE_TAG", default_value = "latest")]
+    pub image_tag: String,
+    #[arg(long, env = "KNOWTON_INGRESS_CLASS", default_value = "nginx")]
+    pub ingress_class: String,
+    #[arg(
+        long,
+        env = "KNOWTON_CLUSTER_ISSUER",
+        default_value = "letsencrypt-prod"
+    )]
+    pub cluster_issuer: String,
+}
+
+impl ClusterArgs {
+    pub fn settings(&self) -> ClusterSettings {
+        ClusterSettings {
+            namespace_prefix: self.namespace_prefix.clone(),
+            backend_image: self.backend_image.clone(),
+            frontend_image: self.frontend_image.clone(),
+            image_tag: self.image_tag.clone(),
+            ingress_class: self.ingress_class.clone(),
+            cluster_issuer: self.cluster_issuer.clone(),
+            ..ClusterSettings::default()
+        }
+    }
+}
+
+fn parse_plan(s: &str) -> Result<Plan, String> {
+    s.parse()
+        .map_err(|e: knowton_common::plan::UnknownPlan| e.to_string())
+}
+
+/// Renders the tenant and prints it (client dry-run).
+pub fn run(args: DeployArgs) -> anyhow::Result<()> {
+    match args.dry_run {
+        Some(DryRun::Client) => {}
+        Some(DryRun::Server) | None => anyhow::bail!(
+            "only --dry-run=client is available yet: applying and server dry-runs need the Kubernetes deployer"
+        ),
+    }
+    let problems: Vec<String> = [
+        knowton_common::tenant::validate_slug(&args.slug).err(),
+        knowton_common::tenant::normalize_domain("domain", &args.domain).err(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|e| e.to_string())
+    .chain(
+        args.allowlist
+            .iter()
+            .filter(|c| !is_cidr(c))
+            .map(|c| format!("--allow {c:?} is not a CIDR (e.g. 203.0.113.0/24)")),
+    )
+    .collect();
+    if !problems.is_empty() {
+        anyhow::bail!("{}", problems.join("; "));
+    }
+    let spec = TenantSpec {
+        id: args.id,
+        slug: args.slug.clone(),
+        plan: args.plan,
+        domain: args.domain.to_ascii_lowercase(),
+        features: args.plan.features(),
+        branding: Branding::default_for(&args.slug),
+        allowlist: args.allowlist.clone(),
+    };
+    // A client dry-run prints no secret: placeholders, redacted anyway.
+    let secrets = TenantSecrets {
+        database_password: String::new(),
+        jwt_secret: String::new(),
+    };
+    print!(
+        "{}",
+        to_yaml(&render(&spec, &secrets, &args.cluster.settings()))
+    );
+    Ok(())
+}
+
+/// `203.0.113.0/24` or `2001:db8::/32`.
+pub fn is_cidr(text: &str) -> bool {
+    let Some((addr, prefix)) = text.split_once('/') else {
+        return false;
+    };
+    let Ok(prefix) = prefix.parse::<u8>() else {
+        return false;
+    };
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => prefix <= 32,
+        Ok(std::net::IpAddr::V6(_)) => prefix <= 128,
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_cidr;
+
+    #[test]
+    fn cidrs() {
+        for good in [
+            "203.0.113.0/24",
+            "10.0.0.1/32",
+            "2001:db8::/32",
+            "0.0.0.0/0",
+        ] {
+            assert!(is_cidr(good), "{good}");
+        }
+        for bad in [
+            "203.0.113.0",
+            "203.0.113.0/33",
+            "example.com/24",
+            "10.0.0/8",
+            "/8",
+            "::/129",
+        ] {
+            assert!(!is_cidr(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! Every Kubernetes object of one tenant, from the tenant, its plan and the
+//! cluster settings: one pure function, so that a dry-run, an apply and a
+//! snapshot test all see the same objects.
+
+use std::collections::BTreeMap;
+
+use knowton_common::{Branding, Features, Plan};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// Label of every object: which tenant it belongs to.
+pub const TENANT_LABEL: &str = "knowton.io/tenant";
+pub const COMPONENT_LABEL: &str = "knowton.io/component";
+pub const PLAN_LABEL: &str = "knowton.io/plan";
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "knowton-coordinator");
+
+/// What a tenant's deployment is rendered from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantSpec {
+    pub id: Uuid,
+    pub slug: String,
+    pub plan: Plan,
+    pub domain: String,
+    pub features: Features,
+    pub branding: Branding,
+    /// Source ranges allowed to reach the ingress; empty: everyone.
+    pub allowlist: Vec<String>,
+}
+
+/// The tenant's deployment secrets, opened from the store.
+#[derive(Clone, PartialEq)]
+pub struct TenantSecrets {
+    pub database_password: String,
+    pub jwt_secret: String,
+}
+
+impl std::fmt::Debug for TenantSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TenantSecrets(<redacted>)")
+    }
+}
+
+/// Per-plan replica bounds of the backend's autoscaler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replicas {
+    pub min: i32,
+    pub max: i32,
+}
+
+/// How the cluster is set up; the same for every tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSettings {
+    pub namespace_prefix: String,
+    pub backend_image: String,
+    pub frontend_image: String,
+    pub image_tag: String,
+    pub ingress_class: String,
+    pub cluster_issuer: String,
+    /// Namespace of the ingress controller (allowed in by the network policy).
+    pub ingress_namespace: String,
+    /// Namespace of the monitoring stack and the agents.
+    pub monitoring_namespace: String,
+    /// Where tenants' databases are (egress allowed there).
+    pub database_cidr: String,
+    pub database_port: u16,
+    pub replicas: BTreeMap<Plan, Replicas>,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            namespace_prefix: "knowton-tenant-".to_owned(),
+            backend_image: "ghcr.io/knowton/backend".to_owned(),
+            frontend_image: "ghcr.io/knowton/frontend".to_owned(),
+            image_tag: "latest".to_owned(),
+            ingress_class: "nginx".to_owned(),
+            cluster_issuer: "letsencrypt-prod".to_owned(),
+            ingress_namespace: "ingress-nginx".to_owned(),
+            monitoring_namespace: "knowton-system".to_owned(),
+            database_cidr: "10.0.0.0/8".to_owned(),
+            database_port: 5432,
+            replicas: BTreeMap::from([
+                (Plan::Basic, Replicas { min: 2, max: 4 }),
+                (Plan::Professional, Replicas { min: 2, max: 10 }),
+                (Plan::Enterprise, Replicas { min: 3, max: 20 }),
+            ]),
+        }
+    }
+}
+
+/// Per-plan quota sizes that are not in the plan sheet.
+fn plan_counts(plan: Plan) -> (u32, u32) {
+    // (persistent volume claims, pods)
+    match plan {
+        Plan::Basic => (5, 20),
+        Plan::Professional => (10, 50),
+        Plan::Enterprise => (20, 200),
+    }
+}
+
+const BACKEND_PORT: u16 = 3000;
+const FRONTEND_PORT: u16 = 8080;
+
+/// The tenant's namespace.
+pub fn namespace(spec: &TenantSpec, cluster: &ClusterSettings) -> String {
+    format!("{}{}", cluster.namespace_prefix, spec.slug)
+}
+
+fn labels(spec: &TenantSpec, component: Option<&str>) -> Value {
+    let mut labels = json!({
+        TENANT_LABEL: spec.slug,
+        PLAN_LABEL: spec.plan.as_str(),
+        MANAGED_BY.0: MANAGED_BY.1,
+    });
+    if let (Some(component), Some(map)) = (component, labels.as_object_mut()) {
+        map.insert(COMPONENT_LABEL.to_owned(), json!(component));
+    }
+    labels
+}
+
+fn meta(spec: &TenantSpec, ns: &str, name: &str, component: Option<&str>) -> Value {
+    json!({"name": name, "namespace": ns, "labels": labels(spec, component)})
+}
+
+fn quantity_bytes(bytes: u64) -> String {
+    const GI: u64 = 1 << 30;
+    const MI: u64 = 1 << 20;
+    if bytes.is_multiple_of(GI) {
+        format!("{}Gi", bytes / GI)
+    } else {
+        format!("{}Mi", bytes.div_ceil(MI))
+    }
+}
+
+/// Every object of the tenant, in apply order (namespace first).
+pub fn render(spec: &TenantSpec, secrets: &TenantSecrets, cluster: &ClusterSettings) -> Vec<Value> {
+    let ns = namespace(spec, cluster);
+    let limits = spec.plan.limits();
+    let (pvcs, pods) = plan_counts(spec.plan);
+    let replicas = cluster
+        .replicas
+        .get(&spec.plan)
+        .copied()
+        .unwrap_or(Replicas { min: 2, max: 10 });
+    let mut objects = vec![
+        json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": labels(spec, None)},
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": meta(spec, &ns, "tenant-quota", None),
+            "spec": {"hard": {
+                "requests.cpu": format!("{}m", limits.cpu_millicores),
+                "limits.cpu": format!("{}m", limits.cpu_millicores),
+                "requests.memory": quantity_bytes(limits.memory_bytes),
+                "limits.memory": quantity_bytes(limits.memory_bytes),
+                "requests.storage": quantity_bytes(limits.storage_bytes),
+                "persistentvolumeclaims": pvcs.to_string(),
+                "pods": pods.to_string(),
+            }},
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "LimitRange",
+            "metadata": meta(spec, &ns, "container-defaults", None),
+            "spec": {"limits": [{
+                "type": "Container",
+                "defaultRequest": {"cpu": "100m", "memory": "128Mi"},
+                "default": {"cpu": "500m", "memory": "512Mi"},
+            }]},
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": meta(spec, &ns, "tenant-config", None),
+            "data": {
+                "TENANT_ID": spec.id.to_string(),
+                "TENANT_SLUG": spec.slug,
+                "PLAN": spec.plan.as_str(),
+                "DOMAIN": spec.domain,
+                "FEATURES": serde_json::to_string(&spec.features).unwrap_or_default(),
+                "BRANDING": serde_json::to_string(&spec.branding).unwrap_or_default(),
+            },
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": meta(spec, &ns, "tenant-secrets", None),
+            "type": "Opaque",
+            "stringData": {
+                "DATABASE_PASSWORD": secrets.database_password,
+                "JWT_SECRET": secrets.jwt_secret,
+            },
+        }),
+    ];
+    for (component, image, port, liveness, readiness) in [
+        (
+            "backend",
+            &cluster.backend_image,
+            BACKEND_PORT,
+            "/health",
+            "/api/health",
+        ),
+        (
+            "frontend",
+            &cluster.frontend_image,
+            FRONTEND_PORT,
+            "/health",
+            "/health",
+        ),
+    ] {
+        objects.push(deployment(
+            spec,
+            &ns,
+            cluster,
+            component,
+            image,
+            port,
+            liveness,
+            readiness,
+            replicas.min,
+        ));
+        objects.push(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": meta(spec, &ns, component, Some(component)),
+            "spec": {
+                "selector": {TENANT_LABEL: spec.slug, COMPONENT_LABEL: component},
+                "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            },
+        }));
+    }
+    objects.push(ingress(spec, &ns, cluster));
+    objects.push(json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": meta(spec, &ns, "backend", Some("backend")),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "backend"},
+            "minReplicas": replicas.min,
+            "maxReplicas": replicas.max,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70},
+            }}],
+        },
+    }));
+    objects.extend(network_policies(spec, &ns, cluster));
+    objects.push(json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": meta(spec, &ns, "backend", Some("backend")),
+        "spec": {
+            "minAvailable": 1,
+            "selector": {"matchLabels": {TENANT_LABEL: spec.slug, COMPONENT_LABEL: "backend"}},
+        },
+    }));
+    objects
+}
+
+#[allow(clippy::too_many_arguments)]
+fn deployment(
+    spec: &TenantSpec,
+    ns: &str,
+    cluster: &ClusterSettings,
+    component: &str,
+    image: &str,
+    port: u16,
+    liveness: &str,
+    readiness: &str,
+    replicas: i32,
+) -> Value {
+    let selector = json!({TENANT_LABEL: spec.slug, COMPONENT_LABEL: component});
+    let probe = |path: &str, delay: u32| {
+        json!({
+            "httpGet": {"path": path, "port": "http"},
+            "initialDelaySeconds": delay, "periodSeconds": 10,
+            "timeoutSeconds": 3, "failureThreshold": 3,
+        })
+    };
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": meta(spec, ns, component, Some(component)),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels(spec, Some(component))},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "securityContext": {
+                        "runAsNonRoot": true, "runAsUser": 10001, "runAsGroup": 10001,
+                        "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [{
+                        "name": component,
+                        "image": format!("{image}:{}", cluster.image_tag),
+                        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+                        "envFrom": [
+                            {"configMapRef": {"name": "tenant-config"}},
+                            {"secretRef": {"name": "tenant-secrets"}},
+                        ],
+                        "livenessProbe": probe(liveness, 10),
+                        "readinessProbe": probe(readiness, 5),
+                        "resources": {
+                            "requests": {"cpu": "250m", "memory": "256Mi"},
+                            "limits": {"cpu": "1", "memory": "1Gi"},
+                        },
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "readOnlyRootFilesystem": true,
+                            "runAsNonRoot": true,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    }],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    })
+}
+
+fn ingress(spec: &TenantSpec, ns: &str, cluster: &ClusterSettings) -> Value {
+    let limits = spec.plan.limits();
+    let mut annotations = json!({
+        "cert-manager.io/cluster-issuer": cluster.cluster_issuer,
+        "nginx.ingress.kubernetes.io/limit-rpm": limits.api_requests_per_minute.to_string(),
+        "nginx.ingress.kubernetes.io/proxy-body-size": quantity_bytes(limits.max_file_bytes).replace("i", ""),
+    });
+    if !spec.allowlist.is_empty()
+        && let Some(map) = annotations.as_object_mut()
+    {
+        map.insert(
+            "nginx.ingress.kubernetes.io/whitelist-source-range".to_owned(),
+            json!(spec.allowlist.join(",")),
+        );
+    }
+    let path = |path: &str, service: &str| {
+        json!({
+            "path": path, "pathType": "Prefix",
+            "backend": {"service": {"name": service, "port": {"name": "http"}}},
+        })
+    };
+    let mut metadata = meta(spec, ns, "tenant", None);
+    if let Some(map) = metadata.as_object_mut() {
+        map.insert("annotations".to_owned(), annotations);
+    }
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": metadata,
+        "spec": {
+            "ingressClassName": cluster.ingress_class,
+            "tls": [{"hosts": [spec.domain], "secretName": format!("{}-tls", spec.slug)}],
+            "rules": [{"host": spec.domain, "http": {"paths": [
+                path("/api", "backend"),
+                path("/", "frontend"),
+            ]}}],
+        },
+    })
+}
+
+fn network_policies(spec: &TenantSpec, ns: &str, cluster: &ClusterSettings) -> Vec<Value> {
+    let from_namespace = |name: &str| json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}});
+    vec![
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": meta(spec, ns, "isolate-ingress", None),
+            "spec": {
+                "podSelector": {},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [
+                    {"podSelector": {}},
+                    from_namespace(&cluster.ingress_namespace),
+                    from_namespace(&cluster.monitoring_namespace),
+                ]}],
+            },
+        }),
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": meta(spec, ns, "isolate-egress", None),
+            "spec": {
+                "podSelector": {},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {"to": [{"podSelector": {}}]},
+                    {
+                        "to": [{
+                            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                        }],
+                        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                    },
+                    {
+                        "to": [{"ipBlock": {"cidr": cluster.database_cidr}}],
+                        "ports": [{"protocol": "TCP", "port": cluster.database_port}],
+                    },
+                ],
+            },
+        }),
+    ]
+}
+
+/// The objects as a multi-document YAML stream, with Secret values
+/// replaced (a dry-run shows a Secret's keys, never its values).
+pub fn to_yaml(objects: &[Value]) -> String {
+    let mut out = String::new();
+    for object in objects {
+        let mut shown = object.clone();
+        if shown["kind"] == "Secret"
+            && let Some(data) = shown.get_mut("stringData").and_then(Value::as_object_mut)
+        {
+            for value in data.values_mut() {
+                *value = json!("<redacted>");
+            }
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml_ng::to_string(&shown).unwrap_or_default());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

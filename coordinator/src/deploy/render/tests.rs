@@ -1,0 +1,135 @@
+//! Snapshots of the rendered objects of each plan: reviewable YAML files
+//! committed under `coordinator/snapshots/`. A rendering change fails here
+//! until the files are regenerated with `UPDATE_SNAPSHOTS=1 cargo test -p
+//! knowton-coordinator --lib deploy` and the diff is reviewed.
+
+use std::path::PathBuf;
+
+use knowton_common::{Branding, Plan};
+
+use super::*;
+
+fn spec(plan: Plan) -> TenantSpec {
+    TenantSpec {
+        id: Uuid::parse_str("01938f5e-7c3a-7000-8000-00000000a1b2").unwrap(),
+        slug: "acme".to_owned(),
+        plan,
+        domain: "acme.knowton.com".to_owned(),
+        features: plan.features(),
+        branding: Branding {
+            company_name: "Acme Corp".to_owned(),
+            primary_color: "#112233".to_owned(),
+            secondary_color: "#445566".to_owned(),
+            logo_url: None,
+        },
+        allowlist: if plan == Plan::Enterprise {
+            vec!["203.0.113.0/24".to_owned(), "198.51.100.7/32".to_owned()]
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+fn secrets() -> TenantSecrets {
+    TenantSecrets {
+        database_password: "db-password-not-for-snapshots".to_owned(),
+        jwt_secret: "jwt-secret-not-for-snapshots".to_owned(),
+    }
+}
+
+fn snapshot_path(plan: Plan) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("snapshots")
+        .join(format!("tenant-{}.yaml", plan.as_str()))
+}
+
+#[test]
+fn rendered_objects_match_their_snapshots() {
+    let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
+    let mut stale = Vec::new();
+    for plan in Plan::ALL {
+        let yaml = to_yaml(&render(
+            &spec(plan),
+            &secrets(),
+            &ClusterSettings::default(),
+        ));
+        let path = snapshot_path(plan);
+        if update {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &yaml).unwrap();
+            continue;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        if committed != yaml {
+            stale.push(path.display().to_string());
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "rendering changed {stale:?}: review it and regenerate with UPDATE_SNAPSHOTS=1"
+    );
+}
+
+#[test]
+fn every_object_is_labelled_with_its_tenant_and_namespaced_but_the_namespace() {
+    let objects = render(
+        &spec(Plan::Professional),
+        &secrets(),
+        &ClusterSettings::default(),
+    );
+    assert_eq!(objects[0]["kind"], "Namespace");
+    assert_eq!(objects[0]["metadata"]["name"], "knowton-tenant-acme");
+    for o in &objects {
+        assert_eq!(o["metadata"]["labels"][TENANT_LABEL], "acme", "{o}");
+        if o["kind"] != "Namespace" {
+            assert_eq!(o["metadata"]["namespace"], "knowton-tenant-acme", "{o}");
+        }
+    }
+    let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    for kind in [
+        "ResourceQuota",
+        "LimitRange",
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "Ingress",
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
+    }
+}
+
+#[test]
+fn quotas_follow_the_plan_and_secrets_never_reach_the_yaml() {
+    let cluster = ClusterSettings::default();
+    let quota = |plan| {
+        render(&spec(plan), &secrets(), &cluster)
+            .into_iter()
+            .find(|o| o["kind"] == "ResourceQuota")
+            .unwrap()
+    };
+    assert_eq!(
+        quota(Plan::Basic)["spec"]["hard"]["requests.storage"],
+        "10Gi"
+    );
+    assert_eq!(
+        quota(Plan::Enterprise)["spec"]["hard"]["requests.storage"],
+        "1024Gi"
+    );
+    assert_eq!(
+        quota(Plan::Professional)["spec"]["hard"]["limits.cpu"],
+        "8000m"
+    );
+    let objects = render(&spec(Plan::Basic), &secrets(), &cluster);
+    let secret = objects.iter().find(|o| o["kind"] == "Secret").unwrap();
+    assert_eq!(
+        secret["stringData"]["DATABASE_PASSWORD"], "db-password-not-for-snapshots",
+        "applied with its values"
+    );
+    let yaml = to_yaml(&objects);
+    assert!(!yaml.contains("not-for-snapshots"), "printed without them");
+    assert!(yaml.contains("DATABASE_PASSWORD: <redacted>"));
+}
