@@ -298,9 +298,12 @@ async fn a_flapping_check_notifies_once_and_settles(db: Db) {
     assert_eq!(s.notified("response_time").len(), 2);
     // Stable for the window: the flap ends and, being fine, resolves.
     let id = alert["id"].as_str().unwrap().to_owned();
+    // Good results keep arriving, like an agent's every 100 ms, until the
+    // window has passed without a change.
+    let mut agent_interval = tokio::time::interval(Duration::from_millis(100));
     let deadline = tokio::time::Instant::now() + WAIT;
     let settled = loop {
-        // Good results keep arriving until the window has been stable.
+        agent_interval.tick().await;
         s.report(pods(|p| healthy("acme", p))).await;
         let a = s.alert(&id).await;
         if a["state"] == "resolved" {
@@ -310,7 +313,6 @@ async fn a_flapping_check_notifies_once_and_settles(db: Db) {
             tokio::time::Instant::now() < deadline,
             "the flap never ended: {a}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let kinds = history_kinds(&settled);
     assert_eq!(kinds.first().map(String::as_str), Some("opened"));

@@ -303,16 +303,34 @@ pub async fn resolve(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<AlertView>, ApiError> {
-    let note = action_body(&body)?;
-    let alert = visible_alert(&state, &caller, &id).await?;
+    act(&state, &caller, &id, &body, Action::Resolve).await
+}
+
+enum Action {
+    Resolve,
+    Acknowledge,
+}
+
+/// An operator's action on an open alert the caller may see.
+async fn act(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: &Bytes,
+    action: Action,
+) -> Result<Json<AlertView>, ApiError> {
+    let note = action_body(body)?;
+    let alert = visible_alert(state, caller, id).await?;
     if alert.resolved_at.is_some() {
         return Err(EngineError::AlreadyResolved(alert.id).into());
     }
-    let resolved = state
-        .engine()?
-        .resolve(alert.id, &caller.actor(), note)
-        .await?;
-    Ok(Json(with_history(&state, resolved).await?))
+    let engine = state.engine()?;
+    let actor = caller.actor();
+    let done = match action {
+        Action::Resolve => engine.resolve(alert.id, &actor, note).await?,
+        Action::Acknowledge => engine.acknowledge(alert.id, &actor, note).await?,
+    };
+    Ok(Json(with_history(state, done).await?))
 }
 
 /// Acknowledge an open alert: reminders stop, it stays open until it
@@ -330,16 +348,7 @@ pub async fn acknowledge(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<AlertView>, ApiError> {
-    let note = action_body(&body)?;
-    let alert = visible_alert(&state, &caller, &id).await?;
-    if alert.resolved_at.is_some() {
-        return Err(EngineError::AlreadyResolved(alert.id).into());
-    }
-    let acked = state
-        .engine()?
-        .acknowledge(alert.id, &caller.actor(), note)
-        .await?;
-    Ok(Json(with_history(&state, acked).await?))
+    act(&state, &caller, &id, &body, Action::Acknowledge).await
 }
 
 /// A new silence.

@@ -445,12 +445,11 @@ pub async fn check_all(
             })
             .count()
     };
-    let mut done = answered(&state.ingest.agents());
-    while done < before.len() && tokio::time::Instant::now() < deadline {
-        // Waiting on agents across the network: a short poll is enough.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        done = answered(&state.ingest.agents());
-    }
+    state
+        .ingest
+        .wait_for_agents(deadline, |agents| answered(agents) == before.len())
+        .await;
+    let done = answered(&state.ingest.agents());
     engine.evaluate_all().await?;
     Ok(Json(CheckAllView {
         agents: before.len(),

@@ -98,12 +98,9 @@ async fn view(state: &AppState, id_or_slug: &str) -> Result<ThresholdsView, ApiE
     let own = state
         .service
         .store()
-        .all_thresholds()
+        .thresholds(id)
         .await
-        .map_err(|e| ApiError::internal(&e))?
-        .into_iter()
-        .find(|(t, _)| *t == id)
-        .map(|(_, t)| t);
+        .map_err(|e| ApiError::internal(&e))?;
     Ok(ThresholdsView {
         tenant: tenant.slug,
         overridden: own.is_some(),

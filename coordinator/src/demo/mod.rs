@@ -426,20 +426,16 @@ impl Demo {
             },
         )));
         let ingest = self.coordinator.state.ingest.clone();
-        let connected = async {
-            loop {
-                if ingest
-                    .agents()
-                    .iter()
-                    .any(|a| a.node == NODE && a.connected)
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
+        let connected = ingest.wait_for_agents(
+            tokio::time::Instant::now() + AGENT_CONNECT_TIMEOUT,
+            |agents| agents.iter().any(|a| a.node == NODE && a.connected),
+        );
         tokio::select! {
-            () = connected => Ok(()),
+            ok = connected => if ok {
+                Ok(())
+            } else {
+                Err(DemoError::AgentTimeout(coordinator.to_owned()))
+            },
             outcome = agent => {
                 self.agent = None;
                 Err(DemoError::Agent(match outcome {
@@ -447,9 +443,6 @@ impl Demo {
                     Ok(Err(err)) => format!("{err:#}"),
                     Err(err) => err.to_string(),
                 }))
-            }
-            () = tokio::time::sleep(AGENT_CONNECT_TIMEOUT) => {
-                Err(DemoError::AgentTimeout(coordinator.to_owned()))
             }
         }
     }

@@ -722,7 +722,14 @@ impl Task {
                 .commit_latency
                 .observe((Utc::now() - cause).as_seconds_f64().max(0.0));
         }
-        if let Some(i) = TRANSITION_KINDS.iter().position(|k| *k == write.event.kind) {
+        let counted_as = match (
+            write.event.kind.as_str(),
+            write.alert.resolved_by.as_deref(),
+        ) {
+            ("resolved", Some(by)) if by != "auto" => "manual_resolve",
+            (kind, _) => kind,
+        };
+        if let Some(i) = TRANSITION_KINDS.iter().position(|k| *k == counted_as) {
             count(&self.shared.counters.transitions[i]);
         }
         tracing::info!(
@@ -790,28 +797,19 @@ impl Task {
     ) -> Result<AlertRow, EngineError> {
         let (current, tenant) = self.open_alert(id).await?;
         let now = crate::store::now();
-        let mut alert = current.clone();
-        alert.sequence += 1;
-        alert.updated_at = now;
-        alert.state = AlertState::Resolved;
-        alert.resolved_at = Some(now);
-        alert.resolved_by = Some(actor.to_owned());
-        alert.resolve_note = note.clone();
-        let event = crate::store::AlertEventRow {
-            sequence: alert.sequence,
-            at: now,
-            kind: "resolved".to_owned(),
-            severity: alert.severity.clone(),
+        let step = alerting::Step {
+            kind: "resolved",
             summary: format!("resolved by {actor}"),
-            actor: actor.to_owned(),
-            note,
-            notifications: 0,
-        };
-        let planned = alerting::Planned {
-            alert,
-            event,
+            actor,
+            note: note.clone(),
             notify: Some(AlertStatus::Resolved),
         };
+        let planned = alerting::step(&current, now, step, |alert| {
+            alert.state = AlertState::Resolved;
+            alert.resolved_at = Some(now);
+            alert.resolved_by = Some(actor.to_owned());
+            alert.resolve_note = note;
+        });
         let resolved = self.record(&tenant, planned, None).await?;
         if let Some(check) = Check::parse(&resolved.check)
             && let Some(slot) = self.slots.get_mut(&(resolved.tenant_id, check))
@@ -819,7 +817,6 @@ impl Task {
             slot.alert = None;
             slot.tracker.resolved_by_hand();
         }
-        count(&self.shared.counters.transitions[8]);
         self.republish(&tenant.slug);
         Ok(resolved)
     }
@@ -835,26 +832,17 @@ impl Task {
             return Ok(current);
         }
         let now = crate::store::now();
-        let mut alert = current.clone();
-        alert.sequence += 1;
-        alert.updated_at = now;
-        alert.acknowledged_at = Some(now);
-        alert.acknowledged_by = Some(actor.to_owned());
-        let event = crate::store::AlertEventRow {
-            sequence: alert.sequence,
-            at: now,
-            kind: "acknowledged".to_owned(),
-            severity: alert.severity.clone(),
+        let step = alerting::Step {
+            kind: "acknowledged",
             summary: format!("acknowledged by {actor}"),
-            actor: actor.to_owned(),
+            actor,
             note,
-            notifications: 0,
-        };
-        let planned = alerting::Planned {
-            alert,
-            event,
             notify: None,
         };
+        let planned = alerting::step(&current, now, step, |alert| {
+            alert.acknowledged_at = Some(now);
+            alert.acknowledged_by = Some(actor.to_owned());
+        });
         let acked = self.record(&tenant, planned, None).await?;
         if let Some(check) = Check::parse(&acked.check)
             && let Some(slot) = self.slots.get_mut(&(acked.tenant_id, check))
@@ -919,24 +907,14 @@ impl Task {
             let Some(tenant) = self.tenant(&current.tenant_slug, now).await else {
                 continue;
             };
-            let mut alert = current.clone();
-            alert.sequence += 1;
-            alert.updated_at = now;
-            let event = crate::store::AlertEventRow {
-                sequence: alert.sequence,
-                at: now,
-                kind: "reminder".to_owned(),
-                severity: alert.severity.clone(),
-                summary: alert.summary.clone(),
-                actor: ENGINE_ACTOR.to_owned(),
+            let step = alerting::Step {
+                kind: "reminder",
+                summary: current.summary.clone(),
+                actor: ENGINE_ACTOR,
                 note: None,
-                notifications: 0,
-            };
-            let planned = alerting::Planned {
-                alert,
-                event,
                 notify: Some(AlertStatus::Firing),
             };
+            let planned = alerting::step(&current, now, step, |_| {});
             match self.record(&tenant, planned, None).await {
                 Ok(alert) => {
                     if let Some(slot) = self.slots.get_mut(&key) {

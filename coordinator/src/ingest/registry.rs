@@ -189,6 +189,9 @@ pub struct Registry {
     pub changed: tokio::sync::Notify,
     /// Bumped to ask every connected agent to probe all its pods now.
     pub probe_now: tokio::sync::watch::Sender<u64>,
+    /// Woken when an agent connects, disconnects or has a batch stored
+    /// (see [`Registry::wait_for_agents`]).
+    agents_changed: tokio::sync::Notify,
 }
 
 /// A registered stream, to report batches and its end.
@@ -248,6 +251,8 @@ impl Registry {
                 connection: id,
             },
         );
+        drop(inner);
+        self.agents_changed.notify_waiters();
         (
             Connection {
                 node: hello.node_name.clone(),
@@ -335,6 +340,7 @@ impl Registry {
         agent.results_received += accepted as u64;
         Counters::add(&self.counters.results_accepted, accepted as u64);
         Counters::add(&self.counters.unknown_tenant_results, unknown as u64);
+        self.agents_changed.notify_waiters();
         BatchOutcome::Stored {
             ack: batch.sequence,
             accepted,
@@ -363,6 +369,30 @@ impl Registry {
             .filter(|a| a.connection == conn.id)
         {
             agent.connected = false;
+        }
+        self.agents_changed.notify_waiters();
+    }
+
+    /// Waits until `done` holds for the agents as they are, re-checking
+    /// whenever one connects, disconnects or has a batch stored; gives up
+    /// at `deadline`. Returns whether it held.
+    pub async fn wait_for_agents(
+        &self,
+        deadline: tokio::time::Instant,
+        mut done: impl FnMut(&[AgentState]) -> bool,
+    ) -> bool {
+        loop {
+            let changed = self.agents_changed.notified();
+            tokio::pin!(changed);
+            // Registered before the check, so no change is missed between.
+            changed.as_mut().enable();
+            if done(&self.agents()) {
+                return true;
+            }
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep_until(deadline) => return done(&self.agents()),
+            }
         }
     }
 

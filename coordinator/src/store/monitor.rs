@@ -190,6 +190,8 @@ pub struct CleanupCounts {
 pub trait MonitorStore: Send + Sync {
     /// Every tenant's threshold overrides.
     async fn all_thresholds(&self) -> Result<Vec<(Uuid, Thresholds)>>;
+    /// One tenant's overrides, if it has any.
+    async fn thresholds(&self, tenant: Uuid) -> Result<Option<Thresholds>>;
     /// Sets (or with `None` removes) the tenant's overrides.
     async fn set_thresholds(
         &self,

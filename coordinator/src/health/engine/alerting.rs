@@ -174,6 +174,44 @@ pub fn plan(
     })
 }
 
+/// Who makes a transition of a stored alert, and why.
+pub struct Step<'a> {
+    pub kind: &'a str,
+    pub summary: String,
+    pub actor: &'a str,
+    pub note: Option<String>,
+    pub notify: Option<AlertStatus>,
+}
+
+/// The next transition of the stored alert `current` (a reminder, or an
+/// operator's resolve or acknowledge): the next sequence, changed by `change`.
+pub fn step(
+    current: &AlertRow,
+    now: DateTime<Utc>,
+    step: Step<'_>,
+    change: impl FnOnce(&mut AlertRow),
+) -> Planned {
+    let mut alert = current.clone();
+    alert.sequence += 1;
+    alert.updated_at = now;
+    change(&mut alert);
+    let event = AlertEventRow {
+        sequence: alert.sequence,
+        at: now,
+        kind: step.kind.to_owned(),
+        severity: alert.severity.clone(),
+        summary: step.summary,
+        actor: step.actor.to_owned(),
+        note: step.note,
+        notifications: 0,
+    };
+    Planned {
+        alert,
+        event,
+        notify: step.notify,
+    }
+}
+
 pub fn severity_from_str(s: &str) -> Option<Severity> {
     match s {
         "critical" => Some(Severity::Critical),

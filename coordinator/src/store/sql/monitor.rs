@@ -26,6 +26,10 @@ const ROLLUP_FIELDS: &str = "tenant_id, minute, status, availability, latency_p5
     latency_p95_ms, latency_max_ms, error_rate_percent, requests_per_minute, storage_bytes, \
     users, samples";
 
+fn parse_thresholds(tenant: Uuid, json: &str) -> Result<Thresholds> {
+    serde_json::from_str(json).map_err(|e| corrupt(format!("thresholds of {tenant}: {e}")))
+}
+
 macro_rules! monitor_sql {
     ($store:ty) => {
         impl $store {
@@ -102,12 +106,18 @@ macro_rules! monitor_sql {
                 rows.iter()
                     .map(|row| {
                         let id = parse_uuid(&row.try_get::<String, _>("tenant_id")?)?;
-                        let json: String = row.try_get("thresholds")?;
-                        let t = serde_json::from_str(&json)
-                            .map_err(|e| corrupt(format!("thresholds of {id}: {e}")))?;
-                        Ok((id, t))
+                        Ok((id, parse_thresholds(id, &row.try_get::<String, _>("thresholds")?)?))
                     })
                     .collect()
+            }
+
+            async fn thresholds(&self, tenant: Uuid) -> Result<Option<Thresholds>> {
+                let row = sqlx::query("SELECT thresholds FROM tenant_thresholds WHERE tenant_id = $1")
+                    .bind(tenant.to_string())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|row| parse_thresholds(tenant, &row.try_get::<String, _>("thresholds")?))
+                    .transpose()
             }
 
             async fn set_thresholds(
