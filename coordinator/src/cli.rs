@@ -34,7 +34,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the coordinator (REST API) on SQLite by default, or PostgreSQL.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Provision a tenant (the seed's positional order).
     Provision(ProvisionArgs),
     /// Deprovision a tenant, keeping its data unless --purge.
@@ -67,9 +67,10 @@ pub enum Command {
     /// Run a coordinator, an agent and simulated tenants in one process,
     /// and watch one tenant degrade and recover.
     Demo(DemoArgs),
-    /// Render a tenant's Kubernetes objects (the seed's deploy-tenant.sh
-    /// flags); --dry-run=client prints them without a cluster.
-    Deploy(crate::deploy::cli::DeployArgs),
+    /// Deploy a tenant through the coordinator (the seed's deploy-tenant.sh
+    /// flags); --dry-run prints its objects without any cluster,
+    /// --dry-run=server shows what the cluster would change.
+    Deploy(Box<crate::deploy::cli::DeployArgs>),
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::deploy::config::{DeployConfig, KubeArgs};
 use crate::health::{AlertPolicy, EngineSettings};
 use crate::notify::NotifySettings;
 use crate::notify::config::NotifyArgs;
@@ -113,6 +114,10 @@ pub struct ServeArgs {
     /// Tenant health evaluation and alerting.
     #[command(flatten)]
     pub alerting: AlertingArgs,
+
+    /// Tenant deployments on Kubernetes.
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// Flags of health evaluation and alert life.
@@ -225,6 +230,7 @@ impl ServeArgs {
             agent_max_results_per_second: 50_000,
             notify: Box::default(),
             alerting: AlertingArgs::default(),
+            kube: KubeArgs::default(),
         }
     }
 }
@@ -263,6 +269,8 @@ pub struct ServeConfig {
     pub notify: NotifySettings,
     /// Health evaluation and alert life.
     pub engine: EngineSettings,
+    /// Tenant deployments.
+    pub deploy: DeployConfig,
 }
 
 /// The agents' mutual-TLS gRPC listener.
@@ -330,6 +338,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
         let ingest = ingest_config(&args, &mut errors);
         let notify = args.notify.validate(&mut errors);
         let engine = args.alerting.validate(&mut errors);
+        let deploy = args.kube.validate(&mut errors);
         if args.shutdown_grace_seconds > 3600 {
             errors.push("--shutdown-grace-seconds must be at most 3600".to_owned());
         }
@@ -348,6 +357,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                     ingest,
                     notify,
                     engine,
+                    deploy,
                 })
             }
             _ => Err(ConfigError(errors)),

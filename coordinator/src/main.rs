@@ -16,7 +16,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => {
             init_logging(cli.log_format);
-            serve(args).await
+            serve(*args).await
         }
         Command::Provision(args) => client::provision(args).await,
         Command::Deprovision(args) => client::deprovision(args).await,
@@ -43,7 +43,7 @@ async fn main() -> std::process::ExitCode {
         } => certs::agent(&args.dir, &args.node)
             .map(print_written)
             .map_err(Into::into),
-        Command::Deploy(args) => knowton_coordinator::deploy::cli::run(args),
+        Command::Deploy(args) => client::deploy(*args).await,
         Command::Demo(args) => {
             // Logs (warnings and errors only, unless RUST_LOG) go to stderr:
             // stdout is the demo's narrative.

@@ -15,6 +15,9 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::config::{AdminTokenSource, ServeConfig};
 use crate::credentials;
+use crate::deploy::config::ClusterSource;
+use crate::deploy::leader::Leadership;
+use crate::deploy::{Cluster, Deployer};
 use crate::health::Engine;
 use crate::ingest::{self, IngestService, StreamSettings};
 use crate::notify::NotifyService;
@@ -62,6 +65,10 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error("failed to set up notification e-mail")]
     Notify(#[from] MailerError),
+    #[error("failed to connect to the Kubernetes cluster")]
+    Cluster(#[from] crate::deploy::ClusterError),
+    #[error("failed to start leader election")]
+    Lease(#[source] kube_lease_manager::LeaseManagerError),
 }
 
 /// A coordinator that is serving.
@@ -155,9 +162,53 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         database: config.database_display.clone(),
         source,
     })?;
-    let state = state.with_engine(engine);
+    let state = state.with_engine(engine.clone());
+    let cluster = match &config.deploy.source {
+        ClusterSource::None => None,
+        ClusterSource::Infer => Cluster::connect(None).await?,
+        ClusterSource::Kubeconfig(path) => Cluster::connect(Some(path)).await?,
+    };
+    let leadership = match (&cluster, &config.deploy.leader) {
+        (Some(cluster), Some(settings)) => {
+            Leadership::elect(cluster, settings, shutdown.subscribe())
+                .await
+                .map_err(ServeError::Lease)?
+        }
+        _ => Leadership::alone(),
+    };
+    let has_cluster = cluster.is_some();
+    let deployer = Deployer::new(
+        service.clone(),
+        state.ingest.clone(),
+        cluster,
+        config.deploy.settings.clone(),
+    );
+    let state = state.with_deployer(deployer.clone());
+    let deploy_task = tokio::spawn(
+        deployer
+            .clone()
+            .run(leadership.subscribe(), shutdown.subscribe()),
+    );
+    if has_cluster {
+        crate::deploy::watch::spawn(deployer.clone(), shutdown.subscribe());
+        if let Some(scaling) = &config.deploy.scaling {
+            tokio::spawn(crate::deploy::scaling::run(
+                deployer,
+                engine,
+                scaling.clone(),
+                leadership.subscribe(),
+                shutdown.subscribe(),
+            ));
+        }
+    } else {
+        tracing::info!("no Kubernetes cluster: deployments are rendered and recorded as skipped");
+    }
     spawn_housekeeping(&state, &config, shutdown.subscribe());
-    let deliveries = deliveries.spawn(shutdown.subscribe(), config.shutdown_grace);
+    let deliveries = deliveries.spawn(
+        shutdown.subscribe(),
+        config.shutdown_grace,
+        leadership.subscribe(),
+    );
     let grpc_addr = match &config.ingest {
         Some(ingest) => Some(start_ingest(ingest, &state, shutdown.subscribe()).await?),
         None => {
@@ -194,6 +245,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         };
         // Deliveries in flight finish (bounded by the grace period) before
         // the store closes under them.
+        if deploy_task.await.is_err() {
+            tracing::error!("the deployer panicked");
+        }
         if engine_task.await.is_err() {
             tracing::error!("the health engine panicked");
         }
@@ -272,7 +326,7 @@ async fn start_ingest(
 
 fn spawn_housekeeping(state: &AppState, config: &ServeConfig, mut stop: watch::Receiver<bool>) {
     let limiter = state.limiter.clone();
-    let service = state.service.clone();
+    let deployer = state.deployer.clone();
     let purge_expired = config.purge_expired;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -285,7 +339,7 @@ fn spawn_housekeeping(state: &AppState, config: &ServeConfig, mut stop: watch::R
             }
             limiter.shrink();
             if purge_expired && minutes.is_multiple_of(60) {
-                match service.purge_expired(crate::store::now()).await {
+                match deployer.purge_expired(crate::store::now()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(tenants = n, "purged tenants whose retention ended"),
                     Err(err) => tracing::error!(error = %err, "failed to purge expired tenants"),

@@ -2,6 +2,7 @@
 
 mod alerts;
 pub mod auth;
+mod deployments;
 pub mod error;
 mod history;
 pub mod json;
@@ -51,15 +52,24 @@ pub struct AppState {
     pub engine: Option<crate::health::Engine>,
     /// Requests and latencies of this API.
     pub http_metrics: Arc<crate::metrics::HttpMetrics>,
+    /// Tenant deployments (without a cluster unless `serve` configured one).
+    pub deployer: crate::deploy::Deployer,
 }
 
 impl AppState {
     pub fn new(service: Arc<TenantService>, admin_token: &str) -> Self {
+        let ingest = Arc::new(crate::ingest::Registry::default());
         AppState {
+            deployer: crate::deploy::Deployer::new(
+                service.clone(),
+                ingest.clone(),
+                None,
+                crate::deploy::DeploySettings::default(),
+            ),
             limiter: Arc::new(TenantRateLimiter::new()),
             admin_token: admin_token.into(),
             draining: Arc::new(AtomicBool::new(false)),
-            ingest: Arc::new(crate::ingest::Registry::default()),
+            ingest,
             notify: Arc::new(NotifyService::new(
                 service.store().clone(),
                 service.secrets().clone(),
@@ -87,6 +97,12 @@ impl AppState {
                 "the health engine is not running",
             )
         })
+    }
+
+    /// The same state with `deployer` (configured from `serve`'s flags).
+    pub fn with_deployer(mut self, deployer: crate::deploy::Deployer) -> Self {
+        self.deployer = deployer;
+        self
     }
 
     /// The same state with `notify` (configured from `serve`'s flags).
@@ -143,6 +159,11 @@ pub fn router(state: AppState) -> Router {
             "/monitoring/silences/{id}",
             axum::routing::delete(alerts::end_silence),
         )
+        .route(
+            "/tenants/{id}/deployment",
+            get(deployments::get).put(deployments::put),
+        )
+        .route("/tenants/{id}/deploy", post(deployments::deploy))
         .route(
             "/tenants/{id}/thresholds",
             get(thresholds::get)

@@ -6,7 +6,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{alerts, error, history, monitoring, notifications, tenants, thresholds, views};
+use super::{
+    alerts, deployments, error, history, monitoring, notifications, tenants, thresholds, views,
+};
 use crate::{notify, provision, store};
 
 #[derive(Debug, OpenApi)]
@@ -22,6 +24,7 @@ use crate::{notify, provision, store};
         history::cleanup, alerts::list, alerts::get, alerts::resolve, alerts::acknowledge,
         alerts::create_silence, alerts::list_silences, alerts::end_silence,
         thresholds::get, thresholds::put, thresholds::reset,
+        deployments::get, deployments::deploy, deployments::put,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail,
@@ -37,9 +40,13 @@ use crate::{notify, provision, store};
         store::CleanupCounts, history::HealthHistoryView, history::DashboardView, history::CheckAllView,
         history::ReportView, history::ReportSent, history::CleanupView, thresholds::ThresholdsView,
         thresholds::ThresholdsRequest,
+        deployments::DeploymentView, deployments::DryRunView, deployments::DryRunMode,
+        deployments::DeploymentSettingsRequest, store::DeploymentEvent, store::Phase,
+        crate::deploy::cluster::PlannedChange, crate::deploy::cluster::Action,
+        crate::deploy::diff::FieldChange, crate::deploy::kinds::ObjectRef,
     )),
     modifiers(&BearerAuth, &StandardErrors),
-    tags((name = "tenants", description = "Tenant lifecycle"), (name = "plans"), (name = "health"), (name = "monitoring", description = "Agent results and agents"), (name = "notifications", description = "A tenant's notification channels"), (name = "alerts", description = "Alerts, silences and thresholds")),
+    tags((name = "tenants", description = "Tenant lifecycle"), (name = "plans"), (name = "health"), (name = "monitoring", description = "Agent results and agents"), (name = "notifications", description = "A tenant's notification channels"), (name = "alerts", description = "Alerts, silences and thresholds"), (name = "deployments", description = "Tenant deployments on Kubernetes")),
 )]
 pub struct ApiDoc;
 

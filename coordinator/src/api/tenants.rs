@@ -13,6 +13,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::views::*;
+use crate::deploy::Trigger;
 use crate::provision::{ProvisionRequest, UpdateRequest};
 use crate::store::KeyKind;
 
@@ -36,6 +37,10 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_admin()?;
     let done = state.service.provision(req, &caller.actor()).await?;
+    state
+        .deployer
+        .after_change(done.tenant.id, Trigger::Provisioned)
+        .await;
     let location = format!("/api/v1/tenants/{}", done.tenant.id);
     let body = ProvisionResponse {
         admin: AdminCredentials {
@@ -139,10 +144,14 @@ pub async fn update(
         caller.require_admin()?;
     }
     let id = state.service.resolve(&id_or_slug).await?;
+    let before = state.service.get(id).await?.config_version;
     let tenant = state
         .service
         .update(id, req, params.force, &caller.actor())
         .await?;
+    if tenant.config_version != before {
+        state.deployer.after_change(id, Trigger::Updated).await;
+    }
     Ok(Json(tenant.into()))
 }
 
@@ -161,7 +170,7 @@ pub async fn delete(
     caller.require_admin()?;
     let id = state.service.resolve(&id_or_slug).await?;
     if params.purge {
-        state.service.purge(id).await?;
+        state.deployer.purge(id).await?;
         return Ok(Json(DeprovisionResponse {
             id,
             status: "purged".into(),
@@ -169,6 +178,10 @@ pub async fn delete(
         }));
     }
     let tenant = state.service.deprovision(id).await?;
+    state
+        .deployer
+        .after_change(id, Trigger::Deprovisioned)
+        .await;
     Ok(Json(DeprovisionResponse {
         id,
         status: tenant.status.to_string(),

@@ -1,5 +1,7 @@
-//! `knowton-coordinator deploy`: the seed's flags; `--dry-run=client`
-//! prints the rendered objects without any cluster.
+//! `knowton-coordinator deploy`: the seed's flags. `--dry-run=client`
+//! prints the rendered objects without any cluster or coordinator; a
+//! server dry-run and a deployment go through the running coordinator,
+//! which holds the tenant's secrets and talks to the cluster.
 
 use clap::{Args, ValueEnum};
 use knowton_common::{Branding, Plan};
@@ -26,14 +28,20 @@ pub struct DeployArgs {
     pub plan: Plan,
     #[arg(long)]
     pub domain: String,
-    /// Only `client` is available so far: print the objects.
-    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "client")]
+    /// Preview: `client` prints the objects (no cluster needed), `server`
+    /// asks the API server what would change. Without it: deploy.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "client", require_equals = true)]
     pub dry_run: Option<DryRun>,
     /// A CIDR allowed to reach the tenant's ingress (repeatable; none: everyone).
     #[arg(long = "allow")]
     pub allowlist: Vec<String>,
+    /// Seconds to wait for the deployment to finish (0: do not wait).
+    #[arg(long, default_value_t = 900)]
+    pub wait_seconds: u64,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub client: crate::cli::ClientArgs,
 }
 
 /// Cluster settings, each with an environment variable.
@@ -69,7 +77,56 @@ pub struct ClusterArgs {
     pub cluster_issuer: String,
 }
 
+impl Default for ClusterArgs {
+    fn default() -> Self {
+        let defaults = ClusterSettings::default();
+        ClusterArgs {
+            namespace_prefix: defaults.namespace_prefix,
+            backend_image: defaults.backend_image,
+            frontend_image: defaults.frontend_image,
+            image_tag: defaults.image_tag,
+            ingress_class: defaults.ingress_class,
+            cluster_issuer: defaults.cluster_issuer,
+        }
+    }
+}
+
 impl ClusterArgs {
+    /// Adds what is wrong with these settings to `errors`.
+    pub fn validate(&self, errors: &mut Vec<String>) {
+        for (flag, image) in [
+            ("--backend-image", &self.backend_image),
+            ("--frontend-image", &self.frontend_image),
+        ] {
+            if !super::config::is_image_name(image) {
+                errors.push(format!(
+                    "{flag} {image:?} is not an image name (e.g. ghcr.io/knowton/backend, without a tag)"
+                ));
+            }
+        }
+        if !super::config::is_image_tag(&self.image_tag) {
+            errors.push(format!(
+                "--image-tag {:?} is not an image tag (letters, digits, '_', '.', '-'; at most 128)",
+                self.image_tag
+            ));
+        }
+        let prefix_ok = !self.namespace_prefix.is_empty()
+            && self.namespace_prefix.len() <= 63 - 40
+            && self
+                .namespace_prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && self
+                .namespace_prefix
+                .starts_with(|c: char| c.is_ascii_lowercase());
+        if !prefix_ok {
+            errors.push(format!(
+                "--namespace-prefix {:?} must be lower-case letters, digits and '-', start with a letter and leave room for a 40-character slug (at most 23 characters)",
+                self.namespace_prefix
+            ));
+        }
+    }
+
     pub fn settings(&self) -> ClusterSettings {
         ClusterSettings {
             namespace_prefix: self.namespace_prefix.clone(),
@@ -88,15 +145,9 @@ fn parse_plan(s: &str) -> Result<Plan, String> {
         .map_err(|e: knowton_common::plan::UnknownPlan| e.to_string())
 }
 
-/// Renders the tenant and prints it (client dry-run).
-pub fn run(args: DeployArgs) -> anyhow::Result<()> {
-    match args.dry_run {
-        Some(DryRun::Client) => {}
-        Some(DryRun::Server) | None => anyhow::bail!(
-            "only --dry-run=client is available yet: applying and server dry-runs need the Kubernetes deployer"
-        ),
-    }
-    let problems: Vec<String> = [
+/// Checks the flags; every problem at once.
+pub fn check(args: &DeployArgs) -> anyhow::Result<()> {
+    let mut problems: Vec<String> = [
         knowton_common::tenant::validate_slug(&args.slug).err(),
         knowton_common::tenant::normalize_domain("domain", &args.domain).err(),
     ]
@@ -110,9 +161,16 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
             .map(|c| format!("--allow {c:?} is not a CIDR (e.g. 203.0.113.0/24)")),
     )
     .collect();
+    args.cluster.validate(&mut problems);
     if !problems.is_empty() {
         anyhow::bail!("{}", problems.join("; "));
     }
+    Ok(())
+}
+
+/// Renders the tenant from the flags and prints it (client dry-run).
+pub fn print_rendered(args: &DeployArgs) -> anyhow::Result<()> {
+    check(args)?;
     let spec = TenantSpec {
         id: args.id,
         slug: args.slug.clone(),
@@ -121,6 +179,8 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
         features: args.plan.features(),
         branding: Branding::default_for(&args.slug),
         allowlist: args.allowlist.clone(),
+        stopped: false,
+        min_replicas: None,
     };
     // A client dry-run prints no secret: placeholders, redacted anyway.
     let secrets = TenantSecrets {

@@ -1,6 +1,19 @@
-//! Tenant deployments on Kubernetes: what each tenant gets ([`render`]).
+//! Tenant deployments on Kubernetes: what each tenant gets ([`render`]),
+//! how it reaches the cluster ([`cluster`], [`rollout`]) and what differs
+//! from what is there ([`diff`]).
 
 pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod controller;
+pub mod diff;
+pub mod kinds;
+pub mod leader;
 pub mod render;
+pub mod rollout;
+pub mod scaling;
+pub mod watch;
 
+pub use cluster::{Cluster, ClusterError};
+pub use controller::{DeploySettings, Deployer, Trigger};
 pub use render::{ClusterSettings, TenantSecrets, TenantSpec, render, to_yaml};

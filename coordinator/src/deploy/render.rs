@@ -25,6 +25,11 @@ pub struct TenantSpec {
     pub branding: Branding,
     /// Source ranges allowed to reach the ingress; empty: everyone.
     pub allowlist: Vec<String>,
+    /// Deprovisioned: scaled to zero, unreachable, data kept.
+    pub stopped: bool,
+    /// The backend's minimum replicas raised by scaling (within the
+    /// plan's maximum); `None`: the plan's minimum.
+    pub min_replicas: Option<i32>,
 }
 
 /// The tenant's deployment secrets, opened from the store.
@@ -123,25 +128,35 @@ fn meta(spec: &TenantSpec, ns: &str, name: &str, component: Option<&str>) -> Val
 }
 
 fn quantity_bytes(bytes: u64) -> String {
-    const GI: u64 = 1 << 30;
+    // The API server's canonical form: the largest binary suffix that
+    // divides exactly.
     const MI: u64 = 1 << 20;
-    if bytes.is_multiple_of(GI) {
-        format!("{}Gi", bytes / GI)
-    } else {
-        format!("{}Mi", bytes.div_ceil(MI))
+    let mebibytes = bytes.div_ceil(MI);
+    match mebibytes {
+        m if m.is_multiple_of(1 << 20) => format!("{}Ti", m >> 20),
+        m if m.is_multiple_of(1 << 10) => format!("{}Gi", m >> 10),
+        m => format!("{m}Mi"),
     }
 }
 
-/// Every object of the tenant, in apply order (namespace first).
+/// CPU in the API server's canonical form (`2`, `1500m`), so that a live
+/// object compares equal to the rendered one.
+fn quantity_cpu(millicores: u32) -> String {
+    if millicores.is_multiple_of(1000) {
+        (millicores / 1000).to_string()
+    } else {
+        format!("{millicores}m")
+    }
+}
+
+/// Every object of the tenant, in apply order (namespace first). A stopped
+/// tenant keeps its namespace, config, secrets and services, runs no pods
+/// and has no ingress, autoscaler or disruption budget.
 pub fn render(spec: &TenantSpec, secrets: &TenantSecrets, cluster: &ClusterSettings) -> Vec<Value> {
     let ns = namespace(spec, cluster);
     let limits = spec.plan.limits();
     let (pvcs, pods) = plan_counts(spec.plan);
-    let replicas = cluster
-        .replicas
-        .get(&spec.plan)
-        .copied()
-        .unwrap_or(Replicas { min: 2, max: 10 });
+    let replicas = replicas_of(spec, cluster);
     let mut objects = vec![
         json!({
             "apiVersion": "v1", "kind": "Namespace",
@@ -151,8 +166,8 @@ pub fn render(spec: &TenantSpec, secrets: &TenantSecrets, cluster: &ClusterSetti
             "apiVersion": "v1", "kind": "ResourceQuota",
             "metadata": meta(spec, &ns, "tenant-quota", None),
             "spec": {"hard": {
-                "requests.cpu": format!("{}m", limits.cpu_millicores),
-                "limits.cpu": format!("{}m", limits.cpu_millicores),
+                "requests.cpu": quantity_cpu(limits.cpu_millicores),
+                "limits.cpu": quantity_cpu(limits.cpu_millicores),
                 "requests.memory": quantity_bytes(limits.memory_bytes),
                 "limits.memory": quantity_bytes(limits.memory_bytes),
                 "requests.storage": quantity_bytes(limits.storage_bytes),
@@ -216,7 +231,12 @@ pub fn render(spec: &TenantSpec, secrets: &TenantSecrets, cluster: &ClusterSetti
             port,
             liveness,
             readiness,
-            replicas.min,
+            match (spec.stopped, component) {
+                (true, _) => Some(0),
+                // The autoscaler owns the backend's replica count.
+                (false, "backend") => None,
+                (false, _) => Some(replicas.min),
+            },
         ));
         objects.push(json!({
             "apiVersion": "v1", "kind": "Service",
@@ -226,6 +246,10 @@ pub fn render(spec: &TenantSpec, secrets: &TenantSecrets, cluster: &ClusterSetti
                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
             },
         }));
+    }
+    if spec.stopped {
+        objects.extend(network_policies(spec, &ns, cluster));
+        return objects;
     }
     objects.push(ingress(spec, &ns, cluster));
     objects.push(json!({
@@ -262,7 +286,7 @@ fn deployment(
     port: u16,
     liveness: &str,
     readiness: &str,
-    replicas: i32,
+    replicas: Option<i32>,
 ) -> Value {
     let selector = json!({TENANT_LABEL: spec.slug, COMPONENT_LABEL: component});
     let probe = |path: &str, delay: u32| {
@@ -272,11 +296,10 @@ fn deployment(
             "timeoutSeconds": 3, "failureThreshold": 3,
         })
     };
-    json!({
+    let mut deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": meta(spec, ns, component, Some(component)),
         "spec": {
-            "replicas": replicas,
             "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
@@ -313,7 +336,27 @@ fn deployment(
                 },
             },
         },
-    })
+    });
+    if let (Some(replicas), Some(spec)) = (replicas, deployment["spec"].as_object_mut()) {
+        spec.insert("replicas".to_owned(), json!(replicas));
+    }
+    deployment
+}
+
+/// The backend autoscaler's bounds: the plan's, with the minimum raised by
+/// scaling up to the maximum.
+pub fn replicas_of(spec: &TenantSpec, cluster: &ClusterSettings) -> Replicas {
+    let plan = cluster
+        .replicas
+        .get(&spec.plan)
+        .copied()
+        .unwrap_or(Replicas { min: 2, max: 10 });
+    Replicas {
+        min: spec
+            .min_replicas
+            .map_or(plan.min, |m| m.clamp(plan.min, plan.max)),
+        max: plan.max,
+    }
 }
 
 fn ingress(spec: &TenantSpec, ns: &str, cluster: &ClusterSettings) -> Value {
@@ -416,4 +459,4 @@ pub fn to_yaml(objects: &[Value]) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

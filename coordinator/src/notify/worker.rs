@@ -139,7 +139,13 @@ impl Deliveries {
 
     /// Starts delivering; stops when `stop` turns true, after letting
     /// in-flight deliveries finish for up to `grace`.
-    pub fn spawn(self, stop: watch::Receiver<bool>, grace: Duration) -> JoinHandle<()> {
+    /// Delivers while `leader` is true (one replica sends), until `stop`.
+    pub fn spawn(
+        self,
+        stop: watch::Receiver<bool>,
+        grace: Duration,
+        leader: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
         match &self.0.service.settings().smtp {
             Some(smtp) => {
                 tracing::info!(smtp = %smtp.display(), "notification e-mail goes through SMTP")
@@ -150,7 +156,7 @@ impl Deliveries {
         }
         tokio::spawn(
             self.0
-                .run(stop, grace)
+                .run(stop, grace, leader)
                 .instrument(tracing::info_span!("notify")),
         )
     }
@@ -167,12 +173,27 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, grace: Duration) {
+    async fn run(
+        self: Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+        grace: Duration,
+        mut leader: watch::Receiver<bool>,
+    ) {
         let mut inflight = JoinSet::new();
         let mut store_failures = 0u32;
         loop {
             if *stop.borrow() {
                 break;
+            }
+            if !*leader.borrow() {
+                tracing::info!(
+                    "not the leader: notifications are sent by the replica holding the lease"
+                );
+                tokio::select! {
+                    led = leader.wait_for(|l| *l) => if led.is_err() { break },
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                continue;
             }
             let (claimed, failed) = self.claim(&mut inflight).await;
             if claimed > 0 {

@@ -1,6 +1,7 @@
 //! The tenant registry's storage: one trait, backed by SQLite (the embedded
 //! default) or PostgreSQL, with migrations embedded in the binary.
 
+mod deploy;
 mod monitor;
 mod sql;
 
@@ -16,6 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use uuid::Uuid;
 
+pub use deploy::{DeployStore, DeploymentEvent, DeploymentRow, DeploymentSettings, Phase};
 pub use monitor::{
     AlertEventRow, AlertFilter, AlertRow, AlertState, AlertWrite, CleanupCounts, HealthSummary,
     MonitorStore, Rollup, Silence,
@@ -311,7 +313,7 @@ pub struct ConfigChange {
 
 /// The tenant registry.
 #[async_trait]
-pub trait Store: MonitorStore + std::fmt::Debug + Send + Sync + 'static {
+pub trait Store: MonitorStore + DeployStore + std::fmt::Debug + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Applies the embedded migrations.

@@ -11,6 +11,7 @@ use knowton_common::{Branding, Features, TenantStatus, Usage};
 use sqlx::{PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
+mod deploy;
 mod monitor;
 
 use super::{
@@ -88,7 +89,9 @@ const ACTIVE_KEYS_JOIN: &str =
     "LEFT JOIN api_keys k ON k.tenant_id = t.id AND k.revoked_at IS NULL";
 
 /// Tables holding a tenant's rows, children first.
-const TENANT_TABLES: [&str; 13] = [
+const TENANT_TABLES: [&str; 15] = [
+    "deployment_events",
+    "tenant_deployments",
     "health_rollups",
     "silences",
     "alerts",

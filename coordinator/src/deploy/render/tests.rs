@@ -27,7 +27,18 @@ fn spec(plan: Plan) -> TenantSpec {
         } else {
             Vec::new()
         },
+        stopped: false,
+        min_replicas: None,
     }
+}
+
+/// Every object of a professional tenant.
+pub(crate) fn sample_objects() -> Vec<Value> {
+    render(
+        &spec(Plan::Professional),
+        &secrets(),
+        &ClusterSettings::default(),
+    )
 }
 
 fn secrets() -> TenantSecrets {
@@ -117,12 +128,9 @@ fn quotas_follow_the_plan_and_secrets_never_reach_the_yaml() {
     );
     assert_eq!(
         quota(Plan::Enterprise)["spec"]["hard"]["requests.storage"],
-        "1024Gi"
+        "1Ti"
     );
-    assert_eq!(
-        quota(Plan::Professional)["spec"]["hard"]["limits.cpu"],
-        "8000m"
-    );
+    assert_eq!(quota(Plan::Professional)["spec"]["hard"]["limits.cpu"], "8");
     let objects = render(&spec(Plan::Basic), &secrets(), &cluster);
     let secret = objects.iter().find(|o| o["kind"] == "Secret").unwrap();
     assert_eq!(
@@ -132,4 +140,58 @@ fn quotas_follow_the_plan_and_secrets_never_reach_the_yaml() {
     let yaml = to_yaml(&objects);
     assert!(!yaml.contains("not-for-snapshots"), "printed without them");
     assert!(yaml.contains("DATABASE_PASSWORD: <redacted>"));
+}
+
+#[test]
+fn a_stopped_tenant_keeps_its_namespace_config_and_services_but_runs_nothing() {
+    let cluster = ClusterSettings::default();
+    let stopped = TenantSpec {
+        stopped: true,
+        ..spec(Plan::Professional)
+    };
+    let objects = render(&stopped, &secrets(), &cluster);
+    let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    for gone in ["Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget"] {
+        assert!(!kinds.contains(&gone), "{gone} still rendered");
+    }
+    for kept in [
+        "Namespace",
+        "ConfigMap",
+        "Secret",
+        "Service",
+        "NetworkPolicy",
+    ] {
+        assert!(kinds.contains(&kept), "{kept} missing");
+    }
+    for deployment in objects.iter().filter(|o| o["kind"] == "Deployment") {
+        assert_eq!(deployment["spec"]["replicas"], 0);
+    }
+}
+
+#[test]
+fn the_autoscaler_owns_the_backend_replicas_and_scaling_stays_within_the_plan() {
+    let cluster = ClusterSettings::default();
+    let find = |objects: &[Value], kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let objects = render(&spec(Plan::Professional), &secrets(), &cluster);
+    assert!(find(&objects, "Deployment", "backend")["spec"]["replicas"].is_null());
+    assert_eq!(
+        find(&objects, "Deployment", "frontend")["spec"]["replicas"],
+        2
+    );
+    for (asked, min) in [(Some(5), 5), (Some(50), 10), (Some(1), 2), (None, 2)] {
+        let scaled = TenantSpec {
+            min_replicas: asked,
+            ..spec(Plan::Professional)
+        };
+        let objects = render(&scaled, &secrets(), &cluster);
+        let hpa = find(&objects, "HorizontalPodAutoscaler", "backend");
+        assert_eq!(hpa["spec"]["minReplicas"], min, "{asked:?}");
+        assert_eq!(hpa["spec"]["maxReplicas"], 10);
+    }
 }

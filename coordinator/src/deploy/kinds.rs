@@ -1,0 +1,148 @@
+//! The kinds of object a tenant is made of, as the Kubernetes API names
+//! them, so that the deployer needs no discovery round trips.
+
+use kube::discovery::ApiResource;
+
+/// One kind of object the coordinator manages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub namespaced: bool,
+}
+
+impl Kind {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    pub fn api_resource(&self) -> ApiResource {
+        ApiResource {
+            group: self.group.to_owned(),
+            version: self.version.to_owned(),
+            api_version: self.api_version(),
+            kind: self.kind.to_owned(),
+            plural: self.plural.to_owned(),
+        }
+    }
+
+    /// The kind of `object`, from its apiVersion and kind.
+    pub fn of(object: &serde_json::Value) -> Option<Kind> {
+        let api_version = object["apiVersion"].as_str()?;
+        let kind = object["kind"].as_str()?;
+        MANAGED
+            .iter()
+            .copied()
+            .find(|k| k.kind == kind && k.api_version() == api_version)
+    }
+}
+
+const fn kind(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    namespaced: bool,
+) -> Kind {
+    Kind {
+        group,
+        version,
+        kind,
+        plural,
+        namespaced,
+    }
+}
+
+pub const NAMESPACE: Kind = kind("", "v1", "Namespace", "namespaces", false);
+pub const DEPLOYMENT: Kind = kind("apps", "v1", "Deployment", "deployments", true);
+pub const LEASE: Kind = kind("coordination.k8s.io", "v1", "Lease", "leases", true);
+
+/// Every kind a tenant's rendering may contain. The namespaced ones are
+/// listed by label when pruning, so an object of a kind that a later
+/// rendering drops is still found and deleted.
+pub const MANAGED: &[Kind] = &[
+    NAMESPACE,
+    kind("", "v1", "ResourceQuota", "resourcequotas", true),
+    kind("", "v1", "LimitRange", "limitranges", true),
+    kind("", "v1", "ConfigMap", "configmaps", true),
+    kind("", "v1", "Secret", "secrets", true),
+    kind("", "v1", "Service", "services", true),
+    DEPLOYMENT,
+    kind("networking.k8s.io", "v1", "Ingress", "ingresses", true),
+    kind(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        true,
+    ),
+    kind(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        true,
+    ),
+    kind(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        true,
+    ),
+];
+
+/// A managed object's identity, as it is named in messages:
+/// `Deployment knowton-tenant-acme/backend`.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn of(object: &serde_json::Value) -> ObjectRef {
+        ObjectRef {
+            kind: object["kind"].as_str().unwrap_or_default().to_owned(),
+            namespace: object["metadata"]["namespace"].as_str().map(str::to_owned),
+            name: object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rendered_object_is_a_managed_kind() {
+        let objects = crate::deploy::render::tests::sample_objects();
+        for object in &objects {
+            assert!(Kind::of(object).is_some(), "{}", ObjectRef::of(object));
+        }
+        assert_eq!(MANAGED.iter().filter(|k| !k.namespaced).count(), 1);
+    }
+}
