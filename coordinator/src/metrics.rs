@@ -158,6 +158,7 @@ pub fn render(state: &AppState) -> String {
     tenants(state, &mut out);
     ingest(state, &mut out);
     engine(state, &mut out);
+    deployments(state, &mut out);
     let mut families = state.notify.metrics().outcomes.collect();
     families.extend(state.notify.metrics().delay.collect());
     families.extend(state.notify.metrics().first_attempt.collect());
@@ -176,6 +177,86 @@ pub fn render(state: &AppState) -> String {
 }
 
 use prometheus::core::Collector;
+
+fn deployments(state: &AppState, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let deployer = &state.deployer;
+    family(
+        out,
+        "knowton_coordinator_leader",
+        "gauge",
+        "1 while this replica holds the Lease (deploys, scales, notifies)",
+    );
+    let _ = writeln!(
+        out,
+        "knowton_coordinator_leader {}",
+        u8::from(deployer.is_leader())
+    );
+    family(
+        out,
+        "knowton_cluster_configured",
+        "gauge",
+        "1 when the coordinator deploys to a Kubernetes cluster",
+    );
+    let _ = writeln!(
+        out,
+        "knowton_cluster_configured {}",
+        u8::from(deployer.cluster().is_some())
+    );
+    let c = deployer.counters();
+    family(
+        out,
+        "knowton_deployments_total",
+        "counter",
+        "Tenant deployments finished, by outcome",
+    );
+    for (outcome, n) in [
+        ("ready", &c.ready),
+        ("failed", &c.failed),
+        ("skipped", &c.skipped),
+    ] {
+        let _ = writeln!(
+            out,
+            "knowton_deployments_total{{outcome=\"{outcome}\"}} {}",
+            n.load(Relaxed)
+        );
+    }
+    family(
+        out,
+        "knowton_drift_repairs_total",
+        "counter",
+        "Times objects changed or deleted by hand were re-applied",
+    );
+    let _ = writeln!(
+        out,
+        "knowton_drift_repairs_total {}",
+        c.drift_repairs.load(Relaxed)
+    );
+    family(
+        out,
+        "knowton_pruned_objects_total",
+        "counter",
+        "Objects deleted because a tenant's rendering no longer contains them",
+    );
+    let _ = writeln!(
+        out,
+        "knowton_pruned_objects_total {}",
+        c.pruned.load(Relaxed)
+    );
+    family(
+        out,
+        "knowton_scaling_actions_total",
+        "counter",
+        "Changes of a tenant backend's minimum replicas, by direction",
+    );
+    for (direction, n) in [("up", &c.scaled_up), ("down", &c.scaled_down)] {
+        let _ = writeln!(
+            out,
+            "knowton_scaling_actions_total{{direction=\"{direction}\"}} {}",
+            n.load(Relaxed)
+        );
+    }
+}
 
 fn status_code(status: Status) -> i32 {
     match status {

@@ -182,13 +182,10 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         state.ingest.clone(),
         cluster,
         config.deploy.settings.clone(),
+        leadership.subscribe(),
     );
     let state = state.with_deployer(deployer.clone());
-    let deploy_task = tokio::spawn(
-        deployer
-            .clone()
-            .run(leadership.subscribe(), shutdown.subscribe()),
-    );
+    let deploy_task = tokio::spawn(deployer.clone().run(shutdown.subscribe()));
     if has_cluster {
         crate::deploy::watch::spawn(deployer.clone(), shutdown.subscribe());
         if let Some(scaling) = &config.deploy.scaling {
@@ -196,7 +193,6 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                 deployer,
                 engine,
                 scaling.clone(),
-                leadership.subscribe(),
                 shutdown.subscribe(),
             ));
         }

@@ -418,6 +418,7 @@ impl TestCoordinator {
     }
 
     pub async fn start_with(db: TestDb, args: ServeArgs) -> Self {
+        log_to_test_output();
         let config = ServeConfig::try_from(args.clone()).expect("valid test configuration");
         let running = server::start(config).await.expect("coordinator starts");
         let mut args = args;
@@ -641,6 +642,17 @@ impl Reply {
             error["field"].as_str().unwrap_or_default().to_owned(),
         )
     }
+}
+
+/// Sends the coordinator's logs (warnings, and info with `RUST_LOG`) to
+/// the test's captured output, shown when it fails.
+pub fn log_to_test_output() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout`.

@@ -246,9 +246,11 @@ pub async fn put(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id_or_slug): Path<String>,
-    json::ApiJson(request): json::ApiJson<DeploymentSettingsRequest>,
+    request: axum::extract::Request,
 ) -> Result<Json<DeploymentView>, ApiError> {
     caller.require_admin()?;
+    let body = json::json_body(request, &()).await?;
+    let request: DeploymentSettingsRequest = json::parse_with_lists(&body, &["allowlist"])?;
     let id = state.service.resolve(&id_or_slug).await?;
     let tenant = state.service.get(id).await?;
     if tenant.status == knowton_common::TenantStatus::Deprovisioned {

@@ -225,8 +225,25 @@ pub struct DashboardView {
     pub usage: DashboardUsage,
     pub last_24_hours: Last24Hours,
     pub open_alerts: Vec<OpenAlert>,
-    /// Deployments of the tenant, newest first (none recorded yet).
-    pub recent_deployments: Vec<serde_json::Value>,
+    /// The tenant's deployment: phase, and the backend's minimum replicas
+    /// as scaling left it.
+    pub deployment: DashboardDeployment,
+    /// What the deployer did lately (phases, drift repairs, scaling),
+    /// newest first.
+    pub recent_deployments: Vec<crate::store::DeploymentEvent>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardDeployment {
+    pub phase: crate::store::Phase,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The backend autoscaler's minimum now (the plan's unless scaled).
+    pub min_replicas: i32,
+    pub scaled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaled_at: Option<DateTime<Utc>>,
 }
 
 fn line(used: f64, limit: f64) -> UsageLine {
@@ -294,6 +311,19 @@ pub async fn dashboard(
         .as_ref()
         .and_then(|h| h.current_minute.as_ref().and_then(|m| m.storage_bytes))
         .map_or(tenant.usage.storage_bytes as f64, |b| b as f64);
+    let deployment = state
+        .service
+        .store()
+        .deployment(id)
+        .await
+        .map_err(internal)?;
+    let recent_deployments = state
+        .service
+        .store()
+        .deployment_events(id, 10)
+        .await
+        .map_err(internal)?;
+    let tenant_record = tenant.clone();
     let users_used = evaluation
         .as_ref()
         .and_then(|h| h.evaluation.users)
@@ -326,7 +356,22 @@ pub async fn dashboard(
             alerts_opened,
         },
         open_alerts: health.open_alerts,
-        recent_deployments: Vec::new(),
+        deployment: DashboardDeployment {
+            phase: deployment
+                .as_ref()
+                .map_or(crate::store::Phase::Pending, |d| d.phase),
+            reason: deployment.as_ref().and_then(|d| d.reason.clone()),
+            min_replicas: crate::deploy::render::replicas_of(
+                &crate::deploy::controller::spec_of(&tenant_record, deployment.as_ref()),
+                &state.deployer.settings().cluster,
+            )
+            .min,
+            scaled: deployment
+                .as_ref()
+                .is_some_and(|d| d.min_replicas.is_some()),
+            scaled_at: deployment.as_ref().and_then(|d| d.scaled_at),
+        },
+        recent_deployments,
     }))
 }
 

@@ -71,6 +71,12 @@ pub async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
 /// as a struct's fields in order (`"features": [true, false]`), so a list
 /// anywhere is refused; `request_bodies_have_no_lists` keeps that true.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_with_lists(bytes, &[])
+}
+
+/// [`parse`] for a body whose fields at `lists` (top-level names) are
+/// lists of values.
+pub fn parse_with_lists<T: DeserializeOwned>(bytes: &[u8], lists: &[&str]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -85,7 +91,20 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             format!("malformed JSON: {e}"),
         )
     })?;
-    if let Some(path) = find_list(&value, "") {
+    let mut checked = value.clone();
+    if let Some(map) = checked.as_object_mut() {
+        for name in lists {
+            if let Some(serde_json::Value::Array(items)) = map.remove(*name)
+                && let Some(i) = items.iter().position(|v| v.is_array() || v.is_object())
+            {
+                return Err(ApiError::invalid(
+                    format!("{name}[{i}]"),
+                    "invalid type: expected a value, not a list or an object",
+                ));
+            }
+        }
+    }
+    if let Some(path) = find_list(&checked, "") {
         let field = if path.is_empty() {
             "body".to_owned()
         } else {

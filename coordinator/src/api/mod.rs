@@ -65,6 +65,7 @@ impl AppState {
                 ingest.clone(),
                 None,
                 crate::deploy::DeploySettings::default(),
+                crate::deploy::leader::Leadership::alone().subscribe(),
             ),
             limiter: Arc::new(TenantRateLimiter::new()),
             admin_token: admin_token.into(),

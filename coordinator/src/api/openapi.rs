@@ -38,7 +38,7 @@ use crate::{notify, provision, store};
         alerts::AlertView, alerts::AlertList, alerts::AlertAction, alerts::SilenceRequest,
         alerts::SilenceList, store::Silence, store::AlertState, store::AlertEventRow, store::Rollup,
         store::CleanupCounts, history::HealthHistoryView, history::DashboardView, history::CheckAllView,
-        history::ReportView, history::ReportSent, history::CleanupView, thresholds::ThresholdsView,
+        history::ReportView, history::ReportSent, history::DashboardDeployment, history::CleanupView, thresholds::ThresholdsView,
         thresholds::ThresholdsRequest,
         deployments::DeploymentView, deployments::DryRunView, deployments::DryRunMode,
         deployments::DeploymentSettingsRequest, store::DeploymentEvent, store::Phase,

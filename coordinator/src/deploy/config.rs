@@ -81,6 +81,10 @@ pub struct KubeArgs {
     /// Replicas added or removed per scaling step.
     #[arg(long, env = "KNOWTON_SCALE_STEP", default_value_t = 1)]
     pub scale_step: i32,
+
+    /// Seconds between two looks at every tenant's response time.
+    #[arg(long, env = "KNOWTON_SCALE_CHECK_SECONDS", default_value_t = 15)]
+    pub scale_check_seconds: u64,
 }
 
 impl Default for KubeArgs {
@@ -101,6 +105,7 @@ impl Default for KubeArgs {
             scale_after_seconds: 300,
             scale_calm_seconds: 1800,
             scale_step: 1,
+            scale_check_seconds: 15,
         }
     }
 }
@@ -135,6 +140,9 @@ impl KubeArgs {
                 errors.push(format!("{flag} must be at least 1"));
             }
         }
+        if self.scale_check_seconds == 0 {
+            errors.push("--scale-check-seconds must be at least 1".to_owned());
+        }
         if self.scale_step < 1 {
             errors.push("--scale-step must be at least 1".to_owned());
         }
@@ -167,7 +175,7 @@ impl KubeArgs {
             after: Duration::from_secs(self.scale_after_seconds),
             calm: Duration::from_secs(self.scale_calm_seconds.max(1)),
             step: self.scale_step.max(1),
-            ..ScalingSettings::default()
+            every: Duration::from_secs(self.scale_check_seconds.max(1)),
         });
         DeployConfig {
             source,

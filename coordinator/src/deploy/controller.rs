@@ -4,6 +4,7 @@
 //! drift.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -102,10 +103,36 @@ struct Inner {
     settings: DeploySettings,
     /// Tenants waiting for the worker, with what asked (a full deployment
     /// wins over a reconcile).
-    queue: Mutex<BTreeMap<Uuid, Trigger>>,
+    queue: Mutex<BTreeMap<Uuid, Queued>>,
     wake: Notify,
     /// Each deployed tenant's objects, for the watch to compare against.
     desired: Mutex<HashMap<ObjectRef, (Uuid, Value)>>,
+    /// Tenants being purged: never deployed again.
+    purging: Mutex<HashSet<Uuid>>,
+    /// Whether this replica holds the Lease (and so deploys).
+    leader: watch::Receiver<bool>,
+    counters: DeployCounters,
+}
+
+/// What the deployer did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct DeployCounters {
+    pub ready: AtomicU64,
+    pub failed: AtomicU64,
+    pub skipped: AtomicU64,
+    pub drift_repairs: AtomicU64,
+    pub pruned: AtomicU64,
+    pub scaled_up: AtomicU64,
+    pub scaled_down: AtomicU64,
+}
+
+/// A tenant waiting for the worker.
+#[derive(Debug, Clone, Copy)]
+struct Queued {
+    trigger: Trigger,
+    /// When the latest request came: an attempt started after it serves
+    /// every request queued so far.
+    at: chrono::DateTime<chrono::Utc>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -118,9 +145,12 @@ impl Deployer {
         registry: Arc<Registry>,
         cluster: Option<Cluster>,
         settings: DeploySettings,
+        leader: watch::Receiver<bool>,
     ) -> Self {
         Deployer {
             inner: Arc::new(Inner {
+                leader,
+                counters: DeployCounters::default(),
                 service,
                 registry,
                 cluster,
@@ -128,12 +158,21 @@ impl Deployer {
                 queue: Mutex::new(BTreeMap::new()),
                 wake: Notify::new(),
                 desired: Mutex::new(HashMap::new()),
+                purging: Mutex::new(HashSet::new()),
             }),
         }
     }
 
     pub fn cluster(&self) -> Option<&Cluster> {
         self.inner.cluster.as_ref()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        *self.inner.leader.borrow()
+    }
+
+    pub fn counters(&self) -> &DeployCounters {
+        &self.inner.counters
     }
 
     pub fn service(&self) -> &Arc<TenantService> {
@@ -151,20 +190,13 @@ impl Deployer {
         tenant: Uuid,
         trigger: Trigger,
     ) -> Result<DeploymentRow, DeployError> {
-        let store = self.inner.service.store();
-        let mut row = match store.deployment(tenant).await? {
-            Some(row) => row,
-            None => DeploymentRow::new(tenant, trigger.as_str()),
-        };
-        if row.phase.is_settled() || row.attempt == 0 {
-            row.phase = Phase::Pending;
-            row.trigger = trigger.as_str().to_owned();
-            row.reason = None;
-            row.requested_at = now();
-            row.updated_at = row.requested_at;
-            store.save_deployment(&row, None).await?;
-        }
-        self.enqueue(tenant, trigger);
+        let row = self
+            .inner
+            .service
+            .store()
+            .request_deployment(tenant, trigger.as_str())
+            .await?;
+        self.enqueue_at(tenant, trigger, row.requested_at);
         Ok(row)
     }
 
@@ -179,9 +211,16 @@ impl Deployer {
     }
 
     fn enqueue(&self, tenant: Uuid, trigger: Trigger) {
+        self.enqueue_at(tenant, trigger, now());
+    }
+
+    /// Queues `tenant`, asked for at `at` (an attempt starting later
+    /// serves the request).
+    fn enqueue_at(&self, tenant: Uuid, trigger: Trigger, at: chrono::DateTime<chrono::Utc>) {
         let mut queue = lock(&self.inner.queue);
-        let entry = queue.entry(tenant).or_insert(trigger);
-        *entry = (*entry).min(trigger);
+        let entry = queue.entry(tenant).or_insert(Queued { trigger, at });
+        entry.trigger = entry.trigger.min(trigger);
+        entry.at = entry.at.max(at);
         drop(queue);
         self.inner.wake.notify_one();
     }
@@ -218,14 +257,22 @@ impl Deployer {
     /// purged and the error says why.
     pub async fn purge(&self, id: Uuid) -> Result<(), DeployError> {
         let tenant = self.inner.service.get(id).await?;
+        // No drift repair or reconcile may bring it back meanwhile.
+        lock(&self.inner.purging).insert(id);
+        lock(&self.inner.desired).retain(|_, (tenant, _)| *tenant != id);
+        let purged = self.purge_now(&tenant).await;
+        lock(&self.inner.purging).remove(&id);
+        purged
+    }
+
+    async fn purge_now(&self, tenant: &Tenant) -> Result<(), DeployError> {
         if let Some(cluster) = &self.inner.cluster {
-            let ns = namespace(&spec_of(&tenant, None), &self.inner.settings.cluster);
+            let ns = namespace(&spec_of(tenant, None), &self.inner.settings.cluster);
             if cluster.delete_namespace(&ns).await? {
                 tracing::warn!(tenant = %tenant.slug, namespace = %ns, "tenant namespace deleted with everything in it");
             }
         }
-        lock(&self.inner.desired).retain(|_, (tenant, _)| *tenant != id);
-        self.inner.service.purge(id).await?;
+        self.inner.service.purge(tenant.id).await?;
         Ok(())
     }
 
@@ -243,7 +290,8 @@ impl Deployer {
 
     /// Runs deployments until `shutdown` turns true: queued requests, a
     /// reconcile of every tenant at start and every `reconcile_every`.
-    pub async fn run(self, mut leader: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut leader = self.inner.leader.clone();
         let every = self.inner.settings.reconcile_every;
         let mut next_reconcile = tokio::time::Instant::now();
         // Requests recorded by other replicas (which do not deploy).
@@ -259,12 +307,16 @@ impl Deployer {
                     let id = queue.keys().find(|id| !running.contains(id)).copied();
                     id.and_then(|id| queue.remove(&id).map(|t| (id, t)))
                 };
-                let Some((id, trigger)) = next else { break };
+                let Some((id, queued)) = next else { break };
                 running.insert(id);
                 let deployer = self.clone();
                 tasks.spawn(async move {
-                    if let Err(err) = deployer.deploy(id, trigger).await {
-                        tracing::error!(tenant_id = %id, error = %crate::notify::http::error_chain(&err), "deployment could not be recorded");
+                    match deployer.deploy(id, queued).await {
+                        // Purged while it was deployed: nothing to record.
+                        Ok(()) | Err(DeployError::Store(StoreError::NotFound)) => {}
+                        Err(err) => {
+                            tracing::error!(tenant_id = %id, error = %crate::notify::http::error_chain(&err), "deployment could not be recorded");
+                        }
                     }
                     id
                 });
@@ -293,9 +345,9 @@ impl Deployer {
                 }
                 _ = pending_scan.tick(), if leads => {
                     match self.inner.service.store().deployments_in(Phase::Pending).await {
-                        Ok(ids) => {
-                            for id in ids.into_iter().filter(|id| !running.contains(id)) {
-                                self.enqueue(id, Trigger::Manual);
+                        Ok(rows) => {
+                            for row in rows.into_iter().filter(|r| !running.contains(&r.tenant_id)) {
+                                self.enqueue_at(row.tenant_id, Trigger::Manual, row.requested_at);
                             }
                         }
                         Err(err) => tracing::warn!(error = %err, "failed to read pending deployments"),
@@ -307,23 +359,41 @@ impl Deployer {
         tasks.shutdown().await;
     }
 
-    /// Queues every tenant for a reconcile.
+    /// Queues every tenant for a reconcile; a tenant never deployed (from
+    /// before deployments existed, or whose request a crash lost) for its
+    /// first deployment.
     async fn reconcile_all(&self) -> Result<(), StoreError> {
         let store = self.inner.service.store();
+        let deployed: HashSet<Uuid> = store
+            .deployments()
+            .await?
+            .into_iter()
+            .map(|row| row.tenant_id)
+            .collect();
         let mut after = None;
         loop {
             let page = store.list_tenants(500, after, None).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id);
             for tenant in &page {
-                self.enqueue(tenant.id, Trigger::Reconcile);
+                if deployed.contains(&tenant.id) {
+                    self.enqueue(tenant.id, Trigger::Reconcile);
+                } else {
+                    // Any attempt since its creation serves it (the
+                    // provisioning request may be recorded meanwhile).
+                    self.enqueue_at(tenant.id, Trigger::Provisioned, tenant.created_at);
+                }
             }
         }
         Ok(())
     }
 
     /// One deployment (or drift check) of one tenant.
-    async fn deploy(&self, id: Uuid, trigger: Trigger) -> Result<(), DeployError> {
+    async fn deploy(&self, id: Uuid, queued: Queued) -> Result<(), DeployError> {
+        let trigger = queued.trigger;
+        if lock(&self.inner.purging).contains(&id) {
+            return Ok(());
+        }
         let service = &self.inner.service;
         let tenant = match service.get(id).await {
             Ok(tenant) => tenant,
@@ -352,6 +422,16 @@ impl Deployer {
         };
         let hash = objects_hash(&objects);
         self.remember(id, &objects);
+        // An attempt that started after the request already served it.
+        let served = row.phase != Phase::Pending && row.started_at.is_some_and(|s| s >= queued.at);
+        if served {
+            if row.phase == Phase::Ready && row.objects_hash.as_deref() == Some(hash.as_str()) {
+                return self.repair_drift(&tenant, &row, &objects).await;
+            }
+            if row.objects_hash.as_deref() == Some(hash.as_str()) {
+                return Ok(());
+            }
+        }
         if trigger == Trigger::Reconcile
             && row.phase == Phase::Ready
             && row.objects_hash.as_deref() == Some(hash.as_str())
@@ -391,6 +471,10 @@ impl Deployer {
             Ok(applied) => applied,
             Err(err) => return self.fail(&mut row, &tenant, err.to_string()).await,
         };
+        self.inner
+            .counters
+            .pruned
+            .fetch_add(applied.pruned.len() as u64, Ordering::Relaxed);
         for object in &applied.pruned {
             self.event(
                 &row,
@@ -505,6 +589,10 @@ impl Deployer {
                 fixes.join("; ")
             ),
         };
+        self.inner
+            .counters
+            .drift_repairs
+            .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(tenant = %tenant.slug, drift = %detail, "drift repaired");
         self.event(row, "drift", detail).await
     }
@@ -523,6 +611,7 @@ impl Deployer {
         let reference = ObjectRef::of(object);
         let found = lock(&self.inner.desired).get(&reference).cloned();
         if let Some((tenant, desired)) = found
+            && !lock(&self.inner.purging).contains(&tenant)
             && (deleted || !drift(object, &desired).is_empty())
         {
             self.enqueue(tenant, Trigger::Reconcile);

@@ -12,6 +12,8 @@ use uuid::Uuid;
 pub const TENANT_LABEL: &str = "knowton.io/tenant";
 pub const COMPONENT_LABEL: &str = "knowton.io/component";
 pub const PLAN_LABEL: &str = "knowton.io/plan";
+/// Pod template annotation: digest of the config and secrets the pods read.
+pub const CONFIG_HASH_ANNOTATION: &str = "knowton.io/config-hash";
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "knowton-coordinator");
 
 /// What a tenant's deployment is rendered from.
@@ -157,6 +159,15 @@ pub fn render(spec: &TenantSpec, secrets: &TenantSecrets, cluster: &ClusterSetti
     let limits = spec.plan.limits();
     let (pvcs, pods) = plan_counts(spec.plan);
     let replicas = replicas_of(spec, cluster);
+    let config = json!({
+        "TENANT_ID": spec.id.to_string(),
+        "TENANT_SLUG": spec.slug,
+        "PLAN": spec.plan.as_str(),
+        "DOMAIN": spec.domain,
+        "FEATURES": serde_json::to_string(&spec.features).unwrap_or_default(),
+        "BRANDING": serde_json::to_string(&spec.branding).unwrap_or_default(),
+    });
+    let config_hash = config_hash(&config, secrets);
     let mut objects = vec![
         json!({
             "apiVersion": "v1", "kind": "Namespace",
@@ -187,14 +198,7 @@ pub fn render(spec: &TenantSpec, secrets: &TenantSecrets, cluster: &ClusterSetti
         json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": meta(spec, &ns, "tenant-config", None),
-            "data": {
-                "TENANT_ID": spec.id.to_string(),
-                "TENANT_SLUG": spec.slug,
-                "PLAN": spec.plan.as_str(),
-                "DOMAIN": spec.domain,
-                "FEATURES": serde_json::to_string(&spec.features).unwrap_or_default(),
-                "BRANDING": serde_json::to_string(&spec.branding).unwrap_or_default(),
-            },
+            "data": config,
         }),
         json!({
             "apiVersion": "v1", "kind": "Secret",
@@ -231,11 +235,22 @@ pub fn render(spec: &TenantSpec, secrets: &TenantSecrets, cluster: &ClusterSetti
             port,
             liveness,
             readiness,
+            &config_hash,
             match (spec.stopped, component) {
                 (true, _) => Some(0),
                 // The autoscaler owns the backend's replica count.
                 (false, "backend") => None,
-                (false, _) => Some(replicas.min),
+                // Scaling raises the backend's floor only.
+                (false, _) => Some(
+                    replicas_of(
+                        &TenantSpec {
+                            min_replicas: None,
+                            ..spec.clone()
+                        },
+                        cluster,
+                    )
+                    .min,
+                ),
             },
         ));
         objects.push(json!({
@@ -286,6 +301,7 @@ fn deployment(
     port: u16,
     liveness: &str,
     readiness: &str,
+    config_hash: &str,
     replicas: Option<i32>,
 ) -> Value {
     let selector = json!({TENANT_LABEL: spec.slug, COMPONENT_LABEL: component});
@@ -303,7 +319,12 @@ fn deployment(
             "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
-                "metadata": {"labels": labels(spec, Some(component))},
+                "metadata": {
+                    "labels": labels(spec, Some(component)),
+                    // Pods read the config and secrets at start: a change
+                    // of either rolls them.
+                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
+                },
                 "spec": {
                     "automountServiceAccountToken": false,
                     "securityContext": {
@@ -341,6 +362,22 @@ fn deployment(
         spec.insert("replicas".to_owned(), json!(replicas));
     }
     deployment
+}
+
+/// A digest of the tenant's config and secrets (short, and not reversible
+/// into them).
+fn config_hash(config: &Value, secrets: &TenantSecrets) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    digest.update(config.to_string().as_bytes());
+    for secret in [&secrets.database_password, &secrets.jwt_secret] {
+        digest.update([0]);
+        digest.update(secret.as_bytes());
+    }
+    digest.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The backend autoscaler's bounds: the plan's, with the minimum raised by

@@ -114,7 +114,6 @@ pub async fn run(
     deployer: Deployer,
     engine: Engine,
     settings: ScalingSettings,
-    leader: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut watches: HashMap<Uuid, Watch> = HashMap::new();
@@ -125,7 +124,7 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
-        if !*leader.borrow() {
+        if !deployer.is_leader() {
             watches.clear();
             continue;
         }
@@ -156,6 +155,7 @@ pub async fn run(
             spec.min_replicas = overrides.get(&tenant.id).copied().flatten();
             let current = replicas_of(&spec, &deployer.settings().cluster).min;
             let watch = watches.entry(tenant.id).or_default();
+            let counters = deployer.counters();
             let (to, detail) = match decide(state, watch, at, current, plan, &settings) {
                 Decision::Hold => continue,
                 Decision::Up { from, to } => (
@@ -191,6 +191,12 @@ pub async fn run(
                 tracing::warn!(tenant = %tenant.slug, error = %err, "scaling: failed to record");
                 continue;
             }
+            let counter = if to.unwrap_or(plan.min) > current {
+                &counters.scaled_up
+            } else {
+                &counters.scaled_down
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(tenant = %tenant.slug, %detail, "scaling");
             deployer.after_change(tenant.id, Trigger::Scaled).await;
         }

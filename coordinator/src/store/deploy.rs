@@ -125,9 +125,10 @@ pub trait DeployStore {
     async fn deployment(&self, tenant: Uuid) -> Result<Option<DeploymentRow>>;
     /// Every tenant's deployment.
     async fn deployments(&self) -> Result<Vec<DeploymentRow>>;
-    /// The tenants whose deployment is in `phase`.
-    async fn deployments_in(&self, phase: Phase) -> Result<Vec<Uuid>>;
-    /// Writes the row's progress (not its settings: see
+    /// The deployments in `phase`.
+    async fn deployments_in(&self, phase: Phase) -> Result<Vec<DeploymentRow>>;
+    /// Writes the row's progress (not its request time, written by
+    /// [`DeployStore::request_deployment`], nor its settings: see
     /// [`DeployStore::set_deployment_settings`]) and, in the same
     /// transaction, the event. Fails with [`super::StoreError::NotFound`]
     /// when the tenant is gone.
@@ -136,6 +137,10 @@ pub trait DeployStore {
         row: &DeploymentRow,
         event: Option<&DeploymentEvent>,
     ) -> Result<()>;
+    /// Records a request: the deployment turns `pending` unless one is
+    /// under way (which the request then follows), in one statement so
+    /// that it never overwrites the deployer's progress. Returns the row.
+    async fn request_deployment(&self, tenant: Uuid, trigger: &str) -> Result<DeploymentRow>;
     /// Changes the given settings (creating the row if needed) and records
     /// `event`, in one transaction.
     async fn set_deployment_settings(

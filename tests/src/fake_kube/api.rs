@@ -1,57 +1,43 @@
-//! The fake's HTTP API: list, watch and get of the resources in
-//! [`RESOURCES`], and the kubelet stats summary through the node proxy.
+//! The fake's HTTP routes: the paths of the real API server for every
+//! resource in [`RESOURCES`] (`/api/v1/...` for the core group,
+//! `/apis/{group}/{version}/...` for the others; cluster-wide and
+//! namespaced collections, objects and their `/status`), the kubelet stats
+//! summary through the node proxy, the request log and the failures a test
+//! injects.
 //!
-//! Semantics follow the Kubernetes API concepts: a list answers at the
-//! current resourceVersion (or the exact one asked, or the one of its
-//! continue token); a watch from resourceVersion N streams every change
-//! after N, as an object enters or leaves the selectors; a watch without
-//! one (or from "0") first sends the current objects as ADDED. A watch
-//! from a compacted resourceVersion is answered, as the real API server
-//! does, with 200 and a single ERROR event holding a 410 Expired Status; a
-//! list from one (`resourceVersionMatch=Exact`, or an old continue token)
-//! with a 410 Status.
+//! Not served: discovery, `deletecollection`, subresources other than
+//! `/status`, and protobuf or YAML bodies (apply configurations are read
+//! as JSON, which is what `kube` sends).
+//!
+//! [`RESOURCES`]: super::resources::RESOURCES
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use base64::Engine;
-use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use axum::routing::any;
+use serde_json::Value;
 
 use super::Shared;
-use super::selector::{FieldSelector, LabelSelector, field_value};
-use super::store::{Change, ChangeType, Expired, ObjectKey, RESOURCES, ResourceType};
-
-/// How long a watch lasts when the client gives no `timeoutSeconds`.
-const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+use super::read::{self, Params};
+use super::resources::ResourceType;
+use super::status::StatusError;
+use super::write::{self, PatchKind, Write};
 
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/api/v1/{resource}", get(collection_all))
-        .route(
-            "/api/v1/namespaces/{namespace}/{resource}",
-            get(collection_in),
-        )
-        .route(
-            "/api/v1/namespaces/{namespace}/{resource}/{name}",
-            get(object),
-        )
-        .route(
-            "/api/v1/nodes/{node}/proxy/stats/summary",
-            get(stats_summary),
-        )
+        .route("/api/{*path}", any(serve))
+        .route("/apis/{*path}", any(serve))
         .fallback(|| async { StatusError::no_such_resource() })
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            inject_failures,
+        ))
         .layer(middleware::from_fn_with_state(shared.clone(), log_request))
         .with_state(shared)
 }
@@ -61,448 +47,240 @@ async fn log_request(State(shared): State<Arc<Shared>>, request: Request, next: 
     next.run(request).await
 }
 
-/// An error, answered as a `Status` object with its HTTP status.
+/// Answers with the failure a test asked for, if this request is one.
+async fn inject_failures(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    match shared.take_failure(request.method().as_str(), &path) {
+        Some(code) => injected(code, &path).into_response(),
+        None => next.run(request).await,
+    }
+}
+
+/// The failure `fail_next` injects, worded as the real one would be.
+fn injected(code: u16, path: &str) -> StatusError {
+    let target = match route(path) {
+        Ok(Route::Object(target)) => Some(target),
+        _ => None,
+    };
+    let named = target
+        .as_ref()
+        .and_then(|t| Some((t.ty, t.name.as_deref()?)));
+    match (code, named) {
+        (409, Some((ty, name))) => StatusError::stale(ty, name),
+        (422, Some((ty, name))) => StatusError::invalid(
+            ty.kind,
+            ty.group,
+            name,
+            &[(
+                "spec",
+                "Invalid value: \"injected\": injected failure".into(),
+            )],
+        ),
+        (422, None) => StatusError::invalid(
+            "Object",
+            "",
+            "",
+            &[(
+                "spec",
+                "Invalid value: \"injected\": injected failure".into(),
+            )],
+        ),
+        (404, Some((ty, name))) => StatusError::object_not_found(ty, name),
+        (404, None) => StatusError::no_such_resource(),
+        (500, _) => StatusError::internal("injected failure"),
+        (code, _) => StatusError::generic(code, "injected failure"),
+    }
+}
+
+/// What a path names.
 #[derive(Debug)]
-pub(super) struct StatusError {
-    code: StatusCode,
-    reason: &'static str,
-    message: String,
+enum Route {
+    /// The kubelet stats summary of a node.
+    StatsSummary(String),
+    Object(Target),
 }
 
-impl StatusError {
-    fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
-        StatusError {
-            code,
-            reason,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        StatusError::new(StatusCode::BAD_REQUEST, "BadRequest", message)
-    }
-
-    fn not_found(message: impl Into<String>) -> Self {
-        StatusError::new(StatusCode::NOT_FOUND, "NotFound", message)
-    }
-
-    fn no_such_resource() -> Self {
-        StatusError::not_found("the server could not find the requested resource")
-    }
-
-    fn too_large_resource_version() -> Self {
-        StatusError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "Timeout",
-            "Too large resource version",
-        )
-    }
-
-    /// 410 Gone, counted.
-    fn expired(shared: &Shared, message: impl Into<String>) -> Self {
-        shared.expired_answers.fetch_add(1, Ordering::SeqCst);
-        StatusError::new(StatusCode::GONE, "Expired", message)
-    }
-
-    fn object(&self) -> Value {
-        status_object(self.code.as_u16(), self.reason, &self.message)
-    }
-}
-
-impl IntoResponse for StatusError {
-    fn into_response(self) -> Response {
-        (self.code, axum::Json(self.object())).into_response()
-    }
-}
-
-fn status_object(code: u16, reason: &str, message: &str) -> Value {
-    json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    })
-}
-
-fn resource_type(resource: &str) -> Result<&'static ResourceType, StatusError> {
-    RESOURCES
-        .iter()
-        .find(|r| r.group.is_empty() && r.resource == resource)
-        .ok_or_else(StatusError::no_such_resource)
-}
-
-async fn collection_all(
-    State(shared): State<Arc<Shared>>,
-    Path(resource): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, StatusError> {
-    collection(&shared, &resource, None, &query).await
-}
-
-async fn collection_in(
-    State(shared): State<Arc<Shared>>,
-    Path((namespace, resource)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, StatusError> {
-    collection(&shared, &resource, Some(namespace), &query).await
-}
-
-async fn collection(
-    shared: &Arc<Shared>,
-    resource: &str,
-    namespace: Option<String>,
-    query: &HashMap<String, String>,
-) -> Result<Response, StatusError> {
-    let ty = resource_type(resource)?;
-    let filter = Filter::new(ty, namespace, query).map_err(StatusError::bad_request)?;
-    match query.get("watch").map(String::as_str) {
-        Some("true" | "1") => watch(shared, filter, &Params(query)),
-        None | Some("false" | "0") => {
-            shared.lists_released().await;
-            list(shared, &filter, &Params(query))
-        }
-        Some(other) => Err(StatusError::bad_request(format!(
-            "invalid value for watch: {other:?}"
-        ))),
-    }
-}
-
-/// The query parameters of a request; empty ones count as absent.
-#[derive(Debug, Clone, Copy)]
-struct Params<'a>(&'a HashMap<String, String>);
-
-impl Params<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
-
-    fn flag(&self, name: &str) -> bool {
-        matches!(self.get(name), Some("true" | "1"))
-    }
-
-    fn number(&self, name: &str) -> Result<Option<u64>, StatusError> {
-        self.get(name)
-            .map(|text| {
-                text.parse()
-                    .map_err(|_| StatusError::bad_request(format!("invalid {name} {text:?}")))
-            })
-            .transpose()
-    }
-}
-
-/// Which objects of one resource a request is about.
-#[derive(Debug, Clone)]
-struct Filter {
+/// A collection, an object or a subresource of one.
+#[derive(Debug)]
+struct Target {
     ty: &'static ResourceType,
     namespace: Option<String>,
-    labels: LabelSelector,
-    fields: FieldSelector,
+    name: Option<String>,
+    /// Only `status` is served.
+    status: bool,
 }
 
-impl Filter {
-    fn new(
-        ty: &'static ResourceType,
-        namespace: Option<String>,
-        query: &HashMap<String, String>,
-    ) -> Result<Self, String> {
-        let text = |name: &str| query.get(name).map_or("", String::as_str);
-        let labels = LabelSelector::parse(text("labelSelector"))?;
-        let fields = FieldSelector::parse(text("fieldSelector"))?;
-        fields.check_supported(|f| ty.selectable(f))?;
-        Ok(Filter {
-            ty,
-            namespace,
-            labels,
-            fields,
-        })
-    }
-
-    fn matches(&self, object: &Value) -> bool {
-        let namespace = object["metadata"]["namespace"].as_str().unwrap_or("");
-        self.namespace.as_deref().is_none_or(|n| n == namespace)
-            && self
-                .labels
-                .matches(object["metadata"]["labels"].as_object())
-            && self.fields.matches(|field| field_value(object, field))
-    }
-
-    /// The watch event `change` is for this filter, if any: an object that
-    /// stops matching is DELETED for it, one that starts matching ADDED.
-    fn event(&self, change: &Change) -> Option<Value> {
-        if change.resource != (self.ty.group, self.ty.version, self.ty.resource) {
-            return None;
-        }
-        let before = change.previous.as_ref().is_some_and(|p| self.matches(p));
-        let after = change.kind != ChangeType::Deleted && self.matches(&change.object);
-        let (kind, object) = match (change.kind, before, after) {
-            (ChangeType::Deleted, true, _) => ("DELETED", change.object.clone()),
-            (_, false, true) => ("ADDED", change.object.clone()),
-            (_, true, true) => ("MODIFIED", change.object.clone()),
-            (ChangeType::Modified, true, false) => {
-                // The object as the watcher last saw it, at this change's version.
-                let mut previous = change.previous.clone().unwrap_or_default();
-                previous["metadata"]["resourceVersion"] = json!(change.rv.to_string());
-                ("DELETED", previous)
-            }
-            _ => return None,
-        };
-        Some(json!({"type": kind, "object": object}))
-    }
-}
-
-/// A continue token: the list's resourceVersion and the last key returned.
-fn encode_continue(rv: u64, last: &ObjectKey) -> String {
-    let token = json!({"rv": rv, "namespace": last.0, "name": last.1});
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
-}
-
-fn decode_continue(token: &str) -> Option<(u64, ObjectKey)> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()?;
-    let token: Value = serde_json::from_slice(&bytes).ok()?;
-    Some((
-        token["rv"].as_u64()?,
-        (
-            token["namespace"].as_str()?.to_owned(),
-            token["name"].as_str()?.to_owned(),
-        ),
-    ))
-}
-
-fn list(shared: &Arc<Shared>, filter: &Filter, params: &Params) -> Result<Response, StatusError> {
-    let limit = params
-        .number("limit")?
-        .filter(|n| *n > 0)
-        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-    let requested = params.number("resourceVersion")?;
-    let store = shared.store();
-    let current = store.resource_version();
-    // The version to list at, and where a continued list resumes.
-    let (rv, after) = match (params.get("continue"), params.get("resourceVersionMatch")) {
-        (Some(token), _) => decode_continue(token)
-            .map(|(rv, last)| (rv, Some(last)))
-            .ok_or_else(|| StatusError::bad_request(format!("invalid continue token {token:?}")))?,
-        (None, Some(_)) if requested.is_none() => {
-            return Err(StatusError::bad_request(
-                "resourceVersionMatch is forbidden unless resourceVersion is provided",
-            ));
-        }
-        (None, Some("Exact")) => (requested.unwrap_or(current), None),
-        // Unset, "0" or NotOlderThan: the current state is recent enough.
-        (None, _) => (current.max(requested.unwrap_or(0)), None),
+/// Reads a path as the real API server does: `namespaces/{ns}/{resource}`
+/// is a namespaced collection, unless `{resource}` is a subresource of
+/// the namespace itself (`namespaces/{ns}/status`).
+fn route(path: &str) -> Result<Route, StatusError> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return Err(StatusError::no_such_resource()),
     };
-    if rv > current {
-        return Err(StatusError::too_large_resource_version());
+    if let ("", ["nodes", node, "proxy", "stats", "summary"]) = (group, rest) {
+        return Ok(Route::StatsSummary((*node).to_owned()));
     }
-    let objects = store
-        .list_at(filter.ty, filter.namespace.as_deref(), rv)
-        .map_err(|Expired { requested, oldest }| {
-            let message = if after.is_some() {
-                format!(
-                    "The provided continue parameter is too old to display a consistent list \
-                     result (resourceVersion {requested}, oldest available {oldest}); start a \
-                     new list without the continue parameter"
-                )
-            } else {
-                format!("too old resource version: {requested} ({oldest})")
-            };
-            StatusError::expired(shared, message)
-        })?;
-    drop(store);
-    let mut matching = objects
-        .into_iter()
-        .filter(|(key, _)| after.as_ref().is_none_or(|last| key > last))
-        .filter(|(_, object)| filter.matches(object));
-    let mut items = Vec::new();
-    let mut last = None;
-    for (key, mut object) in matching.by_ref().take(limit.unwrap_or(usize::MAX)) {
-        // Items of a list carry neither kind nor apiVersion.
-        if let Some(map) = object.as_object_mut() {
-            map.remove("kind");
-            map.remove("apiVersion");
+    let (namespace, rest): (Option<String>, Vec<&str>) = match rest {
+        ["namespaces", namespace, resource, tail @ ..]
+            if !matches!(*resource, "status" | "finalize") =>
+        {
+            let rest = std::iter::once(*resource).chain(tail.iter().copied());
+            (Some((*namespace).to_owned()), rest.collect())
         }
-        items.push(object);
-        last = Some(key);
+        _ => (None, rest.to_vec()),
+    };
+    let (resource, name, subresource) = match rest.as_slice() {
+        [resource] => (*resource, None, None),
+        [resource, name] => (*resource, Some(*name), None),
+        [resource, name, subresource] => (*resource, Some(*name), Some(*subresource)),
+        _ => return Err(StatusError::no_such_resource()),
+    };
+    let ty =
+        ResourceType::at(group, version, resource).ok_or_else(StatusError::no_such_resource)?;
+    let misplaced = match &namespace {
+        Some(_) => !ty.namespaced,
+        None => ty.namespaced && name.is_some(),
+    };
+    let status = match subresource {
+        None => false,
+        Some("status") if ty.status_subresource => true,
+        Some(_) => return Err(StatusError::no_such_resource()),
+    };
+    if misplaced || name.is_some_and(str::is_empty) || resource.is_empty() {
+        return Err(StatusError::no_such_resource());
     }
-    let remaining = matching.count();
-    let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if let (true, Some(last)) = (remaining > 0, &last) {
-        metadata["continue"] = json!(encode_continue(rv, last));
-        // As the real API server: not counted when selectors filter the list.
-        if filter.labels.0.is_empty() && filter.fields.0.is_empty() {
-            metadata["remainingItemCount"] = json!(remaining);
-        }
-    }
-    Ok(axum::Json(json!({
-        "kind": format!("{}List", filter.ty.kind),
-        "apiVersion": filter.ty.api_version(),
-        "metadata": metadata,
-        "items": items,
+    Ok(Route::Object(Target {
+        ty,
+        namespace,
+        name: name.map(str::to_owned),
+        status,
     }))
-    .into_response())
 }
 
-/// Where a watch starts: the last resourceVersion it accounts for, the
-/// events to send first, and the changes to come.
-type Start = (u64, Vec<Value>, broadcast::Receiver<Arc<Change>>);
-
-fn watch(shared: &Arc<Shared>, filter: Filter, params: &Params) -> Result<Response, StatusError> {
-    let timeout = params
-        .number("timeoutSeconds")?
-        .map_or(DEFAULT_WATCH_TIMEOUT, Duration::from_secs);
-    let bookmarks = params.flag("allowWatchBookmarks");
-    let initial_events_end = params.flag("sendInitialEvents");
-    // "0" is "any version": like none, the current objects come first.
-    let since = params.number("resourceVersion")?.filter(|rv| *rv != 0);
-    // Subscribed before the check, so that `down` either closes this watch
-    // or refuses it.
-    let mut closing = shared.closing.subscribe();
-    if shared.is_down() {
-        return Err(StatusError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            "the server is shutting down",
-        ));
-    }
-    let started: Result<Start, Expired> = {
-        let store = shared.store();
-        match since {
-            None => {
-                let rv = store.resource_version();
-                let current = store
-                    .list_at(filter.ty, filter.namespace.as_deref(), rv)
-                    .unwrap_or_default();
-                let initial = current
-                    .into_values()
-                    .filter(|o| filter.matches(o))
-                    .map(|o| json!({"type": "ADDED", "object": o}))
-                    .collect();
-                Ok((rv, initial, store.subscribe()))
-            }
-            Some(rv) => store.changes_since(rv).map(|resumed| {
-                let events = resumed
-                    .backlog
-                    .iter()
-                    .filter_map(|c| filter.event(c))
-                    .collect();
-                let last = resumed.backlog.last().map_or(rv, |c| c.rv);
-                (last, events, resumed.receiver)
-            }),
-        }
-    };
-    let bookmark_every = shared.bookmark_every;
-    let api_version = filter.ty.api_version();
-    let bookmark = move |rv: u64, initial_end: bool| {
-        let mut metadata = json!({"resourceVersion": rv.to_string()});
-        if initial_end {
-            metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
-        }
-        json!({"type": "BOOKMARK", "object": {"kind": filter.ty.kind, "apiVersion": api_version, "metadata": metadata}})
-    };
-    let (lines, receiver) = mpsc::channel::<Result<String, Infallible>>(256);
-    shared.watch_opened();
-    let watching = shared.clone();
-    tokio::spawn(async move {
-        let send = |event: Value| {
-            let lines = lines.clone();
-            async move { lines.send(Ok(format!("{event}\n"))).await.is_ok() }
-        };
-        let (mut last, initial, mut changes) = match started {
-            Ok(started) => started,
-            Err(Expired { requested, oldest }) => {
-                // A too old version is answered in the stream, as the real
-                // API server does: one ERROR event, then the end.
-                let message = format!("too old resource version: {requested} ({oldest})");
-                let status = StatusError::expired(&watching, message).object();
-                send(json!({"type": "ERROR", "object": status})).await;
-                watching.watch_closed();
-                return;
-            }
-        };
-        'watch: {
-            for event in initial {
-                if !send(event).await {
-                    break 'watch;
-                }
-            }
-            if initial_events_end && bookmarks && !send(bookmark(last, true)).await {
-                break 'watch;
-            }
-            let deadline = tokio::time::Instant::now() + timeout;
-            let mut ticks = tokio::time::interval(bookmark_every);
-            ticks.tick().await;
-            loop {
-                tokio::select! {
-                    received = changes.recv() => match received {
-                        Ok(change) => {
-                            if change.rv <= last {
-                                continue;
-                            }
-                            last = change.rv;
-                            if let Some(event) = filter.event(&change)
-                                && !send(event).await
-                            {
-                                break 'watch;
-                            }
-                        }
-                        // Too slow a reader: the API server ends such a watch.
-                        Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => break 'watch,
-                    },
-                    _ = ticks.tick(), if bookmarks => {
-                        if !send(bookmark(last, false)).await {
-                            break 'watch;
-                        }
-                    }
-                    () = tokio::time::sleep_until(deadline) => {
-                        if bookmarks {
-                            send(bookmark(last, false)).await;
-                        }
-                        break 'watch;
-                    }
-                    _ = closing.changed() => break 'watch,
-                    () = lines.closed() => break 'watch,
-                }
-            }
-        }
-        watching.watch_closed();
-    });
-    let mut response = Body::from_stream(ReceiverStream::new(receiver)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
-}
-
-async fn object(
+async fn serve(
     State(shared): State<Arc<Shared>>,
-    Path((namespace, resource, name)): Path<(String, String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
 ) -> Result<Response, StatusError> {
-    let ty = resource_type(&resource)?;
-    match shared.store().get(ty, &(namespace, name.clone())) {
-        Some(object) => Ok(axum::Json(object.clone()).into_response()),
-        None => {
-            let error = StatusError::not_found(format!("{resource} \"{name}\" not found"));
-            let mut body = error.object();
-            body["details"] = json!({"name": name, "kind": resource});
-            Ok((StatusCode::NOT_FOUND, axum::Json(body)).into_response())
+    let target = match route(uri.path())? {
+        Route::StatsSummary(node) if method == Method::GET => {
+            let summary = shared
+                .stats_summary(&node)
+                .ok_or_else(|| StatusError::not_found(format!("nodes \"{node}\" not found")))?;
+            return Ok(axum::Json(summary).into_response());
         }
+        Route::StatsSummary(_) => return Err(StatusError::method_not_allowed(method.as_str())),
+        Route::Object(target) => target,
+    };
+    let write = match (&target.name, &method) {
+        (None, &Method::GET) => {
+            return read::collection(&shared, target.ty, target.namespace, &query).await;
+        }
+        (Some(name), &Method::GET) => {
+            let key = (target.namespace.unwrap_or_default(), name.clone());
+            return read::get(&shared, target.ty, &key);
+        }
+        (None, &Method::POST) if target.namespace.is_some() || !target.ty.namespaced => {
+            Write::Create(json_body(&body)?)
+        }
+        (Some(_), &Method::PUT) => Write::Replace(json_body(&body)?),
+        (Some(_), &Method::PATCH) => {
+            let kind = patch_kind(&headers)?;
+            let patch = serde_json::from_slice(&body).map_err(|err| {
+                StatusError::bad_request(match kind {
+                    PatchKind::Apply => format!(
+                        "error decoding YAML: this fake reads apply configurations written as JSON only: {err}"
+                    ),
+                    _ => format!("error decoding patch: {err}"),
+                })
+            })?;
+            Write::Patch(kind, patch)
+        }
+        (Some(_), &Method::DELETE) if !target.status => Write::Delete(if body.is_empty() {
+            Value::Null
+        } else {
+            json_body(&body)?
+        }),
+        _ => return Err(StatusError::method_not_allowed(method.as_str())),
+    };
+    let params = Params(&query);
+    let dry_run = match params.get("dryRun") {
+        None => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(StatusError::bad_request(format!(
+                "invalid dryRun value {other:?}: the only valid value is All"
+            )));
+        }
+    };
+    let request = write::Request {
+        ty: target.ty,
+        namespace: target.namespace.unwrap_or_default(),
+        name: target.name,
+        status: target.status,
+        field_manager: params.get("fieldManager").map(str::to_owned),
+        default_manager: default_manager(&headers),
+        force: params.flag("force"),
+        dry_run,
+    };
+    let written = write::write(&mut shared.store(), &request, write)?;
+    let code = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, axum::Json(written.object)).into_response())
+}
+
+fn json_body(body: &Bytes) -> Result<Value, StatusError> {
+    serde_json::from_slice(body)
+        .map_err(|err| StatusError::bad_request(format!("error decoding the request body: {err}")))
+}
+
+/// The patch format of a PATCH, from its Content-Type.
+fn patch_kind(headers: &HeaderMap) -> Result<PatchKind, StatusError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    match media_type {
+        "application/merge-patch+json" => Ok(PatchKind::Merge),
+        "application/strategic-merge-patch+json" => Ok(PatchKind::Strategic),
+        "application/json-patch+json" => Ok(PatchKind::Json),
+        "application/apply-patch+yaml" => Ok(PatchKind::Apply),
+        _ => Err(StatusError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: \
+                 application/json-patch+json, application/merge-patch+json, \
+                 application/apply-patch+yaml, application/strategic-merge-patch+json \
+                 (got {content_type:?})"
+            ),
+        )),
     }
 }
 
-async fn stats_summary(
-    State(shared): State<Arc<Shared>>,
-    Path(node): Path<String>,
-) -> Result<Response, StatusError> {
-    let summary = shared
-        .stats_summary(&node)
-        .ok_or_else(|| StatusError::not_found(format!("nodes \"{node}\" not found")))?;
-    Ok(axum::Json(summary).into_response())
+/// The manager of an Update without `fieldManager`: as the real API
+/// server, the User-Agent up to its first `/`.
+fn default_manager(headers: &HeaderMap) -> String {
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    match agent.split('/').next() {
+        Some(prefix) if !prefix.is_empty() => prefix.chars().take(128).collect(),
+        _ => "unknown".to_owned(),
+    }
 }

@@ -1,18 +1,31 @@
 //! A FAKE Kubernetes API server, in process, for tests: no cluster can run
 //! here, so the real `kube` client talks plain HTTP to this one instead. It
-//! follows the real API's semantics and JSON shapes for what it serves.
+//! follows the real API's semantics and JSON shapes for what it serves,
+//! simplified where the module docs say so.
 //!
+//! Layout:
+//! - [`resources`]: the kinds served (core v1 pods, namespaces, quotas,
+//!   limit ranges, config maps, secrets, services, claims; apps/v1
+//!   deployments; networking ingresses and network policies; autoscaling/v2
+//!   HPAs; policy/v1 PDBs; coordination leases).
 //! - [`store`]: objects of any resource as JSON, keyed by (group/version/
-//!   resource, namespace, name), under one cluster-wide resourceVersion, with
-//!   a change log that watches and paged lists resume from until a test
-//!   compacts it.
+//!   resource, namespace, name), under one cluster-wide resourceVersion,
+//!   with a change log that watches and paged lists resume from until a
+//!   test compacts it.
 //! - [`selector`]: label and field selectors.
-//! - `api`: the HTTP routes (core v1 pods: list, watch, get; the kubelet
-//!   stats summary through the node proxy).
+//! - `api`: the HTTP routes; `read`: list, watch, get; `write`: create,
+//!   replace, patch, delete and dryRun; `object`: the metadata the server
+//!   sets (uid, resourceVersion, generation, managedFields) and the status
+//!   rules; `namespaces`: namespace lifecycle admission and cascading
+//!   deletion; `validate`: the checks before a write; `patch`: merge, strategic merge and JSON patches; `apply`
+//!   and `fields`: server-side apply and field ownership; `status`: errors
+//!   as `Status` objects; `handles`: what a test reads and writes directly.
 //!
-//! It serves only what tests need so far; other resources are entries in
-//! [`store::RESOURCES`] (cluster-scoped ones, API groups, writes through the
-//! API, server-side apply and dryRun are for later).
+//! The main simplifications: lists are atomic for server-side apply and
+//! strategic merge patches (the real server merges `containers` by name);
+//! no discovery, no deletecollection, no subresource but `/status`; no
+//! graceful deletion or finalizers except a Namespace's own; no garbage
+//! collection of owned objects; nothing validates specs but names.
 //!
 //! ```no_run
 //! # async fn example() {
@@ -24,10 +37,24 @@
 //! ```
 
 mod api;
+mod apply;
+mod fields;
+mod handles;
+mod namespaces;
+mod object;
+mod patch;
+mod pod;
+mod read;
+pub mod resources;
 pub mod selector;
+mod status;
 pub mod store;
 #[cfg(test)]
 mod tests;
+mod validate;
+mod write;
+
+pub use pod::TestPod;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,12 +62,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use store::{PODS, ResourceType, Store};
+use resources::{NAMESPACES, PODS, ResourceType};
+use store::Store;
+
+/// The manager of the tests' own writes.
+const TEST_MANAGER: &str = "test";
 
 /// State shared by the routes and the test's handle.
 #[derive(Debug)]
@@ -48,6 +79,8 @@ struct Shared {
     store: Mutex<Store>,
     summaries: Mutex<HashMap<String, Value>>,
     requests: Mutex<Vec<String>>,
+    /// Failures to answer, in the order `fail_next` asked for them.
+    failures: Mutex<Vec<Failure>>,
     /// Bumped to end every open watch.
     closing: watch::Sender<u64>,
     down: AtomicBool,
@@ -72,6 +105,22 @@ impl Shared {
         lock(&self.requests).push(format!("{method} {uri}"));
     }
 
+    /// The status code of the failure to answer `method path` with, if
+    /// a test asked for one.
+    fn take_failure(&self, method: &str, path: &str) -> Option<u16> {
+        let mut failures = lock(&self.failures);
+        let at = failures.iter().position(|f| {
+            f.method.eq_ignore_ascii_case(method) && path.contains(&f.path_contains)
+        })?;
+        let failure = &mut failures[at];
+        let code = failure.code;
+        failure.times -= 1;
+        if failure.times == 0 {
+            failures.remove(at);
+        }
+        Some(code)
+    }
+
     fn is_down(&self) -> bool {
         self.down.load(Ordering::SeqCst)
     }
@@ -90,11 +139,30 @@ impl Shared {
     }
 }
 
+/// Requests to fail (see [`FakeKube::fail_next`]).
+#[derive(Debug)]
+struct Failure {
+    method: String,
+    path_contains: String,
+    code: u16,
+    times: usize,
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A running fake API server on a loopback port; stops when dropped.
+///
+/// Besides the API, a test reads and writes objects directly: by
+/// apiVersion and kind with [`FakeKube::object`], [`FakeKube::objects`],
+/// [`FakeKube::put_object`], [`FakeKube::edit`] (a hand edit),
+/// [`FakeKube::delete_object`] and [`FakeKube::set_status`]; by
+/// [`ResourceType`] with [`FakeKube::put`], [`FakeKube::get`] and
+/// [`FakeKube::delete`]. It injects failures with [`FakeKube::fail_next`],
+/// slows lists with [`FakeKube::hold_lists`], keeps deleted namespaces
+/// Terminating with [`FakeKube::hold_namespace_deletion`], and counts
+/// requests with [`FakeKube::requests`].
 #[derive(Debug)]
 pub struct FakeKube {
     addr: SocketAddr,
@@ -120,6 +188,7 @@ impl FakeKube {
             store: Mutex::new(Store::default()),
             summaries: Mutex::default(),
             requests: Mutex::default(),
+            failures: Mutex::default(),
             closing: watch::channel(0).0,
             down: AtomicBool::new(false),
             holding_lists: watch::channel(false).0,
@@ -168,19 +237,24 @@ impl FakeKube {
         )
     }
 
-    /// Creates or replaces an object; the stored object (with its
-    /// resourceVersion, uid and creationTimestamp).
-    pub fn put(&self, ty: &ResourceType, object: Value) -> Value {
-        self.shared.store().put(ty, object)
+    /// Creates or replaces an object as given (status included), as
+    /// manager "test"; the stored object (with its resourceVersion, uid,
+    /// creationTimestamp, generation and managedFields).
+    pub fn put(&self, ty: &'static ResourceType, object: Value) -> Value {
+        write::put_for_test(&mut self.shared.store(), ty, object, TEST_MANAGER)
     }
 
-    /// Deletes an object at once; its last state, if it existed.
+    /// Deletes an object at once (a Namespace with everything in it); its
+    /// last state, if it existed.
     pub fn delete(&self, ty: &ResourceType, namespace: &str, name: &str) -> Option<Value> {
-        self.shared
-            .store()
-            .delete(ty, &(namespace.to_owned(), name.to_owned()))
+        let mut store = self.shared.store();
+        if *ty == NAMESPACES {
+            return namespaces::delete_for_test(&mut store, name);
+        }
+        store.delete(ty, &(namespace.to_owned(), name.to_owned()))
     }
 
+    /// An object (the namespace is "" for cluster-scoped ones).
     pub fn get(&self, ty: &ResourceType, namespace: &str, name: &str) -> Option<Value> {
         self.shared
             .store()
@@ -311,78 +385,4 @@ fn bind(addr: SocketAddr) -> TcpListener {
         .bind(addr)
         .unwrap_or_else(|err| panic!("bind the fake API server on {addr}: {err}"));
     socket.listen(128).expect("listen")
-}
-
-/// A pod as a test describes it, built into the JSON the API server holds:
-/// `TestPod::new("ns", "acme-0").tenant("acme").on("node-a").running("10.0.0.7").http_port(3000)`.
-#[derive(Debug, Clone)]
-pub struct TestPod {
-    pod: Value,
-}
-
-impl TestPod {
-    /// A Pending pod, not yet scheduled, with one container.
-    pub fn new(namespace: &str, name: &str) -> TestPod {
-        TestPod {
-            pod: json!({
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": name, "namespace": namespace, "labels": {}},
-                "spec": {"containers": [{"name": "backend", "image": "knowton/backend:2.14.0"}]},
-                "status": {"phase": "Pending"},
-            }),
-        }
-    }
-
-    /// Labelled `knowton.io/tenant=<slug>`.
-    pub fn tenant(self, slug: &str) -> TestPod {
-        self.label("knowton.io/tenant", slug)
-    }
-
-    pub fn label(mut self, key: &str, value: &str) -> TestPod {
-        self.pod["metadata"]["labels"][key] = json!(value);
-        self
-    }
-
-    /// Scheduled on `node`.
-    pub fn on(mut self, node: &str) -> TestPod {
-        self.pod["spec"]["nodeName"] = json!(node);
-        self
-    }
-
-    /// Running with this IP.
-    pub fn running(mut self, ip: &str) -> TestPod {
-        self.pod["status"] = json!({
-            "phase": "Running",
-            "podIP": ip,
-            "podIPs": [{"ip": ip}],
-            "conditions": [{"type": "Ready", "status": "True"}],
-        });
-        self
-    }
-
-    /// Running, but without an IP yet.
-    pub fn running_without_ip(mut self) -> TestPod {
-        self.pod["status"] = json!({"phase": "Running"});
-        self
-    }
-
-    /// The backend container exposes `port` as the port named `http`.
-    pub fn http_port(mut self, port: u16) -> TestPod {
-        self.pod["spec"]["containers"][0]["ports"] =
-            json!([{"name": "http", "containerPort": port, "protocol": "TCP"}]);
-        self
-    }
-
-    /// Being deleted (graceful deletion under way).
-    pub fn terminating(mut self) -> TestPod {
-        self.pod["metadata"]["deletionTimestamp"] =
-            json!(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string());
-        self.pod["metadata"]["deletionGracePeriodSeconds"] = json!(30);
-        self
-    }
-
-    pub fn json(self) -> Value {
-        self.pod
-    }
 }

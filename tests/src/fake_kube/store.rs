@@ -8,63 +8,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-/// A kind of object the fake serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResourceType {
-    /// API group; "" for the core group (`/api/v1`).
-    pub group: &'static str,
-    pub version: &'static str,
-    /// Plural name in paths, e.g. `pods`.
-    pub resource: &'static str,
-    pub kind: &'static str,
-    pub namespaced: bool,
-    /// Fields a field selector may use besides `metadata.name` and
-    /// `metadata.namespace`.
-    pub fields: &'static [&'static str],
-}
+pub use super::resources::{PODS, RESOURCES, ResourceId, ResourceType};
 
-impl ResourceType {
-    pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.to_owned()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
-    }
-
-    pub fn selectable(&self, field: &str) -> bool {
-        matches!(field, "metadata.name" | "metadata.namespace") || self.fields.contains(&field)
-    }
-
-    fn id(&self) -> ResourceId {
-        (self.group, self.version, self.resource)
-    }
-}
-
-/// Core v1 pods, with the field selectors the real API server accepts.
-pub const PODS: ResourceType = ResourceType {
-    group: "",
-    version: "v1",
-    resource: "pods",
-    kind: "Pod",
-    namespaced: true,
-    fields: &[
-        "spec.nodeName",
-        "spec.restartPolicy",
-        "spec.schedulerName",
-        "spec.serviceAccountName",
-        "spec.hostNetwork",
-        "status.phase",
-        "status.podIP",
-        "status.nominatedNodeName",
-    ],
-};
-
-/// Every resource the fake serves.
-pub const RESOURCES: &[ResourceType] = &[PODS];
-
-/// (group, version, resource)
-pub type ResourceId = (&'static str, &'static str, &'static str);
 /// (namespace, name); the namespace is "" for cluster-scoped objects.
 pub type ObjectKey = (String, String);
 
@@ -114,6 +59,8 @@ pub struct Store {
     /// The oldest resourceVersion a watch or a paged list can resume from.
     oldest: u64,
     changes: broadcast::Sender<Arc<Change>>,
+    /// While true, a deleted namespace stays Terminating.
+    pub hold_namespace_deletion: bool,
 }
 
 impl Default for Store {
@@ -124,6 +71,7 @@ impl Default for Store {
             log: VecDeque::new(),
             oldest: 1,
             changes: broadcast::channel(4096).0,
+            hold_namespace_deletion: false,
         }
     }
 }
@@ -134,49 +82,13 @@ impl Store {
         self.rv
     }
 
-    /// Creates or replaces `object` (keyed by its metadata.namespace and
-    /// .name; namespaced objects default to `default`), as the API server
-    /// stores it: kind and apiVersion set, a new resourceVersion, and the
-    /// uid and creationTimestamp of the object it replaces, or new ones.
-    pub fn put(&mut self, ty: &ResourceType, mut object: Value) -> Value {
-        let meta = object
-            .get_mut("metadata")
-            .and_then(Value::as_object_mut)
-            .expect("an object with metadata");
-        let name = meta
-            .get("name")
-            .and_then(Value::as_str)
-            .expect("metadata.name")
-            .to_owned();
-        let namespace = if ty.namespaced {
-            meta.get("namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("default")
-                .to_owned()
-        } else {
-            String::new()
-        };
-        let key = (namespace.clone(), name);
-        let previous = self.get(ty, &key).cloned();
-        let kept = |field: &str| previous.as_ref().map(|p| p["metadata"][field].clone());
+    /// Stores `object` under `key` as it is, at a new resourceVersion
+    /// (set in its metadata), and tells the watches; the stored object.
+    pub fn commit(&mut self, ty: &ResourceType, key: ObjectKey, mut object: Value) -> Value {
         self.rv += 1;
-        if ty.namespaced {
-            meta.insert("namespace".into(), json!(namespace));
-        }
-        meta.insert(
-            "uid".into(),
-            kept("uid").unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string())),
-        );
-        meta.insert(
-            "creationTimestamp".into(),
-            kept("creationTimestamp").unwrap_or_else(|| {
-                json!(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string())
-            }),
-        );
-        meta.insert("resourceVersion".into(), json!(self.rv.to_string()));
-        object["apiVersion"] = json!(ty.api_version());
-        object["kind"] = json!(ty.kind);
-        self.objects
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let previous = self
+            .objects
             .entry(ty.id())
             .or_default()
             .insert(key.clone(), object.clone());
@@ -229,6 +141,17 @@ impl Store {
 
     pub fn get(&self, ty: &ResourceType, key: &ObjectKey) -> Option<&Value> {
         self.objects.get(&ty.id())?.get(key)
+    }
+
+    /// The keys of the objects of `ty` in `namespace`.
+    pub fn keys_in(&self, ty: &ResourceType, namespace: &str) -> Vec<ObjectKey> {
+        self.objects
+            .get(&ty.id())
+            .into_iter()
+            .flat_map(|objects| objects.keys())
+            .filter(|(ns, _)| ns == namespace)
+            .cloned()
+            .collect()
     }
 
     /// Forgets the history: watches and paged lists can resume only from

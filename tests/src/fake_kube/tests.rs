@@ -1,3 +1,13 @@
+//! Tests of the fake API server: selectors, lists and watches here; writes,
+//! server-side apply, namespaces and leases in the modules below, each
+//! with the real `kube` client.
+
+mod apply;
+mod client;
+mod lease;
+mod namespaces;
+mod writes;
+
 use std::time::Duration;
 
 use serde_json::{Value, json};

@@ -193,5 +193,9 @@ fn the_autoscaler_owns_the_backend_replicas_and_scaling_stays_within_the_plan() 
         let hpa = find(&objects, "HorizontalPodAutoscaler", "backend");
         assert_eq!(hpa["spec"]["minReplicas"], min, "{asked:?}");
         assert_eq!(hpa["spec"]["maxReplicas"], 10);
+        assert_eq!(
+            find(&objects, "Deployment", "frontend")["spec"]["replicas"],
+            2
+        );
     }
 }

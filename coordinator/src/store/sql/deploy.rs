@@ -63,14 +63,15 @@ macro_rules! deploy_sql {
                 rows.iter().map(Self::deployment_from_row).collect()
             }
 
-            async fn deployments_in(&self, phase: Phase) -> Result<Vec<Uuid>> {
-                let rows = sqlx::query("SELECT tenant_id FROM tenant_deployments WHERE phase = $1")
+            async fn deployments_in(&self, phase: Phase) -> Result<Vec<DeploymentRow>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {FIELDS} FROM tenant_deployments WHERE phase = $1"
+                ));
+                let rows = sqlx::query(sql)
                     .bind(phase.as_str())
                     .fetch_all(&self.pool)
                     .await?;
-                rows.iter()
-                    .map(|row| parse_uuid(&row.try_get::<String, _>("tenant_id")?))
-                    .collect()
+                rows.iter().map(Self::deployment_from_row).collect()
             }
 
             async fn save_deployment(
@@ -96,7 +97,6 @@ macro_rules! deploy_sql {
                      ON CONFLICT (tenant_id) DO UPDATE SET phase = excluded.phase, \
                      attempt = excluded.attempt, trigger_kind = excluded.trigger_kind, \
                      reason = excluded.reason, objects_hash = excluded.objects_hash, \
-                     requested_at = excluded.requested_at, \
                      started_at = excluded.started_at, updated_at = excluded.updated_at, \
                      finished_at = excluded.finished_at"
                 ));
@@ -121,6 +121,32 @@ macro_rules! deploy_sql {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn request_deployment(&self, tenant: Uuid, trigger: &str) -> Result<DeploymentRow> {
+                let id = tenant.to_string();
+                let now = crate::store::now();
+                // A request under way keeps its phase; the latest request
+                // time is always recorded (the deployer never writes it).
+                sqlx::query(
+                    "INSERT INTO tenant_deployments (tenant_id, phase, attempt, trigger_kind, \
+                     requested_at, updated_at) SELECT id, 'pending', 0, $2, $3, $3 FROM tenants \
+                     WHERE id = $1 ON CONFLICT (tenant_id) DO UPDATE SET \
+                     requested_at = excluded.requested_at, \
+                     phase = CASE WHEN tenant_deployments.phase IN ('ready', 'failed', 'skipped') \
+                         THEN 'pending' ELSE tenant_deployments.phase END, \
+                     trigger_kind = CASE WHEN tenant_deployments.phase IN ('ready', 'failed', 'skipped') \
+                         THEN excluded.trigger_kind ELSE tenant_deployments.trigger_kind END, \
+                     reason = CASE WHEN tenant_deployments.phase IN ('ready', 'failed', 'skipped') \
+                         THEN NULL ELSE tenant_deployments.reason END, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(&id)
+                .bind(trigger)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                self.deployment(tenant).await?.ok_or(StoreError::NotFound)
             }
 
             async fn set_deployment_settings(
