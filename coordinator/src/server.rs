@@ -206,7 +206,15 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         leadership.subscribe(),
     );
     let grpc_addr = match &config.ingest {
-        Some(ingest) => Some(start_ingest(ingest, &state, shutdown.subscribe()).await?),
+        Some(ingest) => Some(
+            start_ingest(
+                ingest,
+                &config.deploy.agent_namespace,
+                &state,
+                shutdown.subscribe(),
+            )
+            .await?,
+        ),
         None => {
             tracing::info!("agent ingest is off: no TLS certificates configured (--tls-dir)");
             None
@@ -281,6 +289,7 @@ pub async fn run(
 /// Loads the certificates, binds the agents' listener and serves it.
 async fn start_ingest(
     config: &crate::config::IngestConfig,
+    agent_namespace: &str,
     state: &AppState,
     stop: watch::Receiver<bool>,
 ) -> Result<SocketAddr, ServeError> {
@@ -306,6 +315,12 @@ async fn start_ingest(
             ..StreamSettings::default()
         },
         shutdown: stop.clone(),
+        pods: state.deployer.cluster().map(|cluster| {
+            crate::ingest::identity::PodIdentities::new(
+                cluster.client().clone(),
+                agent_namespace.to_owned(),
+            )
+        }),
     };
     let mut stop = stop;
     tokio::spawn(async move {

@@ -20,6 +20,7 @@ fn command(dir: &Path) -> Command {
         "KNOWTON_SERVER",
         "KNOWTON_OUTPUT",
         "KNOWTON_HTTP_ADDR",
+        "KUBECONFIG",
     ] {
         cmd.env_remove(var);
     }
@@ -357,4 +358,88 @@ fn deploy_client_dry_run_prints_the_tenant_objects_without_a_cluster() {
         text(&out.stderr)
     );
     assert!(out.stdout.is_empty(), "nothing printed on bad input");
+}
+
+#[test]
+fn deploy_goes_through_the_coordinator_and_checks_the_flags_against_its_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, url) = serve(dir.path());
+    let dir = dir.path();
+    let out = cli(
+        dir,
+        &url,
+        &[
+            "provision",
+            "Acme Corp",
+            "acme",
+            "professional",
+            "admin@acme.com",
+            "acme.knowton.com",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let provisioned: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = provisioned["tenant"]["id"].as_str().unwrap().to_owned();
+    let flags = |plan: &'static str| {
+        vec![
+            "deploy",
+            "--slug",
+            "acme",
+            "--id",
+            id.as_str(),
+            "--plan",
+            plan,
+            "--domain",
+            "acme.knowton.com",
+        ]
+    };
+
+    // No cluster anywhere: the deployment is rendered and recorded as skipped.
+    let out = cli(dir, &url, &flags("professional"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("skipped") && shown.contains("no cluster"),
+        "{shown}"
+    );
+
+    // A server dry-run needs a cluster, and says so.
+    let mut args = flags("professional");
+    args.push("--dry-run=server");
+    let out = cli(dir, &url, &args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no Kubernetes cluster"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Flags that do not describe the coordinator's tenant are refused.
+    let out = cli(dir, &url, &flags("enterprise"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("plan is professional, not enterprise"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // An image reference that is not one: refused before anything is asked.
+    let mut args = flags("professional");
+    args.extend(["--backend-image", "Registry.Example.com/Bad Image"]);
+    let out = cli(dir, &url, &args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--backend-image"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(wait_for_exit(&mut server, Duration::from_secs(30)).success());
 }

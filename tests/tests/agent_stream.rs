@@ -526,3 +526,71 @@ async fn a_flooding_agent_is_paced_and_bounded_without_harming_others() {
     sender.abort();
     reader.abort();
 }
+
+/// On Kubernetes an agent's certificate may name its pod (issued per pod by
+/// the cert-manager csi-driver): it is let in for the node the API server
+/// says the pod runs on, and only if the pod is an agent's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_certificates_are_let_in_for_their_pods_node_only() {
+    use knowton_tests::fake_kube::{FakeKube, TestPod};
+
+    let fake = FakeKube::start().await;
+    for (name, node, agent) in [
+        ("agent-x1", "node-a", true),
+        ("agent-x2", "node-b", true),
+        ("impostor", "node-a", false),
+    ] {
+        let mut pod = TestPod::new("knowton-system", name)
+            .on(node)
+            .running("10.0.0.9");
+        if agent {
+            pod = pod.label("app.kubernetes.io/name", "knowton-agent");
+        }
+        fake.put_pod(pod.json());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
+    certs::init(dir.path(), &[], false).unwrap();
+    let kt = TestCoordinator::start_with_agents_and(Db::Sqlite, dir.path(), |args| {
+        args.kube.no_cluster = false;
+        args.kube.kubeconfig = Some(kubeconfig.clone());
+        args.kube.no_leader_election = true;
+    })
+    .await;
+    let ca = CertificateAuthority::load(dir.path()).unwrap();
+    let ca_pem = ca.cert_pem().to_owned();
+    let cert = |cn: &str| ca.issue_agent(cn, Validity::days(1)).unwrap();
+
+    let mut agent = open(
+        kt.grpc_addr(),
+        &ca_pem,
+        Some(&cert("agent-x1.knowton-system.pod")),
+        hello("node-a"),
+    )
+    .await
+    .expect("the agent pod on node-a is let in");
+    assert!(matches!(agent.next().await.unwrap(), Out::Welcome(_)));
+
+    for (cn, node, why) in [
+        (
+            "agent-x1.knowton-system.pod",
+            "node-b",
+            "runs on \"node-a\"",
+        ),
+        ("impostor.knowton-system.pod", "node-a", "not an agent"),
+        ("ghost.knowton-system.pod", "node-a", "does not exist"),
+        (
+            "agent-x1.default.pod",
+            "node-a",
+            "not in the agents' namespace",
+        ),
+    ] {
+        let err = open(kt.grpc_addr(), &ca_pem, Some(&cert(cn)), hello(node))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{cn} as {node} refused"));
+        assert_eq!(err.code(), Code::PermissionDenied, "{cn}: {err}");
+        assert!(err.message().contains(why), "{cn}: {}", err.message());
+    }
+}

@@ -59,6 +59,13 @@ pub struct KubeArgs {
     #[arg(long, env = "POD_NAMESPACE", default_value = "knowton-system")]
     pub lease_namespace: String,
 
+    /// Namespace the agents run in: an agent whose certificate names its
+    /// pod (`<pod>.<namespace>.pod`, from the cert-manager csi-driver) is
+    /// let in when that pod is an agent here on the node it names.
+    /// Default: the Lease's namespace.
+    #[arg(long, env = "KNOWTON_AGENT_NAMESPACE")]
+    pub agent_namespace: Option<String>,
+
     /// This replica's identity in the election (the pod name); default:
     /// the host name.
     #[arg(long, env = "POD_NAME")]
@@ -100,6 +107,7 @@ impl Default for KubeArgs {
             no_leader_election: false,
             lease_name: "knowton-coordinator".to_owned(),
             lease_namespace: "knowton-system".to_owned(),
+            agent_namespace: None,
             identity: None,
             lease_seconds: 15,
             scale_after_seconds: 300,
@@ -126,6 +134,7 @@ pub struct DeployConfig {
     pub leader: Option<LeaderSettings>,
     /// `None`: no scaling.
     pub scaling: Option<ScalingSettings>,
+    pub agent_namespace: String,
 }
 
 impl KubeArgs {
@@ -179,6 +188,10 @@ impl KubeArgs {
         });
         DeployConfig {
             source,
+            agent_namespace: self
+                .agent_namespace
+                .clone()
+                .unwrap_or_else(|| self.lease_namespace.clone()),
             leader,
             scaling,
             settings: DeploySettings {

@@ -4,6 +4,7 @@
 //! while streams run, and so the client certificate's identity travels with
 //! each connection to the handler, which checks the hello against it.
 
+pub mod identity;
 pub mod registry;
 mod service;
 

@@ -62,6 +62,8 @@ pub struct IngestService {
     /// Set when the coordinator shuts down: open streams end with
     /// UNAVAILABLE so agents reconnect (to another replica) at once.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// On Kubernetes: checks agents identified by their pod.
+    pub pods: Option<super::identity::PodIdentities>,
 }
 
 fn message(body: Out) -> Result<CoordinatorMessage, Status> {
@@ -115,7 +117,7 @@ impl AgentStream for IngestService {
                 return Err(Status::invalid_argument("the first message must be hello"));
             }
         };
-        let protocol_version = self.check_hello(&hello, &peer)?;
+        let protocol_version = self.check_hello(&hello, &peer).await?;
         let (conn, acked) = self.registry.connect(&hello, protocol_version, peer.remote);
         tracing::info!(node = %conn.node, agent_version = %hello.agent_version, acked, remote = %peer.remote, "agent connected");
 
@@ -142,14 +144,22 @@ impl AgentStream for IngestService {
 }
 
 impl IngestService {
-    fn check_hello(&self, hello: &Hello, peer: &AgentPeer) -> Result<u32, Status> {
+    async fn check_hello(&self, hello: &Hello, peer: &AgentPeer) -> Result<u32, Status> {
         if hello.node_name != peer.node {
-            Counters::add(&self.registry.counters.hellos_rejected, 1);
-            tracing::warn!(certificate = %peer.node, hello = %hello.node_name, remote = %peer.remote, "agent hello names another node than its certificate");
-            return Err(Status::permission_denied(format!(
-                "hello names node {:?} but the client certificate is for {:?}",
-                hello.node_name, peer.node
-            )));
+            let refused = match &self.pods {
+                Some(pods) if peer.node.ends_with(super::identity::POD_SUFFIX) => {
+                    pods.verify(&peer.node, &hello.node_name).await.err()
+                }
+                _ => Some(format!(
+                    "hello names node {:?} but the client certificate is for {:?}",
+                    hello.node_name, peer.node
+                )),
+            };
+            if let Some(reason) = refused {
+                Counters::add(&self.registry.counters.hellos_rejected, 1);
+                tracing::warn!(certificate = %peer.node, hello = %hello.node_name, remote = %peer.remote, %reason, "agent refused: its certificate is not for the node it names");
+                return Err(Status::permission_denied(reason));
+            }
         }
         if hello.protocol_version == 0 || hello.session_id.is_empty() {
             Counters::add(&self.registry.counters.hellos_rejected, 1);
