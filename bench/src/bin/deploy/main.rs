@@ -121,7 +121,7 @@ async fn main() -> ExitCode {
         .collect();
     for (what, step) in [
         (
-            "first apply (13 objects created, prune listing)",
+            "first apply (14 objects created, prune listing)",
             Step::Apply,
         ),
         ("second apply (nothing changes)", Step::Apply),
