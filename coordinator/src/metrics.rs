@@ -223,6 +223,17 @@ fn deployments(state: &AppState, out: &mut String) {
     }
     family(
         out,
+        "knowton_drift_checks_total",
+        "counter",
+        "Checks of a deployed tenant's objects against what was applied",
+    );
+    let _ = writeln!(
+        out,
+        "knowton_drift_checks_total {}",
+        c.drift_checks.load(Relaxed)
+    );
+    family(
+        out,
         "knowton_drift_repairs_total",
         "counter",
         "Times objects changed or deleted by hand were re-applied",

@@ -857,3 +857,62 @@ mod scaling {
 
     on_every_db!(sustained_critical_response_time_raises_min_replicas_and_calm_lowers_it);
 }
+
+mod reconcile {
+    use super::*;
+
+    fn metric(metrics: &str, name: &str) -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The periodic drift check of an unchanged tenant reads the watch's
+    /// cache: no request for any of its objects reaches the API server.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_periodic_check_of_an_unchanged_tenant_asks_the_api_server_nothing() {
+        let cluster = Cluster::start().await;
+        let kt = TestCoordinator::start_and(Db::Sqlite, |args| {
+            cluster.configure(args);
+            args.kube.reconcile_seconds = 1;
+        })
+        .await;
+        kt.provision("calm", "basic").await;
+        until_phase(&kt, "calm", 1, "waiting").await;
+        cluster.roll_out_all("calm");
+        until_phase(&kt, "calm", 1, "ready").await;
+        let object_reads = || {
+            cluster
+                .fake
+                .requests()
+                .iter()
+                .filter(|r| {
+                    r.starts_with("GET ")
+                        && r.contains("/namespaces/knowton-tenant-calm/")
+                        && !r.contains("watch=")
+                })
+                .count()
+        };
+        let metrics = || async {
+            kt.http
+                .get(kt.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        };
+        let checks = metric(&metrics().await, "knowton_drift_checks_total");
+        let reads = object_reads();
+        eventually(WAIT, "two more periodic drift checks", || async {
+            (metric(&metrics().await, "knowton_drift_checks_total") >= checks + 2).then_some(())
+        })
+        .await;
+        assert_eq!(object_reads(), reads, "{:#?}", cluster.fake.requests());
+        assert_eq!(deployment_of(&kt, "calm").await["attempt"], 1);
+        kt.stop().await;
+    }
+}

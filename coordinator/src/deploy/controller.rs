@@ -5,7 +5,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use kube::api::DynamicObject;
+use kube::runtime::reflector::Store;
 use std::time::Duration;
 
 use knowton_common::TenantStatus;
@@ -17,12 +20,15 @@ use uuid::Uuid;
 
 use super::cluster::{Cluster, PlannedChange};
 use super::diff::drift;
-use super::kinds::{DEPLOYMENT, ObjectRef};
+use super::kinds::{DEPLOYMENT, Kind, ObjectRef};
 use super::render::{ClusterSettings, TenantSecrets, TenantSpec, namespace, render, to_yaml};
 use super::rollout;
 use crate::ingest::Registry;
 use crate::provision::{ServiceError, TenantService};
 use crate::store::{DeploymentEvent, DeploymentRow, Phase, StoreError, Tenant, now};
+
+/// How long after a failure a reconcile retries the deployment.
+const RETRY_FAILED_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// How often the leader looks for deployments other replicas recorded.
 const PENDING_SCAN_EVERY: Duration = Duration::from_secs(5);
@@ -107,6 +113,8 @@ struct Inner {
     wake: Notify,
     /// Each deployed tenant's objects, for the watch to compare against.
     desired: Mutex<HashMap<ObjectRef, (Uuid, Value)>>,
+    /// The watch's caches of the managed kinds, by kind.
+    cache: OnceLock<HashMap<&'static str, Store<DynamicObject>>>,
     /// Tenants being purged: never deployed again.
     purging: Mutex<HashSet<Uuid>>,
     /// Whether this replica holds the Lease (and so deploys).
@@ -120,6 +128,7 @@ pub struct DeployCounters {
     pub ready: AtomicU64,
     pub failed: AtomicU64,
     pub skipped: AtomicU64,
+    pub drift_checks: AtomicU64,
     pub drift_repairs: AtomicU64,
     pub pruned: AtomicU64,
     pub scaled_up: AtomicU64,
@@ -159,6 +168,7 @@ impl Deployer {
                 wake: Notify::new(),
                 desired: Mutex::new(HashMap::new()),
                 purging: Mutex::new(HashSet::new()),
+                cache: OnceLock::new(),
             }),
         }
     }
@@ -444,6 +454,14 @@ impl Deployer {
         {
             return Ok(());
         }
+        // A reconcile retries a failed deployment, but not at once: the
+        // API server that refused it gets a moment.
+        let failed_lately = row
+            .finished_at
+            .is_some_and(|at| now() - at < RETRY_FAILED_AFTER);
+        if trigger == Trigger::Reconcile && row.phase == Phase::Failed && failed_lately {
+            return Ok(());
+        }
         row.attempt += 1;
         if row.phase != Phase::Pending {
             row.trigger = trigger.as_str().to_owned();
@@ -564,7 +582,20 @@ impl Deployer {
         let Some(cluster) = &self.inner.cluster else {
             return Ok(());
         };
-        let drifted = match cluster.drifted(objects).await {
+        self.inner
+            .counters
+            .drift_checks
+            .fetch_add(1, Ordering::Relaxed);
+        // The watch cache points at what may have drifted; the API server
+        // confirms (the cache may not have seen our own latest apply yet).
+        let suspects = match self.cached_suspects(objects).await {
+            Some(suspects) => suspects,
+            None => objects.to_vec(),
+        };
+        if suspects.is_empty() {
+            return Ok(());
+        }
+        let drifted = match cluster.drifted(&suspects).await {
             Ok(drifted) => drifted,
             Err(err) => {
                 tracing::warn!(tenant = %tenant.slug, error = %err, "drift check failed");
@@ -595,6 +626,39 @@ impl Deployer {
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(tenant = %tenant.slug, drift = %detail, "drift repaired");
         self.event(row, "drift", detail).await
+    }
+
+    /// The objects the watch cache holds differently from `objects` (or
+    /// not at all); `None` while the cache is not filled yet.
+    async fn cached_suspects(&self, objects: &[Value]) -> Option<Vec<Value>> {
+        let cache = self.inner.cache.get()?;
+        let mut suspects = Vec::new();
+        for object in objects {
+            let kind = Kind::of(object)?;
+            let store = cache.get(kind.kind)?;
+            let ready = tokio::time::timeout(Duration::ZERO, store.wait_until_ready()).await;
+            if !matches!(ready, Ok(Ok(()))) {
+                return None;
+            }
+            let reference = ObjectRef::of(object);
+            let mut key =
+                kube::runtime::reflector::ObjectRef::new_with(&reference.name, kind.api_resource());
+            if let Some(ns) = &reference.namespace {
+                key = key.within(ns);
+            }
+            let held = store
+                .get(&key)
+                .map(|live| serde_json::to_value(live.as_ref()).unwrap_or_default());
+            if held.is_none_or(|live| !drift(&live, object).is_empty()) {
+                suspects.push(object.clone());
+            }
+        }
+        Some(suspects)
+    }
+
+    /// Gives the deployer the watch's caches, one per managed kind.
+    pub fn set_cache(&self, cache: HashMap<&'static str, Store<DynamicObject>>) {
+        let _ = self.inner.cache.set(cache);
     }
 
     fn remember(&self, id: Uuid, objects: &[Value]) {

@@ -1,9 +1,13 @@
 //! Watches every object the coordinator manages and tells the deployer
 //! when one no longer holds what was applied, so drift is repaired as it
-//! happens rather than at the next periodic reconcile.
+//! happens rather than at the next periodic reconcile; the watched objects
+//! are cached so that the periodic drift check reads memory, not the API
+//! server.
 
-use kube::runtime::WatchStreamExt;
+use std::collections::HashMap;
+
 use kube::runtime::watcher::{self, Event};
+use kube::runtime::{WatchStreamExt, reflector};
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 
@@ -18,14 +22,21 @@ pub fn spawn(deployer: Deployer, shutdown: watch::Receiver<bool>) {
         return;
     };
     let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+    let mut caches = HashMap::new();
     for kind in MANAGED {
         let api = cluster.api_of(kind);
         let config = watcher::Config::default().labels(&selector);
+        let writer = reflector::store::Writer::new(kind.api_resource());
+        caches.insert(kind.kind, writer.as_reader());
         let deployer = deployer.clone();
         let mut shutdown = shutdown.clone();
         let kind = kind.kind;
         tokio::spawn(async move {
-            let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+            let mut events = std::pin::pin!(
+                watcher::watcher(api, config)
+                    .default_backoff()
+                    .reflect(writer)
+            );
             loop {
                 let event = tokio::select! {
                     event = events.next() => event,
@@ -47,4 +58,5 @@ pub fn spawn(deployer: Deployer, shutdown: watch::Receiver<bool>) {
             }
         });
     }
+    deployer.set_cache(caches);
 }
