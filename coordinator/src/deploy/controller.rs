@@ -19,13 +19,15 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::cluster::{Cluster, PlannedChange};
-use super::diff::drift;
-use super::kinds::{DEPLOYMENT, Kind, ObjectRef};
+use super::kinds::{DEPLOYMENT, ObjectRef};
 use super::render::{ClusterSettings, TenantSecrets, TenantSpec, namespace, render, to_yaml};
 use super::rollout;
 use crate::ingest::Registry;
 use crate::provision::{ServiceError, TenantService};
 use crate::store::{DeploymentEvent, DeploymentRow, Phase, StoreError, Tenant, now};
+
+mod drift;
+mod purge;
 
 /// How long after a failure a reconcile retries the deployment.
 const RETRY_FAILED_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
@@ -260,42 +262,6 @@ impl Deployer {
         };
         let objects = self.render_tenant(tenant).await?;
         Ok(Some(cluster.dry_run(&tenant.slug, &objects).await))
-    }
-
-    /// Deletes the tenant's namespace (and everything in it) and then
-    /// every row of the tenant. When the cluster refuses, nothing is
-    /// purged and the error says why.
-    pub async fn purge(&self, id: Uuid) -> Result<(), DeployError> {
-        let tenant = self.inner.service.get(id).await?;
-        // No drift repair or reconcile may bring it back meanwhile.
-        lock(&self.inner.purging).insert(id);
-        lock(&self.inner.desired).retain(|_, (tenant, _)| *tenant != id);
-        let purged = self.purge_now(&tenant).await;
-        lock(&self.inner.purging).remove(&id);
-        purged
-    }
-
-    async fn purge_now(&self, tenant: &Tenant) -> Result<(), DeployError> {
-        if let Some(cluster) = &self.inner.cluster {
-            let ns = namespace(&spec_of(tenant, None), &self.inner.settings.cluster);
-            if cluster.delete_namespace(&ns).await? {
-                tracing::warn!(tenant = %tenant.slug, namespace = %ns, "tenant namespace deleted with everything in it");
-            }
-        }
-        self.inner.service.purge(tenant.id).await?;
-        Ok(())
-    }
-
-    /// Purges deprovisioned tenants whose retention ended before `at`.
-    pub async fn purge_expired(
-        &self,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<usize, DeployError> {
-        let expired = self.inner.service.store().expired_tenants(at).await?;
-        for id in &expired {
-            self.purge(*id).await?;
-        }
-        Ok(expired.len())
     }
 
     /// Runs deployments until `shutdown` turns true: queued requests, a
@@ -569,116 +535,6 @@ impl Deployer {
                 ));
             }
             tick.tick().await;
-        }
-    }
-
-    /// Re-applies what someone changed or deleted by hand, and records it.
-    async fn repair_drift(
-        &self,
-        tenant: &Tenant,
-        row: &DeploymentRow,
-        objects: &[Value],
-    ) -> Result<(), DeployError> {
-        let Some(cluster) = &self.inner.cluster else {
-            return Ok(());
-        };
-        self.inner
-            .counters
-            .drift_checks
-            .fetch_add(1, Ordering::Relaxed);
-        // The watch cache points at what may have drifted; the API server
-        // confirms (the cache may not have seen our own latest apply yet).
-        let suspects = match self.cached_suspects(objects).await {
-            Some(suspects) => suspects,
-            None => objects.to_vec(),
-        };
-        if suspects.is_empty() {
-            return Ok(());
-        }
-        let drifted = match cluster.drifted(&suspects).await {
-            Ok(drifted) => drifted,
-            Err(err) => {
-                tracing::warn!(tenant = %tenant.slug, error = %err, "drift check failed");
-                return Ok(());
-            }
-        };
-        if drifted.is_empty() {
-            return Ok(());
-        }
-        let fixes: Vec<String> = drifted
-            .iter()
-            .map(|(object, paths)| match paths {
-                None => format!("re-created {}", ObjectRef::of(object)),
-                Some(paths) => format!("restored {} ({})", ObjectRef::of(object), paths.join(", ")),
-            })
-            .collect();
-        let to_apply: Vec<&Value> = drifted.iter().map(|(o, _)| *o).collect();
-        let detail = match cluster.apply_objects(&to_apply).await {
-            Ok(()) => fixes.join("; "),
-            Err(err) => format!(
-                "found drift ({}) but could not repair it: {err}",
-                fixes.join("; ")
-            ),
-        };
-        self.inner
-            .counters
-            .drift_repairs
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(tenant = %tenant.slug, drift = %detail, "drift repaired");
-        self.event(row, "drift", detail).await
-    }
-
-    /// The objects the watch cache holds differently from `objects` (or
-    /// not at all); `None` while the cache is not filled yet.
-    async fn cached_suspects(&self, objects: &[Value]) -> Option<Vec<Value>> {
-        let cache = self.inner.cache.get()?;
-        let mut suspects = Vec::new();
-        for object in objects {
-            let kind = Kind::of(object)?;
-            let store = cache.get(kind.kind)?;
-            let ready = tokio::time::timeout(Duration::ZERO, store.wait_until_ready()).await;
-            if !matches!(ready, Ok(Ok(()))) {
-                return None;
-            }
-            let reference = ObjectRef::of(object);
-            let mut key =
-                kube::runtime::reflector::ObjectRef::new_with(&reference.name, kind.api_resource());
-            if let Some(ns) = &reference.namespace {
-                key = key.within(ns);
-            }
-            let held = store
-                .get(&key)
-                .map(|live| serde_json::to_value(live.as_ref()).unwrap_or_default());
-            if held.is_none_or(|live| !drift(&live, object).is_empty()) {
-                suspects.push(object.clone());
-            }
-        }
-        Some(suspects)
-    }
-
-    /// Gives the deployer the watch's caches, one per managed kind.
-    pub fn set_cache(&self, cache: HashMap<&'static str, Store<DynamicObject>>) {
-        let _ = self.inner.cache.set(cache);
-    }
-
-    fn remember(&self, id: Uuid, objects: &[Value]) {
-        let mut desired = lock(&self.inner.desired);
-        desired.retain(|_, (tenant, _)| *tenant != id);
-        for object in objects {
-            desired.insert(ObjectRef::of(object), (id, object.clone()));
-        }
-    }
-
-    /// The watch saw `object` change (or go, when `deleted`): queues a
-    /// reconcile of its tenant if it no longer holds what was applied.
-    pub fn observed(&self, object: &Value, deleted: bool) {
-        let reference = ObjectRef::of(object);
-        let found = lock(&self.inner.desired).get(&reference).cloned();
-        if let Some((tenant, desired)) = found
-            && !lock(&self.inner.purging).contains(&tenant)
-            && (deleted || !drift(object, &desired).is_empty())
-        {
-            self.enqueue(tenant, Trigger::Reconcile);
         }
     }
 
