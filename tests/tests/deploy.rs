@@ -374,8 +374,7 @@ async fn server_dry_run_previews_a_new_namespace_and_field_changes_storing_nothi
     cluster.roll_out_all("globex");
     until_phase(&kt, "globex", 2, "ready").await;
 
-    // Everything as applied: unchanged. Then a hand edit shows as a field
-    // change, and the dry-run does not repair it.
+    // Everything as applied: unchanged.
     let preview = kt
         .admin(
             Method::POST,
@@ -403,6 +402,14 @@ async fn server_dry_run_previews_a_new_namespace_and_field_changes_storing_nothi
     until_phase(&kt, "globex", 3, "waiting").await;
     cluster.roll_out_all("globex");
     until_phase(&kt, "globex", 3, "ready").await;
+    // A new allowlist whose deployment fails at the ingress: the cluster
+    // holds the old ingress, and the dry-run names the field that differs.
+    cluster.fake.fail_next(
+        "PATCH",
+        "/namespaces/knowton-tenant-globex/ingresses/tenant",
+        500,
+        1,
+    );
     let reply = kt
         .admin(
             Method::PUT,
@@ -412,7 +419,35 @@ async fn server_dry_run_previews_a_new_namespace_and_field_changes_storing_nothi
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["allowlist"], json!(["203.0.113.0/24"]));
-    until_phase(&kt, "globex", 4, "ready").await;
+    until_phase(&kt, "globex", 4, "failed").await;
+    let preview = kt
+        .admin(
+            Method::POST,
+            "/api/v1/tenants/globex/deploy?dryRun=server",
+            None,
+        )
+        .await;
+    let changes = preview.body["changes"].as_array().unwrap();
+    let changed: Vec<&Value> = changes
+        .iter()
+        .filter(|c| c["action"] != "unchanged")
+        .collect();
+    assert_eq!(changed.len(), 1, "{changes:#?}");
+    assert_eq!(changed[0]["kind"], "Ingress");
+    assert_eq!(changed[0]["action"], "change");
+    assert_eq!(
+        changed[0]["fields"],
+        json!([{
+            "path": ".metadata.annotations[\"nginx.ingress.kubernetes.io/whitelist-source-range\"]",
+            "before": null,
+            "after": "203.0.113.0/24",
+        }])
+    );
+    let reply = kt
+        .admin(Method::POST, "/api/v1/tenants/globex/deploy", None)
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    until_phase(&kt, "globex", 5, "ready").await;
     let ingress = cluster
         .fake
         .object(
