@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use knowton_common::{Branding, Plan};
 use uuid::Uuid;
 
-use super::render::{ClusterSettings, TenantSecrets, TenantSpec, render, to_yaml};
+use super::render::{ClusterSettings, IngressStyle, TenantSecrets, TenantSpec, render, to_yaml};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DryRun {
@@ -69,6 +69,14 @@ pub struct ClusterArgs {
     pub image_tag: String,
     #[arg(long, env = "KNOWTON_INGRESS_CLASS", default_value = "nginx")]
     pub ingress_class: String,
+    /// Whose annotations carry the plan's rate limit and the allowlist.
+    #[arg(
+        long,
+        env = "KNOWTON_INGRESS_STYLE",
+        value_enum,
+        default_value = "nginx"
+    )]
+    pub ingress_style: IngressStyle,
     #[arg(
         long,
         env = "KNOWTON_CLUSTER_ISSUER",
@@ -86,6 +94,7 @@ impl Default for ClusterArgs {
             frontend_image: defaults.frontend_image,
             image_tag: defaults.image_tag,
             ingress_class: defaults.ingress_class,
+            ingress_style: defaults.ingress_style,
             cluster_issuer: defaults.cluster_issuer,
         }
     }
@@ -134,6 +143,7 @@ impl ClusterArgs {
             frontend_image: self.frontend_image.clone(),
             image_tag: self.image_tag.clone(),
             ingress_class: self.ingress_class.clone(),
+            ingress_style: self.ingress_style,
             cluster_issuer: self.cluster_issuer.clone(),
             ..ClusterSettings::default()
         }

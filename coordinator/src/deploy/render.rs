@@ -62,6 +62,8 @@ pub struct ClusterSettings {
     pub frontend_image: String,
     pub image_tag: String,
     pub ingress_class: String,
+    /// Whose annotations carry the rate limit, body size and allowlist.
+    pub ingress_style: IngressStyle,
     pub cluster_issuer: String,
     /// Namespace of the ingress controller (allowed in by the network policy).
     pub ingress_namespace: String,
@@ -81,6 +83,7 @@ impl Default for ClusterSettings {
             frontend_image: "ghcr.io/knowton/frontend".to_owned(),
             image_tag: "latest".to_owned(),
             ingress_class: "nginx".to_owned(),
+            ingress_style: IngressStyle::Nginx,
             cluster_issuer: "letsencrypt-prod".to_owned(),
             ingress_namespace: "ingress-nginx".to_owned(),
             monitoring_namespace: "knowton-system".to_owned(),
@@ -93,6 +96,15 @@ impl Default for ClusterSettings {
             ]),
         }
     }
+}
+
+/// The ingress controller whose annotations the tenant's Ingress carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IngressStyle {
+    /// ingress-nginx (`nginx.ingress.kubernetes.io/…`).
+    Nginx,
+    /// The HAProxy Kubernetes Ingress Controller (`haproxy.org/…`).
+    Haproxy,
 }
 
 /// Per-plan quota sizes that are not in the plan sheet.
@@ -398,19 +410,38 @@ pub fn replicas_of(spec: &TenantSpec, cluster: &ClusterSettings) -> Replicas {
 
 fn ingress(spec: &TenantSpec, ns: &str, cluster: &ClusterSettings) -> Value {
     let limits = spec.plan.limits();
-    let mut annotations = json!({
-        "cert-manager.io/cluster-issuer": cluster.cluster_issuer,
-        "nginx.ingress.kubernetes.io/limit-rpm": limits.api_requests_per_minute.to_string(),
-        "nginx.ingress.kubernetes.io/proxy-body-size": quantity_bytes(limits.max_file_bytes).replace("i", ""),
-    });
-    if !spec.allowlist.is_empty()
-        && let Some(map) = annotations.as_object_mut()
-    {
-        map.insert(
-            "nginx.ingress.kubernetes.io/whitelist-source-range".to_owned(),
-            json!(spec.allowlist.join(",")),
-        );
+    let rpm = limits.api_requests_per_minute.to_string();
+    let allowed = (!spec.allowlist.is_empty()).then(|| spec.allowlist.join(","));
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(
+        "cert-manager.io/cluster-issuer".to_owned(),
+        json!(cluster.cluster_issuer),
+    );
+    let style: Vec<(&str, Option<String>)> = match cluster.ingress_style {
+        IngressStyle::Nginx => vec![
+            ("nginx.ingress.kubernetes.io/limit-rpm", Some(rpm)),
+            (
+                "nginx.ingress.kubernetes.io/proxy-body-size",
+                Some(quantity_bytes(limits.max_file_bytes).replace('i', "")),
+            ),
+            (
+                "nginx.ingress.kubernetes.io/whitelist-source-range",
+                allowed,
+            ),
+        ],
+        IngressStyle::Haproxy => vec![
+            ("haproxy.org/rate-limit-requests", Some(rpm)),
+            ("haproxy.org/rate-limit-period", Some("1m".to_owned())),
+            ("haproxy.org/rate-limit-status-code", Some("429".to_owned())),
+            ("haproxy.org/allow-list", allowed),
+        ],
+    };
+    for (name, value) in style {
+        if let Some(value) = value {
+            annotations.insert(name.to_owned(), json!(value));
+        }
     }
+    let annotations = Value::Object(annotations);
     let path = |path: &str, service: &str| {
         json!({
             "path": path, "pathType": "Prefix",

@@ -199,3 +199,34 @@ fn the_autoscaler_owns_the_backend_replicas_and_scaling_stays_within_the_plan() 
         );
     }
 }
+
+#[test]
+fn the_ingress_speaks_the_configured_controllers_annotations() {
+    let haproxy = ClusterSettings {
+        ingress_style: IngressStyle::Haproxy,
+        ..ClusterSettings::default()
+    };
+    let objects = render(&spec(Plan::Enterprise), &secrets(), &haproxy);
+    let ingress = objects.iter().find(|o| o["kind"] == "Ingress").unwrap();
+    let annotations = ingress["metadata"]["annotations"].as_object().unwrap();
+    assert_eq!(
+        annotations["haproxy.org/rate-limit-requests"],
+        Plan::Enterprise
+            .limits()
+            .api_requests_per_minute
+            .to_string()
+    );
+    assert_eq!(annotations["haproxy.org/rate-limit-period"], "1m");
+    assert_eq!(
+        annotations["haproxy.org/allow-list"],
+        "203.0.113.0/24,198.51.100.7/32"
+    );
+    assert!(
+        annotations.keys().all(|k| !k.starts_with("nginx.")),
+        "{annotations:?}"
+    );
+    assert_eq!(
+        annotations["cert-manager.io/cluster-issuer"],
+        "letsencrypt-prod"
+    );
+}
