@@ -137,6 +137,14 @@ pub struct DeployCounters {
     pub scaled_down: AtomicU64,
 }
 
+/// What is left of a request the latest attempt already served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    /// Ready: only make sure nobody changed it since.
+    CheckDrift,
+    Nothing,
+}
+
 /// A tenant waiting for the worker.
 #[derive(Debug, Clone, Copy)]
 struct Queued {
@@ -398,35 +406,11 @@ impl Deployer {
         };
         let hash = objects_hash(&objects);
         self.remember(id, &objects);
-        // An attempt that started after the request already served it.
-        let served = row.phase != Phase::Pending && row.started_at.is_some_and(|s| s >= queued.at);
-        if served {
-            if row.phase == Phase::Ready && row.objects_hash.as_deref() == Some(hash.as_str()) {
-                return self.repair_drift(&tenant, &row, &objects).await;
-            }
-            if row.objects_hash.as_deref() == Some(hash.as_str()) {
-                return Ok(());
-            }
-        }
-        if trigger == Trigger::Reconcile
-            && row.phase == Phase::Ready
-            && row.objects_hash.as_deref() == Some(hash.as_str())
-        {
-            return self.repair_drift(&tenant, &row, &objects).await;
-        }
-        if trigger == Trigger::Reconcile
-            && row.phase == Phase::Skipped
-            && self.inner.cluster.is_none()
-        {
-            return Ok(());
-        }
-        // A reconcile retries a failed deployment, but not at once: the
-        // API server that refused it gets a moment.
-        let failed_lately = row
-            .finished_at
-            .is_some_and(|at| now() - at < RETRY_FAILED_AFTER);
-        if trigger == Trigger::Reconcile && row.phase == Phase::Failed && failed_lately {
-            return Ok(());
+        if let Some(done) = already_done(&row, queued, &hash, self.inner.cluster.is_some()) {
+            return match done {
+                Done::CheckDrift => self.repair_drift(&tenant, &row, &objects).await,
+                Done::Nothing => Ok(()),
+            };
         }
         row.attempt += 1;
         if row.phase != Phase::Pending {
@@ -603,6 +587,35 @@ impl Deployer {
     }
 }
 
+/// Whether the latest attempt, rendered from the same objects, already
+/// did what this request asks. Requests and reconciles race with
+/// attempts (a tenant's first reconcile may start before its
+/// provisioning request is recorded): the objects' hash, not the
+/// order of events, says whether there is anything left to do. An
+/// operator's explicit request always deploys; a reconcile retries a
+/// failure a minute after it at the earliest.
+fn already_done(row: &DeploymentRow, queued: Queued, hash: &str, cluster: bool) -> Option<Done> {
+    if row.phase == Phase::Pending || row.objects_hash.as_deref() != Some(hash) {
+        return None;
+    }
+    let served = row.started_at.is_some_and(|s| s >= queued.at);
+    if queued.trigger == Trigger::Manual && !served {
+        return None;
+    }
+    let failed_lately = row
+        .finished_at
+        .is_some_and(|at| now() - at < RETRY_FAILED_AFTER);
+    match row.phase {
+        Phase::Ready => Some(Done::CheckDrift),
+        Phase::Failed if queued.trigger == Trigger::Reconcile && !failed_lately && !served => None,
+        Phase::Failed => Some(Done::Nothing),
+        // Deployed once a cluster is configured.
+        Phase::Skipped if !cluster => Some(Done::Nothing),
+        // Skipped with a cluster now, or an attempt a crash interrupted.
+        _ => None,
+    }
+}
+
 /// What the tenant is rendered from: its record and deployment settings.
 pub fn spec_of(tenant: &Tenant, row: Option<&DeploymentRow>) -> TenantSpec {
     TenantSpec {
@@ -623,3 +636,6 @@ pub fn objects_hash(objects: &[Value]) -> String {
     let digest = Sha256::digest(to_yaml(objects).as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests;
