@@ -661,16 +661,33 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    eventually_showing(timeout, what, || {
+        let checked = check();
+        async move { checked.await.ok_or_else(String::new) }
+    })
+    .await
+}
+
+/// [`eventually`] for a `check` that says what it saw instead (`Err`): the
+/// last of which the panic shows.
+pub async fn eventually_showing<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut poll = tokio::time::interval(Duration::from_millis(20));
     loop {
-        if let Some(value) = check().await {
-            return value;
-        }
+        poll.tick().await;
+        let seen = match check().await {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out waiting for {what}{}{seen}",
+            if seen.is_empty() { "" } else { "; last seen: " }
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -74,6 +74,14 @@ impl Cluster {
         );
     }
 
+    /// Provisions `slug` and reports its first rollout done: ready.
+    async fn provisioned(&self, kt: &TestCoordinator, slug: &str, plan: &str) {
+        kt.provision(slug, plan).await;
+        until_phase(kt, slug, 1, "waiting").await;
+        self.roll_out_all(slug);
+        until_phase(kt, slug, 1, "ready").await;
+    }
+
     fn roll_out_all(&self, slug: &str) {
         self.roll_out(slug, "backend");
         self.roll_out(slug, "frontend");
@@ -121,21 +129,16 @@ async fn deployment_of(kt: &TestCoordinator, slug: &str) -> Value {
 
 /// Waits until the deployment's attempt `attempt` is in `phase`.
 async fn until_phase(kt: &TestCoordinator, slug: &str, attempt: i64, phase: &str) -> Value {
-    let mut last = Value::Null;
-    let found = tokio::time::timeout(WAIT, async {
-        loop {
-            last = deployment_of(kt, slug).await;
-            if last["attempt"] == attempt && last["phase"] == phase {
-                return last.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    let what = format!("deployment of {slug} attempt {attempt} {phase}");
+    knowton_tests::eventually_showing(WAIT, &what, || async {
+        let view = deployment_of(kt, slug).await;
+        if view["attempt"] == attempt && view["phase"] == phase {
+            Ok(view)
+        } else {
+            Err(format!("{view:#}"))
         }
     })
-    .await;
-    match found {
-        Ok(view) => view,
-        Err(_) => panic!("deployment of {slug} never reached attempt {attempt} {phase}: {last:#}"),
-    }
+    .await
 }
 
 fn events(view: &Value, kind: &str) -> Vec<String> {
@@ -467,10 +470,7 @@ async fn server_dry_run_previews_a_new_namespace_and_field_changes_storing_nothi
 async fn deprovision_scales_to_zero_keeping_data_and_purge_deletes_the_namespace(db: Db) {
     let cluster = Cluster::start().await;
     let kt = cluster.coordinator(db).await;
-    kt.provision("initech", "professional").await;
-    until_phase(&kt, "initech", 1, "waiting").await;
-    cluster.roll_out_all("initech");
-    until_phase(&kt, "initech", 1, "ready").await;
+    cluster.provisioned(&kt, "initech", "professional").await;
     // An object of the tenant's that its rendering does not contain (left
     // by an older version) is pruned; one without the labels is not ours.
     let labels = json!({"knowton.io/tenant": "initech", "app.kubernetes.io/managed-by": "knowton-coordinator"});
@@ -576,10 +576,7 @@ async fn deprovision_scales_to_zero_keeping_data_and_purge_deletes_the_namespace
 async fn drift_is_repaired_as_it_happens_and_recorded(db: Db) {
     let cluster = Cluster::start().await;
     let kt = cluster.coordinator(db).await;
-    kt.provision("hooli", "basic").await;
-    until_phase(&kt, "hooli", 1, "waiting").await;
-    cluster.roll_out_all("hooli");
-    until_phase(&kt, "hooli", 1, "ready").await;
+    cluster.provisioned(&kt, "hooli", "basic").await;
 
     cluster.fake.edit(
         "apps/v1",
@@ -635,10 +632,7 @@ async fn drift_is_repaired_as_it_happens_and_recorded(db: Db) {
 async fn a_failure_mid_apply_names_the_object_prunes_nothing_and_a_retry_converges(db: Db) {
     let cluster = Cluster::start().await;
     let kt = cluster.coordinator(db).await;
-    kt.provision("umbrella", "professional").await;
-    until_phase(&kt, "umbrella", 1, "waiting").await;
-    cluster.roll_out_all("umbrella");
-    until_phase(&kt, "umbrella", 1, "ready").await;
+    cluster.provisioned(&kt, "umbrella", "professional").await;
 
     // Deprovisioning would prune the ingress, autoscaler and budget; the
     // API server refuses the frontend's apply halfway: nothing is pruned.
@@ -782,7 +776,10 @@ mod scaling {
         let mut feed = Feed::new(kt, "node-a");
         let slug = slug.to_owned();
         tokio::spawn(async move {
+            // An agent's probe interval, shortened.
+            let mut every = tokio::time::interval(Duration::from_millis(100));
             loop {
+                every.tick().await;
                 let results = ["p-0", "p-1"]
                     .into_iter()
                     .map(|pod| {
@@ -795,7 +792,6 @@ mod scaling {
                     })
                     .collect();
                 feed.send(results);
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     }
@@ -914,10 +910,7 @@ mod reconcile {
             args.kube.reconcile_seconds = 1;
         })
         .await;
-        kt.provision("calm", "basic").await;
-        until_phase(&kt, "calm", 1, "waiting").await;
-        cluster.roll_out_all("calm");
-        until_phase(&kt, "calm", 1, "ready").await;
+        cluster.provisioned(&kt, "calm", "basic").await;
         let object_reads = || {
             cluster
                 .fake

@@ -53,6 +53,19 @@ async fn call(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// The test tenant's deployment, as a replica serves it.
+async fn wayne(http: &reqwest::Client, base: &str) -> Value {
+    call(
+        http,
+        base,
+        Method::GET,
+        "/api/v1/tenants/wayne/deployment",
+        None,
+    )
+    .await
+    .1
+}
+
 async fn only_the_lease_holder_deploys_and_a_successor_takes_over(db: Db) {
     let fake = FakeKube::start().await;
     fake.put_object(
@@ -124,14 +137,7 @@ async fn only_the_lease_holder_deploys_and_a_successor_takes_over(db: Db) {
         .unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "coordinator-b");
     let view = eventually(WAIT, "b to deploy", || async {
-        let (_, view) = call(
-            &http,
-            &base_b,
-            Method::GET,
-            "/api/v1/tenants/wayne/deployment",
-            None,
-        )
-        .await;
+        let view = wayne(&http, &base_b).await;
         (view["attempt"].as_i64() >= Some(2) && view["phase"] == "waiting").then_some(view)
     })
     .await;
@@ -152,14 +158,7 @@ async fn only_the_lease_holder_deploys_and_a_successor_takes_over(db: Db) {
     }
     let attempt = view["attempt"].clone();
     eventually(WAIT, "the deployment to be ready", || async {
-        let (_, view) = call(
-            &http,
-            &base_b,
-            Method::GET,
-            "/api/v1/tenants/wayne/deployment",
-            None,
-        )
-        .await;
+        let view = wayne(&http, &base_b).await;
         (view["attempt"] == attempt && view["phase"] == "ready").then_some(())
     })
     .await;

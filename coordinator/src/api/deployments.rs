@@ -17,7 +17,7 @@ use crate::deploy::Trigger;
 use crate::deploy::cli::is_cidr;
 use crate::deploy::cluster::PlannedChange;
 use crate::deploy::controller::{DeployError, objects_hash};
-use crate::deploy::render::to_yaml;
+use crate::deploy::render::{redacted, to_yaml};
 use crate::store::{DeploymentEvent, DeploymentRow, DeploymentSettings, Phase};
 
 /// Events shown with the status.
@@ -181,57 +181,42 @@ pub async fn deploy(
     caller.require_admin()?;
     let id = state.service.resolve(&id_or_slug).await?;
     let tenant = state.service.get(id).await?;
-    match params.dry_run {
-        None => {
-            state.deployer.request(id, Trigger::Manual).await?;
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(to_json(&view(&state, id).await?)),
-            ))
+    let Some(mode) = params.dry_run else {
+        state.deployer.request(id, Trigger::Manual).await?;
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(to_json(&view(&state, id).await?)),
+        ));
+    };
+    let objects = state.deployer.render_tenant(&tenant).await?;
+    let mut shown = DryRunView {
+        objects_hash: objects_hash(&objects),
+        tenant: tenant.slug,
+        objects: None,
+        yaml: None,
+        changes: None,
+    };
+    match mode {
+        DryRunMode::Client => {
+            shown.yaml = Some(to_yaml(&objects));
+            shown.objects = Some(objects.iter().map(redacted).collect());
         }
-        Some(DryRunMode::Client) => {
-            let objects = state.deployer.render_tenant(&tenant).await?;
-            let yaml = to_yaml(&objects);
-            let shown: Vec<Value> = yaml
-                .split("---\n")
-                .filter(|doc| !doc.trim().is_empty())
-                .filter_map(|doc| serde_yaml_ng::from_str(doc).ok())
-                .collect();
-            Ok((
-                StatusCode::OK,
-                Json(to_json(&DryRunView {
-                    tenant: tenant.slug,
-                    objects_hash: objects_hash(&objects),
-                    objects: Some(shown),
-                    yaml: Some(yaml),
-                    changes: None,
-                })),
-            ))
-        }
-        Some(DryRunMode::Server) => {
-            let objects = state.deployer.render_tenant(&tenant).await?;
-            let changes = match state.deployer.plan(&tenant).await? {
-                None => {
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        "no_cluster",
-                        "no Kubernetes cluster is configured: use dryRun=client",
-                    ));
-                }
-                Some(result) => result.map_err(DeployError::from)?,
+        DryRunMode::Server => {
+            let Some(cluster) = state.deployer.cluster() else {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_cluster",
+                    "no Kubernetes cluster is configured: use dryRun=client",
+                ));
             };
-            Ok((
-                StatusCode::OK,
-                Json(to_json(&DryRunView {
-                    tenant: tenant.slug,
-                    objects_hash: objects_hash(&objects),
-                    objects: None,
-                    yaml: None,
-                    changes: Some(changes),
-                })),
-            ))
+            let changes = cluster
+                .dry_run(&shown.tenant, &objects)
+                .await
+                .map_err(DeployError::from)?;
+            shown.changes = Some(changes);
         }
     }
+    Ok((StatusCode::OK, Json(to_json(&shown))))
 }
 
 /// Set the tenant's ingress allowlist (admin only); deploys at once.

@@ -91,14 +91,6 @@ pub struct PlannedChange {
     pub note: Option<String>,
 }
 
-/// What an apply did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Applied {
-    /// The objects as the API server answered (with generations).
-    pub objects: Vec<Value>,
-    pub pruned: Vec<ObjectRef>,
-}
-
 /// A connection to the cluster the tenants run on.
 #[derive(Clone)]
 pub struct Cluster {
@@ -199,20 +191,19 @@ impl Cluster {
     /// Applies every object in order, then deletes the tenant's objects
     /// that are no longer among them. Pruning only starts once every apply
     /// succeeded, so a failure never leaves the tenant half-pruned; the
-    /// error names the object that failed.
-    pub async fn apply(&self, tenant: &str, objects: &[Value]) -> Result<Applied, ClusterError> {
-        let mut applied = Vec::with_capacity(objects.len());
+    /// error names the object that failed. Returns what was pruned.
+    pub async fn apply(
+        &self,
+        tenant: &str,
+        objects: &[Value],
+    ) -> Result<Vec<ObjectRef>, ClusterError> {
         for object in objects {
-            applied.push(self.apply_one(object, false).await?);
+            self.apply_one(object, false).await?;
         }
-        let pruned = match namespace_of(objects) {
-            Some(ns) => self.prune(tenant, &ns, objects, false).await?,
-            None => Vec::new(),
-        };
-        Ok(Applied {
-            objects: applied,
-            pruned,
-        })
+        match namespace_of(objects) {
+            Some(ns) => self.prune(tenant, &ns, objects, false).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Re-applies only `objects` (drift repair: no pruning).
@@ -381,7 +372,7 @@ impl Cluster {
         self.delete(&self.api(&NAMESPACE, None), &reference).await
     }
 
-    /// Every Deployment the coordinator manages (drift watch).
+    /// Every object of `kind` in the cluster (the drift watch).
     pub fn api_of(&self, kind: &Kind) -> Api<DynamicObject> {
         self.api(kind, None)
     }

@@ -18,7 +18,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::cluster::{Cluster, PlannedChange};
+use super::cluster::Cluster;
 use super::kinds::{DEPLOYMENT, ObjectRef};
 use super::render::{ClusterSettings, TenantSecrets, TenantSpec, namespace, render, to_yaml};
 use super::rollout;
@@ -259,23 +259,11 @@ impl Deployer {
         ))
     }
 
-    /// A server dry-run of the tenant's deployment; `None` without a
-    /// cluster.
-    pub async fn plan(
-        &self,
-        tenant: &Tenant,
-    ) -> Result<Option<Result<Vec<PlannedChange>, super::ClusterError>>, DeployError> {
-        let Some(cluster) = &self.inner.cluster else {
-            return Ok(None);
-        };
-        let objects = self.render_tenant(tenant).await?;
-        Ok(Some(cluster.dry_run(&tenant.slug, &objects).await))
-    }
-
     /// Runs deployments until `shutdown` turns true: queued requests, a
     /// reconcile of every tenant at start and every `reconcile_every`.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut leader = self.inner.leader.clone();
+        let mut electing = true;
         let every = self.inner.settings.reconcile_every;
         let mut next_reconcile = tokio::time::Instant::now();
         // Requests recorded by other replicas (which do not deploy).
@@ -312,11 +300,11 @@ impl Deployer {
                     }
                 }
                 () = self.inner.wake.notified() => {}
-                changed = leader.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    if *leader.borrow() {
+                changed = leader.changed(), if electing => {
+                    // Closed: leadership no longer changes (a lone
+                    // coordinator, or shutting down).
+                    electing = changed.is_ok();
+                    if electing && *leader.borrow() {
                         // A new leader checks everything at once.
                         next_reconcile = tokio::time::Instant::now();
                     }
@@ -435,15 +423,15 @@ impl Deployer {
             format!("applying {} objects", objects.len()),
         )
         .await?;
-        let applied = match cluster.apply(&tenant.slug, &objects).await {
-            Ok(applied) => applied,
+        let pruned = match cluster.apply(&tenant.slug, &objects).await {
+            Ok(pruned) => pruned,
             Err(err) => return self.fail(&mut row, &tenant, err.to_string()).await,
         };
         self.inner
             .counters
             .pruned
-            .fetch_add(applied.pruned.len() as u64, Ordering::Relaxed);
-        for object in &applied.pruned {
+            .fetch_add(pruned.len() as u64, Ordering::Relaxed);
+        for object in &pruned {
             self.event(
                 &row,
                 "prune",

@@ -27,9 +27,7 @@ pub struct Leadership {
 impl Leadership {
     /// A lone coordinator (no cluster): always the leader.
     pub fn alone() -> Leadership {
-        let (sender, leader) = watch::channel(true);
-        // Keep the channel open for the life of the process.
-        std::mem::forget(sender);
+        let (_, leader) = watch::channel(true);
         Leadership { leader }
     }
 

@@ -512,18 +512,23 @@ fn network_policies(spec: &TenantSpec, ns: &str, cluster: &ClusterSettings) -> V
 pub fn to_yaml(objects: &[Value]) -> String {
     let mut out = String::new();
     for object in objects {
-        let mut shown = object.clone();
-        if shown["kind"] == "Secret"
-            && let Some(data) = shown.get_mut("stringData").and_then(Value::as_object_mut)
-        {
-            for value in data.values_mut() {
-                *value = json!("<redacted>");
-            }
-        }
         out.push_str("---\n");
-        out.push_str(&serde_yaml_ng::to_string(&shown).unwrap_or_default());
+        out.push_str(&serde_yaml_ng::to_string(&redacted(object)).unwrap_or_default());
     }
     out
+}
+
+/// `object` as it may be shown: a Secret's values replaced.
+pub fn redacted(object: &Value) -> Value {
+    let mut shown = object.clone();
+    if shown["kind"] == "Secret"
+        && let Some(data) = shown.get_mut("stringData").and_then(Value::as_object_mut)
+    {
+        for value in data.values_mut() {
+            *value = json!("<redacted>");
+        }
+    }
+    shown
 }
 
 #[cfg(test)]

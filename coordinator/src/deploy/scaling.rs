@@ -117,6 +117,9 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut watches: HashMap<Uuid, Watch> = HashMap::new();
+    // Each tenant's raised minimum; read from the store when this replica
+    // starts to lead (only the leader changes it), kept here after that.
+    let mut overrides: Option<HashMap<Uuid, Option<i32>>> = None;
     let mut tick = tokio::time::interval(settings.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -126,18 +129,22 @@ pub async fn run(
         }
         if !deployer.is_leader() {
             watches.clear();
+            overrides = None;
             continue;
         }
         let store = deployer.service().store().clone();
-        let rows = match store.deployments().await {
-            Ok(rows) => rows,
-            Err(err) => {
-                tracing::warn!(error = %err, "scaling: failed to read deployments");
-                continue;
-            }
+        let overrides = match &mut overrides {
+            Some(known) => known,
+            None => match store.deployments().await {
+                Ok(rows) => {
+                    overrides.insert(rows.iter().map(|r| (r.tenant_id, r.min_replicas)).collect())
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "scaling: failed to read deployments");
+                    continue;
+                }
+            },
         };
-        let overrides: HashMap<Uuid, Option<i32>> =
-            rows.iter().map(|r| (r.tenant_id, r.min_replicas)).collect();
         let at = Instant::now();
         for health in engine.tenants() {
             let tenant = &health.tenant;
@@ -191,6 +198,7 @@ pub async fn run(
                 tracing::warn!(tenant = %tenant.slug, error = %err, "scaling: failed to record");
                 continue;
             }
+            overrides.insert(tenant.id, to);
             let counter = if to.unwrap_or(plan.min) > current {
                 &counters.scaled_up
             } else {
