@@ -118,6 +118,9 @@ impl AgentStream for IngestService {
             }
         };
         let protocol_version = self.check_hello(&hello, &peer).await?;
+        // Subscribed before the agent shows as connected: a check-all that
+        // sees it connected must reach it.
+        let probe_now = self.registry.probe_now.subscribe();
         let (conn, acked) = self.registry.connect(&hello, protocol_version, peer.remote);
         tracing::info!(node = %conn.node, agent_version = %hello.agent_version, acked, remote = %peer.remote, "agent connected");
 
@@ -138,7 +141,7 @@ impl AgentStream for IngestService {
         tx.send(message(Out::Welcome(welcome)))
             .await
             .map_err(|_| Status::cancelled("the agent went away"))?;
-        tokio::spawn(self.clone().run(conn, inbound, tx));
+        tokio::spawn(self.clone().run(conn, inbound, tx, probe_now));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -175,14 +178,13 @@ impl IngestService {
         conn: Connection,
         mut inbound: Streaming<AgentMessage>,
         tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
+        mut probe_now: tokio::sync::watch::Receiver<u64>,
     ) {
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat_every);
         heartbeat.tick().await;
         let mut pace = Pace::new(self.settings.max_results_per_second);
         let shutdown = stopped(self.shutdown.clone());
         tokio::pin!(shutdown);
-        let mut probe_now = self.registry.probe_now.subscribe();
-        probe_now.mark_unchanged();
         let end = loop {
             tokio::select! {
                 () = &mut shutdown => {
