@@ -3,12 +3,9 @@
 //! one tenant at a time, records every phase in the store, and repairs
 //! drift.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-
-use kube::api::DynamicObject;
-use kube::runtime::reflector::Store;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use knowton_common::TenantStatus;
@@ -19,9 +16,10 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::cluster::Cluster;
-use super::kinds::{DEPLOYMENT, ObjectRef};
+use super::kinds::DEPLOYMENT;
 use super::render::{ClusterSettings, TenantSecrets, TenantSpec, namespace, render, to_yaml};
 use super::rollout;
+use super::watch::LiveCache;
 use crate::ingest::Registry;
 use crate::provision::{ServiceError, TenantService};
 use crate::store::{DeploymentEvent, DeploymentRow, Phase, StoreError, Tenant, now};
@@ -114,9 +112,9 @@ struct Inner {
     queue: Mutex<BTreeMap<Uuid, Queued>>,
     wake: Notify,
     /// Each deployed tenant's objects, for the watch to compare against.
-    desired: Mutex<HashMap<ObjectRef, (Uuid, Value)>>,
-    /// The watch's caches of the managed kinds, by kind.
-    cache: OnceLock<HashMap<&'static str, Store<DynamicObject>>>,
+    desired: Mutex<drift::Desired>,
+    /// The managed objects as the watch last saw them.
+    live: Arc<LiveCache>,
     /// Tenants being purged: never deployed again.
     purging: Mutex<HashSet<Uuid>>,
     /// Whether this replica holds the Lease (and so deploys).
@@ -176,9 +174,9 @@ impl Deployer {
                 settings,
                 queue: Mutex::new(BTreeMap::new()),
                 wake: Notify::new(),
-                desired: Mutex::new(HashMap::new()),
+                desired: Mutex::default(),
                 purging: Mutex::new(HashSet::new()),
-                cache: OnceLock::new(),
+                live: Arc::default(),
             }),
         }
     }
@@ -193,6 +191,11 @@ impl Deployer {
 
     pub fn counters(&self) -> &DeployCounters {
         &self.inner.counters
+    }
+
+    /// The managed objects as the watch last saw them.
+    pub fn live(&self) -> &Arc<LiveCache> {
+        &self.inner.live
     }
 
     pub fn service(&self) -> &Arc<TenantService> {

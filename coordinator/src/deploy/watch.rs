@@ -4,39 +4,170 @@
 //! are cached so that the periodic drift check reads memory, not the API
 //! server.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 
+use kube::api::{Api, DynamicObject, ResourceExt};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, reflector};
+use serde_json::Value;
 use tokio::sync::watch;
-use tokio_stream::StreamExt;
+use tokio_stream::{Stream, StreamExt};
 
 use super::controller::Deployer;
-use super::kinds::MANAGED;
+use super::kinds::{Kind, MANAGED, ObjectRef};
 use super::render::MANAGED_BY;
 
-/// One watch per managed kind, across all namespaces, on the managed-by
-/// label; they stop when `shutdown` turns true.
+/// A JSON value kept as its compact text: a parsed object costs about ten
+/// times its text in memory (a map node per nested object), and a cache of
+/// every tenant's objects is read far less often than it is held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactJson(Box<str>);
+
+impl CompactJson {
+    pub fn new(value: &impl serde::Serialize) -> CompactJson {
+        CompactJson(serde_json::to_string(value).unwrap_or_default().into())
+    }
+
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Every managed object as the watches last saw it (without managedFields
+/// and status, which drift is never judged on).
+#[derive(Debug)]
+pub struct LiveCache {
+    objects: RwLock<HashMap<ObjectRef, CompactJson>>,
+    /// The kinds whose first complete list is in.
+    listed: watch::Sender<HashSet<&'static str>>,
+}
+
+impl Default for LiveCache {
+    fn default() -> Self {
+        LiveCache {
+            objects: RwLock::default(),
+            listed: watch::Sender::new(HashSet::new()),
+        }
+    }
+}
+
+impl LiveCache {
+    /// Whether every managed kind has been listed: before that, an object
+    /// missing from the cache may still exist.
+    pub fn is_ready(&self) -> bool {
+        self.listed.borrow().len() == MANAGED.len()
+    }
+
+    /// Waits until [`LiveCache::is_ready`].
+    pub async fn wait_until_ready(&self) {
+        let mut listed = self.listed.subscribe();
+        let _ = listed.wait_for(|kinds| kinds.len() == MANAGED.len()).await;
+    }
+
+    /// The object as last seen; `None` when it does not exist (or the
+    /// cache is not ready).
+    pub fn get(&self, reference: &ObjectRef) -> Option<Value> {
+        self.read().get(reference).map(CompactJson::value)
+    }
+
+    /// Objects held, and their size as JSON text.
+    pub fn size(&self) -> (usize, usize) {
+        let objects = self.read();
+        (objects.len(), objects.values().map(CompactJson::len).sum())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ObjectRef, CompactJson>> {
+        self.objects.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ObjectRef, CompactJson>> {
+        self.objects.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The reference of a watched object of `kind`.
+pub fn reference(kind: &Kind, object: &DynamicObject) -> ObjectRef {
+    ObjectRef {
+        kind: kind.kind.to_owned(),
+        namespace: object.namespace(),
+        name: object.name_any(),
+    }
+}
+
+/// The watch of one managed kind across all namespaces, on the managed-by
+/// label, keeping `cache` up to date as it is polled (a relist drops what
+/// is gone). Objects leave it without managedFields and status.
+pub fn watch_kind(
+    api: Api<DynamicObject>,
+    kind: &'static Kind,
+    cache: Arc<LiveCache>,
+) -> impl Stream<Item = Result<Event<DynamicObject>, watcher::Error>> + Send + use<> {
+    let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+    let config = watcher::Config::default().labels(&selector);
+    // What a relist has seen so far, to drop the rest when it is done.
+    let mut relisted: Option<HashSet<ObjectRef>> = None;
+    watcher::watcher(api, config)
+        .default_backoff()
+        .modify(|object: &mut DynamicObject| {
+            object.metadata.managed_fields = None;
+            if let Some(fields) = object.data.as_object_mut() {
+                fields.remove("status");
+            }
+        })
+        .map(move |event| {
+            match &event {
+                Ok(Event::Init) => relisted = Some(HashSet::new()),
+                Ok(Event::InitApply(object)) => {
+                    let key = reference(kind, object);
+                    cache.write().insert(key.clone(), CompactJson::new(object));
+                    if let Some(seen) = &mut relisted {
+                        seen.insert(key);
+                    }
+                }
+                Ok(Event::InitDone) => {
+                    let seen = relisted.take().unwrap_or_default();
+                    cache
+                        .write()
+                        .retain(|key, _| key.kind != kind.kind || seen.contains(key));
+                    cache.listed.send_modify(|kinds| {
+                        kinds.insert(kind.kind);
+                    });
+                }
+                Ok(Event::Apply(object)) => {
+                    cache
+                        .write()
+                        .insert(reference(kind, object), CompactJson::new(object));
+                }
+                Ok(Event::Delete(object)) => {
+                    cache.write().remove(&reference(kind, object));
+                }
+                Err(_) => {}
+            }
+            event
+        })
+}
+
+/// One watch per managed kind, filling the deployer's cache; they stop
+/// when `shutdown` turns true.
 pub fn spawn(deployer: Deployer, shutdown: watch::Receiver<bool>) {
     let Some(cluster) = deployer.cluster().cloned() else {
         return;
     };
-    let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
-    let mut caches = HashMap::new();
     for kind in MANAGED {
-        let api = cluster.api_of(kind);
-        let config = watcher::Config::default().labels(&selector);
-        let writer = reflector::store::Writer::new(kind.api_resource());
-        caches.insert(kind.kind, writer.as_reader());
+        let events = watch_kind(cluster.api_of(kind), kind, deployer.live().clone());
         let deployer = deployer.clone();
         let mut shutdown = shutdown.clone();
-        let kind = kind.kind;
         tokio::spawn(async move {
-            let mut events = std::pin::pin!(
-                watcher::watcher(api, config)
-                    .default_backoff()
-                    .reflect(writer)
-            );
+            let mut events = std::pin::pin!(events);
             loop {
                 let event = tokio::select! {
                     event = events.next() => event,
@@ -44,19 +175,18 @@ pub fn spawn(deployer: Deployer, shutdown: watch::Receiver<bool>) {
                 };
                 match event {
                     Some(Ok(Event::Apply(object) | Event::InitApply(object))) => {
-                        deployer.observed(&serde_json::to_value(object).unwrap_or_default(), false);
+                        deployer.observed(kind, &object, false);
                     }
                     Some(Ok(Event::Delete(object))) => {
-                        deployer.observed(&serde_json::to_value(object).unwrap_or_default(), true);
+                        deployer.observed(kind, &object, true);
                     }
                     Some(Ok(Event::Init | Event::InitDone)) => {}
                     Some(Err(err)) => {
-                        tracing::debug!(kind, error = %err, "drift watch interrupted; retrying");
+                        tracing::debug!(kind = kind.kind, error = %err, "drift watch interrupted; retrying");
                     }
                     None => return,
                 }
             }
         });
     }
-    deployer.set_cache(caches);
 }

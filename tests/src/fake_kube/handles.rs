@@ -53,7 +53,7 @@ impl FakeKube {
         let namespace = namespace.filter(|_| ty.namespaced);
         let store = self.shared.store();
         store
-            .list_at(ty, namespace, store.resource_version())
+            .list_at(ty, namespace, None, store.resource_version())
             .unwrap_or_default()
             .into_values()
             .collect()

@@ -204,8 +204,15 @@ fn list(shared: &Arc<Shared>, filter: &Filter, params: &Params) -> Result<Respon
     if rv > current {
         return Err(StatusError::too_large_resource_version());
     }
-    let objects = store
-        .list_at(filter.ty, filter.namespace.as_deref(), rv)
+    let (page, remaining) = store
+        .page_at(
+            filter.ty,
+            filter.namespace.as_deref(),
+            after.as_ref(),
+            rv,
+            |object| filter.matches(object),
+            limit.unwrap_or(usize::MAX),
+        )
         .map_err(|Expired { requested, oldest }| {
             let message = if after.is_some() {
                 format!(
@@ -219,13 +226,9 @@ fn list(shared: &Arc<Shared>, filter: &Filter, params: &Params) -> Result<Respon
             expired(shared, message)
         })?;
     drop(store);
-    let mut matching = objects
-        .into_iter()
-        .filter(|(key, _)| after.as_ref().is_none_or(|last| key > last))
-        .filter(|(_, object)| filter.matches(object));
     let mut items = Vec::new();
     let mut last = None;
-    for (key, mut object) in matching.by_ref().take(limit.unwrap_or(usize::MAX)) {
+    for (key, mut object) in page {
         // Items of a list carry neither kind nor apiVersion.
         if let Some(map) = object.as_object_mut() {
             map.remove("kind");
@@ -234,7 +237,6 @@ fn list(shared: &Arc<Shared>, filter: &Filter, params: &Params) -> Result<Respon
         items.push(object);
         last = Some(key);
     }
-    let remaining = matching.count();
     let mut metadata = json!({"resourceVersion": rv.to_string()});
     if let (true, Some(last)) = (remaining > 0, &last) {
         metadata["continue"] = json!(encode_continue(rv, last));
@@ -280,7 +282,7 @@ fn watch(shared: &Arc<Shared>, filter: Filter, params: &Params) -> Result<Respon
             None => {
                 let rv = store.resource_version();
                 let current = store
-                    .list_at(filter.ty, filter.namespace.as_deref(), rv)
+                    .list_at(filter.ty, filter.namespace.as_deref(), None, rv)
                     .unwrap_or_default();
                 let initial = current
                     .into_values()

@@ -3,6 +3,7 @@
 //! paged lists resume from until it is compacted.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -161,13 +162,14 @@ impl Store {
         self.oldest = self.rv;
     }
 
-    /// The objects of `ty` (in `namespace`, or all) as they were at
-    /// resourceVersion `rv`, in (namespace, name) order, rebuilt by undoing
-    /// the later changes.
+    /// The objects of `ty` (in `namespace`, or all; after the key `after`
+    /// when a paged list resumes) as they were at resourceVersion `rv`, in
+    /// (namespace, name) order, rebuilt by undoing the later changes.
     pub fn list_at(
         &self,
         ty: &ResourceType,
         namespace: Option<&str>,
+        after: Option<&ObjectKey>,
         rv: u64,
     ) -> Result<BTreeMap<ObjectKey, Value>, Expired> {
         if rv < self.oldest {
@@ -176,9 +178,12 @@ impl Store {
                 oldest: self.oldest,
             });
         }
-        let mut objects = self.objects.get(&ty.id()).cloned().unwrap_or_default();
+        let mut objects: BTreeMap<ObjectKey, Value> = self
+            .current(ty, namespace, after)
+            .map(|(key, object)| (key.clone(), object.clone()))
+            .collect();
         for change in self.log.iter().rev().take_while(|c| c.rv > rv) {
-            if change.resource != ty.id() {
+            if change.resource != ty.id() || !in_scope(&change.key, namespace, after) {
                 continue;
             }
             match &change.previous {
@@ -186,8 +191,57 @@ impl Store {
                 None => objects.remove(&change.key),
             };
         }
-        objects.retain(|(ns, _), _| namespace.is_none_or(|n| n == ns));
         Ok(objects)
+    }
+
+    /// One page of [`Store::list_at`]: the first `limit` objects `wanted`
+    /// accepts, and how many more it accepts. At the current version only
+    /// the page is copied.
+    pub fn page_at(
+        &self,
+        ty: &ResourceType,
+        namespace: Option<&str>,
+        after: Option<&ObjectKey>,
+        rv: u64,
+        wanted: impl Fn(&Value) -> bool,
+        limit: usize,
+    ) -> Result<(Vec<(ObjectKey, Value)>, usize), Expired> {
+        if rv == self.rv {
+            let mut matching = self
+                .current(ty, namespace, after)
+                .filter(|(_, o)| wanted(o));
+            let page = matching
+                .by_ref()
+                .take(limit)
+                .map(|(key, object)| (key.clone(), object.clone()))
+                .collect();
+            return Ok((page, matching.count()));
+        }
+        let objects = self.list_at(ty, namespace, after, rv)?;
+        let mut matching = objects.into_iter().filter(|(_, o)| wanted(o));
+        let page = matching.by_ref().take(limit).collect();
+        Ok((page, matching.count()))
+    }
+
+    /// The objects of `ty` now, in `namespace` (or all) and after `after`.
+    fn current<'a>(
+        &'a self,
+        ty: &ResourceType,
+        namespace: Option<&'a str>,
+        after: Option<&'a ObjectKey>,
+    ) -> impl Iterator<Item = (&'a ObjectKey, &'a Value)> {
+        // One namespace's objects, or those after a key, are a range of the
+        // (namespace, name) keys.
+        let first = (namespace.unwrap_or_default().to_owned(), String::new());
+        let start = match after {
+            Some(after) if *after >= first => Bound::Excluded(after.clone()),
+            _ => Bound::Included(first),
+        };
+        self.objects
+            .get(&ty.id())
+            .into_iter()
+            .flat_map(move |objects| objects.range((start.clone(), Bound::Unbounded)))
+            .take_while(move |(key, _)| in_scope(key, namespace, after))
     }
 
     /// The changes after `rv` and a receiver of the ones to come, with
@@ -209,4 +263,8 @@ impl Store {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
         self.changes.subscribe()
     }
+}
+
+fn in_scope(key: &ObjectKey, namespace: Option<&str>, after: Option<&ObjectKey>) -> bool {
+    namespace.is_none_or(|n| n == key.0) && after.is_none_or(|after| key > after)
 }

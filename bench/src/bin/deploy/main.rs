@@ -6,17 +6,28 @@
 //!    the prune listing) against the in-process FAKE Kubernetes API server,
 //!    over HTTP on loopback: requests made and time; then the same apply
 //!    again (nothing changes), a server dry-run and a drift check.
+//! 3. The drift watch's cache of many applied tenants: objects held, their
+//!    size as JSON against the same objects as served (managedFields
+//!    included), the time to fill it and the process's RSS growth.
 
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use knowton_bench::system::rss_bytes;
 use knowton_common::{Branding, Plan};
+use knowton_coordinator::deploy::kinds::MANAGED;
+use knowton_coordinator::deploy::render::MANAGED_BY;
+use knowton_coordinator::deploy::watch::{LiveCache, watch_kind};
 use knowton_coordinator::deploy::{
     Cluster, ClusterSettings, TenantSecrets, TenantSpec, render, to_yaml,
 };
 use knowton_tests::fake_kube::FakeKube;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::time::Instant;
+use tokio_stream::StreamExt;
 use uuid::Uuid;
 
 #[derive(Debug, Parser)]
@@ -30,6 +41,13 @@ struct Args {
     /// Tenants applied one after the other against the fake API server.
     #[arg(long, default_value_t = 20)]
     applies: usize,
+    /// Tenants applied before the drift watch fills its cache (0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    cached_tenants: usize,
+    /// Internal: run as the fake API server of the watch cache step,
+    /// writing its kubeconfig here.
+    #[arg(long, hide = true)]
+    serve_fake: Option<PathBuf>,
 }
 
 fn spec(i: usize) -> TenantSpec {
@@ -73,6 +91,9 @@ fn per_tenant(elapsed: Duration, n: usize) -> f64 {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(kubeconfig) = &args.serve_fake {
+        return serve_fake(&args, kubeconfig).await;
+    }
     let cluster_settings = ClusterSettings::default();
     let specs: Vec<TenantSpec> = (0..args.tenants).map(spec).collect();
     let secrets = secrets();
@@ -148,5 +169,136 @@ async fn main() -> ExitCode {
             (fake.requests().len() - requests_before) as f64 / n
         );
     }
+    drop(fake);
+    if args.cached_tenants > 0 {
+        return watch_cache(&args).await;
+    }
+    ExitCode::SUCCESS
+}
+
+/// The drift watch's caches of every managed kind filled from a fake API
+/// server holding `--cached-tenants` applied tenants, as when the
+/// coordinator starts with a cluster. The fake runs in a child process so
+/// that this process's RSS is the watch's alone.
+async fn watch_cache(args: &Args) -> ExitCode {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let exe = std::env::current_exe().expect("this benchmark's path");
+    let mut child = match tokio::process::Command::new(exe)
+        .arg("--serve-fake")
+        .arg(&kubeconfig)
+        .arg("--cached-tenants")
+        .arg(args.cached_tenants.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(err) => {
+            eprintln!("cannot start the fake API server's process: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let mut served = 0usize;
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) if line == "ready" => break,
+            Ok(Some(line)) => match line.strip_prefix("served-bytes ") {
+                Some(bytes) => served = bytes.parse().unwrap_or(0),
+                None => println!("{line}"),
+            },
+            _ => {
+                eprintln!("the fake API server's process ended before it was ready");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let cluster = match Cluster::connect(Some(&kubeconfig)).await {
+        Ok(Some(cluster)) => cluster,
+        other => {
+            eprintln!("cannot reach the fake API server: {other:?}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let rss_before = rss_bytes().unwrap_or(0);
+    let started = Instant::now();
+    let cache = Arc::new(LiveCache::default());
+    for kind in MANAGED {
+        let events = watch_kind(cluster.api_of(kind), kind, cache.clone());
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            while events.next().await.is_some() {}
+        });
+    }
+    cache.wait_until_ready().await;
+    let filled = started.elapsed();
+    let rss_after = rss_bytes().unwrap_or(0);
+    let (objects, held) = cache.size();
+    let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
+    let grown = usize::try_from(rss_after.saturating_sub(rss_before)).unwrap_or(usize::MAX);
+    let tenants = args.cached_tenants;
+    println!(
+        "drift watch cache of {tenants} tenants: {objects} objects filled in {:.2} s \
+         (the fake API server's paging included); {:.1} MiB held as compact JSON ({:.1} MiB \
+         as served, with managedFields and status); RSS grew {:.1} MiB to {:.1} MiB ({:.1} KiB per tenant)",
+        filled.as_secs_f64(),
+        mib(held),
+        mib(served),
+        mib(grown),
+        mib(usize::try_from(rss_after).unwrap_or(usize::MAX)),
+        grown as f64 / 1024.0 / tenants as f64,
+    );
+    drop(child);
+    ExitCode::SUCCESS
+}
+
+/// The child process of [`watch_cache`]: a fake API server with
+/// `--cached-tenants` tenants applied through the coordinator's client,
+/// serving until its standard input closes.
+async fn serve_fake(args: &Args, kubeconfig: &Path) -> ExitCode {
+    let fake = FakeKube::start().await;
+    if let Err(err) = std::fs::write(kubeconfig, fake.kubeconfig()) {
+        eprintln!("cannot write {}: {err}", kubeconfig.display());
+        return ExitCode::FAILURE;
+    }
+    let cluster = match Cluster::connect(Some(kubeconfig)).await {
+        Ok(Some(cluster)) => cluster,
+        other => {
+            eprintln!("cannot reach the fake API server: {other:?}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (secrets, settings) = (secrets(), ClusterSettings::default());
+    let started = Instant::now();
+    for i in 0..args.cached_tenants {
+        let spec = spec(i);
+        if let Err(err) = cluster
+            .apply(&spec.slug, &render(&spec, &secrets, &settings))
+            .await
+        {
+            eprintln!("apply of {} failed: {err}", spec.slug);
+            return ExitCode::FAILURE;
+        }
+    }
+    println!(
+        "{} tenants applied in {:.1} s",
+        args.cached_tenants,
+        started.elapsed().as_secs_f64()
+    );
+    let served: usize = MANAGED
+        .iter()
+        .flat_map(|kind| fake.objects(&kind.api_version(), kind.kind, None))
+        .filter(|o| o["metadata"]["labels"][MANAGED_BY.0] == MANAGED_BY.1)
+        .map(|o| serde_json::to_vec(&o).map_or(0, |v| v.len()))
+        .sum();
+    println!("served-bytes {served}");
+    println!("ready");
+    // Serves until the benchmark closes the pipe (or ends).
+    let _ =
+        tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink()))
+            .await;
     ExitCode::SUCCESS
 }

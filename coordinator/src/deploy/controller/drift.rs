@@ -3,16 +3,15 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use kube::api::DynamicObject;
-use kube::runtime::reflector::Store;
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::{DeployError, Deployer, Trigger, lock};
 use crate::deploy::diff::drift;
 use crate::deploy::kinds::{Kind, ObjectRef};
+use crate::deploy::watch::{CompactJson, reference};
 use crate::store::{DeploymentRow, Tenant};
 
 impl Deployer {
@@ -32,7 +31,7 @@ impl Deployer {
             .fetch_add(1, Ordering::Relaxed);
         // The watch cache points at what may have drifted; the API server
         // confirms (the cache may not have seen our own latest apply yet).
-        let suspects = match self.cached_suspects(objects).await {
+        let suspects = match self.cached_suspects(objects) {
             Some(suspects) => suspects,
             None => objects.to_vec(),
         };
@@ -74,55 +73,80 @@ impl Deployer {
 
     /// The objects the watch cache holds differently from `objects` (or
     /// not at all); `None` while the cache is not filled yet.
-    async fn cached_suspects(&self, objects: &[Value]) -> Option<Vec<Value>> {
-        let cache = self.inner.cache.get()?;
-        let mut suspects = Vec::new();
-        for object in objects {
-            let kind = Kind::of(object)?;
-            let store = cache.get(kind.kind)?;
-            let ready = tokio::time::timeout(Duration::ZERO, store.wait_until_ready()).await;
-            if !matches!(ready, Ok(Ok(()))) {
-                return None;
-            }
-            let reference = ObjectRef::of(object);
-            let mut key =
-                kube::runtime::reflector::ObjectRef::new_with(&reference.name, kind.api_resource());
-            if let Some(ns) = &reference.namespace {
-                key = key.within(ns);
-            }
-            let held = store
-                .get(&key)
-                .map(|live| serde_json::to_value(live.as_ref()).unwrap_or_default());
-            if held.is_none_or(|live| !drift(&live, object).is_empty()) {
-                suspects.push(object.clone());
-            }
+    fn cached_suspects(&self, objects: &[Value]) -> Option<Vec<Value>> {
+        let live = &self.inner.live;
+        if !live.is_ready() {
+            return None;
         }
+        let suspects = objects
+            .iter()
+            .filter(|object| {
+                live.get(&ObjectRef::of(object))
+                    .is_none_or(|held| !drift(&held, object).is_empty())
+            })
+            .cloned()
+            .collect();
         Some(suspects)
     }
 
-    /// Gives the deployer the watch's caches, one per managed kind.
-    pub fn set_cache(&self, cache: HashMap<&'static str, Store<DynamicObject>>) {
-        let _ = self.inner.cache.set(cache);
-    }
-
     pub(super) fn remember(&self, id: Uuid, objects: &[Value]) {
-        let mut desired = lock(&self.inner.desired);
-        desired.retain(|_, (tenant, _)| *tenant != id);
-        for object in objects {
-            desired.insert(ObjectRef::of(object), (id, object.clone()));
-        }
+        lock(&self.inner.desired).set(id, objects);
     }
 
-    /// The watch saw `object` change (or go, when `deleted`): queues a
-    /// reconcile of its tenant if it no longer holds what was applied.
-    pub fn observed(&self, object: &Value, deleted: bool) {
-        let reference = ObjectRef::of(object);
-        let found = lock(&self.inner.desired).get(&reference).cloned();
-        if let Some((tenant, desired)) = found
-            && !lock(&self.inner.purging).contains(&tenant)
-            && (deleted || !drift(object, &desired).is_empty())
-        {
+    /// The watch saw `object` of `kind` change (or go, when `deleted`):
+    /// queues a reconcile of its tenant if it no longer holds what was
+    /// applied.
+    pub fn observed(&self, kind: &Kind, object: &DynamicObject, deleted: bool) {
+        let found = lock(&self.inner.desired).get(&reference(kind, object));
+        let Some((tenant, desired)) = found else {
+            return;
+        };
+        if lock(&self.inner.purging).contains(&tenant) {
+            return;
+        }
+        let drifted = deleted
+            || serde_json::to_value(object).is_ok_and(|live| !drift(&live, &desired).is_empty());
+        if drifted {
             self.enqueue(tenant, Trigger::Reconcile);
         }
+    }
+}
+
+/// Each deployed tenant's objects, as last applied, for the watch to
+/// compare against; kept compact, as the watch cache is.
+#[derive(Debug, Default)]
+pub(in crate::deploy) struct Desired {
+    objects: HashMap<ObjectRef, (Uuid, CompactJson)>,
+    by_tenant: HashMap<Uuid, Vec<ObjectRef>>,
+}
+
+impl Desired {
+    /// `tenant`'s objects are now `objects` (and no others).
+    fn set(&mut self, tenant: Uuid, objects: &[Value]) {
+        self.forget(tenant);
+        let references: Vec<ObjectRef> = objects.iter().map(ObjectRef::of).collect();
+        for (reference, object) in references.iter().zip(objects) {
+            self.objects
+                .insert(reference.clone(), (tenant, CompactJson::new(object)));
+        }
+        self.by_tenant.insert(tenant, references);
+    }
+
+    pub(super) fn forget(&mut self, tenant: Uuid) {
+        for reference in self.by_tenant.remove(&tenant).unwrap_or_default() {
+            if self
+                .objects
+                .get(&reference)
+                .is_some_and(|(t, _)| *t == tenant)
+            {
+                self.objects.remove(&reference);
+            }
+        }
+    }
+
+    fn get(&self, reference: &ObjectRef) -> Option<(Uuid, Value)> {
+        self.objects
+            .get(reference)
+            .map(|(tenant, object)| (*tenant, object.value()))
     }
 }

@@ -15,7 +15,7 @@ impl Deployer {
         let tenant = self.inner.service.get(id).await?;
         // No drift repair or reconcile may bring it back meanwhile.
         lock(&self.inner.purging).insert(id);
-        lock(&self.inner.desired).retain(|_, (tenant, _)| *tenant != id);
+        lock(&self.inner.desired).forget(id);
         let purged = self.purge_now(&tenant).await;
         lock(&self.inner.purging).remove(&id);
         purged
