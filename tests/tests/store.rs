@@ -53,6 +53,7 @@ store_tests!(
     keys_authenticate_until_rotated_or_deprovisioned,
     usage_is_recorded,
     deprovision_then_expiry_then_purge,
+    a_deployment_request_reopens_only_what_started_before_it,
 );
 
 async fn open(kind: Db) -> (TestDb, Arc<dyn Store>) {
@@ -374,4 +375,46 @@ async fn deprovision_then_expiry_then_purge(store: Arc<dyn Store>) {
             .unwrap()
             .is_some()
     );
+}
+
+/// A request makes a finished deployment pending again, unless its attempt
+/// started after the request was made (the request's statement ran late:
+/// that attempt already deployed the change, and its outcome stands).
+async fn a_deployment_request_reopens_only_what_started_before_it(store: Arc<dyn Store>) {
+    use knowton_coordinator::store::{DeploymentRow, Phase};
+    let f = tenant("acme");
+    let id = f.new.tenant.id;
+    store.create_tenant(&f.new).await.unwrap();
+    let requested = store.request_deployment(id, "provisioned").await.unwrap();
+    assert_eq!(requested.phase, Phase::Pending);
+
+    let finished = |phase, started: chrono::DateTime<chrono::Utc>| DeploymentRow {
+        phase,
+        attempt: 1,
+        reason: Some("failed to apply Namespace: 500".to_owned()),
+        started_at: Some(started),
+        finished_at: Some(started),
+        ..requested.clone()
+    };
+    // Started a minute from now: after the request below.
+    let later = now() + Duration::minutes(1);
+    store
+        .save_deployment(&finished(Phase::Failed, later), None)
+        .await
+        .unwrap();
+    let row = store.request_deployment(id, "updated").await.unwrap();
+    assert_eq!(row.phase, Phase::Failed, "{row:?}");
+    assert_eq!(row.trigger, "provisioned");
+    assert!(row.reason.is_some());
+
+    // Started before the request: pending again, for the new trigger.
+    let earlier = now() - Duration::minutes(1);
+    store
+        .save_deployment(&finished(Phase::Failed, earlier), None)
+        .await
+        .unwrap();
+    let row = store.request_deployment(id, "updated").await.unwrap();
+    assert_eq!(row.phase, Phase::Pending, "{row:?}");
+    assert_eq!(row.trigger, "updated");
+    assert_eq!(row.reason, None);
 }

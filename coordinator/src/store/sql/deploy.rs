@@ -126,21 +126,32 @@ macro_rules! deploy_sql {
             async fn request_deployment(&self, tenant: Uuid, trigger: &str) -> Result<DeploymentRow> {
                 let id = tenant.to_string();
                 let now = crate::store::now();
-                // A request under way keeps its phase; the latest request
-                // time is always recorded (the deployer never writes it).
-                sqlx::query(
+                // A request under way keeps its phase, and so does the
+                // outcome of an attempt that started after the request was
+                // made (it deployed the change; the request's statement
+                // merely ran late). The latest request time is always
+                // recorded (the deployer never writes it).
+                macro_rules! open {
+                    () => {
+                        "tenant_deployments.phase IN ('ready', 'failed', 'skipped') \
+                         AND (tenant_deployments.started_at IS NULL \
+                         OR tenant_deployments.started_at < excluded.requested_at)"
+                    };
+                }
+                sqlx::query(concat!(
                     "INSERT INTO tenant_deployments (tenant_id, phase, attempt, trigger_kind, \
                      requested_at, updated_at) SELECT id, 'pending', 0, $2, $3, $3 FROM tenants \
                      WHERE id = $1 ON CONFLICT (tenant_id) DO UPDATE SET \
-                     requested_at = excluded.requested_at, \
-                     phase = CASE WHEN tenant_deployments.phase IN ('ready', 'failed', 'skipped') \
-                         THEN 'pending' ELSE tenant_deployments.phase END, \
-                     trigger_kind = CASE WHEN tenant_deployments.phase IN ('ready', 'failed', 'skipped') \
-                         THEN excluded.trigger_kind ELSE tenant_deployments.trigger_kind END, \
-                     reason = CASE WHEN tenant_deployments.phase IN ('ready', 'failed', 'skipped') \
-                         THEN NULL ELSE tenant_deployments.reason END, \
-                     updated_at = excluded.updated_at",
-                )
+                     requested_at = excluded.requested_at, phase = CASE WHEN ",
+                    open!(),
+                    " THEN 'pending' ELSE tenant_deployments.phase END, trigger_kind = CASE WHEN ",
+                    open!(),
+                    " THEN excluded.trigger_kind ELSE tenant_deployments.trigger_kind END, \
+                     reason = CASE WHEN ",
+                    open!(),
+                    " THEN NULL ELSE tenant_deployments.reason END, \
+                     updated_at = excluded.updated_at"
+                ))
                 .bind(&id)
                 .bind(trigger)
                 .bind(now)
