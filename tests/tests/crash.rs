@@ -71,6 +71,9 @@ fn serve(db: &TestDb, tls: &Path, http: u16, grpc: u16, hook: &str) -> Coordinat
         ])
         .args(["--tls-dir", &tls.display().to_string()])
         .args(["--notify-webhook", hook])
+        // A delivery claimed when the process is killed is retried once its
+        // lease (twice the timeout + 10 s) runs out: well within WAIT.
+        .args(["--notify-timeout-seconds", "2"])
         .args([
             "--notify-retry-base-ms",
             "100",
