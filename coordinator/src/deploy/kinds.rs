@@ -124,6 +124,19 @@ impl ObjectRef {
     }
 }
 
+impl ObjectRef {
+    /// The reference of a watched object of `kind` (list items carry no
+    /// kind of their own).
+    pub fn of_watched(kind: &Kind, object: &kube::api::DynamicObject) -> ObjectRef {
+        use kube::ResourceExt;
+        ObjectRef {
+            kind: kind.kind.to_owned(),
+            namespace: object.namespace(),
+            name: object.name_any(),
+        }
+    }
+}
+
 impl std::fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.namespace {

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
-use kube::api::{Api, DynamicObject, ResourceExt};
+use kube::api::{Api, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
@@ -31,14 +31,6 @@ impl CompactJson {
 
     pub fn value(&self) -> Value {
         serde_json::from_str(&self.0).unwrap_or_default()
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -82,7 +74,7 @@ impl LiveCache {
     /// Objects held, and their size as JSON text.
     pub fn size(&self) -> (usize, usize) {
         let objects = self.read();
-        (objects.len(), objects.values().map(CompactJson::len).sum())
+        (objects.len(), objects.values().map(|o| o.0.len()).sum())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<ObjectRef, CompactJson>> {
@@ -91,15 +83,6 @@ impl LiveCache {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ObjectRef, CompactJson>> {
         self.objects.write().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// The reference of a watched object of `kind`.
-pub fn reference(kind: &Kind, object: &DynamicObject) -> ObjectRef {
-    ObjectRef {
-        kind: kind.kind.to_owned(),
-        namespace: object.namespace(),
-        name: object.name_any(),
     }
 }
 
@@ -127,7 +110,7 @@ pub fn watch_kind(
             match &event {
                 Ok(Event::Init) => relisted = Some(HashSet::new()),
                 Ok(Event::InitApply(object)) => {
-                    let key = reference(kind, object);
+                    let key = ObjectRef::of_watched(kind, object);
                     cache.write().insert(key.clone(), CompactJson::new(object));
                     if let Some(seen) = &mut relisted {
                         seen.insert(key);
@@ -143,12 +126,13 @@ pub fn watch_kind(
                     });
                 }
                 Ok(Event::Apply(object)) => {
-                    cache
-                        .write()
-                        .insert(reference(kind, object), CompactJson::new(object));
+                    cache.write().insert(
+                        ObjectRef::of_watched(kind, object),
+                        CompactJson::new(object),
+                    );
                 }
                 Ok(Event::Delete(object)) => {
-                    cache.write().remove(&reference(kind, object));
+                    cache.write().remove(&ObjectRef::of_watched(kind, object));
                 }
                 Err(_) => {}
             }

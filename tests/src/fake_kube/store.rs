@@ -207,20 +207,19 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<(ObjectKey, Value)>, usize), Expired> {
         if rv == self.rv {
-            let mut matching = self
-                .current(ty, namespace, after)
-                .filter(|(_, o)| wanted(o));
-            let page = matching
-                .by_ref()
-                .take(limit)
+            let (page, more) = first(
+                self.current(ty, namespace, after)
+                    .filter(|(_, o)| wanted(o)),
+                limit,
+            );
+            let page = page
+                .into_iter()
                 .map(|(key, object)| (key.clone(), object.clone()))
                 .collect();
-            return Ok((page, matching.count()));
+            return Ok((page, more));
         }
         let objects = self.list_at(ty, namespace, after, rv)?;
-        let mut matching = objects.into_iter().filter(|(_, o)| wanted(o));
-        let page = matching.by_ref().take(limit).collect();
-        Ok((page, matching.count()))
+        Ok(first(objects.into_iter().filter(|(_, o)| wanted(o)), limit))
     }
 
     /// The objects of `ty` now, in `namespace` (or all) and after `after`.
@@ -267,4 +266,10 @@ impl Store {
 
 fn in_scope(key: &ObjectKey, namespace: Option<&str>, after: Option<&ObjectKey>) -> bool {
     namespace.is_none_or(|n| n == key.0) && after.is_none_or(|after| key > after)
+}
+
+/// The first `limit` items, and how many more there are.
+fn first<T>(mut items: impl Iterator<Item = T>, limit: usize) -> (Vec<T>, usize) {
+    let page = items.by_ref().take(limit).collect();
+    (page, items.count())
 }

@@ -127,12 +127,8 @@ async fn main() -> ExitCode {
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig()).expect("kubeconfig written");
     knowton_coordinator::client::install_crypto_provider();
-    let cluster = match Cluster::connect(Some(&kubeconfig)).await {
-        Ok(Some(cluster)) => cluster,
-        other => {
-            eprintln!("cannot reach the fake API server: {other:?}");
-            return ExitCode::FAILURE;
-        }
+    let Some(cluster) = connect(&kubeconfig).await else {
+        return ExitCode::FAILURE;
     };
 
     let objects: Vec<(String, Vec<serde_json::Value>)> = specs
@@ -176,6 +172,17 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The coordinator's client of the fake API server at `kubeconfig`.
+async fn connect(kubeconfig: &Path) -> Option<Cluster> {
+    match Cluster::connect(Some(kubeconfig)).await {
+        Ok(Some(cluster)) => Some(cluster),
+        other => {
+            eprintln!("cannot reach the fake API server: {other:?}");
+            None
+        }
+    }
+}
+
 /// The drift watch's caches of every managed kind filled from a fake API
 /// server holding `--cached-tenants` applied tenants, as when the
 /// coordinator starts with a cluster. The fake runs in a child process so
@@ -215,12 +222,8 @@ async fn watch_cache(args: &Args) -> ExitCode {
             }
         }
     }
-    let cluster = match Cluster::connect(Some(&kubeconfig)).await {
-        Ok(Some(cluster)) => cluster,
-        other => {
-            eprintln!("cannot reach the fake API server: {other:?}");
-            return ExitCode::FAILURE;
-        }
+    let Some(cluster) = connect(&kubeconfig).await else {
+        return ExitCode::FAILURE;
     };
 
     let rss_before = rss_bytes().unwrap_or(0);
@@ -264,12 +267,8 @@ async fn serve_fake(args: &Args, kubeconfig: &Path) -> ExitCode {
         eprintln!("cannot write {}: {err}", kubeconfig.display());
         return ExitCode::FAILURE;
     }
-    let cluster = match Cluster::connect(Some(kubeconfig)).await {
-        Ok(Some(cluster)) => cluster,
-        other => {
-            eprintln!("cannot reach the fake API server: {other:?}");
-            return ExitCode::FAILURE;
-        }
+    let Some(cluster) = connect(kubeconfig).await else {
+        return ExitCode::FAILURE;
     };
     let (secrets, settings) = (secrets(), ClusterSettings::default());
     let started = Instant::now();

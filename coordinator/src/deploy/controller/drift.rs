@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{DeployError, Deployer, Trigger, lock};
 use crate::deploy::diff::drift;
 use crate::deploy::kinds::{Kind, ObjectRef};
-use crate::deploy::watch::{CompactJson, reference};
+use crate::deploy::watch::CompactJson;
 use crate::store::{DeploymentRow, Tenant};
 
 impl Deployer {
@@ -97,7 +97,7 @@ impl Deployer {
     /// queues a reconcile of its tenant if it no longer holds what was
     /// applied.
     pub fn observed(&self, kind: &Kind, object: &DynamicObject, deleted: bool) {
-        let found = lock(&self.inner.desired).get(&reference(kind, object));
+        let found = lock(&self.inner.desired).get(&ObjectRef::of_watched(kind, object));
         let Some((tenant, desired)) = found else {
             return;
         };
