@@ -152,10 +152,21 @@ pub fn validate_slug(slug: &str) -> Result<(), ValidationError> {
     if slug.starts_with('-') || slug.ends_with('-') {
         return err("must start and end with a letter or digit");
     }
+    if looks_like_uuid(slug) {
+        return err("must not look like a tenant id (a UUID): paths take either");
+    }
     if RESERVED_SLUGS.contains(&slug) || slug.starts_with("kube-") || slug.starts_with("knowton-") {
         return err("is reserved");
     }
     Ok(())
+}
+
+/// Whether `slug` could be read as a UUID in any of its forms: 32 hex
+/// digits, with or without hyphens anywhere. A superset of what UUID
+/// parsers accept, so no parser's leniency lets one through.
+fn looks_like_uuid(slug: &str) -> bool {
+    slug.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+        && slug.bytes().filter(u8::is_ascii_hexdigit).count() == 32
 }
 
 /// A fully qualified hostname (RFC 1123), at least two labels, no trailing dot.

@@ -20,6 +20,7 @@ on_every_db!(
     a_flapping_check_notifies_once_and_settles,
     manual_resolve_acknowledge_and_reminders,
     silences_keep_quiet_and_end_with_the_alert,
+    silences_per_tenant_are_capped,
     thresholds_are_per_tenant_and_validated,
 );
 
@@ -525,6 +526,74 @@ async fn silences_keep_quiet_and_end_with_the_alert(db: Db) {
         )
         .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}
+
+/// Finding 11 of the hardening review: a tenant could create silences
+/// without limit, each kept in memory and reloaded every minute.
+async fn silences_per_tenant_are_capped(db: Db) {
+    let s = setup(db, |_| {}).await;
+    let key = s.kt.provision("globex", "basic").await["apiKeys"]["production"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ends = (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339();
+    let create = |who: Option<String>, tenant: &'static str| {
+        let kt = &s.kt;
+        let ends = ends.clone();
+        async move {
+            let body = json!({"tenant": tenant, "endsAt": ends, "comment": "x"});
+            match who {
+                Some(key) => {
+                    kt.call(
+                        Method::POST,
+                        "/api/v1/monitoring/silences",
+                        Some(&key),
+                        Some(body),
+                    )
+                    .await
+                }
+                None => {
+                    kt.admin(Method::POST, "/api/v1/monitoring/silences", Some(body))
+                        .await
+                }
+            }
+        }
+    };
+    let limit = knowton_coordinator::health::engine::MAX_ACTIVE_SILENCES;
+    let mut first = None;
+    for _ in 0..limit {
+        let reply = create(Some(key.clone()), "globex").await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        first.get_or_insert(reply.body["id"].as_str().unwrap().to_owned());
+    }
+    for who in [Some(key.clone()), None] {
+        let reply = create(who, "globex").await;
+        assert_eq!(reply.error(StatusCode::CONFLICT).0, "silence_limit_reached");
+    }
+    // Another tenant is not affected; ending one makes room again.
+    assert_eq!(create(None, "acme").await.status, StatusCode::CREATED);
+    let end =
+        s.kt.call(
+            Method::DELETE,
+            &format!("/api/v1/monitoring/silences/{}", first.unwrap()),
+            Some(&key),
+            None,
+        )
+        .await;
+    assert_eq!(end.status, StatusCode::NO_CONTENT, "{}", end.body);
+    assert_eq!(
+        create(Some(key.clone()), "globex").await.status,
+        StatusCode::CREATED
+    );
+    // A long comment is refused, naming the field.
+    let reply =
+        s.kt.admin(
+            Method::POST,
+            "/api/v1/monitoring/silences",
+            Some(json!({"tenant": "acme", "endsAt": ends, "comment": "x".repeat(2001)})),
+        )
+        .await;
+    assert_eq!(reply.error(StatusCode::BAD_REQUEST).1, "comment");
 }
 
 async fn thresholds_are_per_tenant_and_validated(db: Db) {

@@ -5,7 +5,12 @@ use knowton_tests::{ADMIN_TOKEN, TestCoordinator, on_every_backend};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-on_every_backend!(tenant_keys_reach_only_their_tenant, bad_credentials_are_401);
+on_every_backend!(
+    tenant_keys_reach_only_their_tenant,
+    bad_credentials_are_401,
+    a_slug_shaped_like_another_tenants_id_reaches_nothing,
+    development_keys_read_and_rotate_themselves_only,
+);
 
 async fn tenant_keys_reach_only_their_tenant(kt: TestCoordinator) {
     let a = kt.provision("tenant-a", "professional").await;
@@ -180,4 +185,154 @@ async fn bad_credentials_are_401(kt: TestCoordinator) {
             "{open}"
         );
     }
+}
+
+/// Finding 1 of the hardening review: tenant B with slug = tenant A's id
+/// passed the key check (path string = key's slug), then the path was
+/// parsed as A's id, and B's key rotated A's production key and got it.
+async fn a_slug_shaped_like_another_tenants_id_reaches_nothing(kt: TestCoordinator) {
+    let a = kt.provision("tenant-a", "professional").await;
+    let a_id = a["tenant"]["id"].as_str().unwrap().to_owned();
+    let a_key = a["apiKeys"]["production"].as_str().unwrap().to_owned();
+
+    // Provisioning refuses the slug, naming the field.
+    let mut request = knowton_tests::tenant_request("tenant-b", "basic");
+    request["slug"] = json!(a_id);
+    let reply = kt
+        .admin(Method::POST, "/api/v1/tenants", Some(request))
+        .await;
+    let (code, field) = reply.error(StatusCode::BAD_REQUEST);
+    assert_eq!((code.as_str(), field.as_str()), ("invalid_field", "slug"));
+    assert_eq!(kt.tenant_count().await, 1);
+
+    // A tenant whose slug was stored before that rule (written here behind
+    // the API's back) still reaches only itself: access is decided by id.
+    let b = kt.provision("tenant-b", "basic").await;
+    let b_key = b["apiKeys"]["production"].as_str().unwrap().to_owned();
+    kt.db
+        .execute(&format!(
+            "UPDATE tenants SET slug = '{a_id}' WHERE slug = 'tenant-b'"
+        ))
+        .await;
+    for (method, path) in [
+        (
+            Method::POST,
+            format!("/api/v1/tenants/{a_id}/api-keys/production/rotate"),
+        ),
+        (Method::GET, format!("/api/v1/tenants/{a_id}")),
+        (Method::GET, format!("/api/v1/tenants/{a_id}/notifications")),
+        (
+            Method::GET,
+            format!("/api/v1/tenants/{a_id}/config-history"),
+        ),
+    ] {
+        let reply = kt.call(method.clone(), &path, Some(&b_key), None).await;
+        assert_eq!(
+            reply.error(StatusCode::FORBIDDEN).0,
+            "forbidden",
+            "{method} {path}"
+        );
+    }
+    // A's production key was not rotated.
+    let reply = kt
+        .call(Method::GET, "/api/v1/tenants/tenant-a", Some(&a_key), None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}
+
+/// Finding 6: a development key could rotate the production key and
+/// receive it. It may read its tenant and rotate itself; everything that
+/// changes the tenant or hands out a production secret needs the
+/// production key (or the admin).
+async fn development_keys_read_and_rotate_themselves_only(kt: TestCoordinator) {
+    let a = kt.provision("tenant-a", "professional").await;
+    let live = a["apiKeys"]["production"].as_str().unwrap().to_owned();
+    let dev = a["apiKeys"]["development"].as_str().unwrap().to_owned();
+    let before = kt
+        .admin(Method::GET, "/api/v1/tenants/tenant-a", None)
+        .await
+        .body;
+
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/api/v1/tenants/tenant-a/api-keys/production/rotate",
+            None,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/tenants/tenant-a",
+            Some(json!({"branding": {"primaryColor": "#000000"}})),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/tenants/tenant-a/notifications",
+            Some(json!({"emails": ["ops@example.com"]})),
+        ),
+        (
+            Method::PUT,
+            "/api/v1/tenants/tenant-a/usage",
+            Some(json!({"users": 1, "storageBytes": 0, "apiRequests": 0})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/monitoring/silences",
+            Some(json!({"tenant": "tenant-a", "endsAt": "2999-01-01T00:00:00Z"})),
+        ),
+    ] {
+        let reply = kt.call(method.clone(), path, Some(&dev), body).await;
+        assert_eq!(
+            reply.error(StatusCode::FORBIDDEN).0,
+            "production_key_required",
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        kt.admin(Method::GET, "/api/v1/tenants/tenant-a", None)
+            .await
+            .body,
+        before,
+        "nothing changed"
+    );
+    // The production key still works: it was not rotated.
+    let reply = kt
+        .call(Method::GET, "/api/v1/tenants/tenant-a", Some(&live), None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    // Reads, and rotating itself.
+    for path in [
+        "/api/v1/tenants/tenant-a",
+        "/api/v1/tenants/tenant-a/notifications",
+        "/api/v1/tenants/tenant-a/config-history",
+        "/api/v1/monitoring/alerts",
+    ] {
+        let reply = kt.call(Method::GET, path, Some(&dev), None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
+    }
+    let rotated = kt
+        .call(
+            Method::POST,
+            "/api/v1/tenants/tenant-a/api-keys/development/rotate",
+            Some(&dev),
+            None,
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    assert!(
+        rotated.body["apiKey"]
+            .as_str()
+            .unwrap()
+            .starts_with("kt_test_")
+    );
+    // The production key may change what the development key may not.
+    let reply = kt
+        .call(
+            Method::PUT,
+            "/api/v1/tenants/tenant-a",
+            Some(&live),
+            Some(json!({"branding": {"primaryColor": "#ABCDEF"}})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
 }

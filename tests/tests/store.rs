@@ -217,6 +217,7 @@ async fn config_changes_append_versions(store: Arc<dyn Store>) {
     let mut branding = f.new.tenant.branding.clone();
     branding.primary_color = "#000000".into();
     let change = ConfigChange {
+        base_version: 1,
         plan: Plan::Enterprise,
         features: Plan::Enterprise.features(),
         branding,
@@ -225,6 +226,12 @@ async fn config_changes_append_versions(store: Arc<dyn Store>) {
         summary: "plan professional -> enterprise".into(),
     };
     assert_eq!(store.update_config(id, &change).await.unwrap(), 2);
+    // The same change again was computed from version 1: refused, as any
+    // write computed from a version that is no longer current.
+    assert!(matches!(
+        store.update_config(id, &change).await,
+        Err(StoreError::Stale)
+    ));
     let got = store.get_tenant(id).await.unwrap().unwrap();
     assert_eq!(
         (got.plan, got.domain.as_str(), got.config_version),
@@ -248,6 +255,7 @@ async fn config_changes_append_versions(store: Arc<dyn Store>) {
     // A domain owned by another tenant is a named conflict and changes nothing.
     store.create_tenant(&tenant("globex").new).await.unwrap();
     let steal = ConfigChange {
+        base_version: 2,
         domain: "globex.example.com".into(),
         ..change
     };

@@ -25,6 +25,31 @@ fn slugs() {
 }
 
 #[test]
+fn slugs_shaped_like_a_tenant_id_are_refused() {
+    // A slug equal to another tenant's id once let that slug's key reach
+    // the other tenant: paths take an id or a slug.
+    for bad in [
+        "0192f0c4-8b6e-7c3a-9d1e-2f3a4b5c6d7e",
+        "0192f0c48b6e7c3a9d1e2f3a4b5c6d7e",
+        "0192f0c4-8b6e7c3a9d1e-2f3a4b5c6d7e",
+        "00000000-0000-0000-0000-000000000000",
+    ] {
+        let err = validate_slug(bad).unwrap_err();
+        assert_eq!(err.field, "slug", "{bad}");
+        assert!(err.message.contains("tenant id"), "{err}");
+    }
+    // Hex words that are not 32 digits long are ordinary slugs.
+    for good in [
+        "deadbeef",
+        "cafe-babe-0123",
+        &"a".repeat(31),
+        &"a".repeat(33),
+    ] {
+        assert!(validate_slug(good).is_ok(), "{good}");
+    }
+}
+
+#[test]
 fn domains() {
     assert_eq!(
         normalize_domain("domain", "Acme.KnowTon.com").unwrap(),

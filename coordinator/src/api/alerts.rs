@@ -37,6 +37,11 @@ impl From<EngineError> for ApiError {
                 "silence_not_found",
                 format!("silence {id} not found"),
             ),
+            err @ EngineError::SilenceLimit { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "silence_limit_reached",
+                err.to_string(),
+            ),
             EngineError::Stopped => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "engine_not_running",
@@ -134,11 +139,11 @@ pub struct AlertListParams {
 /// The tenant a monitoring request is about: `X-Tenant-Slug` if given (a
 /// tenant key must match it), else the key's own tenant; `None` for an
 /// admin without the header (every tenant).
-pub(super) fn scope(
+pub(super) async fn scope(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<Scope>, ApiError> {
     let slug = headers
         .get(TENANT_SLUG_HEADER)
         .map(|v| {
@@ -151,15 +156,25 @@ pub(super) fn scope(
         .transpose()?;
     match (slug, caller) {
         (Some(slug), _) => {
-            caller.require_access(&slug)?;
+            let id = caller.tenant_id(state, &slug).await?;
             if !state.service.directory().contains(&slug) {
                 return Err(ApiError::not_found(&slug));
             }
-            Ok(Some(slug))
+            Ok(Some(Scope { id, slug }))
         }
-        (None, Caller::Tenant(owner)) => Ok(Some(owner.tenant.slug.clone())),
+        (None, Caller::Tenant(owner)) => Ok(Some(Scope {
+            id: owner.tenant.id,
+            slug: owner.tenant.slug.clone(),
+        })),
         (None, Caller::Admin) => Ok(None),
     }
+}
+
+/// One tenant, resolved and authorised.
+#[derive(Debug)]
+pub(super) struct Scope {
+    pub id: Uuid,
+    pub slug: String,
 }
 
 /// Alerts, newest first: the tenant's (`X-Tenant-Slug`, or a tenant key's
@@ -175,10 +190,7 @@ pub async fn list(
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<AlertListParams>,
 ) -> Result<Json<AlertList>, ApiError> {
-    let tenant = match scope(&state, &caller, &headers)? {
-        Some(slug) => Some(state.service.resolve(&slug).await?),
-        None => None,
-    };
+    let tenant = scope(&state, &caller, &headers).await?.map(|s| s.id);
     let limit = params.limit.unwrap_or(50);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::invalid(
@@ -233,7 +245,7 @@ async fn visible_alert(state: &AppState, caller: &Caller, id: &str) -> Result<Al
         .ok_or_else(not_found)?;
     // Another tenant's alert does not exist for a tenant key.
     caller
-        .require_access(&alert.tenant_slug)
+        .require_tenant(alert.tenant_id)
         .map_err(|_| not_found())?;
     Ok(alert)
 }
@@ -321,6 +333,7 @@ async fn act(
 ) -> Result<Json<AlertView>, ApiError> {
     let note = action_body(body)?;
     let alert = visible_alert(state, caller, id).await?;
+    caller.require_production()?;
     if alert.resolved_at.is_some() {
         return Err(EngineError::AlreadyResolved(alert.id).into());
     }
@@ -387,7 +400,8 @@ pub async fn create_silence(
     Extension(caller): Extension<Caller>,
     json::ApiJson(request): json::ApiJson<SilenceRequest>,
 ) -> Result<(StatusCode, Json<Silence>), ApiError> {
-    caller.require_access(&request.tenant)?;
+    let id = caller.tenant_id(&state, &request.tenant).await?;
+    caller.require_production()?;
     if let Some(check) = &request.check
         && Check::parse(check).is_none()
     {
@@ -413,7 +427,6 @@ pub async fn create_silence(
             format!("must be at most {MAX_NOTE} characters"),
         ));
     }
-    let id = state.service.resolve(&request.tenant).await?;
     let silence = Silence {
         id: Uuid::now_v7(),
         tenant_id: id,
@@ -440,10 +453,7 @@ pub async fn list_silences(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Json<SilenceList>, ApiError> {
-    let tenant = match scope(&state, &caller, &headers)? {
-        Some(slug) => Some(state.service.resolve(&slug).await?),
-        None => None,
-    };
+    let tenant = scope(&state, &caller, &headers).await?.map(|s| s.id);
     let silences = state
         .service
         .store()
@@ -484,8 +494,9 @@ pub async fn end_silence(
         .find(|s| s.id == silence_id)
         .ok_or_else(not_found)?;
     caller
-        .require_access(&silence.tenant_id.to_string())
+        .require_tenant(silence.tenant_id)
         .map_err(|_| not_found())?;
+    caller.require_production()?;
     state.engine()?.end_silence(silence_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

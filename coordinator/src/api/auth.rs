@@ -15,7 +15,8 @@ use super::AppState;
 use super::error::ApiError;
 use super::ratelimit::Decision;
 use crate::credentials::{hash_api_key, looks_like_api_key};
-use crate::store::KeyOwner;
+use crate::provision::ServiceError;
+use crate::store::{KeyKind, KeyOwner};
 
 pub const TENANT_SLUG_HEADER: &str = "x-tenant-slug";
 
@@ -50,23 +51,54 @@ impl Caller {
         }
     }
 
-    /// Checks, before anything is looked up, that a tenant key only names
-    /// its own tenant (by id or slug), so other tenants' existence does not leak.
-    pub fn require_access(&self, id_or_slug: &str) -> Result<(), ApiError> {
+    /// The tenant `id_or_slug` names, if this caller may reach it. The path
+    /// is resolved to an id first and a tenant key is compared with it by
+    /// id, never by the string it was given (a slug shaped like another
+    /// tenant's id must not pass). A tenant key gets 403 for a tenant it
+    /// does not own, whether or not that tenant exists, so other tenants'
+    /// existence does not leak.
+    pub async fn tenant_id(&self, state: &AppState, id_or_slug: &str) -> Result<Uuid, ApiError> {
+        match self {
+            Caller::Admin => Ok(state.service.resolve(id_or_slug).await?),
+            Caller::Tenant(_) => {
+                let id = match state.service.resolve(id_or_slug).await {
+                    Ok(id) => id,
+                    Err(ServiceError::NotFound(_)) => return Err(another_tenant()),
+                    Err(err) => return Err(err.into()),
+                };
+                self.require_tenant(id)?;
+                Ok(id)
+            }
+        }
+    }
+
+    /// Checks that this caller may reach the tenant with this id.
+    pub fn require_tenant(&self, id: Uuid) -> Result<(), ApiError> {
         match self {
             Caller::Admin => Ok(()),
-            Caller::Tenant(owner)
-                if owner.tenant.slug == id_or_slug
-                    || Uuid::parse_str(id_or_slug).is_ok_and(|id| id == owner.tenant.id) =>
-            {
-                Ok(())
-            }
+            Caller::Tenant(owner) if owner.tenant.id == id => Ok(()),
+            Caller::Tenant(_) => Err(another_tenant()),
+        }
+    }
+
+    /// Checks that this caller is the admin or holds the tenant's
+    /// production key: what changes the tenant's live configuration,
+    /// notification channels or production secrets is not for a
+    /// development key.
+    pub fn require_production(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Tenant(owner) if owner.kind == KeyKind::Production => Ok(()),
             Caller::Tenant(_) => Err(ApiError::forbidden(
-                "forbidden",
-                "this API key belongs to another tenant",
+                "production_key_required",
+                "a development key may read its tenant and rotate itself; this operation needs the production key",
             )),
         }
     }
+}
+
+fn another_tenant() -> ApiError {
+    ApiError::forbidden("forbidden", "this API key belongs to another tenant")
 }
 
 /// Authenticates the request, applies the tenant's rate limit and sets the

@@ -155,8 +155,7 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
     Path(id_or_slug): Path<String>,
 ) -> Result<Json<DeploymentView>, ApiError> {
-    caller.require_access(&id_or_slug)?;
-    let id = state.service.resolve(&id_or_slug).await?;
+    let id = caller.tenant_id(&state, &id_or_slug).await?;
     Ok(Json(view(&state, id).await?))
 }
 

@@ -146,6 +146,27 @@ impl From<ServiceError> for ApiError {
                 "tenant_deprovisioned",
                 format!("tenant {slug} is deprovisioned"),
             ),
+            err @ ServiceError::PreconditionFailed { .. } => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                err.to_string(),
+            )
+            .field("If-Match"),
+            ServiceError::VersionConflict { fields } => {
+                let message = if fields.is_empty() {
+                    "the tenant kept changing while this change was applied; retry".to_owned()
+                } else {
+                    format!(
+                        "another change to {} was made at the same time; read the tenant again and retry",
+                        fields.join(", ")
+                    )
+                };
+                let e = ApiError::new(StatusCode::CONFLICT, "version_conflict", message);
+                match fields.into_iter().next() {
+                    Some(field) => e.field(field),
+                    None => e,
+                }
+            }
             err @ (ServiceError::HashPassword(_)
             | ServiceError::OpenSecret { .. }
             | ServiceError::Store(_)) => ApiError::internal(&err),

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::alerts::scope;
+use super::alerts::{Scope, scope};
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::monitoring::TenantHealthView;
@@ -153,9 +153,8 @@ pub async fn history(
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<Json<HealthHistoryView>, ApiError> {
-    let slug = required_scope(&state, &caller, &headers)?;
+    let Scope { id: tenant, slug } = required_scope(&state, &caller, &headers).await?;
     let (start, end) = range(&params)?;
-    let tenant = state.service.resolve(&slug).await?;
     let bucket = bucket_for(start, end);
     let points = rollups_in(&state, &slug, tenant, start, end).await?;
     Ok(Json(HealthHistoryView {
@@ -167,12 +166,12 @@ pub async fn history(
     }))
 }
 
-fn required_scope(
+async fn required_scope(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
-) -> Result<String, ApiError> {
-    scope(state, caller, headers)?.ok_or_else(|| {
+) -> Result<Scope, ApiError> {
+    scope(state, caller, headers).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "missing_tenant_slug",
@@ -271,8 +270,7 @@ pub async fn dashboard(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Json<DashboardView>, ApiError> {
-    let slug = required_scope(&state, &caller, &headers)?;
-    let id = state.service.resolve(&slug).await?;
+    let Scope { id, slug } = required_scope(&state, &caller, &headers).await?;
     let tenant = state.service.get(id).await?;
     let health = TenantHealthView::of(&state, slug.clone());
     let limits = tenant.plan.limits();

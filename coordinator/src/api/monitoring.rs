@@ -265,7 +265,7 @@ pub async fn health(
             .field("X-Tenant-Slug")
         })?
         .to_owned();
-    caller.require_access(&slug)?;
+    caller.tenant_id(&state, &slug).await?;
     if !state.service.directory().contains(&slug) {
         return Err(ApiError::not_found(&slug));
     }

@@ -35,8 +35,7 @@ pub async fn get_channels(
     Extension(caller): Extension<Caller>,
     Path(id_or_slug): Path<String>,
 ) -> Result<Json<ChannelsView>, ApiError> {
-    caller.require_access(&id_or_slug)?;
-    let id = state.service.resolve(&id_or_slug).await?;
+    let id = caller.tenant_id(&state, &id_or_slug).await?;
     let tenant = state.service.get(id).await?;
     Ok(Json(state.notify.channels_view(&tenant).await?))
 }
@@ -60,8 +59,8 @@ pub async fn set_channels(
     Path(id_or_slug): Path<String>,
     ChannelsJson(request): ChannelsJson,
 ) -> Result<Json<ChannelsView>, ApiError> {
-    caller.require_access(&id_or_slug)?;
-    let id = state.service.resolve(&id_or_slug).await?;
+    let id = caller.tenant_id(&state, &id_or_slug).await?;
+    caller.require_production()?;
     let tenant = state.service.get(id).await?;
     if tenant.status == TenantStatus::Deprovisioned {
         return Err(ServiceError::Deprovisioned(tenant.slug).into());

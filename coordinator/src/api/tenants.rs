@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{Extension, Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use knowton_common::{Plan, Usage};
 use uuid::Uuid;
@@ -104,55 +104,93 @@ pub async fn list(
     }))
 }
 
-/// Get one tenant by id or slug.
+/// Get one tenant by id or slug. The `ETag` is its configuration version,
+/// for `If-Match` on a later `PUT`.
 #[utoipa::path(get, path = "/api/v1/tenants/{idOrSlug}", tag = "tenants",
     params(("idOrSlug" = String, Path, description = "Tenant id or slug")),
-    responses((status = 200, body = TenantView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = TenantView,
+            headers(("ETag" = String, description = "The configuration version, quoted"))),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id_or_slug): Path<String>,
-) -> Result<Json<TenantView>, ApiError> {
-    caller.require_access(&id_or_slug)?;
-    if let Caller::Tenant(owner) = &caller {
+) -> Result<impl IntoResponse, ApiError> {
+    let id = caller.tenant_id(&state, &id_or_slug).await?;
+    let tenant = match &caller {
         // Loaded together with the key: no second round trip.
-        return Ok(Json(owner.tenant.clone().into()));
+        Caller::Tenant(owner) => owner.tenant.clone(),
+        Caller::Admin => state.service.get(id).await?,
+    };
+    Ok(with_etag(tenant))
+}
+
+/// The tenant with its configuration version as a strong `ETag`.
+fn with_etag(tenant: crate::store::Tenant) -> impl IntoResponse {
+    let etag = format!("\"{}\"", tenant.config_version);
+    ([(header::ETAG, etag)], Json(TenantView::from(tenant)))
+}
+
+/// The version an `If-Match` header asks for: `None` when absent or `*`
+/// (any current version); 400 when it is not one quoted version.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::invalid(
+            "If-Match",
+            "must be the ETag of a GET of this tenant (a quoted version such as \"3\") or *",
+        )
+    };
+    let value = value.to_str().map_err(|_| invalid())?.trim();
+    if value == "*" {
+        return Ok(None);
     }
-    let id = state.service.resolve(&id_or_slug).await?;
-    Ok(Json(state.service.get(id).await?.into()))
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .filter(|v| !v.is_empty() && v.len() <= 19 && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(invalid)
 }
 
 /// Change plan, features, branding or domain. Tenant keys may change
 /// features and branding; plan and domain need the admin token.
 #[utoipa::path(put, path = "/api/v1/tenants/{idOrSlug}", tag = "tenants",
-    params(("idOrSlug" = String, Path, description = "Tenant id or slug"), UpdateParams),
+    params(("idOrSlug" = String, Path, description = "Tenant id or slug"), UpdateParams,
+        ("If-Match" = Option<String>, Header, description = "The ETag of a GET: refused with 412 if the tenant changed since")),
     request_body = UpdateRequest,
     responses((status = 200, body = TenantView), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "plan_limits_exceeded, domain_taken or tenant_deprovisioned", body = ErrorBody)),
+        (status = 409, description = "plan_limits_exceeded, domain_taken, tenant_deprovisioned, or version_conflict (a concurrent change to the same field)", body = ErrorBody),
+        (status = 412, description = "If-Match names another version", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id_or_slug): Path<String>,
+    headers: HeaderMap,
     ApiQuery(params): ApiQuery<UpdateParams>,
     ApiJson(req): ApiJson<UpdateRequest>,
-) -> Result<Json<TenantView>, ApiError> {
-    caller.require_access(&id_or_slug)?;
+) -> Result<impl IntoResponse, ApiError> {
+    let id = caller.tenant_id(&state, &id_or_slug).await?;
+    caller.require_production()?;
     if req.plan.is_some() || req.domain.is_some() || params.force {
         caller.require_admin()?;
     }
-    let id = state.service.resolve(&id_or_slug).await?;
+    let expected = if_match(&headers)?;
     let before = state.service.get(id).await?.config_version;
     let tenant = state
         .service
-        .update(id, req, params.force, &caller.actor())
+        .update(id, req, params.force, expected, &caller.actor())
         .await?;
     if tenant.config_version != before {
         state.deployer.after_change(id, Trigger::Updated).await;
     }
-    Ok(Json(tenant.into()))
+    Ok(with_etag(tenant))
 }
 
 /// Deprovision: keeps the data (status `deprovisioned`, keys revoked)
@@ -201,11 +239,15 @@ pub async fn rotate_key(
     Extension(caller): Extension<Caller>,
     Path((id_or_slug, kind)): Path<(String, String)>,
 ) -> Result<Json<RotatedKey>, ApiError> {
-    caller.require_access(&id_or_slug)?;
+    let id = caller.tenant_id(&state, &id_or_slug).await?;
     let kind: KeyKind = kind
         .parse()
         .map_err(|msg: String| ApiError::invalid("kind", msg))?;
-    let id = state.service.resolve(&id_or_slug).await?;
+    // A development key rotates itself only: it never receives a
+    // production secret.
+    if kind == KeyKind::Production {
+        caller.require_production()?;
+    }
     let (tenant, key) = state.service.rotate_key(id, kind).await?;
     let display_prefix = tenant
         .api_keys
@@ -232,8 +274,8 @@ pub async fn set_usage(
     Path(id_or_slug): Path<String>,
     ApiJson(usage): ApiJson<Usage>,
 ) -> Result<Json<TenantView>, ApiError> {
-    caller.require_access(&id_or_slug)?;
-    let id = state.service.resolve(&id_or_slug).await?;
+    let id = caller.tenant_id(&state, &id_or_slug).await?;
+    caller.require_production()?;
     Ok(Json(state.service.set_usage(id, usage).await?.into()))
 }
 
@@ -247,8 +289,7 @@ pub async fn history(
     Extension(caller): Extension<Caller>,
     Path(id_or_slug): Path<String>,
 ) -> Result<Json<HistoryView>, ApiError> {
-    caller.require_access(&id_or_slug)?;
-    let id = state.service.resolve(&id_or_slug).await?;
+    let id = caller.tenant_id(&state, &id_or_slug).await?;
     let versions = state.service.history(id).await?;
     Ok(Json(HistoryView {
         versions: versions.into_iter().map(Into::into).collect(),

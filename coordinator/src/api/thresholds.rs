@@ -5,6 +5,7 @@ use axum::extract::{Extension, Path, State};
 use knowton_common::thresholds::{Level, Thresholds};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
@@ -92,8 +93,7 @@ impl ThresholdsRequest {
     }
 }
 
-async fn view(state: &AppState, id_or_slug: &str) -> Result<ThresholdsView, ApiError> {
-    let id = state.service.resolve(id_or_slug).await?;
+async fn view(state: &AppState, id: Uuid) -> Result<ThresholdsView, ApiError> {
     let tenant = state.service.get(id).await?;
     let own = state
         .service
@@ -120,8 +120,8 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
     Path(id_or_slug): Path<String>,
 ) -> Result<Json<ThresholdsView>, ApiError> {
-    caller.require_access(&id_or_slug)?;
-    Ok(Json(view(&state, &id_or_slug).await?))
+    let id = caller.tenant_id(&state, &id_or_slug).await?;
+    Ok(Json(view(&state, id).await?))
 }
 
 /// Override some of the tenant's thresholds (admin only); the tenant is
@@ -140,14 +140,14 @@ pub async fn put(
     json::ApiJson(request): json::ApiJson<ThresholdsRequest>,
 ) -> Result<Json<ThresholdsView>, ApiError> {
     caller.require_admin()?;
-    let current = view(&state, &id_or_slug).await?;
-    let updated = request.apply(current.thresholds)?;
     let id = state.service.resolve(&id_or_slug).await?;
+    let current = view(&state, id).await?;
+    let updated = request.apply(current.thresholds)?;
     state
         .engine()?
         .set_thresholds(id, Some(updated), &caller.actor())
         .await?;
-    Ok(Json(view(&state, &id_or_slug).await?))
+    Ok(Json(view(&state, id).await?))
 }
 
 /// Back to the default thresholds (admin only).
@@ -167,5 +167,5 @@ pub async fn reset(
         .engine()?
         .set_thresholds(id, None, &caller.actor())
         .await?;
-    Ok(Json(view(&state, &id_or_slug).await?))
+    Ok(Json(view(&state, id).await?))
 }

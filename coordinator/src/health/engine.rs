@@ -94,6 +94,10 @@ pub struct TenantHealth {
     pub metrics_lines: crate::metrics::TenantLines,
 }
 
+/// Most silences one tenant may have in force or to come: each is kept in
+/// memory and checked on every transition.
+pub const MAX_ACTIVE_SILENCES: usize = 50;
+
 /// Errors of operators' actions.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -103,6 +107,8 @@ pub enum EngineError {
     AlreadyResolved(Uuid),
     #[error("silence {0} not found")]
     SilenceNotFound(Uuid),
+    #[error("the tenant already has {limit} active silences, the most it may have")]
+    SilenceLimit { limit: usize },
     #[error("the health engine is not running")]
     Stopped,
     #[error(transparent)]
@@ -478,11 +484,7 @@ impl Task {
                 let _ = reply.send(result);
             }
             Command::CreateSilence { silence, reply } => {
-                let result = self.store.create_silence(&silence).await;
-                if result.is_ok() {
-                    self.silences.push(silence);
-                }
-                let _ = reply.send(result.map_err(Into::into));
+                let _ = reply.send(self.create_silence(silence).await);
             }
             Command::EndSilence { id, reply } => {
                 let now = crate::store::now();
@@ -669,6 +671,27 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Records a silence unless its tenant already has the most it may
+    /// have in force. Commands run one at a time, so the count read from
+    /// the store cannot be raced by another creation.
+    async fn create_silence(&mut self, silence: Silence) -> Result<(), EngineError> {
+        let active = self
+            .store
+            .active_silences(silence.created_at)
+            .await?
+            .iter()
+            .filter(|s| s.tenant_id == silence.tenant_id)
+            .count();
+        if active >= MAX_ACTIVE_SILENCES {
+            return Err(EngineError::SilenceLimit {
+                limit: MAX_ACTIVE_SILENCES,
+            });
+        }
+        self.store.create_silence(&silence).await?;
+        self.silences.push(silence);
+        Ok(())
     }
 
     fn silenced(&self, tenant: Uuid, check: &str, at: DateTime<Utc>) -> bool {

@@ -303,6 +303,9 @@ pub struct KeyOwner {
 /// A change to a tenant's configuration, recorded as a new history version.
 #[derive(Debug, Clone)]
 pub struct ConfigChange {
+    /// The configuration version the change was computed from: the write
+    /// is refused with [`StoreError::Stale`] if the tenant moved on since.
+    pub base_version: i64,
     pub plan: Plan,
     pub features: Features,
     pub branding: Branding,
@@ -339,7 +342,9 @@ pub trait Store: MonitorStore + DeployStore + std::fmt::Debug + Send + Sync + 's
         after: Option<Uuid>,
         status: Option<TenantStatus>,
     ) -> Result<Vec<Tenant>>;
-    /// Applies `change` and appends it to the history; returns the new version.
+    /// Applies `change` and appends it to the history; returns the new
+    /// version. `Stale` if the tenant's version is no longer
+    /// `change.base_version` (nothing is written).
     async fn update_config(&self, id: Uuid, change: &ConfigChange) -> Result<i64>;
     async fn config_history(&self, id: Uuid) -> Result<Vec<ConfigVersion>>;
     async fn set_usage(&self, id: Uuid, usage: Usage) -> Result<()>;

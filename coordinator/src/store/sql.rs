@@ -508,19 +508,30 @@ macro_rules! sql_store {
                 let mut tx = self.begin_write().await?;
                 let row = sqlx::query(
                     "UPDATE tenants SET plan = $2, domain = $3, updated_at = $4, \
-                     config_version = config_version + 1 WHERE id = $1 RETURNING config_version",
+                     config_version = config_version + 1 \
+                     WHERE id = $1 AND config_version = $5 RETURNING config_version",
                 )
                 .bind(&id)
                 .bind(change.plan.as_str())
                 .bind(&change.domain)
                 .bind(at)
+                .bind(change.base_version)
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(row) = row else {
+                    let exists = sqlx::query("SELECT 1 FROM tenants WHERE id = $1")
+                        .bind(&id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .is_some();
                     // Roll back now: a dropped transaction is only rolled back
                     // when its connection is next used, holding its locks until then.
                     tx.rollback().await?;
-                    return Err(StoreError::NotFound);
+                    return Err(if exists {
+                        StoreError::Stale
+                    } else {
+                        StoreError::NotFound
+                    });
                 };
                 let version: i64 = row.try_get("config_version")?;
                 let f = &change.features;
