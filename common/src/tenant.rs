@@ -275,8 +275,31 @@ pub fn validate_https_url(field: &str, url: &str) -> Result<(), ValidationError>
     let Some(rest) = url.strip_prefix("https://") else {
         return err();
     };
-    if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if url.len() > 2048 {
         return err();
+    }
+    // URL characters only (RFC 3986), without quotes, parentheses,
+    // backslashes or angle brackets: the URL lands in HTML, CSS and YAML.
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&*+,;=%".contains(&b);
+    if let Some(bad) = url.bytes().find(|b| !safe(*b)) {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "may contain only URL characters (letters, digits and -._~:/?#[]@!$&*+,;=%), not {:?}",
+                char::from(bad)
+            ),
+        ));
+    }
+    let bad_escape = url.match_indices('%').any(|(i, _)| {
+        !url.as_bytes()
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if bad_escape {
+        return Err(ValidationError::new(
+            field,
+            "every % must start a percent-encoded byte such as %20",
+        ));
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = authority.rsplit_once(':').map_or(authority, |(h, port)| {

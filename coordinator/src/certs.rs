@@ -38,6 +38,10 @@ pub enum CertError {
         "invalid node name {0:?}: expected a DNS-1123 subdomain (lowercase letters, digits, '-' and '.')"
     )]
     NodeName(String),
+    #[error(
+        "node name {0:?} would overwrite the CA's or the server's files ({CA_CERT}, {CA_KEY}, {SERVER_CERT}, {SERVER_KEY})"
+    )]
+    ReservedNodeName(String),
     #[error("invalid subject alternative name {0:?}")]
     San(String),
     #[error("failed to generate or sign a certificate")]
@@ -208,12 +212,18 @@ pub fn init(dir: &Path, extra_sans: &[String], force: bool) -> Result<Vec<PathBu
 }
 
 /// `certs agent`: `NODE.pem` and `NODE-key.pem` signed by the CA in `dir`.
+/// A node whose files would be the CA's or the server's is refused.
 pub fn agent(dir: &Path, node: &str) -> Result<Vec<PathBuf>, CertError> {
     validate_node_name(node)?;
+    let reserved = [CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY];
+    let (cert_name, key_name) = (format!("{node}.pem"), format!("{node}-key.pem"));
+    if reserved.contains(&cert_name.as_str()) || reserved.contains(&key_name.as_str()) {
+        return Err(CertError::ReservedNodeName(node.to_owned()));
+    }
     let ca = CertificateAuthority::load(dir)?;
     let issued = ca.issue_agent(node, Validity::days(397))?;
-    let cert = dir.join(format!("{node}.pem"));
-    let key = dir.join(format!("{node}-key.pem"));
+    let cert = dir.join(cert_name);
+    let key = dir.join(key_name);
     write_file(&cert, &issued.cert_pem, false)?;
     write_file(&key, &issued.key_pem, true)?;
     Ok(vec![cert, key])

@@ -117,20 +117,11 @@ impl SecretBox {
             path: path.to_owned(),
             source,
         };
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(path)
-                .map_err(read_err)?
-                .permissions()
-                .mode()
-                & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(SecretKeyError::KeyFilePermissions {
-                    path: path.to_owned(),
-                    mode,
-                });
-            }
+        if let Some(mode) = open_to_others(path).map_err(read_err)? {
+            return Err(SecretKeyError::KeyFilePermissions {
+                path: path.to_owned(),
+                mode,
+            });
         }
         let text = std::fs::read_to_string(path).map_err(read_err)?;
         decode_key(&text)
@@ -215,6 +206,21 @@ fn create_key_file(path: &Path) -> Result<(), SecretKeyError> {
     let mut file = options.open(path).map_err(err)?;
     writeln!(file, "{}", B64.encode(key)).map_err(err)?;
     file.sync_all().map_err(err)
+}
+
+/// The permission bits of a secret file (key, token) that group or others
+/// may read or write, `None` if only its owner may: such a file is refused.
+pub fn open_to_others(path: &Path) -> std::io::Result<Option<u32>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        Ok((mode & 0o077 != 0).then_some(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::metadata(path).map(|_| None)
+    }
 }
 
 #[cfg(test)]

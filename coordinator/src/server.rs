@@ -53,6 +53,10 @@ pub enum ServeError {
     },
     #[error("admin token file {path} is empty or shorter than 16 characters")]
     AdminTokenTooShort { path: String },
+    #[error(
+        "admin token file {path} is readable or writable by other users (mode {mode:o}); run chmod 600 {path}"
+    )]
+    AdminTokenPermissions { path: String, mode: u32 },
     #[error("failed to bind the HTTP listener on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -373,6 +377,12 @@ fn load_admin_token(source: &AdminTokenSource) -> Result<String, ServeError> {
     if !path.exists() {
         create_private_file(path, &credentials::random_base62(40)).map_err(io_err)?;
         tracing::info!(path = %path.display(), "generated an admin token (the CLI reads it from this file)");
+    }
+    if let Some(mode) = crate::secrets::open_to_others(path).map_err(io_err)? {
+        return Err(ServeError::AdminTokenPermissions {
+            path: path.display().to_string(),
+            mode,
+        });
     }
     let token = std::fs::read_to_string(path)
         .map_err(io_err)?

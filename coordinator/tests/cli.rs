@@ -308,6 +308,34 @@ fn bad_configuration_is_reported_all_at_once() {
     assert!(text(&out.stderr).contains("unknown plan"));
 }
 
+/// Hardening review, finding 12: the secret key file's permissions were
+/// checked, the admin token file's were not.
+#[cfg(unix)]
+#[test]
+fn an_admin_token_file_others_may_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdefghijklmnop\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = command(dir.path())
+        .args(["serve", "--http-addr", "127.0.0.1:0"])
+        .arg("--admin-token-file")
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("readable or writable by other users") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("0123456789abcdef"),
+        "token leaked: {stderr}"
+    );
+}
+
 #[test]
 fn deploy_client_dry_run_prints_the_tenant_objects_without_a_cluster() {
     let dir = tempfile::tempdir().unwrap();

@@ -107,6 +107,26 @@ fn names_are_kept_verbatim_but_not_blank() {
 }
 
 #[test]
+fn logo_urls_are_limited_to_url_characters() {
+    // Hardening review, finding 12: quotes and brackets went through to
+    // HTML e-mails, the frontend's CSS and the ConfigMap.
+    for bad in [
+        "https://cdn.acme.com/logo.png\"onerror=\"alert(1)",
+        "https://cdn.acme.com/logo.png'><script>",
+        "https://cdn.acme.com/a(b).png",
+        "https://cdn.acme.com/a\\b.png",
+        "https://cdn.acme.com/l\u{f6}go.png",
+        "https://cdn.acme.com/a`b",
+        "https://cdn.acme.com/a%zz",
+        "https://cdn.acme.com/a%2",
+    ] {
+        let err = validate_https_url("branding.logoUrl", bad).unwrap_err();
+        assert_eq!(err.field, "branding.logoUrl", "{bad}");
+    }
+    assert!(validate_https_url("u", "https://cdn.acme.com/a%20b.png?x=1&y=2#top").is_ok());
+}
+
+#[test]
 fn logo_urls() {
     assert!(validate_https_url("u", "https://cdn.acme.com/logo.png").is_ok());
     assert!(validate_https_url("u", "https://cdn.acme.com:8443/l.svg?v=1").is_ok());

@@ -31,7 +31,25 @@ fn internal(err: impl std::error::Error + 'static) -> ApiError {
 
 /// `2026-11-29` (midnight UTC; as an end, the end of that day),
 /// `2026-11-29T12:00:00Z` (RFC 3339) or seconds since the epoch.
+/// Between 1970 and the year 9999: anything else is a mistake, and
+/// arithmetic on it (a day later, 24 hours earlier) stays in range.
 fn parse_instant(field: &str, text: &str, end: bool) -> Result<DateTime<Utc>, ApiError> {
+    let at = parse_any_instant(field, text, end)?;
+    let earliest = DateTime::UNIX_EPOCH;
+    let latest = NaiveDate::from_ymd_opt(10_000, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .expect("a valid date");
+    if at < earliest || at > latest {
+        return Err(ApiError::invalid(
+            field,
+            format!("{at} is out of range: dates run from 1970-01-01 to 9999-12-31"),
+        ));
+    }
+    Ok(at)
+}
+
+fn parse_any_instant(field: &str, text: &str, end: bool) -> Result<DateTime<Utc>, ApiError> {
     let text = text.trim();
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
@@ -89,7 +107,9 @@ fn range(params: &HistoryParams) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiEr
     };
     let start = match &params.start_date {
         Some(t) => parse_instant("startDate", t, false)?,
-        None => end - TimeDelta::hours(24),
+        None => end
+            .checked_sub_signed(TimeDelta::hours(24))
+            .map_or(DateTime::UNIX_EPOCH, |t| t.max(DateTime::UNIX_EPOCH)),
     };
     if start >= end {
         return Err(ApiError::invalid(
@@ -784,5 +804,70 @@ mod tests {
         );
         assert_eq!(parse_instant("f", "1795910400", false).unwrap(), day);
         assert!(parse_instant("f", "2026-02-30", false).is_err());
+    }
+
+    /// Hardening review, finding 12: `endDate` at the edge of chrono's
+    /// range made `end - 24 h` overflow and panic the handler.
+    #[test]
+    fn instants_out_of_range_are_refused_without_panicking() {
+        for text in [
+            "-8334601228800",
+            "8210266876799",
+            "262143-12-31",
+            "1969-12-30",
+        ] {
+            let params = HistoryParams {
+                start_date: None,
+                end_date: Some(text.to_owned()),
+            };
+            let err = range(&params).unwrap_err();
+            assert_eq!(err.detail.field.as_deref(), Some("endDate"), "{text}");
+        }
+        let params = HistoryParams {
+            start_date: None,
+            end_date: Some("1970-01-01T12:00:00Z".to_owned()),
+        };
+        assert_eq!(
+            range(&params).unwrap().0,
+            DateTime::UNIX_EPOCH,
+            "the default start is 24 hours earlier, but not before 1970"
+        );
+    }
+
+    proptest::proptest! {
+        /// Any query strings: a range in bounds, start before end, or an
+        /// error naming one of the two parameters; never a panic.
+        #[test]
+        fn any_history_parameters_give_a_range_or_a_named_error(
+            start in proptest::option::of(instant_text()),
+            end in proptest::option::of(instant_text()),
+        ) {
+            let params = HistoryParams { start_date: start, end_date: end };
+            match range(&params) {
+                Ok((start, end)) => {
+                    proptest::prop_assert!(start < end);
+                    proptest::prop_assert!(start >= DateTime::UNIX_EPOCH);
+                    let bucket = bucket_for(start, end);
+                    proptest::prop_assert!((end - start).num_minutes() / bucket.num_minutes() <= MAX_POINTS);
+                }
+                Err(err) => {
+                    let field = err.detail.field.unwrap_or_default();
+                    proptest::prop_assert!(field == "startDate" || field == "endDate", "{field}");
+                }
+            }
+        }
+    }
+
+    /// Epoch seconds of any size, dates and timestamps of any year, and noise.
+    fn instant_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            (-300_000i32..300_000, 1u32..13, 1u32..32)
+                .prop_map(|(y, m, d)| format!("{y:04}-{m:02}-{d:02}")),
+            (-300_000i32..300_000, 0u32..24)
+                .prop_map(|(y, h)| format!("{y:04}-06-15T{h:02}:00:00Z")),
+            "\\PC{0,40}",
+        ]
     }
 }

@@ -135,3 +135,30 @@ fn node_names_are_dns_subdomains() {
         assert!(validate_node_name(bad).is_err(), "{bad}");
     }
 }
+
+/// Hardening review, finding 12: `certs agent --node ca` overwrote the CA
+/// (and `server`, `ca-key`, `server-key` the other files).
+#[test]
+fn agent_names_that_would_overwrite_the_ca_or_server_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &[], false).unwrap();
+    let before: Vec<String> = [CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY]
+        .iter()
+        .map(|f| std::fs::read_to_string(dir.path().join(f)).unwrap())
+        .collect();
+    for node in ["ca", "ca-key", "server", "server-key"] {
+        let err = agent(dir.path(), node).unwrap_err();
+        assert!(
+            matches!(err, CertError::ReservedNodeName(_)),
+            "{node}: {err}"
+        );
+    }
+    let after: Vec<String> = [CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY]
+        .iter()
+        .map(|f| std::fs::read_to_string(dir.path().join(f)).unwrap())
+        .collect();
+    assert_eq!(before, after, "nothing was overwritten");
+    // Names that merely start like them are ordinary nodes.
+    assert_eq!(agent(dir.path(), "ca-1").unwrap().len(), 2);
+    assert_eq!(agent(dir.path(), "server-a").unwrap().len(), 2);
+}

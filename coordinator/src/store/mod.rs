@@ -456,11 +456,7 @@ impl Backend {
     pub async fn open(self) -> Result<Arc<dyn Store>> {
         let store: Arc<dyn Store> = match self {
             Backend::Sqlite(opts) => {
-                let opts = opts
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(10));
+                let opts = sqlite_options(opts);
                 let pool = SqlitePoolOptions::new()
                     .max_connections(8)
                     .connect_with(opts)
@@ -481,6 +477,17 @@ impl Backend {
         store.migrate().await?;
         Ok(store)
     }
+}
+
+/// How every SQLite connection is set up. `synchronous = FULL`: in WAL
+/// mode `NORMAL` may lose the last commits on power loss (they are not yet
+/// fsynced), and a provisioning whose keys were shown, or an alert whose
+/// notification was sent, must not be forgotten.
+fn sqlite_options(opts: SqliteConnectOptions) -> SqliteConnectOptions {
+    opts.journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
 }
 
 /// The url with any password replaced, for error messages and logs.
@@ -537,6 +544,33 @@ pub fn with_notifications(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hardening review, finding 12: commits were `synchronous = NORMAL`.
+    #[tokio::test]
+    async fn sqlite_commits_are_synced_before_they_return() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("k.db").display());
+        let Backend::Sqlite(opts) = Backend::from_url(&url).unwrap() else {
+            panic!("not sqlite");
+        };
+        let mut conn = sqlx::SqliteConnection::connect_with(&sqlite_options(opts))
+            .await
+            .unwrap();
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            (mode.as_str(), sync),
+            ("wal", 2),
+            "WAL with synchronous = FULL (2)"
+        );
+    }
 
     #[test]
     fn urls_are_redacted() {
