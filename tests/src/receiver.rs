@@ -1,18 +1,25 @@
 //! A real HTTP receiver for webhook and Slack notifications: an axum
-//! server on a loopback port that records every request (arrival time,
-//! headers, body) and answers as the test scripts it (a status, a
-//! `Retry-After`, a delay), then 200 by default.
+//! server on a loopback port, plain or over TLS with its own CA, that
+//! records every request (arrival time, headers, body) and every TCP
+//! connection, and answers as the test scripts it (a status, a
+//! `Retry-After`, a delay, an endless body), then 200 by default.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 /// `Retry-After` as the receiver sends it.
 #[derive(Debug, Clone, Copy)]
@@ -29,7 +36,17 @@ pub struct Answer {
     pub retry_after: Option<RetryAfter>,
     /// How long to wait before answering.
     pub delay: Duration,
+    /// Whether the body never ends (see [`Self::endless`]).
+    pub endless: bool,
 }
+
+/// What an endless body sends per chunk, and how many chunks before a
+/// pause of [`ENDLESS_PAUSE`] (about 25 MiB/s: a reader that keeps
+/// reading holds more memory every second, without a test that fails
+/// taking the machine's memory with it).
+const ENDLESS_CHUNK: usize = 64 * 1024;
+const ENDLESS_CHUNKS_PER_PAUSE: u64 = 4;
+const ENDLESS_PAUSE: Duration = Duration::from_millis(10);
 
 impl Answer {
     pub fn status(status: u16) -> Self {
@@ -37,7 +54,15 @@ impl Answer {
             status,
             retry_after: None,
             delay: Duration::ZERO,
+            endless: false,
         }
+    }
+
+    /// The body never ends: chunks of `x` until the client goes away
+    /// (see [`Receiver::streamed`]).
+    pub fn endless(mut self) -> Self {
+        self.endless = true;
+        self
     }
 
     pub fn retry_after(mut self, retry_after: RetryAfter) -> Self {
@@ -85,11 +110,84 @@ struct Inner {
     hits: Vec<Hit>,
 }
 
+/// What the receiver saw below HTTP: connections and endless bodies.
+#[derive(Debug, Default)]
+struct Counters {
+    /// TCP connections accepted (before any TLS handshake).
+    connections: AtomicUsize,
+    /// Bytes of endless bodies handed to the connection.
+    streamed: AtomicU64,
+    /// Endless bodies the client stopped reading (connection closed).
+    abandoned: AtomicUsize,
+}
+
+#[derive(Clone)]
+struct Shared {
+    inner: Arc<Mutex<Inner>>,
+    counters: Arc<Counters>,
+}
+
+/// A CA and a certificate for `localhost` and `127.0.0.1` it signed: what
+/// an https receiver serves, and what a coordinator must trust
+/// (`--notify-ca-file`) to reach it.
+pub struct ReceiverTls {
+    /// The CA certificate (PEM).
+    pub ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl std::fmt::Debug for ReceiverTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReceiverTls(..)")
+    }
+}
+
+impl ReceiverTls {
+    pub fn generate() -> Self {
+        use knowton_coordinator::certs::{CertificateAuthority, Validity};
+        let ca = CertificateAuthority::generate("webhook receiver test CA").unwrap();
+        let issued = ca
+            .issue_server(
+                &["localhost".to_owned(), "127.0.0.1".to_owned()],
+                Validity::days(2),
+            )
+            .unwrap();
+        ReceiverTls {
+            ca_pem: ca.cert_pem().to_owned(),
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+        }
+    }
+
+    /// Writes the CA certificate to `dir/receiver-ca.pem` and returns its path.
+    pub fn write_ca(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("receiver-ca.pem");
+        std::fs::write(&path, &self.ca_pem).unwrap();
+        path
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        knowton_coordinator::client::install_crypto_provider();
+        let chain: Vec<_> = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        TlsAcceptor::from(Arc::new(config))
+    }
+}
+
 /// A running receiver; stops when dropped.
 #[derive(Debug)]
 pub struct Receiver {
     pub addr: SocketAddr,
+    scheme: &'static str,
     inner: Arc<Mutex<Inner>>,
+    counters: Arc<Counters>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -101,16 +199,34 @@ impl Receiver {
 
     /// [`Self::start`] on a given address (a receiver that comes up late).
     pub async fn start_on(addr: SocketAddr) -> Self {
+        Self::serve(addr, None).await
+    }
+
+    /// [`Self::start`] over https with `tls`'s certificate (for
+    /// `localhost` and `127.0.0.1`).
+    pub async fn start_tls(tls: &ReceiverTls) -> Self {
+        Self::serve(SocketAddr::from(([127, 0, 0, 1], 0)), Some(tls.acceptor())).await
+    }
+
+    async fn serve(addr: SocketAddr, tls: Option<TlsAcceptor>) -> Self {
         let inner = Arc::new(Mutex::new(Inner {
             script: VecDeque::new(),
             default: Answer::status(200),
             hits: Vec::new(),
         }));
-        let app = axum::Router::new()
-            .fallback(record)
-            .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let counters = Arc::new(Counters::default());
+        let app = axum::Router::new().fallback(record).with_state(Shared {
+            inner: inner.clone(),
+            counters: counters.clone(),
+        });
+        let tcp = TcpListener::bind(addr).await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let listener = Counting {
+            tcp,
+            tls,
+            counters: counters.clone(),
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -121,13 +237,35 @@ impl Receiver {
         });
         Receiver {
             addr,
+            scheme,
             inner,
+            counters,
             _stop: stop,
         }
     }
 
+    /// `http(s)://127.0.0.1:<port><path>`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
+    }
+
+    /// The URL with `host` (a name that resolves to 127.0.0.1) for the address.
+    pub fn url_via(&self, host: &str, path: &str) -> String {
+        format!("{}://{host}:{}{path}", self.scheme, self.addr.port())
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.counters.connections.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of endless bodies sent so far, and how many of those bodies
+    /// the client abandoned (closed the connection on).
+    pub fn streamed(&self) -> (u64, usize) {
+        (
+            self.counters.streamed.load(Ordering::SeqCst),
+            self.counters.abandoned.load(Ordering::SeqCst),
+        )
     }
 
     /// Answers the next requests with `answers`, in order, then the default.
@@ -151,8 +289,66 @@ impl Receiver {
     }
 }
 
+/// Any stream a connection runs over: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Accepts TCP connections, counting them, and completes the TLS
+/// handshake when serving https (a failed one is dropped).
+struct Counting {
+    tcp: TcpListener,
+    tls: Option<TlsAcceptor>,
+    counters: Arc<Counters>,
+}
+
+impl axum::serve::Listener for Counting {
+    type Io = Box<dyn Io>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, peer)) = self.tcp.accept().await else {
+                continue;
+            };
+            self.counters.connections.fetch_add(1, Ordering::SeqCst);
+            let Some(tls) = &self.tls else {
+                return (Box::new(stream), peer);
+            };
+            let handshake = tokio::time::timeout(Duration::from_secs(10), tls.accept(stream));
+            if let Ok(Ok(stream)) = handshake.await {
+                return (Box::new(stream), peer);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// An endless body: chunks until the connection takes no more, counted.
+fn endless_body(counters: Arc<Counters>) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(1);
+    tokio::spawn(async move {
+        let chunk = Bytes::from(vec![b'x'; ENDLESS_CHUNK]);
+        let mut sent = 0u64;
+        // Until the body is dropped: the connection closed.
+        while tx.send(Ok(chunk.clone())).await.is_ok() {
+            counters
+                .streamed
+                .fetch_add(ENDLESS_CHUNK as u64, Ordering::SeqCst);
+            sent += 1;
+            if sent.is_multiple_of(ENDLESS_CHUNKS_PER_PAUSE) {
+                tokio::time::sleep(ENDLESS_PAUSE).await;
+            }
+        }
+        counters.abandoned.fetch_add(1, Ordering::SeqCst);
+    });
+    Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
 async fn record(
-    State(inner): State<Arc<Mutex<Inner>>>,
+    State(Shared { inner, counters }): State<Shared>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -190,7 +386,11 @@ async fn record(
         retry_at,
     });
     let status = StatusCode::from_u16(answer.status).unwrap();
-    let mut response = (status, format!("scripted {}", answer.status)).into_response();
+    let mut response = if answer.endless {
+        (status, endless_body(counters)).into_response()
+    } else {
+        (status, format!("scripted {}", answer.status)).into_response()
+    };
     if let Some(value) = retry_header {
         response
             .headers_mut()

@@ -88,7 +88,10 @@ async fn channels_are_validated_sealed_and_shown_redacted(kt: TestCoordinator) {
     );
     assert_eq!(history_len(&kt).await, 1);
 
-    let webhook = format!("http://127.0.0.1:9/{}?token=abc", &WEBHOOK_PATH[1..]);
+    let webhook = format!(
+        "https://hooks.example.com:8443/{}?token=abc",
+        &WEBHOOK_PATH[1..]
+    );
     let slack = format!("https://hooks.slack.com/services/{SLACK_TOKEN}");
     let put = kt
         .admin(
@@ -108,7 +111,7 @@ async fn channels_are_validated_sealed_and_shown_redacted(kt: TestCoordinator) {
         json!(["Ops@acme.example.com", "cto@acme.example.com"])
     );
     assert_eq!(put.body["emailsDefault"], false);
-    assert_eq!(put.body["webhookUrl"], "http://127.0.0.1:9/…");
+    assert_eq!(put.body["webhookUrl"], "https://hooks.example.com:8443/…");
     assert_eq!(put.body["webhookSecretSet"], true);
     assert_eq!(put.body["slackWebhookUrl"], "https://hooks.slack.com/…");
     assert!(put.body["updatedAt"].is_string());

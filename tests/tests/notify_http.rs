@@ -10,7 +10,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use knowton_coordinator::config::ServeConfig;
 use knowton_coordinator::server;
 use knowton_coordinator::store::{Backend, now};
-use knowton_tests::receiver::{Answer, Receiver, RetryAfter};
+use knowton_tests::receiver::{Answer, Receiver, ReceiverTls, RetryAfter};
 use knowton_tests::smtp::{SmtpTls, TestSmtp};
 use knowton_tests::{Db, TestCoordinator, eventually, on_every_db, storage_alert};
 use reqwest::{Method, StatusCode};
@@ -107,9 +107,18 @@ async fn row(kt: &TestCoordinator, key: &str, state: &str) -> Value {
 }
 
 async fn webhook_is_alertmanager_v4_and_signed_and_slack_has_text_blocks_and_colour(db: Db) {
-    let hook = Receiver::start().await;
-    let slack = Receiver::start().await;
-    let kt = TestCoordinator::start(db).await;
+    // The tenant's receivers: https on this machine, which the coordinator
+    // may reach because the operator opened loopback and trusts their CA.
+    let tls = ReceiverTls::generate();
+    let hook = Receiver::start_tls(&tls).await;
+    let slack = Receiver::start_tls(&tls).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tls.write_ca(dir.path());
+    let kt = TestCoordinator::start_and(db, |a| {
+        a.notify.notify_allow_cidr = vec!["127.0.0.0/8".into()];
+        a.notify.notify_ca_file = Some(ca);
+    })
+    .await;
     let created = kt.provision("acme", "enterprise").await;
     let put = kt
         .admin(
@@ -117,7 +126,7 @@ async fn webhook_is_alertmanager_v4_and_signed_and_slack_has_text_blocks_and_col
             "/api/v1/tenants/acme/notifications",
             Some(json!({
                 "emails": [],
-                "webhookUrl": hook.url("/alertmanager"),
+                "webhookUrl": hook.url_via("localhost", "/alertmanager"),
                 "webhookSecret": SECRET,
                 "slackWebhookUrl": slack.url("/services/T000/B000/slack-token"),
             })),

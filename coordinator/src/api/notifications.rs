@@ -42,7 +42,9 @@ pub async fn get_channels(
 
 /// Replace the tenant's notification channels (all of them: an absent
 /// field is no channel of that kind; absent `emails` is the tenant
-/// admin's address). URLs must be https, or http to a loopback address.
+/// admin's address). URLs must be https; a literal address must be a
+/// public one (400 naming the field otherwise), and a name is checked
+/// when delivering, after resolution (see `--notify-allow-cidr`).
 /// The webhook secret and the Slack URL are stored sealed and never shown.
 /// Recorded in the configuration history.
 #[utoipa::path(put, path = "/api/v1/tenants/{idOrSlug}/notifications", tag = "notifications",

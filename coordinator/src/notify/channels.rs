@@ -9,6 +9,8 @@ use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::address::AddressPolicy;
+
 /// Most e-mail recipients a tenant may set.
 pub const MAX_EMAILS: usize = 20;
 const MAX_URL_LEN: usize = 2048;
@@ -141,8 +143,9 @@ pub struct ChannelsRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_items = 20)]
     pub emails: Option<Vec<String>>,
-    /// Receiver of Alertmanager-compatible webhook POSTs: https, or http to
-    /// a loopback address (127.0.0.0/8, ::1, localhost) only.
+    /// Receiver of Alertmanager-compatible webhook POSTs: https only, to a
+    /// public address (never loopback, private, link-local, shared or
+    /// cluster addresses, whether literal or resolved when delivering).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 2048)]
     pub webhook_url: Option<String>,
@@ -151,8 +154,8 @@ pub struct ChannelsRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 16, max_length = 256)]
     pub webhook_secret: Option<String>,
-    /// Slack incoming-webhook URL (https; http to loopback only). Write-only:
-    /// it embeds a token, so it is shown redacted.
+    /// Slack incoming-webhook URL (https to a public address, as
+    /// `webhookUrl`). Write-only: it embeds a token, so it is shown redacted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 2048)]
     pub slack_webhook_url: Option<String>,
@@ -176,12 +179,13 @@ impl std::fmt::Debug for ChannelsRequest {
 }
 
 impl ChannelsRequest {
-    /// Checks every field; the result is what will be stored.
-    pub fn validate(self) -> Result<TenantChannels, ValidationError> {
+    /// Checks every field, the URLs against `policy`; the result is what
+    /// will be stored.
+    pub fn validate(self, policy: &AddressPolicy) -> Result<TenantChannels, ValidationError> {
         let emails = self.emails.map(validate_emails).transpose()?;
         let webhook = match (self.webhook_url, self.webhook_secret) {
             (Some(url), secret) => {
-                let url = validate_url("webhookUrl", &url)?;
+                let url = validate_tenant_url("webhookUrl", &url, policy)?;
                 if let Some(secret) = &secret {
                     validate_secret("webhookSecret", secret)?;
                 }
@@ -197,7 +201,9 @@ impl ChannelsRequest {
         };
         let slack = self
             .slack_webhook_url
-            .map(|url| validate_url("slackWebhookUrl", &url).map(|url| SlackTarget { url }))
+            .map(|url| {
+                validate_tenant_url("slackWebhookUrl", &url, policy).map(|url| SlackTarget { url })
+            })
             .transpose()?;
         Ok(TenantChannels {
             emails,
@@ -312,19 +318,12 @@ fn validate_secret(field: &str, secret: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
-/// A URL notifications may be POSTed to: https, or http to a loopback
-/// host (a receiver on the same machine, or a test). No fragment.
-pub fn validate_url(field: &str, url: &str) -> Result<String, ValidationError> {
+/// A URL the operator's notifications may be POSTed to (`serve` flags):
+/// https, or http to a loopback host (a receiver on the same machine, or a
+/// test). No fragment. Any address: the operator chose it.
+pub fn validate_operator_url(field: &str, url: &str) -> Result<String, ValidationError> {
     let err = |msg: &str| Err(ValidationError::new(field, msg));
-    if url.len() > MAX_URL_LEN {
-        return err("must be at most 2048 characters");
-    }
-    let Ok(parsed) = Url::parse(url) else {
-        return err("must be an absolute https URL");
-    };
-    let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
-        return err("must be an absolute https URL");
-    };
+    let (parsed, host) = parse_url(field, url)?;
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let loopback = bare.eq_ignore_ascii_case("localhost")
         || bare
@@ -342,8 +341,49 @@ pub fn validate_url(field: &str, url: &str) -> Result<String, ValidationError> {
     Ok(parsed.to_string())
 }
 
-/// The URL without anything that may be a credential: scheme, host and
-/// port, and `/…` if there was a path or query.
+/// A URL a tenant's notifications may be POSTed to: https only, no
+/// fragment, and a literal address only if `policy` allows it (a name is
+/// checked when delivering, after resolution: see
+/// [`super::address::PolicyResolver`]).
+pub fn validate_tenant_url(
+    field: &str,
+    url: &str,
+    policy: &AddressPolicy,
+) -> Result<String, ValidationError> {
+    let (parsed, _) = parse_url(field, url)?;
+    if parsed.scheme() != "https" {
+        return Err(ValidationError::new(field, "must be an absolute https URL"));
+    }
+    if parsed.fragment().is_some() {
+        return Err(ValidationError::new(field, "must not have a #fragment"));
+    }
+    if let Err(refusal) = policy.check_url(&parsed) {
+        return Err(ValidationError::new(field, refusal.to_string()));
+    }
+    Ok(parsed.to_string())
+}
+
+/// `url` parsed, and its host; at most 2048 characters.
+fn parse_url(field: &str, url: &str) -> Result<(Url, String), ValidationError> {
+    let err = |msg: &str| Err(ValidationError::new(field, msg));
+    if url.len() > MAX_URL_LEN {
+        return err("must be at most 2048 characters");
+    }
+    let Ok(parsed) = Url::parse(url) else {
+        return err("must be an absolute https URL");
+    };
+    let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
+        return err("must be an absolute https URL");
+    };
+    let host = host.to_owned();
+    Ok((parsed, host))
+}
+
+/// A notification URL as it may be shown: scheme, host and port only, and
+/// `/…` if there was a path or query (a webhook's path and query often
+/// are its credential, a Slack URL's path always is). A user or password
+/// is never shown. For URLs whose path is not a secret (a database's, an
+/// SMTP server's), [`crate::store::redact_url`] keeps more.
 pub fn redact_url(url: &str) -> String {
     match Url::parse(url) {
         Ok(parsed) => {

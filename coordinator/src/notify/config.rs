@@ -6,7 +6,13 @@ use std::time::Duration;
 
 use knowton_common::tenant::normalize_email;
 
-use super::channels::{GlobalChannels, SlackTarget, WebhookTarget, redact_url, validate_url};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use super::address::{AddressPolicy, parse_cidrs};
+use super::channels::{
+    GlobalChannels, SlackTarget, WebhookTarget, redact_url, validate_operator_url,
+};
 use super::email::{SmtpSettings, StartTls};
 use super::{NotifySettings, RetryPolicy};
 
@@ -44,7 +50,9 @@ pub struct NotifyArgs {
     pub notify_email: Vec<String>,
 
     /// Operator webhook receiving every tenant's alerts as Alertmanager
-    /// (version 4) payloads: https, or http to a loopback address.
+    /// (version 4) payloads: https, or http to a loopback address. The
+    /// operator's URLs may reach any address (tenants' may not: see
+    /// --notify-allow-cidr).
     #[arg(long, env = "KNOWTON_NOTIFY_WEBHOOK", hide_env_values = true)]
     pub notify_webhook: Option<String>,
 
@@ -59,6 +67,30 @@ pub struct NotifyArgs {
     /// The coordinator's URL as notifications link to it (default: http://<--http-addr>).
     #[arg(long, env = "KNOWTON_EXTERNAL_URL")]
     pub external_url: Option<String>,
+
+    /// Address range (CIDR) tenants' webhook and Slack URLs may reach although
+    /// the policy refuses it (loopback, private, link-local, shared,
+    /// cluster ranges), e.g. a receiver on the operator's private network.
+    /// Repeatable; comma-separated in the environment variable.
+    #[arg(long, env = "KNOWTON_NOTIFY_ALLOW_CIDR", value_delimiter = ',')]
+    pub notify_allow_cidr: Vec<String>,
+
+    /// The cluster's pod network (CIDR), refused to tenants' notification
+    /// URLs. Repeatable; comma-separated. Private and shared ranges are
+    /// refused anyway: this matters when the cluster uses public addresses.
+    #[arg(long, env = "KNOWTON_CLUSTER_POD_CIDR", value_delimiter = ',')]
+    pub cluster_pod_cidr: Vec<String>,
+
+    /// The cluster's service network (CIDR), refused to tenants'
+    /// notification URLs. Repeatable; comma-separated.
+    #[arg(long, env = "KNOWTON_CLUSTER_SERVICE_CIDR", value_delimiter = ',')]
+    pub cluster_service_cidr: Vec<String>,
+
+    /// CA certificates (PEM) trusted besides the system's for webhook and
+    /// Slack deliveries (operator's and tenants'), e.g. an internal CA.
+    /// Used for nothing else.
+    #[arg(long, env = "KNOWTON_NOTIFY_CA_FILE")]
+    pub notify_ca_file: Option<PathBuf>,
 
     /// Seconds one delivery attempt (an SMTP session, an HTTP request) may take.
     #[arg(long, env = "KNOWTON_NOTIFY_TIMEOUT_SECONDS", default_value_t = 30)]
@@ -91,6 +123,10 @@ impl Default for NotifyArgs {
             notify_webhook_secret: None,
             notify_slack: None,
             external_url: None,
+            notify_allow_cidr: Vec::new(),
+            cluster_pod_cidr: Vec::new(),
+            cluster_service_cidr: Vec::new(),
+            notify_ca_file: None,
             notify_timeout_seconds: 30,
             notify_retry_base_ms: 5_000,
             notify_retry_max_ms: 600_000,
@@ -124,6 +160,10 @@ impl std::fmt::Debug for NotifyArgs {
                 &self.notify_slack.as_deref().map(redact_url),
             )
             .field("external_url", &self.external_url)
+            .field("notify_allow_cidr", &self.notify_allow_cidr)
+            .field("cluster_pod_cidr", &self.cluster_pod_cidr)
+            .field("cluster_service_cidr", &self.cluster_service_cidr)
+            .field("notify_ca_file", &self.notify_ca_file)
             .field("notify_timeout_seconds", &self.notify_timeout_seconds)
             .field("notify_retry_base_ms", &self.notify_retry_base_ms)
             .field("notify_retry_max_ms", &self.notify_retry_max_ms)
@@ -165,7 +205,7 @@ impl NotifyArgs {
             errors.push("--notify-email needs --smtp-url to deliver to".to_owned());
         }
         let webhook = match (&self.notify_webhook, &self.notify_webhook_secret) {
-            (Some(url), secret) => validate_url("--notify-webhook", url)
+            (Some(url), secret) => validate_operator_url("--notify-webhook", url)
                 .map_err(|e| {
                     errors.push(format!(
                         "--notify-webhook {:?}: {}",
@@ -192,7 +232,7 @@ impl NotifyArgs {
             errors.push("--notify-webhook-secret must be at least 16 characters".to_owned());
         }
         let slack = self.notify_slack.as_ref().and_then(|url| {
-            validate_url("--notify-slack", url)
+            validate_operator_url("--notify-slack", url)
                 .map_err(|e| {
                     errors.push(format!(
                         "--notify-slack {:?}: {}",
@@ -215,6 +255,18 @@ impl NotifyArgs {
             },
             // Filled in with the bound address when serving starts.
             None => String::new(),
+        };
+        let tenant_addresses = AddressPolicy::new(
+            parse_cidrs("--cluster-pod-cidr", &self.cluster_pod_cidr, errors),
+            parse_cidrs("--cluster-service-cidr", &self.cluster_service_cidr, errors),
+            parse_cidrs("--notify-allow-cidr", &self.notify_allow_cidr, errors),
+        );
+        let extra_roots = match &self.notify_ca_file {
+            Some(path) => read_roots(path).unwrap_or_else(|e| {
+                errors.push(e);
+                Vec::new()
+            }),
+            None => Vec::new(),
         };
         if !(1..=600).contains(&self.notify_timeout_seconds) {
             errors.push("--notify-timeout-seconds must be 1 to 600".to_owned());
@@ -245,6 +297,29 @@ impl NotifyArgs {
             },
             timeout: Duration::from_secs(self.notify_timeout_seconds),
             external_url,
+            tenant_addresses,
+            extra_roots,
         })
     }
+}
+
+/// The CA certificates of `--notify-ca-file`, each checked to be usable as
+/// a trust anchor (so building the HTTP client cannot fail on them).
+fn read_roots(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|e| format!("--notify-ca-file {shown}: {e}"))?;
+    let mut roots = Vec::new();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| format!("--notify-ca-file {shown}: {e}"))?;
+        rustls::RootCertStore::empty()
+            .add(cert.clone())
+            .map_err(|e| format!("--notify-ca-file {shown}: not a usable CA certificate: {e}"))?;
+        roots.push(cert);
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "--notify-ca-file {shown}: holds no PEM certificate"
+        ));
+    }
+    Ok(roots)
 }

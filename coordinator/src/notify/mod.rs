@@ -19,6 +19,7 @@
 //! - [`email`]: SMTP delivery. [`http`]: webhook and Slack delivery.
 //! - [`worker`]: claims due rows, delivers them, records the outcome.
 
+pub mod address;
 pub mod channels;
 pub mod config;
 pub mod email;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use self::address::AddressPolicy;
 use self::channels::{
     ChannelsRequest, ChannelsView, GlobalChannels, ResolvedChannels, SlackTarget, TenantChannels,
     WebhookTarget,
@@ -95,6 +97,11 @@ pub struct NotifySettings {
     /// The coordinator's URL as receivers should link to it; empty until
     /// `serve` knows the address it bound (`--external-url` sets it).
     pub external_url: String,
+    /// Where tenants' webhook and Slack URLs may connect.
+    pub tenant_addresses: AddressPolicy,
+    /// Trust anchors for webhook and Slack deliveries besides the system's
+    /// (`--notify-ca-file`).
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Default for NotifySettings {
@@ -109,6 +116,8 @@ impl Default for NotifySettings {
             },
             timeout: Duration::from_secs(30),
             external_url: String::new(),
+            tenant_addresses: AddressPolicy::default(),
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -121,6 +130,13 @@ pub struct HttpDelivery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     pub body: String,
+    /// Whether the URL is the operator's (a `serve` flag), which may reach
+    /// any address; a tenant's is held to
+    /// [`NotifySettings::tenant_addresses`]. Absent (false) in rows written
+    /// before it existed: those are exempt only if the URL is still one of
+    /// the operator's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub operator: bool,
 }
 
 impl std::fmt::Debug for HttpDelivery {
@@ -290,7 +306,7 @@ impl NotifyService {
         request: ChannelsRequest,
         actor: &str,
     ) -> Result<ChannelsView, NotifyError> {
-        let new = request.validate()?;
+        let new = request.validate(&self.settings.tenant_addresses)?;
         let (current, updated_at) = self.tenant_channels(tenant.id).await?;
         if updated_at.is_some() && current == new {
             return Ok(ChannelsView::of(&current, &tenant.admin_email, updated_at));

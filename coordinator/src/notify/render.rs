@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::channels::{ResolvedChannels, redact_url};
+use super::channels::{Receiver, ResolvedChannels, redact_url};
 use super::{EMAIL, HttpDelivery, SLACK, WEBHOOK, seal_body};
 use crate::provision::welcome::{EmailBody, escape};
 use crate::secrets::SecretBox;
@@ -310,6 +310,7 @@ pub fn plan_alert(
             url: target.url.clone(),
             secret: target.secret.clone(),
             body: payload.to_string(),
+            operator: *receiver == Receiver::Operator,
         };
         let recipient = redact_url(&target.url);
         out.push(message(
@@ -322,6 +323,7 @@ pub fn plan_alert(
             url: target.url.clone(),
             secret: None,
             body: slack_payload(event, external_url, &key).to_string(),
+            operator: *receiver == Receiver::Operator,
         };
         let recipient = redact_url(&target.url);
         out.push(message(SLACK, recipient, &subject, key, &delivery, secrets));

@@ -170,14 +170,15 @@ fn payloads_escape_and_carry_the_key() {
 }
 
 #[test]
-fn urls_are_https_or_loopback_and_shown_without_paths() {
+fn operator_urls_are_https_or_loopback_and_shown_without_paths() {
     for ok in [
         "https://hooks.slack.com/services/T0/B0/x",
+        "https://10.0.0.5/hook",
         "http://127.0.0.1:9000/hook",
         "http://localhost/hook",
         "http://[::1]:80/",
     ] {
-        assert!(validate_url("u", ok).is_ok(), "{ok}");
+        assert!(validate_operator_url("u", ok).is_ok(), "{ok}");
     }
     for bad in [
         "http://hooks.example.com/x",
@@ -186,16 +187,81 @@ fn urls_are_https_or_loopback_and_shown_without_paths() {
         "not a url",
         "http://10.0.0.1/x",
     ] {
-        assert!(validate_url("u", bad).is_err(), "{bad}");
+        assert!(validate_operator_url("u", bad).is_err(), "{bad}");
     }
     assert_eq!(
         redact_url("https://u:p@hooks.slack.com/services/T0/B0/token?x=1"),
         "https://hooks.slack.com/…"
     );
     assert_eq!(
+        redact_url("https://hooks.example.com?token=s3cret&password=pw"),
+        "https://hooks.example.com/…"
+    );
+    assert_eq!(
         redact_url("http://127.0.0.1:9000/"),
         "http://127.0.0.1:9000/"
     );
+    assert_eq!(
+        redact_url("https://user:pw@h.example.com/"),
+        "https://h.example.com/"
+    );
+}
+
+#[test]
+fn tenant_urls_are_https_to_addresses_the_policy_allows() {
+    let policy = address::AddressPolicy::default();
+    for ok in [
+        "https://hooks.slack.com/services/T0/B0/x",
+        "https://8.8.8.8/hook",
+        "https://[2606:4700:4700::1111]/hook",
+        // Names are checked after resolution, when delivering.
+        "https://localhost/hook",
+        "https://metadata.google.internal/",
+    ] {
+        assert!(
+            validate_tenant_url("webhookUrl", ok, &policy).is_ok(),
+            "{ok}"
+        );
+    }
+    for (bad, message) in [
+        (
+            "http://hooks.example.com/x",
+            "must be an absolute https URL",
+        ),
+        ("http://127.0.0.1:9000/x", "must be an absolute https URL"),
+        ("ftp://8.8.8.8/x", "must be an absolute https URL"),
+        ("https://example.com/#frag", "must not have a #fragment"),
+        (
+            "https://127.0.0.1/x",
+            "address 127.0.0.1 is not allowed for tenant notifications (loopback)",
+        ),
+        (
+            "https://169.254.169.254/latest/meta-data/",
+            "address 169.254.169.254 is not allowed for tenant notifications (link-local)",
+        ),
+        (
+            "https://[::ffff:10.0.0.1]/x",
+            "address ::ffff:10.0.0.1 is not allowed for tenant notifications (private network)",
+        ),
+        (
+            "https://[fd00::1]/x",
+            "address fd00::1 is not allowed for tenant notifications (unique local, fc00::/7)",
+        ),
+        (
+            "https://0x7f.1/x",
+            "address 127.0.0.1 is not allowed for tenant notifications (loopback)",
+        ),
+    ] {
+        let err = validate_tenant_url("slackWebhookUrl", bad, &policy).unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.message.as_str()),
+            ("slackWebhookUrl", message),
+            "{bad}"
+        );
+    }
+    let open = address::AddressPolicy::new(vec![], vec![], vec!["127.0.0.0/8".parse().unwrap()]);
+    assert!(validate_tenant_url("webhookUrl", "https://127.0.0.1:8443/x", &open).is_ok());
+    assert!(validate_tenant_url("webhookUrl", "http://127.0.0.1:8443/x", &open).is_err());
 }
 
 #[test]
@@ -204,24 +270,39 @@ fn channel_requests_name_the_bad_field() {
         emails: Some(vec!["ok@example.com".into(), "nope".into()]),
         ..Default::default()
     };
-    assert_eq!(bad_email.validate().unwrap_err().field, "emails[1]");
+    let any = address::AddressPolicy::default();
+    assert_eq!(bad_email.validate(&any).unwrap_err().field, "emails[1]");
     let lonely_secret = ChannelsRequest {
         webhook_secret: Some("0123456789abcdef".into()),
         ..Default::default()
     };
-    assert_eq!(lonely_secret.validate().unwrap_err().field, "webhookSecret");
+    assert_eq!(
+        lonely_secret.validate(&any).unwrap_err().field,
+        "webhookSecret"
+    );
     let short_secret = ChannelsRequest {
         webhook_url: Some("https://hooks.example.com/x".into()),
         webhook_secret: Some("short".into()),
         ..Default::default()
     };
-    assert_eq!(short_secret.validate().unwrap_err().field, "webhookSecret");
+    assert_eq!(
+        short_secret.validate(&any).unwrap_err().field,
+        "webhookSecret"
+    );
+    let private_slack = ChannelsRequest {
+        slack_webhook_url: Some("https://192.168.0.10/services/x".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        private_slack.validate(&any).unwrap_err().field,
+        "slackWebhookUrl"
+    );
     let good = ChannelsRequest {
         emails: Some(vec!["A@Example.com".into(), "a@example.com".into()]),
         slack_webhook_url: Some("https://hooks.slack.com/services/T0/B0/x".into()),
         ..Default::default()
     }
-    .validate()
+    .validate(&any)
     .unwrap();
     assert_eq!(
         good.emails.as_deref(),
@@ -353,6 +434,10 @@ fn notify_flags_report_every_problem_and_hide_secrets() {
         notify_webhook_secret: Some("webhook-secret-value".into()),
         notify_slack: Some("https://hooks.slack.com/services/slack-token".into()),
         notify_retry_base_ms: 0,
+        notify_allow_cidr: vec!["127.0.0.0/8".into(), "everything".into()],
+        cluster_pod_cidr: vec!["10.244.0.0/16".into(), "10.244.0.0/99".into()],
+        cluster_service_cidr: vec!["10.96.0.0".into()],
+        notify_ca_file: Some("/nonexistent/ca.pem".into()),
         ..NotifyArgs::default()
     };
     let mut errors = Vec::new();
@@ -363,6 +448,9 @@ fn notify_flags_report_every_problem_and_hide_secrets() {
         "--notify-email \"bad\"",
         "--notify-webhook",
         "--notify-retry-base-ms",
+        "--notify-allow-cidr \"everything\"",
+        "--cluster-pod-cidr \"10.244.0.0/99\"",
+        "--notify-ca-file /nonexistent/ca.pem",
     ] {
         assert!(text.contains(expected), "{expected} in {text}");
     }
@@ -385,10 +473,25 @@ fn notify_flags_report_every_problem_and_hide_secrets() {
         notify_webhook: Some("https://hooks.example.com/token-path".into()),
         notify_webhook_secret: Some("webhook-secret-value".into()),
         notify_slack: Some("https://hooks.slack.com/services/slack-token".into()),
+        notify_allow_cidr: vec!["127.0.0.0/8".into()],
+        cluster_pod_cidr: vec!["34.64.0.0/14".into()],
+        cluster_service_cidr: vec!["34.118.224.0/20".into()],
         ..NotifyArgs::default()
     };
     errors.clear();
     let settings = valid.validate(&mut errors).unwrap();
+    let refused = |addr: &str| {
+        settings
+            .tenant_addresses
+            .check(addr.parse().unwrap())
+            .map_err(|r| r.reason)
+    };
+    assert_eq!(refused("127.0.0.1"), Ok(()));
+    assert_eq!(refused("34.65.0.1"), Err(address::Forbidden::ClusterPods));
+    assert_eq!(
+        refused("34.118.224.10"),
+        Err(address::Forbidden::ClusterServices)
+    );
     let shown = format!("{settings:?}");
     for secret in [
         "hunter2",
@@ -424,4 +527,154 @@ fn message_ids_are_stable_per_key() {
     assert_eq!(a, message_id("welcome:1", "example.com"));
     assert_ne!(a, message_id("welcome:2", "example.com"));
     assert!(a.starts_with('<') && a.ends_with("@example.com>") && a.len() == 1 + 32 + 13);
+}
+
+#[test]
+fn the_notify_ca_file_must_hold_usable_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::certs::CertificateAuthority::generate("notify test CA").unwrap();
+    let good = dir.path().join("ca.pem");
+    std::fs::write(&good, ca.cert_pem()).unwrap();
+    let mut errors = Vec::new();
+    let settings = NotifyArgs {
+        notify_ca_file: Some(good),
+        ..NotifyArgs::default()
+    }
+    .validate(&mut errors)
+    .unwrap();
+    assert_eq!(settings.extra_roots.len(), 1);
+    // Building the clients with it does not fail.
+    let _ = http::HttpSender::new(&settings);
+
+    for (name, content, expected) in [
+        ("empty.pem", "", "holds no PEM certificate"),
+        ("junk.pem", "not a certificate", "holds no PEM certificate"),
+        (
+            "bad.pem",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "not a usable CA certificate",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let mut errors = Vec::new();
+        let args = NotifyArgs {
+            notify_ca_file: Some(path),
+            ..NotifyArgs::default()
+        };
+        assert!(args.validate(&mut errors).is_none(), "{name}");
+        assert!(
+            errors.len() == 1
+                && errors[0].starts_with("--notify-ca-file ")
+                && errors[0].contains(expected),
+            "{name}: {errors:?}"
+        );
+    }
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Latest instant an HTTP-date can name (31 Dec 9999 23:59:59 UTC).
+    const LAST_HTTP_DATE: u64 = 253_402_300_799;
+
+    fn header(value: &str) -> Option<HeaderMap> {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_str(value).ok()?);
+        Some(headers)
+    }
+
+    proptest! {
+        /// Whatever a receiver sends, parsing never panics and never asks
+        /// for more than the cap.
+        #[test]
+        fn retry_after_never_panics(value in any::<Vec<u8>>(), now in 0..LAST_HTTP_DATE) {
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now);
+            if let Ok(value) = HeaderValue::from_bytes(&value) {
+                let mut headers = HeaderMap::new();
+                headers.insert(RETRY_AFTER, value);
+                let wait = http::retry_after(&headers, now);
+                prop_assert!(wait.is_none_or(|w| w <= http::MAX_RETRY_AFTER));
+            }
+        }
+
+        /// Text that merely looks like a header value is handled the same.
+        #[test]
+        fn retry_after_of_printable_text_never_panics(value in "\\PC{0,64}") {
+            if let Some(headers) = header(&value) {
+                let _ = http::retry_after(&headers, SystemTime::now());
+            }
+        }
+
+        /// Any number of digits: the number of seconds, capped; numbers
+        /// past u64 do not overflow.
+        #[test]
+        fn delay_seconds_are_capped_not_overflowed(digits in "[0-9]{1,60}") {
+            let headers = header(&digits).unwrap();
+            let wait = http::retry_after(&headers, SystemTime::now()).unwrap();
+            let expected = digits
+                .parse::<u128>()
+                .ok()
+                .filter(|&s| s <= http::MAX_RETRY_AFTER.as_secs() as u128)
+                .map_or(http::MAX_RETRY_AFTER, |s| Duration::from_secs(s as u64));
+            prop_assert_eq!(wait, expected);
+        }
+
+        /// A date before now is now; a date after now is the time until it.
+        #[test]
+        fn dates_in_the_past_are_zero_and_future_dates_the_wait(
+            at in 0..LAST_HTTP_DATE,
+            offset in 0u64..10_000_000_000,
+        ) {
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(at);
+            let headers = header(&httpdate::fmt_http_date(at)).unwrap();
+            let later = at + Duration::from_secs(offset);
+            prop_assert_eq!(http::retry_after(&headers, later), Some(Duration::ZERO));
+            if let Some(earlier) = at.checked_sub(Duration::from_secs(offset)) {
+                prop_assert_eq!(
+                    http::retry_after(&headers, earlier),
+                    Some(Duration::from_secs(offset).min(http::MAX_RETRY_AFTER))
+                );
+            }
+        }
+
+        /// Whatever wait a receiver asks for and however many attempts
+        /// were made, the retry decision never panics and never schedules
+        /// past the maximum age.
+        #[test]
+        fn outcomes_never_overflow(
+            asked in proptest::option::of(any::<u64>()),
+            attempts in any::<i64>(),
+            max_age in any::<u64>(),
+            elapsed in 0i64..1_000_000,
+        ) {
+            let p = RetryPolicy {
+                base: Duration::from_millis(1),
+                max: Duration::from_secs(u64::MAX / 2),
+                max_age: Duration::from_secs(max_age),
+            };
+            let created = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+            let now = created + chrono::Duration::seconds(elapsed);
+            let attempt = Attempt::Retry {
+                error: "HTTP 503".into(),
+                after: asked.map(Duration::from_secs),
+            };
+            match p.outcome(attempt, attempts, created, now) {
+                DeliveryOutcome::Retry { at, .. } => {
+                    prop_assert!(at >= now);
+                    let deadline = i64::try_from(max_age)
+                        .ok()
+                        .and_then(chrono::Duration::try_seconds)
+                        .and_then(|age| created.checked_add_signed(age));
+                    if let Some(deadline) = deadline {
+                        prop_assert!(at <= deadline);
+                    }
+                }
+                DeliveryOutcome::Failed { .. } => {}
+                DeliveryOutcome::Delivered => prop_assert!(false, "a retry is never delivered"),
+            }
+        }
+    }
 }

@@ -72,8 +72,10 @@ impl RetryPolicy {
             Attempt::Permanent { error } => return DeliveryOutcome::Failed { error },
             Attempt::Retry { error, after } => (error, after),
         };
-        let made = attempts + 1;
-        let deadline = created_at + chrono_duration(self.max_age);
+        let made = attempts.saturating_add(1);
+        let deadline = created_at
+            .checked_add_signed(chrono_duration(self.max_age))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         if now >= deadline {
             return DeliveryOutcome::Failed {
                 error: format!(
@@ -82,7 +84,9 @@ impl RetryPolicy {
                 ),
             };
         }
-        let at = ceil_micros(now + chrono_duration(asked.unwrap_or_else(|| self.backoff(made))));
+        let at = now
+            .checked_add_signed(chrono_duration(asked.unwrap_or_else(|| self.backoff(made))))
+            .map_or(DateTime::<Utc>::MAX_UTC, ceil_micros);
         match asked {
             Some(wait) if at > deadline => DeliveryOutcome::Failed {
                 error: format!(
@@ -108,7 +112,9 @@ fn chrono_duration(d: Duration) -> chrono::Duration {
 fn ceil_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     let truncated = t.trunc_subsecs(6);
     if truncated < t {
-        truncated + chrono::Duration::microseconds(1)
+        truncated
+            .checked_add_signed(chrono::Duration::microseconds(1))
+            .unwrap_or(truncated)
     } else {
         truncated
     }
@@ -128,7 +134,7 @@ impl Deliveries {
             .map(|smtp| Mailer::new(smtp, settings.timeout))
             .transpose()?;
         Ok(Deliveries(Arc::new(Worker {
-            http: HttpSender::new(settings.timeout),
+            http: HttpSender::new(settings),
             mailer,
             // Long enough for an attempt to finish and be recorded.
             lease: settings.timeout * 2 + Duration::from_secs(10),

@@ -490,17 +490,86 @@ fn sqlite_options(opts: SqliteConnectOptions) -> SqliteConnectOptions {
         .busy_timeout(Duration::from_secs(10))
 }
 
-/// The url with any password replaced, for error messages and logs.
+/// The url with every credential replaced by `***`, for error messages
+/// and logs: the password of its user, the value of every query parameter
+/// not known to be harmless (`?password=`, `?token=`, `?sslpassword=`, a
+/// bare `?s3cret`), and any fragment. Scheme, user, host, port and path
+/// stay, so a database or SMTP URL remains recognisable. (Notification
+/// URLs, whose path may be the credential, are shown by
+/// [`crate::notify::channels::redact_url`] instead: host only.)
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+    let (url, fragment) = match url.split_once('#') {
+        Some((url, _)) => (url, true),
+        None => (url, false),
+    };
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = redact_password(base);
+    if let Some(query) = query {
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| {
+                let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+                let value = pair.split_once('=').map_or(pair, |(_, value)| value);
+                if value.is_empty() || HARMLESS_PARAMETERS.contains(&name) {
+                    pair.to_owned()
+                } else if pair.contains('=') {
+                    format!("{name}=***")
+                } else {
+                    "***".to_owned()
+                }
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+    }
+    if fragment {
+        out.push_str("#***");
+    }
+    out
+}
+
+/// Query parameters of database and SMTP URLs whose values are shown.
+const HARMLESS_PARAMETERS: &[&str] = &[
+    "application_name",
+    "cache",
+    "connect_timeout",
+    "dbname",
+    "host",
+    "hostaddr",
+    "immutable",
+    "mode",
+    "port",
+    "sslcert",
+    "sslmode",
+    "sslrootcert",
+    "statement-cache-capacity",
+    "target_session_attrs",
+    "user",
+];
+
+/// `scheme://user:pass@host…` with the password replaced.
+fn redact_password(base: &str) -> String {
+    let Some(scheme) = base.find("://") else {
+        return base.to_owned();
+    };
+    let authority_start = scheme + 3;
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let authority = &base[authority_start..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return base.to_owned();
+    };
+    match authority[..at].split_once(':') {
+        Some((user, _)) => format!(
+            "{}{user}:***{}",
+            &base[..authority_start],
+            &base[authority_start + at..]
+        ),
+        None => base.to_owned(),
     }
 }
 
@@ -579,6 +648,76 @@ mod tests {
             "postgres://app:***@db:5432/knowton"
         );
         assert_eq!(redact_url("sqlite:knowton.db"), "sqlite:knowton.db");
+        assert_eq!(
+            redact_url("postgres://app:p@ss@db/knowton"),
+            "postgres://app:***@db/knowton"
+        );
+        assert_eq!(
+            redact_url("sqlite:knowton.db?mode=rwc"),
+            "sqlite:knowton.db?mode=rwc"
+        );
+        // Passwords and tokens in the query string, and a fragment.
+        assert_eq!(
+            redact_url(
+                "postgres://db:5432/knowton?user=app&password=s3cret&sslmode=require&sslpassword=k3y"
+            ),
+            "postgres://db:5432/knowton?user=app&password=***&sslmode=require&sslpassword=***"
+        );
+        assert_eq!(
+            redact_url("smtp://mail.example.com?auth_token=t0ken&empty=&s3cret#frag"),
+            "smtp://mail.example.com?auth_token=***&empty=&***#***"
+        );
+        // An @ in the query is not taken for the user's.
+        assert_eq!(
+            redact_url("postgres://db/k?user=a@b&Password=x:y@z"),
+            "postgres://db/k?user=a@b&Password=***"
+        );
+    }
+
+    #[test]
+    fn no_secret_survives_redaction() {
+        for secret in ["s3cret", "hunter2"] {
+            for url in [
+                format!("postgres://u:{secret}@h/d"),
+                format!("postgres://h/d?password={secret}"),
+                format!("postgres://h/d?PASSWORD={secret}&sslmode=disable"),
+                format!("postgres://h/d?pass%77ord={secret}"),
+                format!("smtps://h?{secret}"),
+                format!("smtp://h/#{secret}"),
+            ] {
+                assert!(!redact_url(&url).contains(secret), "{url}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// A password, a query value not known to be harmless, or a
+        /// fragment never survives, wherever it is.
+        #[test]
+        fn redaction_hides_every_credential(
+            secret in "[A-Za-z0-9]{12,24}",
+            name in "[a-z_]{1,12}",
+            user in "[a-z]{1,8}",
+            host in "[a-z]{1,10}",
+        ) {
+            proptest::prop_assume!(!HARMLESS_PARAMETERS.contains(&name.as_str()));
+            for url in [
+                format!("postgres://{user}:{secret}@{host}:5432/db"),
+                format!("postgres://{host}/db?sslmode=require&{name}={secret}"),
+                format!("smtps://{user}@{host}?{name}={secret}&port=465"),
+                format!("smtp://{host}/#{secret}"),
+            ] {
+                let shown = redact_url(&url);
+                proptest::prop_assert!(!shown.contains(&secret), "{} shown as {}", url, shown);
+                proptest::prop_assert!(shown.contains(&host));
+            }
+        }
+
+        /// Never panics, whatever the text.
+        #[test]
+        fn redaction_takes_any_text(url in "\\PC{0,80}") {
+            let _ = redact_url(&url);
+        }
     }
 
     #[test]
