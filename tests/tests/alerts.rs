@@ -9,7 +9,7 @@ use std::time::Duration;
 use knowton_coordinator::config::ServeArgs;
 use knowton_proto::agent::v1::PodResult;
 use knowton_tests::feed::{Feed, Shape, healthy};
-use knowton_tests::receiver::{Hit, Receiver};
+use knowton_tests::receiver::{Hit, Receiver, ReceiverTls};
 use knowton_tests::{Db, TestCoordinator, eventually, on_every_db};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -21,6 +21,7 @@ on_every_db!(
     manual_resolve_acknowledge_and_reminders,
     silences_keep_quiet_and_end_with_the_alert,
     silences_per_tenant_are_capped,
+    a_tenants_silence_quiets_only_its_own_channels,
     thresholds_are_per_tenant_and_validated,
 );
 
@@ -594,6 +595,89 @@ async fn silences_per_tenant_are_capped(db: Db) {
         )
         .await;
     assert_eq!(reply.error(StatusCode::BAD_REQUEST).1, "comment");
+}
+
+/// Finding 11: a tenant's silence quieted every channel, the operator's
+/// included, so a tenant could hide its outage from the operator.
+async fn a_tenants_silence_quiets_only_its_own_channels(db: Db) {
+    let tls = ReceiverTls::generate();
+    let tenant_hook = Receiver::start_tls(&tls).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tls.write_ca(dir.path());
+    let mut s = setup(db, |a| {
+        a.notify.notify_allow_cidr = vec!["127.0.0.0/8".into()];
+        a.notify.notify_ca_file = Some(ca);
+    })
+    .await;
+    let key = s.kt.admin(
+        Method::POST,
+        "/api/v1/tenants/acme/api-keys/production/rotate",
+        None,
+    )
+    .await
+    .body["apiKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let put =
+        s.kt.call(
+            Method::PUT,
+            "/api/v1/tenants/acme/notifications",
+            Some(&key),
+            Some(json!({"emails": [], "webhookUrl": tenant_hook.url_via("localhost", "/tenant")})),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    let ends = (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339();
+    let silence =
+        s.kt.call(
+            Method::POST,
+            "/api/v1/monitoring/silences",
+            Some(&key),
+            Some(json!({"tenant": "acme", "check": "storage", "endsAt": ends})),
+        )
+        .await;
+    assert_eq!(silence.status, StatusCode::CREATED, "{}", silence.body);
+
+    // Storage (silenced by the tenant) and response time (not) breach.
+    s.report(pods(|p| {
+        healthy("acme", p).storage(98 * GIB / 10).slow(2500)
+    }))
+    .await;
+    let storage = s.open_alert("storage").await;
+    // The operator hears of both.
+    s.until_notified("storage", 1).await;
+    s.until_notified("response_time", 1).await;
+    // The tenant's webhook gets response time only.
+    let tenant_checks = || {
+        tenant_hook
+            .accepted()
+            .iter()
+            .map(Hit::json)
+            .map(|p| p["alerts"][0]["labels"]["alertname"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    eventually(WAIT, "the tenant's response time notification", || async {
+        tenant_checks().contains(&"response_time".to_owned()).then_some(())
+    })
+    .await;
+    // Both rows were written in the same transaction as the transitions,
+    // so once the later one arrived, the storage one would have too.
+    let prefix = format!("alert:{}:", storage["id"].as_str().unwrap());
+    let storage_rows: Vec<String> = s
+        .kt
+        .notifications("")
+        .await
+        .iter()
+        .filter_map(|r| r["idempotencyKey"].as_str())
+        .filter(|k| k.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        storage_rows.iter().all(|k| k.ends_with(":webhook:operator")) && !storage_rows.is_empty(),
+        "{storage_rows:?}"
+    );
+    assert!(!tenant_checks().contains(&"storage".to_owned()));
 }
 
 async fn thresholds_are_per_tenant_and_validated(db: Db) {

@@ -31,7 +31,7 @@ impl Caller {
     /// Who to record in the configuration history.
     pub fn actor(&self) -> String {
         match self {
-            Caller::Admin => "admin".to_owned(),
+            Caller::Admin => crate::store::ADMIN_ACTOR.to_owned(),
             Caller::Tenant(owner) => format!("tenant-key:{}", owner.display_prefix),
         }
     }

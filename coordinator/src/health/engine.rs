@@ -94,6 +94,15 @@ pub struct TenantHealth {
     pub metrics_lines: crate::metrics::TenantLines,
 }
 
+/// Whose channels a transition is sent to, once silences are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Audience {
+    Everyone,
+    /// A tenant's silence covers it: the operator still hears.
+    Operator,
+    Nobody,
+}
+
 /// Most silences one tenant may have in force or to come: each is kept in
 /// memory and checked on every transition.
 pub const MAX_ACTIVE_SILENCES: usize = 50;
@@ -698,6 +707,18 @@ impl Task {
         self.silences.iter().any(|s| s.covers(tenant, check, at))
     }
 
+    /// Who hears of a transition: a silence the operator set quiets every
+    /// channel; one the tenant set quiets only the tenant's own.
+    fn audience(&self, tenant: Uuid, check: &str, at: DateTime<Utc>) -> Audience {
+        let mut covering = self.silences.iter().filter(|s| s.covers(tenant, check, at));
+        match covering.next() {
+            None => Audience::Everyone,
+            Some(first) if first.by_operator() => Audience::Nobody,
+            Some(_) if covering.any(Silence::by_operator) => Audience::Nobody,
+            Some(_) => Audience::Operator,
+        }
+    }
+
     /// Writes a planned transition with its notifications, in one transaction.
     async fn record(
         &mut self,
@@ -710,9 +731,10 @@ impl Task {
             mut event,
             notify,
         } = planned;
-        let silenced = self.silenced(tenant.id, &alert.check, event.at);
+        let audience = self.audience(tenant.id, &alert.check, event.at);
+        let silenced = audience != Audience::Everyone;
         let send = match notify {
-            Some(AlertStatus::Firing) => !silenced,
+            Some(AlertStatus::Firing) => audience != Audience::Nobody,
             Some(AlertStatus::Resolved) => alert.notified || self.settings.notify_silenced_resolved,
             None => false,
         };
@@ -722,7 +744,10 @@ impl Task {
                 alert.notified = true;
             }
             alert.last_notified_at = Some(event.at);
-            let channels = self.notify.resolve_channels(tenant).await?;
+            let mut channels = self.notify.resolve_channels(tenant).await?;
+            if audience == Audience::Operator {
+                channels = channels.operator_only();
+            }
             let rendered = alerting::event_of(tenant, &alert, status);
             messages = self.notify.plan_alert(&rendered, &channels);
             for m in &mut messages {

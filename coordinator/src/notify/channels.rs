@@ -87,7 +87,10 @@ pub struct TenantChannels {
 /// duplicates (the same address or URL twice) removed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ResolvedChannels {
+    /// The operator's addresses first, then the tenant's.
     pub emails: Vec<String>,
+    /// How many of `emails` are the operator's.
+    pub operator_emails: usize,
     pub webhooks: Vec<(Receiver, WebhookTarget)>,
     pub slack: Vec<(Receiver, SlackTarget)>,
 }
@@ -102,9 +105,12 @@ impl ResolvedChannels {
             None if admin_email.is_empty() => Vec::new(),
             None => vec![admin_email.to_owned()],
         };
-        for email in global.emails.iter().chain(&tenant_emails) {
+        for (i, email) in global.emails.iter().chain(&tenant_emails).enumerate() {
             if !out.emails.iter().any(|e| e.eq_ignore_ascii_case(email)) {
                 out.emails.push(email.clone());
+                if i < global.emails.len() {
+                    out.operator_emails += 1;
+                }
             }
         }
         let webhooks = [
@@ -130,6 +136,17 @@ impl ResolvedChannels {
             }
         }
         out
+    }
+
+    /// Only the operator's channels (when the tenant silenced its own).
+    pub fn operator_only(&self) -> Self {
+        let operator = |(receiver, _): &&(Receiver, _)| *receiver == Receiver::Operator;
+        ResolvedChannels {
+            emails: self.emails[..self.operator_emails].to_vec(),
+            operator_emails: self.operator_emails,
+            webhooks: self.webhooks.iter().filter(operator).cloned().collect(),
+            slack: self.slack.iter().filter(operator).cloned().collect(),
+        }
     }
 }
 

@@ -334,6 +334,19 @@ fn resolved_channels_merge_operator_and_tenant_without_repeats() {
     assert_eq!(merged.emails, ["ops@example.com"]);
     assert_eq!(merged.webhooks.len(), 1, "the same URL once");
     assert_eq!(merged.slack[0].0, Receiver::Tenant);
+    // The operator's part: its address and webhook, not the tenant's Slack.
+    let operator = merged.operator_only();
+    assert_eq!(operator.emails, ["ops@example.com"]);
+    assert_eq!(operator.webhooks.len(), 1);
+    assert!(operator.slack.is_empty());
+
+    let tenant = TenantChannels {
+        emails: Some(vec!["admin@acme.com".into()]),
+        ..tenant
+    };
+    let merged = ResolvedChannels::merge(&global, &tenant, "x@acme.com");
+    assert_eq!(merged.emails, ["ops@example.com", "admin@acme.com"]);
+    assert_eq!(merged.operator_only().emails, ["ops@example.com"]);
 }
 
 #[test]
@@ -341,6 +354,7 @@ fn plans_one_sealed_row_per_channel_and_recipient() {
     let secrets = SecretBox::from_key(&[3; 32]);
     let channels = ResolvedChannels {
         emails: vec!["ops@example.com".into(), "admin@acme.com".into()],
+        operator_emails: 1,
         webhooks: vec![(
             Receiver::Tenant,
             WebhookTarget {

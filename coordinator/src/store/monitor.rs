@@ -108,6 +108,9 @@ pub struct AlertFilter {
     pub before: Option<Uuid>,
 }
 
+/// How the admin token's actions are recorded (`created_by`, `actor`).
+pub const ADMIN_ACTOR: &str = "admin";
+
 /// A silence as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -126,6 +129,12 @@ pub struct Silence {
 }
 
 impl Silence {
+    /// Set by the operator (admin token): it quiets every channel. A
+    /// tenant's own silence quiets only the tenant's channels.
+    pub fn by_operator(&self) -> bool {
+        self.created_by == ADMIN_ACTOR
+    }
+
     pub fn covers(&self, tenant: Uuid, check: &str, at: DateTime<Utc>) -> bool {
         self.tenant_id == tenant
             && self.check.as_deref().is_none_or(|c| c == check)
