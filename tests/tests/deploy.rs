@@ -611,15 +611,7 @@ async fn drift_is_repaired_as_it_happens_and_recorded(db: Db) {
     );
     assert_eq!(view["phase"], "ready", "a repair is not a new deployment");
     assert_eq!(view["attempt"], 1);
-    let metrics = kt
-        .http
-        .get(kt.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = kt.scrape().await;
     assert!(
         metrics
             .lines()
@@ -923,16 +915,7 @@ mod reconcile {
                 })
                 .count()
         };
-        let metrics = || async {
-            kt.http
-                .get(kt.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        };
+        let metrics = || kt.scrape();
         let checks = metric(&metrics().await, "knowton_drift_checks_total");
         let reads = object_reads();
         eventually(WAIT, "two more periodic drift checks", || async {
