@@ -201,6 +201,11 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         _ => Leadership::alone(),
     };
     let has_cluster = cluster.is_some();
+    if has_cluster && config.deploy.settings.cluster.database_cidrs.is_empty() {
+        tracing::warn!(
+            "no --tenant-database-cidr: tenants' pods may reach no database (their egress allows DNS and their namespace only)"
+        );
+    }
     let deployer = Deployer::new(
         service.clone(),
         state.ingest.clone(),
