@@ -168,6 +168,7 @@ impl BenchCoordinator {
             Launch::InProcess { threads } => {
                 args.secret_key = Some(B64.encode(key));
                 args.admin_token = Some(admin_token.clone());
+                args.http.metrics_token = Some(admin_token.clone());
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads((*threads).max(1))
                     .thread_name("coordinator")
@@ -205,6 +206,12 @@ impl BenchCoordinator {
             Runs::Process(child) => Proc::Pid(child.id()),
             Runs::InProcess { .. } => Proc::Own,
         }
+    }
+
+    /// The bearer token of `/metrics` (the admin token, which the bench
+    /// also sets as `--metrics-token`).
+    pub fn metrics_token(&self) -> &str {
+        &self.admin_token
     }
 
     pub fn is_separate_process(&self) -> bool {
@@ -382,6 +389,8 @@ fn spawn(
         // Secrets through the environment, out of `ps`.
         .env("KNOWTON_SECRET_KEY", secret_key)
         .env("KNOWTON_ADMIN_TOKEN", admin_token)
+        // The admin token doubles as the metrics token (see `metrics_token`).
+        .env("KNOWTON_METRICS_TOKEN", admin_token)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env(
             "RUST_LOG",

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::deploy::config::{DeployConfig, KubeArgs};
 use crate::health::{AlertPolicy, EngineSettings};
+use crate::listen::{HttpArgs, HttpSettings};
 use crate::notify::NotifySettings;
 use crate::notify::config::NotifyArgs;
 use crate::secrets::KeySource;
@@ -118,6 +119,10 @@ pub struct ServeArgs {
     /// Tenant deployments on Kubernetes.
     #[command(flatten)]
     pub kube: KubeArgs,
+
+    /// HTTP listeners: timeouts, connection limit, metrics.
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 /// Flags of health evaluation and alert life.
@@ -231,6 +236,7 @@ impl ServeArgs {
             notify: Box::default(),
             alerting: AlertingArgs::default(),
             kube: KubeArgs::default(),
+            http: HttpArgs::default(),
         }
     }
 }
@@ -271,6 +277,8 @@ pub struct ServeConfig {
     pub engine: EngineSettings,
     /// Tenant deployments.
     pub deploy: DeployConfig,
+    /// HTTP listeners: timeouts, connection limit, metrics.
+    pub http: HttpSettings,
 }
 
 /// The agents' mutual-TLS gRPC listener.
@@ -339,6 +347,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
         let notify = args.notify.validate(&mut errors);
         let engine = args.alerting.validate(&mut errors);
         let deploy = args.kube.validate(&mut errors);
+        let http = args.http.validate(&mut errors);
         if args.shutdown_grace_seconds > 3600 {
             errors.push("--shutdown-grace-seconds must be at most 3600".to_owned());
         }
@@ -358,6 +367,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                     notify,
                     engine,
                     deploy,
+                    http,
                 })
             }
             _ => Err(ConfigError(errors)),

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`server`]: load, bind, spawn, drain: the lifecycle of `serve`.
 //! - [`config`]: `serve` flags and their validation.
+//! - [`listen`]: the HTTP listeners' connection limit and timeouts.
 //! - [`api`]: REST routes, authentication, rate limiting, errors, OpenAPI.
 //! - [`provision`]: the tenant lifecycle service used by the API (and so the CLI).
 //! - [`deploy`]: each tenant's Kubernetes objects.
@@ -27,6 +28,7 @@ pub mod demo;
 pub mod deploy;
 pub mod health;
 pub mod ingest;
+pub mod listen;
 pub mod metrics;
 pub mod notify;
 pub mod provision;

@@ -3,25 +3,33 @@
 //! the health engine, notifications by channel and outcome, and the REST
 //! API's requests and latencies.
 //!
-//! Labels are bounded: tenant, plan, check, severity, channel, route; never
-//! a pod, a URL or a request path. Per-tenant families are written straight
+//! Labels are bounded: tenant, plan, check, severity, channel, route, method,
+//! code; never a pod, a URL, a request path or any other value a request
+//! carries (the method is one of a fixed set, the route the matched
+//! template). Per-tenant families are written straight
 //! from the engine's latest evaluations (10,000 tenants render in a few
 //! milliseconds); the counters and histograms use the `prometheus` crate.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
+use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, TextEncoder};
+use axum::routing::get;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, TextEncoder,
+};
 use tokio::time::Instant;
 
 use crate::api::AppState;
+use crate::api::error::ApiError;
 use crate::health::engine::{TRANSITION_KINDS, state_value};
 use crate::health::{Check, Status, TenantHealth};
 use crate::ingest::Counters;
+use crate::listen::MetricsToken;
 use knowton_common::thresholds::Thresholds;
 
 /// Delivery outcomes of notifications, by channel.
@@ -74,16 +82,22 @@ impl Default for NotifyMetrics {
     }
 }
 
-/// REST API requests by route and status code, and their latencies.
+/// REST API requests by route and status code, and their latencies; the
+/// HTTP listeners' connections.
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
     pub requests: IntCounterVec,
     pub duration: HistogramVec,
+    /// Connections open on the HTTP listeners.
+    pub connections_open: IntGauge,
+    /// Connections the server closed, by reason: `over_limit`,
+    /// `header_timeout`, `idle_timeout` ([`crate::listen`]).
+    pub connections_closed: IntCounterVec,
 }
 
 impl Default for HttpMetrics {
     fn default() -> Self {
-        HttpMetrics {
+        let metrics = HttpMetrics {
             requests: IntCounterVec::new(
                 Opts::new(
                     "knowton_http_requests_total",
@@ -103,32 +117,110 @@ impl Default for HttpMetrics {
                 &["route", "method"],
             )
             .expect("valid metric"),
+            connections_open: IntGauge::new(
+                "knowton_http_connections_open",
+                "Connections open on the HTTP listeners (API and metrics).",
+            )
+            .expect("valid metric"),
+            connections_closed: IntCounterVec::new(
+                Opts::new(
+                    "knowton_http_connections_closed_total",
+                    "Connections the server cut, by reason: over_limit (--http-max-connections), header_timeout, idle_timeout.",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+        };
+        for reason in ["over_limit", "header_timeout", "idle_timeout"] {
+            metrics.connections_closed.with_label_values(&[reason]);
         }
+        metrics
     }
 }
 
-/// Counts and times every request by its route template.
+/// Counts and times every request by its route template. No label value
+/// comes from the request: the route is the matched template (`unmatched`
+/// otherwise, never the path) and the method one of [`method_label`]'s.
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     let m = &state.http_metrics;
     m.requests
-        .with_label_values(&[&route, &method, response.status().as_str()])
+        .with_label_values(&[&route, method, response.status().as_str()])
         .inc();
     m.duration
-        .with_label_values(&[&route, &method])
+        .with_label_values(&[&route, method])
         .observe(started.elapsed().as_secs_f64());
     response
 }
 
-/// The scrape.
-pub async fn serve(State(state): State<AppState>) -> impl IntoResponse {
-    let body = render(&state);
+/// The method as a label: the standard methods the API could serve, and
+/// `other` for any other token a client invents (HTTP lets it send any).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The scrape on the API port: only with the metrics token (`--metrics-token`);
+/// without one configured, metrics are not served there at all (the API port
+/// is open to tenants, and the metrics name every tenant).
+pub async fn serve(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match &state.metrics_token {
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "metrics are not served on the API port without --metrics-token (see --metrics-addr)",
+        )
+        .into_response(),
+        Some(token) => scrape(&state, token, &headers),
+    }
+}
+
+/// The scrape on the metrics listener (`--metrics-addr`): with the token
+/// when one is configured.
+pub async fn serve_listener(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match &state.metrics_token {
+        None => text(render(&state)),
+        Some(token) => scrape(&state, token, &headers),
+    }
+}
+
+/// The metrics listener's routes: `GET /metrics` and nothing else.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(serve_listener))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(state)
+}
+
+fn scrape(state: &AppState, token: &MetricsToken, headers: &HeaderMap) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(presented) if token.matches(presented) => text(render(state)),
+        Some(_) => ApiError::unauthorized("invalid metrics token").into_response(),
+        None => ApiError::unauthorized("the metrics need Authorization: Bearer <metrics token>")
+            .into_response(),
+    }
+}
+
+fn text(body: String) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -136,6 +228,7 @@ pub async fn serve(State(state): State<AppState>) -> impl IntoResponse {
         )],
         body,
     )
+        .into_response()
 }
 
 /// A family header.
@@ -167,6 +260,8 @@ pub fn render(state: &AppState) -> String {
     }
     families.extend(state.http_metrics.requests.collect());
     families.extend(state.http_metrics.duration.collect());
+    families.extend(state.http_metrics.connections_open.collect());
+    families.extend(state.http_metrics.connections_closed.collect());
     // The encoder refuses a family without series (nothing counted yet).
     families.retain(|f| !f.get_metric().is_empty());
     let mut buf = Vec::new();

@@ -20,6 +20,7 @@ use crate::deploy::leader::Leadership;
 use crate::deploy::{Cluster, Deployer};
 use crate::health::Engine;
 use crate::ingest::{self, IngestService, StreamSettings};
+use crate::listen::{self, MetricsToken, MetricsTokenError};
 use crate::notify::NotifyService;
 use crate::notify::email::MailerError;
 use crate::notify::worker::Deliveries;
@@ -63,8 +64,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("HTTP server failed")]
-    Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    MetricsToken(#[from] MetricsTokenError),
     #[error("failed to load the agent stream's TLS certificates")]
     Tls(#[from] crate::tls::TlsError),
     #[error("failed to set up notification e-mail")]
@@ -79,6 +80,8 @@ pub enum ServeError {
 #[derive(Debug)]
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// The metrics listener, when `--metrics-addr` is set.
+    pub metrics_addr: Option<SocketAddr>,
     /// The agents' gRPC listener, when TLS is configured.
     pub grpc_addr: Option<SocketAddr>,
     pub state: AppState,
@@ -115,6 +118,12 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         return Err(ServeError::WrongSecretKey);
     }
     let admin_token = load_admin_token(&config.admin_token)?;
+    let metrics_token = config
+        .http
+        .metrics_token
+        .as_ref()
+        .map(MetricsToken::load)
+        .transpose()?;
 
     let directory = TenantDirectory::load(store.as_ref())
         .await
@@ -138,6 +147,18 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         addr: config.http_addr,
         source,
     })?;
+    let metrics_listener = match config.http.metrics_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
     let mut notify = config.notify.clone();
     if notify.external_url.is_empty() {
         // Links in notifications point at the address actually bound.
@@ -150,7 +171,10 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         notify,
     ));
     let deliveries = Deliveries::new(notify.clone())?;
-    let state = AppState::new(service.clone(), &admin_token).with_notify(notify.clone());
+    let state = AppState::new(service.clone(), &admin_token)
+        .with_notify(notify.clone())
+        .with_metrics_token(metrics_token)
+        .with_request_timeout(config.http.request_timeout);
 
     let (shutdown, mut signal) = watch::channel(false);
     let (engine, engine_task) = Engine::start(
@@ -181,6 +205,11 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         _ => Leadership::alone(),
     };
     let has_cluster = cluster.is_some();
+    if has_cluster && config.deploy.settings.cluster.database_cidrs.is_empty() {
+        tracing::warn!(
+            "no --tenant-database-cidr: tenants' pods may reach no database (their egress allows DNS and their namespace only)"
+        );
+    }
     let deployer = Deployer::new(
         service.clone(),
         state.ingest.clone(),
@@ -225,32 +254,51 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         }
     };
     let app = api::router(state.clone());
+    let limits = config.http.limits;
+    let metrics_addr = match metrics_listener {
+        Some((listener, addr)) => {
+            tokio::spawn(listen::serve(
+                listener,
+                crate::metrics::router(state.clone()),
+                limits,
+                state.http_metrics.clone(),
+                shutdown.subscribe(),
+            ));
+            tracing::info!(metrics.addr = %addr, "metrics listening");
+            Some(addr)
+        }
+        None => {
+            if state.metrics_token.is_none() {
+                tracing::warn!(
+                    "metrics are not served: set --metrics-addr or --metrics-token to scrape /metrics"
+                );
+            }
+            None
+        }
+    };
     let store = state.service.store().clone();
     let draining = state.draining.clone();
     let grace = config.shutdown_grace;
+    let http_metrics = state.http_metrics.clone();
     let task = tokio::spawn(async move {
-        let mut drain_signal = signal.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = signal.wait_for(|stop| *stop).await;
-            draining.store(true, Ordering::Relaxed);
-            tracing::info!("shutdown: draining in-flight requests");
-        });
-        let server = server.into_future();
+        // Draining starts with the shutdown signal: readiness turns 503,
+        // the listener stops accepting and each connection closes once its
+        // request in flight is answered.
+        let stop = signal.clone();
+        let server = listen::serve(listener, app, limits, http_metrics, stop);
         tokio::pin!(server);
-        tokio::select! {
-            result = &mut server => return result.map_err(ServeError::Serve),
-            _ = drain_signal.wait_for(|stop| *stop) => {}
-        }
-        let result = match tokio::time::timeout(grace, server).await {
-            Ok(result) => result.map_err(ServeError::Serve),
-            Err(_) => {
-                tracing::warn!(
-                    grace_seconds = grace.as_secs(),
-                    "shutdown grace period over; closing remaining connections"
-                );
-                Ok(())
-            }
+        let served = tokio::select! {
+            () = &mut server => true,
+            _ = signal.wait_for(|stop| *stop) => false,
         };
+        draining.store(true, Ordering::Relaxed);
+        tracing::info!("shutdown: draining in-flight requests");
+        if !served && tokio::time::timeout(grace, server).await.is_err() {
+            tracing::warn!(
+                grace_seconds = grace.as_secs(),
+                "shutdown grace period over; closing remaining connections"
+            );
+        }
         // Deliveries in flight finish (bounded by the grace period) before
         // the store closes under them.
         if deploy_task.await.is_err() {
@@ -263,7 +311,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             tracing::error!("the notification worker panicked");
         }
         store.close().await;
-        result
+        Ok(())
     });
     tracing::info!(
         http.addr = %http_addr,
@@ -273,6 +321,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     );
     Ok(Running {
         http_addr,
+        metrics_addr,
         grpc_addr,
         state,
         shutdown,

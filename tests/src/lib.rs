@@ -24,6 +24,8 @@ use sqlx::Row;
 use tempfile::TempDir;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+/// The bearer token `/metrics` requires on the API port of test coordinators.
+pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789abcdef";
 const SECRET_KEY: [u8; 32] = [42; 32];
 
 /// Runs the same test body on every available backend.
@@ -379,6 +381,7 @@ impl TestCoordinator {
         args.database_url = db.url.clone();
         args.admin_token = Some(ADMIN_TOKEN.into());
         args.secret_key = Some(base64::engine::general_purpose::STANDARD.encode(SECRET_KEY));
+        args.http.metrics_token = Some(METRICS_TOKEN.into());
         args.notify.notify_retry_base_ms = 50;
         args.notify.notify_retry_max_ms = 500;
         args.notify.notify_timeout_seconds = 10;
@@ -403,6 +406,7 @@ impl TestCoordinator {
         args.database_url = db.url.clone();
         args.admin_token = Some(ADMIN_TOKEN.into());
         args.secret_key = Some(base64::engine::general_purpose::STANDARD.encode(SECRET_KEY));
+        args.http.metrics_token = Some(METRICS_TOKEN.into());
         args.tls_dir = Some(tls_dir.to_owned());
         args.tls_reload_seconds = 1;
         change(&mut args);
@@ -451,6 +455,11 @@ impl TestCoordinator {
         }
     }
 
+    /// The metrics listener's address, when `--metrics-addr` is set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.running.as_ref().and_then(|r| r.metrics_addr)
+    }
+
     /// The running server's shared state.
     pub fn running_state(&self) -> knowton_coordinator::api::AppState {
         self.running.as_ref().expect("running").state.clone()
@@ -463,6 +472,19 @@ impl TestCoordinator {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `GET /metrics` with the metrics token: the exposition text.
+    pub async fn scrape(&self) -> String {
+        let response = self
+            .http
+            .get(self.url("/metrics"))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .expect("scrape reaches the coordinator");
+        assert_eq!(response.status(), StatusCode::OK, "scrape /metrics");
+        response.text().await.expect("metrics body")
     }
 
     /// Sends a request with `token`, JSON `body`, and returns status and JSON body.

@@ -609,16 +609,17 @@ async fn a_tenants_silence_quiets_only_its_own_channels(db: Db) {
         a.notify.notify_ca_file = Some(ca);
     })
     .await;
-    let key = s.kt.admin(
-        Method::POST,
-        "/api/v1/tenants/acme/api-keys/production/rotate",
-        None,
-    )
-    .await
-    .body["apiKey"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key =
+        s.kt.admin(
+            Method::POST,
+            "/api/v1/tenants/acme/api-keys/production/rotate",
+            None,
+        )
+        .await
+        .body["apiKey"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     let put =
         s.kt.call(
             Method::PUT,
@@ -654,27 +655,36 @@ async fn a_tenants_silence_quiets_only_its_own_channels(db: Db) {
             .accepted()
             .iter()
             .map(Hit::json)
-            .map(|p| p["alerts"][0]["labels"]["alertname"].as_str().unwrap_or_default().to_owned())
+            .map(|p| {
+                p["alerts"][0]["labels"]["alertname"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
             .collect::<Vec<_>>()
     };
     eventually(WAIT, "the tenant's response time notification", || async {
-        tenant_checks().contains(&"response_time".to_owned()).then_some(())
+        tenant_checks()
+            .contains(&"response_time".to_owned())
+            .then_some(())
     })
     .await;
     // Both rows were written in the same transaction as the transitions,
     // so once the later one arrived, the storage one would have too.
     let prefix = format!("alert:{}:", storage["id"].as_str().unwrap());
-    let storage_rows: Vec<String> = s
-        .kt
-        .notifications("")
-        .await
-        .iter()
-        .filter_map(|r| r["idempotencyKey"].as_str())
-        .filter(|k| k.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect();
+    let storage_rows: Vec<String> =
+        s.kt.notifications("")
+            .await
+            .iter()
+            .filter_map(|r| r["idempotencyKey"].as_str())
+            .filter(|k| k.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect();
     assert!(
-        storage_rows.iter().all(|k| k.ends_with(":webhook:operator")) && !storage_rows.is_empty(),
+        storage_rows
+            .iter()
+            .all(|k| k.ends_with(":webhook:operator"))
+            && !storage_rows.is_empty(),
         "{storage_rows:?}"
     );
     assert!(!tenant_checks().contains(&"storage".to_owned()));

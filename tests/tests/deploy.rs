@@ -351,7 +351,7 @@ async fn server_dry_run_previews_a_new_namespace_and_field_changes_storing_nothi
         .await;
     assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
     let changes = preview.body["changes"].as_array().unwrap();
-    assert_eq!(changes.len(), 14, "{changes:#?}");
+    assert_eq!(changes.len(), 15, "{changes:#?}");
     assert!(
         changes.iter().all(|c| c["action"] == "create"),
         "{changes:#?}"
@@ -611,15 +611,7 @@ async fn drift_is_repaired_as_it_happens_and_recorded(db: Db) {
     );
     assert_eq!(view["phase"], "ready", "a repair is not a new deployment");
     assert_eq!(view["attempt"], 1);
-    let metrics = kt
-        .http
-        .get(kt.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = kt.scrape().await;
     assert!(
         metrics
             .lines()
@@ -714,7 +706,7 @@ mod without_a_cluster {
             )
             .await;
         assert_eq!(reply.status, StatusCode::OK);
-        assert_eq!(reply.body["objects"].as_array().unwrap().len(), 14);
+        assert_eq!(reply.body["objects"].as_array().unwrap().len(), 15);
         assert_eq!(reply.body["objectsHash"], view["objectsHash"]);
         kt.stop().await;
     }
@@ -903,7 +895,7 @@ mod reconcile {
     /// The periodic drift check of an unchanged tenant reads the watch's
     /// cache: no request for any of its objects reaches the API server.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_periodic_check_of_an_unchanged_tenant_asks_the_api_server_nothing() {
+    async fn a_periodic_check_of_an_unchanged_tenant_reads_only_its_secret() {
         let cluster = Cluster::start().await;
         let kt = TestCoordinator::start_and(Db::Sqlite, |args| {
             cluster.configure(args);
@@ -911,7 +903,9 @@ mod reconcile {
         })
         .await;
         cluster.provisioned(&kt, "calm", "basic").await;
-        let object_reads = || {
+        // Reads of single objects (not watches) in the tenant's namespace,
+        // of Secrets or of anything else.
+        let object_reads = |secrets: bool| {
             cluster
                 .fake
                 .requests()
@@ -920,27 +914,51 @@ mod reconcile {
                     r.starts_with("GET ")
                         && r.contains("/namespaces/knowton-tenant-calm/")
                         && !r.contains("watch=")
+                        && r.contains("/secrets/") == secrets
                 })
                 .count()
         };
-        let metrics = || async {
-            kt.http
-                .get(kt.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        };
+        let metrics = || kt.scrape();
         let checks = metric(&metrics().await, "knowton_drift_checks_total");
-        let reads = object_reads();
+        let (reads, secret_reads) = (object_reads(false), object_reads(true));
         eventually(WAIT, "two more periodic drift checks", || async {
             (metric(&metrics().await, "knowton_drift_checks_total") >= checks + 2).then_some(())
         })
         .await;
-        assert_eq!(object_reads(), reads, "{:#?}", cluster.fake.requests());
+        // Everything else comes from the watch cache; the Secret, which the
+        // coordinator may not watch cluster-wide, is read in its namespace.
+        assert_eq!(object_reads(false), reads, "{:#?}", cluster.fake.requests());
+        assert!(object_reads(true) >= secret_reads + 2);
         assert_eq!(deployment_of(&kt, "calm").await["attempt"], 1);
+
+        // So a hand edit of the Secret is found and repaired all the same.
+        cluster.fake.edit(
+            "v1",
+            "Secret",
+            Some("knowton-tenant-calm"),
+            "tenant-secrets",
+            |s| s["data"]["JWT_SECRET"] = json!("c3RvbGVu"),
+        );
+        let view = eventually(WAIT, "the Secret restored", || async {
+            let view = deployment_of(&kt, "calm").await;
+            events(&view, "drift")
+                .join("; ")
+                .contains("restored Secret knowton-tenant-calm/tenant-secrets")
+                .then_some(view)
+        })
+        .await;
+        let drift = events(&view, "drift").join("; ");
+        assert!(!drift.contains("c3RvbGVu"), "{drift}");
+        let secret = cluster
+            .fake
+            .object(
+                "v1",
+                "Secret",
+                Some("knowton-tenant-calm"),
+                "tenant-secrets",
+            )
+            .unwrap();
+        assert_ne!(secret["data"]["JWT_SECRET"], "c3RvbGVu");
         kt.stop().await;
     }
 }
@@ -951,8 +969,8 @@ mod reconcile {
 #[tokio::test]
 async fn the_watch_cache_follows_the_cluster_without_managed_fields_or_status() {
     use knowton_common::{Branding, Plan};
-    use knowton_coordinator::deploy::kinds::{MANAGED, ObjectRef};
-    use knowton_coordinator::deploy::watch::{LiveCache, watch_kind};
+    use knowton_coordinator::deploy::kinds::ObjectRef;
+    use knowton_coordinator::deploy::watch::{LiveCache, watch_kind, watched};
     use knowton_coordinator::deploy::{ClusterSettings, TenantSecrets, TenantSpec, render};
     use tokio_stream::StreamExt;
 
@@ -982,7 +1000,7 @@ async fn the_watch_cache_follows_the_cluster_without_managed_fields_or_status() 
     cluster.roll_out("acme", "backend");
 
     let cache = std::sync::Arc::new(LiveCache::default());
-    for kind in MANAGED {
+    for kind in watched() {
         let events = watch_kind(kube.api_of(kind), kind, cache.clone());
         tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
@@ -992,7 +1010,12 @@ async fn the_watch_cache_follows_the_cluster_without_managed_fields_or_status() 
     tokio::time::timeout(WAIT, cache.wait_until_ready())
         .await
         .expect("every kind listed");
-    assert_eq!(cache.size().0, objects.len(), "every object, nothing else");
+    // Every object but the Secret, which is not watched.
+    assert_eq!(
+        cache.size().0,
+        objects.iter().filter(|o| o["kind"] != "Secret").count(),
+        "every watched object, nothing else"
+    );
 
     let backend = |name: &str, kind: &str| ObjectRef {
         kind: kind.to_owned(),
@@ -1028,5 +1051,47 @@ async fn the_watch_cache_follows_the_cluster_without_managed_fields_or_status() 
         .then_some(())
     })
     .await;
-    assert_eq!(cache.size().0, objects.len() - 1);
+    assert_eq!(
+        cache.size().0,
+        objects.iter().filter(|o| o["kind"] != "Secret").count() - 1
+    );
+}
+
+/// The coordinator's rights on a tenant's Secrets come from the RoleBinding
+/// it applies just before them; an API server whose authorizer has not seen
+/// that binding yet refuses the Secret (403) for a moment, which the first
+/// deployment rides out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_forbidden_until_its_rolebinding_is_seen_is_applied_all_the_same() {
+    let cluster = Cluster::start().await;
+    let kt = cluster.coordinator(Db::Sqlite).await;
+    cluster.fake.fail_next(
+        "PATCH",
+        "/namespaces/knowton-tenant-wonka/secrets/tenant-secrets",
+        403,
+        2,
+    );
+    cluster.provisioned(&kt, "wonka", "basic").await;
+    let binding = cluster
+        .fake
+        .object(
+            "rbac.authorization.k8s.io/v1",
+            "RoleBinding",
+            Some("knowton-tenant-wonka"),
+            "knowton-coordinator",
+        )
+        .expect("the tenant namespace's RoleBinding");
+    assert_eq!(binding["roleRef"]["name"], "knowton-tenant-manager");
+    assert!(
+        cluster
+            .fake
+            .object(
+                "v1",
+                "Secret",
+                Some("knowton-tenant-wonka"),
+                "tenant-secrets"
+            )
+            .is_some()
+    );
+    kt.stop().await;
 }

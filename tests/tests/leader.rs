@@ -26,6 +26,7 @@ fn elect(args: &mut ServeArgs, kubeconfig: &std::path::Path, identity: &str) {
 async fn leads(http: &reqwest::Client, base: &str) -> bool {
     let metrics = http
         .get(format!("{base}/metrics"))
+        .bearer_auth(knowton_tests::METRICS_TOKEN)
         .send()
         .await
         .unwrap()

@@ -15,6 +15,7 @@ async fn scrape(kt: &TestCoordinator) -> String {
     let response = kt
         .http
         .get(kt.url("/metrics"))
+        .bearer_auth(knowton_tests::METRICS_TOKEN)
         .send()
         .await
         .expect("scrape");

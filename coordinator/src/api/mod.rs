@@ -16,10 +16,12 @@ pub mod views;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Query, Request, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use tower::ServiceBuilder;
@@ -54,6 +56,10 @@ pub struct AppState {
     pub http_metrics: Arc<crate::metrics::HttpMetrics>,
     /// Tenant deployments (without a cluster unless `serve` configured one).
     pub deployer: crate::deploy::Deployer,
+    /// The bearer token `/metrics` requires (none: not served on the API port).
+    pub metrics_token: Option<crate::listen::MetricsToken>,
+    /// How long a request may take, except the [`LONG_ROUTES`].
+    pub request_timeout: Duration,
 }
 
 impl AppState {
@@ -80,7 +86,21 @@ impl AppState {
             service,
             engine: None,
             http_metrics: Arc::new(crate::metrics::HttpMetrics::default()),
+            metrics_token: None,
+            request_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// The same state with `serve`'s request timeout.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The same state requiring `token` to read `/metrics`.
+    pub fn with_metrics_token(mut self, token: Option<crate::listen::MetricsToken>) -> Self {
+        self.metrics_token = token;
+        self
     }
 
     /// The same state with the running health engine.
@@ -196,6 +216,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(json::MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            request_deadline,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             crate::metrics::track,
         ))
         .layer(
@@ -205,6 +229,40 @@ pub fn router(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )
         .with_state(state)
+}
+
+/// Routes that wait by design, with their own bound instead of
+/// `--http-request-timeout-seconds` (when that is shorter): check-all waits
+/// up to 120 s for the agents (its `timeoutSeconds`) and then evaluates
+/// every tenant; cleanup deletes old rows, a long piece of store work on a
+/// large database that a timeout would cut short.
+pub const LONG_ROUTES: [(&str, Duration); 2] = [
+    ("/api/v1/monitoring/check-all", Duration::from_secs(150)),
+    ("/api/v1/monitoring/cleanup", Duration::from_secs(900)),
+];
+
+/// Answers 503 `request_timeout` to a request (body included) that takes
+/// longer than its route's bound.
+async fn request_deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let bound = LONG_ROUTES
+        .iter()
+        .find(|(path, _)| Some(*path) == route)
+        .map_or(state.request_timeout, |(_, own)| {
+            (*own).max(state.request_timeout)
+        });
+    match tokio::time::timeout(bound, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            format!("the request took longer than {} s", bound.as_secs()),
+        )
+        .into_response(),
+    }
 }
 
 /// One span per request: method, route (not the raw path) and request id,

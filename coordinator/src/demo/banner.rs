@@ -13,20 +13,17 @@ pub(super) async fn render(demo: &Demo, args: &DemoArgs) -> String {
     let api = demo.api_url();
     let webhook_log = demo.webhook_log();
     let token_file = demo.dir.join(ADMIN_TOKEN_FILE);
-    let metrics = format!("{api}/metrics");
-    // Shown only where this build serves it.
-    let serves_metrics = crate::client::http_client()
-        .get(&metrics)
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success());
+    let metrics = demo
+        .coordinator
+        .metrics_addr
+        .map(|addr| format!("http://{addr}/metrics"));
     let mut b = String::from("\n");
     let mut row = |name: &str, value: String| b.push_str(&format!("  {name:<13} {value}\n"));
     row(
         "REST API",
         format!("{api}  (admin token in {})", token_file.display()),
     );
-    if serves_metrics {
+    if let Some(metrics) = metrics {
         row("metrics", metrics);
     }
     if args.agent_metrics_addr.port() != 0 {

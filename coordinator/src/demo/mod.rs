@@ -216,6 +216,9 @@ impl Demo {
         serve.grpc_addr = args.grpc_addr;
         serve.tls_dir = Some(tls);
         serve.notify.notify_webhook = Some(webhook.url.clone());
+        // Metrics on a loopback listener of their own (the API port serves
+        // them only with a token).
+        serve.http.metrics_addr = Some(SocketAddr::new(args.http_addr.ip(), 0));
         let started = match ServeConfig::try_from(serve) {
             Ok(config) => server::start(config).await.map_err(DemoError::Coordinator),
             Err(err) => Err(err.into()),

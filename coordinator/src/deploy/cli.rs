@@ -83,6 +83,27 @@ pub struct ClusterArgs {
         default_value = "letsencrypt-prod"
     )]
     pub cluster_issuer: String,
+    /// Where the tenants' databases are (CIDR, repeatable or
+    /// comma-separated): the only addresses outside its namespace, besides
+    /// DNS, a tenant's pods may reach. None by default: set it.
+    #[arg(
+        long = "tenant-database-cidr",
+        env = "KNOWTON_TENANT_DATABASE_CIDRS",
+        value_delimiter = ','
+    )]
+    pub tenant_database_cidrs: Vec<String>,
+    /// The tenants' databases' port.
+    #[arg(long, env = "KNOWTON_TENANT_DATABASE_PORT", default_value_t = 5432)]
+    pub tenant_database_port: u16,
+    /// The coordinator's service account, NAMESPACE/NAME: each tenant
+    /// namespace binds it the ClusterRole knowton-tenant-manager (its
+    /// rights on the tenant's Secrets).
+    #[arg(
+        long,
+        env = "KNOWTON_SERVICE_ACCOUNT",
+        default_value = "knowton-system/knowton-coordinator"
+    )]
+    pub service_account: String,
 }
 
 impl Default for ClusterArgs {
@@ -96,6 +117,12 @@ impl Default for ClusterArgs {
             ingress_class: defaults.ingress_class,
             ingress_style: defaults.ingress_style,
             cluster_issuer: defaults.cluster_issuer,
+            tenant_database_cidrs: defaults.database_cidrs,
+            tenant_database_port: defaults.database_port,
+            service_account: format!(
+                "{}/{}",
+                defaults.service_account.0, defaults.service_account.1
+            ),
         }
     }
 }
@@ -134,6 +161,20 @@ impl ClusterArgs {
                 self.namespace_prefix
             ));
         }
+        for cidr in &self.tenant_database_cidrs {
+            if let Err(problem) = database_cidr(cidr) {
+                errors.push(format!("--tenant-database-cidr {cidr:?} {problem}"));
+            }
+        }
+        if self.tenant_database_port == 0 {
+            errors.push("--tenant-database-port must be a port (1 to 65535)".to_owned());
+        }
+        if service_account(&self.service_account).is_none() {
+            errors.push(format!(
+                "--service-account {:?} must be NAMESPACE/NAME (e.g. knowton-system/knowton-coordinator)",
+                self.service_account
+            ));
+        }
     }
 
     pub fn settings(&self) -> ClusterSettings {
@@ -145,8 +186,46 @@ impl ClusterArgs {
             ingress_class: self.ingress_class.clone(),
             ingress_style: self.ingress_style,
             cluster_issuer: self.cluster_issuer.clone(),
+            database_cidrs: self.tenant_database_cidrs.clone(),
+            database_port: self.tenant_database_port,
+            service_account: service_account(&self.service_account)
+                .unwrap_or_else(|| ClusterSettings::default().service_account),
             ..ClusterSettings::default()
         }
+    }
+}
+
+/// `NAMESPACE/NAME` of a service account, both DNS labels.
+fn service_account(text: &str) -> Option<(String, String)> {
+    let (namespace, name) = text.split_once('/')?;
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    (label(namespace) && label(name)).then(|| (namespace.to_owned(), name.to_owned()))
+}
+
+/// A database's addresses: a CIDR no wider than a /16 (IPv4) or a /48
+/// (IPv6), so that "the tenants' databases" cannot quietly become a whole
+/// private network.
+fn database_cidr(cidr: &str) -> Result<(), &'static str> {
+    if !is_cidr(cidr) {
+        return Err("is not a CIDR (e.g. 10.20.30.0/24)");
+    }
+    let (addr, prefix) = cidr.split_once('/').unwrap_or_default();
+    let prefix: u8 = prefix.parse().unwrap_or(0);
+    let narrow = match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => prefix >= 16,
+        _ => prefix >= 48,
+    };
+    if narrow {
+        Ok(())
+    } else {
+        Err("is wider than a database's addresses (at most a /16, or a /48 for IPv6)")
     }
 }
 
@@ -221,7 +300,44 @@ pub fn is_cidr(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_cidr;
+    use super::{ClusterArgs, database_cidr, is_cidr};
+
+    #[test]
+    fn tenant_database_addresses_are_narrow_and_there_is_no_default() {
+        assert!(ClusterArgs::default().tenant_database_cidrs.is_empty());
+        for good in ["10.20.30.40/32", "10.20.0.0/16", "2001:db8:1::/48"] {
+            assert_eq!(database_cidr(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "10.0.0.0/8",
+            "0.0.0.0/0",
+            "172.16.0.0/12",
+            "::/0",
+            "db.internal",
+        ] {
+            assert!(database_cidr(bad).is_err(), "{bad}");
+        }
+        let mut args = ClusterArgs {
+            tenant_database_cidrs: vec!["10.0.0.0/8".to_owned()],
+            service_account: "knowton-coordinator".to_owned(),
+            ..ClusterArgs::default()
+        };
+        let mut errors = Vec::new();
+        args.validate(&mut errors);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains("--tenant-database-cidr \"10.0.0.0/8\""));
+        args.tenant_database_cidrs = vec!["10.20.30.40/32".to_owned()];
+        args.service_account = "ops/kt".to_owned();
+        errors.clear();
+        args.validate(&mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let settings = args.settings();
+        assert_eq!(settings.database_cidrs, ["10.20.30.40/32"]);
+        assert_eq!(
+            settings.service_account,
+            ("ops".to_owned(), "kt".to_owned())
+        );
+    }
 
     #[test]
     fn cidrs() {

@@ -198,7 +198,7 @@ impl Cluster {
         objects: &[Value],
     ) -> Result<Vec<ObjectRef>, ClusterError> {
         for object in objects {
-            self.apply_one(object, false).await?;
+            self.apply_granted(object).await?;
         }
         match namespace_of(objects) {
             Some(ns) => self.prune(tenant, &ns, objects, false).await,
@@ -209,9 +209,30 @@ impl Cluster {
     /// Re-applies only `objects` (drift repair: no pruning).
     pub async fn apply_objects(&self, objects: &[&Value]) -> Result<(), ClusterError> {
         for object in objects {
-            self.apply_one(object, false).await?;
+            self.apply_granted(object).await?;
         }
         Ok(())
+    }
+
+    /// [`Self::apply_one`], retrying a Secret's apply that is forbidden for
+    /// about two seconds: the coordinator's rights on a tenant's Secrets
+    /// come from the RoleBinding applied just before, which the API
+    /// server's authorizer may not have seen yet.
+    async fn apply_granted(&self, object: &Value) -> Result<Value, ClusterError> {
+        let mut delay = std::time::Duration::from_millis(100);
+        for _ in 0..4 {
+            match self.apply_one(object, false).await {
+                Err(ClusterError::Apply { source, .. })
+                    if object["kind"] == "Secret"
+                        && matches!(&*source, kube::Error::Api(status) if status.code == 403) =>
+                {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                done => return done,
+            }
+        }
+        self.apply_one(object, false).await
     }
 
     /// The tenant's objects in `namespace` that `objects` does not

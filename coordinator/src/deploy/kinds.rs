@@ -14,6 +14,15 @@ pub struct Kind {
 }
 
 impl Kind {
+    /// Whether the drift watch follows this kind across the cluster. Not
+    /// Secrets: listing them cluster-wide would mean reading every Secret
+    /// of the cluster, so the coordinator may read them only in tenant
+    /// namespaces (deploy/coordinator/clusterrole-tenant-manager.yaml) and
+    /// the periodic drift check reads each tenant's Secret there.
+    pub fn is_watched(&self) -> bool {
+        *self != SECRET
+    }
+
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
             self.version.to_owned()
@@ -60,6 +69,7 @@ const fn kind(
 }
 
 pub const NAMESPACE: Kind = kind("", "v1", "Namespace", "namespaces", false);
+pub const SECRET: Kind = kind("", "v1", "Secret", "secrets", true);
 pub const DEPLOYMENT: Kind = kind("apps", "v1", "Deployment", "deployments", true);
 pub const LEASE: Kind = kind("coordination.k8s.io", "v1", "Lease", "leases", true);
 
@@ -68,10 +78,17 @@ pub const LEASE: Kind = kind("coordination.k8s.io", "v1", "Lease", "leases", tru
 /// rendering drops is still found and deleted.
 pub const MANAGED: &[Kind] = &[
     NAMESPACE,
+    kind(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        true,
+    ),
     kind("", "v1", "ResourceQuota", "resourcequotas", true),
     kind("", "v1", "LimitRange", "limitranges", true),
     kind("", "v1", "ConfigMap", "configmaps", true),
-    kind("", "v1", "Secret", "secrets", true),
+    SECRET,
     kind("", "v1", "Service", "services", true),
     DEPLOYMENT,
     kind("networking.k8s.io", "v1", "Ingress", "ingresses", true),

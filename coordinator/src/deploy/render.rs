@@ -15,6 +15,10 @@ pub const PLAN_LABEL: &str = "knowton.io/plan";
 /// Pod template annotation: digest of the config and secrets the pods read.
 pub const CONFIG_HASH_ANNOTATION: &str = "knowton.io/config-hash";
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "knowton-coordinator");
+/// The ClusterRole (deploy/coordinator/clusterrole-tenant-manager.yaml)
+/// that each tenant namespace's RoleBinding grants the coordinator there:
+/// its rights on the tenant's Secrets, which it holds nowhere else.
+pub const TENANT_MANAGER_ROLE: &str = "knowton-tenant-manager";
 
 /// What a tenant's deployment is rendered from.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,8 +73,12 @@ pub struct ClusterSettings {
     pub ingress_namespace: String,
     /// Namespace of the monitoring stack and the agents.
     pub monitoring_namespace: String,
-    /// Where tenants' databases are (egress allowed there).
-    pub database_cidr: String,
+    /// The coordinator's service account (namespace, name), which each
+    /// tenant namespace's RoleBinding names.
+    pub service_account: (String, String),
+    /// Where tenants' databases are: the only addresses outside their
+    /// namespace (besides DNS) their pods may reach. None by default.
+    pub database_cidrs: Vec<String>,
     pub database_port: u16,
     pub replicas: BTreeMap<Plan, Replicas>,
 }
@@ -87,7 +95,11 @@ impl Default for ClusterSettings {
             cluster_issuer: "letsencrypt-prod".to_owned(),
             ingress_namespace: "ingress-nginx".to_owned(),
             monitoring_namespace: "knowton-system".to_owned(),
-            database_cidr: "10.0.0.0/8".to_owned(),
+            service_account: (
+                "knowton-system".to_owned(),
+                "knowton-coordinator".to_owned(),
+            ),
+            database_cidrs: Vec::new(),
             database_port: 5432,
             replicas: BTreeMap::from([
                 (Plan::Basic, Replicas { min: 2, max: 4 }),
@@ -184,6 +196,22 @@ pub fn render(spec: &TenantSpec, secrets: &TenantSecrets, cluster: &ClusterSetti
         json!({
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": ns, "labels": labels(spec, None)},
+        }),
+        // The coordinator's rights on this namespace's Secrets, before the
+        // Secret is applied.
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": meta(spec, &ns, "knowton-coordinator", None),
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": TENANT_MANAGER_ROLE,
+            },
+            "subjects": [{
+                "kind": "ServiceAccount",
+                "name": cluster.service_account.1,
+                "namespace": cluster.service_account.0,
+            }],
         }),
         json!({
             "apiVersion": "v1", "kind": "ResourceQuota",
@@ -468,6 +496,26 @@ fn ingress(spec: &TenantSpec, ns: &str, cluster: &ClusterSettings) -> Value {
 
 fn network_policies(spec: &TenantSpec, ns: &str, cluster: &ClusterSettings) -> Vec<Value> {
     let from_namespace = |name: &str| json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}});
+    let mut egress = vec![
+        json!({"to": [{"podSelector": {}}]}),
+        json!({
+            "to": [{
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        }),
+    ];
+    if !cluster.database_cidrs.is_empty() {
+        egress.push(json!({
+            "to": cluster
+                .database_cidrs
+                .iter()
+                .map(|cidr| json!({"ipBlock": {"cidr": cidr}}))
+                .collect::<Vec<_>>(),
+            "ports": [{"protocol": "TCP", "port": cluster.database_port}],
+        }));
+    }
     vec![
         json!({
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -488,20 +536,7 @@ fn network_policies(spec: &TenantSpec, ns: &str, cluster: &ClusterSettings) -> V
             "spec": {
                 "podSelector": {},
                 "policyTypes": ["Egress"],
-                "egress": [
-                    {"to": [{"podSelector": {}}]},
-                    {
-                        "to": [{
-                            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                        }],
-                        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-                    },
-                    {
-                        "to": [{"ipBlock": {"cidr": cluster.database_cidr}}],
-                        "ports": [{"protocol": "TCP", "port": cluster.database_port}],
-                    },
-                ],
+                "egress": egress,
             },
         }),
     ]

@@ -2,7 +2,9 @@
 //! when one no longer holds what was applied, so drift is repaired as it
 //! happens rather than at the next periodic reconcile; the watched objects
 //! are cached so that the periodic drift check reads memory, not the API
-//! server.
+//! server. Secrets are the exception ([`Kind::is_watched`]): a cluster-wide
+//! watch of them would need the right to read every Secret in the cluster,
+//! so the periodic drift check reads each tenant's Secret in its namespace.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -53,16 +55,18 @@ impl Default for LiveCache {
 }
 
 impl LiveCache {
-    /// Whether every managed kind has been listed: before that, an object
+    /// Whether every watched kind has been listed: before that, an object
     /// missing from the cache may still exist.
     pub fn is_ready(&self) -> bool {
-        self.listed.borrow().len() == MANAGED.len()
+        self.listed.borrow().len() == watched().count()
     }
 
     /// Waits until [`LiveCache::is_ready`].
     pub async fn wait_until_ready(&self) {
         let mut listed = self.listed.subscribe();
-        let _ = listed.wait_for(|kinds| kinds.len() == MANAGED.len()).await;
+        let _ = listed
+            .wait_for(|kinds| kinds.len() == watched().count())
+            .await;
     }
 
     /// The object as last seen; `None` when it does not exist (or the
@@ -140,13 +144,18 @@ pub fn watch_kind(
         })
 }
 
-/// One watch per managed kind, filling the deployer's cache; they stop
+/// The managed kinds the drift watch follows.
+pub fn watched() -> impl Iterator<Item = &'static Kind> {
+    MANAGED.iter().filter(|kind| kind.is_watched())
+}
+
+/// One watch per watched kind, filling the deployer's cache; they stop
 /// when `shutdown` turns true.
 pub fn spawn(deployer: Deployer, shutdown: watch::Receiver<bool>) {
     let Some(cluster) = deployer.cluster().cloned() else {
         return;
     };
-    for kind in MANAGED {
+    for kind in watched() {
         let events = watch_kind(cluster.api_of(kind), kind, deployer.live().clone());
         let deployer = deployer.clone();
         let mut shutdown = shutdown.clone();

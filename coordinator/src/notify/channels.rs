@@ -140,12 +140,17 @@ impl ResolvedChannels {
 
     /// Only the operator's channels (when the tenant silenced its own).
     pub fn operator_only(&self) -> Self {
-        let operator = |(receiver, _): &&(Receiver, _)| *receiver == Receiver::Operator;
+        fn operator<T: Clone>(all: &[(Receiver, T)]) -> Vec<(Receiver, T)> {
+            all.iter()
+                .filter(|(receiver, _)| *receiver == Receiver::Operator)
+                .cloned()
+                .collect()
+        }
         ResolvedChannels {
             emails: self.emails[..self.operator_emails].to_vec(),
             operator_emails: self.operator_emails,
-            webhooks: self.webhooks.iter().filter(operator).cloned().collect(),
-            slack: self.slack.iter().filter(operator).cloned().collect(),
+            webhooks: operator(&self.webhooks),
+            slack: operator(&self.slack),
         }
     }
 }

@@ -19,8 +19,8 @@ use uuid::Uuid;
 
 pub use deploy::{DeployStore, DeploymentEvent, DeploymentRow, DeploymentSettings, Phase};
 pub use monitor::{
-    AlertEventRow, AlertFilter, AlertRow, AlertState, AlertWrite, CleanupCounts, HealthSummary,
-    ADMIN_ACTOR, MonitorStore, Rollup, Silence,
+    ADMIN_ACTOR, AlertEventRow, AlertFilter, AlertRow, AlertState, AlertWrite, CleanupCounts,
+    HealthSummary, MonitorStore, Rollup, Silence,
 };
 pub use sql::{PgStore, SqliteStore};
 

@@ -162,6 +162,13 @@ pub const POD_DISRUPTION_BUDGETS: ResourceType = with_status(resource(
     "PodDisruptionBudget",
     true,
 ));
+pub const ROLE_BINDINGS: ResourceType = resource(
+    "rbac.authorization.k8s.io",
+    "v1",
+    "rolebindings",
+    "RoleBinding",
+    true,
+);
 pub const LEASES: ResourceType = ResourceType {
     create_on_update: true,
     ..resource("coordination.k8s.io", "v1", "leases", "Lease", true)
@@ -182,5 +189,6 @@ pub const RESOURCES: &[ResourceType] = &[
     NETWORK_POLICIES,
     HORIZONTAL_POD_AUTOSCALERS,
     POD_DISRUPTION_BUDGETS,
+    ROLE_BINDINGS,
     LEASES,
 ];

@@ -286,8 +286,12 @@ fn spawn_agent(
 }
 
 async fn scrape(kt: &BenchCoordinator) -> anyhow::Result<String> {
-    Ok(reqwest::get(format!("http://{}/metrics", kt.http_addr))
+    Ok(reqwest::Client::new()
+        .get(format!("http://{}/metrics", kt.http_addr))
+        .bearer_auth(kt.metrics_token())
+        .send()
         .await?
+        .error_for_status()?
         .text()
         .await?)
 }

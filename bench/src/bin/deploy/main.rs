@@ -18,9 +18,8 @@ use std::time::Duration;
 use clap::Parser;
 use knowton_bench::system::rss_bytes;
 use knowton_common::{Branding, Plan};
-use knowton_coordinator::deploy::kinds::MANAGED;
 use knowton_coordinator::deploy::render::MANAGED_BY;
-use knowton_coordinator::deploy::watch::{LiveCache, watch_kind};
+use knowton_coordinator::deploy::watch::{LiveCache, watch_kind, watched};
 use knowton_coordinator::deploy::{
     Cluster, ClusterSettings, TenantSecrets, TenantSpec, render, to_yaml,
 };
@@ -229,7 +228,7 @@ async fn watch_cache(args: &Args) -> ExitCode {
     let rss_before = rss_bytes().unwrap_or(0);
     let started = Instant::now();
     let cache = Arc::new(LiveCache::default());
-    for kind in MANAGED {
+    for kind in watched() {
         let events = watch_kind(cluster.api_of(kind), kind, cache.clone());
         tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
@@ -287,8 +286,7 @@ async fn serve_fake(args: &Args, kubeconfig: &Path) -> ExitCode {
         args.cached_tenants,
         started.elapsed().as_secs_f64()
     );
-    let served: usize = MANAGED
-        .iter()
+    let served: usize = watched()
         .flat_map(|kind| fake.objects(&kind.api_version(), kind.kind, None))
         .filter(|o| o["metadata"]["labels"][MANAGED_BY.0] == MANAGED_BY.1)
         .map(|o| serde_json::to_vec(&o).map_or(0, |v| v.len()))

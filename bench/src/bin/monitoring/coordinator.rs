@@ -65,6 +65,8 @@ impl Coordinator {
         let mut args = ServeArgs::for_dir(dir.path());
         args.secret_key = Some(B64.encode(key));
         args.admin_token = Some(admin_token.clone());
+        // The admin token doubles as the metrics token.
+        args.http.metrics_token = Some(admin_token.clone());
 
         let mut coordinator = Coordinator {
             runtime,

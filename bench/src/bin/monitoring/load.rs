@@ -87,7 +87,12 @@ pub struct Family {
     pub bytes: usize,
 }
 
-pub async fn scrape(client: &reqwest::Client, base_url: &str, count: usize) -> Scrapes {
+pub async fn scrape(
+    client: &reqwest::Client,
+    base_url: &str,
+    token: &str,
+    count: usize,
+) -> Scrapes {
     let url = format!("{base_url}/metrics");
     let mut scrapes = Scrapes {
         latencies: Vec::with_capacity(count),
@@ -98,7 +103,7 @@ pub async fn scrape(client: &reqwest::Client, base_url: &str, count: usize) -> S
     };
     for _ in 0..count {
         let sent = Instant::now();
-        let body = match client.get(&url).send().await {
+        let body = match client.get(&url).bearer_auth(token).send().await {
             Ok(r) if r.status() == StatusCode::OK => r.bytes().await.ok(),
             _ => None,
         };

@@ -255,8 +255,13 @@ fn bench(
     );
 
     let client = load::http_client()?;
-    let _ = client_rt.block_on(load::scrape(&client, &kt.base_url, 3));
-    let scrapes = client_rt.block_on(load::scrape(&client, &kt.base_url, args.scrapes));
+    let _ = client_rt.block_on(load::scrape(&client, &kt.base_url, &kt.admin_token, 3));
+    let scrapes = client_rt.block_on(load::scrape(
+        &client,
+        &kt.base_url,
+        &kt.admin_token,
+        args.scrapes,
+    ));
     let render = load::render(&state, args.scrapes);
     let scrape_latency = Latency::of(scrapes.latencies.iter().copied());
     let metrics = MetricsReport {

@@ -72,7 +72,9 @@ impl Deployer {
     }
 
     /// The objects the watch cache holds differently from `objects` (or
-    /// not at all); `None` while the cache is not filled yet.
+    /// not at all), and those of kinds it does not watch (Secrets, read
+    /// from the API server in the tenant's namespace); `None` while the
+    /// cache is not filled yet.
     fn cached_suspects(&self, objects: &[Value]) -> Option<Vec<Value>> {
         let live = &self.inner.live;
         if !live.is_ready() {
@@ -81,8 +83,10 @@ impl Deployer {
         let suspects = objects
             .iter()
             .filter(|object| {
-                live.get(&ObjectRef::of(object))
-                    .is_none_or(|held| !drift(&held, object).is_empty())
+                !Kind::of(object).is_some_and(|kind| kind.is_watched())
+                    || live
+                        .get(&ObjectRef::of(object))
+                        .is_none_or(|held| !drift(&held, object).is_empty())
             })
             .cloned()
             .collect();

@@ -32,13 +32,18 @@ fn spec(plan: Plan) -> TenantSpec {
     }
 }
 
+/// The cluster of the snapshots: the defaults, with the tenants'
+/// databases at two addresses.
+fn cluster() -> ClusterSettings {
+    ClusterSettings {
+        database_cidrs: vec!["192.0.2.10/32".to_owned(), "192.0.2.11/32".to_owned()],
+        ..ClusterSettings::default()
+    }
+}
+
 /// Every object of a professional tenant.
 pub(crate) fn sample_objects() -> Vec<Value> {
-    render(
-        &spec(Plan::Professional),
-        &secrets(),
-        &ClusterSettings::default(),
-    )
+    render(&spec(Plan::Professional), &secrets(), &cluster())
 }
 
 fn secrets() -> TenantSecrets {
@@ -59,11 +64,7 @@ fn rendered_objects_match_their_snapshots() {
     let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
     let mut stale = Vec::new();
     for plan in Plan::ALL {
-        let yaml = to_yaml(&render(
-            &spec(plan),
-            &secrets(),
-            &ClusterSettings::default(),
-        ));
+        let yaml = to_yaml(&render(&spec(plan), &secrets(), &cluster()));
         let path = snapshot_path(plan);
         if update {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -229,4 +230,51 @@ fn the_ingress_speaks_the_configured_controllers_annotations() {
         annotations["cert-manager.io/cluster-issuer"],
         "letsencrypt-prod"
     );
+}
+
+#[test]
+fn tenant_egress_reaches_only_the_configured_database_addresses() {
+    let egress_of = |cluster: &ClusterSettings| {
+        render(&spec(Plan::Basic), &secrets(), cluster)
+            .into_iter()
+            .find(|o| o["metadata"]["name"] == "isolate-egress")
+            .unwrap()["spec"]["egress"]
+            .clone()
+    };
+    // No default range: without configured databases, no address outside
+    // the namespace but DNS.
+    let none = egress_of(&ClusterSettings::default());
+    assert!(!none.to_string().contains("ipBlock"), "{none}");
+    let some = egress_of(&cluster());
+    let blocks: Vec<&str> = some
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| rule["to"].as_array().unwrap())
+        .filter_map(|peer| peer["ipBlock"]["cidr"].as_str())
+        .collect();
+    assert_eq!(blocks, ["192.0.2.10/32", "192.0.2.11/32"]);
+    assert!(!some.to_string().contains("10.0.0.0/8"));
+}
+
+#[test]
+fn each_tenant_namespace_binds_the_coordinator_to_the_tenant_manager_role_only() {
+    let objects = render(&spec(Plan::Basic), &secrets(), &cluster());
+    let bindings: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding")
+        .collect();
+    assert_eq!(bindings.len(), 1);
+    let binding = bindings[0];
+    assert_eq!(binding["kind"], "RoleBinding");
+    assert_eq!(binding["metadata"]["namespace"], "knowton-tenant-acme");
+    assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(binding["roleRef"]["name"], TENANT_MANAGER_ROLE);
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "knowton-coordinator", "namespace": "knowton-system"}])
+    );
+    // Bound before the Secret it allows is applied.
+    let position = |kind: &str| objects.iter().position(|o| o["kind"] == kind).unwrap();
+    assert!(position("RoleBinding") < position("Secret"));
 }
