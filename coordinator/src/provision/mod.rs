@@ -618,7 +618,6 @@ fn planned_change(
     }
     let features = req
         .features
-        .clone()
         .unwrap_or_default()
         .apply(rebase_features(current.features, current.plan, plan), plan)?;
     let branding = match &req.branding {
