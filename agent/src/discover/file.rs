@@ -43,7 +43,7 @@ pub fn read_targets(path: &Path) -> Result<Vec<Target>, TargetsError> {
 }
 
 /// Checks the contents of the targets file at `path`.
-fn parse_targets(path: &Path, bytes: &[u8]) -> Result<Vec<Target>, TargetsError> {
+pub(crate) fn parse_targets(path: &Path, bytes: &[u8]) -> Result<Vec<Target>, TargetsError> {
     let text = String::from_utf8_lossy(bytes);
     let targets: Vec<Target> = if text.trim().is_empty() {
         Vec::new()

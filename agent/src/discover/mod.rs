@@ -7,7 +7,7 @@
 //! RBAC in a cluster: `get`/`list`/`watch` on `pods` cluster-wide
 //! ([`kubernetes`]) and `get` on `nodes/proxy` (storage, [`crate::kubelet`]).
 
-mod file;
+pub(crate) mod file;
 pub mod kubernetes;
 
 use std::path::PathBuf;
