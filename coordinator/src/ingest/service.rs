@@ -148,21 +148,24 @@ impl AgentStream for IngestService {
 
 impl IngestService {
     async fn check_hello(&self, hello: &Hello, peer: &AgentPeer) -> Result<u32, Status> {
-        if hello.node_name != peer.node {
-            let refused = match &self.pods {
-                Some(pods) if peer.node.ends_with(super::identity::POD_SUFFIX) => {
-                    pods.verify(&peer.node, &hello.node_name).await.err()
-                }
-                _ => Some(format!(
-                    "hello names node {:?} but the client certificate is for {:?}",
-                    hello.node_name, peer.node
-                )),
-            };
-            if let Some(reason) = refused {
-                Counters::add(&self.registry.counters.hellos_rejected, 1);
-                tracing::warn!(certificate = %peer.node, hello = %hello.node_name, remote = %peer.remote, %reason, "agent refused: its certificate is not for the node it names");
-                return Err(Status::permission_denied(reason));
+        // A pod identity is checked against the API server even when the
+        // hello names the certificate's own CN: otherwise an agent pod's
+        // certificate would be let in as a "node" named after its pod,
+        // unchecked (issue 11, finding 8).
+        let refused = match &self.pods {
+            Some(pods) if peer.node.ends_with(super::identity::POD_SUFFIX) => {
+                pods.verify(&peer.node, &hello.node_name).await.err()
             }
+            _ if hello.node_name == peer.node => None,
+            _ => Some(format!(
+                "hello names node {:?} but the client certificate is for {:?}",
+                hello.node_name, peer.node
+            )),
+        };
+        if let Some(reason) = refused {
+            Counters::add(&self.registry.counters.hellos_rejected, 1);
+            tracing::warn!(certificate = %peer.node, hello = %hello.node_name, remote = %peer.remote, %reason, "agent refused: its certificate is not for the node it names");
+            return Err(Status::permission_denied(reason));
         }
         if hello.protocol_version == 0 || hello.session_id.is_empty() {
             Counters::add(&self.registry.counters.hellos_rejected, 1);
