@@ -4,6 +4,8 @@
 //! while streams run, and so the client certificate's identity travels with
 //! each connection to the handler, which checks the hello against it.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod placement;
 pub mod registry;

@@ -10,7 +10,7 @@ use knowton_proto::agent::v1::agent_message::Body as In;
 use knowton_proto::agent::v1::agent_stream_server::AgentStream;
 use knowton_proto::agent::v1::coordinator_message::Body as Out;
 use knowton_proto::agent::v1::{
-    Ack, AgentMessage, CoordinatorMessage, Heartbeat, Hello, Instruction, Welcome,
+    Ack, AgentMessage, CoordinatorMessage, Heartbeat, Hello, Instruction, ResultBatch, Welcome,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -253,18 +253,9 @@ impl IngestService {
     fn handle(&self, conn: &Connection, msg: AgentMessage) -> Result<Option<Out>, Status> {
         match msg.body {
             Some(In::Batch(batch)) => {
-                if batch.results.len() > self.settings.max_batch_results {
+                if let Err(status) = check_batch(&self.settings, &batch) {
                     Counters::add(&self.registry.counters.streams_rejected, 1);
-                    return Err(Status::invalid_argument(format!(
-                        "a batch holds at most {} results, got {}",
-                        self.settings.max_batch_results,
-                        batch.results.len()
-                    )));
-                }
-                if batch.sequence == 0 {
-                    return Err(Status::invalid_argument(
-                        "batch sequence numbers start at 1",
-                    ));
+                    return Err(status);
                 }
                 match self.registry.ingest(conn, batch, &self.directory) {
                     BatchOutcome::Stored { ack, .. } | BatchOutcome::Duplicate { ack } => {
@@ -287,6 +278,24 @@ impl IngestService {
             }
         }
     }
+}
+
+/// What a batch must be before its results are looked at; a batch that
+/// is not ends its stream.
+pub(super) fn check_batch(settings: &StreamSettings, batch: &ResultBatch) -> Result<(), Status> {
+    if batch.results.len() > settings.max_batch_results {
+        return Err(Status::invalid_argument(format!(
+            "a batch holds at most {} results, got {}",
+            settings.max_batch_results,
+            batch.results.len()
+        )));
+    }
+    if batch.sequence == 0 {
+        return Err(Status::invalid_argument(
+            "batch sequence numbers start at 1",
+        ));
+    }
+    Ok(())
 }
 
 fn results_in(msg: &AgentMessage) -> usize {

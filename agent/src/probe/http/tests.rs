@@ -232,3 +232,131 @@ fn responses_are_read_whatever_the_reads() {
     .unwrap();
     assert_eq!((&body[..], reusable), (&b"ok"[..], false));
 }
+
+mod properties {
+    //! Whatever a pod sends, however the socket cuts it: no panic, no body
+    //! over the limit, and what was encoded is what is read.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// `bytes` cut at `cuts` (positions taken modulo its length).
+    fn split(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut at: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        at.sort_unstable();
+        let mut reads = Vec::new();
+        let mut from = 0;
+        for cut in at.into_iter().chain([bytes.len()]) {
+            reads.push(bytes[from..cut].to_vec());
+            from = cut;
+        }
+        reads
+    }
+
+    fn read(bytes: &[u8], cuts: &[usize], limit: usize) -> Result<(u16, Bytes, bool), String> {
+        let reads = split(bytes, cuts);
+        read_response(reads.iter().map(Vec::as_slice), limit)
+    }
+
+    /// A chunked encoding of `body`: chunks of the given sizes (the rest in
+    /// one), each size in upper or lower case with optional extensions,
+    /// then optional trailers.
+    fn chunked(body: &[u8], sizes: &[usize], upper: bool, trailers: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = body;
+        let mut sizes = sizes.iter();
+        while !rest.is_empty() {
+            let n = sizes.next().map_or(rest.len(), |s| (s % rest.len()) + 1);
+            let (chunk, after) = rest.split_at(n);
+            let size = if upper {
+                format!("{n:X}")
+            } else {
+                format!("{n:x};ext=\"v\"")
+            };
+            out.extend_from_slice(size.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(b"\r\n");
+            rest = after;
+        }
+        out.extend_from_slice(b"0\r\n");
+        if trailers {
+            out.extend_from_slice(b"X-Checksum: 1\r\nX-Other: two\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_nor_exceed_the_limit(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            limit in 0usize..512,
+        ) {
+            if let Ok((_, body, _)) = read(&bytes, &cuts, limit) {
+                prop_assert!(body.len() <= limit);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bodies_after_a_valid_head_never_panic(
+            framing in prop_oneof![
+                Just("Transfer-Encoding: chunked\r\n".to_owned()),
+                (0usize..300).prop_map(|n| format!("Content-Length: {n}\r\n")),
+                Just(String::new()),
+            ],
+            body in proptest::collection::vec(
+                prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'0'), Just(b'f'), Just(b';'), any::<u8>()],
+                0..600,
+            ),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+            limit in 0usize..256,
+        ) {
+            let mut bytes = format!("HTTP/1.1 200 OK\r\n{framing}\r\n").into_bytes();
+            bytes.extend_from_slice(&body);
+            if let Ok((status, body, _)) = read(&bytes, &cuts, limit) {
+                prop_assert_eq!(status, 200);
+                prop_assert!(body.len() <= limit);
+            }
+        }
+
+        #[test]
+        fn a_chunked_body_reads_back_whatever_the_reads(
+            body in proptest::collection::vec(any::<u8>(), 0..1500),
+            sizes in proptest::collection::vec(any::<usize>(), 0..20),
+            upper in any::<bool>(),
+            trailers in any::<bool>(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+            limit in 0usize..2000,
+        ) {
+            let mut bytes = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            bytes.extend(chunked(&body, &sizes, upper, trailers));
+            let got = read(&bytes, &cuts, limit);
+            if body.len() <= limit {
+                let (status, read_body, reusable) = got.unwrap();
+                prop_assert_eq!(status, 200);
+                prop_assert_eq!(&read_body[..], &body[..]);
+                prop_assert!(reusable);
+            } else {
+                prop_assert_eq!(got.unwrap_err(), format!("body larger than {limit} bytes"));
+            }
+        }
+
+        #[test]
+        fn a_sized_body_reads_back_whatever_the_reads(
+            body in proptest::collection::vec(any::<u8>(), 0..1500),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let mut bytes = format!("HTTP/1.1 503 Busy\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+            bytes.extend_from_slice(&body);
+            let (status, read_body, reusable) = read(&bytes, &cuts, 1500).unwrap();
+            prop_assert_eq!(status, 503);
+            prop_assert_eq!(&read_body[..], &body[..]);
+            prop_assert!(reusable);
+        }
+    }
+}
