@@ -48,7 +48,8 @@ pub struct Args {
     pub targets: Option<PathBuf>,
 
     /// Where the pods to probe come from: the Kubernetes API (pods on this
-    /// node labelled `knowton.io/tenant`) or the --targets file. Default:
+    /// node in a tenant namespace, labelled `knowton.io/tenant` with that
+    /// tenant) or the --targets file. Default:
     /// `file` when --targets is given, else `kubernetes`.
     #[arg(long, env = "KNOWTON_DISCOVERY", value_enum)]
     pub discovery: Option<DiscoveryKind>,
@@ -57,6 +58,16 @@ pub struct Args {
     /// port named `http`.
     #[arg(long, env = "KNOWTON_POD_PORT", default_value_t = 3000)]
     pub pod_port: u16,
+
+    /// Prefix of the tenant namespaces, as the coordinator's
+    /// --namespace-prefix: only pods in `<prefix><tenant>` are probed as
+    /// that tenant's, whatever labels pods elsewhere carry.
+    #[arg(
+        long,
+        env = "KNOWTON_NAMESPACE_PREFIX",
+        default_value = knowton_common::namespace::DEFAULT_NAMESPACE_PREFIX
+    )]
+    pub namespace_prefix: String,
 
     /// The Kubernetes API server's URL, used as is without credentials
     /// (e.g. `kubectl proxy` on http://127.0.0.1:8001, or a test's fake API
@@ -118,6 +129,8 @@ pub enum DiscoverySource {
         api_url: Option<String>,
         /// Backend port of a pod without a container port named `http`.
         pod_port: u16,
+        /// Prefix of the tenant namespaces (`--namespace-prefix`).
+        namespace_prefix: String,
     },
 }
 
@@ -169,10 +182,19 @@ impl Args {
                 "--targets {} is only read with --discovery file; drop one of them",
                 path.display()
             )),
-            (DiscoveryKind::Kubernetes, None) => Ok(DiscoverySource::Kubernetes {
-                api_url: self.kube_api_url.clone(),
-                pod_port: self.pod_port,
-            }),
+            (DiscoveryKind::Kubernetes, None) => {
+                if !knowton_common::namespace::is_namespace_prefix(&self.namespace_prefix) {
+                    return Err(format!(
+                        "--namespace-prefix {:?} must be lower-case letters, digits and '-', start with a letter and be at most 23 characters",
+                        self.namespace_prefix
+                    ));
+                }
+                Ok(DiscoverySource::Kubernetes {
+                    api_url: self.kube_api_url.clone(),
+                    pod_port: self.pod_port,
+                    namespace_prefix: self.namespace_prefix.clone(),
+                })
+            }
         }
     }
 
@@ -268,7 +290,8 @@ mod tests {
             parse(&[]).discovery_source(),
             Ok(DiscoverySource::Kubernetes {
                 api_url: None,
-                pod_port: 3000
+                pod_port: 3000,
+                namespace_prefix: "knowton-tenant-".into(),
             })
         );
         assert_eq!(
@@ -283,7 +306,8 @@ mod tests {
             .discovery_source(),
             Ok(DiscoverySource::Kubernetes {
                 api_url: Some("http://127.0.0.1:8001".into()),
-                pod_port: 8080
+                pod_port: 8080,
+                namespace_prefix: "knowton-tenant-".into(),
             })
         );
         let err = parse(&["--discovery", "file"])
@@ -294,6 +318,10 @@ mod tests {
             .discovery_source()
             .unwrap_err();
         assert!(err.contains("t.yaml"), "{err}");
+        let err = parse(&["--namespace-prefix", "Tenants_"])
+            .discovery_source()
+            .unwrap_err();
+        assert!(err.contains("--namespace-prefix"), "{err}");
         // Every bad flag at once.
         let args =
             Args::try_parse_from(["knowton-agent", "--node-name", "n1", "--discovery", "file"])

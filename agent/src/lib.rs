@@ -7,10 +7,13 @@
 //! - [`probe`]: liveness, API health and metrics probes of one pod.
 //! - [`storage`]: volume usage of a pod from its filesystem (targets file).
 //! - [`kubelet`]: volume usage of the discovered pods from the kubelet.
+//! - `fuzzing`: the parsers of outside input, for the fuzz targets.
 
 pub mod buffer;
 pub mod config;
 pub mod discover;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kubelet;
 pub mod metrics;
 pub mod node;

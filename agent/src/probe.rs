@@ -9,8 +9,8 @@
 //! (connect included), is repeated at once on a fresh connection and that
 //! confirmation is reported.
 
-mod http;
-mod metrics;
+pub(crate) mod http;
+pub(crate) mod metrics;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

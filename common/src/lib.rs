@@ -7,12 +7,14 @@
 //! # Layout
 //! - [`plan`]: the three plans, their limits and their feature sets.
 //! - [`features`]: feature flags and how request overrides combine with a plan.
+//! - [`namespace`]: the naming of tenant namespaces and the tenant label.
 //! - [`thresholds`]: default warning / critical alert thresholds.
 //! - [`tenant`]: tenant status, branding and the validation of every field
 //!   an operator can send.
 //! - [`usage`]: usage counters and their comparison with a plan's limits.
 
 pub mod features;
+pub mod namespace;
 pub mod plan;
 pub mod tenant;
 pub mod thresholds;

@@ -660,14 +660,11 @@ fn ingest(state: &AppState, out: &mut String) {
         "counter",
         "Probe results dropped, by reason.",
     );
-    for (reason, n) in [
-        ("unknown_tenant", &c.unknown_tenant_results),
-        ("pods_over_limit", &c.pods_over_limit),
-    ] {
+    for (reason, n) in c.results_rejected.all() {
         let _ = writeln!(
             out,
-            "knowton_ingest_dropped_results_total{{reason=\"{reason}\"}} {}",
-            Counters::get(n)
+            "knowton_ingest_dropped_results_total{{reason=\"{}\"}} {n}",
+            reason.as_str()
         );
     }
     family(

@@ -156,4 +156,21 @@ fn the_roles_grant_what_the_deployer_does_with_each_managed_kind() {
             assert!(!allowed(cluster_wide, kind, "get"), "{}", kind.plural);
         }
     }
+    // The placement watch reads pods cluster-wide, and never writes them.
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            cluster_wide
+                .iter()
+                .any(|r| grants(r, "", "pods", verb, false)),
+            "{verb} pods"
+        );
+    }
+    for verb in ["create", "patch", "update", "delete"] {
+        assert!(
+            !cluster_wide
+                .iter()
+                .any(|r| grants(r, "", "pods", verb, false)),
+            "{verb} pods"
+        );
+    }
 }

@@ -24,6 +24,7 @@ fn agent_args(kt: &TestCoordinator, tls: &std::path::Path, targets: &std::path::
         targets: Some(targets.to_owned()),
         discovery: None,
         pod_port: 3000,
+        namespace_prefix: "knowton-tenant-".into(),
         kube_api_url: None,
         interval: Duration::from_millis(200),
         timeout: Duration::from_millis(500),

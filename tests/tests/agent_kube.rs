@@ -42,6 +42,7 @@ async fn discover_from(fake: &FakeKube) -> (Discovery, Arc<AtomicBool>) {
         DiscoverySource::Kubernetes {
             api_url: Some(fake.url()),
             pod_port: 3000,
+            namespace_prefix: "knowton-tenant-".into(),
         },
         NODE,
         synced.clone(),
@@ -196,6 +197,14 @@ async fn discovery_follows_the_running_tenant_pods_on_its_node() {
             .json(),
     );
     fake.put_pod(acme_pod("leaving", 49).terminating().json());
+    // Labelled as acme's, but not in acme's namespace (issue 11, finding 8).
+    fake.put_pod(
+        TestPod::new("default", "impostor")
+            .tenant("acme")
+            .on(NODE)
+            .running("127.0.0.59")
+            .json(),
+    );
 
     // Not synced, and no targets, before the first list completes.
     fake.hold_lists();
@@ -332,6 +341,7 @@ fn agent_args(kt: &TestCoordinator, tls: &std::path::Path, fake: &FakeKube, pod_
         targets: None,
         discovery: None,
         pod_port,
+        namespace_prefix: "knowton-tenant-".into(),
         kube_api_url: Some(fake.url()),
         interval: Duration::from_millis(200),
         timeout: Duration::from_millis(500),

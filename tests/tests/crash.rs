@@ -154,6 +154,7 @@ async fn a_committed_notification_survives_kill_9_and_arrives_once(kind: Db) {
         targets: Some(targets),
         discovery: None,
         pod_port: 3000,
+        namespace_prefix: "knowton-tenant-".into(),
         kube_api_url: None,
         interval: Duration::from_millis(200),
         timeout: Duration::from_millis(500),

@@ -814,6 +814,17 @@ mod scaling {
         kt.provision("pied", "basic").await;
         until_phase(&kt, "pied", 1, "waiting").await;
         cluster.roll_out_all("pied");
+        // The fed pods run on the feeding agent's node: with a cluster, the
+        // coordinator takes results only for those.
+        for (pod, ip) in [("p-0", "10.0.0.10"), ("p-1", "10.0.0.11")] {
+            cluster.fake.put_pod(
+                knowton_tests::fake_kube::TestPod::new(&ns("pied"), pod)
+                    .tenant("pied")
+                    .on("node-a")
+                    .running(ip)
+                    .json(),
+            );
+        }
         let (slow, slow_rx) = tokio::sync::watch::channel(false);
         let feeding = feed(&kt, "pied", slow_rx);
         until_phase(&kt, "pied", 1, "ready").await;

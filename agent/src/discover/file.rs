@@ -43,7 +43,7 @@ pub fn read_targets(path: &Path) -> Result<Vec<Target>, TargetsError> {
 }
 
 /// Checks the contents of the targets file at `path`.
-fn parse_targets(path: &Path, bytes: &[u8]) -> Result<Vec<Target>, TargetsError> {
+pub(crate) fn parse_targets(path: &Path, bytes: &[u8]) -> Result<Vec<Target>, TargetsError> {
     let text = String::from_utf8_lossy(bytes);
     let targets: Vec<Target> = if text.trim().is_empty() {
         Vec::new()
@@ -162,5 +162,83 @@ mod tests {
         }
         std::fs::write(&path, "").unwrap();
         assert!(read_targets(&path).unwrap().is_empty());
+    }
+
+    mod properties {
+        //! Whatever the file holds: no panic, at most one target per line;
+        //! and a file written from targets reads back as those targets.
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A single-quoted YAML scalar.
+        fn quoted(value: &str) -> String {
+            format!("'{}'", value.replace('\'', "''"))
+        }
+
+        fn render(targets: &[Target]) -> String {
+            let mut text = String::new();
+            for t in targets {
+                text.push_str(&format!(
+                    "- tenant: {}\n  pod: {}\n  url: {}\n",
+                    quoted(&t.tenant),
+                    quoted(&t.pod),
+                    quoted(&t.url)
+                ));
+                if let Some(path) = &t.storage_path {
+                    text.push_str(&format!(
+                        "  storagePath: {}\n",
+                        quoted(&path.to_string_lossy())
+                    ));
+                }
+            }
+            text
+        }
+
+        fn targets() -> impl Strategy<Value = Vec<Target>> {
+            let target = (
+                "[a-z0-9-]{1,12}",
+                "\\PC{1,16}",
+                "(http|https)://[a-z0-9.]{1,12}:[0-9]{1,5}(/\\PC{0,8})?",
+                proptest::option::of("/[a-z0-9/ ._-]{0,20}"),
+            )
+                .prop_map(|(tenant, pod, url, storage)| Target {
+                    tenant,
+                    pod,
+                    url,
+                    storage_path: storage.map(PathBuf::from),
+                });
+            proptest::collection::vec(target, 0..20).prop_map(|mut targets| {
+                let mut seen = std::collections::HashSet::new();
+                targets.retain(|t| seen.insert((t.tenant.clone(), t.pod.clone())));
+                targets
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
+                if let Ok(targets) = parse_targets(Path::new("t.yaml"), &bytes) {
+                    prop_assert!(targets.len() <= bytes.len());
+                }
+            }
+
+            #[test]
+            fn text_near_the_format_never_panics(text in "[-a-z:{}\\[\\],'\" \n&*!|>0-9]{0,300}") {
+                if let Ok(targets) = parse_targets(Path::new("t.yaml"), text.as_bytes()) {
+                    prop_assert!(targets.len() <= text.len());
+                }
+            }
+
+            #[test]
+            fn written_targets_read_back(targets in targets()) {
+                let text = render(&targets);
+                let read = parse_targets(Path::new("t.yaml"), text.as_bytes()).unwrap();
+                prop_assert_eq!(read, targets);
+            }
+        }
     }
 }

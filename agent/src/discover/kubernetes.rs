@@ -5,6 +5,13 @@
 //!
 //! RBAC: `get`, `list` and `watch` on `pods`, cluster-wide (tenants live in
 //! namespaces of their own; the field selector keeps it to this node).
+//!
+//! A pod is a tenant's only in that tenant's namespace
+//! (`<--namespace-prefix><slug>`): anyone who may create a pod somewhere
+//! else can label it `knowton.io/tenant`, and its results must not pass
+//! for the tenant's. Kubernetes selects namespaces by name only one at a
+//! time, so the watch selects on the label and the namespace is checked
+//! here.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -13,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use k8s_openapi::api::core::v1::Pod;
+use knowton_common::namespace::tenant_of_namespace;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -22,7 +30,7 @@ use tokio_stream::StreamExt;
 use super::Target;
 
 /// The label naming a pod's tenant (its slug); pods without it are not probed.
-pub const TENANT_LABEL: &str = "knowton.io/tenant";
+pub use knowton_common::namespace::TENANT_LABEL;
 /// A container port of this name is the backend's port.
 pub const HTTP_PORT_NAME: &str = "http";
 
@@ -72,6 +80,8 @@ pub struct PodFilter {
     pub node: String,
     /// The backend's port when no container has a port named `http`.
     pub default_port: u16,
+    /// Prefix of the tenant namespaces.
+    pub namespace_prefix: String,
 }
 
 /// A discovered pod.
@@ -81,8 +91,8 @@ pub struct PodTarget {
     pub target: Target,
 }
 
-/// The target `pod` is, if any: a pod on this node labelled with its tenant,
-/// Running, with an IP, and not being deleted.
+/// The target `pod` is, if any: a pod on this node in a tenant's namespace
+/// and labelled with that tenant, Running, with an IP, and not being deleted.
 pub fn pod_target(pod: &Pod, filter: &PodFilter) -> Option<PodTarget> {
     let meta = &pod.metadata;
     if meta.deletion_timestamp.is_some() {
@@ -92,9 +102,13 @@ pub fn pod_target(pod: &Pod, filter: &PodFilter) -> Option<PodTarget> {
     if spec.node_name.as_deref() != Some(filter.node.as_str()) {
         return None;
     }
-    let tenant = meta.labels.as_ref()?.get(TENANT_LABEL)?;
+    let namespace = meta.namespace.as_deref()?;
+    let tenant = tenant_of_namespace(&filter.namespace_prefix, namespace)?;
+    if meta.labels.as_ref()?.get(TENANT_LABEL)? != tenant {
+        return None;
+    }
     let status = pod.status.as_ref()?;
-    if tenant.is_empty() || status.phase.as_deref() != Some("Running") {
+    if status.phase.as_deref() != Some("Running") {
         return None;
     }
     let ip: IpAddr = status.pod_ip.as_deref()?.parse().ok()?;
@@ -110,9 +124,9 @@ pub fn pod_target(pod: &Pod, filter: &PodFilter) -> Option<PodTarget> {
         IpAddr::V6(ip) => format!("http://[{ip}]:{port}"),
     };
     Some(PodTarget {
-        namespace: meta.namespace.clone()?,
+        namespace: namespace.to_owned(),
         target: Target {
-            tenant: tenant.clone(),
+            tenant: tenant.to_owned(),
             pod: meta.name.clone()?,
             url,
             storage_path: None,

@@ -5,9 +5,10 @@
 //! and sets a flag once the first complete list is known (readiness).
 //!
 //! RBAC in a cluster: `get`/`list`/`watch` on `pods` cluster-wide
-//! ([`kubernetes`]) and `get` on `nodes/proxy` (storage, [`crate::kubelet`]).
+//! ([`kubernetes`]; only pods in tenant namespaces are probed) and `get`
+//! on `nodes/proxy` (storage, [`crate::kubelet`]).
 
-mod file;
+pub(crate) mod file;
 pub mod kubernetes;
 
 use std::path::PathBuf;
@@ -75,13 +76,18 @@ pub async fn start(
                 storage: None,
             })
         }
-        DiscoverySource::Kubernetes { api_url, pod_port } => {
+        DiscoverySource::Kubernetes {
+            api_url,
+            pod_port,
+            namespace_prefix,
+        } => {
             let client = kubernetes::client(api_url.as_deref()).await?;
             let pods = kubernetes::watch_pods(
                 client.clone(),
                 kubernetes::PodFilter {
                     node: node.to_owned(),
                     default_port: pod_port,
+                    namespace_prefix,
                 },
                 synced,
             );

@@ -326,141 +326,29 @@ async fn request(
         .await
         .map_err(|err| io("sending the request", err))?;
 
-    let mut buf: Vec<u8> = Vec::with_capacity(1024);
-    let head = loop {
-        if read_more(stream, &mut buf, HEAD_LIMIT)
+    let mut reader = ResponseReader::new(limit);
+    loop {
+        let room = reader.room();
+        let read = read_more(stream, &mut reader.buf, room)
             .await
-            .map_err(|err| io("reading the response", err))?
-            == 0
-        {
-            return Err(failed(
-                Failure::Other,
-                "connection closed before a response".to_owned(),
-            ));
+            .map_err(|err| {
+                let what = if reader.has_head() {
+                    "reading the body"
+                } else {
+                    "reading the response"
+                };
+                io(what, err)
+            })?;
+        let progress = reader
+            .advance(read == 0)
+            .map_err(|bad| failed(bad.failure, bad.what))?;
+        if first_byte.is_none() && reader.has_head() {
+            *first_byte = Some(Instant::now());
         }
-        match parse_head(&buf) {
-            Ok(Some(head)) if (100..200).contains(&head.status) => {
-                // An interim response: the real one follows.
-                buf.drain(..head.len);
-            }
-            Ok(Some(head)) => break head,
-            Ok(None) if buf.len() >= HEAD_LIMIT => {
-                return Err(failed(
-                    Failure::BadBody,
-                    format!("response head larger than {HEAD_LIMIT} bytes"),
-                ));
-            }
-            Ok(None) => {}
-            Err(err) => {
-                return Err(failed(
-                    Failure::BadBody,
-                    format!("malformed response: {err}"),
-                ));
-            }
+        if let Progress::Done(response, reusable) = progress {
+            return Ok((response, reusable));
         }
-    };
-    *first_byte = Some(Instant::now());
-    buf.drain(..head.len);
-    let too_large = || failed(Failure::BadBody, format!("body larger than {limit} bytes"));
-    let body = match head.framing {
-        Framing::Length(len) => {
-            if len > limit {
-                return Err(too_large());
-            }
-            while buf.len() < len {
-                if read_more(stream, &mut buf, len)
-                    .await
-                    .map_err(|err| io("reading the body", err))?
-                    == 0
-                {
-                    return Err(failed(
-                        Failure::Other,
-                        "connection closed mid-body".to_owned(),
-                    ));
-                }
-            }
-            if buf.len() > len {
-                // Bytes the pod sent unasked: do not reuse the connection.
-                buf.truncate(len);
-                return Ok((
-                    Response {
-                        status: head.status,
-                        body: buf.into(),
-                    },
-                    false,
-                ));
-            }
-            buf
-        }
-        Framing::Close => {
-            loop {
-                if buf.len() > limit {
-                    return Err(too_large());
-                }
-                if read_more(stream, &mut buf, limit + 1)
-                    .await
-                    .map_err(|err| io("reading the body", err))?
-                    == 0
-                {
-                    break;
-                }
-            }
-            return Ok((
-                Response {
-                    status: head.status,
-                    body: buf.into(),
-                },
-                false,
-            ));
-        }
-        Framing::Chunked => {
-            let mut body = Vec::new();
-            let mut at = 0;
-            loop {
-                match dechunk(&buf[at..], &mut body, limit) {
-                    Ok(Dechunk::Done(used)) => {
-                        at += used;
-                        break;
-                    }
-                    Ok(Dechunk::More(used)) => at += used,
-                    Err(Dechunked::TooLarge) => return Err(too_large()),
-                    Err(Dechunked::Malformed(what)) => {
-                        return Err(failed(
-                            Failure::BadBody,
-                            format!("bad chunked body: {what}"),
-                        ));
-                    }
-                }
-                buf.drain(..at);
-                at = 0;
-                if read_more(stream, &mut buf, limit + HEAD_LIMIT)
-                    .await
-                    .map_err(|err| io("reading the body", err))?
-                    == 0
-                {
-                    return Err(failed(
-                        Failure::Other,
-                        "connection closed mid-body".to_owned(),
-                    ));
-                }
-            }
-            let clean = at == buf.len();
-            return Ok((
-                Response {
-                    status: head.status,
-                    body: body.into(),
-                },
-                head.keep_alive && clean,
-            ));
-        }
-    };
-    Ok((
-        Response {
-            status: head.status,
-            body: Bytes::from(body),
-        },
-        head.keep_alive,
-    ))
+    }
 }
 
 /// Reads what is available into `buf` (reading at most up to `cap` bytes
@@ -470,10 +358,228 @@ async fn read_more(
     buf: &mut Vec<u8>,
     cap: usize,
 ) -> std::io::Result<usize> {
-    let room = cap.saturating_sub(buf.len()).clamp(1, 16 * 1024);
+    let room = cap.saturating_sub(buf.len()).clamp(1, READ_SIZE);
     buf.reserve(room);
     let mut limited = (&mut *stream).take(room as u64);
     limited.read_buf(buf).await
+}
+
+/// Most bytes taken from the socket in one read.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Reads one response out of the bytes a connection delivers, without
+/// doing any I/O itself (so every byte sequence and every way of splitting
+/// it into reads can be tested): the caller appends at most [`Self::room`]
+/// bytes in all to `buf`, then calls [`Self::advance`].
+#[derive(Debug)]
+pub(crate) struct ResponseReader {
+    /// Bytes read and not yet consumed.
+    pub(crate) buf: Vec<u8>,
+    limit: usize,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    Head,
+    Length(Head, usize),
+    Close(Head),
+    /// The body decoded so far.
+    Chunked(Head, Vec<u8>),
+}
+
+/// How far a response is read.
+#[derive(Debug)]
+pub(crate) enum Progress {
+    More,
+    /// The response, and whether the connection can carry another request.
+    Done(Response, bool),
+}
+
+/// Why a response cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unreadable {
+    pub(crate) failure: Failure,
+    pub(crate) what: String,
+}
+
+impl Unreadable {
+    fn new(failure: Failure, what: impl Into<String>) -> Self {
+        Unreadable {
+            failure,
+            what: what.into(),
+        }
+    }
+}
+
+impl ResponseReader {
+    /// A reader of a response whose body may hold at most `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Self {
+        ResponseReader {
+            buf: Vec::with_capacity(1024),
+            limit,
+            state: State::Head,
+        }
+    }
+
+    /// Whether the response head has arrived.
+    pub(crate) fn has_head(&self) -> bool {
+        !matches!(self.state, State::Head)
+    }
+
+    /// The most bytes `buf` may hold before the next [`Self::advance`].
+    pub(crate) fn room(&self) -> usize {
+        match &self.state {
+            State::Head => HEAD_LIMIT,
+            State::Length(_, len) => *len,
+            State::Close(_) => self.limit.saturating_add(1),
+            State::Chunked(..) => self.limit.saturating_add(HEAD_LIMIT),
+        }
+    }
+
+    /// Consumes what `buf` holds; `closed` when the last read found the
+    /// connection closed.
+    pub(crate) fn advance(&mut self, closed: bool) -> Result<Progress, Unreadable> {
+        let too_large = |limit: usize| {
+            Unreadable::new(Failure::BadBody, format!("body larger than {limit} bytes"))
+        };
+        let mid_body = || Unreadable::new(Failure::Other, "connection closed mid-body");
+        loop {
+            match &mut self.state {
+                State::Head => {
+                    let head = match parse_head(&self.buf) {
+                        Ok(Some(head)) => head,
+                        Ok(None) if closed => {
+                            return Err(Unreadable::new(
+                                Failure::Other,
+                                "connection closed before a response",
+                            ));
+                        }
+                        Ok(None) if self.buf.len() >= HEAD_LIMIT => {
+                            return Err(Unreadable::new(
+                                Failure::BadBody,
+                                format!("response head larger than {HEAD_LIMIT} bytes"),
+                            ));
+                        }
+                        Ok(None) => return Ok(Progress::More),
+                        Err(err) => {
+                            return Err(Unreadable::new(
+                                Failure::BadBody,
+                                format!("malformed response: {err}"),
+                            ));
+                        }
+                    };
+                    self.buf.drain(..head.len);
+                    // An interim response: the real one follows.
+                    if (100..200).contains(&head.status) {
+                        continue;
+                    }
+                    self.state = match head.framing {
+                        Framing::Length(len) if len > self.limit => {
+                            return Err(too_large(self.limit));
+                        }
+                        Framing::Length(len) => State::Length(head, len),
+                        Framing::Close => State::Close(head),
+                        Framing::Chunked => State::Chunked(head, Vec::new()),
+                    };
+                }
+                State::Length(head, len) => {
+                    let len = *len;
+                    if self.buf.len() >= len {
+                        // Bytes the pod sent unasked: do not reuse the connection.
+                        let reusable = head.keep_alive && self.buf.len() == len;
+                        self.buf.truncate(len);
+                        let body = std::mem::take(&mut self.buf);
+                        return Ok(Progress::Done(head.response(body), reusable));
+                    }
+                    if closed {
+                        return Err(mid_body());
+                    }
+                    return Ok(Progress::More);
+                }
+                State::Close(head) => {
+                    if self.buf.len() > self.limit {
+                        return Err(too_large(self.limit));
+                    }
+                    if closed {
+                        let body = std::mem::take(&mut self.buf);
+                        return Ok(Progress::Done(head.response(body), false));
+                    }
+                    return Ok(Progress::More);
+                }
+                State::Chunked(head, body) => {
+                    return match dechunk(&self.buf, body, self.limit) {
+                        Ok(Dechunk::Done(used)) => {
+                            let clean = used == self.buf.len();
+                            let body = std::mem::take(body);
+                            Ok(Progress::Done(
+                                head.response(body),
+                                head.keep_alive && clean,
+                            ))
+                        }
+                        Ok(Dechunk::More(used)) => {
+                            self.buf.drain(..used);
+                            if closed {
+                                Err(mid_body())
+                            } else if self.buf.len() >= self.limit.saturating_add(HEAD_LIMIT) {
+                                Err(Unreadable::new(
+                                    Failure::BadBody,
+                                    "bad chunked body: trailers too long",
+                                ))
+                            } else {
+                                Ok(Progress::More)
+                            }
+                        }
+                        Err(Dechunked::TooLarge) => Err(too_large(self.limit)),
+                        Err(Dechunked::Malformed(what)) => Err(Unreadable::new(
+                            Failure::BadBody,
+                            format!("bad chunked body: {what}"),
+                        )),
+                    };
+                }
+            }
+        }
+    }
+}
+
+impl Head {
+    fn response(&self, body: Vec<u8>) -> Response {
+        Response {
+            status: self.status,
+            body: Bytes::from(body),
+        }
+    }
+}
+
+/// Reads a response delivered as `reads` (each cut further where the
+/// reader has less room, as the socket reads are), then the connection
+/// closing; returns the status, the body and whether the connection could
+/// be reused, or what is wrong. For the fuzz targets and property tests.
+pub fn read_response<'a>(
+    reads: impl IntoIterator<Item = &'a [u8]>,
+    limit: usize,
+) -> Result<(u16, Bytes, bool), String> {
+    let mut reader = ResponseReader::new(limit);
+    let done = |progress| match progress {
+        Progress::Done(response, reusable) => Some((response.status, response.body, reusable)),
+        Progress::More => None,
+    };
+    for mut read in reads {
+        while !read.is_empty() {
+            let room = reader
+                .room()
+                .saturating_sub(reader.buf.len())
+                .clamp(1, READ_SIZE);
+            let (now, later) = read.split_at(room.min(read.len()));
+            reader.buf.extend_from_slice(now);
+            read = later;
+            if let Some(done) = done(reader.advance(false).map_err(|e| e.what)?) {
+                return Ok(done);
+            }
+        }
+    }
+    done(reader.advance(true).map_err(|e| e.what)?)
+        .ok_or_else(|| "more input expected after the connection closed".to_owned())
 }
 
 fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
@@ -550,49 +656,88 @@ enum Dechunked {
     Malformed(&'static str),
 }
 
-/// Decodes whole chunks from `input` into `body`.
+/// Longest chunk size line (size and extensions).
+const CHUNK_LINE_LIMIT: usize = 1024;
+
+/// Decodes whole chunks from `input` into `body`. Every size and offset
+/// comes from the pod, so all arithmetic on them is checked.
 fn dechunk(input: &[u8], body: &mut Vec<u8>, limit: usize) -> Result<Dechunk, Dechunked> {
     let mut at = 0;
     loop {
         let rest = &input[at..];
-        let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") else {
-            if rest.len() > 1024 {
+        let Some(line_end) = find_crlf(rest, CHUNK_LINE_LIMIT) else {
+            if rest.len() > CHUNK_LINE_LIMIT {
                 return Err(Dechunked::Malformed("chunk size line too long"));
             }
             return Ok(Dechunk::More(at));
         };
-        let line = std::str::from_utf8(&rest[..line_end])
-            .map_err(|_| Dechunked::Malformed("chunk size is not text"))?;
-        let hex = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(hex, 16)
-            .map_err(|_| Dechunked::Malformed("chunk size is not hexadecimal"))?;
+        let size = chunk_size(&rest[..line_end])?;
+        let data = line_end + 2;
         if size == 0 {
             // Trailers, if any, end with an empty line.
-            let trailers = &rest[line_end + 2..];
+            let trailers = &rest[data..];
             let mut t = 0;
             loop {
-                let Some(end) = trailers[t..].windows(2).position(|w| w == b"\r\n") else {
+                let Some(end) = find_crlf(&trailers[t..], HEAD_LIMIT) else {
+                    if trailers.len() > HEAD_LIMIT {
+                        return Err(Dechunked::Malformed("trailers too long"));
+                    }
                     return Ok(Dechunk::More(at));
                 };
                 if end == 0 {
-                    return Ok(Dechunk::Done(at + line_end + 2 + t + 2));
+                    return Ok(Dechunk::Done(at + data + t + 2));
                 }
                 t += end + 2;
+                if t > HEAD_LIMIT {
+                    return Err(Dechunked::Malformed("trailers too long"));
+                }
             }
         }
-        if body.len() + size > limit {
+        if body
+            .len()
+            .checked_add(size)
+            .is_none_or(|total| total > limit)
+        {
             return Err(Dechunked::TooLarge);
         }
-        let data = line_end + 2;
-        if rest.len() < data + size + 2 {
+        let end = data
+            .checked_add(size)
+            .and_then(|n| n.checked_add(2))
+            .ok_or(Dechunked::TooLarge)?;
+        if rest.len() < end {
             return Ok(Dechunk::More(at));
         }
-        if &rest[data + size..data + size + 2] != b"\r\n" {
+        if &rest[end - 2..end] != b"\r\n" {
             return Err(Dechunked::Malformed("chunk not followed by CRLF"));
         }
-        body.extend_from_slice(&rest[data..data + size]);
-        at += data + size + 2;
+        body.extend_from_slice(&rest[data..end - 2]);
+        at += end;
     }
+}
+
+/// Where the first CRLF in the first `within` bytes of `bytes` starts.
+fn find_crlf(bytes: &[u8], within: usize) -> Option<usize> {
+    let window = &bytes[..bytes.len().min(within.saturating_add(2))];
+    window.windows(2).position(|w| w == b"\r\n")
+}
+
+/// The size on a chunk size line: hexadecimal digits only (no sign, no
+/// space inside), optionally followed by `;extensions`.
+fn chunk_size(line: &[u8]) -> Result<usize, Dechunked> {
+    let hex = line.split(|&b| b == b';').next().unwrap_or_default();
+    let hex = hex.trim_ascii();
+    if hex.is_empty() || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return Err(Dechunked::Malformed("chunk size is not hexadecimal"));
+    }
+    let mut size: usize = 0;
+    for &digit in hex {
+        let value = (digit as char).to_digit(16).unwrap_or(0) as usize;
+        size = size
+            .checked_mul(16)
+            .and_then(|n| n.checked_add(value))
+            .ok_or(Dechunked::TooLarge)?;
+    }
+    Ok(size)
 }
 
 fn micros(elapsed: Duration) -> u64 {
@@ -600,114 +745,4 @@ fn micros(elapsed: Duration) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_plain_http_urls() {
-        let e = Endpoint::parse("http://10.0.3.7:3000").unwrap();
-        assert_eq!(
-            (e.authority.as_str(), e.host.as_str()),
-            ("10.0.3.7:3000", "10.0.3.7")
-        );
-        assert_eq!(e.base_path, "");
-        let e = Endpoint::parse("http://[fd00::7]:3000/app/").unwrap();
-        assert_eq!(
-            (e.authority.as_str(), e.host.as_str()),
-            ("[fd00::7]:3000", "fd00::7")
-        );
-        assert_eq!(e.base_path, "/app");
-        assert_eq!(Endpoint::parse("http://pod").unwrap().authority, "pod:80");
-    }
-
-    #[test]
-    fn response_heads_give_status_framing_and_reuse() {
-        let head = |text: &str| parse_head(text.as_bytes()).unwrap().unwrap();
-        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nbody");
-        assert_eq!(
-            (h.status, h.framing, h.keep_alive, h.len),
-            (200, Framing::Length(12), true, 39)
-        );
-        let h = head(
-            "HTTP/1.1 503 Unavailable\r\ntransfer-encoding: gzip, chunked\r\nConnection: close\r\n\r\n",
-        );
-        assert_eq!(
-            (h.status, h.framing, h.keep_alive),
-            (503, Framing::Chunked, false)
-        );
-        let h = head("HTTP/1.0 200 OK\r\n\r\n");
-        assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
-        let h = head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!((h.framing, h.keep_alive), (Framing::Length(0), true));
-        let h = head("HTTP/1.1 204 No Content\r\n\r\n");
-        assert_eq!(h.framing, Framing::Length(0));
-        assert!(
-            parse_head(b"HTTP/1.1 200 OK\r\nContent-Le")
-                .unwrap()
-                .is_none()
-        );
-        for bad in [
-            "<html>502</html>\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-        ] {
-            assert!(parse_head(bad.as_bytes()).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn chunked_bodies_decode_across_reads() {
-        let input = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n";
-        let mut body = Vec::new();
-        assert_eq!(
-            dechunk(input, &mut body, 100),
-            Ok(Dechunk::Done(input.len()))
-        );
-        assert_eq!(body, b"hello, world");
-        // Cut anywhere, it asks for more and never consumes a partial chunk.
-        for cut in 0..input.len() {
-            let mut body = Vec::new();
-            match dechunk(&input[..cut], &mut body, 100).unwrap() {
-                Dechunk::More(used) => {
-                    let mut rest = body.clone();
-                    assert_eq!(
-                        dechunk(&input[used..], &mut rest, 100),
-                        Ok(Dechunk::Done(input.len() - used))
-                    );
-                    assert_eq!(rest, b"hello, world", "cut at {cut}");
-                }
-                Dechunk::Done(_) => panic!("done at {cut} of {}", input.len()),
-            }
-        }
-        let mut body = Vec::new();
-        assert_eq!(dechunk(input, &mut body, 8), Err(Dechunked::TooLarge));
-        assert!(matches!(
-            dechunk(b"zz\r\n", &mut Vec::new(), 100),
-            Err(Dechunked::Malformed(_))
-        ));
-        assert!(matches!(
-            dechunk(b"2\r\nabXY", &mut Vec::new(), 100),
-            Err(Dechunked::Malformed(_))
-        ));
-    }
-
-    #[test]
-    fn https_and_nonsense_are_reported_not_panicked_on() {
-        let err = Endpoint::parse("https://10.0.3.7:3000").unwrap_err();
-        assert_eq!(err.failure, Failure::Other);
-        assert!(
-            err.detail.contains("https is not supported"),
-            "{}",
-            err.detail
-        );
-        assert_eq!(
-            Endpoint::parse("not a url").unwrap_err().failure,
-            Failure::Other
-        );
-        assert_eq!(
-            Endpoint::parse("ftp://x").unwrap_err().failure,
-            Failure::Other
-        );
-    }
-}
+mod tests;

@@ -1,5 +1,7 @@
 //! Monitoring routes: each tenant's latest raw agent results, and the agents.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -13,7 +15,7 @@ use super::auth::{Caller, TENANT_SLUG_HEADER};
 use super::error::{ApiError, ErrorBody};
 use crate::health::engine::OpenAlert;
 use crate::health::{CheckResult, Status};
-use crate::ingest::{AgentState, Counters, LatestResult};
+use crate::ingest::{AgentState, Counters, LatestResult, RejectedResult};
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -156,6 +158,10 @@ pub struct CountersView {
     pub handshakes_failed: u64,
     pub batches_throttled: u64,
     pub pods_over_limit: u64,
+    /// Results not stored, by reason: unknown_tenant, not_in_tenant_namespace,
+    /// wrong_node, pods_not_listed, pods_over_limit (the first and the last
+    /// are also above, as unknownTenantResults and podsOverLimit).
+    pub rejected_results: BTreeMap<&'static str, u64>,
 }
 
 fn failure_name(code: i32) -> &'static str {
@@ -285,14 +291,19 @@ pub async fn agents(
         agents: state.ingest.agents().into_iter().map(Into::into).collect(),
         counters: CountersView {
             results_accepted: Counters::get(&c.results_accepted),
-            unknown_tenant_results: Counters::get(&c.unknown_tenant_results),
+            unknown_tenant_results: c.results_rejected.get(RejectedResult::UnknownTenant),
             duplicate_batches: Counters::get(&c.duplicate_batches),
             sequence_gaps: Counters::get(&c.sequence_gaps),
             hellos_rejected: Counters::get(&c.hellos_rejected),
             streams_rejected: Counters::get(&c.streams_rejected),
             handshakes_failed: Counters::get(&c.handshakes_failed),
             batches_throttled: Counters::get(&c.batches_throttled),
-            pods_over_limit: Counters::get(&c.pods_over_limit),
+            pods_over_limit: c.results_rejected.get(RejectedResult::PodsOverLimit),
+            rejected_results: c
+                .results_rejected
+                .all()
+                .map(|(reason, n)| (reason.as_str(), n))
+                .collect(),
         },
     }))
 }

@@ -50,7 +50,7 @@ pub struct ClusterArgs {
     #[arg(
         long,
         env = "KNOWTON_NAMESPACE_PREFIX",
-        default_value = "knowton-tenant-"
+        default_value = knowton_common::namespace::DEFAULT_NAMESPACE_PREFIX
     )]
     pub namespace_prefix: String,
     #[arg(
@@ -146,15 +146,7 @@ impl ClusterArgs {
                 self.image_tag
             ));
         }
-        let prefix_ok = !self.namespace_prefix.is_empty()
-            && self.namespace_prefix.len() <= 63 - 40
-            && self
-                .namespace_prefix
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && self
-                .namespace_prefix
-                .starts_with(|c: char| c.is_ascii_lowercase());
+        let prefix_ok = knowton_common::namespace::is_namespace_prefix(&self.namespace_prefix);
         if !prefix_ok {
             errors.push(format!(
                 "--namespace-prefix {:?} must be lower-case letters, digits and '-', start with a letter and leave room for a 40-character slug (at most 23 characters)",

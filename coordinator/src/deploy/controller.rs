@@ -202,6 +202,11 @@ impl Deployer {
         &self.inner.service
     }
 
+    /// The agents' results.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
     pub fn settings(&self) -> &DeploySettings {
         &self.inner.settings
     }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// Label of every object: which tenant it belongs to.
-pub const TENANT_LABEL: &str = "knowton.io/tenant";
+pub use knowton_common::namespace::TENANT_LABEL;
 pub const COMPONENT_LABEL: &str = "knowton.io/component";
 pub const PLAN_LABEL: &str = "knowton.io/plan";
 /// Pod template annotation: digest of the config and secrets the pods read.
@@ -86,7 +86,7 @@ pub struct ClusterSettings {
 impl Default for ClusterSettings {
     fn default() -> Self {
         ClusterSettings {
-            namespace_prefix: "knowton-tenant-".to_owned(),
+            namespace_prefix: knowton_common::namespace::DEFAULT_NAMESPACE_PREFIX.to_owned(),
             backend_image: "ghcr.io/knowton/backend".to_owned(),
             frontend_image: "ghcr.io/knowton/frontend".to_owned(),
             image_tag: "latest".to_owned(),
@@ -134,7 +134,7 @@ const FRONTEND_PORT: u16 = 8080;
 
 /// The tenant's namespace.
 pub fn namespace(spec: &TenantSpec, cluster: &ClusterSettings) -> String {
-    format!("{}{}", cluster.namespace_prefix, spec.slug)
+    knowton_common::namespace::tenant_namespace(&cluster.namespace_prefix, &spec.slug)
 }
 
 fn labels(spec: &TenantSpec, component: Option<&str>) -> Value {

@@ -149,12 +149,19 @@ pub fn watched() -> impl Iterator<Item = &'static Kind> {
     MANAGED.iter().filter(|kind| kind.is_watched())
 }
 
-/// One watch per watched kind, filling the deployer's cache; they stop
+/// One watch per watched kind, filling the deployer's cache, and the watch
+/// of the tenant pods the agents' results are checked against; they stop
 /// when `shutdown` turns true.
 pub fn spawn(deployer: Deployer, shutdown: watch::Receiver<bool>) {
     let Some(cluster) = deployer.cluster().cloned() else {
         return;
     };
+    crate::ingest::placement::bind(
+        cluster.client().clone(),
+        deployer.registry(),
+        &deployer.settings().cluster.namespace_prefix,
+        shutdown.clone(),
+    );
     for kind in watched() {
         let events = watch_kind(cluster.api_of(kind), kind, deployer.live().clone());
         let deployer = deployer.clone();

@@ -4,8 +4,12 @@
 //! while streams run, and so the client certificate's identity travels with
 //! each connection to the handler, which checks the hello against it.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
+pub mod placement;
 pub mod registry;
+pub mod rejected;
 mod service;
 
 use std::future::Future;
@@ -23,7 +27,9 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+pub use placement::Placement;
 pub use registry::{AgentState, Counters, LatestResult, Registry};
+pub use rejected::RejectedResult;
 pub use service::{IngestService, StreamSettings};
 
 use crate::tls::{ServerTls, certificate_identity};

@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
 use knowton_proto::agent::v1::{Hello, PodResult, ResultBatch};
 
+use super::placement::Placement;
+use super::rejected::{RejectedCounts, RejectedResult, Tally};
 use crate::provision::TenantDirectory;
 
 /// Most pods of one tenant kept from one node. A node runs at most a few
@@ -108,15 +110,14 @@ pub struct Counters {
     pub handshakes_failed: AtomicU64,
     pub hellos_rejected: AtomicU64,
     pub streams_rejected: AtomicU64,
-    pub unknown_tenant_results: AtomicU64,
+    /// Results not stored, by reason.
+    pub results_rejected: RejectedCounts,
     pub duplicate_batches: AtomicU64,
     /// Batches an agent never sent (dropped from its full buffer).
     pub sequence_gaps: AtomicU64,
     pub results_accepted: AtomicU64,
     /// Batches that put their stream over its rate (the stream was then paced).
     pub batches_throttled: AtomicU64,
-    /// Results dropped because their node already had the most pods of their tenant.
-    pub pods_over_limit: AtomicU64,
 }
 
 impl Counters {
@@ -164,7 +165,8 @@ pub enum BatchOutcome {
     Stored {
         ack: u64,
         accepted: usize,
-        unknown: usize,
+        /// Results not stored, by reason.
+        rejected: Tally,
     },
     /// Already stored earlier (a re-send): acknowledge again, store nothing.
     Duplicate { ack: u64 },
@@ -192,6 +194,8 @@ pub struct Registry {
     /// Woken when an agent connects, disconnects or has a batch stored
     /// (see [`Registry::wait_for_agents`]).
     agents_changed: tokio::sync::Notify,
+    /// With a cluster: where the tenant pods run (see [`Registry::bind_placement`]).
+    placement: OnceLock<Arc<Placement>>,
 }
 
 /// A registered stream, to report batches and its end.
@@ -208,6 +212,14 @@ impl Registry {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// From now on, a result is stored only for a pod in its tenant's
+    /// namespace reported by the agent of the pod's node, as `placement`
+    /// says (with a cluster). Once bound, never unbound: `Err` when it
+    /// already was.
+    pub fn bind_placement(&self, placement: Arc<Placement>) -> Result<(), Arc<Placement>> {
+        self.placement.set(placement)
     }
 
     /// Registers a stream after a valid hello. Returns it and the sequence
@@ -262,7 +274,10 @@ impl Registry {
         )
     }
 
-    /// Stores a batch's results for known tenants, in sequence order.
+    /// Stores a batch's results, in sequence order: those of active tenants
+    /// and, once bound to a cluster's placement, only for pods in their
+    /// tenant's namespace running on this agent's node; the others are
+    /// counted by reason.
     pub fn ingest(
         &self,
         conn: &Connection,
@@ -290,12 +305,21 @@ impl Registry {
         if gap > 0 && agent.acked_sequence > 0 {
             Counters::add(&self.counters.sequence_gaps, gap);
         }
-        let (mut accepted, mut unknown, mut over) = (0, 0, 0);
+        let mut accepted = 0;
+        let mut rejected = Tally::default();
         let dirty_before = inner.dirty.len();
+        let placement = self.placement.get().map(|p| p.view());
         directory.with(|active| {
             for result in batch.results {
                 if !active.contains(&result.tenant) {
-                    unknown += 1;
+                    rejected.add(RejectedResult::UnknownTenant);
+                    continue;
+                }
+                if let Some(Err(why)) = placement
+                    .as_ref()
+                    .map(|p| p.check(&result.tenant, &result.pod, &conn.node))
+                {
+                    rejected.add(why);
                     continue;
                 }
                 if !inner.latest.contains_key(&result.tenant) {
@@ -321,13 +345,24 @@ impl Registry {
                         inner.dirty.push(tenant);
                     }
                 } else {
-                    over += 1;
+                    rejected.add(RejectedResult::PodsOverLimit);
                 }
             }
         });
+        drop(placement);
+        let over = rejected.get(RejectedResult::PodsOverLimit);
         if over > 0 {
-            Counters::add(&self.counters.pods_over_limit, over);
             tracing::warn!(node = %conn.node, dropped = over, limit = MAX_PODS_PER_NODE, "results for more pods of a tenant than one node may have were dropped");
+        }
+        let unbound = rejected.get(RejectedResult::WrongNode)
+            + rejected.get(RejectedResult::NotInTenantNamespace);
+        if unbound > 0 {
+            tracing::warn!(
+                node = %conn.node,
+                wrong_node = rejected.get(RejectedResult::WrongNode),
+                not_in_tenant_namespace = rejected.get(RejectedResult::NotInTenantNamespace),
+                "results for pods the agent's node does not run were dropped"
+            );
         }
         if inner.dirty.len() > dirty_before {
             self.changed.notify_one();
@@ -339,12 +374,12 @@ impl Registry {
         agent.batches_received += 1;
         agent.results_received += accepted as u64;
         Counters::add(&self.counters.results_accepted, accepted as u64);
-        Counters::add(&self.counters.unknown_tenant_results, unknown as u64);
+        rejected.commit(&self.counters.results_rejected);
         self.agents_changed.notify_waiters();
         BatchOutcome::Stored {
             ack: batch.sequence,
             accepted,
-            unknown,
+            rejected,
         }
     }
 

@@ -10,7 +10,7 @@ use knowton_proto::agent::v1::agent_message::Body as In;
 use knowton_proto::agent::v1::agent_stream_server::AgentStream;
 use knowton_proto::agent::v1::coordinator_message::Body as Out;
 use knowton_proto::agent::v1::{
-    Ack, AgentMessage, CoordinatorMessage, Heartbeat, Hello, Instruction, Welcome,
+    Ack, AgentMessage, CoordinatorMessage, Heartbeat, Hello, Instruction, ResultBatch, Welcome,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -148,21 +148,24 @@ impl AgentStream for IngestService {
 
 impl IngestService {
     async fn check_hello(&self, hello: &Hello, peer: &AgentPeer) -> Result<u32, Status> {
-        if hello.node_name != peer.node {
-            let refused = match &self.pods {
-                Some(pods) if peer.node.ends_with(super::identity::POD_SUFFIX) => {
-                    pods.verify(&peer.node, &hello.node_name).await.err()
-                }
-                _ => Some(format!(
-                    "hello names node {:?} but the client certificate is for {:?}",
-                    hello.node_name, peer.node
-                )),
-            };
-            if let Some(reason) = refused {
-                Counters::add(&self.registry.counters.hellos_rejected, 1);
-                tracing::warn!(certificate = %peer.node, hello = %hello.node_name, remote = %peer.remote, %reason, "agent refused: its certificate is not for the node it names");
-                return Err(Status::permission_denied(reason));
+        // A pod identity is checked against the API server even when the
+        // hello names the certificate's own CN: otherwise an agent pod's
+        // certificate would be let in as a "node" named after its pod,
+        // unchecked (issue 11, finding 8).
+        let refused = match &self.pods {
+            Some(pods) if peer.node.ends_with(super::identity::POD_SUFFIX) => {
+                pods.verify(&peer.node, &hello.node_name).await.err()
             }
+            _ if hello.node_name == peer.node => None,
+            _ => Some(format!(
+                "hello names node {:?} but the client certificate is for {:?}",
+                hello.node_name, peer.node
+            )),
+        };
+        if let Some(reason) = refused {
+            Counters::add(&self.registry.counters.hellos_rejected, 1);
+            tracing::warn!(certificate = %peer.node, hello = %hello.node_name, remote = %peer.remote, %reason, "agent refused: its certificate is not for the node it names");
+            return Err(Status::permission_denied(reason));
         }
         if hello.protocol_version == 0 || hello.session_id.is_empty() {
             Counters::add(&self.registry.counters.hellos_rejected, 1);
@@ -250,18 +253,9 @@ impl IngestService {
     fn handle(&self, conn: &Connection, msg: AgentMessage) -> Result<Option<Out>, Status> {
         match msg.body {
             Some(In::Batch(batch)) => {
-                if batch.results.len() > self.settings.max_batch_results {
+                if let Err(status) = check_batch(&self.settings, &batch) {
                     Counters::add(&self.registry.counters.streams_rejected, 1);
-                    return Err(Status::invalid_argument(format!(
-                        "a batch holds at most {} results, got {}",
-                        self.settings.max_batch_results,
-                        batch.results.len()
-                    )));
-                }
-                if batch.sequence == 0 {
-                    return Err(Status::invalid_argument(
-                        "batch sequence numbers start at 1",
-                    ));
+                    return Err(status);
                 }
                 match self.registry.ingest(conn, batch, &self.directory) {
                     BatchOutcome::Stored { ack, .. } | BatchOutcome::Duplicate { ack } => {
@@ -284,6 +278,24 @@ impl IngestService {
             }
         }
     }
+}
+
+/// What a batch must be before its results are looked at; a batch that
+/// is not ends its stream.
+pub(super) fn check_batch(settings: &StreamSettings, batch: &ResultBatch) -> Result<(), Status> {
+    if batch.results.len() > settings.max_batch_results {
+        return Err(Status::invalid_argument(format!(
+            "a batch holds at most {} results, got {}",
+            settings.max_batch_results,
+            batch.results.len()
+        )));
+    }
+    if batch.sequence == 0 {
+        return Err(Status::invalid_argument(
+            "batch sequence numbers start at 1",
+        ));
+    }
+    Ok(())
 }
 
 fn results_in(msg: &AgentMessage) -> usize {

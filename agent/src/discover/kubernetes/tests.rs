@@ -7,6 +7,7 @@ fn filter() -> PodFilter {
     PodFilter {
         node: "node-a".into(),
         default_port: 3000,
+        namespace_prefix: "knowton-tenant-".into(),
     }
 }
 
@@ -71,7 +72,7 @@ type Change = fn(&mut Value);
 
 #[test]
 fn pods_elsewhere_unlabelled_not_running_without_ip_or_deleting_are_not_targets() {
-    let cases: [(&str, Change); 8] = [
+    let cases: [(&str, Change); 12] = [
         ("on another node", |p| {
             p["spec"]["nodeName"] = json!("node-b")
         }),
@@ -83,6 +84,20 @@ fn pods_elsewhere_unlabelled_not_running_without_ip_or_deleting_are_not_targets(
         }),
         ("with an empty tenant label", |p| {
             p["metadata"]["labels"]["knowton.io/tenant"] = json!("")
+        }),
+        // Finding 8 of issue 11: the label alone made any pod a tenant's.
+        ("labelled acme outside any tenant namespace", |p| {
+            p["metadata"]["namespace"] = json!("default")
+        }),
+        ("labelled acme in another tenant's namespace", |p| {
+            p["metadata"]["namespace"] = json!("knowton-tenant-globex")
+        }),
+        ("in a namespace that only ends like a tenant's", |p| {
+            p["metadata"]["namespace"] = json!("evil-knowton-tenant-acme")
+        }),
+        ("in the namespace named by the prefix alone", |p| {
+            p["metadata"]["namespace"] = json!("knowton-tenant-");
+            p["metadata"]["labels"]["knowton.io/tenant"] = json!("");
         }),
         ("pending", |p| p["status"] = json!({"phase": "Pending"})),
         ("running without an IP", |p| {

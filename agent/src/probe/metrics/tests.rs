@@ -184,3 +184,84 @@ fn history_derives_per_pod_and_forgets_removed_pods() {
     let again = history.sample("acme", "web-0", t1, scrape(40.0));
     assert_eq!(again.request_rate_per_second, None);
 }
+
+mod properties {
+    //! Whatever a pod exposes: no panic; and what a valid exposition says is
+    //! what is read, whatever the label order, escapes and timestamps.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One series: (metric: 0 requests, 1 users, 2 other), status code,
+    /// value, a free label value, labels reversed, a timestamp.
+    type Series = (u8, u16, u32, String, bool, Option<i64>);
+
+    fn escape(value: &str) -> String {
+        value
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    }
+
+    fn render(series: &[Series]) -> String {
+        let mut text = String::from("# HELP http_requests_total Requests.\n");
+        for (metric, code, value, free, reversed, timestamp) in series {
+            let name = match metric % 3 {
+                0 => "http_requests_total",
+                1 => "knowton_tenant_users",
+                _ => "process_open_fds",
+            };
+            let mut labels = [
+                format!("code=\"{code}\""),
+                format!("path=\"{}\"", escape(free)),
+            ];
+            if *reversed {
+                labels.reverse();
+            }
+            text.push_str(&format!("{name}{{{}}} {value}", labels.join(",")));
+            if let Some(ts) = timestamp {
+                text.push_str(&format!(" {ts}"));
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in any::<String>()) {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn text_near_the_format_never_panics(
+            text in "[a-z_:{}=\",\\\\ \t\n#0-9.eE+-]{0,400}",
+        ) {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn a_valid_exposition_reads_back_its_sums(
+            series in proptest::collection::vec(
+                (any::<u8>(), 100u16..600, 0u32..1_000_000, "\\PC{0,10}", any::<bool>(), any::<Option<i64>>()),
+                0..40,
+            ),
+        ) {
+            let scrape = parse(&render(&series)).unwrap();
+            let sum = |keep: &dyn Fn(&Series) -> bool| -> f64 {
+                series.iter().filter(|s| keep(s)).map(|s| f64::from(s.2)).sum()
+            };
+            let any_requests = series.iter().any(|s| s.0 % 3 == 0);
+            let any_users = series.iter().any(|s| s.0 % 3 == 1);
+            prop_assert_eq!(scrape.requests_total, any_requests.then(|| sum(&|s| s.0 % 3 == 0)));
+            prop_assert_eq!(
+                scrape.errors_5xx_total,
+                any_requests.then(|| sum(&|s| s.0 % 3 == 0 && (500..600).contains(&s.1)))
+            );
+            prop_assert_eq!(scrape.users, any_users.then(|| sum(&|s| s.0 % 3 == 1)));
+        }
+    }
+}

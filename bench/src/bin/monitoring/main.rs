@@ -31,7 +31,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use knowton_bench::system;
 use knowton_coordinator::health::Status;
-use knowton_coordinator::ingest::Counters;
+use knowton_coordinator::ingest::RejectedResult;
 use tokio::time::Instant;
 
 use crate::coordinator::Coordinator;
@@ -360,7 +360,7 @@ fn bench(
         evaluate_seconds,
         healthy_tenants_at_end: healthy,
         feed,
-        unknown_tenant_results: Counters::get(&c.unknown_tenant_results),
+        unknown_tenant_results: c.results_rejected.get(RejectedResult::UnknownTenant),
         alerts_opened: engine.counters().transitions[0].load(Ordering::Relaxed),
         metrics,
         health,
