@@ -749,15 +749,7 @@ async fn with_a_cluster_results_are_bound_to_the_pods_node_and_tenant_namespace(
     assert_eq!(health["pods"][1]["pod"], "acme-1");
     assert_eq!(health["pods"][1]["node"], "node-b");
 
-    let metrics = kt
-        .http
-        .get(kt.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = kt.scrape().await;
     for line in [
         "knowton_ingest_dropped_results_total{reason=\"wrong_node\"} 1",
         "knowton_ingest_dropped_results_total{reason=\"not_in_tenant_namespace\"} 4",

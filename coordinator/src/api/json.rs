@@ -253,4 +253,58 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        /// Any bytes, and JSON objects of the requests' own keys with values
+        /// of any type: a value or a 4xx naming what is wrong, never a panic.
+        #[test]
+        fn any_body_is_parsed_or_refused_as_a_client_error(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            object in request_like_object(),
+        ) {
+            crate::api::fuzzing::json_bodies(&bytes);
+            crate::api::fuzzing::json_bodies(object.to_string().as_bytes());
+        }
+    }
+
+    /// Objects with the request bodies' keys (and some others), nested.
+    fn request_like_object() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let keys = prop_oneof![
+            Just("name"),
+            Just("slug"),
+            Just("plan"),
+            Just("adminEmail"),
+            Just("domain"),
+            Just("features"),
+            Just("branding"),
+            Just("logoUrl"),
+            Just("primaryColor"),
+            Just("emails"),
+            Just("webhookUrl"),
+            Just("slackWebhookUrl"),
+            Just("users"),
+            Just("storageBytes"),
+            Just("apiRequests"),
+            Just("enableNFT"),
+            Just("x"),
+        ];
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(|f| serde_json::json!(f)),
+            "\\PC{0,24}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(keys.clone(), inner, 0..6).prop_map(|m| {
+                    serde_json::Value::Object(
+                        m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                    )
+                }),
+            ]
+        })
+    }
 }

@@ -14,6 +14,47 @@ mod tenants;
 mod thresholds;
 pub mod views;
 
+/// Entry points for the cargo-fuzz targets in `coordinator/fuzz`: the
+/// parsers of query strings and bodies, with the invariants they keep.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// History parameters from arbitrary strings: panics if an invariant of
+    /// [`history`](super::history) breaks.
+    pub fn history_range(start: Option<String>, end: Option<String>) {
+        let params = super::history::HistoryParams {
+            start_date: start,
+            end_date: end,
+        };
+        if let Err(broken) = super::history::check_range(&params) {
+            panic!("{broken}");
+        }
+    }
+
+    /// A request body from arbitrary bytes, as every JSON route parses it:
+    /// a value, or a 4xx naming what is wrong; never a panic.
+    pub fn json_bodies(bytes: &[u8]) {
+        use crate::api::json::{parse, parse_with_lists};
+        let check = |err: super::error::ApiError| {
+            assert!(err.status.is_client_error(), "{}", err.detail.message);
+        };
+        match parse::<crate::provision::ProvisionRequest>(bytes) {
+            Ok(request) => drop(request.validate()),
+            Err(err) => check(err),
+        }
+        if let Err(err) = parse::<crate::provision::UpdateRequest>(bytes) {
+            check(err);
+        }
+        if let Err(err) = parse::<knowton_common::Usage>(bytes) {
+            check(err);
+        }
+        if let Err(err) =
+            parse_with_lists::<crate::notify::channels::ChannelsRequest>(bytes, &["emails"])
+        {
+            check(err);
+        }
+    }
+}
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
