@@ -501,6 +501,34 @@ async fn if_match_refuses_a_stale_version(kt: TestCoordinator) {
     assert_eq!(now.body["branding"]["primaryColor"], "#111111");
     // `*` and no header apply to the current version; garbage is a 400.
     assert_eq!(put("*", "#333333").await.unwrap().status(), StatusCode::OK);
+    // Ten writers that all read the same version: one wins, nine get 412.
+    let version = kt.admin(Method::GET, "/api/v1/tenants/acme", None).await;
+    let etag = version.header("etag").unwrap().to_owned();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let (http, url, etag) = (
+            kt.http.clone(),
+            kt.url("/api/v1/tenants/acme"),
+            etag.clone(),
+        );
+        tasks.spawn(async move {
+            http.put(url)
+                .bearer_auth(knowton_tests::ADMIN_TOKEN)
+                .header("if-match", etag)
+                .json(&json!({"branding": {"companyName": format!("Writer {i}")}}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    let statuses = tasks.join_all().await;
+    let won = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::PRECONDITION_FAILED)
+        .count();
+    assert_eq!((won, refused), (1, 9), "{statuses:?}");
     for bad in ["3", "W/\"3\"", "\"x\"", "\"99999999999999999999\""] {
         let reply = put(bad, "#444444").await.unwrap();
         assert_eq!(reply.status(), StatusCode::BAD_REQUEST, "{bad}");

@@ -330,6 +330,12 @@ impl TenantService {
                 }
                 Err(StoreError::Stale) => {
                     let fresh = self.get(id).await?;
+                    if expected.is_some() {
+                        // The caller asked for the version it read.
+                        return Err(ServiceError::PreconditionFailed {
+                            current: fresh.config_version,
+                        });
+                    }
                     let overlap = overlapping_fields(&current, &fresh, &change);
                     if !overlap.is_empty() {
                         return Err(ServiceError::VersionConflict { fields: overlap });
