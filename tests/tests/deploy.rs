@@ -932,14 +932,21 @@ mod reconcile {
         let metrics = || kt.scrape();
         let checks = metric(&metrics().await, "knowton_drift_checks_total");
         let (reads, secret_reads) = (object_reads(false), object_reads(true));
-        eventually(WAIT, "two more periodic drift checks", || async {
-            (metric(&metrics().await, "knowton_drift_checks_total") >= checks + 2).then_some(())
-        })
+        // A check is counted as it starts, before it reads the Secret: wait
+        // for both.
+        eventually(
+            WAIT,
+            "two more periodic drift checks, each reading the Secret",
+            || async {
+                (metric(&metrics().await, "knowton_drift_checks_total") >= checks + 2
+                    && object_reads(true) >= secret_reads + 2)
+                    .then_some(())
+            },
+        )
         .await;
         // Everything else comes from the watch cache; the Secret, which the
         // coordinator may not watch cluster-wide, is read in its namespace.
         assert_eq!(object_reads(false), reads, "{:#?}", cluster.fake.requests());
-        assert!(object_reads(true) >= secret_reads + 2);
         assert_eq!(deployment_of(&kt, "calm").await["attempt"], 1);
 
         // So a hand edit of the Secret is found and repaired all the same.
