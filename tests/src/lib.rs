@@ -456,6 +456,11 @@ impl TestCoordinator {
     }
 
     /// The metrics listener's address, when `--metrics-addr` is set.
+    /// The REST API's bound address, for raw TCP clients.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.running.as_ref().expect("running").http_addr
+    }
+
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.running.as_ref().and_then(|r| r.metrics_addr)
     }

@@ -69,7 +69,7 @@ async fn slowloris_connections_are_cut_after_the_header_timeout_while_healthz_an
         args.http.http_header_read_timeout_seconds = 2;
     })
     .await;
-    let addr: std::net::SocketAddr = kt.base.trim_start_matches("http://").parse().unwrap();
+    let addr = kt.http_addr();
     const ATTACKERS: usize = 300;
     // Long enough that the old server (no header timeout) fails the test
     // instead of hanging it.
@@ -133,7 +133,7 @@ async fn connections_beyond_the_limit_are_closed_at_once_and_service_resumes() {
         args.http.http_header_read_timeout_seconds = 2;
     })
     .await;
-    let addr: std::net::SocketAddr = kt.base.trim_start_matches("http://").parse().unwrap();
+    let addr = kt.http_addr();
     // Eight connections that made one request each and now sit idle.
     let mut held = Vec::new();
     for _ in 0..8 {
@@ -196,7 +196,7 @@ async fn a_request_slower_than_the_request_timeout_is_answered_503() {
         args.http.http_request_timeout_seconds = 1;
     })
     .await;
-    let addr: std::net::SocketAddr = kt.base.trim_start_matches("http://").parse().unwrap();
+    let addr = kt.http_addr();
     let mut stream = TcpStream::connect(addr).await.unwrap();
     // A body announced and never sent: the handler waits for it.
     stream
@@ -223,7 +223,7 @@ async fn a_request_slower_than_the_request_timeout_is_answered_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_answers_the_request_in_flight_then_stops() {
     let kt = TestCoordinator::start(Db::Sqlite).await;
-    let addr: std::net::SocketAddr = kt.base.trim_start_matches("http://").parse().unwrap();
+    let addr = kt.http_addr();
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(
