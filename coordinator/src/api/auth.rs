@@ -15,7 +15,6 @@ use super::AppState;
 use super::error::ApiError;
 use super::ratelimit::Decision;
 use crate::credentials::{hash_api_key, looks_like_api_key};
-use crate::provision::ServiceError;
 use crate::store::{KeyKind, KeyOwner};
 
 pub const TENANT_SLUG_HEADER: &str = "x-tenant-slug";
@@ -60,11 +59,15 @@ impl Caller {
     pub async fn tenant_id(&self, state: &AppState, id_or_slug: &str) -> Result<Uuid, ApiError> {
         match self {
             Caller::Admin => Ok(state.service.resolve(id_or_slug).await?),
-            Caller::Tenant(_) => {
-                let id = match state.service.resolve(id_or_slug).await {
+            Caller::Tenant(owner) => {
+                // What `resolve` would answer, without a round trip: an id
+                // is read first; a slug is unique and immutable, so the
+                // key's own slug names the key's tenant and any other slug
+                // names another tenant or none.
+                let id = match Uuid::parse_str(id_or_slug) {
                     Ok(id) => id,
-                    Err(ServiceError::NotFound(_)) => return Err(another_tenant()),
-                    Err(err) => return Err(err.into()),
+                    Err(_) if id_or_slug == owner.tenant.slug => owner.tenant.id,
+                    Err(_) => return Err(another_tenant()),
                 };
                 self.require_tenant(id)?;
                 Ok(id)
