@@ -6,7 +6,8 @@
 //! - [`config`]: `serve` flags and their validation.
 //! - [`listen`]: the HTTP listeners' connection limit and timeouts.
 //! - [`api`]: REST routes, authentication, rate limiting, errors, OpenAPI.
-//! - [`provision`]: the tenant lifecycle service used by the API (and so the CLI).
+//! - [`provision`]: the tenant lifecycle (provision, change, rotate keys,
+//!   deprovision, purge), the one owner the API, the CLI and the demo call.
 //! - [`deploy`]: each tenant's Kubernetes objects.
 //! - [`directory`]: the live set of active tenant slugs the ingest path checks.
 //! - [`health`]: tenant health evaluation, alerts and rollups.

@@ -12,9 +12,9 @@ use crate::deploy::Trigger;
 use crate::store::{ConfigChange, StoreError, Tenant};
 
 impl TenantLifecycle {
-    /// Changes plan, features, branding or domain and records a history
-    /// version, and asks for a deployment of the change. A downgrade that current usage does not fit is refused
-    /// unless `force`.
+    /// Changes plan, features, branding or domain, records a history
+    /// version and asks for a deployment of the change. A downgrade that
+    /// current usage does not fit is refused unless `force`.
     ///
     /// Optimistic concurrency: the write is conditional on the version the
     /// change was computed from. With `expected` (the caller's `If-Match`)
