@@ -128,8 +128,7 @@ impl Coordinator {
             .as_ref()
             .expect("the coordinator runs until finish")
             .state
-            .service
-            .store()
+            .store
             .clone()
     }
 

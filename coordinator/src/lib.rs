@@ -6,8 +6,10 @@
 //! - [`config`]: `serve` flags and their validation.
 //! - [`listen`]: the HTTP listeners' connection limit and timeouts.
 //! - [`api`]: REST routes, authentication, rate limiting, errors, OpenAPI.
-//! - [`provision`]: the tenant lifecycle service used by the API (and so the CLI).
+//! - [`provision`]: the tenant lifecycle (provision, change, rotate keys,
+//!   deprovision, purge), the one owner the API, the CLI and the demo call.
 //! - [`deploy`]: each tenant's Kubernetes objects.
+//! - [`directory`]: the live set of active tenant slugs the ingest path checks.
 //! - [`health`]: tenant health evaluation, alerts and rollups.
 //! - [`metrics`]: the Prometheus endpoint.
 //! - [`notify`]: notification channels, rendering, and durable delivery
@@ -26,6 +28,7 @@ pub mod config;
 pub mod credentials;
 pub mod demo;
 pub mod deploy;
+pub mod directory;
 pub mod health;
 pub mod ingest;
 pub mod listen;

@@ -255,9 +255,7 @@ pub fn render(state: &AppState) -> String {
     let mut families = state.notify.metrics().outcomes.collect();
     families.extend(state.notify.metrics().delay.collect());
     families.extend(state.notify.metrics().first_attempt.collect());
-    if let Some(engine) = &state.engine {
-        families.extend(engine.counters().commit_latency.collect());
-    }
+    families.extend(state.engine.counters().commit_latency.collect());
     families.extend(state.http_metrics.requests.collect());
     families.extend(state.http_metrics.duration.collect());
     families.extend(state.http_metrics.connections_open.collect());
@@ -539,7 +537,7 @@ pub fn tenant_lines(h: &TenantHealth) -> TenantLines {
 }
 
 fn tenants(state: &AppState, out: &mut String) {
-    let Some(engine) = &state.engine else { return };
+    let engine = &state.engine;
     let all = engine.tenants();
     let size: usize = all
         .iter()
@@ -690,7 +688,7 @@ fn ingest(state: &AppState, out: &mut String) {
 }
 
 fn engine(state: &AppState, out: &mut String) {
-    let Some(engine) = &state.engine else { return };
+    let engine = &state.engine;
     let c = engine.counters();
     family(
         out,

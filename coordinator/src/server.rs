@@ -12,19 +12,21 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, AppState};
+use crate::api::{self, ApiSettings, AppState, Services};
 use crate::config::{AdminTokenSource, ServeConfig};
 use crate::credentials;
 use crate::deploy::config::ClusterSource;
+use crate::deploy::controller::Verification;
 use crate::deploy::leader::Leadership;
 use crate::deploy::{Cluster, Deployer};
+use crate::directory::TenantDirectory;
 use crate::health::Engine;
 use crate::ingest::{self, IngestService, StreamSettings};
 use crate::listen::{self, MetricsToken, MetricsTokenError};
-use crate::notify::NotifyService;
 use crate::notify::email::MailerError;
 use crate::notify::worker::Deliveries;
-use crate::provision::{TenantDirectory, TenantService};
+use crate::notify::{NotifyService, Wakeup};
+use crate::provision::{LifecycleParts, TenantLifecycle};
 use crate::secrets::{self, SecretBox, SecretKeyError};
 use crate::store::StoreError;
 use crate::tls::ServerTls;
@@ -131,12 +133,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             database: config.database_display.clone(),
             source,
         })?;
-    let service = Arc::new(TenantService::new(
-        store.clone(),
-        secret_box.clone(),
-        config.retention_days,
-        Arc::new(directory),
-    ));
+    let directory = Arc::new(directory);
     let listener = TcpListener::bind(config.http_addr)
         .await
         .map_err(|source| ServeError::Bind {
@@ -164,24 +161,22 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         // Links in notifications point at the address actually bound.
         notify.external_url = format!("http://{http_addr}");
     }
+    let outbox = Wakeup::default();
     let notify = Arc::new(NotifyService::new(
-        store,
-        secret_box,
-        service.outbox_wakeup().clone(),
+        store.clone(),
+        secret_box.clone(),
+        outbox.clone(),
         notify,
     ));
     let deliveries = Deliveries::new(notify.clone())?;
-    let state = AppState::new(service.clone(), &admin_token)
-        .with_notify(notify.clone())
-        .with_metrics_token(metrics_token)
-        .with_request_timeout(config.http.request_timeout);
 
     let (shutdown, mut signal) = watch::channel(false);
+    let registry = Arc::new(ingest::Registry::default());
     let (engine, engine_task) = Engine::start(
-        service.store().clone(),
-        notify,
-        state.ingest.clone(),
-        service.directory().clone(),
+        store.clone(),
+        notify.clone(),
+        registry.clone(),
+        directory.clone(),
         config.engine.clone(),
         shutdown.subscribe(),
     )
@@ -190,7 +185,6 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         database: config.database_display.clone(),
         source,
     })?;
-    let state = state.with_engine(engine.clone());
     let cluster = match &config.deploy.source {
         ClusterSource::None => None,
         ClusterSource::Infer => Cluster::connect(None).await?,
@@ -210,14 +204,45 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             "no --tenant-database-cidr: tenants' pods may reach no database (their egress allows DNS and their namespace only)"
         );
     }
+    // Health is verified by the agents, unless none can connect.
+    let verification = if config.ingest.is_some() {
+        Verification::ByAgents
+    } else {
+        Verification::Unavailable
+    };
     let deployer = Deployer::new(
-        service.clone(),
-        state.ingest.clone(),
+        store.clone(),
+        secret_box.clone(),
+        registry.clone(),
         cluster,
         config.deploy.settings.clone(),
+        verification,
         leadership.subscribe(),
     );
-    let state = state.with_deployer(deployer.clone());
+    let lifecycle = Arc::new(TenantLifecycle::new(LifecycleParts {
+        store: store.clone(),
+        secrets: secret_box,
+        retention_days: config.retention_days,
+        directory,
+        outbox,
+        deployer: deployer.clone(),
+        engine: engine.clone(),
+    }));
+    let state = AppState::new(
+        Services {
+            lifecycle,
+            store,
+            ingest: registry,
+            notify,
+            engine: engine.clone(),
+            deployer: deployer.clone(),
+        },
+        ApiSettings {
+            admin_token,
+            metrics_token,
+            request_timeout: config.http.request_timeout,
+        },
+    );
     let deploy_task = tokio::spawn(deployer.clone().run(shutdown.subscribe()));
     if has_cluster {
         crate::deploy::watch::spawn(deployer.clone(), shutdown.subscribe());
@@ -276,7 +301,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             None
         }
     };
-    let store = state.service.store().clone();
+    let store = state.store.clone();
     let draining = state.draining.clone();
     let grace = config.shutdown_grace;
     let http_metrics = state.http_metrics.clone();
@@ -316,7 +341,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     tracing::info!(
         http.addr = %http_addr,
         database = %config.database_display,
-        backend = service.store().backend(),
+        backend = state.store.backend(),
         "coordinator ready"
     );
     Ok(Running {
@@ -390,7 +415,7 @@ async fn start_ingest(
 
 fn spawn_housekeeping(state: &AppState, config: &ServeConfig, mut stop: watch::Receiver<bool>) {
     let limiter = state.limiter.clone();
-    let deployer = state.deployer.clone();
+    let lifecycle = state.service.clone();
     let purge_expired = config.purge_expired;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -403,7 +428,7 @@ fn spawn_housekeeping(state: &AppState, config: &ServeConfig, mut stop: watch::R
             }
             limiter.shrink();
             if purge_expired && minutes.is_multiple_of(60) {
-                match deployer.purge_expired(crate::store::now()).await {
+                match lifecycle.purge_expired(crate::store::now()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(tenants = n, "purged tenants whose retention ended"),
                     Err(err) => tracing::error!(error = %err, "failed to purge expired tenants"),

@@ -199,8 +199,7 @@ pub async fn list(
         ));
     }
     let rows = state
-        .service
-        .store()
+        .store
         .list_alerts(&AlertFilter {
             tenant,
             resolved: params.resolved,
@@ -237,8 +236,7 @@ async fn visible_alert(state: &AppState, caller: &Caller, id: &str) -> Result<Al
     };
     let id = Uuid::parse_str(id).map_err(|_| not_found())?;
     let alert = state
-        .service
-        .store()
+        .store
         .get_alert(id)
         .await
         .map_err(|e| ApiError::internal(&e))?
@@ -252,8 +250,7 @@ async fn visible_alert(state: &AppState, caller: &Caller, id: &str) -> Result<Al
 
 async fn with_history(state: &AppState, alert: AlertRow) -> Result<AlertView, ApiError> {
     let history = state
-        .service
-        .store()
+        .store
         .alert_events(alert.id)
         .await
         .map_err(|e| ApiError::internal(&e))?;
@@ -337,7 +334,7 @@ async fn act(
     if alert.resolved_at.is_some() {
         return Err(EngineError::AlreadyResolved(alert.id).into());
     }
-    let engine = state.engine()?;
+    let engine = &state.engine;
     let actor = caller.actor();
     let done = match action {
         Action::Resolve => engine.resolve(alert.id, &actor, note).await?,
@@ -438,7 +435,7 @@ pub async fn create_silence(
         created_by: caller.actor(),
         created_at: now,
     };
-    state.engine()?.create_silence(silence.clone()).await?;
+    state.engine.create_silence(silence.clone()).await?;
     Ok((StatusCode::CREATED, Json(silence)))
 }
 
@@ -455,8 +452,7 @@ pub async fn list_silences(
 ) -> Result<Json<SilenceList>, ApiError> {
     let tenant = scope(&state, &caller, &headers).await?.map(|s| s.id);
     let silences = state
-        .service
-        .store()
+        .store
         .active_silences(crate::store::now())
         .await
         .map_err(|e| ApiError::internal(&e))?
@@ -485,8 +481,7 @@ pub async fn end_silence(
     };
     let silence_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let silence = state
-        .service
-        .store()
+        .store
         .active_silences(crate::store::now())
         .await
         .map_err(|e| ApiError::internal(&e))?
@@ -497,6 +492,6 @@ pub async fn end_silence(
         .require_tenant(silence.tenant_id)
         .map_err(|_| not_found())?;
     caller.require_production()?;
-    state.engine()?.end_silence(silence_id).await?;
+    state.engine.end_silence(silence_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

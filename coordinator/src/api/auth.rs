@@ -160,8 +160,7 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiEr
 
     let caller = if looks_like_api_key(token) {
         let owner = state
-            .service
-            .store()
+            .store
             .authenticate_key(&hash_api_key(token))
             .await
             .map_err(|e| ApiError::internal(&e))?

@@ -105,19 +105,16 @@ pub struct DeploymentSettingsRequest {
 
 impl From<DeployError> for ApiError {
     fn from(err: DeployError) -> Self {
-        match err {
-            DeployError::Service(e) => e.into(),
-            DeployError::Cluster(e) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "cluster_error", e.to_string())
-            }
-            err @ DeployError::Store(_) => ApiError::internal(&err),
+        match err.cluster() {
+            Some(e) => ApiError::new(StatusCode::BAD_GATEWAY, "cluster_error", e.to_string()),
+            None => ApiError::internal(&err),
         }
     }
 }
 
 async fn view(state: &AppState, id: Uuid) -> Result<DeploymentView, ApiError> {
     let tenant = state.service.get(id).await?;
-    let store = state.service.store();
+    let store = &state.store;
     let internal = |e: crate::store::StoreError| ApiError::internal(&e);
     let row = store.deployment(id).await.map_err(internal)?;
     let events = store
@@ -211,7 +208,7 @@ pub async fn deploy(
             let changes = cluster
                 .dry_run(&shown.tenant, &objects)
                 .await
-                .map_err(DeployError::from)?;
+                .map_err(DeployError::DryRun)?;
             shown.changes = Some(changes);
         }
     }
@@ -238,7 +235,7 @@ pub async fn put(
     let id = state.service.resolve(&id_or_slug).await?;
     let tenant = state.service.get(id).await?;
     if tenant.status == knowton_common::TenantStatus::Deprovisioned {
-        return Err(crate::provision::ServiceError::Deprovisioned(tenant.slug).into());
+        return Err(crate::provision::LifecycleError::Deprovisioned(tenant.slug).into());
     }
     if request.allowlist.len() > 64 {
         return Err(ApiError::invalid("allowlist", "at most 64 entries"));
@@ -269,8 +266,7 @@ pub async fn put(
         ),
     };
     state
-        .service
-        .store()
+        .store
         .set_deployment_settings(
             id,
             &DeploymentSettings {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::notify::NotifyError;
-use crate::provision::ServiceError;
+use crate::provision::LifecycleError;
 
 /// `{"error": {...}}`
 #[derive(Debug, Serialize, ToSchema)]
@@ -106,11 +106,11 @@ impl From<ValidationError> for ApiError {
     }
 }
 
-impl From<ServiceError> for ApiError {
-    fn from(err: ServiceError) -> Self {
+impl From<LifecycleError> for ApiError {
+    fn from(err: LifecycleError) -> Self {
         match err {
-            ServiceError::Invalid(v) => v.into(),
-            ServiceError::Conflict { field } => {
+            LifecycleError::Invalid(v) => v.into(),
+            LifecycleError::Conflict { field } => {
                 let code = match field {
                     "slug" => "slug_taken",
                     "domain" => "domain_taken",
@@ -123,8 +123,8 @@ impl From<ServiceError> for ApiError {
                 )
                 .field(field)
             }
-            ServiceError::NotFound(what) => ApiError::not_found(&what),
-            ServiceError::PlanLimitsExceeded { plan, violations } => {
+            LifecycleError::NotFound(what) => ApiError::not_found(&what),
+            LifecycleError::PlanLimitsExceeded { plan, violations } => {
                 let named: Vec<String> = violations
                     .iter()
                     .map(|v| format!("{} {} > {}", v.limit, v.current, v.allowed))
@@ -141,18 +141,18 @@ impl From<ServiceError> for ApiError {
                 e.detail.limits = Some(violations);
                 e
             }
-            ServiceError::Deprovisioned(slug) => ApiError::new(
+            LifecycleError::Deprovisioned(slug) => ApiError::new(
                 StatusCode::CONFLICT,
                 "tenant_deprovisioned",
                 format!("tenant {slug} is deprovisioned"),
             ),
-            err @ ServiceError::PreconditionFailed { .. } => ApiError::new(
+            err @ LifecycleError::PreconditionFailed { .. } => ApiError::new(
                 StatusCode::PRECONDITION_FAILED,
                 "precondition_failed",
                 err.to_string(),
             )
             .field("If-Match"),
-            ServiceError::VersionConflict { fields } => {
+            LifecycleError::VersionConflict { fields } => {
                 let message = if fields.is_empty() {
                     "the tenant kept changing while this change was applied; retry".to_owned()
                 } else {
@@ -167,9 +167,26 @@ impl From<ServiceError> for ApiError {
                     None => e,
                 }
             }
-            err @ (ServiceError::HashPassword(_)
-            | ServiceError::OpenSecret { .. }
-            | ServiceError::Store(_)) => ApiError::internal(&err),
+            LifecycleError::DeleteNamespace(err) => match err.cluster() {
+                Some(refused) => {
+                    tracing::warn!(error = %crate::notify::http::error_chain(&err), "the cluster refused to delete a tenant's namespace");
+                    ApiError::new(
+                        StatusCode::BAD_GATEWAY,
+                        "cluster_error",
+                        refused.to_string(),
+                    )
+                }
+                None => ApiError::internal(&err),
+            },
+            err @ (LifecycleError::ReadTenant(_)
+            | LifecycleError::HashPassword(_)
+            | LifecycleError::CreateTenant(_)
+            | LifecycleError::ChangeConfig(_)
+            | LifecycleError::RotateKey(_)
+            | LifecycleError::Deprovision(_)
+            | LifecycleError::DeleteRows(_)
+            | LifecycleError::ListExpired(_)
+            | LifecycleError::SetUsage(_)) => ApiError::internal(&err),
         }
     }
 }

@@ -162,15 +162,13 @@ async fn rollups_in(
     end: DateTime<Utc>,
 ) -> Result<Vec<Rollup>, ApiError> {
     let mut points = state
-        .service
-        .store()
+        .store
         .rollups(tenant, start, end)
         .await
         .map_err(internal)?;
     if let Some(current) = state
         .engine
-        .as_ref()
-        .and_then(|e| e.tenant(slug))
+        .tenant(slug)
         .and_then(|h| h.current_minute.clone())
         && current.minute >= start
         && current.minute < end
@@ -316,7 +314,7 @@ pub async fn dashboard(
     let tenant = state.service.get(id).await?;
     let health = TenantHealthView::of(&state, slug.clone());
     let limits = tenant.plan.limits();
-    let evaluation = state.engine.as_ref().and_then(|e| e.tenant(&slug));
+    let evaluation = state.engine.tenant(&slug);
     let now = Utc::now();
     let day = rollups_in(&state, &slug, id, now - TimeDelta::hours(24), now).await?;
     let samples: i64 = day.iter().map(|r| r.samples).sum();
@@ -334,8 +332,7 @@ pub async fn dashboard(
     let p50s = sorted(|r| r.latency_p50_ms);
     let p95s = sorted(|r| r.latency_p95_ms);
     let alerts_opened = state
-        .service
-        .store()
+        .store
         .list_alerts(&AlertFilter {
             tenant: Some(id),
             resolved: None,
@@ -351,15 +348,9 @@ pub async fn dashboard(
         .as_ref()
         .and_then(|h| h.current_minute.as_ref().and_then(|m| m.storage_bytes))
         .map_or(tenant.usage.storage_bytes as f64, |b| b as f64);
-    let deployment = state
-        .service
-        .store()
-        .deployment(id)
-        .await
-        .map_err(internal)?;
+    let deployment = state.store.deployment(id).await.map_err(internal)?;
     let recent_deployments = state
-        .service
-        .store()
+        .store
         .deployment_events(id, 10)
         .await
         .map_err(internal)?;
@@ -458,42 +449,40 @@ pub(super) async fn status_lines(state: &AppState) -> Vec<TenantStatusLine> {
     slugs.sort();
     slugs
         .into_iter()
-        .map(
-            |slug| match state.engine.as_ref().and_then(|e| e.tenant(&slug)) {
-                Some(h) => TenantStatusLine {
-                    tenant: slug,
-                    plan: h.tenant.plan.as_str().to_owned(),
-                    status: h.evaluation.status,
-                    evaluated_at: Some(h.evaluated_at),
-                    pods: h.evaluation.pods,
-                    pods_up: h.evaluation.pods_up,
-                    problems: h
-                        .evaluation
-                        .checks
-                        .iter()
-                        .filter(|c| {
-                            matches!(
-                                c.state,
-                                crate::health::CheckState::Warning
-                                    | crate::health::CheckState::Critical
-                            )
-                        })
-                        .map(|c| c.summary.clone())
-                        .collect(),
-                    open_alerts: h.open_alerts.len(),
-                },
-                None => TenantStatusLine {
-                    tenant: slug,
-                    plan: String::new(),
-                    status: Status::Unknown,
-                    evaluated_at: None,
-                    pods: 0,
-                    pods_up: 0,
-                    problems: Vec::new(),
-                    open_alerts: 0,
-                },
+        .map(|slug| match state.engine.tenant(&slug) {
+            Some(h) => TenantStatusLine {
+                tenant: slug,
+                plan: h.tenant.plan.as_str().to_owned(),
+                status: h.evaluation.status,
+                evaluated_at: Some(h.evaluated_at),
+                pods: h.evaluation.pods,
+                pods_up: h.evaluation.pods_up,
+                problems: h
+                    .evaluation
+                    .checks
+                    .iter()
+                    .filter(|c| {
+                        matches!(
+                            c.state,
+                            crate::health::CheckState::Warning
+                                | crate::health::CheckState::Critical
+                        )
+                    })
+                    .map(|c| c.summary.clone())
+                    .collect(),
+                open_alerts: h.open_alerts.len(),
             },
-        )
+            None => TenantStatusLine {
+                tenant: slug,
+                plan: String::new(),
+                status: Status::Unknown,
+                evaluated_at: None,
+                pods: 0,
+                pods_up: 0,
+                problems: Vec::new(),
+                open_alerts: 0,
+            },
+        })
         .collect()
 }
 
@@ -518,7 +507,7 @@ pub async fn check_all(
             "must be between 1 and 120",
         ));
     }
-    let engine = state.engine()?.clone();
+    let engine = state.engine.clone();
     let before = state.ingest.request_probe_now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
     let answered = |now: &[crate::ingest::AgentState]| {
@@ -602,7 +591,7 @@ pub async fn report(
 pub(super) async fn build_report(state: &AppState, hours: i64) -> Result<ReportView, ApiError> {
     let to = Utc::now();
     let from = to - TimeDelta::hours(hours);
-    let store = state.service.store();
+    let store = &state.store;
     let summaries: Vec<HealthSummary> = store.health_summaries(from, to).await.map_err(internal)?;
     let alerts = store
         .list_alerts(&AlertFilter {
@@ -648,8 +637,8 @@ pub struct ReportSent {
 }
 
 /// The daily report as an e-mail: a text table and the same in HTML.
-fn report_email(report: &ReportView) -> (String, crate::provision::welcome::EmailBody) {
-    use crate::provision::welcome::escape;
+fn report_email(report: &ReportView) -> (String, crate::notify::welcome::EmailBody) {
+    use crate::notify::welcome::escape;
     let subject = format!(
         "KnowTon tenant health {} to {}",
         report.from.format("%Y-%m-%d %H:%M"),
@@ -704,7 +693,7 @@ fn report_email(report: &ReportView) -> (String, crate::provision::welcome::Emai
         ));
     }
     html.push_str("</table>\n</body></html>\n");
-    (subject, crate::provision::welcome::EmailBody { text, html })
+    (subject, crate::notify::welcome::EmailBody { text, html })
 }
 
 /// Build the report and e-mail it to the operators (`--notify-email`)
@@ -791,12 +780,7 @@ pub async fn cleanup(
             )
         })?;
     let before = Utc::now() - age;
-    let deleted = state
-        .service
-        .store()
-        .cleanup(before)
-        .await
-        .map_err(internal)?;
+    let deleted = state.store.cleanup(before).await.map_err(internal)?;
     tracing::info!(before = %before, ?deleted, actor = %caller.actor(), "monitoring data cleaned up");
     Ok(Json(CleanupView { before, deleted }))
 }

@@ -74,15 +74,20 @@ use tower_http::trace::TraceLayer;
 use self::error::ApiError;
 use self::ratelimit::TenantRateLimiter;
 use self::views::Status;
-use crate::notify::{NotifyService, NotifySettings};
-use crate::provision::TenantService;
+use crate::notify::NotifyService;
+use crate::provision::TenantLifecycle;
+use crate::store::Store;
 
 pub use openapi::ApiDoc;
 
-/// What every handler can reach.
+/// What every handler can reach; built once, from running parts.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub service: Arc<TenantService>,
+    /// The tenant lifecycle: every change to a tenant goes through it.
+    pub service: Arc<TenantLifecycle>,
+    /// The store, for what handlers only read (and settings outside the
+    /// tenant lifecycle).
+    pub store: Arc<dyn Store>,
     pub limiter: Arc<TenantRateLimiter>,
     pub admin_token: Arc<str>,
     /// Set when shutdown starts: `/readyz` turns 503 at once.
@@ -91,11 +96,11 @@ pub struct AppState {
     pub ingest: Arc<crate::ingest::Registry>,
     /// Notification channels and the outbox.
     pub notify: Arc<NotifyService>,
-    /// Tenant health and alerts (running once `serve` has started it).
-    pub engine: Option<crate::health::Engine>,
+    /// Tenant health and alerts.
+    pub engine: crate::health::Engine,
     /// Requests and latencies of this API.
     pub http_metrics: Arc<crate::metrics::HttpMetrics>,
-    /// Tenant deployments (without a cluster unless `serve` configured one).
+    /// Tenant deployments (rendered and recorded only without a cluster).
     pub deployer: crate::deploy::Deployer,
     /// The bearer token `/metrics` requires (none: not served on the API port).
     pub metrics_token: Option<crate::listen::MetricsToken>,
@@ -103,74 +108,41 @@ pub struct AppState {
     pub request_timeout: Duration,
 }
 
+/// The running parts the application state is made of.
+#[derive(Debug)]
+pub struct Services {
+    pub lifecycle: Arc<TenantLifecycle>,
+    pub store: Arc<dyn Store>,
+    pub ingest: Arc<crate::ingest::Registry>,
+    pub notify: Arc<NotifyService>,
+    pub engine: crate::health::Engine,
+    pub deployer: crate::deploy::Deployer,
+}
+
+/// How the API authenticates and times requests.
+#[derive(Debug)]
+pub struct ApiSettings {
+    pub admin_token: String,
+    pub metrics_token: Option<crate::listen::MetricsToken>,
+    pub request_timeout: Duration,
+}
+
 impl AppState {
-    pub fn new(service: Arc<TenantService>, admin_token: &str) -> Self {
-        let ingest = Arc::new(crate::ingest::Registry::default());
+    pub fn new(services: Services, settings: ApiSettings) -> Self {
         AppState {
-            deployer: crate::deploy::Deployer::new(
-                service.clone(),
-                ingest.clone(),
-                None,
-                crate::deploy::DeploySettings::default(),
-                crate::deploy::leader::Leadership::alone().subscribe(),
-            ),
+            service: services.lifecycle,
+            store: services.store,
             limiter: Arc::new(TenantRateLimiter::new()),
-            admin_token: admin_token.into(),
+            admin_token: settings.admin_token.into(),
             draining: Arc::new(AtomicBool::new(false)),
-            ingest,
-            notify: Arc::new(NotifyService::new(
-                service.store().clone(),
-                service.secrets().clone(),
-                service.outbox_wakeup().clone(),
-                NotifySettings::default(),
-            )),
-            service,
-            engine: None,
+            ingest: services.ingest,
+            notify: services.notify,
+            engine: services.engine,
             http_metrics: Arc::new(crate::metrics::HttpMetrics::default()),
-            metrics_token: None,
-            request_timeout: Duration::from_secs(30),
+            deployer: services.deployer,
+            metrics_token: settings.metrics_token,
+            request_timeout: settings.request_timeout,
         }
-    }
-
-    /// The same state with `serve`'s request timeout.
-    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
-        self
-    }
-
-    /// The same state requiring `token` to read `/metrics`.
-    pub fn with_metrics_token(mut self, token: Option<crate::listen::MetricsToken>) -> Self {
-        self.metrics_token = token;
-        self
-    }
-
-    /// The same state with the running health engine.
-    pub fn with_engine(mut self, engine: crate::health::Engine) -> Self {
-        self.engine = Some(engine);
-        self
-    }
-
-    /// The health engine, or 503 while it is not running.
-    pub fn engine(&self) -> Result<&crate::health::Engine, ApiError> {
-        self.engine.as_ref().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "engine_not_running",
-                "the health engine is not running",
-            )
-        })
-    }
-
-    /// The same state with `deployer` (configured from `serve`'s flags).
-    pub fn with_deployer(mut self, deployer: crate::deploy::Deployer) -> Self {
-        self.deployer = deployer;
-        self
-    }
-
-    /// The same state with `notify` (configured from `serve`'s flags).
-    pub fn with_notify(mut self, notify: Arc<NotifyService>) -> Self {
-        self.notify = notify;
-        self
     }
 }
 
@@ -338,7 +310,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             Json(Status { status: "draining" }),
         );
     }
-    match state.service.store().ping().await {
+    match state.store.ping().await {
         Ok(()) => (StatusCode::OK, Json(Status { status: "ready" })),
         Err(err) => {
             tracing::warn!(error = %err, "readiness check: database unreachable");

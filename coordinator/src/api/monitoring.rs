@@ -46,7 +46,7 @@ impl TenantHealthView {
             .into_iter()
             .map(Into::into)
             .collect();
-        let health = state.engine.as_ref().and_then(|e| e.tenant(&slug));
+        let health = state.engine.tenant(&slug);
         match health {
             Some(h) => TenantHealthView {
                 tenant: slug,

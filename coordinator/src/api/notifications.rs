@@ -18,7 +18,7 @@ use super::error::{ApiError, ErrorBody};
 use super::json;
 use crate::notify::channels::{ChannelsRequest, ChannelsView};
 use crate::notify::{EMAIL, NO_SMTP};
-use crate::provision::ServiceError;
+use crate::provision::LifecycleError;
 use crate::store::{DeliveryState, OutboxEntry};
 
 const MAX_PAGE: u32 = 200;
@@ -65,7 +65,7 @@ pub async fn set_channels(
     caller.require_production()?;
     let tenant = state.service.get(id).await?;
     if tenant.status == TenantStatus::Deprovisioned {
-        return Err(ServiceError::Deprovisioned(tenant.slug).into());
+        return Err(LifecycleError::Deprovisioned(tenant.slug).into());
     }
     let view = state
         .notify

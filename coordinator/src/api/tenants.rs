@@ -13,7 +13,6 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::views::*;
-use crate::deploy::Trigger;
 use crate::provision::{ProvisionRequest, UpdateRequest};
 use crate::store::KeyKind;
 
@@ -37,10 +36,6 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require_admin()?;
     let done = state.service.provision(req, &caller.actor()).await?;
-    state
-        .deployer
-        .after_change(done.tenant.id, Trigger::Provisioned)
-        .await;
     let location = format!("/api/v1/tenants/{}", done.tenant.id);
     let body = ProvisionResponse {
         admin: AdminCredentials {
@@ -87,8 +82,7 @@ pub async fn list(
         })
         .transpose()?;
     let mut tenants = state
-        .service
-        .store()
+        .store
         .list_tenants(limit + 1, after, params.status)
         .await
         .map_err(|e| ApiError::internal(&e))?;
@@ -182,14 +176,10 @@ pub async fn update(
         caller.require_admin()?;
     }
     let expected = if_match(&headers)?;
-    let before = state.service.get(id).await?.config_version;
     let tenant = state
         .service
         .update(id, req, params.force, expected, &caller.actor())
         .await?;
-    if tenant.config_version != before {
-        state.deployer.after_change(id, Trigger::Updated).await;
-    }
     Ok(with_etag(tenant))
 }
 
@@ -208,7 +198,7 @@ pub async fn delete(
     caller.require_admin()?;
     let id = state.service.resolve(&id_or_slug).await?;
     if params.purge {
-        state.deployer.purge(id).await?;
+        state.service.purge(id).await?;
         return Ok(Json(DeprovisionResponse {
             id,
             status: "purged".into(),
@@ -216,10 +206,6 @@ pub async fn delete(
         }));
     }
     let tenant = state.service.deprovision(id).await?;
-    state
-        .deployer
-        .after_change(id, Trigger::Deprovisioned)
-        .await;
     Ok(Json(DeprovisionResponse {
         id,
         status: tenant.status.to_string(),

@@ -96,8 +96,7 @@ impl ThresholdsRequest {
 async fn view(state: &AppState, id: Uuid) -> Result<ThresholdsView, ApiError> {
     let tenant = state.service.get(id).await?;
     let own = state
-        .service
-        .store()
+        .store
         .thresholds(id)
         .await
         .map_err(|e| ApiError::internal(&e))?;
@@ -144,7 +143,7 @@ pub async fn put(
     let current = view(&state, id).await?;
     let updated = request.apply(current.thresholds)?;
     state
-        .engine()?
+        .engine
         .set_thresholds(id, Some(updated), &caller.actor())
         .await?;
     Ok(Json(view(&state, id).await?))
@@ -164,7 +163,7 @@ pub async fn reset(
     caller.require_admin()?;
     let id = state.service.resolve(&id_or_slug).await?;
     state
-        .engine()?
+        .engine
         .set_thresholds(id, None, &caller.actor())
         .await?;
     Ok(Json(view(&state, id).await?))

@@ -33,7 +33,7 @@ pub use console::Console;
 
 use crate::certs::{self, CertError};
 use crate::config::{ConfigError, ServeArgs, ServeConfig};
-use crate::provision::ServiceError;
+use crate::provision::LifecycleError;
 use crate::server::{self, Running, ServeError};
 
 /// The agent's node name (and certificate identity).
@@ -112,7 +112,7 @@ pub enum DemoError {
     Provision {
         slug: String,
         #[source]
-        source: ServiceError,
+        source: LifecycleError,
     },
     #[error("failed to start the simulated pods")]
     Pods(#[source] std::io::Error),

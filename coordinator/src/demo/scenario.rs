@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use super::DemoError;
 use super::console::Console;
 use super::pods::{Behaviour, SimPod};
-use crate::provision::{ProvisionRequest, ServiceError, TenantService};
+use crate::provision::{LifecycleError, ProvisionRequest, TenantLifecycle};
 
 /// One simulated tenant.
 #[derive(Debug, Clone, Copy)]
@@ -61,9 +61,10 @@ pub(super) const TENANTS: [TenantSketch; 5] = [
     },
 ];
 
-/// Provisions the demo's tenants (those already there are kept).
+/// Provisions the demo's tenants through the tenant lifecycle, as the API
+/// would (those already there are kept).
 pub(super) async fn provision(
-    service: &TenantService,
+    lifecycle: &TenantLifecycle,
     console: &Console,
 ) -> Result<Vec<(String, Plan)>, DemoError> {
     let mut tenants = Vec::new();
@@ -72,9 +73,9 @@ pub(super) async fn provision(
             slug: t.slug.to_owned(),
             source,
         };
-        let plan = match service.resolve(t.slug).await {
-            Ok(id) => service.get(id).await.map_err(err)?.plan,
-            Err(ServiceError::NotFound(_)) => {
+        let plan = match lifecycle.resolve(t.slug).await {
+            Ok(id) => lifecycle.get(id).await.map_err(err)?.plan,
+            Err(LifecycleError::NotFound(_)) => {
                 let request = ProvisionRequest {
                     name: t.name.to_owned(),
                     slug: t.slug.to_owned(),
@@ -84,7 +85,7 @@ pub(super) async fn provision(
                     features: None,
                     branding: None,
                 };
-                service.provision(request, "demo").await.map_err(err)?;
+                lifecycle.provision(request, "demo").await.map_err(err)?;
                 t.plan
             }
             Err(other) => return Err(err(other)),

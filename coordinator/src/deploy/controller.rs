@@ -4,7 +4,7 @@
 //! drift.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,17 +15,19 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::cluster::Cluster;
-use super::kinds::DEPLOYMENT;
-use super::render::{ClusterSettings, TenantSecrets, TenantSpec, namespace, render, to_yaml};
-use super::rollout;
+use super::cluster::{Cluster, ClusterError};
+use super::render::{ClusterSettings, TenantSpec, render, to_yaml};
 use super::watch::LiveCache;
 use crate::ingest::Registry;
-use crate::provision::{ServiceError, TenantService};
-use crate::store::{DeploymentEvent, DeploymentRow, Phase, StoreError, Tenant, now};
+use crate::secrets::{OpenError, SecretBox};
+use crate::store::{DeploymentRow, Phase, Store, StoreError, Tenant, now};
 
+mod attempt;
 mod drift;
 mod purge;
+pub mod secrets;
+
+pub use purge::PurgeHold;
 
 /// How long after a failure a reconcile retries the deployment.
 const RETRY_FAILED_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
@@ -85,14 +87,47 @@ impl Trigger {
     }
 }
 
+/// How a deployment's health is verified once it rolled out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// Wait (up to `verify_timeout`) for an agent's result saying the
+    /// tenant's `/health` answered; fail without one.
+    ByAgents,
+    /// No agent can report (agent ingest is off): ready, with a reason
+    /// saying health was not verified.
+    Unavailable,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
-    #[error(transparent)]
-    Service(#[from] ServiceError),
+    #[error("failed to read the tenant")]
+    ReadTenant(#[source] StoreError),
     #[error("failed to record the deployment")]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Cluster(#[from] super::ClusterError),
+    RecordDeployment(#[source] StoreError),
+    #[error("failed to read the tenant's deployment secrets")]
+    ReadSecrets(#[source] StoreError),
+    #[error("the tenant's deployment secret {name} is missing")]
+    MissingSecret { name: &'static str },
+    #[error("failed to open the tenant's deployment secret {name}")]
+    OpenSecret {
+        name: &'static str,
+        #[source]
+        source: OpenError,
+    },
+    #[error("failed to delete the tenant's namespace")]
+    DeleteNamespace(#[source] ClusterError),
+    #[error("failed to dry-run the tenant's objects")]
+    DryRun(#[source] ClusterError),
+}
+
+impl DeployError {
+    /// The cluster's refusal, when that is what failed.
+    pub fn cluster(&self) -> Option<&ClusterError> {
+        match self {
+            DeployError::DeleteNamespace(err) | DeployError::DryRun(err) => Some(err),
+            _ => None,
+        }
+    }
 }
 
 /// The deployer's handle; cheap to clone.
@@ -103,10 +138,13 @@ pub struct Deployer {
 
 #[derive(Debug)]
 struct Inner {
-    service: Arc<TenantService>,
+    store: Arc<dyn Store>,
+    /// Opens the tenants' sealed deployment secrets.
+    secrets: SecretBox,
     registry: Arc<Registry>,
     cluster: Option<Cluster>,
     settings: DeploySettings,
+    verification: Verification,
     /// Tenants waiting for the worker, with what asked (a full deployment
     /// wins over a reconcile).
     queue: Mutex<BTreeMap<Uuid, Queued>>,
@@ -135,14 +173,6 @@ pub struct DeployCounters {
     pub scaled_down: AtomicU64,
 }
 
-/// What is left of a request the latest attempt already served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Done {
-    /// Ready: only make sure nobody changed it since.
-    CheckDrift,
-    Nothing,
-}
-
 /// A tenant waiting for the worker.
 #[derive(Debug, Clone, Copy)]
 struct Queued {
@@ -158,20 +188,24 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Deployer {
     pub fn new(
-        service: Arc<TenantService>,
+        store: Arc<dyn Store>,
+        secrets: SecretBox,
         registry: Arc<Registry>,
         cluster: Option<Cluster>,
         settings: DeploySettings,
+        verification: Verification,
         leader: watch::Receiver<bool>,
     ) -> Self {
         Deployer {
             inner: Arc::new(Inner {
                 leader,
                 counters: DeployCounters::default(),
-                service,
+                store,
+                secrets,
                 registry,
                 cluster,
                 settings,
+                verification,
                 queue: Mutex::new(BTreeMap::new()),
                 wake: Notify::new(),
                 desired: Mutex::default(),
@@ -198,8 +232,9 @@ impl Deployer {
         &self.inner.live
     }
 
-    pub fn service(&self) -> &Arc<TenantService> {
-        &self.inner.service
+    /// The store the deployer records deployments in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
     }
 
     /// The agents' results.
@@ -220,10 +255,10 @@ impl Deployer {
     ) -> Result<DeploymentRow, DeployError> {
         let row = self
             .inner
-            .service
-            .store()
+            .store
             .request_deployment(tenant, trigger.as_str())
-            .await?;
+            .await
+            .map_err(DeployError::RecordDeployment)?;
         self.enqueue_at(tenant, trigger, row.requested_at);
         Ok(row)
     }
@@ -255,14 +290,17 @@ impl Deployer {
 
     /// The tenant's objects as the deployer would apply them now.
     pub async fn render_tenant(&self, tenant: &Tenant) -> Result<Vec<Value>, DeployError> {
-        let row = self.inner.service.store().deployment(tenant.id).await?;
-        let secrets = self.inner.service.deployment_secrets(tenant.id).await?;
+        let row = self
+            .inner
+            .store
+            .deployment(tenant.id)
+            .await
+            .map_err(DeployError::ReadTenant)?;
+        let secrets =
+            secrets::open(self.inner.store.as_ref(), &self.inner.secrets, tenant.id).await?;
         Ok(render(
             &spec_of(tenant, row.as_ref()),
-            &TenantSecrets {
-                database_password: secrets.database_password,
-                jwt_secret: secrets.jwt_secret,
-            },
+            &secrets,
             &self.inner.settings.cluster,
         ))
     }
@@ -293,7 +331,7 @@ impl Deployer {
                 tasks.spawn(async move {
                     match deployer.deploy(id, queued).await {
                         // Purged while it was deployed: nothing to record.
-                        Ok(()) | Err(DeployError::Store(StoreError::NotFound)) => {}
+                        Ok(()) | Err(DeployError::RecordDeployment(StoreError::NotFound)) => {}
                         Err(err) => {
                             tracing::error!(tenant_id = %id, error = %crate::notify::http::error_chain(&err), "deployment could not be recorded");
                         }
@@ -324,7 +362,7 @@ impl Deployer {
                     }
                 }
                 _ = pending_scan.tick(), if leads => {
-                    match self.inner.service.store().deployments_in(Phase::Pending).await {
+                    match self.inner.store.deployments_in(Phase::Pending).await {
                         Ok(rows) => {
                             for row in rows.into_iter().filter(|r| !running.contains(&r.tenant_id)) {
                                 self.enqueue_at(row.tenant_id, Trigger::Manual, row.requested_at);
@@ -343,7 +381,7 @@ impl Deployer {
     /// before deployments existed, or whose request a crash lost) for its
     /// first deployment.
     async fn reconcile_all(&self) -> Result<(), StoreError> {
-        let store = self.inner.service.store();
+        let store = &self.inner.store;
         let deployed: HashSet<Uuid> = store
             .deployments()
             .await?
@@ -366,249 +404,6 @@ impl Deployer {
             }
         }
         Ok(())
-    }
-
-    /// One deployment (or drift check) of one tenant.
-    async fn deploy(&self, id: Uuid, queued: Queued) -> Result<(), DeployError> {
-        let trigger = queued.trigger;
-        if lock(&self.inner.purging).contains(&id) {
-            return Ok(());
-        }
-        let service = &self.inner.service;
-        let tenant = match service.get(id).await {
-            Ok(tenant) => tenant,
-            // Purged meanwhile: nothing to deploy.
-            Err(ServiceError::NotFound(_)) => return Ok(()),
-            Err(err) => return Err(err.into()),
-        };
-        let store = service.store();
-        let mut row = store
-            .deployment(id)
-            .await?
-            .unwrap_or_else(|| DeploymentRow::new(id, trigger.as_str()));
-        let objects = match self.render_tenant(&tenant).await {
-            Ok(objects) => objects,
-            Err(DeployError::Store(err)) => return Err(err.into()),
-            Err(err) => {
-                // The tenant's secrets cannot be opened, say: record it
-                // rather than retrying it every few seconds.
-                row.attempt += 1;
-                let reason = format!(
-                    "failed to render: {}",
-                    crate::notify::http::error_chain(&err)
-                );
-                return self.fail(&mut row, &tenant, reason).await;
-            }
-        };
-        let hash = objects_hash(&objects);
-        self.remember(id, &objects);
-        if let Some(done) = already_done(&row, queued, &hash, self.inner.cluster.is_some()) {
-            return match done {
-                Done::CheckDrift => self.repair_drift(&tenant, &row, &objects).await,
-                Done::Nothing => Ok(()),
-            };
-        }
-        row.attempt += 1;
-        if row.phase != Phase::Pending {
-            row.trigger = trigger.as_str().to_owned();
-        }
-        row.objects_hash = Some(hash);
-        row.started_at = Some(now());
-        row.finished_at = None;
-        row.reason = None;
-        let Some(cluster) = self.inner.cluster.clone() else {
-            return self
-                .finish(
-                    &mut row,
-                    Phase::Skipped,
-                    Some("no cluster configured: rendered and recorded only".to_owned()),
-                )
-                .await;
-        };
-        self.set_phase(
-            &mut row,
-            Phase::Applying,
-            format!("applying {} objects", objects.len()),
-        )
-        .await?;
-        let pruned = match cluster.apply(&tenant.slug, &objects).await {
-            Ok(pruned) => pruned,
-            Err(err) => return self.fail(&mut row, &tenant, err.to_string()).await,
-        };
-        self.inner
-            .counters
-            .pruned
-            .fetch_add(pruned.len() as u64, Ordering::Relaxed);
-        for object in &pruned {
-            self.event(
-                &row,
-                "prune",
-                format!("deleted {object}: no longer part of the tenant"),
-            )
-            .await?;
-        }
-        self.set_phase(
-            &mut row,
-            Phase::Waiting,
-            "waiting for the rollout".to_owned(),
-        )
-        .await?;
-        let ns = namespace(&spec_of(&tenant, Some(&row)), &self.inner.settings.cluster);
-        let api = kube::Api::<kube::api::DynamicObject>::namespaced_with(
-            cluster.client().clone(),
-            &ns,
-            &DEPLOYMENT.api_resource(),
-        );
-        for deployment in objects.iter().filter(|o| o["kind"] == "Deployment") {
-            let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
-            if let Err(err) =
-                rollout::wait(api.clone(), name, self.inner.settings.rollout_timeout).await
-            {
-                return self.fail(&mut row, &tenant, err.to_string()).await;
-            }
-        }
-        if tenant.status == TenantStatus::Deprovisioned {
-            return self
-                .finish(
-                    &mut row,
-                    Phase::Ready,
-                    Some("deprovisioned: scaled to zero, namespace and data kept".to_owned()),
-                )
-                .await;
-        }
-        self.set_phase(
-            &mut row,
-            Phase::Verifying,
-            "waiting for the agents to see /health answer".to_owned(),
-        )
-        .await?;
-        match self.verify(&tenant.slug).await {
-            Ok(note) => self.finish(&mut row, Phase::Ready, note).await,
-            Err(reason) => self.fail(&mut row, &tenant, reason).await,
-        }
-    }
-
-    /// Waits for an agent's result of the tenant, newer than now, whose
-    /// `/health` answered. With no agent connected there is nothing to ask:
-    /// ready, with a note saying so.
-    async fn verify(&self, slug: &str) -> Result<Option<String>, String> {
-        let registry = &self.inner.registry;
-        if registry.agents().is_empty() {
-            return Ok(Some(
-                "health not verified: no agent is connected".to_owned(),
-            ));
-        }
-        let since = now();
-        let deadline = tokio::time::Instant::now() + self.inner.settings.verify_timeout;
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            let healthy = registry.latest(slug).iter().any(|(_, latest)| {
-                latest.received_at >= since && latest.result.liveness.as_ref().is_some_and(|p| p.ok)
-            });
-            if healthy {
-                return Ok(None);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(format!(
-                    "health not verified: no agent saw /health answer within {:?}",
-                    self.inner.settings.verify_timeout
-                ));
-            }
-            tick.tick().await;
-        }
-    }
-
-    async fn set_phase(
-        &self,
-        row: &mut DeploymentRow,
-        phase: Phase,
-        detail: String,
-    ) -> Result<(), DeployError> {
-        row.phase = phase;
-        row.updated_at = now();
-        let event = DeploymentEvent {
-            at: row.updated_at,
-            attempt: row.attempt,
-            kind: "phase".to_owned(),
-            detail: format!("{}: {detail}", phase.as_str()),
-        };
-        self.inner
-            .service
-            .store()
-            .save_deployment(row, Some(&event))
-            .await?;
-        Ok(())
-    }
-
-    async fn finish(
-        &self,
-        row: &mut DeploymentRow,
-        phase: Phase,
-        reason: Option<String>,
-    ) -> Result<(), DeployError> {
-        row.reason.clone_from(&reason);
-        row.finished_at = Some(now());
-        let detail = reason.unwrap_or_else(|| format!("attempt {} done", row.attempt));
-        self.set_phase(row, phase, detail).await
-    }
-
-    async fn fail(
-        &self,
-        row: &mut DeploymentRow,
-        tenant: &Tenant,
-        reason: String,
-    ) -> Result<(), DeployError> {
-        tracing::warn!(tenant = %tenant.slug, attempt = row.attempt, %reason, "deployment failed");
-        self.finish(row, Phase::Failed, Some(reason)).await
-    }
-
-    async fn event(
-        &self,
-        row: &DeploymentRow,
-        kind: &str,
-        detail: String,
-    ) -> Result<(), DeployError> {
-        let event = DeploymentEvent {
-            at: now(),
-            attempt: row.attempt,
-            kind: kind.to_owned(),
-            detail,
-        };
-        self.inner
-            .service
-            .store()
-            .record_deployment_event(row.tenant_id, &event)
-            .await?;
-        Ok(())
-    }
-}
-
-/// Whether the latest attempt, rendered from the same objects, already
-/// did what this request asks. Requests and reconciles race with
-/// attempts (a tenant's first reconcile may start before its
-/// provisioning request is recorded): the objects' hash, not the
-/// order of events, says whether there is anything left to do. An
-/// operator's explicit request always deploys; a reconcile retries a
-/// failure a minute after it at the earliest.
-fn already_done(row: &DeploymentRow, queued: Queued, hash: &str, cluster: bool) -> Option<Done> {
-    if row.phase == Phase::Pending || row.objects_hash.as_deref() != Some(hash) {
-        return None;
-    }
-    let served = row.started_at.is_some_and(|s| s >= queued.at);
-    if queued.trigger == Trigger::Manual && !served {
-        return None;
-    }
-    let failed_lately = row
-        .finished_at
-        .is_some_and(|at| now() - at < RETRY_FAILED_AFTER);
-    match row.phase {
-        Phase::Ready => Some(Done::CheckDrift),
-        Phase::Failed if queued.trigger == Trigger::Reconcile && !failed_lately && !served => None,
-        Phase::Failed => Some(Done::Nothing),
-        // Deployed once a cluster is configured.
-        Phase::Skipped if !cluster => Some(Done::Nothing),
-        // Skipped with a cluster now, or an attempt a crash interrupted.
-        _ => None,
     }
 }
 

@@ -132,7 +132,7 @@ pub async fn run(
             overrides = None;
             continue;
         }
-        let store = deployer.service().store().clone();
+        let store = deployer.store().clone();
         let overrides = match &mut overrides {
             Some(known) => known,
             None => match store.deployments().await {

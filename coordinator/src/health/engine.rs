@@ -29,10 +29,10 @@ pub use alerting::{ENGINE_ACTOR, describe};
 use super::alerts::{AlertPolicy, Tracker};
 use super::evaluate::{Check, CheckState, Evaluation, Inputs, Status, evaluate};
 use super::rollup::{Minute, minute_of};
+use crate::directory::TenantDirectory;
 use crate::ingest::Registry;
 use crate::notify::NotifyService;
 use crate::notify::render::AlertStatus;
-use crate::provision::TenantDirectory;
 use crate::store::{AlertRow, AlertState, AlertWrite, Rollup, Silence, Store, StoreError, Tenant};
 
 /// Tuning of the engine.
@@ -157,6 +157,11 @@ enum Command {
     },
     /// Evaluates every active tenant now.
     EvaluateAll { reply: oneshot::Sender<()> },
+    /// Drops what is kept of a tenant that is no longer active.
+    Forget {
+        slug: String,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Counters for the metrics endpoint.
@@ -406,6 +411,13 @@ impl Engine {
             .await?
     }
 
+    /// Drops everything kept of a tenant that was deprovisioned or purged
+    /// (its cached record, alert slots, results and published health).
+    pub async fn forget(&self, slug: &str) -> Result<(), EngineError> {
+        let slug = slug.to_owned();
+        self.ask(|reply| Command::Forget { slug, reply }).await
+    }
+
     pub async fn end_silence(&self, id: Uuid) -> Result<(), EngineError> {
         self.ask(|reply| Command::EndSilence { id, reply }).await?
     }
@@ -506,6 +518,10 @@ impl Task {
                     Err(err) => Err(err.into()),
                 };
                 let _ = reply.send(result);
+            }
+            Command::Forget { slug, reply } => {
+                self.forget(&slug);
+                let _ = reply.send(());
             }
             Command::EvaluateAll { reply } => {
                 let slugs: Vec<String> = self.directory.with(|a| a.iter().cloned().collect());

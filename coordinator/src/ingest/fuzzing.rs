@@ -14,7 +14,7 @@ use prost::Message;
 use super::Placement;
 use super::registry::{BatchOutcome, MAX_PODS_PER_NODE, Registry};
 use super::service::{StreamSettings, check_batch};
-use crate::provision::TenantDirectory;
+use crate::directory::TenantDirectory;
 
 /// The active tenants of the fixture.
 pub const TENANTS: [&str; 2] = ["acme", "globex"];

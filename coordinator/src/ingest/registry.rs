@@ -11,7 +11,7 @@ use knowton_proto::agent::v1::{Hello, PodResult, ResultBatch};
 
 use super::placement::Placement;
 use super::rejected::{RejectedCounts, RejectedResult, Tally};
-use crate::provision::TenantDirectory;
+use crate::directory::TenantDirectory;
 
 /// Most pods of one tenant kept from one node. A node runs at most a few
 /// hundred pods (the kubelet's default limit is 110); the bound keeps an

@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::AgentPeer;
 use super::registry::{BatchOutcome, Connection, Counters, Registry};
-use crate::provision::TenantDirectory;
+use crate::directory::TenantDirectory;
 
 /// Limits and timers of agent streams.
 #[derive(Debug, Clone)]

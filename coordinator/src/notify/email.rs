@@ -14,7 +14,7 @@ use reqwest::Url;
 use sha2::{Digest, Sha256};
 
 use super::Attempt;
-use crate::provision::welcome::EmailBody;
+use super::welcome::EmailBody;
 
 /// The header carrying the idempotency key.
 pub const IDEMPOTENCY_HEADER: &str = "X-Knowton-Idempotency-Key";

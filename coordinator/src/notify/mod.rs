@@ -25,6 +25,7 @@ pub mod config;
 pub mod email;
 pub mod http;
 pub mod render;
+pub mod welcome;
 pub mod worker;
 
 #[cfg(test)]
@@ -352,7 +353,7 @@ impl NotifyService {
         &self,
         key: &str,
         subject: &str,
-        body: &crate::provision::welcome::EmailBody,
+        body: &crate::notify::welcome::EmailBody,
     ) -> Result<usize, NotifyError> {
         let messages = render::plan_operator_email(
             key,

@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::channels::{Receiver, ResolvedChannels, redact_url};
+use super::welcome::{EmailBody, escape};
 use super::{EMAIL, HttpDelivery, SLACK, WEBHOOK, seal_body};
-use crate::provision::welcome::{EmailBody, escape};
 use crate::secrets::SecretBox;
 use crate::store::OutboxMessage;
 

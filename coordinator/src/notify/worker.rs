@@ -24,11 +24,11 @@ use tracing::Instrument;
 
 use super::email::{Mailer, MailerError};
 use super::http::HttpSender;
+use super::welcome::EmailBody;
 use super::{
     Attempt, CHANNELS, EMAIL, HttpDelivery, NotifyService, RetryPolicy, SLACK, WEBHOOK,
     outbox_context,
 };
-use crate::provision::welcome::EmailBody;
 use crate::store::{ClaimedMessage, DeliveryOutcome, now};
 
 /// Deliveries in flight at once, per channel.

@@ -147,7 +147,7 @@ impl Coordinator {
 
     /// `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
-        self.state().service.store().backend()
+        self.state().store.backend()
     }
 
     /// Drains the server, then removes its data directory and schema.

@@ -1,5 +1,6 @@
-//! Purging a tenant: its namespace (with everything in it) first, then its
-//! rows; nothing when the cluster refuses.
+//! Removing a purged tenant from the cluster: its namespace (with
+//! everything in it) is deleted while the deployer is kept away from the
+//! tenant. The tenant lifecycle deletes the rows afterwards.
 
 use uuid::Uuid;
 
@@ -7,40 +8,47 @@ use super::{DeployError, Deployer, lock, spec_of};
 use crate::deploy::render::namespace;
 use crate::store::Tenant;
 
+/// While held, no deployment, drift repair or reconcile of the tenant
+/// runs; released when dropped.
+#[derive(Debug)]
+#[must_use = "the tenant may be deployed again as soon as the hold is dropped"]
+pub struct PurgeHold {
+    deployer: Deployer,
+    tenant: Uuid,
+}
+
+impl Drop for PurgeHold {
+    fn drop(&mut self) {
+        lock(&self.deployer.inner.purging).remove(&self.tenant);
+    }
+}
+
 impl Deployer {
-    /// Deletes the tenant's namespace (and everything in it) and then
-    /// every row of the tenant. When the cluster refuses, nothing is
-    /// purged and the error says why.
-    pub async fn purge(&self, id: Uuid) -> Result<(), DeployError> {
-        let tenant = self.inner.service.get(id).await?;
-        // No drift repair or reconcile may bring it back meanwhile.
-        lock(&self.inner.purging).insert(id);
-        lock(&self.inner.desired).forget(id);
-        let purged = self.purge_now(&tenant).await;
-        lock(&self.inner.purging).remove(&id);
-        purged
+    /// Keeps the deployer away from `tenant` until the hold is dropped, and
+    /// forgets its objects (no drift repair brings them back).
+    pub fn hold_for_purge(&self, tenant: Uuid) -> PurgeHold {
+        lock(&self.inner.purging).insert(tenant);
+        lock(&self.inner.desired).forget(tenant);
+        PurgeHold {
+            deployer: self.clone(),
+            tenant,
+        }
     }
 
-    async fn purge_now(&self, tenant: &Tenant) -> Result<(), DeployError> {
-        if let Some(cluster) = &self.inner.cluster {
-            let ns = namespace(&spec_of(tenant, None), &self.inner.settings.cluster);
-            if cluster.delete_namespace(&ns).await? {
-                tracing::warn!(tenant = %tenant.slug, namespace = %ns, "tenant namespace deleted with everything in it");
-            }
+    /// Deletes the tenant's namespace and everything in it (nothing to do
+    /// without a cluster). Call it under [`Self::hold_for_purge`].
+    pub async fn delete_namespace(&self, tenant: &Tenant) -> Result<(), DeployError> {
+        let Some(cluster) = &self.inner.cluster else {
+            return Ok(());
+        };
+        let ns = namespace(&spec_of(tenant, None), &self.inner.settings.cluster);
+        let deleted = cluster
+            .delete_namespace(&ns)
+            .await
+            .map_err(DeployError::DeleteNamespace)?;
+        if deleted {
+            tracing::warn!(tenant = %tenant.slug, namespace = %ns, "tenant namespace deleted with everything in it");
         }
-        self.inner.service.purge(tenant.id).await?;
         Ok(())
-    }
-
-    /// Purges deprovisioned tenants whose retention ended before `at`.
-    pub async fn purge_expired(
-        &self,
-        at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<usize, DeployError> {
-        let expired = self.inner.service.store().expired_tenants(at).await?;
-        for id in &expired {
-            self.purge(*id).await?;
-        }
-        Ok(expired.len())
     }
 }

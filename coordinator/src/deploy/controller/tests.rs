@@ -1,5 +1,6 @@
 use chrono::TimeDelta;
 
+use super::attempt::{Done, already_done};
 use super::*;
 
 fn attempt(phase: Phase, started_secs_ago: i64, finished_secs_ago: i64) -> DeploymentRow {

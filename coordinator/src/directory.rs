@@ -1,5 +1,5 @@
-//! The slugs of active tenants, kept current by the tenant service, so that
-//! the agent ingest path can drop results for unknown tenants without a
+//! The slugs of active tenants, kept current by the tenant lifecycle, so
+//! that the agent ingest path can drop results for unknown tenants without a
 //! database round trip.
 
 use std::collections::HashSet;

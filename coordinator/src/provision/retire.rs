@@ -1,0 +1,70 @@
+//! The end of a tenant: deprovisioning (stopped, data kept) and purging
+//! (namespace and rows deleted), also of tenants whose retention ended.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::TenantLifecycle;
+use super::error::{LifecycleError, Result, failed};
+use crate::deploy::Trigger;
+use crate::store::{Tenant, now};
+
+impl TenantLifecycle {
+    /// Deprovisions the tenant keeping its data (its deployment scaled to
+    /// zero); returns it. Idempotent.
+    pub async fn deprovision(&self, id: Uuid) -> Result<Tenant> {
+        let retain_until = now() + self.retention;
+        self.store
+            .deprovision(id, retain_until)
+            .await
+            .map_err(failed(LifecycleError::Deprovision, id))?;
+        let tenant = self.get(id).await?;
+        self.forget(&tenant.slug).await;
+        tracing::info!(tenant = %tenant.slug, retain_until = %tenant.retain_until.unwrap_or(retain_until), "tenant deprovisioned, data kept");
+        self.deployer.after_change(id, Trigger::Deprovisioned).await;
+        Ok(tenant)
+    }
+
+    /// Deletes the tenant's namespace (with everything in it) and then every
+    /// row of the tenant. When the cluster refuses, nothing is purged and
+    /// the error says why.
+    pub async fn purge(&self, id: Uuid) -> Result<()> {
+        let tenant = self.get(id).await?;
+        // No deployment, drift repair or reconcile may bring it back meanwhile.
+        let _hold = self.deployer.hold_for_purge(id);
+        self.deployer
+            .delete_namespace(&tenant)
+            .await
+            .map_err(LifecycleError::DeleteNamespace)?;
+        self.store
+            .purge(id)
+            .await
+            .map_err(failed(LifecycleError::DeleteRows, id))?;
+        self.forget(&tenant.slug).await;
+        tracing::warn!(tenant = %tenant.slug, tenant_id = %id, "tenant purged: all of its data was deleted");
+        Ok(())
+    }
+
+    /// Purges deprovisioned tenants whose retention ended before `at`.
+    pub async fn purge_expired(&self, at: DateTime<Utc>) -> Result<usize> {
+        let expired = self
+            .store
+            .expired_tenants(at)
+            .await
+            .map_err(LifecycleError::ListExpired)?;
+        for id in &expired {
+            self.purge(*id).await?;
+        }
+        Ok(expired.len())
+    }
+
+    /// A tenant no longer active: out of the directory (its agents' results
+    /// are dropped) and out of the health engine.
+    async fn forget(&self, slug: &str) {
+        self.directory.remove(slug);
+        if let Err(err) = self.engine.forget(slug).await {
+            // Only when the engine stopped (shutting down): nothing to forget.
+            tracing::debug!(tenant = slug, error = %err, "the health engine did not forget the tenant");
+        }
+    }
+}
