@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use anyhow::{Context, bail};
+use knowton_common::units::format_bytes;
 use knowton_common::{Feature, FeatureOverrides};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -458,8 +459,8 @@ fn describe(t: &TenantView) -> String {
         "  usage:       {} / {} users, {} / {} storage",
         t.usage.users,
         t.limits.max_users,
-        bytes(t.usage.storage_bytes),
-        bytes(t.limits.storage_bytes)
+        format_bytes(t.usage.storage_bytes),
+        format_bytes(t.limits.storage_bytes)
     );
     let _ = writeln!(
         out,
@@ -473,21 +474,6 @@ fn describe(t: &TenantView) -> String {
     let _ = writeln!(out, "  created:     {}", t.created_at.to_rfc3339());
     let _ = writeln!(out, "  config:      version {}", t.config_version);
     out
-}
-
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// `deploy`: a client dry-run renders here; a server dry-run or a

@@ -234,7 +234,7 @@ impl Deployer {
     pub async fn after_change(&self, tenant: Uuid, trigger: Trigger) {
         if let Err(err) = self.request(tenant, trigger).await {
             self.enqueue(tenant, trigger);
-            tracing::warn!(tenant_id = %tenant, trigger = trigger.as_str(), error = %crate::notify::http::error_chain(&err), "failed to record a deployment request; deploying anyway");
+            tracing::warn!(tenant_id = %tenant, trigger = trigger.as_str(), error = %knowton_common::error_chain(&err), "failed to record a deployment request; deploying anyway");
         }
     }
 
@@ -295,7 +295,7 @@ impl Deployer {
                         // Purged while it was deployed: nothing to record.
                         Ok(()) | Err(DeployError::Store(StoreError::NotFound)) => {}
                         Err(err) => {
-                            tracing::error!(tenant_id = %id, error = %crate::notify::http::error_chain(&err), "deployment could not be recorded");
+                            tracing::error!(tenant_id = %id, error = %knowton_common::error_chain(&err), "deployment could not be recorded");
                         }
                     }
                     id
@@ -320,7 +320,7 @@ impl Deployer {
                 () = tokio::time::sleep_until(next_reconcile), if leads => {
                     next_reconcile += every;
                     if let Err(err) = self.reconcile_all().await {
-                        tracing::warn!(error = %crate::notify::http::error_chain(&err), "failed to list tenants to reconcile");
+                        tracing::warn!(error = %knowton_common::error_chain(&err), "failed to list tenants to reconcile");
                     }
                 }
                 _ = pending_scan.tick(), if leads => {
@@ -393,10 +393,7 @@ impl Deployer {
                 // The tenant's secrets cannot be opened, say: record it
                 // rather than retrying it every few seconds.
                 row.attempt += 1;
-                let reason = format!(
-                    "failed to render: {}",
-                    crate::notify::http::error_chain(&err)
-                );
+                let reason = format!("failed to render: {}", knowton_common::error_chain(&err));
                 return self.fail(&mut row, &tenant, reason).await;
             }
         };

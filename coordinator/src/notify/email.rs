@@ -299,7 +299,7 @@ impl Mailer {
 /// not lose mail meanwhile; everything else (4xx, network, TLS, timeouts)
 /// is retried.
 fn classify(err: &lettre::transport::smtp::Error) -> Attempt {
-    let error = super::http::error_chain(err);
+    let error = knowton_common::error_chain(err);
     let auth = err
         .status()
         .is_some_and(|code| matches!(code.to_string().as_str(), "530" | "534" | "535" | "538"));
