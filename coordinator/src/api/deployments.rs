@@ -14,7 +14,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::{ApiQuery, AppState, json};
 use crate::deploy::Trigger;
-use crate::deploy::cli::is_cidr;
+use crate::deploy::flags::is_cidr;
 use crate::deploy::cluster::PlannedChange;
 use crate::deploy::controller::{DeployError, objects_hash};
 use crate::deploy::render::{redacted, to_yaml};

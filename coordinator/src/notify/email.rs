@@ -214,7 +214,7 @@ impl std::fmt::Debug for Mailer {
 
 impl Mailer {
     pub fn new(settings: &SmtpSettings, timeout: Duration) -> Result<Self, MailerError> {
-        crate::client::install_crypto_provider();
+        crate::certs::install_crypto_provider();
         let mut tls = TlsParameters::builder(settings.host.clone());
         if let Some(path) = &settings.ca_file {
             let pem = std::fs::read(path).map_err(|source| MailerError::ReadCa {

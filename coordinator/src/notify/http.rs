@@ -54,7 +54,7 @@ impl HttpSender {
     /// are not followed (a POST must not turn into a GET somewhere else,
     /// nor a tenant's request go where the policy did not look).
     pub fn new(settings: &NotifySettings) -> Self {
-        crate::client::install_crypto_provider();
+        crate::certs::install_crypto_provider();
         let policy = Arc::new(settings.tenant_addresses.clone());
         let builder = || {
             let timeout = settings.timeout;
