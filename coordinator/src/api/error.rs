@@ -8,10 +8,12 @@ use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use knowton_common::{LimitViolation, ValidationError};
+use knowton_common::{LimitViolation, ValidationError, error_chain};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::deploy::controller::DeployError;
+use crate::health::engine::EngineError;
 use crate::notify::NotifyError;
 use crate::provision::ServiceError;
 
@@ -84,18 +86,23 @@ impl ApiError {
 
     /// Logs `err` with its cause chain and hides it from the client.
     pub fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
-        let mut chain = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            chain.push_str(": ");
-            chain.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        tracing::error!(error = %chain, "request failed");
+        tracing::error!(error = %error_chain(err), "request failed");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "internal error; the coordinator's log has the details under this response's x-request-id",
+        )
+    }
+
+    /// The Kubernetes API server refused or failed: 502 `cluster_error`;
+    /// what it said is logged with its cause chain, not returned (it can
+    /// name objects and settings of the cluster).
+    pub fn cluster(err: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::warn!(error = %error_chain(err), "the kubernetes api server failed a request");
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "cluster_error",
+            "the Kubernetes API server failed the request; the coordinator's log has the details under this response's x-request-id",
         )
     }
 }
@@ -181,6 +188,49 @@ impl From<NotifyError> for ApiError {
             err @ (NotifyError::OpenChannel { .. } | NotifyError::Store(_)) => {
                 ApiError::internal(&err)
             }
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::AlertNotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "alert_not_found",
+                format!("alert {id} not found"),
+            ),
+            EngineError::AlreadyResolved(id) => ApiError::new(
+                StatusCode::CONFLICT,
+                "alert_resolved",
+                format!("alert {id} is already resolved"),
+            ),
+            EngineError::SilenceNotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "silence_not_found",
+                format!("silence {id} not found"),
+            ),
+            err @ EngineError::SilenceLimit { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "silence_limit_reached",
+                err.to_string(),
+            ),
+            EngineError::Stopped => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "engine_not_running",
+                "the health engine is not running",
+            ),
+            err @ (EngineError::Store(_) | EngineError::Notify(_)) => ApiError::internal(&err),
+        }
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(err: DeployError) -> Self {
+        match err {
+            DeployError::Service(err) => err.into(),
+            DeployError::Cluster(err) => ApiError::cluster(&err),
+            err @ DeployError::Store(_) => ApiError::internal(&err),
         }
     }
 }

@@ -2,6 +2,9 @@
 
 mod alerts;
 pub mod auth;
+mod check_all;
+mod cleanup;
+mod dashboard;
 mod deployments;
 pub mod error;
 mod history;
@@ -9,7 +12,9 @@ pub mod json;
 mod monitoring;
 mod notifications;
 mod openapi;
+mod page;
 pub mod ratelimit;
+mod reports;
 mod tenants;
 mod thresholds;
 pub mod views;
@@ -201,11 +206,11 @@ pub fn router(state: AppState) -> Router {
         .route("/plans", get(tenants::plans))
         .route("/monitoring/health", get(monitoring::health))
         .route("/monitoring/health/history", get(history::history))
-        .route("/monitoring/dashboard", get(history::dashboard))
-        .route("/monitoring/check-all", post(history::check_all))
-        .route("/monitoring/report", get(history::report))
-        .route("/monitoring/report/send", post(history::send_report))
-        .route("/monitoring/cleanup", post(history::cleanup))
+        .route("/monitoring/dashboard", get(dashboard::dashboard))
+        .route("/monitoring/check-all", post(check_all::check_all))
+        .route("/monitoring/report", get(reports::report))
+        .route("/monitoring/report/send", post(reports::send_report))
+        .route("/monitoring/cleanup", post(cleanup::cleanup))
         .route("/monitoring/alerts", get(alerts::list))
         .route("/monitoring/alerts/{id}", get(alerts::get))
         .route("/monitoring/alerts/{id}/resolve", post(alerts::resolve))
