@@ -438,19 +438,6 @@ impl TenantService {
             jwt_secret: open(JWT_SECRET)?,
         })
     }
-
-    /// Opens a sealed outbox body.
-    pub fn open_outbox_body(&self, id: Uuid, sealed: &str) -> Result<welcome::EmailBody> {
-        let err = |source| ServiceError::OpenSecret {
-            name: format!("outbox/{id}"),
-            source,
-        };
-        let plain = self
-            .secrets
-            .open(sealed, &outbox_context(id))
-            .map_err(err)?;
-        serde_json::from_slice(&plain).map_err(|_| err(OpenError::Malformed))
-    }
 }
 
 impl ProvisionRequest {
