@@ -69,7 +69,7 @@ impl SmtpSettings {
         ca_file: Option<PathBuf>,
     ) -> Result<Self, Vec<String>> {
         let mut errors = Vec::new();
-        let shown = crate::store::redact_url(url);
+        let shown = crate::store::redact_url_credentials(url);
         let parsed = Url::parse(url).ok();
         let implicit_tls = match parsed.as_ref().map(Url::scheme) {
             Some("smtp") => false,
