@@ -179,13 +179,7 @@ pub async fn list(
 
 /// The alert with its history, if the caller may see its tenant.
 async fn visible_alert(state: &AppState, caller: &Caller, id: &str) -> Result<AlertRow, ApiError> {
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "alert_not_found",
-            format!("alert {id} not found"),
-        )
-    };
+    let not_found = || ApiError::alert_not_found(id);
     let id = Uuid::parse_str(id).map_err(|_| not_found())?;
     let alert = state
         .service
@@ -427,13 +421,7 @@ pub async fn end_silence(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "silence_not_found",
-            format!("silence {id} not found"),
-        )
-    };
+    let not_found = || ApiError::silence_not_found(&id);
     let silence_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let silence = state
         .service

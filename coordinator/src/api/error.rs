@@ -84,6 +84,25 @@ impl ApiError {
         )
     }
 
+    /// 404 `alert_not_found`: no such alert, or one the caller may not see.
+    pub fn alert_not_found(id: impl std::fmt::Display) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "alert_not_found",
+            format!("alert {id} not found"),
+        )
+    }
+
+    /// 404 `silence_not_found`: no such silence in force, or one the caller
+    /// may not see.
+    pub fn silence_not_found(id: impl std::fmt::Display) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "silence_not_found",
+            format!("silence {id} not found"),
+        )
+    }
+
     /// Logs `err` with its cause chain and hides it from the client.
     pub fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
         tracing::error!(error = %error_chain(err), "request failed");
@@ -195,21 +214,13 @@ impl From<NotifyError> for ApiError {
 impl From<EngineError> for ApiError {
     fn from(err: EngineError) -> Self {
         match err {
-            EngineError::AlertNotFound(id) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "alert_not_found",
-                format!("alert {id} not found"),
-            ),
+            EngineError::AlertNotFound(id) => ApiError::alert_not_found(id),
             EngineError::AlreadyResolved(id) => ApiError::new(
                 StatusCode::CONFLICT,
                 "alert_resolved",
                 format!("alert {id} is already resolved"),
             ),
-            EngineError::SilenceNotFound(id) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "silence_not_found",
-                format!("silence {id} not found"),
-            ),
+            EngineError::SilenceNotFound(id) => ApiError::silence_not_found(id),
             err @ EngineError::SilenceLimit { .. } => ApiError::new(
                 StatusCode::CONFLICT,
                 "silence_limit_reached",
@@ -269,5 +280,32 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::ApiError;
+    use crate::deploy::ClusterError;
+    use crate::deploy::controller::DeployError;
+    use crate::deploy::kinds::ObjectRef;
+
+    #[test]
+    fn cluster_failures_keep_their_status_and_code_but_not_their_text() {
+        let object = ObjectRef {
+            kind: "Secret".to_owned(),
+            namespace: Some("knowton-tenant-acme".to_owned()),
+            name: "acme-database".to_owned(),
+        };
+        let err = ApiError::from(DeployError::Cluster(ClusterError::UnknownKind { object }));
+        assert_eq!(err.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(err.detail.code, "cluster_error");
+        assert!(
+            !err.detail.message.contains("acme"),
+            "{}",
+            err.detail.message
+        );
     }
 }
