@@ -1,4 +1,13 @@
 //! The REST API: routes, authentication, rate limiting and error mapping.
+//!
+//! Handlers stay thin: they check the request, call a service and shape
+//! the answer. Shared by every route: [`auth`] (who is calling),
+//! [`ratelimit`], [`error`] (the one mapping of failures to a status and a
+//! `code`), [`json`] (request bodies), `page` (cursor pagination) and
+//! [`views`] (response types). Routes by subject: `tenants`, `deployments`,
+//! `thresholds`, `notifications`, `alerts` (and silences), `monitoring`
+//! (health now, agents), `history`, `dashboard`, `check_all`, `reports`,
+//! `cleanup`; `openapi` documents them.
 
 mod alerts;
 pub mod auth;
