@@ -134,7 +134,7 @@ impl BenchCoordinator {
             env.is_empty() || matches!(launch, Launch::Process(_)),
             "settings through the environment need the coordinator as a process"
         );
-        knowton_coordinator::client::install_crypto_provider();
+        knowton_coordinator::certs::install_crypto_provider();
         let dir = tempfile::Builder::new()
             .prefix("knowton-bench-")
             .tempdir()

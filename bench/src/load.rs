@@ -17,7 +17,7 @@ use crate::seed::SeededTenant;
 
 /// An HTTP/1.1 client with a pool as large as the load needs.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    knowton_coordinator::client::install_crypto_provider();
+    knowton_coordinator::certs::install_crypto_provider();
     Ok(reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)

@@ -12,14 +12,19 @@
 //! - [`tenant`]: tenant status, branding and the validation of every field
 //!   an operator can send.
 //! - [`usage`]: usage counters and their comparison with a plan's limits.
+//! - [`units`]: byte sizes as people read them.
+//! - [`errors`]: an error and its causes on one line, for logs and messages.
 
+pub mod errors;
 pub mod features;
 pub mod namespace;
 pub mod plan;
 pub mod tenant;
 pub mod thresholds;
+pub mod units;
 pub mod usage;
 
+pub use errors::error_chain;
 pub use features::{Feature, FeatureOverrides, Features};
 pub use plan::{Plan, PlanLimits};
 pub use tenant::{Branding, TenantStatus, ValidationError};

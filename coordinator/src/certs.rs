@@ -11,6 +11,12 @@ use rcgen::{
     KeyUsagePurpose, date_time_ymd,
 };
 
+/// Installs the process-wide rustls crypto provider (ring) that every TLS
+/// client and server of the process uses. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub const CA_CERT: &str = "ca.pem";
 pub const CA_KEY: &str = "ca-key.pem";
 pub const SERVER_CERT: &str = "server.pem";

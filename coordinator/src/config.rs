@@ -10,7 +10,7 @@ use crate::listen::{HttpArgs, HttpSettings};
 use crate::notify::NotifySettings;
 use crate::notify::config::NotifyArgs;
 use crate::secrets::KeySource;
-use crate::store::{Backend, redact_url};
+use crate::store::{Backend, redact_url_credentials};
 use crate::tls::TlsFiles;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:knowton.db";
@@ -357,7 +357,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 Ok(ServeConfig {
                     http_addr: args.http_addr,
                     backend,
-                    database_display: redact_url(&args.database_url),
+                    database_display: redact_url_credentials(&args.database_url),
                     key_source,
                     admin_token,
                     retention_days: args.retention_days,

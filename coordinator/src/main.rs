@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    client::install_crypto_provider();
+    certs::install_crypto_provider();
     let result = match cli.command {
         Command::Serve(args) => {
             init_logging(cli.log_format);

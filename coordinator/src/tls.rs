@@ -126,7 +126,7 @@ pub struct ServerTls {
 
 impl ServerTls {
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
-        crate::client::install_crypto_provider();
+        crate::certs::install_crypto_provider();
         let loaded = Loaded::read(&files)?;
         let config = Arc::new(loaded.server_config(&files)?);
         Ok(Arc::new(ServerTls {

@@ -168,7 +168,7 @@ impl ReceiverTls {
     }
 
     fn acceptor(&self) -> TlsAcceptor {
-        knowton_coordinator::client::install_crypto_provider();
+        knowton_coordinator::certs::install_crypto_provider();
         let chain: Vec<_> = CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
             .collect::<Result<_, _>>()
             .unwrap();

@@ -992,7 +992,7 @@ async fn the_watch_cache_follows_the_cluster_without_managed_fields_or_status() 
     use knowton_coordinator::deploy::{ClusterSettings, TenantSecrets, TenantSpec, render};
     use tokio_stream::StreamExt;
 
-    knowton_coordinator::client::install_crypto_provider();
+    knowton_coordinator::certs::install_crypto_provider();
     let cluster = Cluster::start().await;
     let kube = knowton_coordinator::deploy::Cluster::connect(Some(&cluster.kubeconfig))
         .await

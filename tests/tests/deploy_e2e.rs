@@ -90,7 +90,7 @@ async fn a_tenant_is_deployed_previewed_repaired_deprovisioned_and_purged_on_a_r
     let Some(kubeconfig) = kubeconfig() else {
         return;
     };
-    knowton_coordinator::client::install_crypto_provider();
+    knowton_coordinator::certs::install_crypto_provider();
     let kt = coordinator(&kubeconfig).await;
     let slug = format!("e2e{}", std::process::id());
     let ns = format!("knowton-e2e-{slug}");

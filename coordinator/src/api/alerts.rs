@@ -11,46 +11,13 @@ use uuid::Uuid;
 
 use super::auth::{Caller, TENANT_SLUG_HEADER};
 use super::error::{ApiError, ErrorBody};
+use super::page::Page;
 use super::{ApiQuery, AppState, json};
 use crate::health::Check;
 use crate::health::engine::EngineError;
 use crate::store::{AlertEventRow, AlertFilter, AlertRow, AlertState, Silence};
 
-const MAX_PAGE: u32 = 200;
 const MAX_NOTE: usize = 2000;
-
-impl From<EngineError> for ApiError {
-    fn from(err: EngineError) -> Self {
-        match err {
-            EngineError::AlertNotFound(id) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "alert_not_found",
-                format!("alert {id} not found"),
-            ),
-            EngineError::AlreadyResolved(id) => ApiError::new(
-                StatusCode::CONFLICT,
-                "alert_resolved",
-                format!("alert {id} is already resolved"),
-            ),
-            EngineError::SilenceNotFound(id) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "silence_not_found",
-                format!("silence {id} not found"),
-            ),
-            err @ EngineError::SilenceLimit { .. } => ApiError::new(
-                StatusCode::CONFLICT,
-                "silence_limit_reached",
-                err.to_string(),
-            ),
-            EngineError::Stopped => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "engine_not_running",
-                "the health engine is not running",
-            ),
-            err @ (EngineError::Store(_) | EngineError::Notify(_)) => ApiError::internal(&err),
-        }
-    }
-}
 
 /// An alert as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -191,49 +158,27 @@ pub async fn list(
     ApiQuery(params): ApiQuery<AlertListParams>,
 ) -> Result<Json<AlertList>, ApiError> {
     let tenant = scope(&state, &caller, &headers).await?.map(|s| s.id);
-    let limit = params.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ));
-    }
-    let rows = state
+    let page = Page::new(params.limit)?;
+    let mut rows = state
         .store
         .list_alerts(&AlertFilter {
             tenant,
             resolved: params.resolved,
-            limit: limit + 1,
+            limit: page.rows_to_read(),
             before: params.cursor,
         })
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    let more = rows.len() > limit as usize;
-    let alerts: Vec<AlertView> = rows
-        .into_iter()
-        .take(limit as usize)
-        .map(Into::into)
-        .collect();
-    let next_cursor = if more {
-        alerts.last().map(|a| a.id)
-    } else {
-        None
-    };
+    let next_cursor = page.cut(&mut rows, |a| a.id);
     Ok(Json(AlertList {
-        alerts,
+        alerts: rows.into_iter().map(Into::into).collect(),
         next_cursor,
     }))
 }
 
 /// The alert with its history, if the caller may see its tenant.
 async fn visible_alert(state: &AppState, caller: &Caller, id: &str) -> Result<AlertRow, ApiError> {
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "alert_not_found",
-            format!("alert {id} not found"),
-        )
-    };
+    let not_found = || ApiError::alert_not_found(id);
     let id = Uuid::parse_str(id).map_err(|_| not_found())?;
     let alert = state
         .store
@@ -472,13 +417,7 @@ pub async fn end_silence(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let not_found = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "silence_not_found",
-            format!("silence {id} not found"),
-        )
-    };
+    let not_found = || ApiError::silence_not_found(&id);
     let silence_id = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let silence = state
         .store

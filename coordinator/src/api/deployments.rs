@@ -14,9 +14,9 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::{ApiQuery, AppState, json};
 use crate::deploy::Trigger;
-use crate::deploy::cli::is_cidr;
 use crate::deploy::cluster::PlannedChange;
 use crate::deploy::controller::{DeployError, objects_hash};
+use crate::deploy::flags::is_cidr;
 use crate::deploy::render::{redacted, to_yaml};
 use crate::store::{DeploymentEvent, DeploymentRow, DeploymentSettings, Phase};
 
@@ -101,15 +101,6 @@ pub struct DeploymentSettingsRequest {
     /// CIDRs allowed to reach the tenant's ingress; empty: everyone.
     #[schema(max_items = 64)]
     pub allowlist: Vec<String>,
-}
-
-impl From<DeployError> for ApiError {
-    fn from(err: DeployError) -> Self {
-        match err.cluster() {
-            Some(e) => ApiError::new(StatusCode::BAD_GATEWAY, "cluster_error", e.to_string()),
-            None => ApiError::internal(&err),
-        }
-    }
 }
 
 async fn view(state: &AppState, id: Uuid) -> Result<DeploymentView, ApiError> {

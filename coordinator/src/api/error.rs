@@ -8,10 +8,12 @@ use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use knowton_common::{LimitViolation, ValidationError};
+use knowton_common::{LimitViolation, ValidationError, error_chain};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::deploy::controller::DeployError;
+use crate::health::engine::EngineError;
 use crate::notify::NotifyError;
 use crate::provision::LifecycleError;
 
@@ -82,20 +84,44 @@ impl ApiError {
         )
     }
 
+    /// 404 `alert_not_found`: no such alert, or one the caller may not see.
+    pub fn alert_not_found(id: impl std::fmt::Display) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "alert_not_found",
+            format!("alert {id} not found"),
+        )
+    }
+
+    /// 404 `silence_not_found`: no such silence in force, or one the caller
+    /// may not see.
+    pub fn silence_not_found(id: impl std::fmt::Display) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "silence_not_found",
+            format!("silence {id} not found"),
+        )
+    }
+
     /// Logs `err` with its cause chain and hides it from the client.
     pub fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
-        let mut chain = err.to_string();
-        let mut source = err.source();
-        while let Some(cause) = source {
-            chain.push_str(": ");
-            chain.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        tracing::error!(error = %chain, "request failed");
+        tracing::error!(error = %error_chain(err), "request failed");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "internal error; the coordinator's log has the details under this response's x-request-id",
+        )
+    }
+
+    /// The Kubernetes API server refused or failed: 502 `cluster_error`;
+    /// what it said is logged with its cause chain, not returned (it can
+    /// name objects and settings of the cluster).
+    pub fn cluster(err: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::warn!(error = %error_chain(err), "the kubernetes api server failed a request");
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "cluster_error",
+            "the Kubernetes API server failed the request; the coordinator's log has the details under this response's x-request-id",
         )
     }
 }
@@ -169,7 +195,7 @@ impl From<LifecycleError> for ApiError {
             }
             LifecycleError::DeleteNamespace(err) => match err.cluster() {
                 Some(refused) => {
-                    tracing::warn!(error = %crate::notify::http::error_chain(&err), "the cluster refused to delete a tenant's namespace");
+                    tracing::warn!(error = %knowton_common::error_chain(&err), "the cluster refused to delete a tenant's namespace");
                     ApiError::new(
                         StatusCode::BAD_GATEWAY,
                         "cluster_error",
@@ -198,6 +224,40 @@ impl From<NotifyError> for ApiError {
             err @ (NotifyError::OpenChannel { .. } | NotifyError::Store(_)) => {
                 ApiError::internal(&err)
             }
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(err: EngineError) -> Self {
+        match err {
+            EngineError::AlertNotFound(id) => ApiError::alert_not_found(id),
+            EngineError::AlreadyResolved(id) => ApiError::new(
+                StatusCode::CONFLICT,
+                "alert_resolved",
+                format!("alert {id} is already resolved"),
+            ),
+            EngineError::SilenceNotFound(id) => ApiError::silence_not_found(id),
+            err @ EngineError::SilenceLimit { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "silence_limit_reached",
+                err.to_string(),
+            ),
+            EngineError::Stopped => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "engine_not_running",
+                "the health engine is not running",
+            ),
+            err @ (EngineError::Store(_) | EngineError::Notify(_)) => ApiError::internal(&err),
+        }
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(err: DeployError) -> Self {
+        match err.cluster() {
+            Some(refused) => ApiError::cluster(refused),
+            None => ApiError::internal(&err),
         }
     }
 }
@@ -236,5 +296,32 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::ApiError;
+    use crate::deploy::ClusterError;
+    use crate::deploy::controller::DeployError;
+    use crate::deploy::kinds::ObjectRef;
+
+    #[test]
+    fn cluster_failures_keep_their_status_and_code_but_not_their_text() {
+        let object = ObjectRef {
+            kind: "Secret".to_owned(),
+            namespace: Some("knowton-tenant-acme".to_owned()),
+            name: "acme-database".to_owned(),
+        };
+        let err = ApiError::from(DeployError::DryRun(ClusterError::UnknownKind { object }));
+        assert_eq!(err.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(err.detail.code, "cluster_error");
+        assert!(
+            !err.detail.message.contains("acme"),
+            "{}",
+            err.detail.message
+        );
     }
 }

@@ -1,7 +1,19 @@
 //! The REST API: routes, authentication, rate limiting and error mapping.
+//!
+//! Handlers stay thin: they check the request, call a service and shape
+//! the answer. Shared by every route: [`auth`] (who is calling),
+//! [`ratelimit`], [`error`] (the one mapping of failures to a status and a
+//! `code`), [`json`] (request bodies), `page` (cursor pagination) and
+//! [`views`] (response types). Routes by subject: `tenants`, `deployments`,
+//! `thresholds`, `notifications`, `alerts` (and silences), `monitoring`
+//! (health now, agents), `history`, `dashboard`, `check_all`, `reports`,
+//! `cleanup`; `openapi` documents them.
 
 mod alerts;
 pub mod auth;
+mod check_all;
+mod cleanup;
+mod dashboard;
 mod deployments;
 pub mod error;
 mod history;
@@ -9,7 +21,9 @@ pub mod json;
 mod monitoring;
 mod notifications;
 mod openapi;
+mod page;
 pub mod ratelimit;
+mod reports;
 mod tenants;
 mod thresholds;
 pub mod views;
@@ -173,11 +187,11 @@ pub fn router(state: AppState) -> Router {
         .route("/plans", get(tenants::plans))
         .route("/monitoring/health", get(monitoring::health))
         .route("/monitoring/health/history", get(history::history))
-        .route("/monitoring/dashboard", get(history::dashboard))
-        .route("/monitoring/check-all", post(history::check_all))
-        .route("/monitoring/report", get(history::report))
-        .route("/monitoring/report/send", post(history::send_report))
-        .route("/monitoring/cleanup", post(history::cleanup))
+        .route("/monitoring/dashboard", get(dashboard::dashboard))
+        .route("/monitoring/check-all", post(check_all::check_all))
+        .route("/monitoring/report", get(reports::report))
+        .route("/monitoring/report/send", post(reports::send_report))
+        .route("/monitoring/cleanup", post(cleanup::cleanup))
         .route("/monitoring/alerts", get(alerts::list))
         .route("/monitoring/alerts/{id}", get(alerts::get))
         .route("/monitoring/alerts/{id}/resolve", post(alerts::resolve))

@@ -16,12 +16,11 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::json;
+use super::page::{Page, parse_cursor};
 use crate::notify::channels::{ChannelsRequest, ChannelsView};
 use crate::notify::{EMAIL, NO_SMTP};
 use crate::provision::LifecycleError;
 use crate::store::{DeliveryState, OutboxEntry};
-
-const MAX_PAGE: u32 = 200;
 
 /// The tenant's notification channels: the addresses that receive its
 /// alerts, and its webhook and Slack receivers (redacted, never a secret).
@@ -171,33 +170,15 @@ pub async fn list_notifications(
     ApiQuery(params): ApiQuery<NotificationListParams>,
 ) -> Result<Json<NotificationPage>, ApiError> {
     caller.require_admin()?;
-    let limit = params.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("must be 1 to {MAX_PAGE}"),
-        ));
-    }
-    let after = params
-        .cursor
-        .as_deref()
-        .map(|c| {
-            Uuid::parse_str(c)
-                .map_err(|_| ApiError::invalid("cursor", "is not a cursor this API returned"))
-        })
-        .transpose()?;
+    let page = Page::new(params.limit)?;
+    let after = parse_cursor(params.cursor.as_deref())?;
     let mut entries = state
         .notify
         .store()
-        .list_outbox(params.state, limit + 1, after)
+        .list_outbox(params.state, page.rows_to_read(), after)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    let next_cursor = if entries.len() > limit as usize {
-        entries.truncate(limit as usize);
-        entries.last().map(|e| e.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = page.cut(&mut entries, |e| e.id.to_string());
     let email_enabled = state.notify.email_enabled();
     Ok(Json(NotificationPage {
         notifications: entries

@@ -7,7 +7,8 @@ use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    alerts, deployments, error, history, monitoring, notifications, tenants, thresholds, views,
+    alerts, check_all, cleanup, dashboard, deployments, error, history, monitoring, notifications,
+    reports, tenants, thresholds, views,
 };
 use crate::{notify, provision, store};
 
@@ -20,8 +21,8 @@ use crate::{notify, provision, store};
         super::healthz, super::readyz, serve, monitoring::health, monitoring::agents,
         notifications::get_channels, notifications::set_channels,
         notifications::list_notifications,
-        history::history, history::dashboard, history::check_all, history::report, history::send_report,
-        history::cleanup, alerts::list, alerts::get, alerts::resolve, alerts::acknowledge,
+        history::history, dashboard::dashboard, check_all::check_all, reports::report,
+        reports::send_report, cleanup::cleanup, alerts::list, alerts::get, alerts::resolve, alerts::acknowledge,
         alerts::create_silence, alerts::list_silences, alerts::end_silence,
         thresholds::get, thresholds::put, thresholds::reset,
         deployments::get, deployments::deploy, deployments::put,
@@ -37,8 +38,9 @@ use crate::{notify, provision, store};
         notifications::NotificationView, notifications::NotificationPage, store::DeliveryState,
         alerts::AlertView, alerts::AlertList, alerts::AlertAction, alerts::SilenceRequest,
         alerts::SilenceList, store::Silence, store::AlertState, store::AlertEventRow, store::Rollup,
-        store::CleanupCounts, history::HealthHistoryView, history::DashboardView, history::CheckAllView,
-        history::ReportView, history::ReportSent, history::DashboardDeployment, history::CleanupView, thresholds::ThresholdsView,
+        store::CleanupCounts, history::HealthHistoryView, dashboard::DashboardView,
+        check_all::CheckAllView, reports::ReportView, reports::ReportSent,
+        dashboard::DashboardDeployment, cleanup::CleanupView, thresholds::ThresholdsView,
         thresholds::ThresholdsRequest,
         deployments::DeploymentView, deployments::DryRunView, deployments::DryRunMode,
         deployments::DeploymentSettingsRequest, store::DeploymentEvent, store::Phase,

@@ -5,18 +5,16 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use knowton_common::{Plan, Usage};
-use uuid::Uuid;
 
 use super::ApiQuery;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
+use super::page::{Page, parse_cursor};
 use super::views::*;
 use crate::provision::{ProvisionRequest, UpdateRequest};
 use crate::store::KeyKind;
-
-const MAX_PAGE: u32 = 200;
 
 /// Provision a tenant: record, admin user, API keys, branding, features,
 /// usage, deployment secrets, welcome e-mail and configuration history,
@@ -66,32 +64,14 @@ pub async fn list(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<TenantPage>, ApiError> {
     caller.require_admin()?;
-    let limit = params.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("must be 1 to {MAX_PAGE}"),
-        ));
-    }
-    let after = params
-        .cursor
-        .as_deref()
-        .map(|c| {
-            Uuid::parse_str(c)
-                .map_err(|_| ApiError::invalid("cursor", "is not a cursor this API returned"))
-        })
-        .transpose()?;
+    let page = Page::new(params.limit)?;
+    let after = parse_cursor(params.cursor.as_deref())?;
     let mut tenants = state
         .store
-        .list_tenants(limit + 1, after, params.status)
+        .list_tenants(page.rows_to_read(), after, params.status)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    let next_cursor = if tenants.len() > limit as usize {
-        tenants.truncate(limit as usize);
-        tenants.last().map(|t| t.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = page.cut(&mut tenants, |t| t.id.to_string());
     Ok(Json(TenantPage {
         tenants: tenants.into_iter().map(Into::into).collect(),
         next_cursor,

@@ -21,7 +21,7 @@ fn roots(ca: &CertificateAuthority) -> Arc<RootCertStore> {
 
 #[test]
 fn issued_certificates_chain_to_their_ca_only() {
-    crate::client::install_crypto_provider();
+    crate::certs::install_crypto_provider();
     let ca = CertificateAuthority::generate("test CA").unwrap();
     let other = CertificateAuthority::generate("other CA").unwrap();
     let server = ca

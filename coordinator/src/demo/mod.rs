@@ -188,7 +188,7 @@ impl Demo {
     /// returns once the agent is connected. The status table and the
     /// timeline run until [`Demo::stop`].
     pub async fn start(args: DemoArgs, console: Console) -> Result<Demo, DemoError> {
-        crate::client::install_crypto_provider();
+        crate::certs::install_crypto_provider();
         let dir = args.dir.clone().unwrap_or_else(new_demo_dir);
         std::fs::create_dir_all(&dir).map_err(|source| DemoError::CreateDir {
             path: dir.clone(),

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::cli::ClusterArgs;
 use super::controller::DeploySettings;
+use super::flags::ClusterArgs;
 use super::leader::LeaderSettings;
 use super::scaling::ScalingSettings;
 

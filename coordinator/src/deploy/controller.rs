@@ -269,7 +269,7 @@ impl Deployer {
     pub async fn after_change(&self, tenant: Uuid, trigger: Trigger) {
         if let Err(err) = self.request(tenant, trigger).await {
             self.enqueue(tenant, trigger);
-            tracing::warn!(tenant_id = %tenant, trigger = trigger.as_str(), error = %crate::notify::http::error_chain(&err), "failed to record a deployment request; deploying anyway");
+            tracing::warn!(tenant_id = %tenant, trigger = trigger.as_str(), error = %knowton_common::error_chain(&err), "failed to record a deployment request; deploying anyway");
         }
     }
 
@@ -333,7 +333,7 @@ impl Deployer {
                         // Purged while it was deployed: nothing to record.
                         Ok(()) | Err(DeployError::RecordDeployment(StoreError::NotFound)) => {}
                         Err(err) => {
-                            tracing::error!(tenant_id = %id, error = %crate::notify::http::error_chain(&err), "deployment could not be recorded");
+                            tracing::error!(tenant_id = %id, error = %knowton_common::error_chain(&err), "deployment could not be recorded");
                         }
                     }
                     id
@@ -358,7 +358,7 @@ impl Deployer {
                 () = tokio::time::sleep_until(next_reconcile), if leads => {
                     next_reconcile += every;
                     if let Err(err) = self.reconcile_all().await {
-                        tracing::warn!(error = %crate::notify::http::error_chain(&err), "failed to list tenants to reconcile");
+                        tracing::warn!(error = %knowton_common::error_chain(&err), "failed to list tenants to reconcile");
                     }
                 }
                 _ = pending_scan.tick(), if leads => {

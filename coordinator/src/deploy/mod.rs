@@ -1,12 +1,13 @@
 //! Tenant deployments on Kubernetes: what each tenant gets ([`render`]),
 //! how it reaches the cluster ([`cluster`], [`rollout`]) and what differs
-//! from what is there ([`diff`]).
+//! from what is there ([`diff`]); the cluster flags `serve` and `deploy`
+//! share ([`flags`]).
 
-pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod diff;
+pub mod flags;
 pub mod kinds;
 pub mod leader;
 pub mod render;

@@ -4,6 +4,7 @@
 
 use knowton_common::Plan;
 use knowton_common::thresholds::{Level, Thresholds};
+use knowton_common::units::format_bytes;
 use knowton_proto::agent::v1::PodResult;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -353,7 +354,7 @@ fn storage(pods: &[&PodResult], plan_bytes: u64, level: Level) -> CheckResult {
         format!(
             "storage at {} of {}",
             whole_percent(percent),
-            bytes(plan_bytes)
+            format_bytes(plan_bytes)
         ),
     )
 }
@@ -478,22 +479,6 @@ fn percent_of(part: f64, whole: f64) -> f64 {
 
 fn whole_percent(percent: f64) -> String {
     format!("{percent:.0}%")
-}
-
-/// `1 TiB`, `100 GiB`, `512 MiB`: binary units, whole when exact.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if value.fract() == 0.0 {
-        format!("{value:.0} {}", UNITS[unit])
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ pub struct WebhookTarget {
 impl std::fmt::Debug for WebhookTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebhookTarget")
-            .field("url", &redact_url(&self.url))
+            .field("url", &redact_url_to_host(&self.url))
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -43,7 +43,7 @@ pub struct SlackTarget {
 impl std::fmt::Debug for SlackTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SlackTarget")
-            .field("url", &redact_url(&self.url))
+            .field("url", &redact_url_to_host(&self.url))
             .finish()
     }
 }
@@ -187,14 +187,17 @@ impl std::fmt::Debug for ChannelsRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChannelsRequest")
             .field("emails", &self.emails)
-            .field("webhook_url", &self.webhook_url.as_deref().map(redact_url))
+            .field(
+                "webhook_url",
+                &self.webhook_url.as_deref().map(redact_url_to_host),
+            )
             .field(
                 "webhook_secret",
                 &self.webhook_secret.as_ref().map(|_| "<redacted>"),
             )
             .field(
                 "slack_webhook_url",
-                &self.slack_webhook_url.as_deref().map(redact_url),
+                &self.slack_webhook_url.as_deref().map(redact_url_to_host),
             )
             .finish()
     }
@@ -270,12 +273,15 @@ impl ChannelsView {
         ChannelsView {
             emails,
             emails_default,
-            webhook_url: channels.webhook.as_ref().map(|w| redact_url(&w.url)),
+            webhook_url: channels
+                .webhook
+                .as_ref()
+                .map(|w| redact_url_to_host(&w.url)),
             webhook_secret_set: channels
                 .webhook
                 .as_ref()
                 .is_some_and(|w| w.secret.is_some()),
-            slack_webhook_url: channels.slack.as_ref().map(|s| redact_url(&s.url)),
+            slack_webhook_url: channels.slack.as_ref().map(|s| redact_url_to_host(&s.url)),
             updated_at,
         }
     }
@@ -405,8 +411,8 @@ fn parse_url(field: &str, url: &str) -> Result<(Url, String), ValidationError> {
 /// `/…` if there was a path or query (a webhook's path and query often
 /// are its credential, a Slack URL's path always is). A user or password
 /// is never shown. For URLs whose path is not a secret (a database's, an
-/// SMTP server's), [`crate::store::redact_url`] keeps more.
-pub fn redact_url(url: &str) -> String {
+/// SMTP server's), [`crate::store::redact_url_credentials`] keeps more.
+pub fn redact_url_to_host(url: &str) -> String {
     match Url::parse(url) {
         Ok(parsed) => {
             let host = parsed.host_str().unwrap_or_default();

@@ -11,7 +11,7 @@ use rustls::pki_types::pem::PemObject;
 
 use super::address::{AddressPolicy, parse_cidrs};
 use super::channels::{
-    GlobalChannels, SlackTarget, WebhookTarget, redact_url, validate_operator_url,
+    GlobalChannels, SlackTarget, WebhookTarget, redact_url_to_host, validate_operator_url,
 };
 use super::email::{SmtpSettings, StartTls};
 use super::{NotifySettings, RetryPolicy};
@@ -141,7 +141,10 @@ impl std::fmt::Debug for NotifyArgs {
         f.debug_struct("NotifyArgs")
             .field(
                 "smtp_url",
-                &self.smtp_url.as_deref().map(crate::store::redact_url),
+                &self
+                    .smtp_url
+                    .as_deref()
+                    .map(crate::store::redact_url_credentials),
             )
             .field("smtp_from", &self.smtp_from)
             .field("smtp_starttls", &self.smtp_starttls)
@@ -149,7 +152,7 @@ impl std::fmt::Debug for NotifyArgs {
             .field("notify_email", &self.notify_email)
             .field(
                 "notify_webhook",
-                &self.notify_webhook.as_deref().map(redact_url),
+                &self.notify_webhook.as_deref().map(redact_url_to_host),
             )
             .field(
                 "notify_webhook_secret",
@@ -157,7 +160,7 @@ impl std::fmt::Debug for NotifyArgs {
             )
             .field(
                 "notify_slack",
-                &self.notify_slack.as_deref().map(redact_url),
+                &self.notify_slack.as_deref().map(redact_url_to_host),
             )
             .field("external_url", &self.external_url)
             .field("notify_allow_cidr", &self.notify_allow_cidr)
@@ -209,7 +212,7 @@ impl NotifyArgs {
                 .map_err(|e| {
                     errors.push(format!(
                         "--notify-webhook {:?}: {}",
-                        redact_url(url),
+                        redact_url_to_host(url),
                         e.message
                     ))
                 })
@@ -236,7 +239,7 @@ impl NotifyArgs {
                 .map_err(|e| {
                     errors.push(format!(
                         "--notify-slack {:?}: {}",
-                        redact_url(url),
+                        redact_url_to_host(url),
                         e.message
                     ))
                 })

@@ -69,7 +69,7 @@ impl SmtpSettings {
         ca_file: Option<PathBuf>,
     ) -> Result<Self, Vec<String>> {
         let mut errors = Vec::new();
-        let shown = crate::store::redact_url(url);
+        let shown = crate::store::redact_url_credentials(url);
         let parsed = Url::parse(url).ok();
         let implicit_tls = match parsed.as_ref().map(Url::scheme) {
             Some("smtp") => false,
@@ -214,7 +214,7 @@ impl std::fmt::Debug for Mailer {
 
 impl Mailer {
     pub fn new(settings: &SmtpSettings, timeout: Duration) -> Result<Self, MailerError> {
-        crate::client::install_crypto_provider();
+        crate::certs::install_crypto_provider();
         let mut tls = TlsParameters::builder(settings.host.clone());
         if let Some(path) = &settings.ca_file {
             let pem = std::fs::read(path).map_err(|source| MailerError::ReadCa {
@@ -299,7 +299,7 @@ impl Mailer {
 /// not lose mail meanwhile; everything else (4xx, network, TLS, timeouts)
 /// is retried.
 fn classify(err: &lettre::transport::smtp::Error) -> Attempt {
-    let error = super::http::error_chain(err);
+    let error = knowton_common::error_chain(err);
     let auth = err
         .status()
         .is_some_and(|code| matches!(code.to_string().as_str(), "530" | "534" | "535" | "538"));

@@ -54,7 +54,7 @@ impl HttpSender {
     /// are not followed (a POST must not turn into a GET somewhere else,
     /// nor a tenant's request go where the policy did not look).
     pub fn new(settings: &NotifySettings) -> Self {
-        crate::client::install_crypto_provider();
+        crate::certs::install_crypto_provider();
         let policy = Arc::new(settings.tenant_addresses.clone());
         let builder = || {
             let timeout = settings.timeout;
@@ -146,7 +146,7 @@ impl HttpSender {
                 }
                 // Never the URL in an error: it may hold a token.
                 return Attempt::Retry {
-                    error: error_chain(&err),
+                    error: knowton_common::error_chain(&err),
                     after: None,
                 };
             }
@@ -248,19 +248,4 @@ fn describe(status: StatusCode, body: &str) -> String {
     } else {
         format!("HTTP {status}: {body}")
     }
-}
-
-/// `err` and its causes, one line.
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::channels::{Receiver, ResolvedChannels, redact_url};
+use super::channels::{Receiver, ResolvedChannels, redact_url_to_host};
 use super::welcome::{EmailBody, escape};
 use super::{EMAIL, HttpDelivery, SLACK, WEBHOOK, seal_body};
 use crate::secrets::SecretBox;
@@ -312,7 +312,7 @@ pub fn plan_alert(
             body: payload.to_string(),
             operator: *receiver == Receiver::Operator,
         };
-        let recipient = redact_url(&target.url);
+        let recipient = redact_url_to_host(&target.url);
         out.push(message(
             WEBHOOK, recipient, &subject, key, &delivery, secrets,
         ));
@@ -325,7 +325,7 @@ pub fn plan_alert(
             body: slack_payload(event, external_url, &key).to_string(),
             operator: *receiver == Receiver::Operator,
         };
-        let recipient = redact_url(&target.url);
+        let recipient = redact_url_to_host(&target.url);
         out.push(message(SLACK, recipient, &subject, key, &delivery, secrets));
     }
     out

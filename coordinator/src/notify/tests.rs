@@ -190,19 +190,19 @@ fn operator_urls_are_https_or_loopback_and_shown_without_paths() {
         assert!(validate_operator_url("u", bad).is_err(), "{bad}");
     }
     assert_eq!(
-        redact_url("https://u:p@hooks.slack.com/services/T0/B0/token?x=1"),
+        redact_url_to_host("https://u:p@hooks.slack.com/services/T0/B0/token?x=1"),
         "https://hooks.slack.com/…"
     );
     assert_eq!(
-        redact_url("https://hooks.example.com?token=s3cret&password=pw"),
+        redact_url_to_host("https://hooks.example.com?token=s3cret&password=pw"),
         "https://hooks.example.com/…"
     );
     assert_eq!(
-        redact_url("http://127.0.0.1:9000/"),
+        redact_url_to_host("http://127.0.0.1:9000/"),
         "http://127.0.0.1:9000/"
     );
     assert_eq!(
-        redact_url("https://user:pw@h.example.com/"),
+        redact_url_to_host("https://user:pw@h.example.com/"),
         "https://h.example.com/"
     );
 }

@@ -264,7 +264,7 @@ impl Worker {
             {
                 Ok(rows) => rows,
                 Err(err) => {
-                    tracing::warn!(channel, error = %crate::notify::http::error_chain(&err), "failed to claim due notifications");
+                    tracing::warn!(channel, error = %knowton_common::error_chain(&err), "failed to claim due notifications");
                     failed = true;
                     continue;
                 }
@@ -310,7 +310,7 @@ impl Worker {
             }
             Ok(None) => Instant::now() + IDLE_WAIT,
             Err(err) => {
-                tracing::warn!(error = %crate::notify::http::error_chain(&err), "failed to read the next notification due time");
+                tracing::warn!(error = %knowton_common::error_chain(&err), "failed to read the next notification due time");
                 Instant::now() + Duration::from_secs(1)
             }
         }
@@ -381,7 +381,7 @@ impl Worker {
             .await
         {
             // The lease runs out and the row is attempted again: at least once.
-            tracing::error!(message_id = %row.id, error = %crate::notify::http::error_chain(&err), "failed to record a notification delivery");
+            tracing::error!(message_id = %row.id, error = %knowton_common::error_chain(&err), "failed to record a notification delivery");
         }
         // The worker wakes when this task ends and looks at due times again.
     }

@@ -429,7 +429,7 @@ impl Backend {
     /// Parses `sqlite:PATH`, `sqlite://PATH` or `postgres://…`.
     pub fn from_url(url: &str) -> Result<Self> {
         let invalid = || StoreError::InvalidUrl {
-            url: redact_url(url),
+            url: redact_url_credentials(url),
         };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             PgConnectOptions::from_str(url)
@@ -496,8 +496,8 @@ fn sqlite_options(opts: SqliteConnectOptions) -> SqliteConnectOptions {
 /// bare `?s3cret`), and any fragment. Scheme, user, host, port and path
 /// stay, so a database or SMTP URL remains recognisable. (Notification
 /// URLs, whose path may be the credential, are shown by
-/// [`crate::notify::channels::redact_url`] instead: host only.)
-pub fn redact_url(url: &str) -> String {
+/// [`crate::notify::channels::redact_url_to_host`] instead: host only.)
+pub fn redact_url_credentials(url: &str) -> String {
     let (url, fragment) = match url.split_once('#') {
         Some((url, _)) => (url, true),
         None => (url, false),
@@ -644,32 +644,35 @@ mod tests {
     #[test]
     fn urls_are_redacted() {
         assert_eq!(
-            redact_url("postgres://app:s3cret@db:5432/knowton"),
+            redact_url_credentials("postgres://app:s3cret@db:5432/knowton"),
             "postgres://app:***@db:5432/knowton"
         );
-        assert_eq!(redact_url("sqlite:knowton.db"), "sqlite:knowton.db");
         assert_eq!(
-            redact_url("postgres://app:p@ss@db/knowton"),
+            redact_url_credentials("sqlite:knowton.db"),
+            "sqlite:knowton.db"
+        );
+        assert_eq!(
+            redact_url_credentials("postgres://app:p@ss@db/knowton"),
             "postgres://app:***@db/knowton"
         );
         assert_eq!(
-            redact_url("sqlite:knowton.db?mode=rwc"),
+            redact_url_credentials("sqlite:knowton.db?mode=rwc"),
             "sqlite:knowton.db?mode=rwc"
         );
         // Passwords and tokens in the query string, and a fragment.
         assert_eq!(
-            redact_url(
+            redact_url_credentials(
                 "postgres://db:5432/knowton?user=app&password=s3cret&sslmode=require&sslpassword=k3y"
             ),
             "postgres://db:5432/knowton?user=app&password=***&sslmode=require&sslpassword=***"
         );
         assert_eq!(
-            redact_url("smtp://mail.example.com?auth_token=t0ken&empty=&s3cret#frag"),
+            redact_url_credentials("smtp://mail.example.com?auth_token=t0ken&empty=&s3cret#frag"),
             "smtp://mail.example.com?auth_token=***&empty=&***#***"
         );
         // An @ in the query is not taken for the user's.
         assert_eq!(
-            redact_url("postgres://db/k?user=a@b&Password=x:y@z"),
+            redact_url_credentials("postgres://db/k?user=a@b&Password=x:y@z"),
             "postgres://db/k?user=a@b&Password=***"
         );
     }
@@ -685,7 +688,7 @@ mod tests {
                 format!("smtps://h?{secret}"),
                 format!("smtp://h/#{secret}"),
             ] {
-                assert!(!redact_url(&url).contains(secret), "{url}");
+                assert!(!redact_url_credentials(&url).contains(secret), "{url}");
             }
         }
     }
@@ -707,7 +710,7 @@ mod tests {
                 format!("smtps://{user}@{host}?{name}={secret}&port=465"),
                 format!("smtp://{host}/#{secret}"),
             ] {
-                let shown = redact_url(&url);
+                let shown = redact_url_credentials(&url);
                 proptest::prop_assert!(!shown.contains(&secret), "{} shown as {}", url, shown);
                 proptest::prop_assert!(shown.contains(&host));
             }
@@ -716,7 +719,7 @@ mod tests {
         /// Never panics, whatever the text.
         #[test]
         fn redaction_takes_any_text(url in "\\PC{0,80}") {
-            let _ = redact_url(&url);
+            let _ = redact_url_credentials(&url);
         }
     }
 

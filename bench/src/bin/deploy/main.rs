@@ -125,7 +125,7 @@ async fn main() -> ExitCode {
     let dir = tempfile::tempdir().expect("temporary directory");
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig()).expect("kubeconfig written");
-    knowton_coordinator::client::install_crypto_provider();
+    knowton_coordinator::certs::install_crypto_provider();
     let Some(cluster) = connect(&kubeconfig).await else {
         return ExitCode::FAILURE;
     };

@@ -54,10 +54,7 @@ impl Deployer {
                 // The tenant's secrets cannot be opened, say: record it
                 // rather than retrying it every few seconds.
                 row.attempt += 1;
-                let reason = format!(
-                    "failed to render: {}",
-                    crate::notify::http::error_chain(&err)
-                );
+                let reason = format!("failed to render: {}", knowton_common::error_chain(&err));
                 return self.fail(&mut row, &tenant, reason).await;
             }
         };

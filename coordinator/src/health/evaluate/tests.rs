@@ -273,14 +273,6 @@ fn a_tenants_own_thresholds_apply() {
 }
 
 #[test]
-fn byte_sizes_read_like_plan_sheets() {
-    assert_eq!(bytes(1 << 40), "1 TiB");
-    assert_eq!(bytes(100 * GIB), "100 GiB");
-    assert_eq!(bytes(1536 * 1024 * 1024), "1.5 GiB");
-    assert_eq!(bytes(512), "512 B");
-}
-
-#[test]
 fn check_names_round_trip() {
     for c in Check::ALL {
         assert_eq!(Check::parse(c.as_str()), Some(c));

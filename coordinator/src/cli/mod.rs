@@ -1,6 +1,8 @@
 //! Command-line interface: `serve`, and the operator commands that are
 //! clients of a running coordinator's REST API.
 
+pub mod deploy;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -70,7 +72,7 @@ pub enum Command {
     /// Deploy a tenant through the coordinator (the seed's deploy-tenant.sh
     /// flags); --dry-run prints its objects without any cluster,
     /// --dry-run=server shows what the cluster would change.
-    Deploy(Box<crate::deploy::cli::DeployArgs>),
+    Deploy(Box<deploy::DeployArgs>),
 }
 
 #[derive(Debug, Subcommand)]
