@@ -14,6 +14,7 @@ pub mod config;
 pub mod discover;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod instructions;
 pub mod kubelet;
 pub mod metrics;
 pub mod node;
