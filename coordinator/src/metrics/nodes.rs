@@ -3,7 +3,12 @@
 
 use std::fmt::Write;
 
+use knowton_proto::agent::v1::NodeMetrics;
+
 use crate::ingest::AgentState;
+
+/// A family: name, help, and its value from a node's figures.
+type Gauge = (&'static str, &'static str, fn(&NodeMetrics) -> f64);
 
 /// The gauges of each connected agent's node, in the text exposition format.
 pub(crate) fn render(agents: &[AgentState], out: &mut String) {
@@ -12,11 +17,7 @@ pub(crate) fn render(agents: &[AgentState], out: &mut String) {
         .filter(|a| a.connected)
         .filter_map(|a| Some((escape(&a.node), a.node_metrics.as_ref()?.metrics)))
         .collect();
-    let gauges: [(
-        &str,
-        &str,
-        fn(&knowton_proto::agent::v1::NodeMetrics) -> f64,
-    ); 5] = [
+    let gauges: [Gauge; 5] = [
         (
             "knowton_node_cpu_usage_ratio",
             "CPU busy across all cores of the node, 0 to 1, as its agent last sampled it.",
