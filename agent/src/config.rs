@@ -150,6 +150,37 @@ pub enum LogFormat {
 }
 
 impl Args {
+    /// An agent for tests: node `node_name` streaming to the coordinator's
+    /// gRPC listener at `coordinator` with the certificates in `tls_dir`
+    /// (the `certs` layout), probing fast (every 200 ms, 500 ms timeout,
+    /// slow above 300 ms), metrics on a free loopback port. Set the
+    /// discovery (`targets`, or `kube_api_url` and `pod_port`) and anything
+    /// else with struct update syntax.
+    #[doc(hidden)]
+    pub fn for_tests(node_name: &str, coordinator: SocketAddr, tls_dir: &std::path::Path) -> Args {
+        Args {
+            node_name: node_name.to_owned(),
+            coordinator: format!("https://127.0.0.1:{}", coordinator.port()),
+            tls_dir: Some(tls_dir.to_owned()),
+            ca: None,
+            cert: None,
+            key: None,
+            targets: None,
+            discovery: None,
+            pod_port: 3000,
+            namespace_prefix: knowton_common::namespace::DEFAULT_NAMESPACE_PREFIX.to_owned(),
+            kube_api_url: None,
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_millis(500),
+            slow_threshold: Duration::from_millis(300),
+            concurrency: 8,
+            buffer_bytes: 1 << 20,
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shutdown_grace: Duration::from_secs(2),
+            log_format: LogFormat::Text,
+        }
+    }
+
     /// The CA, certificate and key files, from the flags or --tls-dir.
     pub fn tls_files(&self) -> Result<(PathBuf, PathBuf, PathBuf), String> {
         let dir = self.tls_dir.as_ref();
@@ -249,6 +280,19 @@ mod tests {
         for bad in ["10", "s", "1h", "0s", "-1s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn test_agents_are_valid_once_given_a_discovery() {
+        let coordinator = SocketAddr::from(([127, 0, 0, 1], 8443));
+        let args = Args {
+            targets: Some("t.yaml".into()),
+            ..Args::for_tests("n1", coordinator, std::path::Path::new("/tls"))
+        };
+        let checked = args.check().unwrap();
+        assert_eq!(checked.cert.to_str(), Some("/tls/n1.pem"));
+        assert_eq!(checked.discovery, DiscoverySource::File("t.yaml".into()));
+        assert_eq!(args.coordinator, "https://127.0.0.1:8443");
     }
 
     #[test]

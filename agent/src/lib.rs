@@ -2,11 +2,19 @@
 //! tenant pods scheduled there and streams the results to the coordinator.
 //!
 //! # Layout
+//! - [`config`]: the flags.
+//! - [`run`]: the agent's life: load, bind, spawn, probe rounds, drain.
 //! - [`discover`]: which pods to probe (Kubernetes pods on this node, or a
 //!   targets file).
 //! - [`probe`]: liveness, API health and metrics probes of one pod.
 //! - [`storage`]: volume usage of a pod from its filesystem (targets file).
 //! - [`kubelet`]: volume usage of the discovered pods from the kubelet.
+//! - [`node`]: the node's CPU, memory and disk, sent with the results.
+//! - [`stream`]: the stream to the coordinator, with [`buffer`] holding
+//!   what it has not acknowledged yet.
+//! - [`instructions`]: what the coordinator told the agent (interval,
+//!   per-tenant slow thresholds, check-alls), merged.
+//! - [`metrics`]: the agent's own /metrics, /healthz and /readyz.
 //! - `fuzzing`: the parsers of outside input, for the fuzz targets.
 
 pub mod buffer;
@@ -14,6 +22,7 @@ pub mod config;
 pub mod discover;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod instructions;
 pub mod kubelet;
 pub mod metrics;
 pub mod node;

@@ -16,7 +16,7 @@ async fn main() -> std::process::ExitCode {
     match knowton_agent::run::run(args, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {:#}", anyhow::Error::from(err));
             std::process::ExitCode::FAILURE
         }
     }

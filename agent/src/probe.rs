@@ -20,6 +20,7 @@ use knowton_proto::agent::v1::{Failure, MetricsSample, PodResult, ProbeOutcome, 
 use tokio::time::Instant;
 
 use crate::discover::Target;
+use crate::instructions::SlowThresholds;
 use crate::storage;
 use http::{Attempt, Client, Conn, Endpoint, Failed};
 
@@ -33,7 +34,9 @@ const METRICS_BODY_LIMIT: usize = 8 * 1024 * 1024;
 pub struct ProbeSettings {
     /// Bound on each request, connecting included.
     pub timeout: Duration,
-    /// An API health check slower than this is confirmed like a failed one.
+    /// An API health check slower than this is confirmed like a failed one,
+    /// unless the coordinator sent thresholds (see
+    /// [`Prober::set_slow_thresholds`]).
     pub slow_threshold: Duration,
     /// Repeat a failed or slow check once before reporting it.
     pub confirm: bool,
@@ -46,6 +49,8 @@ pub struct ProbeSettings {
 #[derive(Debug)]
 pub struct Prober {
     settings: Mutex<ProbeSettings>,
+    /// The coordinator's per-tenant slow thresholds, once it sent them.
+    slow: Mutex<Option<SlowThresholds>>,
     history: metrics::History,
     /// Idle keep-alive connections by pod URL; a probe takes its pod's
     /// connection and gives it back when done.
@@ -72,6 +77,7 @@ impl Prober {
     pub fn new(settings: ProbeSettings) -> Self {
         Prober {
             settings: Mutex::new(settings),
+            slow: Mutex::new(None),
             history: metrics::History::default(),
             idle: Mutex::new(HashMap::new()),
         }
@@ -84,6 +90,21 @@ impl Prober {
     /// Applies to the probes that start after this call.
     pub fn set_settings(&self, settings: ProbeSettings) {
         *self.settings.lock().unwrap_or_else(|e| e.into_inner()) = settings;
+    }
+
+    /// The coordinator's slow thresholds, for the probes that start after
+    /// this call; `None` goes back to [`ProbeSettings::slow_threshold`].
+    pub fn set_slow_thresholds(&self, slow: Option<SlowThresholds>) {
+        *self.slow.lock().unwrap_or_else(|e| e.into_inner()) = slow;
+    }
+
+    /// The settings a probe of `tenant`'s pod uses.
+    pub fn settings_for(&self, tenant: &str) -> ProbeSettings {
+        let mut settings = self.settings();
+        if let Some(slow) = &*self.slow.lock().unwrap_or_else(|e| e.into_inner()) {
+            settings.slow_threshold = slow.of(tenant);
+        }
+        settings
     }
 
     /// Forgets the previous scrapes and closes the connections of pods that
@@ -113,7 +134,7 @@ impl Prober {
     /// Probes `target` and reports every check; failures are in the result,
     /// never an error.
     pub async fn probe(&self, target: &Target) -> PodResult {
-        let settings = self.settings();
+        let settings = self.settings_for(&target.tenant);
         let mut result = PodResult {
             tenant: target.tenant.clone(),
             pod: target.pod.clone(),

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
-use knowton_proto::agent::v1::{Failure, Instruction, PodResult, ProbeOutcome};
+use knowton_proto::agent::v1::{Failure, PodResult, ProbeOutcome};
 use rand::RngExt;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::Args;
-use crate::discover::{self, Target};
+use crate::discover::{self, DiscoveryError, Target};
+use crate::instructions::Instructed;
 use crate::kubelet::{PodStorage, Volumes};
 use crate::metrics::{self, AgentMetrics, HttpState};
 use crate::node::NodeSampler;
@@ -24,22 +24,38 @@ use crate::stream::{self, Round, StreamConfig, StreamStats};
 /// Most results sent in one batch.
 const BATCH_RESULTS: usize = 5_000;
 
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Every problem with the flags, at once.
+    #[error("{0}")]
+    CheckFlags(String),
+    #[error("failed to start discovering the pods to probe")]
+    StartDiscovery(#[source] DiscoveryError),
+    #[error("failed to bind the metrics listener on {addr}")]
+    BindMetrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Runs the agent until `shutdown` resolves, then flushes what it can.
-pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let checked = args.check().map_err(anyhow::Error::msg)?;
+    let checked = args.check().map_err(RunError::CheckFlags)?;
     let (ca, cert, key) = (checked.ca, checked.cert, checked.key);
     // Set once the first complete list of pods is known: /readyz waits for it.
     let discovered = Arc::new(AtomicBool::new(false));
-    let discovery = discover::start(checked.discovery, &args.node_name, discovered.clone()).await?;
+    let discovery = discover::start(checked.discovery, &args.node_name, discovered.clone())
+        .await
+        .map_err(RunError::StartDiscovery)?;
     let targets = discovery.targets;
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
-        .with_context(|| {
-            format!(
-                "failed to bind the metrics listener on {}",
-                args.metrics_addr
-            )
+        .map_err(|source| RunError::BindMetrics {
+            addr: args.metrics_addr,
+            source,
         })?;
     let stats = Arc::new(StreamStats::default());
     let agent_metrics = AgentMetrics::new();
@@ -54,12 +70,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> anyhow::Resu
         }
     });
 
-    let initial = Instruction {
-        probe_interval_ms: u32::try_from(args.interval.as_millis()).unwrap_or(u32::MAX),
-        probe_now: false,
-        slow_threshold_ms: 0,
-    };
-    let (instructions_tx, instructions) = watch::channel(initial);
+    let (instructions_tx, instructions) = watch::channel(Instructed::default());
     let (rounds_tx, rounds_rx) = mpsc::channel(4);
     let stream_task = tokio::spawn(stream::run(
         StreamConfig {
@@ -113,15 +124,13 @@ async fn probe_loop(
     prober: Arc<Prober>,
     mut targets: watch::Receiver<Vec<Target>>,
     storage: Option<PodStorage>,
-    mut instructions: watch::Receiver<Instruction>,
+    mut instructions: watch::Receiver<Instructed>,
     rounds: mpsc::Sender<Round>,
     metrics: AgentMetrics,
 ) {
     let mut sampler = NodeSampler::new().ok();
-    let interval_of = |i: &Instruction| match i.probe_interval_ms {
-        0 => args.interval,
-        ms => Duration::from_millis(u64::from(ms)),
-    };
+    let interval_of = |i: &Instructed| i.interval.unwrap_or(args.interval);
+    let mut check_alls = instructions.borrow().check_alls;
     // Start at a random point of the first interval, so agents do not probe in step.
     let mut interval = interval_of(&instructions.borrow());
     let mut next = Instant::now() + interval.mul_f64(rand::rng().random_range(0.0..0.1));
@@ -134,9 +143,11 @@ async fn probe_loop(
                 if changed.is_err() {
                     return;
                 }
-                let instruction = *instructions.borrow_and_update();
-                interval = interval_of(&instruction);
-                if instruction.probe_now {
+                let instructed = instructions.borrow_and_update().clone();
+                interval = interval_of(&instructed);
+                prober.set_slow_thresholds(instructed.slow);
+                if instructed.check_alls != check_alls {
+                    check_alls = instructed.check_alls;
                     next = Instant::now();
                 }
                 continue;
@@ -194,8 +205,10 @@ async fn round_volumes(
         Ok(volumes) => Some(volumes),
         Err(err) => {
             metrics.stats_summary_failures.inc();
-            let error = format!("{:#}", anyhow::Error::from(err));
-            tracing::warn!(%error, "no pod storage this round");
+            tracing::warn!(
+                error = &err as &(dyn std::error::Error + 'static),
+                "no pod storage this round"
+            );
             None
         }
     }

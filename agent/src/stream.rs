@@ -14,8 +14,8 @@ use knowton_proto::agent::v1::agent_message::Body as Out;
 use knowton_proto::agent::v1::agent_stream_client::AgentStreamClient;
 use knowton_proto::agent::v1::coordinator_message::Body as In;
 use knowton_proto::agent::v1::{
-    AgentMessage, CoordinatorMessage, Heartbeat, Hello, Instruction, NodeMetrics, PodResult,
-    ResultBatch, Welcome,
+    AgentMessage, CoordinatorMessage, Heartbeat, Hello, NodeMetrics, PodResult, ResultBatch,
+    Welcome,
 };
 use rand::RngExt;
 use tokio::sync::{mpsc, watch};
@@ -24,6 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::buffer::ResultBuffer;
+use crate::instructions::Instructed;
 
 /// Where and how to reach the coordinator.
 #[derive(Debug, Clone)]
@@ -135,7 +136,7 @@ pub async fn run(
     config: StreamConfig,
     mut rounds: mpsc::Receiver<Round>,
     stats: Arc<StreamStats>,
-    instructions: watch::Sender<Instruction>,
+    instructions: watch::Sender<Instructed>,
 ) {
     let session_id = uuid::Uuid::new_v4().to_string();
     let mut buffer = ResultBuffer::new(config.buffer_bytes);
@@ -180,7 +181,7 @@ pub async fn run(
         stats.connected.store(true, Ordering::Relaxed);
         tracing::info!(coordinator = %config.coordinator, acked = welcome.acked_sequence, pending = buffer.len(), "streaming to the coordinator");
         if let Some(instruction) = welcome.instruction {
-            instructions.send_replace(instruction);
+            instructions.send_modify(|instructed| instructed.apply(instruction));
         }
         buffer.ack(welcome.acked_sequence);
         publish(&buffer);
@@ -213,7 +214,7 @@ async fn stream(
     rounds: &mut mpsc::Receiver<Round>,
     draining: &mut bool,
     stats: &StreamStats,
-    instructions: &watch::Sender<Instruction>,
+    instructions: &watch::Sender<Instructed>,
     publish: &impl Fn(&ResultBuffer),
 ) -> Result<(), String> {
     let send = |batch: ResultBatch| msg(Out::Batch(batch));
@@ -250,7 +251,7 @@ async fn stream(
                         publish(buffer);
                     }
                     Ok(Some(CoordinatorMessage { body: Some(In::Instruction(instruction)) })) => {
-                        instructions.send_replace(instruction);
+                        instructions.send_modify(|instructed| instructed.apply(instruction));
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => return Ok(()),

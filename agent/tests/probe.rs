@@ -11,8 +11,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use knowton_agent::discover::Target;
+use knowton_agent::instructions::Instructed;
 use knowton_agent::probe::{ProbeSettings, Prober};
-use knowton_proto::agent::v1::{Failure, MetricsSample, PodResult, ProbeOutcome};
+use knowton_proto::agent::v1::{Failure, Instruction, MetricsSample, PodResult, ProbeOutcome};
 use pods::{Behaviour, SimPod};
 
 fn settings() -> ProbeSettings {
@@ -184,6 +185,38 @@ async fn a_slow_but_answering_pod_has_its_api_confirmed_and_is_reported_ok() {
     assert_eq!(pod.requests("/health"), 1);
     assert_eq!(pod.requests("/api/health"), 2);
     assert_eq!(pod.requests("/metrics"), 1);
+}
+
+#[tokio::test]
+async fn the_coordinators_slow_threshold_of_each_tenant_decides_the_confirmation() {
+    let (fast_tenant, fast) = pod(14);
+    let (strict_tenant, strict) = pod(15);
+    for pod in [&fast_tenant, &strict_tenant] {
+        pod.set(Behaviour::Slow(Duration::from_millis(200))).await;
+    }
+    // By the agent's own threshold, 200 ms is not slow.
+    let prober = Prober::new(ProbeSettings {
+        slow_threshold: Duration::from_secs(1),
+        ..settings()
+    });
+    let mut instructed = Instructed::default();
+    instructed.apply(Instruction {
+        slow_threshold_ms: 1_000,
+        tenant_slow_threshold_ms: [(strict.tenant.clone(), 100)].into(),
+        ..Instruction::default()
+    });
+    prober.set_slow_thresholds(instructed.slow);
+    let strict_result = prober.probe(&strict).await;
+    let fast_result = prober.probe(&fast).await;
+    assert!(api_health(&strict_result).ok && api_health(&strict_result).confirmed);
+    assert_eq!(strict_tenant.requests("/api/health"), 2);
+    assert!(api_health(&fast_result).ok && !api_health(&fast_result).confirmed);
+    assert_eq!(fast_tenant.requests("/api/health"), 1);
+    // Without thresholds from the coordinator, the agent's own is used.
+    prober.set_slow_thresholds(None);
+    let result = prober.probe(&strict).await;
+    assert!(!api_health(&result).confirmed);
+    assert_eq!(strict_tenant.requests("/api/health"), 3);
 }
 
 #[tokio::test]

@@ -10,6 +10,8 @@
 //! from the engine's latest evaluations (10,000 tenants render in a few
 //! milliseconds); the counters and histograms use the `prometheus` crate.
 
+mod nodes;
+
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
@@ -640,6 +642,7 @@ fn ingest(state: &AppState, out: &mut String) {
         "Node agents seen since the coordinator started.",
     );
     let _ = writeln!(out, "knowton_agents_known {}", agents.len());
+    nodes::render(&agents, out);
     let c = &state.ingest.counters;
     family(
         out,

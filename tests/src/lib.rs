@@ -5,9 +5,11 @@
 //! PostgreSQL tests run when `TEST_DATABASE_URL` is set (`.ci/run` sets it);
 //! each test gets its own schema, so tests run in parallel.
 
+pub mod agent;
 pub mod fake_kube;
 pub mod feed;
 pub use knowton_coordinator::demo::pods;
+pub mod promtool;
 pub mod receiver;
 pub mod smtp;
 

@@ -15,7 +15,7 @@ use super::auth::{Caller, TENANT_SLUG_HEADER};
 use super::error::{ApiError, ErrorBody};
 use crate::health::engine::OpenAlert;
 use crate::health::{CheckResult, Status};
-use crate::ingest::{AgentState, Counters, LatestResult, RejectedResult};
+use crate::ingest::{AgentState, Counters, LatestResult, NodeSample, RejectedResult};
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -144,6 +144,24 @@ pub struct AgentView {
     pub first_sequence: u64,
     pub batches_received: u64,
     pub results_received: u64,
+    /// The node's CPU, memory and root disk as the agent last sampled them
+    /// (absent: it has sent none since the coordinator started).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_metrics: Option<NodeMetricsView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeMetricsView {
+    /// CPU busy across all cores, 0 to 100.
+    pub cpu_percent: f64,
+    pub memory_used_bytes: u64,
+    pub memory_total_bytes: u64,
+    /// Of the filesystem mounted at `/` (0 when the agent cannot see it).
+    pub disk_used_bytes: u64,
+    pub disk_total_bytes: u64,
+    /// When the batch carrying these figures arrived.
+    pub received_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -228,6 +246,20 @@ impl From<(String, LatestResult)> for PodView {
     }
 }
 
+impl From<NodeSample> for NodeMetricsView {
+    fn from(n: NodeSample) -> Self {
+        let m = n.metrics;
+        NodeMetricsView {
+            cpu_percent: m.cpu_percent,
+            memory_used_bytes: m.memory_used_bytes,
+            memory_total_bytes: m.memory_total_bytes,
+            disk_used_bytes: m.disk_used_bytes,
+            disk_total_bytes: m.disk_total_bytes,
+            received_at: n.received_at,
+        }
+    }
+}
+
 impl From<AgentState> for AgentView {
     fn from(a: AgentState) -> Self {
         AgentView {
@@ -242,6 +274,7 @@ impl From<AgentState> for AgentView {
             first_sequence: a.first_sequence,
             batches_received: a.batches_received,
             results_received: a.results_received,
+            node_metrics: a.node_metrics.map(Into::into),
         }
     }
 }

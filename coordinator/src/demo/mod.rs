@@ -148,7 +148,7 @@ pub struct Demo {
     console: Console,
     coordinator: Running,
     webhook: webhook::Receiver,
-    agent: Option<JoinHandle<anyhow::Result<()>>>,
+    agent: Option<JoinHandle<Result<(), knowton_agent::run::RunError>>>,
     agent_stop: Option<oneshot::Sender<()>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -366,7 +366,7 @@ impl Demo {
         self.agent = None;
         DemoError::Agent(match outcome {
             Ok(Ok(())) => "it exited".to_owned(),
-            Ok(Err(err)) => format!("{err:#}"),
+            Ok(Err(err)) => format!("{:#}", anyhow::Error::from(err)),
             Err(err) => err.to_string(),
         })
     }
@@ -384,7 +384,9 @@ impl Demo {
         if let Some(agent) = self.agent.take() {
             match agent.await {
                 Ok(Ok(())) => {}
-                Ok(Err(err)) => self.console.event(format!("agent: {err:#}")),
+                Ok(Err(err)) => self
+                    .console
+                    .event(format!("agent: {:#}", anyhow::Error::from(err))),
                 Err(err) => self.console.event(format!("agent: {err}")),
             }
         }
@@ -443,7 +445,7 @@ impl Demo {
                 self.agent = None;
                 Err(DemoError::Agent(match outcome {
                     Ok(Ok(())) => "it exited".to_owned(),
-                    Ok(Err(err)) => format!("{err:#}"),
+                    Ok(Err(err)) => format!("{:#}", anyhow::Error::from(err)),
                     Err(err) => err.to_string(),
                 }))
             }

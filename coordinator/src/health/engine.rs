@@ -1057,6 +1057,10 @@ impl Task {
             .get(&tenant.id)
             .and_then(|m| m.rollup(tenant.id));
         let slug = tenant.slug.clone();
+        // The agents confirm a probe slower than the tenant's warning at once.
+        self.registry
+            .slow_thresholds
+            .set(&slug, thresholds.response_time_ms.warning);
         let mut health = TenantHealth {
             tenant,
             thresholds,

@@ -8,9 +8,11 @@
 pub mod fuzzing;
 pub mod identity;
 pub mod placement;
+mod pods;
 pub mod registry;
 pub mod rejected;
 mod service;
+pub mod slow;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,9 +30,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 pub use placement::Placement;
-pub use registry::{AgentState, Counters, LatestResult, Registry};
+pub use registry::{AgentState, Counters, LatestResult, NodeSample, Registry};
 pub use rejected::RejectedResult;
 pub use service::{IngestService, StreamSettings};
+pub use slow::SlowThresholds;
 
 use crate::tls::{ServerTls, certificate_identity};
 

@@ -7,102 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
-use knowton_proto::agent::v1::{Hello, PodResult, ResultBatch};
+use knowton_proto::agent::v1::{Hello, NodeMetrics, PodResult, ResultBatch};
+use tokio::time::Instant;
 
 use super::placement::Placement;
+pub use super::pods::MAX_PODS_PER_NODE;
+use super::pods::TenantPods;
 use super::rejected::{RejectedCounts, RejectedResult, Tally};
+use super::slow::SlowThresholds;
 use crate::directory::TenantDirectory;
-
-/// Most pods of one tenant kept from one node. A node runs at most a few
-/// hundred pods (the kubelet's default limit is 110); the bound keeps an
-/// agent that invents pod names from growing memory without end, and from
-/// crowding out the tenant's pods on other nodes.
-pub const MAX_PODS_PER_NODE: usize = 256;
-
-/// A pod not heard of for this long makes room for a new one when its node
-/// is at [`MAX_PODS_PER_NODE`] for the tenant (pods are replaced on every
-/// deploy).
-const STALE_POD: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
-
-/// One tenant's pods, by name.
-#[derive(Debug, Default)]
-struct TenantPods {
-    pods: HashMap<String, LatestResult>,
-    /// Pods kept per node.
-    per_node: HashMap<String, usize>,
-    /// When stale pods were last forgotten to make room.
-    pruned_at: Option<DateTime<Utc>>,
-    /// Has results the health engine has not taken yet.
-    dirty: bool,
-}
-
-impl TenantPods {
-    /// Keeps `latest` as its pod's result unless its node already has
-    /// [`MAX_PODS_PER_NODE`] other pods of this tenant; then it first forgets
-    /// pods not heard of for a while (at most once a minute, so a full
-    /// tenant costs little per result). Returns whether it was kept.
-    fn keep(&mut self, pod: String, latest: LatestResult, now: DateTime<Utc>) -> bool {
-        match self.pods.get_mut(&pod) {
-            Some(previous) if previous.node == latest.node => {
-                *previous = latest;
-                true
-            }
-            Some(_) => {
-                // The pod is now reported by another node.
-                let node = latest.node.clone();
-                if !self.room_on(&node, now) {
-                    return false;
-                }
-                if let Some(previous) = self.pods.insert(pod, latest) {
-                    self.count(&previous.node, -1);
-                }
-                self.count(&node, 1);
-                true
-            }
-            None => {
-                let node = latest.node.clone();
-                if !self.room_on(&node, now) {
-                    return false;
-                }
-                self.pods.insert(pod, latest);
-                self.count(&node, 1);
-                true
-            }
-        }
-    }
-
-    fn room_on(&mut self, node: &str, now: DateTime<Utc>) -> bool {
-        let full = |t: &Self| t.per_node.get(node).copied().unwrap_or(0) >= MAX_PODS_PER_NODE;
-        if !full(self) {
-            return true;
-        }
-        if self
-            .pruned_at
-            .is_none_or(|at| now - at >= chrono::TimeDelta::minutes(1))
-        {
-            self.pruned_at = Some(now);
-            let stale: Vec<(String, String)> = self
-                .pods
-                .iter()
-                .filter(|(_, latest)| now - latest.received_at >= STALE_POD)
-                .map(|(pod, latest)| (pod.clone(), latest.node.clone()))
-                .collect();
-            for (pod, node) in stale {
-                self.pods.remove(&pod);
-                self.count(&node, -1);
-            }
-        }
-        !full(self)
-    }
-
-    fn count(&mut self, node: &str, delta: isize) {
-        let n = self.per_node.entry(node.to_owned()).or_default();
-        *n = n.saturating_add_signed(delta);
-        if *n == 0 {
-            self.per_node.remove(node);
-        }
-    }
-}
 
 /// Counters of refused or dropped input (exported as metrics later).
 #[derive(Debug, Default)]
@@ -146,15 +59,27 @@ pub struct AgentState {
     pub first_sequence: u64,
     pub batches_received: u64,
     pub results_received: u64,
+    /// The node's figures from the agent's latest batch that carried them.
+    pub node_metrics: Option<NodeSample>,
     /// Distinguishes a reconnection from the stream it replaces.
     connection: u64,
+}
+
+/// A node's CPU, memory and disk as its agent last sampled them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSample {
+    pub metrics: NodeMetrics,
+    pub received_at: DateTime<Utc>,
 }
 
 /// A pod's latest result and where it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatestResult {
     pub node: String,
+    /// When it arrived, as shown to people.
     pub received_at: DateTime<Utc>,
+    /// When it arrived, on tokio time: what ages are measured from.
+    pub received: Instant,
     pub result: PodResult,
 }
 
@@ -196,6 +121,8 @@ pub struct Registry {
     agents_changed: tokio::sync::Notify,
     /// With a cluster: where the tenant pods run (see [`Registry::bind_placement`]).
     placement: OnceLock<Arc<Placement>>,
+    /// Each tenant's slow threshold, sent to the agents.
+    pub slow_thresholds: SlowThresholds,
 }
 
 /// A registered stream, to report batches and its end.
@@ -245,6 +172,8 @@ impl Registry {
             .map_or((0, 0, 0), |a| {
                 (a.first_sequence, a.batches_received, a.results_received)
             });
+        // The node is the same whatever the session: its last figures stay.
+        let node_metrics = previous.and_then(|a| a.node_metrics.clone());
         inner.agents.insert(
             hello.node_name.clone(),
             AgentState {
@@ -260,6 +189,7 @@ impl Registry {
                 first_sequence: first,
                 batches_received: batches,
                 results_received: results,
+                node_metrics,
                 connection: id,
             },
         );
@@ -285,6 +215,7 @@ impl Registry {
         directory: &TenantDirectory,
     ) -> BatchOutcome {
         let now = Utc::now();
+        let received = Instant::now();
         let mut inner = self.write();
         let inner = &mut *inner;
         let Some(agent) = inner
@@ -336,9 +267,10 @@ impl Registry {
                 let latest = LatestResult {
                     node: conn.node.clone(),
                     received_at: now,
+                    received,
                     result,
                 };
-                if pods.keep(pod, latest, now) {
+                if pods.keep(pod, latest) {
                     accepted += 1;
                     if let Some(tenant) = newly_dirty {
                         pods.dirty = true;
@@ -373,6 +305,12 @@ impl Registry {
         }
         agent.batches_received += 1;
         agent.results_received += accepted as u64;
+        if let Some(metrics) = batch.node {
+            agent.node_metrics = Some(NodeSample {
+                metrics,
+                received_at: now,
+            });
+        }
         Counters::add(&self.counters.results_accepted, accepted as u64);
         rejected.commit(&self.counters.results_rejected);
         self.agents_changed.notify_waiters();
@@ -465,6 +403,7 @@ impl Registry {
     /// Forgets a tenant's results (it was deprovisioned).
     pub fn forget(&self, tenant: &str) {
         self.write().latest.remove(tenant);
+        self.slow_thresholds.forget(tenant);
     }
 
     /// The tenant's latest result per pod, by pod name.
@@ -481,51 +420,4 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn latest(node: &str, at: DateTime<Utc>) -> LatestResult {
-        LatestResult {
-            node: node.to_owned(),
-            received_at: at,
-            result: PodResult::default(),
-        }
-    }
-
-    #[test]
-    fn a_node_keeps_a_bounded_number_of_a_tenants_pods_and_others_are_unaffected() {
-        let now = Utc::now();
-        let mut t = TenantPods::default();
-        for i in 0..MAX_PODS_PER_NODE {
-            assert!(t.keep(format!("flood-{i}"), latest("a", now), now));
-        }
-        assert!(!t.keep("one-more".into(), latest("a", now), now));
-        assert!(
-            t.keep("flood-0".into(), latest("a", now), now),
-            "a known pod is updated"
-        );
-        assert!(
-            t.keep("web-0".into(), latest("b", now), now),
-            "another node has room"
-        );
-        // A pod rescheduled from b to a does not fit; from a to b it does.
-        assert!(!t.keep("web-0".into(), latest("a", now), now));
-        assert!(t.keep("flood-1".into(), latest("b", now), now));
-        assert_eq!(t.per_node["a"], MAX_PODS_PER_NODE - 1);
-        assert_eq!(t.per_node["b"], 2);
-        assert!(t.keep("one-more".into(), latest("a", now), now));
-    }
-
-    #[test]
-    fn stale_pods_make_room() {
-        let then = Utc::now();
-        let now = then + STALE_POD;
-        let mut t = TenantPods::default();
-        for i in 0..MAX_PODS_PER_NODE {
-            assert!(t.keep(format!("old-{i}"), latest("a", then), then));
-        }
-        assert!(t.keep("new-0".into(), latest("a", now), now));
-        assert_eq!(t.pods.len(), 1, "the stale pods were forgotten");
-        assert_eq!(t.per_node["a"], 1);
-    }
-}
+mod tests;

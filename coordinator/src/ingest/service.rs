@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::AgentPeer;
 use super::registry::{BatchOutcome, Connection, Counters, Registry};
+use super::slow;
 use crate::directory::TenantDirectory;
 
 /// Limits and timers of agent streams.
@@ -64,6 +65,15 @@ pub struct IngestService {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// On Kubernetes: checks agents identified by their pod.
     pub pods: Option<super::identity::PodIdentities>,
+}
+
+/// What a stream follows to instruct its agent after the welcome.
+#[derive(Debug)]
+struct Instructions {
+    /// Bumped for a check-all.
+    probe_now: tokio::sync::watch::Receiver<u64>,
+    /// The tenants' slow thresholds.
+    slow_thresholds: tokio::sync::watch::Receiver<super::slow::TenantThresholds>,
 }
 
 fn message(body: Out) -> Result<CoordinatorMessage, Status> {
@@ -121,6 +131,7 @@ impl AgentStream for IngestService {
         // Subscribed before the agent shows as connected: a check-all that
         // sees it connected must reach it.
         let probe_now = self.registry.probe_now.subscribe();
+        let mut slow_thresholds = self.registry.slow_thresholds.subscribe();
         let (conn, acked) = self.registry.connect(&hello, protocol_version, peer.remote);
         tracing::info!(node = %conn.node, agent_version = %hello.agent_version, acked, remote = %peer.remote, "agent connected");
 
@@ -134,14 +145,17 @@ impl AgentStream for IngestService {
                     .settings
                     .probe_interval
                     .map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
-                probe_now: false,
-                slow_threshold_ms: 0,
+                ..slow::instruction(&slow_thresholds.borrow_and_update())
             }),
         };
         tx.send(message(Out::Welcome(welcome)))
             .await
             .map_err(|_| Status::cancelled("the agent went away"))?;
-        tokio::spawn(self.clone().run(conn, inbound, tx, probe_now));
+        let instructions = Instructions {
+            probe_now,
+            slow_thresholds,
+        };
+        tokio::spawn(self.clone().run(conn, inbound, tx, instructions));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -181,7 +195,7 @@ impl IngestService {
         conn: Connection,
         mut inbound: Streaming<AgentMessage>,
         tx: mpsc::Sender<Result<CoordinatorMessage, Status>>,
-        mut probe_now: tokio::sync::watch::Receiver<u64>,
+        mut instructions: Instructions,
     ) {
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat_every);
         heartbeat.tick().await;
@@ -223,12 +237,19 @@ impl IngestService {
                         Err(status) => break Some(status),
                     }
                 }
-                Ok(()) = probe_now.changed() => {
+                Ok(()) = instructions.probe_now.changed() => {
                     let instruction = Out::Instruction(Instruction {
-                        probe_interval_ms: 0,
                         probe_now: true,
-                        slow_threshold_ms: 0,
+                        ..Instruction::default()
                     });
+                    if tx.send(message(instruction)).await.is_err() {
+                        break None;
+                    }
+                }
+                Ok(()) = instructions.slow_thresholds.changed() => {
+                    // Changes while this one is sent are coalesced into the next.
+                    let tenants = instructions.slow_thresholds.borrow_and_update().clone();
+                    let instruction = Out::Instruction(slow::instruction(&tenants));
                     if tx.send(message(instruction)).await.is_err() {
                         break None;
                     }

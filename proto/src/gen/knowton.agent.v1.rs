@@ -16,14 +16,14 @@ pub mod agent_message {
         Heartbeat(super::Heartbeat),
     }
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CoordinatorMessage {
     #[prost(oneof = "coordinator_message::Body", tags = "1, 2, 3, 4")]
     pub body: ::core::option::Option<coordinator_message::Body>,
 }
 /// Nested message and enum types in `CoordinatorMessage`.
 pub mod coordinator_message {
-    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
     pub enum Body {
         #[prost(message, tag = "1")]
         Welcome(super::Welcome),
@@ -49,7 +49,7 @@ pub struct Hello {
     #[prost(string, tag = "4")]
     pub session_id: ::prost::alloc::string::String,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Welcome {
     #[prost(uint32, tag = "1")]
     pub protocol_version: u32,
@@ -79,7 +79,7 @@ pub struct Ack {
     #[prost(uint64, tag = "1")]
     pub sequence: u64,
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Instruction {
     /// 0: keep the current interval.
     #[prost(uint32, tag = "1")]
@@ -87,9 +87,20 @@ pub struct Instruction {
     /// Probe every pod now (a check-all).
     #[prost(bool, tag = "2")]
     pub probe_now: bool,
-    /// Latency above which a probe counts as slow and is confirmed at once.
+    /// Latency above which an API health probe counts as slow and is
+    /// confirmed at once, for tenants not in tenant_slow_threshold_ms (the
+    /// coordinator's default response-time warning). 0: keep the current
+    /// thresholds (at first, the agent's own --slow-threshold).
     #[prost(uint32, tag = "3")]
     pub slow_threshold_ms: u32,
+    /// Each tenant's own slow threshold (its response-time warning), for the
+    /// tenants whose threshold is not slow_threshold_ms. Read only when
+    /// slow_threshold_ms is set; it then replaces the previous map.
+    #[prost(map = "string, uint32", tag = "4")]
+    pub tenant_slow_threshold_ms: ::std::collections::HashMap<
+        ::prost::alloc::string::String,
+        u32,
+    >,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Heartbeat {

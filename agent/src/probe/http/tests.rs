@@ -1,5 +1,7 @@
 //! Tests of the pod HTTP client's URL parsing, response heads and chunked bodies.
 
+use super::chunked::{CHUNK_LINE_LIMIT, Dechunk, Dechunked, dechunk};
+use super::response::{Framing, HEAD_LIMIT, parse_head};
 use super::*;
 
 #[test]

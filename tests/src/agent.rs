@@ -1,0 +1,120 @@
+//! A fake node agent speaking the stream protocol over real mutual TLS:
+//! for tests that need to send exact messages and read exact answers
+//! (a real agent is `knowton_agent::run::run` with `Args::for_tests`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use knowton_coordinator::certs::Issued;
+use knowton_proto::PROTOCOL_VERSION;
+use knowton_proto::agent::v1::agent_message::Body as In;
+use knowton_proto::agent::v1::agent_stream_client::AgentStreamClient;
+use knowton_proto::agent::v1::coordinator_message::Body as Out;
+use knowton_proto::agent::v1::{
+    AgentMessage, CoordinatorMessage, Hello, NodeMetrics, PodResult, ResultBatch,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// One open stream to the coordinator.
+#[derive(Debug)]
+pub struct FakeAgent {
+    tx: mpsc::Sender<AgentMessage>,
+    inbound: tonic::Streaming<CoordinatorMessage>,
+}
+
+/// A hello from `node`, session `session-1`.
+pub fn hello(node: &str) -> AgentMessage {
+    AgentMessage {
+        body: Some(In::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            node_name: node.to_owned(),
+            agent_version: "test".to_owned(),
+            session_id: "session-1".to_owned(),
+        })),
+    }
+}
+
+/// A batch of `results`, with the node's figures when given.
+pub fn batch(sequence: u64, results: Vec<PodResult>, node: Option<NodeMetrics>) -> AgentMessage {
+    AgentMessage {
+        body: Some(In::Batch(ResultBatch {
+            sequence,
+            results,
+            node,
+        })),
+    }
+}
+
+/// A TLS channel to the agent listener at `addr`, trusting `ca_pem`,
+/// presenting `identity` when given.
+pub async fn channel(
+    addr: SocketAddr,
+    ca_pem: &str,
+    identity: Option<&Issued>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    if let Some(id) = identity {
+        tls = tls.identity(Identity::from_pem(&id.cert_pem, &id.key_pem));
+    }
+    Channel::from_shared(format!("https://{addr}"))
+        .expect("a valid URI")
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
+impl FakeAgent {
+    /// Opens a stream and sends `first`; returns the agent or the refusal.
+    pub async fn open(
+        addr: SocketAddr,
+        ca_pem: &str,
+        identity: Option<&Issued>,
+        first: AgentMessage,
+    ) -> Result<FakeAgent, tonic::Status> {
+        let channel = channel(addr, ca_pem, identity)
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("{e:?}")))?;
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(first).await.expect("the stream is open");
+        let inbound = AgentStreamClient::new(channel)
+            .connect(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok(FakeAgent { tx, inbound })
+    }
+
+    /// The next message that is not a heartbeat (within 10 s: heartbeats
+    /// do not extend the wait).
+    pub async fn next(&mut self) -> Result<Out, tonic::Status> {
+        let next = async {
+            loop {
+                let msg = self.inbound.message().await?.expect("the stream is open");
+                match msg.body {
+                    Some(Out::Heartbeat(_)) => continue,
+                    Some(body) => return Ok(body),
+                    None => panic!("empty message"),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), next)
+            .await
+            .expect("a message other than a heartbeat within 10 s")
+    }
+
+    pub async fn send(&self, msg: AgentMessage) {
+        self.tx.send(msg).await.expect("the stream is open");
+    }
+
+    /// The next message, which must be an acknowledgement.
+    pub async fn ack(&mut self) -> u64 {
+        match self.next().await.expect("the stream is open") {
+            Out::Ack(ack) => ack.sequence,
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+}
