@@ -10,7 +10,50 @@ use rand::RngExt;
 use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
 
-use crate::store::KeyKind;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Which kind of API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    Production,
+    Development,
+}
+
+impl KeyKind {
+    pub const ALL: [KeyKind; 2] = [KeyKind::Production, KeyKind::Development];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Production => "production",
+            KeyKind::Development => "development",
+        }
+    }
+
+    /// The visible prefix of keys of this kind.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            KeyKind::Production => "kt_live_",
+            KeyKind::Development => "kt_test_",
+        }
+    }
+}
+
+impl FromStr for KeyKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "production" => Ok(KeyKind::Production),
+            "development" => Ok(KeyKind::Development),
+            other => Err(format!(
+                "unknown key kind {other:?}: expected production or development"
+            )),
+        }
+    }
+}
 
 /// Random characters after an API key's `kt_live_` / `kt_test_` prefix.
 pub const API_KEY_RANDOM_LEN: usize = 40;

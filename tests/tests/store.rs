@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use knowton_common::{Branding, Plan, TenantStatus, Usage};
+use knowton_coordinator::credentials::KeyKind;
 use knowton_coordinator::credentials::generate_api_key;
 use knowton_coordinator::store::{
-    Backend, ConfigChange, KeyKind, NewApiKey, NewTenant, OutboxMessage, Store, StoreError, Tenant,
-    now,
+    Backend, ConfigChange, NewApiKey, NewTenant, OutboxMessage, Store, StoreError, Tenant, now,
 };
 use knowton_tests::{Db, TestDb};
 use uuid::Uuid;

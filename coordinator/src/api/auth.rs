@@ -14,8 +14,9 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use super::ratelimit::Decision;
+use crate::credentials::KeyKind;
 use crate::credentials::{hash_api_key, looks_like_api_key};
-use crate::store::{KeyKind, KeyOwner};
+use crate::store::KeyOwner;
 
 pub const TENANT_SLUG_HEADER: &str = "x-tenant-slug";
 

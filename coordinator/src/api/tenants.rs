@@ -13,8 +13,8 @@ use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::page::{Page, parse_cursor};
 use super::views::*;
+use crate::credentials::KeyKind;
 use crate::provision::{ProvisionRequest, UpdateRequest};
-use crate::store::KeyKind;
 
 /// Provision a tenant: record, admin user, API keys, branding, features,
 /// usage, deployment secrets, welcome e-mail and configuration history,

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::store::{ConfigVersion, KeyKind, Tenant};
+use crate::credentials::KeyKind;
+use crate::store::{ConfigVersion, Tenant};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -9,8 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use knowton_common::{Feature, Plan};
 
 use crate::config::{ADMIN_TOKEN_FILE, ServeArgs};
+use crate::credentials::KeyKind;
 use crate::demo::DemoArgs;
-use crate::store::KeyKind;
 
 #[derive(Debug, Parser)]
 #[command(

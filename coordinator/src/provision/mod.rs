@@ -21,12 +21,13 @@ pub use request::{BrandingPatch, ProvisionRequest, ProvisionSpec, UpdateRequest}
 
 use self::error::failed;
 use crate::credentials;
+use crate::credentials::KeyKind;
 use crate::deploy::{Deployer, Trigger};
 use crate::directory::TenantDirectory;
 use crate::health::Engine;
 use crate::notify::Wakeup;
 use crate::secrets::SecretBox;
-use crate::store::{ConfigVersion, KeyKind, Store, Tenant};
+use crate::store::{ConfigVersion, Store, Tenant};
 
 /// What the lifecycle acts on.
 #[derive(Debug)]

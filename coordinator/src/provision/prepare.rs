@@ -6,11 +6,12 @@ use knowton_common::{TenantStatus, Usage};
 use uuid::Uuid;
 
 use super::request::ProvisionSpec;
+use crate::credentials::KeyKind;
 use crate::credentials::{self, GeneratedKey};
 use crate::deploy::controller::secrets as deployment_secrets;
 use crate::notify::{outbox_context, welcome};
 use crate::secrets::SecretBox;
-use crate::store::{KeyKind, NewApiKey, NewTenant, OutboxMessage, Tenant, now};
+use crate::store::{NewApiKey, NewTenant, OutboxMessage, Tenant, now};
 
 /// What provisioning hands back once: the only time the secrets are shown.
 #[derive(Clone)]

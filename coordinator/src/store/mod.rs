@@ -17,6 +17,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use uuid::Uuid;
 
+use crate::credentials::KeyKind;
+
 pub use deploy::{DeployStore, DeploymentEvent, DeploymentRow, DeploymentSettings, Phase};
 pub use monitor::{
     ADMIN_ACTOR, AlertEventRow, AlertFilter, AlertRow, AlertState, AlertWrite, CleanupCounts,
@@ -62,47 +64,6 @@ impl From<sqlx::Error> for StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// Which kind of API key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyKind {
-    Production,
-    Development,
-}
-
-impl KeyKind {
-    pub const ALL: [KeyKind; 2] = [KeyKind::Production, KeyKind::Development];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyKind::Production => "production",
-            KeyKind::Development => "development",
-        }
-    }
-
-    /// The visible prefix of keys of this kind.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            KeyKind::Production => "kt_live_",
-            KeyKind::Development => "kt_test_",
-        }
-    }
-}
-
-impl FromStr for KeyKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "production" => Ok(KeyKind::Production),
-            "development" => Ok(KeyKind::Development),
-            other => Err(format!(
-                "unknown key kind {other:?}: expected production or development"
-            )),
-        }
-    }
-}
 
 /// A tenant as the registry knows it (never with a secret).
 #[derive(Debug, Clone, PartialEq)]

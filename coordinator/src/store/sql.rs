@@ -16,10 +16,10 @@ mod monitor;
 
 use super::{
     ApiKeyInfo, ClaimedMessage, ConfigChange, ConfigVersion, DEFAULT_CHANNELS_DISPLAY,
-    DeliveryOutcome, DeliveryState, KeyKind, KeyOwner, NewApiKey, NewTenant, OutboxEntry,
-    OutboxMessage, Result, Store, StoreError, StoredChannels, Tenant, now, snapshot,
-    with_notifications,
+    DeliveryOutcome, DeliveryState, KeyOwner, NewApiKey, NewTenant, OutboxEntry, OutboxMessage,
+    Result, Store, StoreError, StoredChannels, Tenant, now, snapshot, with_notifications,
 };
+use crate::credentials::KeyKind;
 
 /// SQLite store (the embedded default).
 #[derive(Debug, Clone)]
