@@ -10,11 +10,11 @@ use knowton_coordinator::config::ServeArgs;
 use knowton_proto::agent::v1::PodResult;
 use knowton_tests::feed::{Feed, Shape, healthy};
 use knowton_tests::receiver::{Hit, Receiver, ReceiverTls};
-use knowton_tests::{Db, TestCoordinator, eventually, on_every_db};
+use knowton_tests::{Db, TestCoordinator, eventually, on_every_backend};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-on_every_db!(
+on_every_backend!(db:
     every_check_opens_and_resolves_in_both_directions,
     a_warning_escalates_in_place_and_one_good_result_does_not_resolve,
     a_flapping_check_notifies_once_and_settles,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use knowton_coordinator::config::ServeArgs;
 use knowton_tests::fake_kube::FakeKube;
-use knowton_tests::{Db, TestCoordinator, eventually, on_every_db};
+use knowton_tests::{Db, TestCoordinator, eventually, on_every_backend};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -666,7 +666,7 @@ async fn a_failure_mid_apply_names_the_object_prunes_nothing_and_a_retry_converg
     kt.stop().await;
 }
 
-on_every_db!(
+on_every_backend!(db:
     provisioning_deploys_waits_for_the_rollout_and_records_every_phase,
     rollouts_fail_on_progress_deadline_and_on_timeout,
     server_dry_run_previews_a_new_namespace_and_field_changes_storing_nothing,
@@ -889,7 +889,7 @@ mod scaling {
         kt.stop().await;
     }
 
-    on_every_db!(sustained_critical_response_time_raises_min_replicas_and_calm_lowers_it);
+    on_every_backend!(db: sustained_critical_response_time_raises_min_replicas_and_calm_lowers_it);
 }
 
 mod reconcile {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use knowton_coordinator::config::{ServeArgs, ServeConfig};
 use knowton_coordinator::server;
 use knowton_tests::fake_kube::FakeKube;
-use knowton_tests::{ADMIN_TOKEN, Db, TestCoordinator, eventually, on_every_db, tenant_request};
+use knowton_tests::{
+    ADMIN_TOKEN, Db, TestCoordinator, eventually, on_every_backend, tenant_request,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -166,4 +168,4 @@ async fn only_the_lease_holder_deploys_and_a_successor_takes_over(db: Db) {
     b.shutdown().await.unwrap();
 }
 
-on_every_db!(only_the_lease_holder_deploys_and_a_successor_takes_over);
+on_every_backend!(db: only_the_lease_holder_deploys_and_a_successor_takes_over);

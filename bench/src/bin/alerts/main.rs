@@ -21,7 +21,7 @@ use anyhow::{Context, bail};
 use axum::extract::State;
 use clap::Parser;
 use knowton_bench::coordinator::{self, BenchCoordinator, Launch};
-use knowton_tests::pods::{Behaviour, SimPod};
+use knowton_coordinator::sim::{Behaviour, SimPod};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
