@@ -169,12 +169,7 @@ impl BenchCoordinator {
                 args.secret_key = Some(B64.encode(key));
                 args.admin_token = Some(admin_token.clone());
                 args.http.metrics_token = Some(admin_token.clone());
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads((*threads).max(1))
-                    .thread_name("coordinator")
-                    .enable_all()
-                    .build()
-                    .context("failed to build the coordinator runtime")?;
+                let runtime = crate::runtime(*threads, "coordinator")?;
                 let config = ServeConfig::try_from(args)?;
                 let running = runtime
                     .spawn(server::start(config))

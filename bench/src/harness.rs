@@ -83,12 +83,7 @@ pub struct Coordinator {
 impl Coordinator {
     /// Starts a coordinator on a new runtime, as `settings` say.
     pub fn start(settings: Settings<'_>) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.threads.max(1))
-            .thread_name("coordinator")
-            .enable_all()
-            .build()
-            .context("failed to build the coordinator runtime")?;
+        let runtime = crate::runtime(settings.threads, "coordinator")?;
         let mut builder = tempfile::Builder::new();
         let prefix = format!("{}-", settings.name);
         builder.prefix(&prefix);

@@ -47,12 +47,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .server_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
     let data_root = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.client_threads.max(1))
-        .thread_name("load")
-        .enable_all()
-        .build()
-        .context("failed to build the load generator runtime")?;
+    let client_rt = knowton_bench::runtime(args.client_threads, "load")?;
 
     let mut reports = Vec::new();
     for backend in backends {

@@ -110,34 +110,8 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build();
-    let result = runtime
-        .context("failed to build the runtime")
-        .and_then(|rt| rt.block_on(run(&args)));
-    match result {
-        Ok(report) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("serializable")
-                );
-            } else {
-                print_text(&args, &report);
-            }
-            if report.pass {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            }
-        }
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let result = knowton_bench::runtime(1, "alerts").and_then(|rt| rt.block_on(run(&args)));
+    knowton_bench::conclude(result, args.json, |r| print_text(&args, r), |r| r.pass)
 }
 
 fn print_text(args: &Args, r: &Report) {

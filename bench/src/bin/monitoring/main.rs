@@ -126,23 +126,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(report) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("serializable")
-                );
-            } else {
-                print!("{}", report.to_text());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let result = run(&args);
+    knowton_bench::conclude(result, args.json, |r| print!("{}", r.to_text()), |_| true)
 }
 
 fn run(args: &Args) -> anyhow::Result<Report> {
@@ -161,12 +146,7 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     }
     let cpus = std::thread::available_parallelism().map_or(2, usize::from);
     let server_threads = args.server_threads.unwrap_or(cpus).max(1);
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.client_threads.max(1))
-        .thread_name("load")
-        .enable_all()
-        .build()
-        .context("failed to build the load generator runtime")?;
+    let client_rt = knowton_bench::runtime(args.client_threads, "load")?;
 
     eprintln!(
         "seeding {} tenants, then starting the coordinator ({server_threads} threads)",
