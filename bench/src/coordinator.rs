@@ -326,6 +326,24 @@ impl BenchCoordinator {
         crate::system::peak_rss_bytes_of(self.proc())
     }
 
+    /// Stops the coordinator after a benchmark that gave `result`; when
+    /// that failed, first shows the last `log_lines` of its log (if it ran
+    /// as a process).
+    pub async fn stop_after<T>(
+        self,
+        result: anyhow::Result<T>,
+        log_lines: usize,
+    ) -> anyhow::Result<T> {
+        if result.is_err() && self.is_separate_process() {
+            eprintln!(
+                "coordinator log (last lines):\n{}",
+                tail(&self.log_path(), log_lines)
+            );
+        }
+        self.stop().await?;
+        result
+    }
+
     /// Stops the coordinator: SIGTERM and a drain of up to 10 s for the
     /// process, a shutdown for the in-process server.
     pub async fn stop(mut self) -> anyhow::Result<()> {

@@ -111,14 +111,7 @@ async fn run(args: &Args) -> anyhow::Result<AgentReport> {
         kt.dir().display()
     );
     let result = bench(args, &kt, &agent_bin).await;
-    if result.is_err() && kt.is_separate_process() {
-        eprintln!(
-            "coordinator log (last lines):\n{}",
-            coordinator::tail(&kt.log_path(), 10)
-        );
-    }
-    kt.stop().await?;
-    result
+    kt.stop_after(result, 10).await
 }
 
 async fn bench(

@@ -188,14 +188,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         kt.dir().display()
     );
     let result = bench(args, &kt, &arrivals).await;
-    if result.is_err() {
-        eprintln!(
-            "coordinator log (last lines):\n{}",
-            coordinator::tail(&kt.log_path(), 10)
-        );
-    }
-    kt.stop().await?;
-    result
+    kt.stop_after(result, 10).await
 }
 
 async fn bench(args: &Args, kt: &BenchCoordinator, arrivals: &Arrivals) -> anyhow::Result<Report> {

@@ -119,14 +119,7 @@ async fn run(args: &Args, cpus: usize) -> anyhow::Result<IngestReport> {
         kt.dir().display()
     );
     let result = bench(args, &kt, &launch, cpus).await;
-    if result.is_err() && kt.is_separate_process() {
-        eprintln!(
-            "coordinator log (last lines):\n{}",
-            coordinator::tail(&kt.log_path(), 20)
-        );
-    }
-    kt.stop().await?;
-    result
+    kt.stop_after(result, 20).await
 }
 
 async fn bench(
