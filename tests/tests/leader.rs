@@ -69,6 +69,17 @@ async fn wayne(http: &reqwest::Client, base: &str) -> Value {
     .1
 }
 
+/// The coordinators' Lease, which must exist.
+fn the_lease(fake: &FakeKube) -> Value {
+    fake.object(
+        "coordination.k8s.io/v1",
+        "Lease",
+        Some("knowton-system"),
+        "knowton-coordinator",
+    )
+    .expect("the lease exists")
+}
+
 async fn only_the_lease_holder_deploys_and_a_successor_takes_over(db: Db) {
     let fake = FakeKube::start().await;
     fake.put_object(
@@ -90,14 +101,7 @@ async fn only_the_lease_holder_deploys_and_a_successor_takes_over(db: Db) {
     let base_b = format!("http://{}", b.http_addr);
     let http = reqwest::Client::new();
     assert!(!leads(&http, &base_b).await, "one leader at a time");
-    let lease = fake
-        .object(
-            "coordination.k8s.io/v1",
-            "Lease",
-            Some("knowton-system"),
-            "knowton-coordinator",
-        )
-        .expect("the lease exists");
+    let lease = the_lease(&fake);
     assert_eq!(lease["spec"]["holderIdentity"], "coordinator-a");
 
     // Provisioned through the replica that does not lead: the leader
@@ -130,14 +134,7 @@ async fn only_the_lease_holder_deploys_and_a_successor_takes_over(db: Db) {
         leads(&http, &base_b).await.then_some(())
     })
     .await;
-    let lease = fake
-        .object(
-            "coordination.k8s.io/v1",
-            "Lease",
-            Some("knowton-system"),
-            "knowton-coordinator",
-        )
-        .unwrap();
+    let lease = the_lease(&fake);
     assert_eq!(lease["spec"]["holderIdentity"], "coordinator-b");
     let view = eventually(WAIT, "b to deploy", || async {
         let view = wayne(&http, &base_b).await;

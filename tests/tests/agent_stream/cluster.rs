@@ -1,14 +1,32 @@
 //! With a cluster: pod certificates are let in for their pod's node, and
 //! results are bound to the pod's node and tenant namespace.
 
+use knowton_tests::fake_kube::FakeKube;
+
 use super::*;
+
+/// A coordinator with the agent listener (its certificates in the returned
+/// directory) and `fake` as its cluster.
+async fn coordinator_on(fake: &FakeKube) -> (tempfile::TempDir, TestCoordinator) {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
+    certs::init(dir.path(), &[], false).unwrap();
+    let kt = TestCoordinator::start_with_agents_and(Db::Sqlite, dir.path(), |args| {
+        args.kube.no_cluster = false;
+        args.kube.kubeconfig = Some(kubeconfig.clone());
+        args.kube.no_leader_election = true;
+    })
+    .await;
+    (dir, kt)
+}
 
 /// On Kubernetes an agent's certificate may name its pod (issued per pod by
 /// the cert-manager csi-driver): it is let in for the node the API server
 /// says the pod runs on, and only if the pod is an agent's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_certificates_are_let_in_for_their_pods_node_only() {
-    use knowton_tests::fake_kube::{FakeKube, TestPod};
+    use knowton_tests::fake_kube::TestPod;
 
     let fake = FakeKube::start().await;
     for (name, node, agent) in [
@@ -24,16 +42,7 @@ async fn pod_certificates_are_let_in_for_their_pods_node_only() {
         }
         fake.put_pod(pod.json());
     }
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
-    certs::init(dir.path(), &[], false).unwrap();
-    let kt = TestCoordinator::start_with_agents_and(Db::Sqlite, dir.path(), |args| {
-        args.kube.no_cluster = false;
-        args.kube.kubeconfig = Some(kubeconfig.clone());
-        args.kube.no_leader_election = true;
-    })
-    .await;
+    let (dir, kt) = coordinator_on(&fake).await;
     let ca = CertificateAuthority::load(dir.path()).unwrap();
     let ca_pem = ca.cert_pem().to_owned();
     let cert = |cn: &str| ca.issue_agent(cn, Validity::days(1)).unwrap();
@@ -86,7 +95,7 @@ async fn pod_certificates_are_let_in_for_their_pods_node_only() {
 /// moves the rejection counters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_cluster_results_are_bound_to_the_pods_node_and_tenant_namespace() {
-    use knowton_tests::fake_kube::{FakeKube, TestPod};
+    use knowton_tests::fake_kube::TestPod;
 
     let fake = FakeKube::start().await;
     for (namespace, name, tenant, node) in [
@@ -103,16 +112,7 @@ async fn with_a_cluster_results_are_bound_to_the_pods_node_and_tenant_namespace(
                 .json(),
         );
     }
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
-    certs::init(dir.path(), &[], false).unwrap();
-    let kt = TestCoordinator::start_with_agents_and(Db::Sqlite, dir.path(), |args| {
-        args.kube.no_cluster = false;
-        args.kube.kubeconfig = Some(kubeconfig.clone());
-        args.kube.no_leader_election = true;
-    })
-    .await;
+    let (dir, kt) = coordinator_on(&fake).await;
     kt.provision("acme", "professional").await;
     kt.provision("globex", "professional").await;
     let ca = CertificateAuthority::load(dir.path()).unwrap();

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use knowton_coordinator::config::ServeArgs;
 use knowton_tests::fake_kube::FakeKube;
-use knowton_tests::{Db, TestCoordinator, eventually, on_every_backend};
+use knowton_tests::{Db, Reply, TestCoordinator, eventually, on_every_backend};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -140,6 +140,16 @@ async fn deployment_of(kt: &TestCoordinator, slug: &str) -> Value {
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     reply.body
+}
+
+/// `POST /api/v1/tenants/{slug}/deploy?dryRun={mode}` as the admin.
+async fn dry_run(kt: &TestCoordinator, slug: &str, mode: &str) -> Reply {
+    kt.admin(
+        Method::POST,
+        &format!("/api/v1/tenants/{slug}/deploy?dryRun={mode}"),
+        None,
+    )
+    .await
 }
 
 /// Waits until the deployment's attempt `attempt` is in `phase`.

@@ -72,13 +72,7 @@ async fn provisioning_deploys_waits_for_the_rollout_and_records_every_phase(db: 
         );
     }
     // The hash is that of what a client dry-run shows.
-    let preview = kt
-        .admin(
-            Method::POST,
-            "/api/v1/tenants/acme/deploy?dryRun=client",
-            None,
-        )
-        .await;
+    let preview = dry_run(&kt, "acme", "client").await;
     assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
     assert_eq!(preview.body["objectsHash"], ready["objectsHash"]);
     assert!(
@@ -200,13 +194,7 @@ async fn server_dry_run_previews_a_new_namespace_and_field_changes_storing_nothi
     assert!(cluster.kinds_in("globex").is_empty());
 
     let before = cluster.fake.resource_version();
-    let preview = kt
-        .admin(
-            Method::POST,
-            "/api/v1/tenants/globex/deploy?dryRun=server",
-            None,
-        )
-        .await;
+    let preview = dry_run(&kt, "globex", "server").await;
     assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
     let changes = preview.body["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 15, "{changes:#?}");
@@ -236,13 +224,7 @@ async fn server_dry_run_previews_a_new_namespace_and_field_changes_storing_nothi
     until_phase(&kt, "globex", 2, "ready").await;
 
     // Everything as applied: unchanged.
-    let preview = kt
-        .admin(
-            Method::POST,
-            "/api/v1/tenants/globex/deploy?dryRun=server",
-            None,
-        )
-        .await;
+    let preview = dry_run(&kt, "globex", "server").await;
     let actions: Vec<&str> = preview.body["changes"]
         .as_array()
         .unwrap()
@@ -281,13 +263,7 @@ async fn server_dry_run_previews_a_new_namespace_and_field_changes_storing_nothi
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["allowlist"], json!(["203.0.113.0/24"]));
     until_phase(&kt, "globex", 4, "failed").await;
-    let preview = kt
-        .admin(
-            Method::POST,
-            "/api/v1/tenants/globex/deploy?dryRun=server",
-            None,
-        )
-        .await;
+    let preview = dry_run(&kt, "globex", "server").await;
     let changes = preview.body["changes"].as_array().unwrap();
     let changed: Vec<&Value> = changes
         .iter()

@@ -14,22 +14,10 @@ async fn deployments_are_rendered_and_recorded_as_skipped() {
         "{view:#}"
     );
     assert!(view["objectsHash"].as_str().is_some_and(|h| h.len() == 64));
-    let reply = kt
-        .admin(
-            Method::POST,
-            "/api/v1/tenants/solo/deploy?dryRun=server",
-            None,
-        )
-        .await;
+    let reply = dry_run(&kt, "solo", "server").await;
     let (code, _) = reply.error(StatusCode::CONFLICT);
     assert_eq!(code, "no_cluster");
-    let reply = kt
-        .admin(
-            Method::POST,
-            "/api/v1/tenants/solo/deploy?dryRun=client",
-            None,
-        )
-        .await;
+    let reply = dry_run(&kt, "solo", "client").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["objects"].as_array().unwrap().len(), 15);
     assert_eq!(reply.body["objectsHash"], view["objectsHash"]);
