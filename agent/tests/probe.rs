@@ -1,10 +1,10 @@
 //! Probes of simulated tenant pods over real loopback connections.
 
-// The simulator lives in the coordinator's demo (the tests crate uses it
-// too); it depends on tokio alone, so it is compiled in here rather than
-// copied.
+// The simulator lives in the coordinator's `sim` module (shared by its demo,
+// the tests crate and the benchmarks); it depends on tokio alone, so it is
+// compiled in here rather than copied.
 #[allow(dead_code)]
-#[path = "../../coordinator/src/demo/pods.rs"]
+#[path = "../../coordinator/src/sim.rs"]
 mod pods;
 
 use std::net::Ipv4Addr;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::Parser;
 
-use crate::harness::BackendKind;
+use knowton_bench::harness::BackendKind;
 
 /// Benchmarks the coordinator: provisioning through the API, then tenant
 /// reads with tenant-key auth against a store of many tenants.

@@ -169,12 +169,7 @@ impl BenchCoordinator {
                 args.secret_key = Some(B64.encode(key));
                 args.admin_token = Some(admin_token.clone());
                 args.http.metrics_token = Some(admin_token.clone());
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads((*threads).max(1))
-                    .thread_name("coordinator")
-                    .enable_all()
-                    .build()
-                    .context("failed to build the coordinator runtime")?;
+                let runtime = crate::runtime(*threads, "coordinator")?;
                 let config = ServeConfig::try_from(args)?;
                 let running = runtime
                     .spawn(server::start(config))
@@ -329,6 +324,24 @@ impl BenchCoordinator {
     /// in-process).
     pub fn peak_rss_bytes(&self) -> Option<u64> {
         crate::system::peak_rss_bytes_of(self.proc())
+    }
+
+    /// Stops the coordinator after a benchmark that gave `result`; when
+    /// that failed, first shows the last `log_lines` of its log (if it ran
+    /// as a process).
+    pub async fn stop_after<T>(
+        self,
+        result: anyhow::Result<T>,
+        log_lines: usize,
+    ) -> anyhow::Result<T> {
+        if result.is_err() && self.is_separate_process() {
+            eprintln!(
+                "coordinator log (last lines):\n{}",
+                tail(&self.log_path(), log_lines)
+            );
+        }
+        self.stop().await?;
+        result
     }
 
     /// Stops the coordinator: SIGTERM and a drain of up to 10 s for the

@@ -6,25 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use knowton_bench::open_loop::{self, Outcome, Sample, Schedule, finish};
+use knowton_bench::seed::SeededTenant;
 use rand::RngExt;
 use reqwest::StatusCode;
 use tokio::runtime::Runtime;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
-
-use crate::report::{Outcome, Sample};
-use crate::seed::SeededTenant;
-
-/// An HTTP/1.1 client with a pool as large as the load needs.
-pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    knowton_coordinator::certs::install_crypto_provider();
-    Ok(reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()?)
-}
 
 /// Provisions `count` tenants through `POST /api/v1/tenants` with
 /// `concurrency` clients. Returns one sample per request and the wall time.
@@ -111,17 +98,8 @@ pub struct ReadRun {
 }
 
 /// Sends `GET /api/v1/tenants/{id}` at `rate` requests per second for
-/// `warmup + duration`, each as its tenant, to random tenants. Request `i`
-/// is due at `start + i / rate` and its latency is measured from then, so a
-/// stalled server is charged for the requests it delayed.
-///
-/// At most `connections` requests are in flight (as wrk2 keeps a fixed set
-/// of connections): a request due while all are busy waits for one, and
-/// that wait counts in its latency. Without a bound, a brief stall turns
-/// into a storm of new connections that the stall did not deserve.
-///
-/// The pacing runs on this thread (a sleep is precise to tens of
-/// microseconds, tokio timers to a millisecond); requests run on `runtime`.
+/// `warmup + duration`, each as its tenant, to random tenants, with at
+/// most `connections` in flight: the open loop of [`open_loop::run`].
 pub fn open_loop(
     runtime: &Runtime,
     target: &ReadTarget,
@@ -130,51 +108,22 @@ pub fn open_loop(
     warmup: Duration,
     duration: Duration,
 ) -> ReadRun {
-    let in_flight = Arc::new(Semaphore::new(connections.max(1)));
-    let rate = u64::from(rate.max(1));
-    let due = |i: u64| Duration::from_nanos(i * 1_000_000_000 / rate);
-    let warm_count = (warmup.as_nanos() * u128::from(rate) / 1_000_000_000) as u64;
-    let total = warm_count + (duration.as_nanos() * u128::from(rate) / 1_000_000_000) as u64;
-    let mut tasks = Vec::with_capacity(total as usize);
-    let start = Instant::now() + Duration::from_millis(10);
-    for i in 0..total {
-        let scheduled = start + due(i);
-        if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
+    let schedule = Schedule {
+        rate,
+        connections,
+        warmup,
+        duration,
+    };
+    let run = open_loop::run(runtime, schedule, || {
         let tenant = target.random_tenant();
-        let (target, in_flight) = (target.clone(), in_flight.clone());
-        tasks.push(runtime.spawn(async move {
-            let lag = scheduled.elapsed();
-            let _permit = in_flight.acquire().await;
-            let outcome = target.get_tenant(tenant).await;
-            (i >= warm_count, Sample::new(scheduled, outcome), lag)
-        }));
+        let target = target.clone();
+        async move { target.get_tenant(tenant).await }
+    });
+    ReadRun {
+        samples: run.samples,
+        window: run.window,
+        send_lags: run.send_lags,
     }
-    let measured_start = start + due(warm_count);
-    runtime.block_on(async move {
-        let mut samples = Vec::with_capacity(tasks.len());
-        let mut send_lags = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            let Ok((measured, sample, lag)) = task.await else {
-                continue;
-            };
-            if measured {
-                send_lags.push(lag);
-                samples.push(sample);
-            }
-        }
-        let end = samples
-            .iter()
-            .map(|s| s.done)
-            .max()
-            .unwrap_or(measured_start);
-        ReadRun {
-            samples,
-            window: end.saturating_duration_since(measured_start),
-            send_lags,
-        }
-    })
 }
 
 /// `concurrency` clients each send a request as soon as their previous one
@@ -216,35 +165,4 @@ pub async fn closed_loop(
         window: end.saturating_duration_since(measured_start),
         send_lags: Vec::new(),
     }
-}
-
-/// Reads the whole body (so the latency covers it) and classifies the answer.
-async fn finish(response: reqwest::Result<reqwest::Response>, expected: StatusCode) -> Outcome {
-    match response {
-        Ok(response) => {
-            let status = response.status();
-            match response.bytes().await {
-                Ok(_) if status == expected => Outcome::Ok,
-                Ok(_) if status == StatusCode::TOO_MANY_REQUESTS => Outcome::RateLimited,
-                Ok(_) => Outcome::Status(status.as_u16()),
-                Err(err) => transport_error(&err),
-            }
-        }
-        Err(err) => transport_error(&err),
-    }
-}
-
-/// Reports the first transport error on stderr (the rest are only counted).
-fn transport_error(err: &reqwest::Error) -> Outcome {
-    static REPORTED: std::sync::Once = std::sync::Once::new();
-    REPORTED.call_once(|| {
-        let mut chain = err.to_string();
-        let mut source = std::error::Error::source(err);
-        while let Some(cause) = source {
-            chain.push_str(&format!(": {cause}"));
-            source = cause.source();
-        }
-        eprintln!("first transport error: {chain}");
-    });
-    Outcome::Transport
 }

@@ -3,18 +3,15 @@
 //!
 //! # Layout
 //! - [`cli`]: the flags, each with an environment variable.
-//! - [`harness`]: the coordinator in-process, on its own runtime, on a
-//!   fresh database; cleaned up afterwards.
-//! - [`seed`]: tenants written straight into the store.
 //! - [`load`]: provisioning through the API and the read phases.
-//! - [`report`]: percentiles, the per-backend report and its printing.
-//! - [`system`]: CPU time and peak memory from /proc.
+//! - [`report`]: the per-backend report and its printing.
+//!
+//! The coordinator harness, the seeding, the open-loop generator and the
+//! percentiles are the bench library's (`knowton_bench`).
 
 mod cli;
-mod harness;
 mod load;
 mod report;
-mod seed;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,15 +19,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use knowton_bench::harness::{self, BackendKind, Coordinator};
+use knowton_bench::latency::Latency;
+use knowton_bench::system;
 use tokio::runtime::Runtime;
 
 use crate::cli::{Args, Output};
-use crate::harness::{BackendKind, Coordinator};
 use crate::load::ReadRun;
 use crate::report::{
-    BackendReport, Counts, Latency, ProvisionReport, ReadReport, SeedReport, Verdict, per_second,
+    BackendReport, Counts, ProvisionReport, ReadReport, SeedReport, Verdict, per_second,
 };
-use knowton_bench::system;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -49,12 +47,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         .server_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
     let data_root = args.data_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.client_threads.max(1))
-        .thread_name("load")
-        .enable_all()
-        .build()
-        .context("failed to build the load generator runtime")?;
+    let client_rt = knowton_bench::runtime(args.client_threads, "load")?;
 
     let mut reports = Vec::new();
     for backend in backends {
@@ -64,12 +57,21 @@ fn run(args: &Args) -> anyhow::Result<()> {
             args.client_threads.max(1)
         );
         system::reset_peak_rss();
-        let coordinator = Coordinator::start(
-            backend,
-            args.postgres_url.as_deref(),
-            &data_root,
-            server_threads,
-        )?;
+        let postgres_url = match backend {
+            BackendKind::Sqlite => None,
+            BackendKind::Postgres => Some(
+                args.postgres_url
+                    .as_deref()
+                    .context("postgres needs --postgres-url or TEST_DATABASE_URL")?,
+            ),
+        };
+        let coordinator = Coordinator::start(harness::Settings {
+            name: "knowton-bench",
+            threads: server_threads,
+            postgres_url,
+            data_root: Some(&data_root),
+            seed: None,
+        })?;
         if backend == BackendKind::Sqlite {
             eprintln!("[sqlite] database in {}", coordinator.data_dir().display());
         }
@@ -95,7 +97,7 @@ fn bench_backend(
     coordinator: &Coordinator,
 ) -> anyhow::Result<BackendReport> {
     let name = backend.as_str();
-    let client = load::http_client()?;
+    let client = knowton_bench::open_loop::http_client()?;
 
     eprintln!(
         "[{name}] provisioning {} tenants through the API",
@@ -122,7 +124,7 @@ fn bench_backend(
         "[{name}] seeding {} tenants into the store",
         args.seed_tenants
     );
-    let (tenants, took) = client_rt.block_on(seed::seed(
+    let (tenants, took) = client_rt.block_on(knowton_bench::seed::seed(
         coordinator.handle(),
         coordinator.store(),
         coordinator.secrets.clone(),

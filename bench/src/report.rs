@@ -1,82 +1,11 @@
-//! Samples, their percentiles, the per-backend report and how it is printed.
+//! Counts of samples, the per-backend report and how it is printed.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use knowton_bench::latency::Latency;
+use knowton_bench::open_loop::{Outcome, Sample};
 use serde::Serialize;
-use tokio::time::Instant;
-
-/// How a request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    /// 429: the tenant's plan rate was exceeded.
-    RateLimited,
-    /// Any other unexpected status.
-    Status(u16),
-    /// No answer: connection error or timeout.
-    Transport,
-}
-
-/// One request: when it was due (or sent), when it was answered, and how.
-#[derive(Debug, Clone, Copy)]
-pub struct Sample {
-    pub latency: Duration,
-    pub done: Instant,
-    pub outcome: Outcome,
-}
-
-impl Sample {
-    /// A sample answered now, measured from `from`.
-    pub fn new(from: Instant, outcome: Outcome) -> Self {
-        let done = Instant::now();
-        Sample {
-            latency: done.saturating_duration_since(from),
-            done,
-            outcome,
-        }
-    }
-}
-
-/// Latency percentiles (nearest rank) in milliseconds.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Latency {
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub p999_ms: f64,
-    pub max_ms: f64,
-    pub mean_ms: f64,
-}
-
-impl Latency {
-    pub fn of(samples: &[Sample]) -> Self {
-        Self::of_durations(samples.iter().map(|s| s.latency))
-    }
-
-    pub fn of_durations(durations: impl Iterator<Item = Duration>) -> Self {
-        let mut nanos: Vec<u64> = durations
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-            .collect();
-        if nanos.is_empty() {
-            return Latency::default();
-        }
-        nanos.sort_unstable();
-        let ms = |n: u64| n as f64 / 1e6;
-        let at = |q: f64| {
-            ms(nanos[((q * nanos.len() as f64).ceil() as usize).clamp(1, nanos.len()) - 1])
-        };
-        let sum: f64 = nanos.iter().map(|&n| n as f64).sum();
-        Latency {
-            p50_ms: at(0.50),
-            p90_ms: at(0.90),
-            p99_ms: at(0.99),
-            p999_ms: at(0.999),
-            max_ms: ms(*nanos.last().expect("not empty")),
-            mean_ms: sum / nanos.len() as f64 / 1e6,
-        }
-    }
-}
 
 /// Requests by outcome.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -220,7 +149,7 @@ impl BackendReport {
                 p.counts.errors(),
                 p.seconds,
                 p.tenants_per_second,
-                latency_line(&p.latency),
+                p.latency.line(),
             );
         }
         let s = &self.seed;
@@ -247,7 +176,7 @@ impl BackendReport {
                 c.other_status,
                 c.transport_errors,
                 read.achieved_rps,
-                latency_line(&read.latency),
+                read.latency.line(),
             );
             if let Some(lag) = &read.send_lag {
                 let _ = writeln!(
@@ -284,41 +213,11 @@ impl BackendReport {
     }
 }
 
-fn latency_line(l: &Latency) -> String {
-    format!(
-        "ms p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  mean {:.2}",
-        l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.mean_ms
-    )
-}
-
 /// Per second over `window`.
 pub fn per_second(n: usize, window: Duration) -> f64 {
     if window.is_zero() {
         0.0
     } else {
         n as f64 / window.as_secs_f64()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let now = Instant::now();
-        let samples: Vec<Sample> = (1..=100)
-            .map(|ms| Sample {
-                latency: Duration::from_millis(ms),
-                done: now,
-                outcome: Outcome::Ok,
-            })
-            .collect();
-        let l = Latency::of(&samples);
-        assert_eq!(l.p50_ms, 50.0);
-        assert_eq!(l.p90_ms, 90.0);
-        assert_eq!(l.p99_ms, 99.0);
-        assert_eq!(l.max_ms, 100.0);
-        assert_eq!(Latency::of(&[]).p99_ms, 0.0);
     }
 }

@@ -19,6 +19,8 @@
 //! - [`credentials`]: API keys, passwords and their hashes.
 //! - [`cli`], [`client`]: the command line and its REST client commands.
 //! - [`demo`]: `demo`, the whole system in one process with simulated tenants.
+//! - `sim`: simulated tenant pods for `demo`, the tests and the benchmarks
+//!   (hidden from the docs: not part of the coordinator proper).
 
 pub mod api;
 pub mod certs;
@@ -37,5 +39,7 @@ pub mod notify;
 pub mod provision;
 pub mod secrets;
 pub mod server;
+#[doc(hidden)]
+pub mod sim;
 pub mod store;
 pub mod tls;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use knowton_agent::config::{Args, LogFormat};
 use knowton_coordinator::certs;
-use knowton_tests::pods::{Behaviour, SimPod};
+use knowton_coordinator::sim::{Behaviour, SimPod};
 use knowton_tests::{Db, TestCoordinator, eventually};
 use reqwest::Method;
 use serde_json::Value;

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use knowton_agent::config::{Args, LogFormat};
 use knowton_coordinator::certs;
-use knowton_tests::pods::{Behaviour, SimPod};
+use knowton_coordinator::sim::{Behaviour, SimPod};
 use knowton_tests::receiver::Receiver;
-use knowton_tests::{ADMIN_TOKEN, Db, TestDb, eventually, on_every_db};
+use knowton_tests::{ADMIN_TOKEN, Db, TestDb, eventually, on_every_backend};
 use serde_json::Value;
 
-on_every_db!(a_committed_notification_survives_kill_9_and_arrives_once);
+on_every_backend!(db: a_committed_notification_survives_kill_9_and_arrives_once);
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use knowton_tests::feed::{Feed, Shape, healthy};
-use knowton_tests::{Db, TestCoordinator, eventually, on_every_db};
+use knowton_tests::{Db, TestCoordinator, eventually, on_every_backend};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-on_every_db!(
+on_every_backend!(db:
     history_dashboard_report_and_cleanup,
     check_all_asks_agents_and_reports_every_tenant,
 );

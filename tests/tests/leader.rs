@@ -7,7 +7,9 @@ use std::time::Duration;
 use knowton_coordinator::config::{ServeArgs, ServeConfig};
 use knowton_coordinator::server;
 use knowton_tests::fake_kube::FakeKube;
-use knowton_tests::{ADMIN_TOKEN, Db, TestCoordinator, eventually, on_every_db, tenant_request};
+use knowton_tests::{
+    ADMIN_TOKEN, Db, TestCoordinator, eventually, on_every_backend, tenant_request,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -67,6 +69,17 @@ async fn wayne(http: &reqwest::Client, base: &str) -> Value {
     .1
 }
 
+/// The coordinators' Lease, which must exist.
+fn the_lease(fake: &FakeKube) -> Value {
+    fake.object(
+        "coordination.k8s.io/v1",
+        "Lease",
+        Some("knowton-system"),
+        "knowton-coordinator",
+    )
+    .expect("the lease exists")
+}
+
 async fn only_the_lease_holder_deploys_and_a_successor_takes_over(db: Db) {
     let fake = FakeKube::start().await;
     fake.put_object(
@@ -88,14 +101,7 @@ async fn only_the_lease_holder_deploys_and_a_successor_takes_over(db: Db) {
     let base_b = format!("http://{}", b.http_addr);
     let http = reqwest::Client::new();
     assert!(!leads(&http, &base_b).await, "one leader at a time");
-    let lease = fake
-        .object(
-            "coordination.k8s.io/v1",
-            "Lease",
-            Some("knowton-system"),
-            "knowton-coordinator",
-        )
-        .expect("the lease exists");
+    let lease = the_lease(&fake);
     assert_eq!(lease["spec"]["holderIdentity"], "coordinator-a");
 
     // Provisioned through the replica that does not lead: the leader
@@ -128,14 +134,7 @@ async fn only_the_lease_holder_deploys_and_a_successor_takes_over(db: Db) {
         leads(&http, &base_b).await.then_some(())
     })
     .await;
-    let lease = fake
-        .object(
-            "coordination.k8s.io/v1",
-            "Lease",
-            Some("knowton-system"),
-            "knowton-coordinator",
-        )
-        .unwrap();
+    let lease = the_lease(&fake);
     assert_eq!(lease["spec"]["holderIdentity"], "coordinator-b");
     let view = eventually(WAIT, "b to deploy", || async {
         let view = wayne(&http, &base_b).await;
@@ -166,4 +165,4 @@ async fn only_the_lease_holder_deploys_and_a_successor_takes_over(db: Db) {
     b.shutdown().await.unwrap();
 }
 
-on_every_db!(only_the_lease_holder_deploys_and_a_successor_takes_over);
+on_every_backend!(db: only_the_lease_holder_deploys_and_a_successor_takes_over);

@@ -6,10 +6,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use knowton_tests::feed::{Feed, Shape, healthy};
-use knowton_tests::{Db, TestCoordinator, eventually, on_every_db};
+use knowton_tests::{Db, TestCoordinator, eventually, on_every_backend};
 use reqwest::{Method, StatusCode};
 
-on_every_db!(metrics_show_every_tenant_and_pass_promtool);
+on_every_backend!(db: metrics_show_every_tenant_and_pass_promtool);
 
 async fn scrape(kt: &TestCoordinator) -> String {
     let response = kt

@@ -8,9 +8,9 @@ use std::time::Duration;
 use knowton_coordinator::config::ServeArgs;
 use knowton_coordinator::notify::email::message_id;
 use knowton_tests::smtp::{ReceivedMail, SmtpTls, TestSmtp};
-use knowton_tests::{Db, TestCoordinator, eventually, on_every_db, storage_alert};
+use knowton_tests::{Db, TestCoordinator, eventually, on_every_backend, storage_alert};
 
-on_every_db!(
+on_every_backend!(db:
     welcome_email_arrives_over_starttls_with_auth,
     alert_email_arrives_over_implicit_tls,
     email_waits_for_an_smtp_server_and_goes_out_once_after_restart,

@@ -11,13 +11,13 @@ use knowton_coordinator::config::ServeArgs;
 use knowton_coordinator::notify::channels::{Receiver as Whose, ResolvedChannels, WebhookTarget};
 use knowton_tests::receiver::{Answer, Receiver, ReceiverTls};
 use knowton_tests::{
-    Db, TestCoordinator, eventually, eventually_showing, on_every_db, storage_alert,
+    Db, TestCoordinator, eventually, eventually_showing, on_every_backend, storage_alert,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-on_every_db!(
+on_every_backend!(db:
     an_endless_error_body_is_cut_off_after_a_few_kib_at_once,
     tenant_urls_to_forbidden_addresses_are_refused_naming_the_field,
     a_name_resolving_to_loopback_is_refused_when_delivering_without_a_connection,

@@ -12,14 +12,14 @@ use knowton_coordinator::server;
 use knowton_coordinator::store::{Backend, now};
 use knowton_tests::receiver::{Answer, Receiver, ReceiverTls, RetryAfter};
 use knowton_tests::smtp::{SmtpTls, TestSmtp};
-use knowton_tests::{Db, TestCoordinator, eventually, on_every_db, storage_alert};
+use knowton_tests::{Db, TestCoordinator, eventually, on_every_backend, storage_alert};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use uuid::Uuid;
 
-on_every_db!(
+on_every_backend!(db:
     webhook_is_alertmanager_v4_and_signed_and_slack_has_text_blocks_and_colour,
     a_receiver_that_fails_for_a_while_gets_the_message_once,
     retry_after_is_honoured_in_seconds_and_as_a_date,

@@ -1,6 +1,7 @@
 //! The store suite: the `Store` trait driven directly, the same tests on
 //! SQLite and PostgreSQL.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use chrono::Duration;
@@ -10,41 +11,10 @@ use knowton_coordinator::credentials::generate_api_key;
 use knowton_coordinator::store::{
     Backend, ConfigChange, NewApiKey, NewTenant, OutboxMessage, Store, StoreError, Tenant, now,
 };
-use knowton_tests::{Db, TestDb};
+use knowton_tests::{Db, TestDb, on_every_backend};
 use uuid::Uuid;
 
-macro_rules! store_tests {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let (db, store) = super::open(knowton_tests::Db::Sqlite).await;
-                    super::$name(store.clone()).await;
-                    store.close().await;
-                    drop(db);
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if knowton_tests::postgres_url().is_none() {
-                        eprintln!("TEST_DATABASE_URL is not set: skipping the PostgreSQL run");
-                        return;
-                    }
-                    let (db, store) = super::open(knowton_tests::Db::Postgres).await;
-                    super::$name(store.clone()).await;
-                    store.close().await;
-                    drop(db);
-                }
-            )*
-        }
-    };
-}
-
-store_tests!(
+on_every_backend!(with given_store:
     migrations_are_idempotent_and_meta_is_set_once,
     a_tenant_round_trips,
     slug_and_domain_conflicts_are_named,
@@ -56,10 +26,18 @@ store_tests!(
     a_deployment_request_reopens_only_what_started_before_it,
 );
 
-async fn open(kind: Db) -> (TestDb, Arc<dyn Store>) {
+/// Runs `test` on a store opened directly on a database of its own, and
+/// closes it afterwards.
+async fn given_store<F, Fut>(kind: Db, test: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let db = TestDb::new(kind).await;
     let store = Backend::from_url(&db.url).unwrap().open().await.unwrap();
-    (db, store)
+    test(store.clone()).await;
+    store.close().await;
+    drop(db);
 }
 
 struct Fixture {

@@ -5,15 +5,14 @@
 //!
 //! # Layout
 //! - `banner`: where everything is, printed once started.
-//! - [`pods`]: simulated tenant pods (real HTTP servers), also used by the tests.
-//! - `scenario`: the demo's tenants, their pods, and the timeline.
+//! - `scenario`: the demo's tenants, their simulated pods (`crate::sim`),
+//!   and the timeline.
 //! - `webhook`: the receiver that logs every alert notification.
 //! - `status`: the status table, read from the REST API.
 //! - [`console`]: where the narrative goes (stdout, or a test's channel).
 
 mod banner;
 pub mod console;
-pub mod pods;
 mod scenario;
 mod status;
 mod webhook;

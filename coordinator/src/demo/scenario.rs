@@ -9,8 +9,8 @@ use tokio::sync::watch;
 
 use super::DemoError;
 use super::console::Console;
-use super::pods::{Behaviour, SimPod};
 use crate::provision::{LifecycleError, ProvisionRequest, TenantLifecycle};
+use crate::sim::{Behaviour, SimPod};
 
 /// One simulated tenant.
 #[derive(Debug, Clone, Copy)]

@@ -87,31 +87,9 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .thread_name("pods")
-        .enable_all()
-        .build();
-    let result = runtime
-        .context("failed to build the runtime")
-        .and_then(|rt| rt.block_on(run(&args)));
-    match result {
-        Ok(report) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("serializable")
-                );
-            } else {
-                print!("{}", report.to_text());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let result =
+        knowton_bench::runtime(args.threads, "pods").and_then(|rt| rt.block_on(run(&args)));
+    knowton_bench::conclude(result, args.json, |r| print!("{}", r.to_text()), |_| true)
 }
 
 async fn run(args: &Args) -> anyhow::Result<AgentReport> {
@@ -133,14 +111,7 @@ async fn run(args: &Args) -> anyhow::Result<AgentReport> {
         kt.dir().display()
     );
     let result = bench(args, &kt, &agent_bin).await;
-    if result.is_err() && kt.is_separate_process() {
-        eprintln!(
-            "coordinator log (last lines):\n{}",
-            coordinator::tail(&kt.log_path(), 10)
-        );
-    }
-    kt.stop().await?;
-    result
+    kt.stop_after(result, 10).await
 }
 
 async fn bench(

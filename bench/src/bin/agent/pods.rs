@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::Context;
-use knowton_tests::pods::SimPod;
+use knowton_coordinator::sim::SimPod;
 use serde::Serialize;
 
 /// Pods are on 127.0.x.y, x from 1, y in 1..=250: 250 addresses per x.

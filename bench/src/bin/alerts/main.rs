@@ -21,7 +21,7 @@ use anyhow::{Context, bail};
 use axum::extract::State;
 use clap::Parser;
 use knowton_bench::coordinator::{self, BenchCoordinator, Launch};
-use knowton_tests::pods::{Behaviour, SimPod};
+use knowton_coordinator::sim::{Behaviour, SimPod};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -110,34 +110,8 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build();
-    let result = runtime
-        .context("failed to build the runtime")
-        .and_then(|rt| rt.block_on(run(&args)));
-    match result {
-        Ok(report) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("serializable")
-                );
-            } else {
-                print_text(&args, &report);
-            }
-            if report.pass {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(2)
-            }
-        }
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let result = knowton_bench::runtime(1, "alerts").and_then(|rt| rt.block_on(run(&args)));
+    knowton_bench::conclude(result, args.json, |r| print_text(&args, r), |r| r.pass)
 }
 
 fn print_text(args: &Args, r: &Report) {
@@ -214,14 +188,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         kt.dir().display()
     );
     let result = bench(args, &kt, &arrivals).await;
-    if result.is_err() {
-        eprintln!(
-            "coordinator log (last lines):\n{}",
-            coordinator::tail(&kt.log_path(), 10)
-        );
-    }
-    kt.stop().await?;
-    result
+    kt.stop_after(result, 10).await
 }
 
 async fn bench(args: &Args, kt: &BenchCoordinator, arrivals: &Arrivals) -> anyhow::Result<Report> {

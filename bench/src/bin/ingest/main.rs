@@ -95,31 +95,9 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let cpus = std::thread::available_parallelism().map_or(2, usize::from);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.client_threads.unwrap_or(cpus).max(1))
-        .thread_name("load")
-        .enable_all()
-        .build();
-    let result = runtime
-        .context("failed to build the load generator runtime")
+    let result = knowton_bench::runtime(args.client_threads.unwrap_or(cpus), "load")
         .and_then(|rt| rt.block_on(run(&args, cpus)));
-    match result {
-        Ok(report) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("serializable")
-                );
-            } else {
-                print!("{}", report.to_text());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    knowton_bench::conclude(result, args.json, |r| print!("{}", r.to_text()), |_| true)
 }
 
 async fn run(args: &Args, cpus: usize) -> anyhow::Result<IngestReport> {
@@ -141,14 +119,7 @@ async fn run(args: &Args, cpus: usize) -> anyhow::Result<IngestReport> {
         kt.dir().display()
     );
     let result = bench(args, &kt, &launch, cpus).await;
-    if result.is_err() && kt.is_separate_process() {
-        eprintln!(
-            "coordinator log (last lines):\n{}",
-            coordinator::tail(&kt.log_path(), 20)
-        );
-    }
-    kt.stop().await?;
-    result
+    kt.stop_after(result, 20).await
 }
 
 async fn bench(

@@ -5,67 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use knowton_bench::open_loop::{self, OpenRun, Outcome, Schedule, finish};
 use knowton_coordinator::api::AppState;
 use rand::RngExt;
 use reqwest::StatusCode;
 use serde::Serialize;
 use tokio::runtime::Runtime;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
-
-/// An HTTP/1.1 client with a pool as large as the load needs.
-pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    knowton_coordinator::certs::install_crypto_provider();
-    Ok(reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(30))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()?)
-}
-
-/// Latency percentiles (nearest rank) in milliseconds.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Latency {
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub p999_ms: f64,
-    pub max_ms: f64,
-    pub mean_ms: f64,
-}
-
-impl Latency {
-    pub fn of(durations: impl Iterator<Item = Duration>) -> Self {
-        let mut nanos: Vec<u64> = durations
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-            .collect();
-        let Some(&max) = nanos.iter().max() else {
-            return Latency::default();
-        };
-        nanos.sort_unstable();
-        let ms = |n: u64| n as f64 / 1e6;
-        let at = |q: f64| {
-            ms(nanos[((q * nanos.len() as f64).ceil() as usize).clamp(1, nanos.len()) - 1])
-        };
-        let sum: f64 = nanos.iter().map(|&n| n as f64).sum();
-        Latency {
-            p50_ms: at(0.50),
-            p90_ms: at(0.90),
-            p99_ms: at(0.99),
-            p999_ms: at(0.999),
-            max_ms: ms(max),
-            mean_ms: sum / nanos.len() as f64 / 1e6,
-        }
-    }
-
-    pub fn line(&self) -> String {
-        format!(
-            "ms p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  mean {:.2}",
-            self.p50_ms, self.p90_ms, self.p99_ms, self.p999_ms, self.max_ms, self.mean_ms
-        )
-    }
-}
 
 /// `GET /metrics`, `count` times one after another.
 #[derive(Debug)]
@@ -177,14 +123,6 @@ pub struct HealthTarget {
     pub slugs: Arc<[String]>,
 }
 
-/// How a request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    Status(u16),
-    Transport,
-}
-
 impl HealthTarget {
     pub fn new(
         client: reqwest::Client,
@@ -209,17 +147,7 @@ impl HealthTarget {
 
     /// The tenant's health; the whole body is read, so the latency covers it.
     pub async fn get(&self, slug: &str) -> Outcome {
-        match self.request(slug).send().await {
-            Ok(response) => {
-                let status = response.status();
-                match response.bytes().await {
-                    Ok(_) if status == StatusCode::OK => Outcome::Ok,
-                    Ok(_) => Outcome::Status(status.as_u16()),
-                    Err(err) => transport_error(&err),
-                }
-            }
-            Err(err) => transport_error(&err),
-        }
+        finish(self.request(slug).send().await, StatusCode::OK).await
     }
 
     /// One tenant's health as JSON, and the body's size: to check what the
@@ -235,36 +163,9 @@ impl HealthTarget {
     }
 }
 
-/// What the open-loop run measured after its warm-up.
-#[derive(Debug)]
-pub struct OpenRun {
-    /// Latency of each measured request from when it was due, and how it
-    /// ended.
-    pub samples: Vec<(Duration, Outcome)>,
-    /// From the first measured request's due time to the last answer.
-    pub window: Duration,
-    /// How late each measured request was picked up by the load generator
-    /// (its own scheduling delay, included in the latency).
-    pub send_lags: Vec<Duration>,
-    /// The slowest latency among the requests due in each measured second:
-    /// shows whether slow requests are spread out or come in stalls.
-    pub per_second_max: Vec<Duration>,
-}
-
-impl OpenRun {
-    pub fn count(&self, outcome: impl Fn(Outcome) -> bool) -> usize {
-        self.samples.iter().filter(|(_, o)| outcome(*o)).count()
-    }
-}
-
 /// Sends the health request at `rate` per second for `warmup + duration`,
-/// each for a random tenant. Request `i` is due at `start + i / rate` and
-/// its latency is measured from then, so a stalled server is charged for
-/// the requests it delayed; at most `connections` are in flight (as wrk2
-/// keeps a fixed set of connections), and a request waiting for one is
-/// charged for the wait. The pacing runs on this thread (a sleep is precise
-/// to tens of microseconds, tokio timers to a millisecond); requests run on
-/// `runtime`. The same scheme as `knowton-bench`'s read phase.
+/// each for a random tenant, with at most `connections` in flight: the
+/// open loop of [`open_loop::run`], as `knowton-bench`'s read phase.
 pub fn open_loop(
     runtime: &Runtime,
     target: &HealthTarget,
@@ -273,92 +174,22 @@ pub fn open_loop(
     warmup: Duration,
     duration: Duration,
 ) -> OpenRun {
-    let in_flight = Arc::new(Semaphore::new(connections.max(1)));
-    let rate = u64::from(rate.max(1));
-    let due = |i: u64| Duration::from_nanos(i * 1_000_000_000 / rate);
-    let warm_count = (warmup.as_nanos() * u128::from(rate) / 1_000_000_000) as u64;
-    let total = warm_count + (duration.as_nanos() * u128::from(rate) / 1_000_000_000) as u64;
-    let mut tasks = Vec::with_capacity(total as usize);
-    let start = Instant::now() + Duration::from_millis(10);
-    for i in 0..total {
-        let scheduled = start + due(i);
-        if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
+    let schedule = Schedule {
+        rate,
+        connections,
+        warmup,
+        duration,
+    };
+    open_loop::run(runtime, schedule, || {
         let tenant = target.random_slug();
-        let (target, in_flight) = (target.clone(), in_flight.clone());
-        tasks.push(runtime.spawn(async move {
-            let lag = scheduled.elapsed();
-            let _permit = in_flight.acquire().await;
-            let outcome = target.get(&target.slugs[tenant]).await;
-            let done = Instant::now();
-            (
-                i,
-                done.saturating_duration_since(scheduled),
-                outcome,
-                lag,
-                done,
-            )
-        }));
-    }
-    let measured_start = start + due(warm_count);
-    runtime.block_on(async move {
-        let mut run = OpenRun {
-            samples: Vec::with_capacity(tasks.len()),
-            window: Duration::ZERO,
-            send_lags: Vec::with_capacity(tasks.len()),
-            per_second_max: vec![Duration::ZERO; duration.as_secs_f64().ceil() as usize],
-        };
-        let mut end = measured_start;
-        for task in tasks {
-            let Ok((i, latency, outcome, lag, done)) = task.await else {
-                continue;
-            };
-            if i >= warm_count {
-                run.samples.push((latency, outcome));
-                run.send_lags.push(lag);
-                end = end.max(done);
-                if let Some(max) = run
-                    .per_second_max
-                    .get_mut(((i - warm_count) / rate) as usize)
-                {
-                    *max = (*max).max(latency);
-                }
-            }
-        }
-        run.window = end.saturating_duration_since(measured_start);
-        run
+        let target = target.clone();
+        async move { target.get(&target.slugs[tenant]).await }
     })
-}
-
-/// Reports the first transport error on stderr (the rest are only counted).
-fn transport_error(err: &reqwest::Error) -> Outcome {
-    static REPORTED: std::sync::Once = std::sync::Once::new();
-    REPORTED.call_once(|| {
-        let mut chain = err.to_string();
-        let mut source = std::error::Error::source(err);
-        while let Some(cause) = source {
-            chain.push_str(&format!(": {cause}"));
-            source = cause.source();
-        }
-        eprintln!("first transport error: {chain}");
-    });
-    Outcome::Transport
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let l = Latency::of((1..=100).map(Duration::from_millis));
-        assert_eq!(l.p50_ms, 50.0);
-        assert_eq!(l.p90_ms, 90.0);
-        assert_eq!(l.p99_ms, 99.0);
-        assert_eq!(l.max_ms, 100.0);
-        assert_eq!(Latency::of(std::iter::empty()).p99_ms, 0.0);
-    }
 
     #[test]
     fn tenant_series_counts_status_lines_only() {

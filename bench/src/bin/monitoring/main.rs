@@ -5,21 +5,14 @@
 //! fresh.
 //!
 //! # Layout
-//! - [`coordinator`]: the coordinator in-process on a store seeded first.
 //! - [`feed`]: healthy results for every tenant's pods, straight into the
 //!   ingest registry.
 //! - [`load`]: the scrapes, the open-loop health requests, percentiles.
 //! - [`report`]: the figures and their printing.
 
-mod coordinator;
 mod feed;
 mod load;
 mod report;
-// Shared with `knowton-bench`, which also reads the seeded tenants' ids and
-// keys; here only their slugs (from the tenant directory) are needed.
-#[allow(dead_code)]
-#[path = "../../seed.rs"]
-mod seed;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,14 +22,16 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use knowton_bench::harness::{self, Coordinator};
+use knowton_bench::latency::Latency;
+use knowton_bench::open_loop::{self, Outcome};
 use knowton_bench::system;
 use knowton_coordinator::health::Status;
 use knowton_coordinator::ingest::RejectedResult;
 use tokio::time::Instant;
 
-use crate::coordinator::Coordinator;
 use crate::feed::Feeder;
-use crate::load::{HealthTarget, Latency, Outcome};
+use crate::load::HealthTarget;
 use crate::report::{HealthReport, MetricsReport, Report};
 
 /// Seeds many tenants, feeds their pods' results to the coordinator's
@@ -131,23 +126,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(report) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("serializable")
-                );
-            } else {
-                print!("{}", report.to_text());
-            }
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let result = run(&args);
+    knowton_bench::conclude(result, args.json, |r| print!("{}", r.to_text()), |_| true)
 }
 
 fn run(args: &Args) -> anyhow::Result<Report> {
@@ -166,24 +146,22 @@ fn run(args: &Args) -> anyhow::Result<Report> {
     }
     let cpus = std::thread::available_parallelism().map_or(2, usize::from);
     let server_threads = args.server_threads.unwrap_or(cpus).max(1);
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.client_threads.max(1))
-        .thread_name("load")
-        .enable_all()
-        .build()
-        .context("failed to build the load generator runtime")?;
+    let client_rt = knowton_bench::runtime(args.client_threads, "load")?;
 
     eprintln!(
         "seeding {} tenants, then starting the coordinator ({server_threads} threads)",
         args.tenants
     );
-    let kt = Coordinator::start(
-        server_threads,
-        args.database_url.as_deref(),
-        args.data_dir.as_deref(),
-        args.tenants,
-        args.seed_concurrency,
-    )?;
+    let kt = Coordinator::start(harness::Settings {
+        name: "knowton-bench-monitoring",
+        threads: server_threads,
+        postgres_url: args.database_url.as_deref(),
+        data_root: args.data_dir.as_deref(),
+        seed: Some(harness::Seed {
+            tenants: args.tenants,
+            concurrency: args.seed_concurrency,
+        }),
+    })?;
     let result = bench(args, &kt, &client_rt, server_threads, cpus);
     let finished = kt.finish();
     let report = result?;
@@ -251,7 +229,7 @@ fn bench(
         args.scrapes
     );
 
-    let client = load::http_client()?;
+    let client = open_loop::http_client()?;
     let _ = client_rt.block_on(load::scrape(&client, &kt.base_url, &kt.admin_token, 3));
     let scrapes = client_rt.block_on(load::scrape(
         &client,
@@ -260,7 +238,7 @@ fn bench(
         args.scrapes,
     ));
     let render = load::render(&state, args.scrapes);
-    let scrape_latency = Latency::of(scrapes.latencies.iter().copied());
+    let scrape_latency = Latency::of_durations(scrapes.latencies.iter().copied());
     let metrics = MetricsReport {
         scrapes: scrapes.latencies.len(),
         failures: scrapes.failures,
@@ -268,7 +246,7 @@ fn bench(
         tenant_series: scrapes.tenant_series,
         largest_families: scrapes.families.clone(),
         latency: scrape_latency.clone(),
-        render: Latency::of(render.into_iter()),
+        render: Latency::of_durations(render.into_iter()),
         target_ms: args.target_metrics_ms,
         pass: scrapes.failures == 0
             && scrapes.tenant_series == args.tenants
@@ -298,7 +276,7 @@ fn bench(
     let evaluations = engine.counters().evaluations.load(Ordering::Relaxed) - evaluations_before;
 
     let ok = run.count(|o| o == Outcome::Ok);
-    let latency = Latency::of(run.samples.iter().map(|(l, _)| *l));
+    let latency = Latency::of(&run.samples);
     let achieved_rps = ok as f64 / run.window.as_secs_f64().max(f64::EPSILON);
     let errors = run.samples.len() - ok;
     let target_p99 = Duration::from_secs_f64(args.target_health_p99_ms / 1e3);
@@ -316,11 +294,12 @@ fn bench(
         seconds: run.window.as_secs_f64(),
         requests: run.samples.len(),
         ok,
-        other_status: run.count(|o| matches!(o, Outcome::Status(_))),
+        // A 429 (not expected of admin requests) counts as another status.
+        other_status: run.count(|o| matches!(o, Outcome::Status(_) | Outcome::RateLimited)),
         transport_errors: run.count(|o| o == Outcome::Transport),
         achieved_rps,
         latency: latency.clone(),
-        send_lag: Latency::of(run.send_lags.iter().copied()),
+        send_lag: Latency::of_durations(run.send_lags.iter().copied()),
         seconds_over_target: run
             .per_second_max
             .iter()

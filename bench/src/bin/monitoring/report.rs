@@ -2,12 +2,13 @@
 
 use std::fmt::Write as _;
 
+use knowton_bench::latency::Latency;
 use knowton_bench::mib;
 use knowton_bench::system::CpuUsage;
 use serde::Serialize;
 
 use crate::feed::FeedTotals;
-use crate::load::{Family, Latency};
+use crate::load::Family;
 
 /// Everything measured.
 #[derive(Debug, Serialize)]

@@ -117,20 +117,29 @@ async fn the_lock_conflicts_while_held_and_not_once_released() {
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
 }
 
+/// A kube-lease-manager for the lease `leader` in [`NS`], as `identity`,
+/// holding it for `duration` seconds with `grace` seconds of grace.
+async fn lease_manager(
+    fake: &FakeKube,
+    identity: &str,
+    duration: u64,
+    grace: u64,
+) -> kube_lease_manager::Result<kube_lease_manager::LeaseManager> {
+    LeaseManagerBuilder::new(client(fake), "leader")
+        .with_namespace(NS)
+        .with_identity(identity)
+        .with_duration(duration)
+        .with_grace(grace)
+        .build()
+        .await
+}
+
 #[tokio::test]
 async fn two_lease_managers_hand_leadership_over() {
     let fake = FakeKube::start().await;
     namespace(&fake, NS);
-    let build = |identity: &str| {
-        LeaseManagerBuilder::new(client(&fake), "leader")
-            .with_namespace(NS)
-            .with_identity(identity)
-            .with_duration(2)
-            .with_grace(1)
-            .build()
-    };
-    let a = build("a").await.unwrap();
-    let b = build("b").await.unwrap();
+    let a = lease_manager(&fake, "a", 2, 1).await.unwrap();
+    let b = lease_manager(&fake, "b", 2, 1).await.unwrap();
     let (mut a_leads, a_task) = a.watch().await;
     tokio::time::timeout(Duration::from_secs(5), a_leads.wait_for(|leads| *leads))
         .await
@@ -163,15 +172,7 @@ async fn two_lease_managers_hand_leadership_over() {
 async fn a_lease_left_to_expire_is_taken_by_another_manager() {
     let fake = FakeKube::start().await;
     namespace(&fake, NS);
-    let build = |identity: &str| {
-        LeaseManagerBuilder::new(client(&fake), "leader")
-            .with_namespace(NS)
-            .with_identity(identity)
-            .with_duration(1)
-            .with_grace(0)
-            .build()
-    };
-    let (mut a_leads, a_task) = build("a").await.unwrap().watch().await;
+    let (mut a_leads, a_task) = lease_manager(&fake, "a", 1, 0).await.unwrap().watch().await;
     tokio::time::timeout(Duration::from_secs(5), a_leads.wait_for(|leads| *leads))
         .await
         .expect("a leads within 5s")
@@ -179,7 +180,7 @@ async fn a_lease_left_to_expire_is_taken_by_another_manager() {
     // a dies without releasing; b force-releases the expired lease and
     // applies its own lock.
     a_task.abort();
-    let (mut b_leads, b_task) = build("b").await.unwrap().watch().await;
+    let (mut b_leads, b_task) = lease_manager(&fake, "b", 1, 0).await.unwrap().watch().await;
     tokio::time::timeout(Duration::from_secs(10), b_leads.wait_for(|leads| *leads))
         .await
         .expect("b leads within 10s")

@@ -1,5 +1,7 @@
-//! Simulated tenant pods: real HTTP/1.1 servers on loopback addresses whose
-//! behaviour a test switches at runtime, counting what they are asked.
+//! The simulation shared by `demo`, the tests and the benchmarks (not used
+//! by the coordinator itself): simulated tenant pods, real HTTP/1.1 servers
+//! on loopback addresses whose behaviour is switched at runtime, counting
+//! what they are asked.
 //!
 //! Each pod serves `GET /health` (`ok`), `GET /api/health` (JSON with a
 //! `database` boolean) and `GET /metrics` (Prometheus text) with keep-alive.

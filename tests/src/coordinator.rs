@@ -1,0 +1,168 @@
+//! A coordinator started in process on a test database, stopped or
+//! restarted by the test, with the settings and secrets tests rely on.
+
+use base64::Engine;
+use knowton_coordinator::config::{ServeArgs, ServeConfig};
+use knowton_coordinator::secrets::SecretBox;
+use knowton_coordinator::server::{self, Running};
+
+use crate::{Db, TestDb};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+/// The bearer token `/metrics` requires on the API port of test coordinators.
+pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789abcdef";
+const SECRET_KEY: [u8; 32] = [42; 32];
+
+/// A coordinator serving on a loopback port, with its own database.
+#[derive(Debug)]
+pub struct TestCoordinator {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: TestDb,
+    running: Option<Running>,
+    args: ServeArgs,
+}
+
+impl TestCoordinator {
+    pub async fn start(kind: Db) -> Self {
+        Self::start_and(kind, |_| {}).await
+    }
+
+    /// [`Self::start`], with `change` applied to the settings.
+    pub async fn start_and(kind: Db, change: impl FnOnce(&mut ServeArgs)) -> Self {
+        let db = TestDb::new(kind).await;
+        let args = Self::args_for(&db, change);
+        Self::start_with(db, args).await
+    }
+
+    /// The settings [`Self::start`] uses for `db`, with `change` applied.
+    /// Notification retries are fast (50 ms doubling to 500 ms) so that
+    /// tests of retries take a moment.
+    pub fn args_for(db: &TestDb, change: impl FnOnce(&mut ServeArgs)) -> ServeArgs {
+        let mut args = Self::base_args(db);
+        args.notify.notify_retry_base_ms = 50;
+        args.notify.notify_retry_max_ms = 500;
+        args.notify.notify_timeout_seconds = 10;
+        change(&mut args);
+        args
+    }
+
+    /// What every test coordinator has: `db`, the admin and metrics tokens
+    /// and the sealing key.
+    fn base_args(db: &TestDb) -> ServeArgs {
+        let mut args = ServeArgs::for_dir(db.dir.path());
+        args.database_url = db.url.clone();
+        args.admin_token = Some(ADMIN_TOKEN.into());
+        args.secret_key = Some(base64::engine::general_purpose::STANDARD.encode(SECRET_KEY));
+        args.http.metrics_token = Some(METRICS_TOKEN.into());
+        args
+    }
+
+    /// A coordinator with the agent listener on, certificates in `tls_dir`
+    /// (`certs init` layout), re-read every second.
+    pub async fn start_with_agents(kind: Db, tls_dir: &std::path::Path) -> Self {
+        Self::start_with_agents_and(kind, tls_dir, |_| {}).await
+    }
+
+    /// [`Self::start_with_agents`], with `change` applied to the settings.
+    pub async fn start_with_agents_and(
+        kind: Db,
+        tls_dir: &std::path::Path,
+        change: impl FnOnce(&mut ServeArgs),
+    ) -> Self {
+        let db = TestDb::new(kind).await;
+        let mut args = Self::base_args(&db);
+        args.tls_dir = Some(tls_dir.to_owned());
+        args.tls_reload_seconds = 1;
+        change(&mut args);
+        Self::start_with(db, args).await
+    }
+
+    /// The agents' gRPC address.
+    pub fn grpc_addr(&self) -> std::net::SocketAddr {
+        self.running
+            .as_ref()
+            .and_then(|r| r.grpc_addr)
+            .expect("agent listener on")
+    }
+
+    pub async fn start_with(db: TestDb, args: ServeArgs) -> Self {
+        log_to_test_output();
+        let config = ServeConfig::try_from(args.clone()).expect("valid test configuration");
+        let running = server::start(config).await.expect("coordinator starts");
+        let mut args = args;
+        // A restart comes back on the same addresses.
+        args.http_addr = running.http_addr;
+        if let Some(grpc) = running.grpc_addr {
+            args.grpc_addr = grpc;
+        }
+        TestCoordinator {
+            base: format!("http://{}", running.http_addr),
+            http: knowton_coordinator::client::http_client(),
+            db,
+            running: Some(running),
+            args,
+        }
+    }
+
+    /// Stops the coordinator (draining) and returns what is needed to
+    /// start it again on the same database and addresses.
+    pub async fn stop_for_restart(mut self) -> (TestDb, ServeArgs) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.expect("clean shutdown");
+        }
+        (self.db, self.args)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// The REST API's bound address, for raw TCP clients.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.running.as_ref().expect("running").http_addr
+    }
+
+    /// The metrics listener's address, when `--metrics-addr` is set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.running.as_ref().and_then(|r| r.metrics_addr)
+    }
+
+    /// The running server's shared state.
+    pub fn running_state(&self) -> knowton_coordinator::api::AppState {
+        self.running.as_ref().expect("running").state.clone()
+    }
+
+    /// The key the test coordinator seals with.
+    pub fn secret_box(&self) -> SecretBox {
+        SecretBox::from_key(&SECRET_KEY)
+    }
+
+    /// Enqueues the notifications of `event` as the alert engine would, and
+    /// returns how many rows it wrote.
+    pub async fn notify_alert(
+        &self,
+        event: &knowton_coordinator::notify::render::AlertEvent,
+    ) -> usize {
+        let state = self.running_state();
+        let tenant = state.service.get(event.tenant_id).await.expect("tenant");
+        state
+            .notify
+            .notify_alert(&tenant, event)
+            .await
+            .expect("notifications enqueued")
+    }
+}
+
+/// Sends the coordinator's logs (warnings, and info with `RUST_LOG`) to
+/// the test's captured output, shown when it fails.
+pub fn log_to_test_output() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
