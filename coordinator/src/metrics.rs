@@ -26,10 +26,10 @@ use tokio::time::Instant;
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
-use crate::health::engine::{TRANSITION_KINDS, state_value};
-use crate::health::{Check, Status, TenantHealth};
+use crate::health::TenantHealth;
 use crate::ingest::Counters;
 use crate::listen::MetricsToken;
+use knowton_common::health::{Check, Severity, TransitionKind};
 use knowton_common::thresholds::Thresholds;
 
 /// Delivery outcomes of notifications, by channel.
@@ -364,16 +364,6 @@ fn deployments(state: &AppState, out: &mut String) {
     }
 }
 
-fn status_code(status: Status) -> i32 {
-    match status {
-        Status::Unknown => -1,
-        Status::Healthy => 0,
-        Status::Warning => 1,
-        Status::Critical => 2,
-        Status::Down => 3,
-    }
-}
-
 /// Checks measured as a share (of a plan limit, of pods, of requests).
 const RATIO_CHECKS: [Check; 6] = [
     Check::Database,
@@ -462,7 +452,7 @@ pub fn tenant_lines(h: &TenantHealth) -> TenantLines {
         f[0],
         "knowton_tenant_status{{{l},plan=\"{}\"}} {}",
         h.tenant.plan.as_str(),
-        status_code(e.status)
+        e.status.rank()
     );
     let _ = writeln!(f[1], "knowton_tenant_pods{{{l}}} {}", e.pods);
     let _ = writeln!(f[2], "knowton_tenant_pods_up{{{l}}} {}", e.pods_up);
@@ -472,7 +462,7 @@ pub fn tenant_lines(h: &TenantHealth) -> TenantLines {
         let _ = writeln!(
             f[3],
             "knowton_tenant_check_state{{{l},check=\"{check}\"}} {}",
-            state_value(c.state)
+            c.state.rank()
         );
         if RATIO_CHECKS.contains(&c.check) {
             if let Some(v) = c.value {
@@ -524,7 +514,7 @@ pub fn tenant_lines(h: &TenantHealth) -> TenantLines {
             );
         }
     }
-    for severity in ["warning", "critical"] {
+    for &severity in Severity::ALL {
         let n = h
             .open_alerts
             .iter()
@@ -709,7 +699,9 @@ fn engine(state: &AppState, out: &mut String) {
         "counter",
         "Alert transitions recorded, by kind.",
     );
-    for (kind, n) in TRANSITION_KINDS.iter().zip(&c.transitions) {
+    let kinds = TransitionKind::ALL.iter().map(|k| k.as_str());
+    let counts = c.transitions.iter().chain([&c.manual_resolves]);
+    for (kind, n) in kinds.chain(["manual_resolve"]).zip(counts) {
         let _ = writeln!(
             out,
             "knowton_alert_transitions_total{{kind=\"{kind}\"}} {}",

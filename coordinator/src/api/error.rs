@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use crate::notify::NotifyError;
 use crate::provision::ServiceError;
+use crate::store::Unique;
 
 /// `{"error": {...}}`
 #[derive(Debug, Serialize, ToSchema)]
@@ -110,11 +111,14 @@ impl From<ServiceError> for ApiError {
     fn from(err: ServiceError) -> Self {
         match err {
             ServiceError::Invalid(v) => v.into(),
-            ServiceError::Conflict { field } => {
-                let code = match field {
-                    "slug" => "slug_taken",
-                    "domain" => "domain_taken",
-                    _ => "conflict",
+            ServiceError::Conflict(unique) => {
+                let (code, field) = match unique {
+                    Unique::TenantSlug => ("slug_taken", "slug"),
+                    Unique::TenantDomain => ("domain_taken", "domain"),
+                    // Never a request's field: a duplicate key is a bug.
+                    Unique::OutboxIdempotencyKey => {
+                        return ApiError::internal(&ServiceError::Conflict(unique));
+                    }
                 };
                 ApiError::new(
                     StatusCode::CONFLICT,

@@ -19,7 +19,7 @@ use super::monitoring::TenantHealthView;
 use super::{ApiQuery, AppState};
 use crate::health::engine::OpenAlert;
 use crate::health::rollup::{downsample, percentile};
-use crate::health::{CheckResult, Status};
+use crate::health::{CheckResult, HealthStatus as Status};
 use crate::store::{AlertFilter, CleanupCounts, HealthSummary, Rollup};
 
 /// Most points a history returns; longer ranges are downsampled.

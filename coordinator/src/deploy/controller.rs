@@ -59,31 +59,8 @@ impl Default for DeploySettings {
     }
 }
 
-/// What asked for a deployment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Trigger {
-    Provisioned,
-    Updated,
-    Manual,
-    Deprovisioned,
-    Scaled,
-    /// Periodic or watch-driven: a full deployment only when the desired
-    /// objects changed or the last one failed, otherwise drift repair.
-    Reconcile,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Provisioned => "provisioned",
-            Trigger::Updated => "updated",
-            Trigger::Manual => "manual",
-            Trigger::Deprovisioned => "deprovisioned",
-            Trigger::Scaled => "scaled",
-            Trigger::Reconcile => "reconcile",
-        }
-    }
-}
+/// What asked for a deployment (the vocabulary's name for it).
+pub use knowton_common::health::DeploymentTrigger as Trigger;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -222,7 +199,7 @@ impl Deployer {
             .inner
             .service
             .store()
-            .request_deployment(tenant, trigger.as_str())
+            .request_deployment(tenant, trigger)
             .await?;
         self.enqueue_at(tenant, trigger, row.requested_at);
         Ok(row)
@@ -385,7 +362,7 @@ impl Deployer {
         let mut row = store
             .deployment(id)
             .await?
-            .unwrap_or_else(|| DeploymentRow::new(id, trigger.as_str()));
+            .unwrap_or_else(|| DeploymentRow::new(id, trigger));
         let objects = match self.render_tenant(&tenant).await {
             Ok(objects) => objects,
             Err(DeployError::Store(err)) => return Err(err.into()),
@@ -410,7 +387,7 @@ impl Deployer {
         }
         row.attempt += 1;
         if row.phase != Phase::Pending {
-            row.trigger = trigger.as_str().to_owned();
+            row.trigger = trigger;
         }
         row.objects_hash = Some(hash);
         row.started_at = Some(now());

@@ -17,6 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use knowton_common::health::{AUTOMATIC_ACTOR, Severity, TransitionKind};
 use knowton_common::thresholds::Thresholds;
 use knowton_proto::agent::v1::Failure;
 use serde::Serialize;
@@ -24,10 +25,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-pub use alerting::{ENGINE_ACTOR, describe};
+pub use alerting::describe;
 
 use super::alerts::{AlertPolicy, Tracker};
-use super::evaluate::{Check, CheckState, Evaluation, Inputs, Status, evaluate};
+use super::evaluate::{Check, Evaluation, Inputs, evaluate};
 use super::rollup::{Minute, minute_of};
 use crate::ingest::Registry;
 use crate::notify::NotifyService;
@@ -68,8 +69,8 @@ impl Default for EngineSettings {
 #[serde(rename_all = "camelCase")]
 pub struct OpenAlert {
     pub id: Uuid,
-    pub check: String,
-    pub severity: String,
+    pub check: Check,
+    pub severity: Severity,
     pub state: AlertState,
     pub summary: String,
     pub opened_at: DateTime<Utc>,
@@ -163,8 +164,11 @@ enum Command {
 #[derive(Debug)]
 pub struct EngineCounters {
     pub evaluations: AtomicU64,
-    /// Alert transitions recorded, by kind (see [`TRANSITION_KINDS`]).
-    pub transitions: [AtomicU64; TRANSITION_KINDS.len()],
+    /// Alert transitions recorded, by kind (indexed by the kind's place
+    /// in [`TransitionKind::ALL`]); resolutions by hand are counted apart.
+    pub transitions: [AtomicU64; TransitionKind::ALL.len()],
+    /// Alerts resolved by hand (their kind is `resolved`).
+    pub manual_resolves: AtomicU64,
     pub store_errors: AtomicU64,
     /// From a breaching result's arrival to its transition's commit.
     pub commit_latency: prometheus::Histogram,
@@ -175,6 +179,7 @@ impl Default for EngineCounters {
         EngineCounters {
             evaluations: AtomicU64::default(),
             transitions: Default::default(),
+            manual_resolves: AtomicU64::default(),
             store_errors: AtomicU64::default(),
             commit_latency: prometheus::Histogram::with_opts(
                 prometheus::HistogramOpts::new(
@@ -190,19 +195,6 @@ impl Default for EngineCounters {
         }
     }
 }
-
-/// Kinds of recorded alert transitions.
-pub const TRANSITION_KINDS: [&str; 9] = [
-    "opened",
-    "escalated",
-    "deescalated",
-    "resolved",
-    "flapping_started",
-    "flapping_ended",
-    "acknowledged",
-    "reminder",
-    "manual_resolve",
-];
 
 #[derive(Debug)]
 struct Shared {
@@ -271,15 +263,10 @@ impl Engine {
         let silences = store.active_silences(now).await?;
         let mut slots = HashMap::new();
         for alert in store.open_alerts().await? {
-            let Some(check) = Check::parse(&alert.check) else {
-                continue;
-            };
-            let severity =
-                alerting::severity_from_str(&alert.severity).unwrap_or(super::Severity::Warning);
             slots.insert(
-                (alert.tenant_id, check),
+                (alert.tenant_id, alert.check),
                 Slot {
-                    tracker: Tracker::reopened(severity, alert.state == AlertState::Flapping),
+                    tracker: Tracker::reopened(alert.severity, alert.state == AlertState::Flapping),
                     alert: Some(alert),
                 },
             );
@@ -703,13 +690,13 @@ impl Task {
         Ok(())
     }
 
-    fn silenced(&self, tenant: Uuid, check: &str, at: DateTime<Utc>) -> bool {
+    fn silenced(&self, tenant: Uuid, check: Check, at: DateTime<Utc>) -> bool {
         self.silences.iter().any(|s| s.covers(tenant, check, at))
     }
 
     /// Who hears of a transition: a silence the operator set quiets every
     /// channel; one the tenant set quiets only the tenant's own.
-    fn audience(&self, tenant: Uuid, check: &str, at: DateTime<Utc>) -> Audience {
+    fn audience(&self, tenant: Uuid, check: Check, at: DateTime<Utc>) -> Audience {
         let mut covering = self.silences.iter().filter(|s| s.covers(tenant, check, at));
         match covering.next() {
             None => Audience::Everyone,
@@ -731,7 +718,7 @@ impl Task {
             mut event,
             notify,
         } = planned;
-        let audience = self.audience(tenant.id, &alert.check, event.at);
+        let audience = self.audience(tenant.id, alert.check, event.at);
         let silenced = audience != Audience::Everyone;
         let send = match notify {
             Some(AlertStatus::Firing) => audience != Audience::Nobody,
@@ -770,16 +757,18 @@ impl Task {
                 .commit_latency
                 .observe((Utc::now() - cause).as_seconds_f64().max(0.0));
         }
-        let counted_as = match (
-            write.event.kind.as_str(),
-            write.alert.resolved_by.as_deref(),
-        ) {
-            ("resolved", Some(by)) if by != "auto" => "manual_resolve",
-            (kind, _) => kind,
-        };
-        if let Some(i) = TRANSITION_KINDS.iter().position(|k| *k == counted_as) {
-            count(&self.shared.counters.transitions[i]);
-        }
+        let by_hand = write.event.kind == TransitionKind::Resolved
+            && write
+                .alert
+                .resolved_by
+                .as_deref()
+                .is_some_and(|by| by != AUTOMATIC_ACTOR);
+        let counters = &self.shared.counters;
+        count(if by_hand {
+            &counters.manual_resolves
+        } else {
+            &counters.transitions[write.event.kind as usize]
+        });
         tracing::info!(
             tenant = %tenant.slug,
             check = %write.alert.check,
@@ -792,9 +781,9 @@ impl Task {
         );
         if write.alert.resolved_at.is_some() {
             // Silences that end with the alert were ended in the store.
-            let (id, check, at) = (tenant.id, write.alert.check.clone(), write.event.at);
+            let (id, check, at) = (tenant.id, write.alert.check, write.event.at);
             for s in &mut self.silences {
-                if s.end_on_resolve && s.covers(id, &check, at) {
+                if s.end_on_resolve && s.covers(id, check, at) {
                     s.ends_at = at;
                 }
             }
@@ -846,7 +835,7 @@ impl Task {
         let (current, tenant) = self.open_alert(id).await?;
         let now = crate::store::now();
         let step = alerting::Step {
-            kind: "resolved",
+            kind: TransitionKind::Resolved,
             summary: format!("resolved by {actor}"),
             actor,
             note: note.clone(),
@@ -859,9 +848,7 @@ impl Task {
             alert.resolve_note = note;
         });
         let resolved = self.record(&tenant, planned, None).await?;
-        if let Some(check) = Check::parse(&resolved.check)
-            && let Some(slot) = self.slots.get_mut(&(resolved.tenant_id, check))
-        {
+        if let Some(slot) = self.slots.get_mut(&(resolved.tenant_id, resolved.check)) {
             slot.alert = None;
             slot.tracker.resolved_by_hand();
         }
@@ -881,7 +868,7 @@ impl Task {
         }
         let now = crate::store::now();
         let step = alerting::Step {
-            kind: "acknowledged",
+            kind: TransitionKind::Acknowledged,
             summary: format!("acknowledged by {actor}"),
             actor,
             note,
@@ -892,9 +879,7 @@ impl Task {
             alert.acknowledged_by = Some(actor.to_owned());
         });
         let acked = self.record(&tenant, planned, None).await?;
-        if let Some(check) = Check::parse(&acked.check)
-            && let Some(slot) = self.slots.get_mut(&(acked.tenant_id, check))
-        {
+        if let Some(slot) = self.slots.get_mut(&(acked.tenant_id, acked.check)) {
             slot.alert = Some(acked.clone());
         }
         self.republish(&tenant.slug);
@@ -956,9 +941,9 @@ impl Task {
                 continue;
             };
             let step = alerting::Step {
-                kind: "reminder",
+                kind: TransitionKind::Reminder,
                 summary: current.summary.clone(),
-                actor: ENGINE_ACTOR,
+                actor: AUTOMATIC_ACTOR,
                 note: None,
                 notify: Some(AlertStatus::Firing),
             };
@@ -1014,13 +999,13 @@ impl Task {
             .filter_map(|(_, slot)| slot.alert.as_ref())
             .map(|a| OpenAlert {
                 id: a.id,
-                check: a.check.clone(),
-                severity: a.severity.clone(),
+                check: a.check,
+                severity: a.severity,
                 state: a.state,
                 summary: a.summary.clone(),
                 opened_at: a.opened_at,
                 acknowledged: a.acknowledged_at.is_some(),
-                silenced: self.silenced(tenant, &a.check, now),
+                silenced: self.silenced(tenant, a.check, now),
             })
             .collect();
         open.sort_by_key(|a| a.id);
@@ -1081,20 +1066,5 @@ impl Task {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(slug.to_owned(), Arc::new(updated));
-    }
-}
-
-/// Whether a tenant's status counts as available.
-pub fn available(status: Status) -> bool {
-    !matches!(status, Status::Down | Status::Unknown)
-}
-
-/// Check states as numbers for gauges: unknown -1, ok 0, warning 1, critical 2.
-pub fn state_value(state: CheckState) -> f64 {
-    match state {
-        CheckState::Unknown => -1.0,
-        CheckState::Ok => 0.0,
-        CheckState::Warning => 1.0,
-        CheckState::Critical => 2.0,
     }
 }

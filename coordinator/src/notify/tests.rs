@@ -28,7 +28,7 @@ fn event() -> AlertEvent {
         tenant_slug: "acme".into(),
         tenant_name: "Acme <Corp>".into(),
         plan: Plan::Enterprise,
-        check: "storage".into(),
+        check: knowton_common::health::Check::Storage,
         severity: Severity::Critical,
         status: AlertStatus::Firing,
         summary: "storage at 96% of 1 Ti".into(),

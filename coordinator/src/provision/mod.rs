@@ -23,7 +23,7 @@ use crate::notify::{Wakeup, outbox_context};
 use crate::secrets::{OpenError, SecretBox};
 use crate::store::{
     ConfigChange, ConfigVersion, KeyKind, NewApiKey, NewTenant, OutboxMessage, Store, StoreError,
-    Tenant, now,
+    Tenant, Unique, now,
 };
 
 pub const DATABASE_PASSWORD: &str = "database_password";
@@ -153,8 +153,8 @@ impl std::fmt::Debug for DeploymentSecrets {
 pub enum ServiceError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
-    #[error("{field} is already taken by another tenant")]
-    Conflict { field: &'static str },
+    #[error("the {0} is already taken")]
+    Conflict(Unique),
     #[error("tenant {0} not found")]
     NotFound(String),
     #[error("current usage exceeds the {plan} plan's limits")]
@@ -183,7 +183,7 @@ pub enum ServiceError {
 impl From<StoreError> for ServiceError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Conflict { field } => ServiceError::Conflict { field },
+            StoreError::Conflict(unique) => ServiceError::Conflict(unique),
             other => ServiceError::Store(other),
         }
     }
@@ -264,7 +264,7 @@ impl TenantService {
         // Cheap check before the deliberately slow password hash; the unique
         // constraint still decides races.
         if self.store.find_tenant_id(&spec.slug).await?.is_some() {
-            return Err(ServiceError::Conflict { field: "slug" });
+            return Err(ServiceError::Conflict(Unique::TenantSlug));
         }
         let password = credentials::generate_password();
         let password_hash = self
@@ -523,7 +523,7 @@ pub fn prepare(
     let message_id = Uuid::now_v7();
     let welcome = OutboxMessage {
         id: message_id,
-        channel: "email".into(),
+        channel: knowton_common::health::Channel::Email,
         recipient: spec.admin_email.clone(),
         subject: welcome::subject(&spec.name),
         sealed_body: secrets.seal(

@@ -30,7 +30,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use knowton_bench::system;
-use knowton_coordinator::health::Status;
+use knowton_coordinator::health::HealthStatus as Status;
 use knowton_coordinator::ingest::RejectedResult;
 use tokio::time::Instant;
 
