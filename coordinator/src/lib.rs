@@ -9,7 +9,8 @@
 //! - [`provision`]: the tenant lifecycle service used by the API (and so the CLI).
 //! - [`deploy`]: each tenant's Kubernetes objects.
 //! - [`health`]: tenant health evaluation, alerts and rollups.
-//! - [`metrics`]: the Prometheus endpoint.
+//! - [`metrics`]: Prometheus registries and rendering from published snapshots
+//!   (the `/metrics` handler is [`api::metrics`]).
 //! - [`notify`]: notification channels, rendering, and durable delivery
 //!   from the outbox (e-mail, webhooks, Slack).
 //! - [`store`]: the tenant registry on SQLite or PostgreSQL.

@@ -6,6 +6,7 @@ mod deployments;
 pub mod error;
 mod history;
 pub mod json;
+pub mod metrics;
 mod monitoring;
 mod notifications;
 mod openapi;
@@ -95,6 +96,8 @@ pub struct AppState {
     pub engine: Option<crate::health::Engine>,
     /// Requests and latencies of this API.
     pub http_metrics: Arc<crate::metrics::HttpMetrics>,
+    /// Each tenant's rendered metric lines, kept between scrapes.
+    pub tenant_metrics: Arc<crate::metrics::TenantLineCache>,
     /// Tenant deployments (without a cluster unless `serve` configured one).
     pub deployer: crate::deploy::Deployer,
     /// The bearer token `/metrics` requires (none: not served on the API port).
@@ -127,6 +130,7 @@ impl AppState {
             service,
             engine: None,
             http_metrics: Arc::new(crate::metrics::HttpMetrics::default()),
+            tenant_metrics: Arc::default(),
             metrics_token: None,
             request_timeout: Duration::from_secs(30),
         }
@@ -249,7 +253,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/api/v1/openapi.json", get(openapi::serve))
-        .route("/metrics", get(crate::metrics::serve))
+        .route("/metrics", get(metrics::serve))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -261,7 +265,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::metrics::track,
+            metrics::track,
         ))
         .layer(
             ServiceBuilder::new()

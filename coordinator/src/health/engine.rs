@@ -90,9 +90,6 @@ pub struct TenantHealth {
     pub open_alerts: Vec<OpenAlert>,
     /// The minute in progress, not stored yet.
     pub current_minute: Option<Rollup>,
-    /// This evaluation's lines of each per-tenant metric family, rendered
-    /// once here so that a scrape of many tenants only concatenates.
-    pub metrics_lines: crate::metrics::TenantLines,
 }
 
 /// Whose channels a transition is sent to, once silences are applied.
@@ -1026,7 +1023,7 @@ impl Task {
             .get(&tenant.id)
             .and_then(|m| m.rollup(tenant.id));
         let slug = tenant.slug.clone();
-        let mut health = TenantHealth {
+        let health = TenantHealth {
             tenant,
             thresholds,
             evaluation,
@@ -1034,9 +1031,7 @@ impl Task {
             results_up_to,
             open_alerts,
             current_minute,
-            metrics_lines: Vec::new(),
         };
-        health.metrics_lines = crate::metrics::tenant_lines(&health);
         let health = Arc::new(health);
         self.shared
             .health
@@ -1060,7 +1055,6 @@ impl Task {
         let now = crate::store::now();
         let mut updated = (*previous).clone();
         updated.open_alerts = self.open_alerts_of(previous.tenant.id, now);
-        updated.metrics_lines = crate::metrics::tenant_lines(&updated);
         self.shared
             .health
             .write()

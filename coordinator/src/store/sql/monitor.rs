@@ -498,3 +498,24 @@ macro_rules! monitor_sql {
 
 monitor_sql!(SqliteStore);
 monitor_sql!(PgStore);
+
+#[cfg(test)]
+mod tests {
+    use knowton_common::health::{Check, Severity};
+
+    use super::decode;
+
+    #[test]
+    fn an_unknown_name_is_an_error_naming_table_column_and_value() {
+        let err = decode::<Check>("alerts", "check_name", "cpu".to_owned()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "stored row is corrupt: alerts.check_name holds \"cpu\""
+        );
+        assert!(decode::<Severity>("alerts", "severity", "Warning".to_owned()).is_err());
+        assert_eq!(
+            decode::<Severity>("alerts", "severity", "critical".to_owned()).unwrap(),
+            Severity::Critical
+        );
+    }
+}
