@@ -355,12 +355,12 @@ impl Runner {
         cause: Option<DateTime<Utc>>,
     ) {
         let key = (tenant.id, check.check);
-        let slot = self.check_alerts.entry(key).or_default();
-        let before = slot.tracker.clone();
-        let transitions = slot
+        let tracked = self.check_alerts.entry(key).or_default();
+        let before = tracked.tracker.clone();
+        let transitions = tracked
             .tracker
             .observe(check.state, now, &self.settings.policy);
-        let current = slot.alert.clone();
+        let current = tracked.alert.clone();
         for transition in transitions {
             let Some(planned) = alerting::plan(tenant, check, current.as_ref(), transition, now)
             else {
@@ -368,19 +368,19 @@ impl Runner {
             };
             match self.record(tenant, planned, cause).await {
                 Ok(alert) => {
-                    if let Some(slot) = self.check_alerts.get_mut(&key) {
-                        slot.alert = (alert.state != AlertState::Resolved).then_some(alert);
+                    if let Some(tracked) = self.check_alerts.get_mut(&key) {
+                        tracked.alert = (alert.state != AlertState::Resolved).then_some(alert);
                     }
                 }
                 Err(err) => {
                     // Not recorded: the next evaluation tries again.
                     count(&self.published.counters.store_errors);
                     tracing::error!(tenant = %tenant.slug, check = check.check.as_str(), error = %err, "failed to record an alert transition; will retry");
-                    if let Some(slot) = self.check_alerts.get_mut(&key) {
-                        slot.tracker = before;
+                    if let Some(tracked) = self.check_alerts.get_mut(&key) {
+                        tracked.tracker = before;
                         if matches!(err, EngineError::Store(StoreError::Stale)) {
-                            slot.alert = None;
-                            slot.tracker.resolved_by_hand();
+                            tracked.alert = None;
+                            tracked.tracker.resolved_by_hand();
                         }
                     }
                     return;

@@ -8,11 +8,12 @@ use knowton_common::health::TransitionKind;
 use prometheus::core::Collector;
 use prometheus::{Encoder, TextEncoder};
 
+use super::HttpMetrics;
 use super::tenants::{self, TenantLineCache};
-use super::{HttpMetrics, NotifyMetrics};
 use crate::deploy::Deployer;
 use crate::health::Engine;
 use crate::ingest::{Counters, Registry};
+use crate::notify::NotifyMetrics;
 
 /// What a scrape reads.
 #[derive(Debug, Clone, Copy)]

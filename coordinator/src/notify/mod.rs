@@ -18,10 +18,12 @@
 //!   into outbox rows.
 //! - [`email`]: SMTP delivery. [`http`]: webhook and Slack delivery.
 //! - [`worker`]: claims due rows, delivers them, records the outcome.
+//! - `counters`: [`NotifyMetrics`], delivery outcomes and latencies by channel.
 
 pub mod address;
 pub mod channels;
 pub mod config;
+mod counters;
 pub mod email;
 pub mod http;
 pub mod render;
@@ -49,6 +51,7 @@ use crate::store::{OutboxMessage, Store, StoreError, StoredChannels, Tenant, Uni
 use knowton_common::ValidationError;
 use knowton_common::health::MessageKind;
 
+pub use counters::NotifyMetrics;
 pub use knowton_common::health::Channel;
 
 /// What the API shows for pending e-mail while no SMTP server is configured.
@@ -194,7 +197,7 @@ pub struct NotifyService {
     secrets: SecretBox,
     wakeup: Wakeup,
     settings: NotifySettings,
-    metrics: crate::metrics::NotifyMetrics,
+    metrics: NotifyMetrics,
 }
 
 impl NotifyService {
@@ -209,12 +212,12 @@ impl NotifyService {
             secrets,
             wakeup,
             settings,
-            metrics: crate::metrics::NotifyMetrics::default(),
+            metrics: NotifyMetrics::default(),
         }
     }
 
     /// Delivery outcomes and delays, for `/metrics`.
-    pub fn metrics(&self) -> &crate::metrics::NotifyMetrics {
+    pub fn metrics(&self) -> &NotifyMetrics {
         &self.metrics
     }
 

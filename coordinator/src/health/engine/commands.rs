@@ -195,7 +195,7 @@ impl Runner {
     pub(super) fn check_alert_of(&self, id: Uuid) -> Option<(Uuid, Check)> {
         self.check_alerts
             .iter()
-            .find(|(_, slot)| slot.alert.as_ref().is_some_and(|a| a.id == id))
+            .find(|(_, tracked)| tracked.alert.as_ref().is_some_and(|a| a.id == id))
             .map(|(key, _)| *key)
     }
 
@@ -251,12 +251,12 @@ impl Runner {
             alert.resolve_note = note;
         });
         let resolved = self.record(&tenant, planned, None).await?;
-        if let Some(slot) = self
+        if let Some(tracked) = self
             .check_alerts
             .get_mut(&(resolved.tenant_id, resolved.check))
         {
-            slot.alert = None;
-            slot.tracker.resolved_by_hand();
+            tracked.alert = None;
+            tracked.tracker.resolved_by_hand();
         }
         self.republish(&tenant.slug);
         Ok(resolved)
@@ -285,8 +285,8 @@ impl Runner {
             alert.acknowledged_by = Some(actor.to_owned());
         });
         let acked = self.record(&tenant, planned, None).await?;
-        if let Some(slot) = self.check_alerts.get_mut(&(acked.tenant_id, acked.check)) {
-            slot.alert = Some(acked.clone());
+        if let Some(tracked) = self.check_alerts.get_mut(&(acked.tenant_id, acked.check)) {
+            tracked.alert = Some(acked.clone());
         }
         self.republish(&tenant.slug);
         Ok(acked)

@@ -8,7 +8,7 @@ impl Runner {
             .check_alerts
             .iter()
             .filter(|((t, _), _)| *t == tenant)
-            .filter_map(|(_, slot)| slot.alert.as_ref())
+            .filter_map(|(_, tracked)| tracked.alert.as_ref())
             .map(|a| OpenAlert {
                 id: a.id,
                 check: a.check,

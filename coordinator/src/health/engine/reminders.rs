@@ -74,8 +74,8 @@ impl Runner {
             let planned = alerting::step(&current, now, step, |_| {});
             match self.record(&tenant, planned, None).await {
                 Ok(alert) => {
-                    if let Some(slot) = self.check_alerts.get_mut(&key) {
-                        slot.alert = Some(alert);
+                    if let Some(tracked) = self.check_alerts.get_mut(&key) {
+                        tracked.alert = Some(alert);
                     }
                 }
                 Err(err) => {
