@@ -6,6 +6,9 @@
 //!
 //! # Layout
 //! - [`plan`]: the three plans, their limits and their feature sets.
+//! - [`health`]: the health and alert vocabulary (checks, severities,
+//!   statuses, alert states, transition kinds, deployment triggers,
+//!   notification channels and message kinds), each name spelled once.
 //! - [`features`]: feature flags and how request overrides combine with a plan.
 //! - [`namespace`]: the naming of tenant namespaces and the tenant label.
 //! - [`thresholds`]: default warning / critical alert thresholds.
@@ -17,6 +20,7 @@
 
 pub mod errors;
 pub mod features;
+pub mod health;
 pub mod namespace;
 pub mod plan;
 pub mod tenant;

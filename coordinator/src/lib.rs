@@ -11,7 +11,8 @@
 //! - [`deploy`]: each tenant's Kubernetes objects.
 //! - [`directory`]: the live set of active tenant slugs the ingest path checks.
 //! - [`health`]: tenant health evaluation, alerts and rollups.
-//! - [`metrics`]: the Prometheus endpoint.
+//! - [`metrics`]: Prometheus registries and rendering from published snapshots
+//!   (the `/metrics` handler is [`api::metrics`]).
 //! - [`notify`]: notification channels, rendering, and durable delivery
 //!   from the outbox (e-mail, webhooks, Slack).
 //! - [`store`]: the tenant registry on SQLite or PostgreSQL.

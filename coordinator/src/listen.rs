@@ -45,6 +45,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::metrics::HttpMetrics;
+pub use crate::metrics::{MIN_TOKEN_LEN, MetricsToken, MetricsTokenError, MetricsTokenSource};
 
 /// The most a request head may take, in bytes (hyper's read buffer per
 /// connection: bounds the memory of `max_connections` slow clients).
@@ -124,22 +125,6 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
 }
 
-/// Where the metrics token comes from. `Debug` never shows an inline token.
-#[derive(Clone)]
-pub enum MetricsTokenSource {
-    Inline(String),
-    File(PathBuf),
-}
-
-impl std::fmt::Debug for MetricsTokenSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MetricsTokenSource::Inline(_) => f.write_str("Inline(<redacted>)"),
-            MetricsTokenSource::File(path) => f.debug_tuple("File").field(path).finish(),
-        }
-    }
-}
-
 /// Validated HTTP settings.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -148,9 +133,6 @@ pub struct HttpSettings {
     pub metrics_addr: Option<SocketAddr>,
     pub metrics_token: Option<MetricsTokenSource>,
 }
-
-/// Shortest metrics token accepted.
-const MIN_TOKEN_LEN: usize = 16;
 
 impl HttpArgs {
     pub fn validate(&self, errors: &mut Vec<String>) -> HttpSettings {
@@ -201,63 +183,6 @@ impl HttpArgs {
             metrics_addr: self.metrics_addr,
             metrics_token,
         }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum MetricsTokenError {
-    #[error("failed to read the metrics token file {path}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("metrics token file {path} is empty or shorter than 16 characters")]
-    TooShort { path: String },
-}
-
-/// The metrics bearer token, kept as its SHA-256 digest and compared in
-/// constant time.
-#[derive(Clone)]
-pub struct MetricsToken([u8; 32]);
-
-impl std::fmt::Debug for MetricsToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MetricsToken(<redacted>)")
-    }
-}
-
-impl MetricsToken {
-    pub fn new(token: &str) -> Self {
-        use sha2::Digest;
-        MetricsToken(sha2::Sha256::digest(token.as_bytes()).into())
-    }
-
-    /// Reads the token from its source.
-    pub fn load(source: &MetricsTokenSource) -> Result<Self, MetricsTokenError> {
-        match source {
-            MetricsTokenSource::Inline(token) => Ok(Self::new(token)),
-            MetricsTokenSource::File(path) => {
-                let token =
-                    std::fs::read_to_string(path).map_err(|source| MetricsTokenError::Read {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-                let token = token.trim();
-                if token.len() < MIN_TOKEN_LEN {
-                    return Err(MetricsTokenError::TooShort {
-                        path: path.display().to_string(),
-                    });
-                }
-                Ok(Self::new(token))
-            }
-        }
-    }
-
-    /// Whether `presented` is the token (digests compared in constant time).
-    pub fn matches(&self, presented: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        bool::from(Self::new(presented).0.ct_eq(&self.0))
     }
 }
 

@@ -284,7 +284,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         Some((listener, addr)) => {
             tokio::spawn(listen::serve(
                 listener,
-                crate::metrics::router(state.clone()),
+                crate::api::metrics::router(state.clone()),
                 limits,
                 state.http_metrics.clone(),
                 shutdown.subscribe(),

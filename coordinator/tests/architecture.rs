@@ -37,8 +37,8 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["config", "server"],
     ),
     (
-        "front ends: command line, REST client, demo",
-        &["cli", "client", "demo"],
+        "front ends: command line, REST client, demo (and the simulated pods it drives)",
+        &["cli", "client", "demo", "sim"],
     ),
 ];
 

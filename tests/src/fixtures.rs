@@ -21,7 +21,7 @@ pub fn storage_alert(
         tenant_slug: tenant["slug"].as_str().unwrap().to_owned(),
         tenant_name: tenant["name"].as_str().unwrap().to_owned(),
         plan: tenant["plan"].as_str().unwrap().parse().unwrap(),
-        check: "storage".into(),
+        check: knowton_common::health::Check::Storage,
         severity: Severity::Critical,
         status: if resolved {
             AlertStatus::Resolved

@@ -324,7 +324,11 @@ async fn stored_rows_with_plain_or_literal_forbidden_urls_are_refused_when_deliv
         state
             .notify
             .store()
-            .enqueue(Some(tenant.id), "alert", &messages)
+            .enqueue(
+                Some(tenant.id),
+                knowton_common::health::MessageKind::Alert,
+                &messages,
+            )
             .await
             .unwrap();
     }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
+use knowton_common::health::{Channel, MessageKind};
 use knowton_coordinator::config::ServeConfig;
 use knowton_coordinator::server;
 use knowton_coordinator::store::{Backend, now};
@@ -413,7 +414,7 @@ async fn messages_survive_a_restart_and_a_crashed_lease_and_go_out_once(db: Db) 
     let messages =
         knowton_coordinator::notify::render::plan_alert(&event, &channels, &secrets, "http://x");
     store
-        .enqueue(Some(event.tenant_id), "alert", &messages)
+        .enqueue(Some(event.tenant_id), MessageKind::Alert, &messages)
         .await
         .unwrap();
     // (Claimed as if a second from now, so that the first row, whose next
@@ -421,7 +422,7 @@ async fn messages_survive_a_restart_and_a_crashed_lease_and_go_out_once(db: Db) 
     let lease_end = now() + chrono::Duration::milliseconds(2000);
     let leased = store
         .claim_due(
-            "webhook",
+            Channel::Webhook,
             now() + chrono::Duration::seconds(1),
             lease_end,
             10,
@@ -535,19 +536,25 @@ async fn a_claim_takes_at_most_its_limit_and_skips_leased_rows(db: Db) {
         let messages =
             knowton_coordinator::notify::render::plan_alert(&event, &channels, &secrets, "");
         store
-            .enqueue(Some(event.tenant_id), "alert", &messages)
+            .enqueue(Some(event.tenant_id), MessageKind::Alert, &messages)
             .await
             .unwrap();
     }
     let at = now();
     let lease = at + chrono::Duration::seconds(30);
-    let first = store.claim_due("webhook", at, lease, 3).await.unwrap();
+    let first = store
+        .claim_due(Channel::Webhook, at, lease, 3)
+        .await
+        .unwrap();
     assert_eq!(first.len(), 3, "the limit, even where the plan rescans");
-    let second = store.claim_due("webhook", at, lease, 100).await.unwrap();
+    let second = store
+        .claim_due(Channel::Webhook, at, lease, 100)
+        .await
+        .unwrap();
     assert_eq!(second.len(), 7, "leased rows are skipped");
     assert!(
         store
-            .claim_due("webhook", at, lease, 100)
+            .claim_due(Channel::Webhook, at, lease, 100)
             .await
             .unwrap()
             .is_empty()
@@ -564,7 +571,7 @@ async fn a_claim_takes_at_most_its_limit_and_skips_leased_rows(db: Db) {
     let later = lease + chrono::Duration::seconds(1);
     assert_eq!(
         store
-            .claim_due("webhook", later, later, 100)
+            .claim_due(Channel::Webhook, later, later, 100)
             .await
             .unwrap()
             .len(),
@@ -572,7 +579,7 @@ async fn a_claim_takes_at_most_its_limit_and_skips_leased_rows(db: Db) {
     );
     assert!(
         store
-            .claim_due("email", later, later, 100)
+            .claim_due(Channel::Email, later, later, 100)
             .await
             .unwrap()
             .len()

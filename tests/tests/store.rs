@@ -9,7 +9,8 @@ use knowton_common::{Branding, Plan, TenantStatus, Usage};
 use knowton_coordinator::credentials::KeyKind;
 use knowton_coordinator::credentials::generate_api_key;
 use knowton_coordinator::store::{
-    Backend, ConfigChange, NewApiKey, NewTenant, OutboxMessage, Store, StoreError, Tenant, now,
+    Backend, ConfigChange, NewApiKey, NewTenant, OutboxMessage, Store, StoreError, Tenant, Unique,
+    now,
 };
 use knowton_tests::{Db, TestDb, on_every_backend};
 use uuid::Uuid;
@@ -89,7 +90,7 @@ fn tenant(slug: &str) -> Fixture {
             ],
             welcome: OutboxMessage {
                 id: Uuid::now_v7(),
-                channel: "email".into(),
+                channel: knowton_common::health::Channel::Email,
                 recipient: format!("admin@{slug}.example.com"),
                 subject: "Welcome".into(),
                 sealed_body: "v1.sealed-c".into(),
@@ -141,13 +142,13 @@ async fn slug_and_domain_conflicts_are_named(store: Arc<dyn Store>) {
     same_slug.tenant.domain = "other.example.com".into();
     assert!(matches!(
         store.create_tenant(&same_slug).await,
-        Err(StoreError::Conflict { field: "slug" })
+        Err(StoreError::Conflict(Unique::TenantSlug))
     ));
     let mut same_domain = tenant("globex").new;
     same_domain.tenant.domain = "acme.example.com".into();
     assert!(matches!(
         store.create_tenant(&same_domain).await,
-        Err(StoreError::Conflict { field: "domain" })
+        Err(StoreError::Conflict(Unique::TenantDomain))
     ));
     assert_eq!(
         store.list_tenants(10, None, None).await.unwrap().len(),
@@ -239,7 +240,7 @@ async fn config_changes_append_versions(store: Arc<dyn Store>) {
     };
     assert!(matches!(
         store.update_config(id, &steal).await,
-        Err(StoreError::Conflict { field: "domain" })
+        Err(StoreError::Conflict(Unique::TenantDomain))
     ));
     assert_eq!(store.config_history(id).await.unwrap().len(), 2);
 }
@@ -367,11 +368,15 @@ async fn deprovision_then_expiry_then_purge(store: Arc<dyn Store>) {
 /// started after the request was made (the request's statement ran late:
 /// that attempt already deployed the change, and its outcome stands).
 async fn a_deployment_request_reopens_only_what_started_before_it(store: Arc<dyn Store>) {
+    use knowton_common::health::DeploymentTrigger;
     use knowton_coordinator::store::{DeploymentRow, Phase};
     let f = tenant("acme");
     let id = f.new.tenant.id;
     store.create_tenant(&f.new).await.unwrap();
-    let requested = store.request_deployment(id, "provisioned").await.unwrap();
+    let requested = store
+        .request_deployment(id, DeploymentTrigger::Provisioned)
+        .await
+        .unwrap();
     assert_eq!(requested.phase, Phase::Pending);
 
     let finished = |phase, started: chrono::DateTime<chrono::Utc>| DeploymentRow {
@@ -390,13 +395,13 @@ async fn a_deployment_request_reopens_only_what_started_before_it(store: Arc<dyn
         (
             now() + Duration::minutes(1),
             Phase::Failed,
-            "provisioned",
+            DeploymentTrigger::Provisioned,
             reason,
         ),
         (
             now() - Duration::minutes(1),
             Phase::Pending,
-            "updated",
+            DeploymentTrigger::Updated,
             None,
         ),
     ] {
@@ -404,7 +409,10 @@ async fn a_deployment_request_reopens_only_what_started_before_it(store: Arc<dyn
             .save_deployment(&finished(Phase::Failed, started), None)
             .await
             .unwrap();
-        let row = store.request_deployment(id, "updated").await.unwrap();
+        let row = store
+            .request_deployment(id, DeploymentTrigger::Updated)
+            .await
+            .unwrap();
         assert_eq!(row.phase, phase, "{row:?}");
         assert_eq!(row.trigger, trigger);
         assert_eq!(row.reason, reason);

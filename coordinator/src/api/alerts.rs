@@ -13,8 +13,8 @@ use super::auth::{Caller, TENANT_SLUG_HEADER};
 use super::error::{ApiError, ErrorBody};
 use super::page::Page;
 use super::{ApiQuery, AppState, json};
-use crate::health::Check;
 use crate::health::engine::EngineError;
+use crate::health::{Check, Severity};
 use crate::store::{AlertEventRow, AlertFilter, AlertRow, AlertState, Silence};
 
 const MAX_NOTE: usize = 2000;
@@ -26,10 +26,8 @@ pub struct AlertView {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub tenant: String,
-    /// database, api_health, storage, users, api_rate, error_rate, response_time
-    pub check: String,
-    /// warning or critical
-    pub severity: String,
+    pub check: Check,
+    pub severity: Severity,
     pub state: AlertState,
     pub summary: String,
     pub value: String,
@@ -344,18 +342,10 @@ pub async fn create_silence(
 ) -> Result<(StatusCode, Json<Silence>), ApiError> {
     let id = caller.tenant_id(&state, &request.tenant).await?;
     caller.require_production()?;
-    if let Some(check) = &request.check
-        && Check::parse(check).is_none()
-    {
-        let names: Vec<&str> = Check::ALL.iter().map(|c| c.as_str()).collect();
-        return Err(ApiError::invalid(
-            "check",
-            format!(
-                "unknown check {check:?}: expected one of {}",
-                names.join(", ")
-            ),
-        ));
-    }
+    let check = (request.check.as_deref())
+        .map(str::parse::<Check>)
+        .transpose()
+        .map_err(|err| ApiError::invalid("check", err.to_string()))?;
     let now = crate::store::now();
     if request.ends_at <= now || request.ends_at > now + chrono::TimeDelta::days(90) {
         return Err(ApiError::invalid(
@@ -372,7 +362,7 @@ pub async fn create_silence(
     let silence = Silence {
         id: Uuid::now_v7(),
         tenant_id: id,
-        check: request.check,
+        check,
         starts_at: now,
         ends_at: request.ends_at,
         end_on_resolve: request.end_on_resolve,

@@ -17,7 +17,7 @@ use super::history::{required_scope, rollups_in};
 use super::monitoring::TenantHealthView;
 use crate::health::engine::OpenAlert;
 use crate::health::rollup::percentile;
-use crate::health::{CheckResult, Status};
+use crate::health::{CheckResult, HealthStatus as Status};
 use crate::store::{AlertFilter, Rollup};
 
 #[derive(Debug, Serialize, ToSchema)]

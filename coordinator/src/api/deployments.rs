@@ -112,14 +112,19 @@ async fn view(state: &AppState, id: Uuid) -> Result<DeploymentView, ApiError> {
         .deployment_events(id, EVENTS_SHOWN)
         .await
         .map_err(internal)?;
-    let row = row.unwrap_or_else(|| DeploymentRow::new(id, "none"));
+    // No deployment asked for yet: shown as triggered by "none".
+    let trigger = row
+        .as_ref()
+        .map_or("none", |r| r.trigger.as_str())
+        .to_owned();
+    let row = row.unwrap_or_else(|| DeploymentRow::new(id, Trigger::Provisioned));
     Ok(DeploymentView {
         tenant: tenant.slug,
         phase: row.phase,
         reason: row.reason,
         cluster: state.deployer.cluster().is_some(),
         attempt: row.attempt,
-        trigger: row.trigger,
+        trigger,
         objects_hash: row.objects_hash,
         allowlist: row.allowlist,
         min_replicas: row.min_replicas,

@@ -16,6 +16,7 @@ use crate::deploy::controller::DeployError;
 use crate::health::engine::EngineError;
 use crate::notify::NotifyError;
 use crate::provision::LifecycleError;
+use crate::store::Unique;
 
 /// `{"error": {...}}`
 #[derive(Debug, Serialize, ToSchema)]
@@ -136,11 +137,14 @@ impl From<LifecycleError> for ApiError {
     fn from(err: LifecycleError) -> Self {
         match err {
             LifecycleError::Invalid(v) => v.into(),
-            LifecycleError::Conflict { field } => {
-                let code = match field {
-                    "slug" => "slug_taken",
-                    "domain" => "domain_taken",
-                    _ => "conflict",
+            LifecycleError::Conflict(unique) => {
+                let (code, field) = match unique {
+                    Unique::TenantSlug => ("slug_taken", "slug"),
+                    Unique::TenantDomain => ("domain_taken", "domain"),
+                    // Never a request's field: a duplicate key is a bug.
+                    Unique::OutboxIdempotencyKey => {
+                        return ApiError::internal(&LifecycleError::Conflict(unique));
+                    }
                 };
                 ApiError::new(
                     StatusCode::CONFLICT,

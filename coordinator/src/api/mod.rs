@@ -18,6 +18,7 @@ mod deployments;
 pub mod error;
 mod history;
 pub mod json;
+pub mod metrics;
 mod monitoring;
 mod notifications;
 mod openapi;
@@ -114,6 +115,8 @@ pub struct AppState {
     pub engine: crate::health::Engine,
     /// Requests and latencies of this API.
     pub http_metrics: Arc<crate::metrics::HttpMetrics>,
+    /// Each tenant's rendered metric lines, kept between scrapes.
+    pub tenant_metrics: Arc<crate::metrics::TenantLineCache>,
     /// Tenant deployments (rendered and recorded only without a cluster).
     pub deployer: crate::deploy::Deployer,
     /// The bearer token `/metrics` requires (none: not served on the API port).
@@ -154,6 +157,7 @@ impl AppState {
             engine: services.engine,
             http_metrics: Arc::new(crate::metrics::HttpMetrics::default()),
             deployer: services.deployer,
+            tenant_metrics: Arc::default(),
             metrics_token: settings.metrics_token,
             request_timeout: settings.request_timeout,
         }
@@ -235,7 +239,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .route("/api/v1/openapi.json", get(openapi::serve))
-        .route("/metrics", get(crate::metrics::serve))
+        .route("/metrics", get(metrics::serve))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -247,7 +251,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::metrics::track,
+            metrics::track,
         ))
         .layer(
             ServiceBuilder::new()

@@ -14,7 +14,7 @@ use super::AppState;
 use super::auth::{Caller, TENANT_SLUG_HEADER};
 use super::error::{ApiError, ErrorBody};
 use crate::health::engine::OpenAlert;
-use crate::health::{CheckResult, Status};
+use crate::health::{CheckResult, HealthStatus as Status};
 use crate::ingest::{AgentState, Counters, LatestResult, NodeSample, RejectedResult};
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -18,9 +18,10 @@ use super::error::{ApiError, ErrorBody};
 use super::json;
 use super::page::{Page, parse_cursor};
 use crate::notify::channels::{ChannelsRequest, ChannelsView};
-use crate::notify::{EMAIL, NO_SMTP};
+use crate::notify::{Channel, NO_SMTP};
 use crate::provision::LifecycleError;
 use crate::store::{DeliveryState, OutboxEntry};
+use knowton_common::health::MessageKind;
 
 /// The tenant's notification channels: the addresses that receive its
 /// alerts, and its webhook and Slack receivers (redacted, never a secret).
@@ -95,10 +96,9 @@ pub struct NotificationView {
     /// The tenant's slug, while the tenant exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
-    /// What caused it: `welcome` or `alert`.
-    pub kind: String,
-    /// `email`, `webhook` or `slack`.
-    pub channel: String,
+    /// What caused it.
+    pub kind: MessageKind,
+    pub channel: Channel,
     /// The address, or the receiver's URL redacted to its host.
     pub recipient: String,
     pub subject: String,
@@ -125,7 +125,9 @@ impl NotificationView {
     fn of(entry: OutboxEntry, email_enabled: bool) -> Self {
         let pending = entry.state == DeliveryState::Pending;
         let last_error = match entry.last_error {
-            None if pending && entry.channel == EMAIL && !email_enabled => Some(NO_SMTP.to_owned()),
+            None if pending && entry.channel == Channel::Email && !email_enabled => {
+                Some(NO_SMTP.to_owned())
+            }
             other => other,
         };
         NotificationView {

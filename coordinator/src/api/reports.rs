@@ -13,7 +13,7 @@ use super::auth::Caller;
 use super::check_all::status_lines;
 use super::error::{ApiError, ErrorBody};
 use super::{ApiQuery, AppState};
-use crate::health::Status;
+use crate::health::HealthStatus as Status;
 use crate::store::{AlertFilter, HealthSummary};
 
 #[derive(Debug, Deserialize, IntoParams)]

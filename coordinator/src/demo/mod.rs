@@ -312,7 +312,12 @@ impl Demo {
             self.stop.subscribe(),
         )));
         let board = status::StatusBoard {
-            http: crate::client::http_client(),
+            // Its own client: the demo sits beside the CLI's REST client,
+            // not on top of it.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("the HTTP client configuration is static and valid"),
             base: self.api_url(),
             token: self.admin_token.clone(),
             tenants: self

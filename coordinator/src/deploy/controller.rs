@@ -61,31 +61,8 @@ impl Default for DeploySettings {
     }
 }
 
-/// What asked for a deployment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Trigger {
-    Provisioned,
-    Updated,
-    Manual,
-    Deprovisioned,
-    Scaled,
-    /// Periodic or watch-driven: a full deployment only when the desired
-    /// objects changed or the last one failed, otherwise drift repair.
-    Reconcile,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Provisioned => "provisioned",
-            Trigger::Updated => "updated",
-            Trigger::Manual => "manual",
-            Trigger::Deprovisioned => "deprovisioned",
-            Trigger::Scaled => "scaled",
-            Trigger::Reconcile => "reconcile",
-        }
-    }
-}
+/// What asked for a deployment (the vocabulary's name for it).
+pub use knowton_common::health::DeploymentTrigger as Trigger;
 
 /// How a deployment's health is verified once it rolled out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,7 +233,7 @@ impl Deployer {
         let row = self
             .inner
             .store
-            .request_deployment(tenant, trigger.as_str())
+            .request_deployment(tenant, trigger)
             .await
             .map_err(DeployError::RecordDeployment)?;
         self.enqueue_at(tenant, trigger, row.requested_at);

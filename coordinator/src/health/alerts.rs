@@ -19,34 +19,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::evaluate::CheckState;
-
-/// How bad an open alert is.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-
-    fn of(state: CheckState) -> Option<Severity> {
-        match state {
-            CheckState::Warning => Some(Severity::Warning),
-            CheckState::Critical => Some(Severity::Critical),
-            CheckState::Ok | CheckState::Unknown => None,
-        }
-    }
-}
+use knowton_common::health::{CheckState, Severity};
 
 /// Tuning of alert life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,10 +96,7 @@ impl Tracker {
     pub fn reopened(severity: Severity, flapping: bool) -> Self {
         Tracker {
             open: Some(severity),
-            last: Some(match severity {
-                Severity::Warning => CheckState::Warning,
-                Severity::Critical => CheckState::Critical,
-            }),
+            last: Some(severity.state()),
             flapping,
             ..Tracker::default()
         }
@@ -161,7 +131,7 @@ impl Tracker {
             self.changes.push_back(now);
         }
         self.last = Some(state);
-        let breach = Severity::of(state);
+        let breach = state.severity();
 
         if self.flapping {
             if self.changes.is_empty() {

@@ -3,96 +3,12 @@
 //! results and the thresholds.
 
 use knowton_common::Plan;
+pub use knowton_common::health::{Check, CheckState, HealthStatus};
 use knowton_common::thresholds::{Level, Thresholds};
 use knowton_common::units::format_bytes;
 use knowton_proto::agent::v1::PodResult;
 use serde::Serialize;
 use utoipa::ToSchema;
-
-/// The checks evaluated for every tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Check {
-    /// The tenant's pods reach their database (`/api/health`'s `database`).
-    Database,
-    /// `/api/health` answers on the tenant's pods.
-    ApiHealth,
-    /// Volume usage against the plan's storage.
-    Storage,
-    /// `knowton_tenant_users` against the plan's users.
-    Users,
-    /// Request rate against the plan's API rate limit.
-    ApiRate,
-    /// Share of responses that are 5xx.
-    ErrorRate,
-    /// API latency of the slowest pod.
-    ResponseTime,
-}
-
-impl Check {
-    pub const ALL: [Check; 7] = [
-        Check::Database,
-        Check::ApiHealth,
-        Check::Storage,
-        Check::Users,
-        Check::ApiRate,
-        Check::ErrorRate,
-        Check::ResponseTime,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Check::Database => "database",
-            Check::ApiHealth => "api_health",
-            Check::Storage => "storage",
-            Check::Users => "users",
-            Check::ApiRate => "api_rate",
-            Check::ErrorRate => "error_rate",
-            Check::ResponseTime => "response_time",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<Check> {
-        Check::ALL.into_iter().find(|c| c.as_str() == name)
-    }
-}
-
-/// Where one check stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckState {
-    /// No data to judge by (no pod reported it).
-    Unknown,
-    Ok,
-    Warning,
-    Critical,
-}
-
-/// A tenant's overall status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[schema(as = HealthStatus)]
-pub enum Status {
-    /// No agent has reported on the tenant.
-    Unknown,
-    Healthy,
-    Warning,
-    Critical,
-    /// No backend pod answers.
-    Down,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Unknown => "unknown",
-            Status::Healthy => "healthy",
-            Status::Warning => "warning",
-            Status::Critical => "critical",
-            Status::Down => "down",
-        }
-    }
-}
 
 /// One check's value against its thresholds.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -114,7 +30,7 @@ pub struct CheckResult {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Evaluation {
-    pub status: Status,
+    pub status: HealthStatus,
     pub pods: usize,
     /// Pods whose liveness probe succeeded.
     pub pods_up: usize,
@@ -162,17 +78,17 @@ pub fn evaluate(inputs: Inputs<'_>) -> Evaluation {
     ];
     let status = if pods.is_empty() {
         if inputs.seen_before {
-            Status::Down
+            HealthStatus::Down
         } else {
-            Status::Unknown
+            HealthStatus::Unknown
         }
     } else if pods_up == 0 {
-        Status::Down
+        HealthStatus::Down
     } else {
         match checks.iter().map(|c| c.state).max() {
-            Some(CheckState::Critical) => Status::Critical,
-            Some(CheckState::Warning) => Status::Warning,
-            _ => Status::Healthy,
+            Some(CheckState::Critical) => HealthStatus::Critical,
+            Some(CheckState::Warning) => HealthStatus::Warning,
+            _ => HealthStatus::Healthy,
         }
     };
     let rates: Vec<f64> = pods

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod evaluate;
 pub mod rollup;
 
-pub use alerts::{AlertPolicy, Severity, Tracker, Transition};
+pub use alerts::{AlertPolicy, Tracker, Transition};
 pub use engine::{Engine, EngineSettings, TenantHealth};
-pub use evaluate::{Check, CheckResult, CheckState, Evaluation, Inputs, Status, evaluate};
+pub use evaluate::{CheckResult, Evaluation, Inputs, evaluate};
+pub use knowton_common::health::{Check, CheckState, HealthStatus, Severity};

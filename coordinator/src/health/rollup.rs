@@ -4,14 +4,14 @@
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use uuid::Uuid;
 
-use super::evaluate::{Check, Evaluation, Status};
+use super::evaluate::{Check, Evaluation, HealthStatus};
 use crate::store::Rollup;
 
 /// One tenant's minute in progress.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Minute {
     pub start: DateTime<Utc>,
-    worst: Status,
+    worst: HealthStatus,
     evaluations: u32,
     available: u32,
     /// API latencies (ms) of the results that arrived in this minute.
@@ -31,7 +31,7 @@ impl Minute {
     pub fn new(at: DateTime<Utc>) -> Self {
         Minute {
             start: minute_of(at),
-            worst: Status::Unknown,
+            worst: HealthStatus::Unknown,
             evaluations: 0,
             available: 0,
             latencies: Vec::new(),
@@ -45,11 +45,11 @@ impl Minute {
     /// Adds one evaluation and the latencies of the results new since the last one.
     pub fn add(&mut self, evaluation: &Evaluation, new_latencies_ms: &[f64], storage: Option<u64>) {
         self.worst = self.worst.max(evaluation.status);
-        if evaluation.status == Status::Unknown {
+        if evaluation.status == HealthStatus::Unknown {
             return;
         }
         self.evaluations += 1;
-        if evaluation.status != Status::Down {
+        if evaluation.status.is_available() {
             self.available += 1;
         }
         // Keep a bounded sample: a tenant with many pods reporting every
@@ -88,7 +88,7 @@ impl Minute {
         Some(Rollup {
             tenant_id: tenant,
             minute: self.start,
-            status: self.worst.as_str().to_owned(),
+            status: self.worst,
             availability: f64::from(self.available) / f64::from(self.evaluations),
             latency_p50_ms: percentile(&sorted, 0.50),
             latency_p95_ms: percentile(&sorted, 0.95),
@@ -130,9 +130,7 @@ pub fn downsample(rollups: &[Rollup], bucket: TimeDelta) -> Vec<Rollup> {
                         / total as f64;
                 }
                 acc.samples = total;
-                if status_rank(&r.status) > status_rank(&acc.status) {
-                    acc.status = r.status.clone();
-                }
+                acc.status = acc.status.max(r.status);
                 acc.latency_p50_ms = max_opt(acc.latency_p50_ms, r.latency_p50_ms);
                 acc.latency_p95_ms = max_opt(acc.latency_p95_ms, r.latency_p95_ms);
                 acc.latency_max_ms = max_opt(acc.latency_max_ms, r.latency_max_ms);
@@ -162,26 +160,16 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-fn status_rank(status: &str) -> u8 {
-    match status {
-        "healthy" => 1,
-        "warning" => 2,
-        "critical" => 3,
-        "down" => 4,
-        _ => 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::health::evaluate::Evaluation;
 
-    fn evaluation(status: Status) -> Evaluation {
+    fn evaluation(status: HealthStatus) -> Evaluation {
         Evaluation {
             status,
             pods: 1,
-            pods_up: usize::from(status != Status::Down),
+            pods_up: usize::from(status != HealthStatus::Down),
             checks: Vec::new(),
             requests_per_minute: Some(120.0),
             users: Some(7.0),
@@ -193,16 +181,16 @@ mod tests {
         let at = "2026-11-29T12:00:10Z".parse().unwrap();
         let mut m = Minute::new(at);
         let latencies: Vec<f64> = (1..=100).map(f64::from).collect();
-        m.add(&evaluation(Status::Healthy), &latencies, Some(10));
-        m.add(&evaluation(Status::Down), &[], None);
-        m.add(&evaluation(Status::Warning), &[], Some(20));
-        m.add(&evaluation(Status::Healthy), &[], None);
+        m.add(&evaluation(HealthStatus::Healthy), &latencies, Some(10));
+        m.add(&evaluation(HealthStatus::Down), &[], None);
+        m.add(&evaluation(HealthStatus::Warning), &[], Some(20));
+        m.add(&evaluation(HealthStatus::Healthy), &[], None);
         let r = m.rollup(Uuid::nil()).unwrap();
         assert_eq!(
             r.minute,
             "2026-11-29T12:00:00Z".parse::<DateTime<Utc>>().unwrap()
         );
-        assert_eq!(r.status, "down");
+        assert_eq!(r.status, HealthStatus::Down);
         assert_eq!(r.availability, 0.75);
         assert_eq!(r.latency_p50_ms, Some(50.0));
         assert_eq!(r.latency_p95_ms, Some(95.0));
@@ -223,13 +211,13 @@ mod tests {
             .map(|i| {
                 let mut m = Minute::new(base + TimeDelta::minutes(i));
                 let status = if i == 3 {
-                    Status::Critical
+                    HealthStatus::Critical
                 } else {
-                    Status::Healthy
+                    HealthStatus::Healthy
                 };
                 m.add(&evaluation(status), &[i as f64], None);
                 if i == 7 {
-                    m.add(&evaluation(Status::Down), &[], None);
+                    m.add(&evaluation(HealthStatus::Down), &[], None);
                 }
                 m.rollup(Uuid::nil()).unwrap()
             })
@@ -237,10 +225,10 @@ mod tests {
         let five = downsample(&rollups, TimeDelta::minutes(5));
         assert_eq!(five.len(), 2);
         assert_eq!(five[0].minute, base);
-        assert_eq!(five[0].status, "critical");
+        assert_eq!(five[0].status, HealthStatus::Critical);
         assert_eq!(five[0].samples, 5);
         assert_eq!(five[0].latency_max_ms, Some(4.0));
-        assert_eq!(five[1].status, "down");
+        assert_eq!(five[1].status, HealthStatus::Down);
         assert_eq!(five[1].samples, 6);
         assert!((five[1].availability - 5.0 / 6.0).abs() < 1e-9);
     }

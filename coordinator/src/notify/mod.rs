@@ -18,10 +18,12 @@
 //!   into outbox rows.
 //! - [`email`]: SMTP delivery. [`http`]: webhook and Slack delivery.
 //! - [`worker`]: claims due rows, delivers them, records the outcome.
+//! - `counters`: [`NotifyMetrics`], delivery outcomes and latencies by channel.
 
 pub mod address;
 pub mod channels;
 pub mod config;
+mod counters;
 pub mod email;
 pub mod http;
 pub mod render;
@@ -46,14 +48,12 @@ use self::channels::{
 use self::email::SmtpSettings;
 use self::render::AlertEvent;
 use crate::secrets::{OpenError, SecretBox};
-use crate::store::{OutboxMessage, Store, StoreError, StoredChannels, Tenant, now};
+use crate::store::{OutboxMessage, Store, StoreError, StoredChannels, Tenant, Unique, now};
 use knowton_common::ValidationError;
+use knowton_common::health::MessageKind;
 
-pub const EMAIL: &str = "email";
-pub const WEBHOOK: &str = "webhook";
-pub const SLACK: &str = "slack";
-/// Every channel, in the order the worker serves them.
-pub const CHANNELS: [&str; 3] = [EMAIL, WEBHOOK, SLACK];
+pub use counters::NotifyMetrics;
+pub use knowton_common::health::Channel;
 
 /// What the API shows for pending e-mail while no SMTP server is configured.
 pub const NO_SMTP: &str = "no SMTP server configured (--smtp-url)";
@@ -198,7 +198,7 @@ pub struct NotifyService {
     secrets: SecretBox,
     wakeup: Wakeup,
     settings: NotifySettings,
-    metrics: crate::metrics::NotifyMetrics,
+    metrics: NotifyMetrics,
 }
 
 impl NotifyService {
@@ -213,12 +213,12 @@ impl NotifyService {
             secrets,
             wakeup,
             settings,
-            metrics: crate::metrics::NotifyMetrics::default(),
+            metrics: NotifyMetrics::default(),
         }
     }
 
     /// Delivery outcomes and delays, for `/metrics`.
-    pub fn metrics(&self) -> &crate::metrics::NotifyMetrics {
+    pub fn metrics(&self) -> &NotifyMetrics {
         &self.metrics
     }
 
@@ -365,14 +365,14 @@ impl NotifyService {
         if messages.is_empty() {
             return Ok(0);
         }
-        match self.store.enqueue(None, "report", &messages).await {
+        match self
+            .store
+            .enqueue(None, MessageKind::Report, &messages)
+            .await
+        {
             Ok(()) => {}
             // Already enqueued under this key: nothing more to send.
-            Err(crate::store::StoreError::Query(sqlx::Error::Database(db)))
-                if db.is_unique_violation() =>
-            {
-                return Ok(0);
-            }
+            Err(StoreError::Conflict(Unique::OutboxIdempotencyKey)) => return Ok(0),
             Err(err) => return Err(err.into()),
         }
         self.wakeup.poke();
@@ -403,7 +403,7 @@ impl NotifyService {
         let channels = self.resolve_channels(tenant).await?;
         let messages = self.plan_alert(event, &channels);
         self.store
-            .enqueue(Some(tenant.id), "alert", &messages)
+            .enqueue(Some(tenant.id), MessageKind::Alert, &messages)
             .await?;
         self.wakeup.poke();
         Ok(messages.len())

@@ -12,11 +12,12 @@ use uuid::Uuid;
 
 use super::channels::{Receiver, ResolvedChannels, redact_url_to_host};
 use super::welcome::{EmailBody, escape};
-use super::{EMAIL, HttpDelivery, SLACK, WEBHOOK, seal_body};
+use super::{Channel, HttpDelivery, seal_body};
 use crate::secrets::SecretBox;
 use crate::store::OutboxMessage;
 
-pub use crate::health::Severity;
+use knowton_common::health::Check;
+pub use knowton_common::health::Severity;
 
 /// Whether the alert started or ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,8 +48,7 @@ pub struct AlertEvent {
     pub tenant_slug: String,
     pub tenant_name: String,
     pub plan: Plan,
-    /// The check, e.g. `storage`.
-    pub check: String,
+    pub check: Check,
     pub severity: Severity,
     pub status: AlertStatus,
     /// One line, e.g. `storage at 96% of 1 Ti`.
@@ -143,7 +143,7 @@ pub fn email_body(event: &AlertEvent, external_url: &str, key: &str) -> EmailBod
                 event.tenant_name, event.tenant_slug, event.plan
             ),
         ),
-        ("Check", event.check.clone()),
+        ("Check", event.check.to_string()),
         ("Severity", event.severity.as_str().to_owned()),
         ("Status", event.status.as_str().to_owned()),
         ("Value", event.value.clone()),
@@ -246,7 +246,7 @@ pub fn slack_payload(event: &AlertEvent, external_url: &str, key: &str) -> Value
             &format!("{} ({})", event.tenant_name, event.tenant_slug),
         ),
         field("Plan", event.plan.as_str()),
-        field("Check", &event.check),
+        field("Check", event.check.as_str()),
         field("Severity", event.severity.as_str()),
         field("Value", &event.value),
         field("Threshold", &event.threshold),
@@ -298,12 +298,19 @@ pub fn plan_alert(
     let subject = event.subject();
     let mut out = Vec::new();
     for email in &channels.emails {
-        let key = format!("{base}:{EMAIL}:{}", email.to_ascii_lowercase());
+        let key = format!("{base}:{}:{}", Channel::Email, email.to_ascii_lowercase());
         let body = email_body(event, external_url, &key);
-        out.push(message(EMAIL, email.clone(), &subject, key, &body, secrets));
+        out.push(message(
+            Channel::Email,
+            email.clone(),
+            &subject,
+            key,
+            &body,
+            secrets,
+        ));
     }
     for (receiver, target) in &channels.webhooks {
-        let key = format!("{base}:{WEBHOOK}:{}", receiver.as_str());
+        let key = format!("{base}:{}:{}", Channel::Webhook, receiver.as_str());
         let name = format!("knowton-{}", receiver.as_str());
         let payload = alertmanager_payload(event, &name, external_url, &key);
         let delivery = HttpDelivery {
@@ -314,11 +321,16 @@ pub fn plan_alert(
         };
         let recipient = redact_url_to_host(&target.url);
         out.push(message(
-            WEBHOOK, recipient, &subject, key, &delivery, secrets,
+            Channel::Webhook,
+            recipient,
+            &subject,
+            key,
+            &delivery,
+            secrets,
         ));
     }
     for (receiver, target) in &channels.slack {
-        let key = format!("{base}:{SLACK}:{}", receiver.as_str());
+        let key = format!("{base}:{}:{}", Channel::Slack, receiver.as_str());
         let delivery = HttpDelivery {
             url: target.url.clone(),
             secret: None,
@@ -326,13 +338,20 @@ pub fn plan_alert(
             operator: *receiver == Receiver::Operator,
         };
         let recipient = redact_url_to_host(&target.url);
-        out.push(message(SLACK, recipient, &subject, key, &delivery, secrets));
+        out.push(message(
+            Channel::Slack,
+            recipient,
+            &subject,
+            key,
+            &delivery,
+            secrets,
+        ));
     }
     out
 }
 
 fn message<T: Serialize>(
-    channel: &str,
+    channel: Channel,
     recipient: String,
     subject: &str,
     idempotency_key: String,
@@ -342,7 +361,7 @@ fn message<T: Serialize>(
     let id = Uuid::now_v7();
     OutboxMessage {
         id,
-        channel: channel.to_owned(),
+        channel,
         recipient,
         subject: subject.to_owned(),
         sealed_body: seal_body(secrets, id, body),
@@ -363,8 +382,8 @@ pub fn plan_operator_email(
     recipients
         .iter()
         .map(|email| {
-            let key = format!("{key}:{EMAIL}:{}", email.to_ascii_lowercase());
-            message(EMAIL, email.clone(), subject, key, body, secrets)
+            let key = format!("{key}:{}:{}", Channel::Email, email.to_ascii_lowercase());
+            message(Channel::Email, email.clone(), subject, key, body, secrets)
         })
         .collect()
 }

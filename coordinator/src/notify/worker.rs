@@ -25,10 +25,7 @@ use tracing::Instrument;
 use super::email::{Mailer, MailerError};
 use super::http::HttpSender;
 use super::welcome::EmailBody;
-use super::{
-    Attempt, CHANNELS, EMAIL, HttpDelivery, NotifyService, RetryPolicy, SLACK, WEBHOOK,
-    outbox_context,
-};
+use super::{Attempt, Channel, HttpDelivery, NotifyService, RetryPolicy, outbox_context};
 use crate::store::{ClaimedMessage, DeliveryOutcome, now};
 
 /// Deliveries in flight at once, per channel.
@@ -138,7 +135,10 @@ impl Deliveries {
             mailer,
             // Long enough for an attempt to finish and be recorded.
             lease: settings.timeout * 2 + Duration::from_secs(10),
-            permits: CHANNELS.map(|_| Arc::new(Semaphore::new(PER_CHANNEL))),
+            permits: Channel::ALL
+                .iter()
+                .map(|_| Arc::new(Semaphore::new(PER_CHANNEL)))
+                .collect(),
             service,
         })))
     }
@@ -174,8 +174,8 @@ struct Worker {
     mailer: Option<Mailer>,
     http: HttpSender,
     lease: Duration,
-    /// One semaphore per entry of [`CHANNELS`].
-    permits: [Arc<Semaphore>; 3],
+    /// One semaphore per entry of [`Channel::ALL`].
+    permits: Vec<Arc<Semaphore>>,
 }
 
 impl Worker {
@@ -250,8 +250,8 @@ impl Worker {
         let lease_until = at + chrono_duration(self.lease);
         let mut claimed = 0;
         let mut failed = false;
-        for (channel, permits) in CHANNELS.iter().zip(&self.permits) {
-            if *channel == EMAIL && self.mailer.is_none() {
+        for (&channel, permits) in Channel::ALL.iter().zip(&self.permits) {
+            if channel == Channel::Email && self.mailer.is_none() {
                 continue;
             }
             let free = permits.available_permits();
@@ -264,7 +264,7 @@ impl Worker {
             {
                 Ok(rows) => rows,
                 Err(err) => {
-                    tracing::warn!(channel, error = %knowton_common::error_chain(&err), "failed to claim due notifications");
+                    tracing::warn!(channel = channel.as_str(), error = %knowton_common::error_chain(&err), "failed to claim due notifications");
                     failed = true;
                     continue;
                 }
@@ -402,8 +402,8 @@ impl Worker {
         let malformed = |err: serde_json::Error| Attempt::Permanent {
             error: format!("the sealed body is not a {} message: {err}", row.channel),
         };
-        match row.channel.as_str() {
-            EMAIL => {
+        match row.channel {
+            Channel::Email => {
                 let email: EmailBody = match serde_json::from_slice(&body) {
                     Ok(email) => email,
                     Err(err) => return malformed(err),
@@ -420,13 +420,12 @@ impl Worker {
                     },
                 }
             }
-            WEBHOOK | SLACK => match serde_json::from_slice::<HttpDelivery>(&body) {
-                Ok(delivery) => self.http.post(&delivery, &row.idempotency_key).await,
-                Err(err) => malformed(err),
-            },
-            other => Attempt::Permanent {
-                error: format!("unknown channel {other:?}"),
-            },
+            Channel::Webhook | Channel::Slack => {
+                match serde_json::from_slice::<HttpDelivery>(&body) {
+                    Ok(delivery) => self.http.post(&delivery, &row.idempotency_key).await,
+                    Err(err) => malformed(err),
+                }
+            }
         }
     }
 }

@@ -5,14 +5,14 @@ use knowton_common::{LimitViolation, Plan, ValidationError};
 
 use crate::credentials;
 use crate::deploy::controller::DeployError;
-use crate::store::StoreError;
+use crate::store::{StoreError, Unique};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
-    #[error("{field} is already taken by another tenant")]
-    Conflict { field: &'static str },
+    #[error("the {0} is already taken")]
+    Conflict(Unique),
     #[error("tenant {0} not found")]
     NotFound(String),
     #[error("current usage exceeds the {plan} plan's limits")]
@@ -57,7 +57,7 @@ pub(super) fn failed(
     tenant: impl std::fmt::Display,
 ) -> impl FnOnce(StoreError) -> LifecycleError {
     move |err| match err {
-        StoreError::Conflict { field } => LifecycleError::Conflict { field },
+        StoreError::Conflict(unique) => LifecycleError::Conflict(unique),
         StoreError::NotFound => LifecycleError::NotFound(tenant.to_string()),
         other => operation(other),
     }

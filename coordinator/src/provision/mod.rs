@@ -27,7 +27,7 @@ use crate::directory::TenantDirectory;
 use crate::health::Engine;
 use crate::notify::Wakeup;
 use crate::secrets::SecretBox;
-use crate::store::{ConfigVersion, Store, Tenant};
+use crate::store::{ConfigVersion, Store, Tenant, Unique};
 
 /// What the lifecycle acts on.
 #[derive(Debug)]
@@ -112,7 +112,7 @@ impl TenantLifecycle {
             .map_err(LifecycleError::ReadTenant)?
             .is_some()
         {
-            return Err(LifecycleError::Conflict { field: "slug" });
+            return Err(LifecycleError::Conflict(Unique::TenantSlug));
         }
         let password = credentials::generate_password();
         let password_hash = self

@@ -50,7 +50,7 @@ pub fn prepare(
     let message_id = Uuid::now_v7();
     let welcome = OutboxMessage {
         id: message_id,
-        channel: "email".into(),
+        channel: knowton_common::health::Channel::Email,
         recipient: spec.admin_email.clone(),
         subject: welcome::subject(&spec.name),
         sealed_body: secrets.seal(

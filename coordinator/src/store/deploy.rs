@@ -4,6 +4,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use knowton_common::health::DeploymentTrigger;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -67,7 +68,7 @@ pub struct DeploymentRow {
     pub tenant_id: Uuid,
     pub phase: Phase,
     pub attempt: i64,
-    pub trigger: String,
+    pub trigger: DeploymentTrigger,
     pub reason: Option<String>,
     pub objects_hash: Option<String>,
     pub allowlist: Vec<String>,
@@ -81,13 +82,13 @@ pub struct DeploymentRow {
 
 impl DeploymentRow {
     /// A tenant's first deployment, asked for now.
-    pub fn new(tenant_id: Uuid, trigger: &str) -> Self {
+    pub fn new(tenant_id: Uuid, trigger: DeploymentTrigger) -> Self {
         let now = super::now();
         DeploymentRow {
             tenant_id,
             phase: Phase::Pending,
             attempt: 0,
-            trigger: trigger.to_owned(),
+            trigger,
             reason: None,
             objects_hash: None,
             allowlist: Vec::new(),
@@ -140,7 +141,11 @@ pub trait DeployStore {
     /// Records a request: the deployment turns `pending` unless one is
     /// under way (which the request then follows), in one statement so
     /// that it never overwrites the deployer's progress. Returns the row.
-    async fn request_deployment(&self, tenant: Uuid, trigger: &str) -> Result<DeploymentRow>;
+    async fn request_deployment(
+        &self,
+        tenant: Uuid,
+        trigger: DeploymentTrigger,
+    ) -> Result<DeploymentRow>;
     /// Changes the given settings (creating the row if needed) and records
     /// `event`, in one transaction.
     async fn set_deployment_settings(

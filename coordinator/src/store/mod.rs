@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use knowton_common::health::{Channel, MessageKind};
 use knowton_common::{Branding, Features, Plan, TenantStatus, Usage};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -35,29 +36,82 @@ pub enum StoreError {
     Connect(#[source] sqlx::Error),
     #[error("failed to apply database migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
-    #[error("{field} is already taken")]
-    Conflict { field: &'static str },
+    #[error("the {0} is already taken")]
+    Conflict(Unique),
     #[error("tenant not found")]
     NotFound,
     #[error("the row was changed by someone else meanwhile")]
     Stale,
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
+    #[error("stored row is corrupt: {table}.{column} holds {:?}", source.value)]
+    UnknownName {
+        table: &'static str,
+        column: &'static str,
+        #[source]
+        source: Box<knowton_common::health::UnknownName>,
+    },
     #[error("database query failed")]
     Query(#[source] sqlx::Error),
+}
+
+/// A uniqueness a write can run into that callers act on (the others
+/// are failed queries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unique {
+    /// `tenants_slug_key`: another tenant has the slug.
+    TenantSlug,
+    /// `tenants_domain_key`: another tenant has the domain.
+    TenantDomain,
+    /// `outbox_idempotency_key`: a message with the key was enqueued before.
+    OutboxIdempotencyKey,
+}
+
+impl Unique {
+    /// Each one's constraint name (PostgreSQL reports it) and its columns as
+    /// SQLite names them (SQLite reports `UNIQUE constraint failed: <columns>`
+    /// and no constraint name).
+    const ALL: [(Unique, &'static str, &'static str); 3] = [
+        (Unique::TenantSlug, "tenants_slug_key", "tenants.slug"),
+        (Unique::TenantDomain, "tenants_domain_key", "tenants.domain"),
+        (
+            Unique::OutboxIdempotencyKey,
+            "outbox_idempotency_key",
+            "outbox.idempotency_key",
+        ),
+    ];
+
+    /// The constraint a database's unique violation names, if it is one of these.
+    fn of(db: &dyn sqlx::error::DatabaseError) -> Option<Unique> {
+        if db.kind() != sqlx::error::ErrorKind::UniqueViolation {
+            return None;
+        }
+        let sqlite_columns = db.message().strip_prefix("UNIQUE constraint failed: ");
+        Unique::ALL
+            .into_iter()
+            .find(|(_, name, columns)| {
+                db.constraint() == Some(*name) || sqlite_columns == Some(*columns)
+            })
+            .map(|(unique, _, _)| unique)
+    }
+}
+
+impl std::fmt::Display for Unique {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unique::TenantSlug => "tenant slug",
+            Unique::TenantDomain => "tenant domain",
+            Unique::OutboxIdempotencyKey => "outbox idempotency key",
+        })
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &err
-            && db.is_unique_violation()
+            && let Some(unique) = Unique::of(db.as_ref())
         {
-            let hint = format!("{} {}", db.constraint().unwrap_or_default(), db.message());
-            for field in ["slug", "domain"] {
-                if hint.contains(field) {
-                    return StoreError::Conflict { field };
-                }
-            }
+            return StoreError::Conflict(unique);
         }
         StoreError::Query(err)
     }
@@ -110,7 +164,7 @@ pub struct NewApiKey {
 #[derive(Debug, Clone)]
 pub struct OutboxMessage {
     pub id: Uuid,
-    pub channel: String,
+    pub channel: Channel,
     pub recipient: String,
     pub subject: String,
     pub sealed_body: String,
@@ -166,8 +220,8 @@ pub struct OutboxEntry {
     pub tenant_id: Option<Uuid>,
     /// The tenant's slug, while the tenant exists.
     pub tenant_slug: Option<String>,
-    pub kind: String,
-    pub channel: String,
+    pub kind: MessageKind,
+    pub channel: Channel,
     pub recipient: String,
     pub subject: String,
     pub idempotency_key: String,
@@ -185,8 +239,8 @@ pub struct OutboxEntry {
 pub struct ClaimedMessage {
     pub id: Uuid,
     pub tenant_id: Option<Uuid>,
-    pub kind: String,
-    pub channel: String,
+    pub kind: MessageKind,
+    pub channel: Channel,
     pub recipient: String,
     pub subject: String,
     pub sealed_body: String,
@@ -334,7 +388,7 @@ pub trait Store: MonitorStore + DeployStore + std::fmt::Debug + Send + Sync + 's
     async fn enqueue(
         &self,
         tenant: Option<Uuid>,
-        kind: &str,
+        kind: MessageKind,
         messages: &[OutboxMessage],
     ) -> Result<()>;
     /// Leases up to `limit` pending rows of `channel` that are due at `now`
@@ -342,7 +396,7 @@ pub trait Store: MonitorStore + DeployStore + std::fmt::Debug + Send + Sync + 's
     /// coordinators on one database: a row goes to one of them.
     async fn claim_due(
         &self,
-        channel: &str,
+        channel: Channel,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,

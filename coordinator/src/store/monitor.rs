@@ -3,6 +3,8 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+pub use knowton_common::health::AlertState;
+use knowton_common::health::{Check, HealthStatus, Severity, TransitionKind};
 use knowton_common::thresholds::Thresholds;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -10,44 +12,14 @@ use uuid::Uuid;
 
 use super::{OutboxMessage, Result};
 
-/// Where an alert is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertState {
-    Firing,
-    /// Changing state too often; notified once, quiet until stable.
-    Flapping,
-    Resolved,
-}
-
-impl AlertState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertState::Firing => "firing",
-            AlertState::Flapping => "flapping",
-            AlertState::Resolved => "resolved",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<AlertState> {
-        match s {
-            "firing" => Some(AlertState::Firing),
-            "flapping" => Some(AlertState::Flapping),
-            "resolved" => Some(AlertState::Resolved),
-            _ => None,
-        }
-    }
-}
-
 /// An alert as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertRow {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub tenant_slug: String,
-    pub check: String,
-    /// `warning` or `critical`.
-    pub severity: String,
+    pub check: Check,
+    pub severity: Severity,
     pub state: AlertState,
     pub sequence: i64,
     pub summary: String,
@@ -56,7 +28,7 @@ pub struct AlertRow {
     pub opened_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub resolved_at: Option<DateTime<Utc>>,
-    /// `auto`, or who resolved it by hand.
+    /// [`knowton_common::health::AUTOMATIC_ACTOR`], or who resolved it by hand.
     pub resolved_by: Option<String>,
     pub resolve_note: Option<String>,
     pub acknowledged_at: Option<DateTime<Utc>>,
@@ -72,12 +44,11 @@ pub struct AlertRow {
 pub struct AlertEventRow {
     pub sequence: i64,
     pub at: DateTime<Utc>,
-    /// opened, escalated, deescalated, resolved, flapping_started,
-    /// flapping_ended, acknowledged, reminder
-    pub kind: String,
-    pub severity: String,
+    pub kind: TransitionKind,
+    pub severity: Severity,
     pub summary: String,
-    /// `engine` for automatic transitions, else who acted.
+    /// [`knowton_common::health::AUTOMATIC_ACTOR`] for automatic
+    /// transitions, else who acted.
     pub actor: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -118,7 +89,7 @@ pub struct Silence {
     pub id: Uuid,
     pub tenant_id: Uuid,
     /// `None`: every check of the tenant.
-    pub check: Option<String>,
+    pub check: Option<Check>,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     /// Ended when an alert it covers resolves.
@@ -135,9 +106,9 @@ impl Silence {
         self.created_by == ADMIN_ACTOR
     }
 
-    pub fn covers(&self, tenant: Uuid, check: &str, at: DateTime<Utc>) -> bool {
+    pub fn covers(&self, tenant: Uuid, check: Check, at: DateTime<Utc>) -> bool {
         self.tenant_id == tenant
-            && self.check.as_deref().is_none_or(|c| c == check)
+            && self.check.is_none_or(|c| c == check)
             && self.starts_at <= at
             && at < self.ends_at
     }
@@ -152,7 +123,7 @@ pub struct Rollup {
     /// The start of the minute (or of the downsampled bucket).
     pub minute: DateTime<Utc>,
     /// The worst status seen.
-    pub status: String,
+    pub status: HealthStatus,
     /// Share of evaluations with a backend pod answering, 0 to 1.
     pub availability: f64,
     pub latency_p50_ms: Option<f64>,

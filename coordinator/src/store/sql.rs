@@ -7,6 +7,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use knowton_common::health::{Channel, MessageKind, UnknownName};
 use knowton_common::{Branding, Features, TenantStatus, Usage};
 use sqlx::{PgPool, Row, SqlitePool};
 use uuid::Uuid;
@@ -111,6 +112,21 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
+/// A column holding one of a vocabulary's names: a name the enum does not
+/// know is an error naming the table, the column and the value, never a
+/// default.
+fn decode<T: std::str::FromStr<Err = UnknownName>>(
+    table: &'static str,
+    column: &'static str,
+    value: String,
+) -> Result<T> {
+    value.parse().map_err(|source| StoreError::UnknownName {
+        table,
+        column,
+        source: Box::new(source),
+    })
+}
+
 fn parse_uuid(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s).map_err(|e| corrupt(format!("id {s:?}: {e}")))
 }
@@ -142,7 +158,7 @@ macro_rules! sql_store {
             async fn insert_outbox(
                 tx: &mut sqlx::Transaction<'static, $crate::store::sql::DbOf<$store>>,
                 tenant: Option<&str>,
-                kind: &str,
+                kind: MessageKind,
                 m: &OutboxMessage,
                 at: DateTime<Utc>,
             ) -> Result<()> {
@@ -153,8 +169,8 @@ macro_rules! sql_store {
                 )
                 .bind(m.id.to_string())
                 .bind(tenant)
-                .bind(kind)
-                .bind(&m.channel)
+                .bind(kind.as_str())
+                .bind(m.channel.as_str())
                 .bind(&m.recipient)
                 .bind(&m.subject)
                 .bind(&m.sealed_body)
@@ -187,8 +203,8 @@ macro_rules! sql_store {
                     id: parse_uuid(&row.try_get::<String, _>("id")?)?,
                     tenant_id: parse_optional_uuid(row.try_get("tenant_id")?)?,
                     tenant_slug: row.try_get("tenant_slug")?,
-                    kind: row.try_get("kind")?,
-                    channel: row.try_get("channel")?,
+                    kind: decode("outbox", "kind", row.try_get("kind")?)?,
+                    channel: decode("outbox", "channel", row.try_get("channel")?)?,
                     recipient: row.try_get("recipient")?,
                     subject: row.try_get("subject")?,
                     idempotency_key: row.try_get("idempotency_key")?,
@@ -399,7 +415,7 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                Self::insert_outbox(&mut tx, Some(&id), "welcome", &new.welcome, t.created_at)
+                Self::insert_outbox(&mut tx, Some(&id), MessageKind::Welcome, &new.welcome, t.created_at)
                     .await?;
                 sqlx::query(
                     "INSERT INTO tenant_notification_channels (tenant_id, display, updated_at) \
@@ -753,7 +769,7 @@ macro_rules! sql_store {
             async fn enqueue(
                 &self,
                 tenant: Option<Uuid>,
-                kind: &str,
+                kind: MessageKind,
                 messages: &[OutboxMessage],
             ) -> Result<()> {
                 let tenant = tenant.map(|t| t.to_string());
@@ -768,7 +784,7 @@ macro_rules! sql_store {
 
             async fn claim_due(
                 &self,
-                channel: &str,
+                channel: Channel,
                 now: DateTime<Utc>,
                 lease_until: DateTime<Utc>,
                 limit: u32,
@@ -787,7 +803,7 @@ macro_rules! sql_store {
                      RETURNING id, tenant_id, kind, channel, recipient, subject, sealed_body, \
                      idempotency_key, attempts, created_at, last_error, caused_at"
                 ))
-                .bind(channel)
+                .bind(channel.as_str())
                 .bind(now)
                 .bind(lease_until)
                 .bind(i64::from(limit))
@@ -798,8 +814,8 @@ macro_rules! sql_store {
                         Ok(ClaimedMessage {
                             id: parse_uuid(&row.try_get::<String, _>("id")?)?,
                             tenant_id: parse_optional_uuid(row.try_get("tenant_id")?)?,
-                            kind: row.try_get("kind")?,
-                            channel: row.try_get("channel")?,
+                            kind: decode("outbox", "kind", row.try_get("kind")?)?,
+                            channel: decode("outbox", "channel", row.try_get("channel")?)?,
                             recipient: row.try_get("recipient")?,
                             subject: row.try_get("subject")?,
                             sealed_body: row.try_get("sealed_body")?,

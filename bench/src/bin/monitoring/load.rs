@@ -108,7 +108,7 @@ pub fn render(state: &AppState, count: usize) -> Vec<Duration> {
     (0..count)
         .map(|_| {
             let started = Instant::now();
-            std::hint::black_box(knowton_coordinator::metrics::render(state));
+            std::hint::black_box(knowton_coordinator::api::metrics::render(state));
             started.elapsed()
         })
         .collect()

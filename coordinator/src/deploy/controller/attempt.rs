@@ -44,7 +44,7 @@ impl Deployer {
             .deployment(id)
             .await
             .map_err(DeployError::ReadTenant)?
-            .unwrap_or_else(|| DeploymentRow::new(id, trigger.as_str()));
+            .unwrap_or_else(|| DeploymentRow::new(id, trigger));
         let objects = match self.render_tenant(&tenant).await {
             Ok(objects) => objects,
             Err(err @ (DeployError::ReadTenant(_) | DeployError::ReadSecrets(_))) => {
@@ -68,7 +68,7 @@ impl Deployer {
         }
         row.attempt += 1;
         if row.phase != Phase::Pending {
-            row.trigger = trigger.as_str().to_owned();
+            row.trigger = trigger;
         }
         row.objects_hash = Some(hash);
         row.started_at = Some(now());

@@ -11,7 +11,7 @@ fn attempt(phase: Phase, started_secs_ago: i64, finished_secs_ago: i64) -> Deplo
         objects_hash: Some("h1".to_owned()),
         started_at: Some(at - TimeDelta::seconds(started_secs_ago)),
         finished_at: Some(at - TimeDelta::seconds(finished_secs_ago)),
-        ..DeploymentRow::new(Uuid::nil(), "provisioned")
+        ..DeploymentRow::new(Uuid::nil(), Trigger::Provisioned)
     }
 }
 

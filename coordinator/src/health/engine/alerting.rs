@@ -3,15 +3,13 @@
 //! how operators are told.
 
 use chrono::{DateTime, Utc};
+use knowton_common::health::{AUTOMATIC_ACTOR, TransitionKind};
 use uuid::Uuid;
 
 use crate::health::evaluate::CheckResult;
 use crate::health::{Severity, Transition};
 use crate::notify::render::{AlertEvent, AlertStatus};
 use crate::store::{AlertEventRow, AlertRow, AlertState, Tenant};
-
-/// Who made automatic transitions, in the history.
-pub const ENGINE_ACTOR: &str = "engine";
 
 /// What a transition does to the stored alert.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,8 +56,8 @@ pub fn plan(
             id: Uuid::now_v7(),
             tenant_id: tenant.id,
             tenant_slug: tenant.slug.clone(),
-            check: check.check.as_str().to_owned(),
-            severity: severity.as_str().to_owned(),
+            check: check.check,
+            severity,
             state,
             sequence: 0,
             summary: check.summary.clone(),
@@ -90,39 +88,39 @@ pub fn plan(
             a.summary = check.summary.clone();
         }
         a.threshold = threshold;
-        a.severity = severity.as_str().to_owned();
+        a.severity = severity;
     };
     let (alert, kind, notify) = match (transition, current) {
         (Transition::Opened { severity }, _) => {
             let mut a = fresh(severity, AlertState::Firing);
             a.sequence = 1;
-            (a, "opened", Some(AlertStatus::Firing))
+            (a, TransitionKind::Opened, Some(AlertStatus::Firing))
         }
         (Transition::Escalated { to, .. }, Some(cur)) => {
             let mut a = next(cur);
             measured(&mut a, to);
-            (a, "escalated", Some(AlertStatus::Firing))
+            (a, TransitionKind::Escalated, Some(AlertStatus::Firing))
         }
         (Transition::Deescalated { to, .. }, Some(cur)) => {
             let mut a = next(cur);
             measured(&mut a, to);
-            (a, "deescalated", None)
+            (a, TransitionKind::Deescalated, None)
         }
         (Transition::Resolved, Some(cur)) => {
             let mut a = next(cur);
             a.state = AlertState::Resolved;
             a.resolved_at = Some(now);
-            a.resolved_by = Some("auto".to_owned());
+            a.resolved_by = Some(AUTOMATIC_ACTOR.to_owned());
             // The measurement that resolved it, consistent in summary and value.
             if check.value.is_some() {
                 a.value = describe(check, Severity::Warning).0;
                 a.summary = check.summary.clone();
             }
-            (a, "resolved", Some(AlertStatus::Resolved))
+            (a, TransitionKind::Resolved, Some(AlertStatus::Resolved))
         }
         (Transition::FlappingStarted { severity }, cur) => {
             let severity = severity
-                .or_else(|| cur.and_then(|c| severity_from_str(&c.severity)))
+                .or_else(|| cur.map(|c| c.severity))
                 .unwrap_or(Severity::Warning);
             let mut a = match cur {
                 Some(cur) => next(cur),
@@ -134,25 +132,33 @@ pub fn plan(
             };
             a.state = AlertState::Flapping;
             a.summary = format!("{} is flapping: {}", check.check.as_str(), check.summary);
-            (a, "flapping_started", Some(AlertStatus::Firing))
+            (
+                a,
+                TransitionKind::FlappingStarted,
+                Some(AlertStatus::Firing),
+            )
         }
         (Transition::FlappingEnded { severity: None }, Some(cur)) => {
             let mut a = next(cur);
             a.state = AlertState::Resolved;
             a.resolved_at = Some(now);
-            a.resolved_by = Some("auto".to_owned());
+            a.resolved_by = Some(AUTOMATIC_ACTOR.to_owned());
             a.summary = format!(
                 "{} is stable again: {}",
                 check.check.as_str(),
                 check.summary
             );
-            (a, "flapping_ended", Some(AlertStatus::Resolved))
+            (
+                a,
+                TransitionKind::FlappingEnded,
+                Some(AlertStatus::Resolved),
+            )
         }
         (Transition::FlappingEnded { severity: Some(s) }, Some(cur)) => {
             let mut a = next(cur);
             a.state = AlertState::Firing;
             measured(&mut a, s);
-            (a, "flapping_ended", Some(AlertStatus::Firing))
+            (a, TransitionKind::FlappingEnded, Some(AlertStatus::Firing))
         }
         // A transition of an alert that is not stored: nothing to write.
         (_, None) => return None,
@@ -160,10 +166,10 @@ pub fn plan(
     let event = AlertEventRow {
         sequence: alert.sequence,
         at: now,
-        kind: kind.to_owned(),
-        severity: alert.severity.clone(),
+        kind,
+        severity: alert.severity,
         summary: alert.summary.clone(),
-        actor: ENGINE_ACTOR.to_owned(),
+        actor: AUTOMATIC_ACTOR.to_owned(),
         note: None,
         notifications: 0,
     };
@@ -176,7 +182,7 @@ pub fn plan(
 
 /// Who makes a transition of a stored alert, and why.
 pub struct Step<'a> {
-    pub kind: &'a str,
+    pub kind: TransitionKind,
     pub summary: String,
     pub actor: &'a str,
     pub note: Option<String>,
@@ -198,8 +204,8 @@ pub fn step(
     let event = AlertEventRow {
         sequence: alert.sequence,
         at: now,
-        kind: step.kind.to_owned(),
-        severity: alert.severity.clone(),
+        kind: step.kind,
+        severity: alert.severity,
         summary: step.summary,
         actor: step.actor.to_owned(),
         note: step.note,
@@ -212,14 +218,6 @@ pub fn step(
     }
 }
 
-pub fn severity_from_str(s: &str) -> Option<Severity> {
-    match s {
-        "critical" => Some(Severity::Critical),
-        "warning" => Some(Severity::Warning),
-        _ => None,
-    }
-}
-
 /// What the notification of `alert` says.
 pub fn event_of(tenant: &Tenant, alert: &AlertRow, status: AlertStatus) -> AlertEvent {
     AlertEvent {
@@ -229,8 +227,8 @@ pub fn event_of(tenant: &Tenant, alert: &AlertRow, status: AlertStatus) -> Alert
         tenant_slug: tenant.slug.clone(),
         tenant_name: tenant.name.clone(),
         plan: tenant.plan,
-        check: alert.check.clone(),
-        severity: severity_from_str(&alert.severity).unwrap_or(Severity::Warning),
+        check: alert.check,
+        severity: alert.severity,
         status,
         summary: alert.summary.clone(),
         value: alert.value.clone(),

@@ -53,7 +53,7 @@ fn check(e: &Evaluation, check: Check) -> &CheckResult {
 }
 
 /// The state of `which` after `change` is applied to a single healthy pod.
-fn state_after(which: Check, change: impl Fn(&mut PodResult)) -> (Status, CheckState) {
+fn state_after(which: Check, change: impl Fn(&mut PodResult)) -> (HealthStatus, CheckState) {
     let mut p = pod("web-0");
     change(&mut p);
     let e = eval(&[p]);
@@ -63,7 +63,7 @@ fn state_after(which: Check, change: impl Fn(&mut PodResult)) -> (Status, CheckS
 #[test]
 fn healthy_pods_are_healthy_on_every_check() {
     let e = eval(&[pod("web-0"), pod("web-1")]);
-    assert_eq!(e.status, Status::Healthy);
+    assert_eq!(e.status, HealthStatus::Healthy);
     assert_eq!((e.pods, e.pods_up), (2, 2));
     for c in &e.checks {
         assert_eq!(c.state, CheckState::Ok, "{c:?}");
@@ -85,10 +85,10 @@ fn storage_crosses_warning_then_critical_and_back() {
             p.storage.as_mut().unwrap().used_bytes = gib * GIB;
         })
     };
-    assert_eq!(at(84), (Status::Healthy, CheckState::Ok));
-    assert_eq!(at(85), (Status::Warning, CheckState::Warning));
-    assert_eq!(at(95), (Status::Critical, CheckState::Critical));
-    assert_eq!(at(50), (Status::Healthy, CheckState::Ok));
+    assert_eq!(at(84), (HealthStatus::Healthy, CheckState::Ok));
+    assert_eq!(at(85), (HealthStatus::Warning, CheckState::Warning));
+    assert_eq!(at(95), (HealthStatus::Critical, CheckState::Critical));
+    assert_eq!(at(50), (HealthStatus::Healthy, CheckState::Ok));
 }
 
 #[test]
@@ -162,7 +162,7 @@ fn response_time_is_the_slowest_pods() {
     };
     let e = eval(&[pod("fast"), slow(1500)]);
     assert_eq!(check(&e, Check::ResponseTime).state, CheckState::Warning);
-    assert_eq!(e.status, Status::Warning);
+    assert_eq!(e.status, HealthStatus::Warning);
     let e = eval(&[slow(2000)]);
     assert_eq!(check(&e, Check::ResponseTime).state, CheckState::Critical);
     // A timed-out API counts with the time it was waited for.
@@ -184,7 +184,7 @@ fn a_pod_without_its_database_is_critical() {
     assert_eq!(c.state, CheckState::Critical);
     assert_eq!(c.value, Some(50.0));
     assert_eq!(c.summary, "database unreachable from 1 of 2 pods");
-    assert_eq!(e.status, Status::Critical);
+    assert_eq!(e.status, HealthStatus::Critical);
 }
 
 #[test]
@@ -204,7 +204,7 @@ fn api_health_failing_on_some_pods_warns_and_on_all_is_critical() {
     assert!(c.summary.contains("answered 503"), "{}", c.summary);
     let e = eval(&[failing("web-0"), failing("web-1")]);
     assert_eq!(check(&e, Check::ApiHealth).state, CheckState::Critical);
-    assert_eq!(e.status, Status::Critical, "the pods are alive");
+    assert_eq!(e.status, HealthStatus::Critical, "the pods are alive");
 }
 
 #[test]
@@ -212,7 +212,7 @@ fn no_pod_answering_is_down_and_no_data_is_unknown() {
     let mut dead = pod("web-0");
     dead.liveness.as_mut().unwrap().ok = false;
     let e = eval(&[dead]);
-    assert_eq!((e.status, e.pods_up), (Status::Down, 0));
+    assert_eq!((e.status, e.pods_up), (HealthStatus::Down, 0));
 
     let none: [&PodResult; 0] = [];
     let thresholds = Thresholds::default();
@@ -223,7 +223,7 @@ fn no_pod_answering_is_down_and_no_data_is_unknown() {
         seen_before,
     };
     let gone = evaluate(inputs(true));
-    assert_eq!(gone.status, Status::Down);
+    assert_eq!(gone.status, HealthStatus::Down);
     let api = gone
         .checks
         .iter()
@@ -235,7 +235,7 @@ fn no_pod_answering_is_down_and_no_data_is_unknown() {
         "pods that stop reporting open an API alert: {api:?}"
     );
     let e = evaluate(inputs(false));
-    assert_eq!(e.status, Status::Unknown);
+    assert_eq!(e.status, HealthStatus::Unknown);
     assert!(e.checks.iter().all(|c| c.state == CheckState::Unknown));
 }
 
@@ -245,7 +245,7 @@ fn missing_metrics_are_unknown_and_do_not_change_the_status() {
     p.metrics = None;
     p.storage = None;
     let e = eval(&[p]);
-    assert_eq!(e.status, Status::Healthy);
+    assert_eq!(e.status, HealthStatus::Healthy);
     for which in [
         Check::Users,
         Check::ApiRate,
@@ -275,7 +275,7 @@ fn a_tenants_own_thresholds_apply() {
 #[test]
 fn check_names_round_trip() {
     for c in Check::ALL {
-        assert_eq!(Check::parse(c.as_str()), Some(c));
+        assert_eq!(c.as_str().parse::<Check>(), Ok(*c));
     }
-    assert_eq!(Check::parse("cpu"), None);
+    assert!("cpu".parse::<Check>().is_err());
 }

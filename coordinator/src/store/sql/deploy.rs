@@ -1,10 +1,11 @@
 //! The SQL behind [`DeployStore`], for both backends.
 
 use async_trait::async_trait;
+use knowton_common::health::DeploymentTrigger;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{PgStore, SqliteStore, corrupt, parse_uuid};
+use super::{PgStore, SqliteStore, corrupt, decode, parse_uuid};
 use crate::store::{
     DeployStore, DeploymentEvent, DeploymentRow, DeploymentSettings, Phase, Result, StoreError,
 };
@@ -25,7 +26,11 @@ macro_rules! deploy_sql {
                     phase: Phase::parse(&phase)
                         .ok_or_else(|| corrupt(format!("deployment phase {phase:?}")))?,
                     attempt: row.try_get("attempt")?,
-                    trigger: row.try_get("trigger_kind")?,
+                    trigger: decode(
+                        "tenant_deployments",
+                        "trigger_kind",
+                        row.try_get("trigger_kind")?,
+                    )?,
                     reason: row.try_get("reason")?,
                     objects_hash: row.try_get("objects_hash")?,
                     allowlist: serde_json::from_str(&allowlist)
@@ -104,7 +109,7 @@ macro_rules! deploy_sql {
                     .bind(&tenant)
                     .bind(row.phase.as_str())
                     .bind(row.attempt)
-                    .bind(&row.trigger)
+                    .bind(row.trigger.as_str())
                     .bind(&row.reason)
                     .bind(&row.objects_hash)
                     .bind(allowlist)
@@ -123,7 +128,11 @@ macro_rules! deploy_sql {
                 Ok(())
             }
 
-            async fn request_deployment(&self, tenant: Uuid, trigger: &str) -> Result<DeploymentRow> {
+            async fn request_deployment(
+                &self,
+                tenant: Uuid,
+                trigger: DeploymentTrigger,
+            ) -> Result<DeploymentRow> {
                 let id = tenant.to_string();
                 let now = crate::store::now();
                 // A request under way keeps its phase, and so does the
@@ -153,7 +162,7 @@ macro_rules! deploy_sql {
                      updated_at = excluded.updated_at"
                 ))
                 .bind(&id)
-                .bind(trigger)
+                .bind(trigger.as_str())
                 .bind(now)
                 .execute(&self.pool)
                 .await?;

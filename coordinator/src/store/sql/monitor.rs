@@ -3,14 +3,15 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use knowton_common::health::MessageKind;
 use knowton_common::thresholds::Thresholds;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{PgStore, SqliteStore, corrupt, parse_uuid};
+use super::{PgStore, SqliteStore, corrupt, decode, parse_uuid};
 use crate::store::{
-    AlertEventRow, AlertFilter, AlertRow, AlertState, AlertWrite, CleanupCounts, HealthSummary,
-    MonitorStore, Result, Rollup, Silence, StoreError,
+    AlertEventRow, AlertFilter, AlertRow, AlertWrite, CleanupCounts, HealthSummary, MonitorStore,
+    Result, Rollup, Silence, StoreError,
 };
 
 const ALERT_FIELDS: &str = "a.id, a.tenant_id, t.slug AS tenant_slug, a.check_name, a.severity, \
@@ -36,15 +37,13 @@ macro_rules! monitor_sql {
             fn alert_from_row(
                 row: &<super::DbOf<$store> as sqlx::Database>::Row,
             ) -> Result<AlertRow> {
-                let state: String = row.try_get("state")?;
                 Ok(AlertRow {
                     id: parse_uuid(&row.try_get::<String, _>("id")?)?,
                     tenant_id: parse_uuid(&row.try_get::<String, _>("tenant_id")?)?,
                     tenant_slug: row.try_get("tenant_slug")?,
-                    check: row.try_get("check_name")?,
-                    severity: row.try_get("severity")?,
-                    state: AlertState::parse(&state)
-                        .ok_or_else(|| corrupt(format!("alert state {state:?}")))?,
+                    check: decode("alerts", "check_name", row.try_get("check_name")?)?,
+                    severity: decode("alerts", "severity", row.try_get("severity")?)?,
+                    state: decode("alerts", "state", row.try_get("state")?)?,
                     sequence: row.try_get("sequence")?,
                     summary: row.try_get("summary")?,
                     value: row.try_get("value")?,
@@ -67,7 +66,10 @@ macro_rules! monitor_sql {
                 Ok(Silence {
                     id: parse_uuid(&row.try_get::<String, _>("id")?)?,
                     tenant_id: parse_uuid(&row.try_get::<String, _>("tenant_id")?)?,
-                    check: row.try_get("check_name")?,
+                    check: row
+                        .try_get::<Option<String>, _>("check_name")?
+                        .map(|check| decode("silences", "check_name", check))
+                        .transpose()?,
                     starts_at: row.try_get("starts_at")?,
                     ends_at: row.try_get("ends_at")?,
                     end_on_resolve: row.try_get("end_on_resolve")?,
@@ -83,7 +85,7 @@ macro_rules! monitor_sql {
                 Ok(Rollup {
                     tenant_id: parse_uuid(&row.try_get::<String, _>("tenant_id")?)?,
                     minute: row.try_get("minute")?,
-                    status: row.try_get("status")?,
+                    status: decode("health_rollups", "status", row.try_get("status")?)?,
                     availability: row.try_get("availability")?,
                     latency_p50_ms: row.try_get("latency_p50_ms")?,
                     latency_p95_ms: row.try_get("latency_p95_ms")?,
@@ -169,8 +171,8 @@ macro_rules! monitor_sql {
                     )
                     .bind(&id)
                     .bind(&tenant)
-                    .bind(&a.check)
-                    .bind(&a.severity)
+                    .bind(a.check.as_str())
+                    .bind(a.severity.as_str())
                     .bind(a.state.as_str())
                     .bind(a.sequence)
                     .bind(&a.summary)
@@ -197,7 +199,7 @@ macro_rules! monitor_sql {
                     )
                     .bind(&id)
                     .bind(a.sequence - 1)
-                    .bind(&a.severity)
+                    .bind(a.severity.as_str())
                     .bind(a.state.as_str())
                     .bind(a.sequence)
                     .bind(&a.summary)
@@ -226,8 +228,8 @@ macro_rules! monitor_sql {
                 .bind(&id)
                 .bind(e.sequence)
                 .bind(e.at)
-                .bind(&e.kind)
-                .bind(&e.severity)
+                .bind(e.kind.as_str())
+                .bind(e.severity.as_str())
                 .bind(&e.summary)
                 .bind(&e.actor)
                 .bind(&e.note)
@@ -235,7 +237,7 @@ macro_rules! monitor_sql {
                 .execute(&mut *tx)
                 .await?;
                 for m in &write.messages {
-                    Self::insert_outbox(&mut tx, Some(&tenant), "alert", m, e.at).await?;
+                    Self::insert_outbox(&mut tx, Some(&tenant), MessageKind::Alert, m, e.at).await?;
                 }
                 if let Some(at) = a.resolved_at {
                     sqlx::query(
@@ -244,7 +246,7 @@ macro_rules! monitor_sql {
                     )
                     .bind(at)
                     .bind(&tenant)
-                    .bind(&a.check)
+                    .bind(a.check.as_str())
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -301,8 +303,8 @@ macro_rules! monitor_sql {
                         Ok(AlertEventRow {
                             sequence: row.try_get("sequence")?,
                             at: row.try_get("at")?,
-                            kind: row.try_get("kind")?,
-                            severity: row.try_get("severity")?,
+                            kind: decode("alert_events", "kind", row.try_get("kind")?)?,
+                            severity: decode("alert_events", "severity", row.try_get("severity")?)?,
                             summary: row.try_get("summary")?,
                             actor: row.try_get("actor")?,
                             note: row.try_get("note")?,
@@ -319,7 +321,7 @@ macro_rules! monitor_sql {
                 sqlx::query(sql)
                     .bind(s.id.to_string())
                     .bind(s.tenant_id.to_string())
-                    .bind(&s.check)
+                    .bind(s.check.map(|c| c.as_str()))
                     .bind(s.starts_at)
                     .bind(s.ends_at)
                     .bind(s.end_on_resolve)
@@ -371,7 +373,7 @@ macro_rules! monitor_sql {
                     let inserted = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                         .bind(r.tenant_id.to_string())
                         .bind(r.minute)
-                        .bind(&r.status)
+                        .bind(r.status.as_str())
                         .bind(r.availability)
                         .bind(r.latency_p50_ms)
                         .bind(r.latency_p95_ms)
@@ -496,3 +498,24 @@ macro_rules! monitor_sql {
 
 monitor_sql!(SqliteStore);
 monitor_sql!(PgStore);
+
+#[cfg(test)]
+mod tests {
+    use knowton_common::health::{Check, Severity};
+
+    use super::decode;
+
+    #[test]
+    fn an_unknown_name_is_an_error_naming_table_column_and_value() {
+        let err = decode::<Check>("alerts", "check_name", "cpu".to_owned()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "stored row is corrupt: alerts.check_name holds \"cpu\""
+        );
+        assert!(decode::<Severity>("alerts", "severity", "Warning".to_owned()).is_err());
+        assert_eq!(
+            decode::<Severity>("alerts", "severity", "critical".to_owned()).unwrap(),
+            Severity::Critical
+        );
+    }
+}
