@@ -311,3 +311,77 @@ fn defaults_and_plans(out: &mut String) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use knowton_common::health::HealthStatus;
+    use knowton_common::{Branding, Features, Plan, TenantStatus, Usage};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::health::Evaluation;
+    use crate::store::Tenant;
+
+    fn snapshot(slug: &str, pods: usize) -> Arc<TenantHealth> {
+        let now = Utc::now();
+        Arc::new(TenantHealth {
+            tenant: Tenant {
+                id: Uuid::now_v7(),
+                name: slug.to_owned(),
+                slug: slug.to_owned(),
+                plan: Plan::Enterprise,
+                domain: format!("{slug}.example.com"),
+                status: TenantStatus::Active,
+                admin_email: format!("admin@{slug}.example.com"),
+                branding: Branding::default_for(slug),
+                features: Features::none(),
+                usage: Usage::default(),
+                api_keys: Vec::new(),
+                config_version: 1,
+                created_at: now,
+                updated_at: now,
+                deprovisioned_at: None,
+                retain_until: None,
+            },
+            thresholds: Thresholds::default(),
+            evaluation: Evaluation {
+                status: HealthStatus::Healthy,
+                pods,
+                pods_up: pods,
+                checks: Vec::new(),
+                requests_per_minute: None,
+                users: None,
+            },
+            evaluated_at: now,
+            results_up_to: None,
+            open_alerts: Vec::new(),
+            current_minute: None,
+        })
+    }
+
+    #[test]
+    fn only_changed_snapshots_are_rendered_again_and_gone_tenants_forgotten() {
+        let cache = TenantLineCache::default();
+        let (acme, globex) = (snapshot("acme", 1), snapshot("globex", 2));
+        let first = cache.lines(&[acme.clone(), globex.clone()]);
+        assert!(first[0][1].contains("knowton_tenant_pods{tenant=\"acme\"} 1"));
+
+        let same = cache.lines(&[acme.clone(), globex.clone()]);
+        assert!(Arc::ptr_eq(&first[0], &same[0]), "unchanged: not rendered");
+        assert!(Arc::ptr_eq(&first[1], &same[1]));
+
+        let acme_now = snapshot("acme", 3);
+        let next = cache.lines(&[acme_now, globex.clone()]);
+        assert!(
+            !Arc::ptr_eq(&first[0], &next[0]),
+            "a new snapshot: rendered"
+        );
+        assert!(next[0][1].contains("knowton_tenant_pods{tenant=\"acme\"} 3"));
+        assert!(Arc::ptr_eq(&first[1], &next[1]));
+
+        cache.lines(&[globex]);
+        let cached = cache.rendered.lock().unwrap();
+        assert_eq!(cached.by_slug.len(), 1, "acme is no longer published");
+    }
+}
