@@ -1,8 +1,21 @@
-//! The tenant registry's storage: one trait, backed by SQLite (the embedded
-//! default) or PostgreSQL, with migrations embedded in the binary.
+//! The tenant registry's storage: one [`Store`] trait, backed by SQLite
+//! (the embedded default) or PostgreSQL, with migrations embedded in the
+//! binary.
+//!
+//! # Layout
+//! - this module: tenants, their configuration history and usage, and
+//!   [`Backend`] (how to reach the database).
+//! - `keys`: API keys and sealed deployment secrets ([`KeyStore`]).
+//! - `outbox`: notifications waiting to be delivered and each tenant's
+//!   channels ([`OutboxStore`]).
+//! - `monitor`: alerts, silences, rollups, thresholds ([`MonitorStore`]).
+//! - `deploy`: each tenant's deployment and its events ([`DeployStore`]).
+//! - `sql`: the SQL of all of them, written once for both backends.
 
 mod deploy;
+mod keys;
 mod monitor;
+mod outbox;
 mod sql;
 
 use std::str::FromStr;
@@ -11,9 +24,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use knowton_common::health::{Channel, MessageKind};
 use knowton_common::{Branding, Features, Plan, TenantStatus, Usage};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use uuid::Uuid;
@@ -21,9 +33,14 @@ use uuid::Uuid;
 use crate::credentials::KeyKind;
 
 pub use deploy::{DeployStore, DeploymentEvent, DeploymentRow, DeploymentSettings, Phase};
+pub use keys::{KeyOwner, KeyStore};
 pub use monitor::{
     ADMIN_ACTOR, AlertEventRow, AlertFilter, AlertRow, AlertState, AlertWrite, CleanupCounts,
     HealthSummary, MonitorStore, Rollup, Silence,
+};
+pub use outbox::{
+    ClaimedMessage, DeliveryOutcome, DeliveryState, OutboxEntry, OutboxMessage, OutboxStore,
+    StoredChannels,
 };
 pub use sql::{PgStore, SqliteStore};
 
@@ -157,130 +174,6 @@ pub struct NewApiKey {
     pub display_prefix: String,
 }
 
-/// A notification to enqueue in the outbox: one message to one recipient
-/// on one channel (`email`, `webhook`, `slack`), delivered and retried on
-/// its own. `recipient` is what may be shown (an address, or a redacted
-/// URL); where to deliver is inside the sealed body.
-#[derive(Debug, Clone)]
-pub struct OutboxMessage {
-    pub id: Uuid,
-    pub channel: Channel,
-    pub recipient: String,
-    pub subject: String,
-    pub sealed_body: String,
-    /// Unique; receivers see it and may deduplicate on it.
-    pub idempotency_key: String,
-    /// When what caused it happened (for alerts: the breaching result's
-    /// arrival), if known.
-    pub caused_at: Option<DateTime<Utc>>,
-}
-
-/// Where an outbox row is in its delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryState {
-    /// Not delivered yet; attempted again at `next_attempt_at`.
-    Pending,
-    /// A receiver accepted it.
-    Delivered,
-    /// Dead-lettered: a permanent error, or not delivered within the
-    /// maximum age.
-    Failed,
-}
-
-impl DeliveryState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Failed => "failed",
-        }
-    }
-}
-
-impl FromStr for DeliveryState {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        match s {
-            "pending" => Ok(DeliveryState::Pending),
-            "delivered" => Ok(DeliveryState::Delivered),
-            "failed" => Ok(DeliveryState::Failed),
-            other => Err(format!(
-                "unknown delivery state {other:?}: expected pending, delivered or failed"
-            )),
-        }
-    }
-}
-
-/// An outbox row as an operator may see it: never the body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboxEntry {
-    pub id: Uuid,
-    pub tenant_id: Option<Uuid>,
-    /// The tenant's slug, while the tenant exists.
-    pub tenant_slug: Option<String>,
-    pub kind: MessageKind,
-    pub channel: Channel,
-    pub recipient: String,
-    pub subject: String,
-    pub idempotency_key: String,
-    pub state: DeliveryState,
-    pub attempts: i64,
-    pub created_at: DateTime<Utc>,
-    pub next_attempt_at: DateTime<Utc>,
-    pub delivered_at: Option<DateTime<Utc>>,
-    pub failed_at: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-}
-
-/// A due outbox row leased to this coordinator for one delivery attempt.
-#[derive(Debug, Clone)]
-pub struct ClaimedMessage {
-    pub id: Uuid,
-    pub tenant_id: Option<Uuid>,
-    pub kind: MessageKind,
-    pub channel: Channel,
-    pub recipient: String,
-    pub subject: String,
-    pub sealed_body: String,
-    pub idempotency_key: String,
-    /// Attempts made before this one.
-    pub attempts: i64,
-    pub created_at: DateTime<Utc>,
-    pub last_error: Option<String>,
-    pub caused_at: Option<DateTime<Utc>>,
-}
-
-/// What became of a delivery attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeliveryOutcome {
-    Delivered,
-    /// Try again at `at`.
-    Retry {
-        at: DateTime<Utc>,
-        error: String,
-    },
-    /// Dead-letter it.
-    Failed {
-        error: String,
-    },
-}
-
-/// A tenant's own notification channels as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredChannels {
-    /// `None`: the default, the tenant admin's address.
-    pub emails: Option<Vec<String>>,
-    /// Sealed JSON of the webhook's URL and secret.
-    pub sealed_webhook: Option<String>,
-    /// Sealed Slack incoming-webhook URL.
-    pub sealed_slack: Option<String>,
-    /// The redacted view shown by the API and recorded in the history.
-    pub display: serde_json::Value,
-    pub updated_at: DateTime<Utc>,
-}
-
 /// One entry of a tenant's configuration history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -305,16 +198,6 @@ pub struct NewTenant {
     pub actor: String,
 }
 
-/// The owner of a valid, unrevoked API key, loaded with the key so that a
-/// tenant-key request costs one round trip.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KeyOwner {
-    pub kind: KeyKind,
-    pub display_prefix: String,
-    /// The key's tenant as it was when the key was checked.
-    pub tenant: Tenant,
-}
-
 /// A change to a tenant's configuration, recorded as a new history version.
 #[derive(Debug, Clone)]
 pub struct ConfigChange {
@@ -331,7 +214,9 @@ pub struct ConfigChange {
 
 /// The tenant registry.
 #[async_trait]
-pub trait Store: MonitorStore + DeployStore + std::fmt::Debug + Send + Sync + 'static {
+pub trait Store:
+    MonitorStore + DeployStore + OutboxStore + KeyStore + std::fmt::Debug + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// Applies the embedded migrations.
@@ -364,73 +249,12 @@ pub trait Store: MonitorStore + DeployStore + std::fmt::Debug + Send + Sync + 's
     async fn config_history(&self, id: Uuid) -> Result<Vec<ConfigVersion>>;
     async fn set_usage(&self, id: Uuid, usage: Usage) -> Result<()>;
 
-    async fn authenticate_key(&self, hash: &str) -> Result<Option<KeyOwner>>;
-    /// Revokes the active key of `key.kind` and stores `key` in its place.
-    async fn rotate_key(&self, tenant: Uuid, key: &NewApiKey) -> Result<()>;
-
-    /// `(name, sealed value)` of the tenant's deployment secrets.
-    async fn sealed_secrets(&self, tenant: Uuid) -> Result<Vec<(String, String)>>;
-
     /// Marks the tenant deprovisioned and revokes its keys; keeps its data.
     async fn deprovision(&self, id: Uuid, retain_until: DateTime<Utc>) -> Result<()>;
     /// Deletes every row of the tenant.
     async fn purge(&self, id: Uuid) -> Result<()>;
     /// Deprovisioned tenants whose retention has ended.
     async fn expired_tenants(&self, now: DateTime<Utc>) -> Result<Vec<Uuid>>;
-
-    /// Writes `messages` to the outbox in one transaction, due at once.
-    ///
-    /// A change that causes notifications must write them in the same
-    /// transaction as the change itself (as `create_tenant` does with the
-    /// welcome e-mail): a store method for that change inserts its rows with
-    /// the SQL of this one (see `insert_outbox` in `sql.rs`), and the caller
-    /// pokes [`crate::notify::Wakeup`] after the commit.
-    async fn enqueue(
-        &self,
-        tenant: Option<Uuid>,
-        kind: MessageKind,
-        messages: &[OutboxMessage],
-    ) -> Result<()>;
-    /// Leases up to `limit` pending rows of `channel` that are due at `now`
-    /// and not leased by anyone else, until `lease_until`. Safe with several
-    /// coordinators on one database: a row goes to one of them.
-    async fn claim_due(
-        &self,
-        channel: Channel,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<ClaimedMessage>>;
-    /// When the next pending row becomes due (or its lease runs out), for
-    /// the channels that can be delivered (`email`: whether SMTP is configured).
-    async fn next_due(&self, email: bool, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>>;
-    /// Records the outcome of an attempt on a leased row, counts the
-    /// attempt and releases the lease. A row no longer pending is left alone.
-    async fn record_delivery(
-        &self,
-        id: Uuid,
-        outcome: &DeliveryOutcome,
-        at: DateTime<Utc>,
-    ) -> Result<()>;
-    /// Outbox rows ordered by id (oldest first), after `after` if given.
-    async fn list_outbox(
-        &self,
-        state: Option<DeliveryState>,
-        limit: u32,
-        after: Option<Uuid>,
-    ) -> Result<Vec<OutboxEntry>>;
-
-    /// The tenant's own notification channels, if it has set any.
-    async fn notification_channels(&self, tenant: Uuid) -> Result<Option<StoredChannels>>;
-    /// Replaces the tenant's notification channels and records a history
-    /// version; returns the new version.
-    async fn set_notification_channels(
-        &self,
-        tenant: Uuid,
-        channels: &StoredChannels,
-        actor: &str,
-        summary: &str,
-    ) -> Result<i64>;
 }
 
 /// How to reach the database.
@@ -626,131 +450,4 @@ pub fn with_notifications(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Hardening review, finding 12: commits were `synchronous = NORMAL`.
-    #[tokio::test]
-    async fn sqlite_commits_are_synced_before_they_return() {
-        use sqlx::Connection;
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite:{}", dir.path().join("k.db").display());
-        let Backend::Sqlite(opts) = Backend::from_url(&url).unwrap() else {
-            panic!("not sqlite");
-        };
-        let mut conn = sqlx::SqliteConnection::connect_with(&sqlite_options(opts))
-            .await
-            .unwrap();
-        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(
-            (mode.as_str(), sync),
-            ("wal", 2),
-            "WAL with synchronous = FULL (2)"
-        );
-    }
-
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            redact_url_credentials("postgres://app:s3cret@db:5432/knowton"),
-            "postgres://app:***@db:5432/knowton"
-        );
-        assert_eq!(
-            redact_url_credentials("sqlite:knowton.db"),
-            "sqlite:knowton.db"
-        );
-        assert_eq!(
-            redact_url_credentials("postgres://app:p@ss@db/knowton"),
-            "postgres://app:***@db/knowton"
-        );
-        assert_eq!(
-            redact_url_credentials("sqlite:knowton.db?mode=rwc"),
-            "sqlite:knowton.db?mode=rwc"
-        );
-        // Passwords and tokens in the query string, and a fragment.
-        assert_eq!(
-            redact_url_credentials(
-                "postgres://db:5432/knowton?user=app&password=s3cret&sslmode=require&sslpassword=k3y"
-            ),
-            "postgres://db:5432/knowton?user=app&password=***&sslmode=require&sslpassword=***"
-        );
-        assert_eq!(
-            redact_url_credentials("smtp://mail.example.com?auth_token=t0ken&empty=&s3cret#frag"),
-            "smtp://mail.example.com?auth_token=***&empty=&***#***"
-        );
-        // An @ in the query is not taken for the user's.
-        assert_eq!(
-            redact_url_credentials("postgres://db/k?user=a@b&Password=x:y@z"),
-            "postgres://db/k?user=a@b&Password=***"
-        );
-    }
-
-    #[test]
-    fn no_secret_survives_redaction() {
-        for secret in ["s3cret", "hunter2"] {
-            for url in [
-                format!("postgres://u:{secret}@h/d"),
-                format!("postgres://h/d?password={secret}"),
-                format!("postgres://h/d?PASSWORD={secret}&sslmode=disable"),
-                format!("postgres://h/d?pass%77ord={secret}"),
-                format!("smtps://h?{secret}"),
-                format!("smtp://h/#{secret}"),
-            ] {
-                assert!(!redact_url_credentials(&url).contains(secret), "{url}");
-            }
-        }
-    }
-
-    proptest::proptest! {
-        /// A password, a query value not known to be harmless, or a
-        /// fragment never survives, wherever it is.
-        #[test]
-        fn redaction_hides_every_credential(
-            secret in "[A-Za-z0-9]{12,24}",
-            name in "[a-z_]{1,12}",
-            user in "[a-z]{1,8}",
-            host in "[a-z]{1,10}",
-        ) {
-            proptest::prop_assume!(!HARMLESS_PARAMETERS.contains(&name.as_str()));
-            for url in [
-                format!("postgres://{user}:{secret}@{host}:5432/db"),
-                format!("postgres://{host}/db?sslmode=require&{name}={secret}"),
-                format!("smtps://{user}@{host}?{name}={secret}&port=465"),
-                format!("smtp://{host}/#{secret}"),
-            ] {
-                let shown = redact_url_credentials(&url);
-                proptest::prop_assert!(!shown.contains(&secret), "{} shown as {}", url, shown);
-                proptest::prop_assert!(shown.contains(&host));
-            }
-        }
-
-        /// Never panics, whatever the text.
-        #[test]
-        fn redaction_takes_any_text(url in "\\PC{0,80}") {
-            let _ = redact_url_credentials(&url);
-        }
-    }
-
-    #[test]
-    fn backends_from_urls() {
-        assert!(matches!(
-            Backend::from_url("sqlite:x.db"),
-            Ok(Backend::Sqlite(_))
-        ));
-        assert!(matches!(
-            Backend::from_url("postgres://postgres@127.0.0.1/test"),
-            Ok(Backend::Postgres(_))
-        ));
-        let err = Backend::from_url("mysql://u:pw@h/db")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("mysql://u:***@h/db"), "{err}");
-    }
-}
+mod tests;

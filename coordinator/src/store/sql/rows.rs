@@ -1,0 +1,91 @@
+//! Decoding a tenant and its keys from rows, for both backends (the
+//! tenant queries in the parent module and the key lookups use it).
+
+use knowton_common::{Branding, Features, TenantStatus, Usage};
+use sqlx::Row;
+
+use super::{PgStore, SqliteStore, corrupt, parse_uuid, to_u64};
+use crate::store::{ApiKeyInfo, Result, Tenant};
+
+macro_rules! tenant_rows {
+    ($store:ty) => {
+        impl $store {
+            pub(super) fn tenant_from_row(
+                row: &<$crate::store::sql::DbOf<$store> as sqlx::Database>::Row,
+            ) -> Result<Tenant> {
+                let id: String = row.try_get("id")?;
+                let plan: String = row.try_get("plan")?;
+                let status: String = row.try_get("status")?;
+                Ok(Tenant {
+                    id: parse_uuid(&id)?,
+                    name: row.try_get("name")?,
+                    slug: row.try_get("slug")?,
+                    plan: plan.parse().map_err(corrupt)?,
+                    domain: row.try_get("domain")?,
+                    status: status.parse::<TenantStatus>().map_err(corrupt)?,
+                    admin_email: row
+                        .try_get::<Option<String>, _>("admin_email")?
+                        .unwrap_or_default(),
+                    branding: Branding {
+                        company_name: row.try_get("company_name")?,
+                        primary_color: row.try_get("primary_color")?,
+                        secondary_color: row.try_get("secondary_color")?,
+                        logo_url: row.try_get("logo_url")?,
+                    },
+                    features: Features {
+                        nft: row.try_get("enable_nft")?,
+                        bonds: row.try_get("enable_bonds")?,
+                        fractionalization: row.try_get("enable_fractionalization")?,
+                        enterprise: row.try_get("enable_enterprise")?,
+                        custom_development: row.try_get("enable_custom_development")?,
+                    },
+                    usage: Usage {
+                        users: to_u64(row.try_get("users")?),
+                        storage_bytes: to_u64(row.try_get("storage_bytes")?),
+                        api_requests: to_u64(row.try_get("api_requests")?),
+                    },
+                    api_keys: Vec::new(),
+                    config_version: row.try_get("config_version")?,
+                    created_at: row.try_get("created_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                    deprovisioned_at: row.try_get("deprovisioned_at")?,
+                    retain_until: row.try_get("retain_until")?,
+                })
+            }
+
+            /// A tenant from rows of `TENANT_FIELDS` + `ACTIVE_KEYS`.
+            pub(super) fn tenant_with_keys(
+                rows: &[<$crate::store::sql::DbOf<$store> as sqlx::Database>::Row],
+            ) -> Result<Option<Tenant>> {
+                let Some(first) = rows.first() else {
+                    return Ok(None);
+                };
+                let mut tenant = Self::tenant_from_row(first)?;
+                for row in rows {
+                    if let Some(kind) = row.try_get::<Option<String>, _>("key_kind")? {
+                        tenant.api_keys.push(ApiKeyInfo {
+                            kind: kind.parse().map_err(corrupt)?,
+                            display_prefix: row.try_get("key_prefix")?,
+                            created_at: row.try_get("key_created_at")?,
+                        });
+                    }
+                }
+                Ok(Some(tenant))
+            }
+
+            pub(super) fn key_from_row(
+                row: &<$crate::store::sql::DbOf<$store> as sqlx::Database>::Row,
+            ) -> Result<ApiKeyInfo> {
+                let kind: String = row.try_get("kind")?;
+                Ok(ApiKeyInfo {
+                    kind: kind.parse().map_err(corrupt)?,
+                    display_prefix: row.try_get("display_prefix")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            }
+        }
+    };
+}
+
+tenant_rows!(SqliteStore);
+tenant_rows!(PgStore);
