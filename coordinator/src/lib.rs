@@ -2,26 +2,33 @@
 //! lifecycle, and the REST API and CLI that operators use.
 //!
 //! # Layout
-//! - [`server`]: load, bind, spawn, drain: the lifecycle of `serve`.
-//! - [`config`]: `serve` flags and their validation.
-//! - [`listen`]: the HTTP listeners' connection limit and timeouts.
-//! - [`api`]: REST routes, authentication, rate limiting, errors, OpenAPI.
-//! - [`provision`]: the tenant lifecycle (provision, change, rotate keys,
-//!   deprovision, purge), the one owner the API, the CLI and the demo call.
-//! - [`deploy`]: each tenant's Kubernetes objects.
-//! - [`directory`]: the live set of active tenant slugs the ingest path checks.
-//! - [`health`]: tenant health evaluation, alerts and rollups.
-//! - [`metrics`]: Prometheus registries and rendering from published snapshots
-//!   (the `/metrics` handler is [`api::metrics`]).
-//! - [`notify`]: notification channels, rendering, and durable delivery
-//!   from the outbox (e-mail, webhooks, Slack).
-//! - [`store`]: the tenant registry on SQLite or PostgreSQL.
-//! - [`secrets`]: encryption at rest of deployment secrets and sealed messages.
-//! - [`credentials`]: API keys, passwords and their hashes.
-//! - [`cli`], [`client`]: the command line and its REST client commands.
-//! - [`demo`]: `demo`, the whole system in one process with simulated tenants.
-//! - `sim`: simulated tenant pods for `demo`, the tests and the benchmarks
-//!   (hidden from the docs: not part of the coordinator proper).
+//! Bottom to top; a module uses only its own layer and those above it in
+//! this list (`tests/architecture.rs` checks it).
+//! 1. [`certs`], [`tls`], [`secrets`], [`credentials`]: certificates, TLS
+//!    configuration, encryption at rest of secrets and sealed messages, API
+//!    keys and password hashes.
+//! 2. [`store`]: tenants, keys, outbox, alerts, deployments on SQLite or
+//!    PostgreSQL.
+//! 3. [`directory`]: the live set of active tenant slugs; [`notify`]:
+//!    notification channels, rendering and durable delivery from the outbox
+//!    (e-mail, webhooks, Slack); [`ingest`]: the agents' streams, their
+//!    latest results and placement.
+//! 4. [`health`]: tenant health evaluation, alerts, rollups and the engine
+//!    publishing each tenant's snapshot.
+//! 5. [`deploy`]: each tenant's Kubernetes objects, rollouts, drift and
+//!    scaling.
+//! 6. [`provision`]: the tenant lifecycle (provision, change, rotate keys,
+//!    deprovision, purge), the one owner the API, the CLI and the demo call.
+//! 7. [`metrics`]: Prometheus registries and rendering from published
+//!    snapshots (the `/metrics` handler is [`api::metrics`]).
+//! 8. [`listen`]: the HTTP listeners' connection limit and timeouts;
+//!    [`api`]: REST routes, authentication, rate limiting, errors, OpenAPI.
+//! 9. [`config`]: `serve` flags and their validation; [`server`]: load,
+//!    bind, spawn, drain: the lifecycle of `serve`.
+//! 10. [`cli`], [`client`]: the command line and its REST client commands;
+//!     [`demo`]: the whole system in one process with simulated tenants;
+//!     `sim`: the simulated tenant pods `demo`, the tests and the benchmarks
+//!     share (hidden from the docs: not part of the coordinator proper).
 
 pub mod api;
 pub mod certs;

@@ -158,6 +158,39 @@ fn imports_go_down_the_layers_and_never_loop() {
     );
 }
 
+/// Every crate's `lib.rs` names each of its modules in its docs (the
+/// "Layout" a newcomer reads first).
+#[test]
+fn every_crate_layout_names_all_its_modules() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut missing = Vec::new();
+    for krate in ["common", "proto", "coordinator", "agent", "tests", "bench"] {
+        let lib = workspace.join(krate).join("src/lib.rs");
+        let source = fs::read_to_string(&lib).unwrap();
+        let docs: String = source
+            .lines()
+            .filter_map(|line| line.trim_start().strip_prefix("//!"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for line in source.lines() {
+            let declared = line
+                .trim_start()
+                .strip_prefix("pub mod ")
+                .or_else(|| line.trim_start().strip_prefix("mod "));
+            let Some(name) = declared.and_then(|rest| rest.strip_suffix(';')) else {
+                continue;
+            };
+            if !docs.contains(&format!("`{name}`")) {
+                missing.push(format!("{krate}: {name}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "modules missing from their crate's Layout docs: {missing:?}"
+    );
+}
+
 #[test]
 fn the_scanner_sees_paths_in_code_only() {
     let code = code_only(

@@ -16,6 +16,8 @@
 //! - [`feed`]: agent result batches.
 //! - [`receiver`]: webhook receivers that record what they are sent.
 //! - [`smtp`]: an SMTP server that records the mail it is sent.
+//! - [`agent`]: test agents: flags for a real one, a fake agent's stream.
+//! - [`promtool`]: `promtool check metrics` on a scrape.
 //!
 //! Simulated tenant pods are the coordinator's `knowton_coordinator::sim`.
 
