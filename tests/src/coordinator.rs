@@ -1,12 +1,19 @@
 //! A coordinator started in process on a test database, stopped or
-//! restarted by the test, with the settings and secrets tests rely on.
+//! restarted by the test, with the settings and secrets tests rely on,
+//! and the alerts its engine opens from the results a test reports.
+
+use std::time::Duration;
 
 use base64::Engine;
+use knowton_common::plan::Plan;
 use knowton_coordinator::config::{ServeArgs, ServeConfig};
 use knowton_coordinator::secrets::SecretBox;
 use knowton_coordinator::server::{self, Running};
+use reqwest::Method;
+use serde_json::Value;
 
-use crate::{Db, TestDb};
+use crate::feed::{Feed, Shape, healthy};
+use crate::{Db, TestDb, eventually};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 /// The bearer token `/metrics` requires on the API port of test coordinators.
@@ -140,19 +147,45 @@ impl TestCoordinator {
         SecretBox::from_key(&SECRET_KEY)
     }
 
-    /// Enqueues the notifications of `event` as the alert engine would, and
-    /// returns how many rows it wrote.
-    pub async fn notify_alert(
-        &self,
-        event: &knowton_coordinator::notify::render::AlertEvent,
-    ) -> usize {
-        let state = self.running_state();
-        let tenant = state.service.get(event.tenant_id).await.expect("tenant");
-        state
-            .notify
-            .notify_alert(&tenant, event)
-            .await
-            .expect("notifications enqueued")
+    /// Reports the pod of the tenant in `provisioned` (a 201 body of
+    /// `POST /api/v1/tenants`) with its volume 96% full, as `feed`'s agent
+    /// would, and returns the critical storage alert the engine opens for
+    /// it: `storage at 96% of <the plan's storage>`.
+    pub async fn fill_storage(&self, feed: &mut Feed, provisioned: &Value) -> Value {
+        let tenant = &provisioned["tenant"];
+        let slug = tenant["slug"].as_str().expect("a slug");
+        let plan: Plan = tenant["plan"].as_str().expect("a plan").parse().unwrap();
+        let used = plan.limits().storage_bytes / 100 * 96;
+        feed.send(vec![healthy(slug, "web-0").storage(used)]);
+        let mut open = self.open_alerts(slug, 1).await;
+        open.remove(0)
+    }
+
+    /// The open alerts of `tenant` once there are `count`, as
+    /// `GET /api/v1/monitoring/alerts?resolved=false` lists them.
+    pub async fn open_alerts(&self, tenant: &str, count: usize) -> Vec<Value> {
+        let what = format!("{count} open alerts of {tenant}");
+        eventually(Duration::from_secs(20), &what, || async {
+            let path = "/api/v1/monitoring/alerts?resolved=false&limit=200";
+            let reply = self.admin(Method::GET, path, None).await;
+            let open: Vec<Value> = reply.body["alerts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a["tenant"] == tenant)
+                .cloned()
+                .collect();
+            (open.len() == count).then_some(open)
+        })
+        .await
+    }
+
+    /// One alert with its history (`GET /api/v1/monitoring/alerts/{id}`).
+    pub async fn alert(&self, id: &str) -> Value {
+        let path = format!("/api/v1/monitoring/alerts/{id}");
+        let reply = self.admin(Method::GET, &path, None).await;
+        assert_eq!(reply.status, reqwest::StatusCode::OK, "{}", reply.body);
+        reply.body
     }
 }
 

@@ -24,7 +24,11 @@ pub struct Feed {
 impl Feed {
     /// Registers an agent of `node` with the coordinator.
     pub fn new(kt: &TestCoordinator, node: &str) -> Self {
-        let state = kt.running_state();
+        Self::on(kt.running_state(), node)
+    }
+
+    /// [`Self::new`], for a coordinator started without [`TestCoordinator`].
+    pub fn on(state: knowton_coordinator::api::AppState, node: &str) -> Self {
         let hello = Hello {
             protocol_version: 1,
             node_name: node.to_owned(),

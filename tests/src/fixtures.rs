@@ -3,8 +3,10 @@
 use serde_json::{Value, json};
 
 /// A storage alert of the tenant in `provisioned` (a 201 body of
-/// `POST /api/v1/tenants`): `[CRITICAL] <slug>: storage at 96% of 1 Ti`,
-/// resolved when `resolved`.
+/// `POST /api/v1/tenants`): `[CRITICAL] <slug>: storage at 96% of 1 TiB`,
+/// resolved when `resolved`. Only for tests that write outbox rows where
+/// no engine can (a stopped coordinator, channels the API refuses); others
+/// raise alerts through the engine ([`crate::TestCoordinator::fill_storage`]).
 pub fn storage_alert(
     provisioned: &Value,
     alert_id: uuid::Uuid,
@@ -28,7 +30,7 @@ pub fn storage_alert(
         } else {
             AlertStatus::Firing
         },
-        summary: "storage at 96% of 1 Ti".into(),
+        summary: "storage at 96% of 1 TiB".into(),
         value: "96%".into(),
         threshold: "95%".into(),
         starts_at,

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use knowton_coordinator::config::ServeArgs;
 use knowton_coordinator::notify::email::message_id;
+use knowton_tests::feed::Feed;
 use knowton_tests::smtp::{ReceivedMail, SmtpTls, TestSmtp};
-use knowton_tests::{Db, TestCoordinator, eventually, on_every_backend, storage_alert};
+use knowton_tests::{Db, TestCoordinator, eventually, on_every_backend};
 
 on_every_backend!(db:
     welcome_email_arrives_over_starttls_with_auth,
@@ -105,14 +106,16 @@ async fn alert_email_arrives_over_implicit_tls(db: Db) {
     })
     .await;
     let created = kt.provision("acme", "enterprise").await;
-    let event = storage_alert(&created, uuid::Uuid::now_v7(), 1, false);
+    let mut feed = Feed::new(&kt, "node-a");
+    let alert = kt.fill_storage(&mut feed, &created).await;
+    let id = alert["id"].as_str().unwrap();
     assert_eq!(
-        kt.notify_alert(&event).await,
+        kt.alert(id).await["history"][0]["notifications"],
         2,
         "the admin and the operator"
     );
 
-    let subject = "[CRITICAL] acme: storage at 96% of 1 Ti";
+    let subject = "[CRITICAL] acme: storage at 96% of 1 TiB";
     let mails = eventually(Duration::from_secs(20), "two alert e-mails", || async {
         let mails: Vec<ReceivedMail> = smtp
             .messages()
@@ -131,7 +134,7 @@ async fn alert_email_arrives_over_implicit_tls(db: Db) {
     for mail in &mails {
         assert!(mail.tls && mail.authenticated);
         assert_eq!(mail.content_type, "multipart/alternative");
-        let key = format!("alert:{}:1:email:{}", event.alert_id, mail.rcpt_tos[0]);
+        let key = format!("alert:{id}:1:email:{}", mail.rcpt_tos[0]);
         assert_eq!(mail.header("X-Knowton-Idempotency-Key"), Some(key.as_str()));
         for part in ["text/plain", "text/html"] {
             let body = mail.part(part).unwrap();

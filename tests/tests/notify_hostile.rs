@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use knowton_coordinator::config::ServeArgs;
 use knowton_coordinator::notify::channels::{Receiver as Whose, ResolvedChannels, WebhookTarget};
+use knowton_tests::feed::Feed;
 use knowton_tests::receiver::{Answer, Receiver, ReceiverTls};
 use knowton_tests::{
     Db, TestCoordinator, eventually, eventually_showing, on_every_backend, storage_alert,
@@ -68,10 +69,10 @@ async fn an_endless_error_body_is_cut_off_after_a_few_kib_at_once(db: Db) {
     })
     .await;
     let created = kt.provision("acme", "basic").await;
-    let alert = Uuid::now_v7();
-    kt.notify_alert(&storage_alert(&created, alert, 1, false))
+    let alert = kt
+        .fill_storage(&mut Feed::new(&kt, "node-a"), &created)
         .await;
-    let key = format!("alert:{alert}:1:webhook:operator");
+    let key = format!("alert:{}:1:webhook:operator", alert["id"].as_str().unwrap());
 
     // Well inside the 30 s timeout: the old code was still reading.
     let row = eventually(
@@ -192,12 +193,11 @@ async fn a_name_resolving_to_loopback_is_refused_when_delivering_without_a_conne
         .await;
     assert_eq!(put.status, StatusCode::OK, "{}", put.body);
 
-    let alert = Uuid::now_v7();
-    assert_eq!(
-        kt.notify_alert(&storage_alert(&created, alert, 1, false))
-            .await,
-        3
-    );
+    let alert = kt
+        .fill_storage(&mut Feed::new(&kt, "node-a"), &created)
+        .await;
+    let opened = kt.alert(alert["id"].as_str().unwrap()).await;
+    assert_eq!(opened["history"][0]["notifications"], 3);
     let failed = eventually_showing(WAIT, "both tenant rows dead-lettered", || async {
         let failed = rows(&kt, "failed").await;
         if failed.len() == 2 {
@@ -259,7 +259,7 @@ async fn an_operator_allowed_range_is_reached_over_verified_tls(db: Db) {
     assert_eq!(put.status, StatusCode::OK, "{}", put.body);
     assert!(slack.url("/").starts_with("https://127.0.0.1:"));
 
-    kt.notify_alert(&storage_alert(&created, Uuid::now_v7(), 1, false))
+    kt.fill_storage(&mut Feed::new(&kt, "node-a"), &created)
         .await;
     let delivered = eventually(WAIT, "the webhook", || async { hook.accepted().pop() }).await;
     assert_eq!(delivered.path, "/alertmanager");
@@ -285,9 +285,8 @@ async fn an_operator_allowed_range_is_reached_over_verified_tls(db: Db) {
         )
         .await;
     assert_eq!(put.status, StatusCode::OK, "{}", put.body);
-    untrusted
-        .notify_alert(&storage_alert(&created, Uuid::now_v7(), 1, false))
-        .await;
+    let mut feed = Feed::new(&untrusted, "node-a");
+    untrusted.fill_storage(&mut feed, &created).await;
     let row = eventually(WAIT, "a failed TLS attempt", || async {
         rows(&untrusted, "pending")
             .await
@@ -302,7 +301,8 @@ async fn an_operator_allowed_range_is_reached_over_verified_tls(db: Db) {
 
 /// Rows enqueued with a tenant URL the policy now refuses (written before
 /// the policy, or with a literal address) fail permanently at delivery,
-/// without a connection.
+/// without a connection. The engine cannot write them (`PUT` refuses such
+/// URLs), so they are planned and enqueued as the engine does.
 async fn stored_rows_with_plain_or_literal_forbidden_urls_are_refused_when_delivering(db: Db) {
     let hook = Receiver::start().await;
     let tls = ReceiverTls::generate();

@@ -11,6 +11,8 @@ use knowton_common::health::{Channel, MessageKind};
 use knowton_coordinator::config::ServeConfig;
 use knowton_coordinator::server;
 use knowton_coordinator::store::{Backend, now};
+use knowton_proto::agent::v1::PodResult;
+use knowton_tests::feed::{Feed, Shape, healthy};
 use knowton_tests::receiver::{Answer, Receiver, ReceiverTls, RetryAfter};
 use knowton_tests::smtp::{SmtpTls, TestSmtp};
 use knowton_tests::{Db, TestCoordinator, eventually, on_every_backend, storage_alert};
@@ -34,6 +36,7 @@ on_every_backend!(db:
 
 const SECRET: &str = "webhook-signing-secret-42";
 const WAIT: Duration = Duration::from_secs(20);
+const GIB: u64 = 1 << 30;
 
 /// Alertmanager's webhook payload, version 4, and nothing else but our
 /// idempotency key: an unknown or missing field fails the test.
@@ -107,6 +110,26 @@ async fn row(kt: &TestCoordinator, key: &str, state: &str) -> Value {
     .await
 }
 
+/// The storage alert the engine opens for `created` (see
+/// [`TestCoordinator::fill_storage`]), with its first idempotency key on
+/// the operator's webhook.
+async fn storage_alert_on_operator_webhook(kt: &TestCoordinator, created: &Value) -> String {
+    let alert = kt.fill_storage(&mut Feed::new(kt, "node-a"), created).await;
+    format!("alert:{}:1:webhook:operator", alert["id"].as_str().unwrap())
+}
+
+/// A result of `tenant`'s pod (basic plan) breaching five checks at once:
+/// storage, users, error rate, response time and database; with
+/// `per_second` at 1.4 requests/s (84% of the plan's), the API rate too.
+fn breaching(tenant: &str, per_second: f64) -> PodResult {
+    healthy(tenant, "web-0")
+        .storage(98 * GIB / 10)
+        .users(10.0)
+        .traffic(per_second, 0.2)
+        .slow(2500)
+        .database_down()
+}
+
 async fn webhook_is_alertmanager_v4_and_signed_and_slack_has_text_blocks_and_colour(db: Db) {
     // The tenant's receivers: https on this machine, which the coordinator
     // may reach because the operator opened loopback and trusts their CA.
@@ -118,6 +141,7 @@ async fn webhook_is_alertmanager_v4_and_signed_and_slack_has_text_blocks_and_col
     let kt = TestCoordinator::start_and(db, |a| {
         a.notify.notify_allow_cidr = vec!["127.0.0.0/8".into()];
         a.notify.notify_ca_file = Some(ca);
+        a.alerting.alert_resolve_after = 1;
     })
     .await;
     let created = kt.provision("acme", "enterprise").await;
@@ -135,12 +159,10 @@ async fn webhook_is_alertmanager_v4_and_signed_and_slack_has_text_blocks_and_col
         .await;
     assert_eq!(put.status, StatusCode::OK, "{}", put.body);
 
-    let alert = Uuid::now_v7();
-    assert_eq!(
-        kt.notify_alert(&storage_alert(&created, alert, 1, false))
-            .await,
-        2
-    );
+    let mut feed = Feed::new(&kt, "node-a");
+    let opened = kt.fill_storage(&mut feed, &created).await;
+    let alert = opened["id"].as_str().unwrap();
+    assert_eq!(kt.alert(alert).await["history"][0]["notifications"], 2);
     let firing = eventually(WAIT, "the webhook", || async { hook.accepted().pop() }).await;
     assert_eq!(firing.path, "/alertmanager");
     assert_eq!(firing.header("content-type"), Some("application/json"));
@@ -155,7 +177,7 @@ async fn webhook_is_alertmanager_v4_and_signed_and_slack_has_text_blocks_and_col
     assert_eq!(payload.common_labels["severity"], "critical");
     assert_eq!(
         payload.common_annotations["summary"],
-        "storage at 96% of 1 Ti"
+        "storage at 96% of 1 TiB"
     );
     assert_eq!(payload.external_url, kt.base);
     let key = format!("alert:{alert}:1:webhook:tenant");
@@ -183,7 +205,7 @@ async fn webhook_is_alertmanager_v4_and_signed_and_slack_has_text_blocks_and_col
     assert_eq!(message.path, "/services/T000/B000/slack-token");
     assert!(message.header("x-knowton-signature").is_none());
     let body = message.json();
-    assert_eq!(body["text"], "[CRITICAL] acme: storage at 96% of 1 Ti");
+    assert_eq!(body["text"], "[CRITICAL] acme: storage at 96% of 1 TiB");
     assert!(!body["blocks"].as_array().unwrap().is_empty());
     assert_eq!(body["blocks"][0]["type"], "section");
     assert_eq!(
@@ -194,8 +216,7 @@ async fn webhook_is_alertmanager_v4_and_signed_and_slack_has_text_blocks_and_col
     assert!(details.contains("96%") && details.contains("95%"));
 
     // The resolution: green, resolved, with its end time.
-    kt.notify_alert(&storage_alert(&created, alert, 2, true))
-        .await;
+    feed.send(vec![healthy("acme", "web-0")]);
     let resolved = eventually(WAIT, "the resolution", || async {
         (hook.accepted().len() == 2).then(|| hook.accepted()[1].clone())
     })
@@ -211,7 +232,7 @@ async fn webhook_is_alertmanager_v4_and_signed_and_slack_has_text_blocks_and_col
         (slack.accepted().len() == 2).then(|| slack.accepted()[1].json())
     })
     .await;
-    assert_eq!(green["text"], "[RESOLVED] acme: storage at 96% of 1 Ti");
+    assert_eq!(green["text"], "[RESOLVED] acme: storage at 0% of 1 TiB");
     assert_eq!(green["attachments"][0]["color"], "#2eb67d");
 }
 
@@ -220,10 +241,7 @@ async fn a_receiver_that_fails_for_a_while_gets_the_message_once(db: Db) {
     hook.script([503, 503, 500].map(Answer::status));
     let kt = with_operator_channels(db, Some(&hook), None, |_| {}).await;
     let created = kt.provision("acme", "basic").await;
-    let alert = Uuid::now_v7();
-    kt.notify_alert(&storage_alert(&created, alert, 1, false))
-        .await;
-    let key = format!("alert:{alert}:1:webhook:operator");
+    let key = storage_alert_on_operator_webhook(&kt, &created).await;
     let delivered = row(&kt, &key, "delivered").await;
     assert_eq!(delivered["attempts"], 4);
     assert_eq!(delivered["recipient"], format!("http://{}/…", hook.addr));
@@ -251,15 +269,8 @@ async fn retry_after_is_honoured_in_seconds_and_as_a_date(db: Db) {
     ]);
     let kt = with_operator_channels(db, Some(&hook), None, |_| {}).await;
     let created = kt.provision("acme", "basic").await;
-    let alert = Uuid::now_v7();
-    kt.notify_alert(&storage_alert(&created, alert, 1, false))
-        .await;
-    row(
-        &kt,
-        &format!("alert:{alert}:1:webhook:operator"),
-        "delivered",
-    )
-    .await;
+    let key = storage_alert_on_operator_webhook(&kt, &created).await;
+    row(&kt, &key, "delivered").await;
     let hits = hook.hits();
     assert_eq!(hits.len(), 3);
     for pair in hits.windows(2) {
@@ -278,10 +289,7 @@ async fn client_errors_are_dead_letters_at_once(db: Db) {
     hook.answer_by_default(Answer::status(400));
     let kt = with_operator_channels(db, Some(&hook), None, |_| {}).await;
     let created = kt.provision("acme", "basic").await;
-    let alert = Uuid::now_v7();
-    kt.notify_alert(&storage_alert(&created, alert, 1, false))
-        .await;
-    let key = format!("alert:{alert}:1:webhook:operator");
+    let key = storage_alert_on_operator_webhook(&kt, &created).await;
     let failed = row(&kt, &key, "failed").await;
     assert_eq!(failed["attempts"], 1);
     assert_eq!(failed["state"], "failed");
@@ -308,10 +316,8 @@ async fn undelivered_messages_are_dead_letters_after_the_maximum_age(db: Db) {
     })
     .await;
     let created = kt.provision("acme", "basic").await;
-    let alert = Uuid::now_v7();
-    kt.notify_alert(&storage_alert(&created, alert, 1, false))
-        .await;
-    let failed = row(&kt, &format!("alert:{alert}:1:webhook:operator"), "failed").await;
+    let key = storage_alert_on_operator_webhook(&kt, &created).await;
+    let failed = row(&kt, &key, "failed").await;
     let error = failed["lastError"].as_str().unwrap();
     assert!(
         error.contains("not delivered within 2s") && error.contains("503"),
@@ -337,15 +343,16 @@ async fn a_failing_slack_does_not_delay_or_duplicate_webhook_or_email(db: Db) {
         a.notify.smtp_url = Some(smtp.url());
         a.notify.smtp_from = Some("alerts@knowton.example.com".into());
         a.notify.smtp_ca = Some(smtp.ca_file.clone());
+        a.alerting.alert_resolve_after = 1;
     })
     .await;
-    let created = kt.provision("acme", "basic").await;
-    let alert = Uuid::now_v7();
+    kt.provision("acme", "basic").await;
     // A burst, more than a channel's concurrency: Slack's slots all hang.
-    for sequence in 1..=10 {
-        kt.notify_alert(&storage_alert(&created, alert, sequence, sequence % 2 == 0))
-            .await;
-    }
+    // Five alerts open at once, and resolve at once.
+    let mut feed = Feed::new(&kt, "node-a");
+    feed.send(vec![breaching("acme", 0.5)]);
+    kt.open_alerts("acme", 5).await;
+    feed.send(vec![healthy("acme", "web-0")]);
     let delivered = eventually(WAIT, "webhook and e-mail", || async {
         let rows = kt.notifications("state=delivered").await;
         let count = |channel: &str| {
@@ -368,7 +375,7 @@ async fn a_failing_slack_does_not_delay_or_duplicate_webhook_or_email(db: Db) {
     let alert_mails = smtp
         .messages()
         .into_iter()
-        .filter(|m| m.header("Subject").is_some_and(|s| s.contains("storage")))
+        .filter(|m| m.header("Subject").is_some_and(|s| s.contains("] acme: ")))
         .count();
     assert_eq!(alert_mails, 10, "each e-mail once");
     let mut keys: Vec<String> = hook
@@ -386,9 +393,7 @@ async fn messages_survive_a_restart_and_a_crashed_lease_and_go_out_once(db: Db) 
     hook.answer_by_default(Answer::status(503));
     let kt = with_operator_channels(db, Some(&hook), None, |_| {}).await;
     let created = kt.provision("acme", "basic").await;
-    let first = Uuid::now_v7();
-    kt.notify_alert(&storage_alert(&created, first, 1, false))
-        .await;
+    let first = storage_alert_on_operator_webhook(&kt, &created).await;
     eventually(WAIT, "a failed attempt", || async {
         (!hook.hits().is_empty()).then_some(())
     })
@@ -397,7 +402,9 @@ async fn messages_survive_a_restart_and_a_crashed_lease_and_go_out_once(db: Db) 
     let (db, args) = kt.stop_for_restart().await;
 
     // While it is down, a second notification is committed and leased by a
-    // coordinator that is then killed (kill -9) before delivering it.
+    // coordinator that is then killed (kill -9) before delivering it: its
+    // engine's write (planned and enqueued as the engine does), as no engine
+    // of ours runs now.
     let store = Backend::from_url(&db.url).unwrap().open().await.unwrap();
     let second = Uuid::now_v7();
     let event = storage_alert(&created, second, 1, false);
@@ -435,13 +442,9 @@ async fn messages_survive_a_restart_and_a_crashed_lease_and_go_out_once(db: Db) 
     let hits_before = hook.hits().len();
     hook.answer_by_default(Answer::status(200));
     let kt = TestCoordinator::start_with(db, args).await;
-    for alert in [first, second] {
-        row(
-            &kt,
-            &format!("alert:{alert}:1:webhook:operator"),
-            "delivered",
-        )
-        .await;
+    let second = format!("alert:{second}:1:webhook:operator");
+    for key in [&first, &second] {
+        row(&kt, key, "delivered").await;
     }
     let after: Vec<_> = hook.hits().into_iter().skip(hits_before).collect();
     assert_eq!(after.len(), 2, "each once after the restart");
@@ -455,10 +458,7 @@ async fn messages_survive_a_restart_and_a_crashed_lease_and_go_out_once(db: Db) 
         .map(|h| h.header("idempotency-key").unwrap())
         .collect();
     keys.sort();
-    let mut expected = [
-        format!("alert:{first}:1:webhook:operator"),
-        format!("alert:{second}:1:webhook:operator"),
-    ];
+    let mut expected = [first, second];
     expected.sort();
     assert_eq!(keys, expected);
 }
@@ -466,35 +466,34 @@ async fn messages_survive_a_restart_and_a_crashed_lease_and_go_out_once(db: Db) 
 async fn coordinators_sharing_a_database_deliver_each_message_once(db: Db) {
     let hook = Receiver::start().await;
     hook.answer_by_default(Answer::status(200).delayed(Duration::from_millis(30)));
-    let kt = with_operator_channels(db, Some(&hook), None, |_| {}).await;
+    let kt = with_operator_channels(db, Some(&hook), None, |a| {
+        a.alerting.alert_resolve_after = 1;
+    })
+    .await;
+    // Provisioned first, so that the second coordinator knows both tenants.
+    kt.provision("acme", "basic").await;
+    kt.provision("beta", "basic").await;
     let mut second_args = TestCoordinator::args_for(&kt.db, |a| {
         a.notify.notify_webhook = Some(hook.url("/alertmanager"));
+        a.alerting.alert_resolve_after = 1;
     });
     second_args.http_addr = "127.0.0.1:0".parse().unwrap();
     second_args.admin_token_file = None;
     let second = server::start(ServeConfig::try_from(second_args).unwrap())
         .await
         .expect("a second coordinator on the same database");
-    let created = kt.provision("acme", "basic").await;
-    let tenant = second
-        .state
-        .service
-        .get(created["tenant"]["id"].as_str().unwrap().parse().unwrap())
-        .await
-        .unwrap();
-    // Half the alerts through each coordinator, all delivered by either.
-    for i in 0..24 {
-        let event = storage_alert(&created, Uuid::now_v7(), 1, false);
-        if i % 2 == 0 {
-            kt.notify_alert(&event).await;
-        } else {
-            second
-                .state
-                .notify
-                .notify_alert(&tenant, &event)
-                .await
-                .unwrap();
-        }
+    // Half the alerts through each coordinator's engine, all delivered by
+    // either: six open and resolve for each tenant.
+    let mut feeds = [
+        ("acme", Feed::new(&kt, "node-a")),
+        ("beta", Feed::on(second.state.clone(), "node-b")),
+    ];
+    for (tenant, feed) in &mut feeds {
+        feed.send(vec![breaching(tenant, 1.4)]);
+    }
+    for (tenant, feed) in &mut feeds {
+        kt.open_alerts(tenant, 6).await;
+        feed.send(vec![healthy(tenant, "web-0")]);
     }
     eventually(WAIT, "24 deliveries", || async {
         let rows = kt.notifications("state=delivered").await;

@@ -387,25 +387,4 @@ impl NotifyService {
     ) -> Vec<OutboxMessage> {
         render::plan_alert(event, channels, &self.secrets, &self.settings.external_url)
     }
-
-    /// Resolves the channels, writes the transition's rows to the outbox in
-    /// one transaction and wakes the worker; returns how many rows.
-    ///
-    /// For an alert engine that records nothing else. One that records the
-    /// transition in its own tables calls [`Self::resolve_channels`] and
-    /// [`Self::plan_alert`] first, writes the rows in the same transaction
-    /// as the transition, then [`Wakeup::poke`]s.
-    pub async fn notify_alert(
-        &self,
-        tenant: &Tenant,
-        event: &AlertEvent,
-    ) -> Result<usize, NotifyError> {
-        let channels = self.resolve_channels(tenant).await?;
-        let messages = self.plan_alert(event, &channels);
-        self.store
-            .enqueue(Some(tenant.id), MessageKind::Alert, &messages)
-            .await?;
-        self.wakeup.poke();
-        Ok(messages.len())
-    }
 }
