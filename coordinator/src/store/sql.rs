@@ -222,18 +222,7 @@ macro_rules! sql_store {
                 .execute(&mut *tx)
                 .await?;
                 for key in &new.api_keys {
-                    sqlx::query(
-                        "INSERT INTO api_keys (id, tenant_id, kind, key_hash, display_prefix, \
-                         created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(key.id.to_string())
-                    .bind(&id)
-                    .bind(key.kind.as_str())
-                    .bind(&key.hash)
-                    .bind(&key.display_prefix)
-                    .bind(t.created_at)
-                    .execute(&mut *tx)
-                    .await?;
+                    Self::insert_api_key(&mut tx, &id, key, t.created_at).await?;
                 }
                 sqlx::query(
                     "INSERT INTO tenant_branding (tenant_id, company_name, primary_color, \
@@ -293,22 +282,12 @@ macro_rules! sql_store {
                 .bind(t.created_at)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
-                    "INSERT INTO tenant_config_history (tenant_id, version, changed_at, actor, \
-                     change, snapshot) VALUES ($1, 1, $2, $3, 'provisioned', $4)",
-                )
-                .bind(&id)
-                .bind(t.created_at)
-                .bind(&new.actor)
-                .bind(
-                    with_notifications(
-                        snapshot(t.plan, &t.domain, &t.features, &t.branding),
-                        Some(parse_json("channel display", DEFAULT_CHANNELS_DISPLAY)?),
-                    )
-                    .to_string(),
-                )
-                .execute(&mut *tx)
-                .await?;
+                let snap = with_notifications(
+                    snapshot(t.plan, &t.domain, &t.features, &t.branding),
+                    Some(parse_json("channel display", DEFAULT_CHANNELS_DISPLAY)?),
+                );
+                Self::insert_history(&mut tx, &id, 1, t.created_at, &new.actor, "provisioned", &snap)
+                    .await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -443,24 +422,12 @@ macro_rules! sql_store {
                 .bind(&b.logo_url)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
-                    "INSERT INTO tenant_config_history (tenant_id, version, changed_at, actor, \
-                     change, snapshot) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&id)
-                .bind(version)
-                .bind(at)
-                .bind(&change.actor)
-                .bind(&change.summary)
-                .bind(
-                    with_notifications(
-                        snapshot(change.plan, &change.domain, f, b),
-                        Self::channels_display(&mut tx, &id).await?,
-                    )
-                    .to_string(),
-                )
-                .execute(&mut *tx)
-                .await?;
+                let snap = with_notifications(
+                    snapshot(change.plan, &change.domain, f, b),
+                    Self::channels_display(&mut tx, &id).await?,
+                );
+                Self::insert_history(&mut tx, &id, version, at, &change.actor, &change.summary, &snap)
+                    .await?;
                 tx.commit().await?;
                 Ok(version)
             }

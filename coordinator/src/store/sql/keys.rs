@@ -48,18 +48,7 @@ macro_rules! keys_sql {
                 .bind(at)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
-                    "INSERT INTO api_keys (id, tenant_id, kind, key_hash, display_prefix, \
-                     created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(key.id.to_string())
-                .bind(&id)
-                .bind(key.kind.as_str())
-                .bind(&key.hash)
-                .bind(&key.display_prefix)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
+                Self::insert_api_key(&mut tx, &id, key, at).await?;
                 tx.commit().await?;
                 Ok(())
             }

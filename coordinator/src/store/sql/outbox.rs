@@ -318,18 +318,7 @@ macro_rules! outbox_sql {
                     snapshot(t.plan, &t.domain, &t.features, &t.branding),
                     Some(channels.display.clone()),
                 );
-                sqlx::query(
-                    "INSERT INTO tenant_config_history (tenant_id, version, changed_at, actor, \
-                     change, snapshot) VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&id)
-                .bind(version)
-                .bind(at)
-                .bind(actor)
-                .bind(summary)
-                .bind(snap.to_string())
-                .execute(&mut *tx)
-                .await?;
+                Self::insert_history(&mut tx, &id, version, at, actor, summary, &snap).await?;
                 tx.commit().await?;
                 Ok(version)
             }

@@ -1,15 +1,64 @@
-//! Decoding a tenant and its keys from rows, for both backends (the
-//! tenant queries in the parent module and the key lookups use it).
+//! A tenant's rows for both backends: decoding a tenant and its keys, and
+//! the inserts that several writes share (an API key, a history version).
 
+use chrono::{DateTime, Utc};
 use knowton_common::{Branding, Features, TenantStatus, Usage};
 use sqlx::Row;
 
 use super::{PgStore, SqliteStore, corrupt, parse_uuid, to_u64};
-use crate::store::{ApiKeyInfo, Result, Tenant};
+use crate::store::{ApiKeyInfo, NewApiKey, Result, Tenant};
 
 macro_rules! tenant_rows {
     ($store:ty) => {
         impl $store {
+            /// Inserts one API key of `tenant` inside `tx`.
+            pub(super) async fn insert_api_key(
+                tx: &mut sqlx::Transaction<'static, $crate::store::sql::DbOf<$store>>,
+                tenant: &str,
+                key: &NewApiKey,
+                at: DateTime<Utc>,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO api_keys (id, tenant_id, kind, key_hash, display_prefix, \
+                     created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(key.id.to_string())
+                .bind(tenant)
+                .bind(key.kind.as_str())
+                .bind(&key.hash)
+                .bind(&key.display_prefix)
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            /// Appends version `version` to `tenant`'s configuration history
+            /// inside `tx`.
+            pub(super) async fn insert_history(
+                tx: &mut sqlx::Transaction<'static, $crate::store::sql::DbOf<$store>>,
+                tenant: &str,
+                version: i64,
+                at: DateTime<Utc>,
+                actor: &str,
+                change: &str,
+                snapshot: &serde_json::Value,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO tenant_config_history (tenant_id, version, changed_at, actor, \
+                     change, snapshot) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(tenant)
+                .bind(version)
+                .bind(at)
+                .bind(actor)
+                .bind(change)
+                .bind(snapshot.to_string())
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
             pub(super) fn tenant_from_row(
                 row: &<$crate::store::sql::DbOf<$store> as sqlx::Database>::Row,
             ) -> Result<Tenant> {
