@@ -40,7 +40,7 @@ pub enum ServeError {
         source: StoreError,
     },
     #[error(transparent)]
-    SecretKey(#[from] SecretKeyError),
+    LoadSecretKey(#[from] SecretKeyError),
     #[error(
         "the secret key does not match the key this database's secrets were sealed with; \
          start with the original KNOWTON_SECRET_KEY or key file"
@@ -67,15 +67,15 @@ pub enum ServeError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    MetricsToken(#[from] MetricsTokenError),
+    LoadMetricsToken(#[from] MetricsTokenError),
     #[error("failed to load the agent stream's TLS certificates")]
-    Tls(#[from] crate::tls::TlsError),
+    LoadAgentTls(#[from] crate::tls::TlsError),
     #[error("failed to set up notification e-mail")]
-    Notify(#[from] MailerError),
+    SetUpMailer(#[from] MailerError),
     #[error("failed to connect to the Kubernetes cluster")]
-    Cluster(#[from] crate::deploy::ClusterError),
+    ConnectCluster(#[from] crate::deploy::ClusterError),
     #[error("failed to start leader election")]
-    Lease(#[source] kube_lease_manager::LeaseManagerError),
+    StartLeaderElection(#[source] kube_lease_manager::LeaseManagerError),
 }
 
 /// A coordinator that is serving.
@@ -194,7 +194,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         (Some(cluster), Some(settings)) => {
             Leadership::elect(cluster, settings, shutdown.subscribe())
                 .await
-                .map_err(ServeError::Lease)?
+                .map_err(ServeError::StartLeaderElection)?
         }
         _ => Leadership::alone(),
     };

@@ -252,7 +252,9 @@ impl From<EngineError> for ApiError {
                 "engine_not_running",
                 "the health engine is not running",
             ),
-            err @ (EngineError::Store(_) | EngineError::Notify(_)) => ApiError::internal(&err),
+            err @ (EngineError::RecordAlert(_) | EngineError::PlanNotifications(_)) => {
+                ApiError::internal(&err)
+            }
         }
     }
 }

@@ -124,10 +124,10 @@ pub enum EngineError {
     SilenceLimit { limit: usize },
     #[error("the health engine is not running")]
     Stopped,
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    #[error("failed to read or record the alert")]
+    RecordAlert(#[from] StoreError),
     #[error("failed to prepare notifications")]
-    Notify(#[from] crate::notify::NotifyError),
+    PlanNotifications(#[from] crate::notify::NotifyError),
 }
 
 #[derive(Debug)]
@@ -378,7 +378,7 @@ impl Runner {
                     tracing::error!(tenant = %tenant.slug, check = check.check.as_str(), error = %err, "failed to record an alert transition; will retry");
                     if let Some(tracked) = self.check_alerts.get_mut(&key) {
                         tracked.tracker = before;
-                        if matches!(err, EngineError::Store(StoreError::Stale)) {
+                        if matches!(err, EngineError::RecordAlert(StoreError::Stale)) {
                             tracked.alert = None;
                             tracked.tracker.resolved_by_hand();
                         }
