@@ -63,17 +63,17 @@ impl Default for SimMetrics {
 #[derive(Debug)]
 pub struct SimPod {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<PodState>,
     server: Mutex<Option<JoinHandle<()>>>,
 }
 
 #[derive(Debug, Default)]
-struct Shared {
-    state: Mutex<State>,
+struct PodState {
+    state: Mutex<Answers>,
 }
 
 #[derive(Debug)]
-struct State {
+struct Answers {
     behaviour: Behaviour,
     metrics: SimMetrics,
     /// Served verbatim on `/metrics` instead of `metrics` when set.
@@ -82,9 +82,9 @@ struct State {
     connections: u64,
 }
 
-impl Default for State {
+impl Default for Answers {
     fn default() -> Self {
-        State {
+        Answers {
             behaviour: Behaviour::Healthy,
             metrics: SimMetrics::default(),
             metrics_text: None,
@@ -94,8 +94,8 @@ impl Default for State {
     }
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl PodState {
+    fn lock(&self) -> MutexGuard<'_, Answers> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -112,7 +112,7 @@ impl SimPod {
     /// [`Self::start`], returning the error when `ip:port` cannot be bound
     /// (e.g. 127.0.0.2 where only 127.0.0.1 is a loopback address).
     pub fn try_start(ip: Ipv4Addr, port: u16) -> std::io::Result<SimPod> {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(PodState::default());
         let listener = try_bind(SocketAddr::from((ip, port)))?;
         let addr = listener.local_addr()?;
         let server = tokio::spawn(accept_loop(listener, shared.clone()));
@@ -220,7 +220,7 @@ fn try_bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Accepts connections until aborted; aborting also drops (and so aborts)
 /// every connection task.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, shared: Arc<PodState>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -248,7 +248,7 @@ struct Head {
 }
 
 /// Serves requests on one connection until the client closes it.
-async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
+async fn serve(mut stream: TcpStream, shared: Arc<PodState>) {
     let mut buf = Vec::with_capacity(1024);
     let mut served = 0_u64;
     loop {
@@ -337,7 +337,7 @@ const GARBAGE: &str = "<html><head><title>502 Bad Gateway</title></head>\n\
                        <body><center><h1>502 Bad Gateway</h1></center></body></html>\n";
 
 /// The bytes of the response to `head` in the current state.
-fn answer(state: &State, head: &Head) -> Vec<u8> {
+fn answer(state: &Answers, head: &Head) -> Vec<u8> {
     const TEXT: &str = "text/plain; charset=utf-8";
     const JSON: &str = "application/json; charset=utf-8";
     const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";

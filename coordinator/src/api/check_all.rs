@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::{ApiQuery, AppState};
-use crate::health::HealthStatus as Status;
+use crate::health::HealthStatus;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -27,7 +27,7 @@ pub struct CheckAllParams {
 pub struct TenantStatusLine {
     pub tenant: String,
     pub plan: String,
-    pub status: Status,
+    pub status: HealthStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evaluated_at: Option<DateTime<Utc>>,
     pub pods: usize,
@@ -83,7 +83,7 @@ pub(super) async fn status_lines(state: &AppState) -> Vec<TenantStatusLine> {
             None => TenantStatusLine {
                 tenant: slug,
                 plan: String::new(),
-                status: Status::Unknown,
+                status: HealthStatus::Unknown,
                 evaluated_at: None,
                 pods: 0,
                 pods_up: 0,

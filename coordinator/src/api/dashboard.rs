@@ -17,7 +17,7 @@ use super::history::{required_scope, rollups_in};
 use super::monitoring::TenantHealthView;
 use crate::health::engine::OpenAlert;
 use crate::health::rollup::percentile;
-use crate::health::{CheckResult, HealthStatus as Status};
+use crate::health::{CheckResult, HealthStatus};
 use crate::store::{AlertFilter, Rollup};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -55,7 +55,7 @@ pub struct DashboardView {
     pub tenant: String,
     pub name: String,
     pub plan: String,
-    pub status: Status,
+    pub status: HealthStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evaluated_at: Option<DateTime<Utc>>,
     pub checks: Vec<CheckResult>,

@@ -14,7 +14,7 @@ use super::AppState;
 use super::auth::{Caller, TENANT_SLUG_HEADER};
 use super::error::{ApiError, ErrorBody};
 use crate::health::engine::OpenAlert;
-use crate::health::{CheckResult, HealthStatus as Status};
+use crate::health::{CheckResult, HealthStatus};
 use crate::ingest::{AgentState, Counters, LatestResult, NodeSample, RejectedResult};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -23,7 +23,7 @@ pub struct TenantHealthView {
     pub tenant: String,
     /// healthy, warning, critical, down (no backend pod answers) or
     /// unknown (no agent has reported on it yet).
-    pub status: Status,
+    pub status: HealthStatus,
     /// When the status was last evaluated (absent: never).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evaluated_at: Option<DateTime<Utc>>,
@@ -59,7 +59,7 @@ impl TenantHealthView {
             },
             None => TenantHealthView {
                 tenant: slug,
-                status: Status::Unknown,
+                status: HealthStatus::Unknown,
                 evaluated_at: None,
                 results_up_to: None,
                 checks: Vec::new(),

@@ -13,7 +13,7 @@ use super::auth::Caller;
 use super::check_all::status_lines;
 use super::error::{ApiError, ErrorBody};
 use super::{ApiQuery, AppState};
-use crate::health::HealthStatus as Status;
+use crate::health::HealthStatus;
 use crate::store::{AlertFilter, HealthSummary};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -40,7 +40,7 @@ impl ReportParams {
 pub struct ReportLine {
     pub tenant: String,
     pub plan: String,
-    pub status: Status,
+    pub status: HealthStatus,
     /// 0 to 1; none when no minute was recorded.
     pub availability: Option<f64>,
     pub minutes_with_data: i64,

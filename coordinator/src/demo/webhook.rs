@@ -31,7 +31,7 @@ pub(super) struct Receiver {
 }
 
 #[derive(Debug)]
-struct Inner {
+struct WebhookLog {
     log: PathBuf,
     /// Held while a line is appended, so lines never interleave.
     writing: Mutex<()>,
@@ -44,7 +44,7 @@ impl Receiver {
     pub async fn start(log: PathBuf, console: Console) -> std::io::Result<Receiver> {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let url = format!("http://{}{PATH}", listener.local_addr()?);
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(WebhookLog {
             log,
             writing: Mutex::new(()),
             console,
@@ -68,7 +68,7 @@ impl Receiver {
     }
 }
 
-async fn receive(State(inner): State<Arc<Inner>>, body: Bytes) -> StatusCode {
+async fn receive(State(inner): State<Arc<WebhookLog>>, body: Bytes) -> StatusCode {
     let payload: Value = serde_json::from_slice(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     let mut line = payload.to_string();

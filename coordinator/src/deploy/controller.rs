@@ -110,11 +110,11 @@ impl DeployError {
 /// The deployer's handle; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Deployer {
-    inner: Arc<Inner>,
+    inner: Arc<DeployerState>,
 }
 
 #[derive(Debug)]
-struct Inner {
+struct DeployerState {
     store: Arc<dyn Store>,
     /// Opens the tenants' sealed deployment secrets.
     secrets: SecretBox,
@@ -174,7 +174,7 @@ impl Deployer {
         leader: watch::Receiver<bool>,
     ) -> Self {
         Deployer {
-            inner: Arc::new(Inner {
+            inner: Arc::new(DeployerState {
                 leader,
                 counters: DeployCounters::default(),
                 store,

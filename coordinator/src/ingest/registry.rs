@@ -100,7 +100,7 @@ pub enum BatchOutcome {
 }
 
 #[derive(Debug, Default)]
-struct Inner {
+struct RegistryState {
     agents: HashMap<String, AgentState>,
     latest: HashMap<String, TenantPods>,
     next_connection: u64,
@@ -110,7 +110,7 @@ struct Inner {
 
 #[derive(Debug, Default)]
 pub struct Registry {
-    inner: RwLock<Inner>,
+    inner: RwLock<RegistryState>,
     pub counters: Counters,
     /// Notified when a tenant gets new results (see [`Registry::take_changed`]).
     pub changed: tokio::sync::Notify,
@@ -133,11 +133,11 @@ pub struct Connection {
 }
 
 impl Registry {
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, RegistryState> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, RegistryState> {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 

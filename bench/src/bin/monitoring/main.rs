@@ -26,7 +26,7 @@ use knowton_bench::harness::{self, Coordinator};
 use knowton_bench::latency::Latency;
 use knowton_bench::open_loop::{self, Outcome};
 use knowton_bench::system;
-use knowton_coordinator::health::HealthStatus as Status;
+use knowton_coordinator::health::HealthStatus;
 use knowton_coordinator::ingest::RejectedResult;
 use tokio::time::Instant;
 
@@ -320,7 +320,7 @@ fn bench(
     let healthy = engine
         .tenants()
         .iter()
-        .filter(|h| h.evaluation.status == Status::Healthy)
+        .filter(|h| h.evaluation.status == HealthStatus::Healthy)
         .count();
     let c = &state.ingest.counters;
     Ok(Report {

@@ -18,7 +18,7 @@ use crate::store::{DeploymentEvent, DeploymentRow, Phase, Tenant, now};
 
 /// What is left of a request the latest attempt already served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Done {
+pub(super) enum AlreadyServed {
     /// Ready: only make sure nobody changed it since.
     CheckDrift,
     Nothing,
@@ -62,8 +62,8 @@ impl Deployer {
         self.remember(id, &objects);
         if let Some(done) = already_done(&row, queued, &hash, self.inner.cluster.is_some()) {
             return match done {
-                Done::CheckDrift => self.repair_drift(&tenant, &row, &objects).await,
-                Done::Nothing => Ok(()),
+                AlreadyServed::CheckDrift => self.repair_drift(&tenant, &row, &objects).await,
+                AlreadyServed::Nothing => Ok(()),
             };
         }
         row.attempt += 1;
@@ -256,7 +256,7 @@ pub(super) fn already_done(
     queued: Queued,
     hash: &str,
     cluster: bool,
-) -> Option<Done> {
+) -> Option<AlreadyServed> {
     if row.phase == Phase::Pending || row.objects_hash.as_deref() != Some(hash) {
         return None;
     }
@@ -268,11 +268,11 @@ pub(super) fn already_done(
         .finished_at
         .is_some_and(|at| now() - at < RETRY_FAILED_AFTER);
     match row.phase {
-        Phase::Ready => Some(Done::CheckDrift),
+        Phase::Ready => Some(AlreadyServed::CheckDrift),
         Phase::Failed if queued.trigger == Trigger::Reconcile && !failed_lately && !served => None,
-        Phase::Failed => Some(Done::Nothing),
+        Phase::Failed => Some(AlreadyServed::Nothing),
         // Deployed once a cluster is configured.
-        Phase::Skipped if !cluster => Some(Done::Nothing),
+        Phase::Skipped if !cluster => Some(AlreadyServed::Nothing),
         // Skipped with a cluster now, or an attempt a crash interrupted.
         _ => None,
     }

@@ -1,6 +1,6 @@
 use chrono::TimeDelta;
 
-use super::attempt::{Done, already_done};
+use super::attempt::{AlreadyServed, already_done};
 use super::*;
 
 fn attempt(phase: Phase, started_secs_ago: i64, finished_secs_ago: i64) -> DeploymentRow {
@@ -34,18 +34,18 @@ fn a_request_that_raced_an_attempt_of_the_same_objects_does_not_deploy_again() {
     ] {
         assert_eq!(
             already_done(&failed, asked(trigger, 0), "h1", true),
-            Some(Done::Nothing),
+            Some(AlreadyServed::Nothing),
             "{trigger:?}"
         );
     }
     let ready = attempt(Phase::Ready, 2, 1);
     assert_eq!(
         already_done(&ready, asked(Trigger::Provisioned, 0), "h1", true),
-        Some(Done::CheckDrift)
+        Some(AlreadyServed::CheckDrift)
     );
     assert_eq!(
         already_done(&ready, asked(Trigger::Reconcile, 0), "h1", true),
-        Some(Done::CheckDrift)
+        Some(AlreadyServed::CheckDrift)
     );
 }
 
@@ -72,7 +72,7 @@ fn new_objects_an_operator_or_a_pending_request_always_deploy() {
     // scan of another replica's request) is not deployed twice.
     assert_eq!(
         already_done(&failed, asked(Trigger::Manual, 5), "h1", true),
-        Some(Done::Nothing)
+        Some(AlreadyServed::Nothing)
     );
 }
 
@@ -86,7 +86,7 @@ fn a_reconcile_retries_a_failure_only_after_a_minute_and_deploys_what_was_skippe
             "h1",
             true
         ),
-        Some(Done::Nothing)
+        Some(AlreadyServed::Nothing)
     );
     assert_eq!(
         already_done(
@@ -100,7 +100,7 @@ fn a_reconcile_retries_a_failure_only_after_a_minute_and_deploys_what_was_skippe
     let skipped = attempt(Phase::Skipped, 2, 1);
     assert_eq!(
         already_done(&skipped, asked(Trigger::Reconcile, 0), "h1", false),
-        Some(Done::Nothing)
+        Some(AlreadyServed::Nothing)
     );
     assert_eq!(
         already_done(&skipped, asked(Trigger::Reconcile, 0), "h1", true),
