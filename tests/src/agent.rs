@@ -106,6 +106,11 @@ impl FakeAgent {
             .expect("a message other than a heartbeat within 10 s")
     }
 
+    /// A sender of messages on this stream, to send from another task.
+    pub fn sender(&self) -> mpsc::Sender<AgentMessage> {
+        self.tx.clone()
+    }
+
     pub async fn send(&self, msg: AgentMessage) {
         self.tx.send(msg).await.expect("the stream is open");
     }

@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use knowton_agent::config::{Args, LogFormat};
+use knowton_agent::config::Args;
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::{Behaviour, SimPod};
 use knowton_tests::{Db, TestCoordinator, eventually};
@@ -15,25 +15,8 @@ use serde_json::Value;
 
 fn agent_args(kt: &TestCoordinator, tls: &std::path::Path, targets: &std::path::Path) -> Args {
     Args {
-        node_name: "node-a".into(),
-        coordinator: format!("https://127.0.0.1:{}", kt.grpc_addr().port()),
-        tls_dir: Some(tls.to_owned()),
-        ca: None,
-        cert: None,
-        key: None,
         targets: Some(targets.to_owned()),
-        discovery: None,
-        pod_port: 3000,
-        namespace_prefix: "knowton-tenant-".into(),
-        kube_api_url: None,
-        interval: Duration::from_millis(200),
-        timeout: Duration::from_millis(500),
-        slow_threshold: Duration::from_millis(300),
-        concurrency: 8,
-        buffer_bytes: 1 << 20,
-        metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        shutdown_grace: Duration::from_secs(2),
-        log_format: LogFormat::Text,
+        ..Args::for_tests("node-a", kt.grpc_addr(), tls)
     }
 }
 

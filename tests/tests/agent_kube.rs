@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use knowton_agent::config::{Args, DiscoverySource, LogFormat};
+use knowton_agent::config::{Args, DiscoverySource};
 use knowton_agent::discover::{self, Discovery, Target};
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::SimPod;
@@ -332,25 +332,10 @@ async fn after_an_outage_and_a_compaction_the_watch_relists_and_ends_up_correct(
 
 fn agent_args(kt: &TestCoordinator, tls: &std::path::Path, fake: &FakeKube, pod_port: u16) -> Args {
     Args {
-        node_name: NODE.into(),
-        coordinator: format!("https://127.0.0.1:{}", kt.grpc_addr().port()),
-        tls_dir: Some(tls.to_owned()),
-        ca: None,
-        cert: None,
-        key: None,
-        targets: None,
-        discovery: None,
-        pod_port,
-        namespace_prefix: "knowton-tenant-".into(),
         kube_api_url: Some(fake.url()),
-        interval: Duration::from_millis(200),
-        timeout: Duration::from_millis(500),
-        slow_threshold: Duration::from_millis(300),
-        concurrency: 8,
-        buffer_bytes: 1 << 20,
+        pod_port,
         metrics_addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        shutdown_grace: Duration::from_secs(2),
-        log_format: LogFormat::Text,
+        ..Args::for_tests(NODE, kt.grpc_addr(), tls)
     }
 }
 

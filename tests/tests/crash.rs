@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use knowton_agent::config::{Args, LogFormat};
+use knowton_agent::config::Args;
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::{Behaviour, SimPod};
 use knowton_tests::receiver::Receiver;
@@ -145,25 +145,13 @@ async fn a_committed_notification_survives_kill_9_and_arrives_once(kind: Db) {
     )
     .unwrap();
     let args = Args {
-        node_name: "node-a".into(),
-        coordinator: format!("https://127.0.0.1:{grpc_port}"),
-        tls_dir: Some(tls.clone()),
-        ca: None,
-        cert: None,
-        key: None,
         targets: Some(targets),
-        discovery: None,
-        pod_port: 3000,
-        namespace_prefix: "knowton-tenant-".into(),
-        kube_api_url: None,
-        interval: Duration::from_millis(200),
-        timeout: Duration::from_millis(500),
-        slow_threshold: Duration::from_millis(300),
-        concurrency: 8,
-        buffer_bytes: 1 << 20,
-        metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         shutdown_grace: Duration::from_secs(1),
-        log_format: LogFormat::Text,
+        ..Args::for_tests(
+            "node-a",
+            SocketAddr::from(([127, 0, 0, 1], grpc_port)),
+            &tls,
+        )
     };
     let (stop_agent, stopped) = tokio::sync::oneshot::channel::<()>();
     let agent = tokio::spawn(knowton_agent::run::run(args, async {
