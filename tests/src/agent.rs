@@ -1,6 +1,7 @@
-//! A fake node agent speaking the stream protocol over real mutual TLS:
-//! for tests that need to send exact messages and read exact answers
-//! (a real agent is `knowton_agent::run::run` with `Args::for_tests`).
+//! Node agents in tests: a fake one speaking the stream protocol over real
+//! mutual TLS, for tests that need to send exact messages and read exact
+//! answers; and for a real agent (`knowton_agent::run::run` with
+//! `Args::for_tests`), free ports and its own `/metrics` read back.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -122,4 +123,28 @@ impl FakeAgent {
             other => panic!("expected an ack, got {other:?}"),
         }
     }
+}
+
+/// A free loopback port (for a listener started after this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free loopback port")
+        .local_addr()
+        .expect("a bound address")
+        .port()
+}
+
+/// One value of a real agent's own `/metrics` on `port`; `None` while it
+/// does not answer or does not show `name`.
+pub async fn agent_metric(http: &reqwest::Client, port: u16, name: &str) -> Option<f64> {
+    let text = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use knowton_agent::config::Args;
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::{Behaviour, SimPod};
+use knowton_tests::agent::{agent_metric, free_port};
 use knowton_tests::{Db, TestCoordinator, eventually};
 use reqwest::Method;
 use serde_json::Value;
@@ -143,29 +144,6 @@ async fn an_agent_probes_simulated_pods_and_the_coordinator_shows_the_results() 
         .expect("the agent stops within its grace period")
         .unwrap()
         .unwrap();
-}
-
-/// A free loopback port for the agent's metrics listener.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One value of the agent's own /metrics.
-async fn agent_metric(http: &reqwest::Client, port: u16, name: &str) -> Option<f64> {
-    let text = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 async fn agent_view(kt: &TestCoordinator) -> Value {

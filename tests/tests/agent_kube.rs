@@ -17,6 +17,7 @@ use knowton_agent::config::{Args, DiscoverySource};
 use knowton_agent::discover::{self, Discovery, Target};
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::SimPod;
+use knowton_tests::agent::{agent_metric, free_port};
 use knowton_tests::fake_kube::{FakeKube, TestPod};
 use knowton_tests::{Db, TestCoordinator, eventually};
 use kube::api::{Api, ListParams};
@@ -337,28 +338,6 @@ fn agent_args(kt: &TestCoordinator, tls: &std::path::Path, fake: &FakeKube, pod_
         metrics_addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
         ..Args::for_tests(NODE, kt.grpc_addr(), tls)
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One value of the agent's own /metrics.
-async fn agent_metric(http: &reqwest::Client, port: u16, name: &str) -> Option<f64> {
-    let text = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 async fn readyz(http: &reqwest::Client, port: u16) -> Option<(u16, String)> {

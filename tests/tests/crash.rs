@@ -13,6 +13,7 @@ use std::time::Duration;
 use knowton_agent::config::Args;
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::{Behaviour, SimPod};
+use knowton_tests::agent::free_port;
 use knowton_tests::receiver::Receiver;
 use knowton_tests::{ADMIN_TOKEN, Db, TestDb, eventually, on_every_backend};
 use serde_json::Value;
@@ -32,14 +33,6 @@ fn binary() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Coordinator {
