@@ -34,6 +34,16 @@ on_every_backend!(db:
 const SECRET: &str = "webhook-signing-secret-42";
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Provisions acme and sends one storage alert to the operator's channels;
+/// returns the outbox key of its webhook message.
+async fn alert_acme(kt: &TestCoordinator) -> String {
+    let created = kt.provision("acme", "basic").await;
+    let alert = Uuid::now_v7();
+    kt.notify_alert(&storage_alert(&created, alert, 1, false))
+        .await;
+    format!("alert:{alert}:1:webhook:operator")
+}
+
 /// Alertmanager's webhook payload, version 4, and nothing else but our
 /// idempotency key: an unknown or missing field fails the test.
 #[derive(Debug, Deserialize)]
@@ -218,11 +228,7 @@ async fn a_receiver_that_fails_for_a_while_gets_the_message_once(db: Db) {
     let hook = Receiver::start().await;
     hook.script([503, 503, 500].map(Answer::status));
     let kt = with_operator_channels(db, Some(&hook), None, |_| {}).await;
-    let created = kt.provision("acme", "basic").await;
-    let alert = Uuid::now_v7();
-    kt.notify_alert(&storage_alert(&created, alert, 1, false))
-        .await;
-    let key = format!("alert:{alert}:1:webhook:operator");
+    let key = alert_acme(&kt).await;
     let delivered = row(&kt, &key, "delivered").await;
     assert_eq!(delivered["attempts"], 4);
     assert_eq!(delivered["recipient"], format!("http://{}/…", hook.addr));
@@ -249,16 +255,8 @@ async fn retry_after_is_honoured_in_seconds_and_as_a_date(db: Db) {
         Answer::status(503).retry_after(RetryAfter::DateIn(Duration::from_secs(2))),
     ]);
     let kt = with_operator_channels(db, Some(&hook), None, |_| {}).await;
-    let created = kt.provision("acme", "basic").await;
-    let alert = Uuid::now_v7();
-    kt.notify_alert(&storage_alert(&created, alert, 1, false))
-        .await;
-    row(
-        &kt,
-        &format!("alert:{alert}:1:webhook:operator"),
-        "delivered",
-    )
-    .await;
+    let key = alert_acme(&kt).await;
+    row(&kt, &key, "delivered").await;
     let hits = hook.hits();
     assert_eq!(hits.len(), 3);
     for pair in hits.windows(2) {
@@ -276,11 +274,7 @@ async fn client_errors_are_dead_letters_at_once(db: Db) {
     let hook = Receiver::start().await;
     hook.answer_by_default(Answer::status(400));
     let kt = with_operator_channels(db, Some(&hook), None, |_| {}).await;
-    let created = kt.provision("acme", "basic").await;
-    let alert = Uuid::now_v7();
-    kt.notify_alert(&storage_alert(&created, alert, 1, false))
-        .await;
-    let key = format!("alert:{alert}:1:webhook:operator");
+    let key = alert_acme(&kt).await;
     let failed = row(&kt, &key, "failed").await;
     assert_eq!(failed["attempts"], 1);
     assert_eq!(failed["state"], "failed");
@@ -306,11 +300,8 @@ async fn undelivered_messages_are_dead_letters_after_the_maximum_age(db: Db) {
         a.notify.notify_max_age_seconds = 2;
     })
     .await;
-    let created = kt.provision("acme", "basic").await;
-    let alert = Uuid::now_v7();
-    kt.notify_alert(&storage_alert(&created, alert, 1, false))
-        .await;
-    let failed = row(&kt, &format!("alert:{alert}:1:webhook:operator"), "failed").await;
+    let key = alert_acme(&kt).await;
+    let failed = row(&kt, &key, "failed").await;
     let error = failed["lastError"].as_str().unwrap();
     assert!(
         error.contains("not delivered within 2s") && error.contains("503"),
