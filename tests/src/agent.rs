@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use knowton_agent::config::Args;
+use knowton_agent::run::RunError;
 use knowton_coordinator::certs::Issued;
 use knowton_proto::PROTOCOL_VERSION;
 use knowton_proto::agent::v1::agent_message::Body as In;
@@ -14,7 +16,8 @@ use knowton_proto::agent::v1::coordinator_message::Body as Out;
 use knowton_proto::agent::v1::{
     AgentMessage, CoordinatorMessage, Hello, NodeMetrics, PodResult, ResultBatch,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -122,6 +125,41 @@ impl FakeAgent {
             Out::Ack(ack) => ack.sequence,
             other => panic!("expected an ack, got {other:?}"),
         }
+    }
+}
+
+/// A real agent running in this process until stopped.
+#[derive(Debug)]
+pub struct RunningAgent {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), RunError>>,
+}
+
+impl RunningAgent {
+    /// Starts `knowton_agent::run::run` with `args`.
+    pub fn start(args: Args) -> RunningAgent {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(knowton_agent::run::run(args, async {
+            let _ = stopped.await;
+        }));
+        RunningAgent { stop, task }
+    }
+
+    /// Stops it; it must end cleanly within its grace period (10 s).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the agent stops within its grace period")
+            .expect("the agent's task ran to its end")
+            .expect("the agent ran without an error");
+    }
+
+    /// Asks it to stop and gives it `wait` to, whatever its outcome (for
+    /// tests that leave it behind a coordinator that is gone).
+    pub async fn stop_within(self, wait: Duration) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(wait, self.task).await;
     }
 }
 

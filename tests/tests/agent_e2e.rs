@@ -9,7 +9,7 @@ use std::time::Duration;
 use knowton_agent::config::Args;
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::{Behaviour, SimPod};
-use knowton_tests::agent::{agent_metric, free_port};
+use knowton_tests::agent::{RunningAgent, agent_metric, free_port};
 use knowton_tests::{Db, TestCoordinator, eventually};
 use reqwest::Method;
 use serde_json::Value;
@@ -68,13 +68,7 @@ async fn an_agent_probes_simulated_pods_and_the_coordinator_shows_the_results() 
     )
     .unwrap();
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(knowton_agent::run::run(
-        agent_args(&kt, tls.path(), &targets),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let agent = RunningAgent::start(agent_args(&kt, tls.path(), &targets));
 
     let up = pod_where(&kt, "acme-backend-0", "a healthy result", |p| {
         p["liveness"]["ok"] == true
@@ -138,12 +132,7 @@ async fn an_agent_probes_simulated_pods_and_the_coordinator_shows_the_results() 
     knowton_tests::until_no_longer_probed(&healthy, &flaky, "the removed pod to stop being probed")
         .await;
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), agent)
-        .await
-        .expect("the agent stops within its grace period")
-        .unwrap()
-        .unwrap();
+    agent.stop().await;
 }
 
 async fn agent_view(kt: &TestCoordinator) -> Value {
@@ -172,10 +161,7 @@ async fn outage(buffer_bytes: usize, rounds_down: f64) -> (u64, Value, f64) {
     args.interval = Duration::from_millis(100);
     args.buffer_bytes = buffer_bytes;
     args.metrics_addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(knowton_agent::run::run(args, async {
-        let _ = stopped.await;
-    }));
+    let agent = RunningAgent::start(args);
     let http = kt.http.clone();
 
     eventually(
@@ -219,8 +205,7 @@ async fn outage(buffer_bytes: usize, rounds_down: f64) -> (u64, Value, f64) {
     let dropped = agent_metric(&http, port, "knowton_agent_dropped_results_total")
         .await
         .unwrap();
-    stop.send(()).unwrap();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
     (acked_before, seen, dropped)
 }
 
@@ -288,10 +273,7 @@ async fn a_slow_pod_does_not_hold_back_the_other_results() {
     .unwrap();
     let mut args = agent_args(&kt, tls.path(), &targets);
     args.timeout = Duration::from_secs(10);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(knowton_agent::run::run(args, async {
-        let _ = stopped.await;
-    }));
+    let agent = RunningAgent::start(args);
     pod_where(&kt, "acme-backend-1", "a first result", |p| {
         p["liveness"]["ok"] == true
     })
@@ -327,8 +309,7 @@ async fn a_slow_pod_does_not_hold_back_the_other_results() {
     })
     .await;
 
-    stop.send(()).unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(15), agent).await;
+    agent.stop_within(Duration::from_secs(15)).await;
 }
 
 /// check-all asks the connected agents to probe now and waits for them:
@@ -353,10 +334,7 @@ async fn check_all_gets_fresh_results_from_the_agents() {
     .unwrap();
     let mut args = agent_args(&kt, tls.path(), &targets);
     args.interval = Duration::from_secs(3600);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(knowton_agent::run::run(args, async {
-        let _ = stopped.await;
-    }));
+    let agent = RunningAgent::start(args);
     // The first round starts within the first tenth of the interval: wait
     // for the agent to be connected instead.
     eventually(Duration::from_secs(15), "the agent to connect", || async {
@@ -386,6 +364,5 @@ async fn check_all_gets_fresh_results_from_the_agents() {
     assert_eq!(acme["status"], "healthy", "{}", reply.body);
     assert_eq!(acme["podsUp"], 1);
 
-    stop.send(()).unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(15), agent).await;
+    agent.stop_within(Duration::from_secs(15)).await;
 }

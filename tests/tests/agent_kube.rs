@@ -17,7 +17,7 @@ use knowton_agent::config::{Args, DiscoverySource};
 use knowton_agent::discover::{self, Discovery, Target};
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::SimPod;
-use knowton_tests::agent::{agent_metric, free_port};
+use knowton_tests::agent::{RunningAgent, agent_metric, free_port};
 use knowton_tests::fake_kube::{FakeKube, TestPod};
 use knowton_tests::{Db, TestCoordinator, eventually};
 use kube::api::{Api, ListParams};
@@ -400,10 +400,7 @@ async fn an_agent_discovering_through_kubernetes_reports_its_pods_and_their_stor
 
     let args = agent_args(&kt, tls.path(), &fake, sim1.addr().port());
     let port = args.metrics_addr.port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(knowton_agent::run::run(args, async {
-        let _ = stopped.await;
-    }));
+    let agent = RunningAgent::start(args);
     let http = kt.http.clone();
 
     // Not ready until the pods are listed.
@@ -484,10 +481,5 @@ async fn an_agent_discovering_through_kubernetes_reports_its_pods_and_their_stor
     knowton_tests::until_no_longer_probed(&sim0, &sim1, "the deleted pod to stop being probed")
         .await;
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), agent)
-        .await
-        .expect("the agent stops within its grace period")
-        .unwrap()
-        .unwrap();
+    agent.stop().await;
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use knowton_agent::config::Args;
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::{Behaviour, SimPod};
-use knowton_tests::agent::free_port;
+use knowton_tests::agent::{RunningAgent, free_port};
 use knowton_tests::receiver::Receiver;
 use knowton_tests::{ADMIN_TOKEN, Db, TestDb, eventually, on_every_backend};
 use serde_json::Value;
@@ -146,10 +146,7 @@ async fn a_committed_notification_survives_kill_9_and_arrives_once(kind: Db) {
             &tls,
         )
     };
-    let (stop_agent, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(knowton_agent::run::run(args, async {
-        let _ = stopped.await;
-    }));
+    let agent = RunningAgent::start(args);
 
     // The alert and its notification are committed; delivery keeps failing
     // (nothing listens on the webhook's port yet).
@@ -258,6 +255,5 @@ async fn a_committed_notification_survives_kill_9_and_arrives_once(kind: Db) {
     assert_eq!(open["alerts"].as_array().unwrap().len(), 1, "{open}");
     assert_eq!(open["alerts"][0]["id"], alert["id"]);
 
-    let _ = stop_agent.send(());
-    let _ = agent.await;
+    agent.stop_within(Duration::from_secs(15)).await;
 }
