@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::{TestCoordinator, eventually};
 use knowton_agent::config::Args;
 use knowton_agent::run::RunError;
 use knowton_coordinator::certs::Issued;
@@ -16,6 +17,7 @@ use knowton_proto::agent::v1::coordinator_message::Body as Out;
 use knowton_proto::agent::v1::{
     AgentMessage, CoordinatorMessage, Hello, NodeMetrics, PodResult, ResultBatch,
 };
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
@@ -161,6 +163,25 @@ impl RunningAgent {
         let _ = self.stop.send(());
         let _ = tokio::time::timeout(wait, self.task).await;
     }
+}
+
+/// acme's pod `pod` as `GET /api/v1/monitoring/health` shows it,
+/// once `check` holds for it (15 s at most).
+pub async fn acme_pod_where(
+    kt: &TestCoordinator,
+    pod: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(Duration::from_secs(15), what, || async {
+        let body = kt.monitoring_health("acme").await.body;
+        body["pods"]
+            .as_array()?
+            .iter()
+            .find(|p| p["pod"] == pod && check(p))
+            .cloned()
+    })
+    .await
 }
 
 /// A free loopback port (for a listener started after this returns).

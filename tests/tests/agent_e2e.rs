@@ -9,7 +9,7 @@ use std::time::Duration;
 use knowton_agent::config::Args;
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::{Behaviour, SimPod};
-use knowton_tests::agent::{RunningAgent, agent_metric, free_port};
+use knowton_tests::agent::{RunningAgent, acme_pod_where, agent_metric, free_port};
 use knowton_tests::{Db, TestCoordinator, eventually};
 use reqwest::Method;
 use serde_json::Value;
@@ -23,24 +23,6 @@ fn agent_args(kt: &TestCoordinator, tls: &std::path::Path, targets: &std::path::
 
 async fn health(kt: &TestCoordinator, slug: &str) -> Value {
     kt.monitoring_health(slug).await.body
-}
-
-/// The pod's latest result once `check` holds for it.
-async fn pod_where(
-    kt: &TestCoordinator,
-    pod: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    eventually(Duration::from_secs(15), what, || async {
-        let body = health(kt, "acme").await;
-        body["pods"]
-            .as_array()?
-            .iter()
-            .find(|p| p["pod"] == pod && check(p))
-            .cloned()
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -70,7 +52,7 @@ async fn an_agent_probes_simulated_pods_and_the_coordinator_shows_the_results() 
 
     let agent = RunningAgent::start(agent_args(&kt, tls.path(), &targets));
 
-    let up = pod_where(&kt, "acme-backend-0", "a healthy result", |p| {
+    let up = acme_pod_where(&kt, "acme-backend-0", "a healthy result", |p| {
         p["liveness"]["ok"] == true
     })
     .await;
@@ -81,7 +63,7 @@ async fn an_agent_probes_simulated_pods_and_the_coordinator_shows_the_results() 
     assert_eq!(up["metrics"]["users"], 12.0);
 
     flaky.set(Behaviour::Status(503)).await;
-    let down = pod_where(&kt, "acme-backend-1", "the 503 to be reported", |p| {
+    let down = acme_pod_where(&kt, "acme-backend-1", "the 503 to be reported", |p| {
         p["apiHealth"]["statusCode"] == 503
     })
     .await;
@@ -93,14 +75,14 @@ async fn an_agent_probes_simulated_pods_and_the_coordinator_shows_the_results() 
     );
 
     flaky.set(Behaviour::Refuse).await;
-    let refused = pod_where(&kt, "acme-backend-1", "the refusal to be reported", |p| {
+    let refused = acme_pod_where(&kt, "acme-backend-1", "the refusal to be reported", |p| {
         p["liveness"]["failure"] == "refused"
     })
     .await;
     assert_eq!(refused["liveness"]["ok"], false);
 
     flaky.set(Behaviour::DatabaseDown).await;
-    pod_where(
+    acme_pod_where(
         &kt,
         "acme-backend-1",
         "the database outage to be reported",
@@ -274,7 +256,7 @@ async fn a_slow_pod_does_not_hold_back_the_other_results() {
     let mut args = agent_args(&kt, tls.path(), &targets);
     args.timeout = Duration::from_secs(10);
     let agent = RunningAgent::start(args);
-    pod_where(&kt, "acme-backend-1", "a first result", |p| {
+    acme_pod_where(&kt, "acme-backend-1", "a first result", |p| {
         p["liveness"]["ok"] == true
     })
     .await;
@@ -283,7 +265,7 @@ async fn a_slow_pod_does_not_hold_back_the_other_results() {
     let slowed_at = chrono::Utc::now();
     let time = |v: &Value| v.as_str()?.parse::<chrono::DateTime<chrono::Utc>>().ok();
     // A result of the fast pod probed after the slowdown…
-    let fresh = pod_where(
+    let fresh = acme_pod_where(
         &kt,
         "acme-backend-0",
         "a result probed after the slowdown",
@@ -302,7 +284,7 @@ async fn a_slow_pod_does_not_hold_back_the_other_results() {
         "the fast pod's result ({fresh}) waited for the slow one ({lagging})"
     );
     // And the slow pod's answer comes in its own time.
-    pod_where(&kt, "acme-backend-1", "the slow answer", |p| {
+    acme_pod_where(&kt, "acme-backend-1", "the slow answer", |p| {
         p["apiHealth"]["latencyMs"]
             .as_f64()
             .is_some_and(|ms| ms >= 3000.0)

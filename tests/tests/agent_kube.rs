@@ -17,7 +17,7 @@ use knowton_agent::config::{Args, DiscoverySource};
 use knowton_agent::discover::{self, Discovery, Target};
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::SimPod;
-use knowton_tests::agent::{RunningAgent, agent_metric, free_port};
+use knowton_tests::agent::{RunningAgent, acme_pod_where, agent_metric, free_port};
 use knowton_tests::fake_kube::{FakeKube, TestPod};
 use knowton_tests::{Db, TestCoordinator, eventually};
 use kube::api::{Api, ListParams};
@@ -419,20 +419,8 @@ async fn an_agent_discovering_through_kubernetes_reports_its_pods_and_their_stor
     })
     .await;
 
-    let health = |pod: &'static str, check: fn(&Value) -> bool| {
-        let kt = &kt;
-        async move {
-            eventually(Duration::from_secs(15), pod, || async {
-                let body = kt.monitoring_health("acme").await.body;
-                body["pods"]
-                    .as_array()?
-                    .iter()
-                    .find(|p| p["pod"] == pod && check(p))
-                    .cloned()
-            })
-            .await
-        }
-    };
+    let health =
+        |pod: &'static str, check: fn(&Value) -> bool| acme_pod_where(&kt, pod, pod, check);
     let gib = 1u64 << 30;
     let pod0 = health("acme-backend-0", |p| {
         p["liveness"]["ok"] == true && !p["storage"].is_null()
