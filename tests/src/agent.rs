@@ -1,10 +1,14 @@
-//! A fake node agent speaking the stream protocol over real mutual TLS:
-//! for tests that need to send exact messages and read exact answers
-//! (a real agent is `knowton_agent::run::run` with `Args::for_tests`).
+//! Node agents in tests: a fake one speaking the stream protocol over real
+//! mutual TLS, for tests that need to send exact messages and read exact
+//! answers; and for a real agent (`knowton_agent::run::run` with
+//! `Args::for_tests`), free ports and its own `/metrics` read back.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::{TestCoordinator, eventually};
+use knowton_agent::config::Args;
+use knowton_agent::run::RunError;
 use knowton_coordinator::certs::Issued;
 use knowton_proto::PROTOCOL_VERSION;
 use knowton_proto::agent::v1::agent_message::Body as In;
@@ -13,7 +17,9 @@ use knowton_proto::agent::v1::coordinator_message::Body as Out;
 use knowton_proto::agent::v1::{
     AgentMessage, CoordinatorMessage, Hello, NodeMetrics, PodResult, ResultBatch,
 };
-use tokio::sync::mpsc;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -106,6 +112,11 @@ impl FakeAgent {
             .expect("a message other than a heartbeat within 10 s")
     }
 
+    /// A sender of messages on this stream, to send from another task.
+    pub fn sender(&self) -> mpsc::Sender<AgentMessage> {
+        self.tx.clone()
+    }
+
     pub async fn send(&self, msg: AgentMessage) {
         self.tx.send(msg).await.expect("the stream is open");
     }
@@ -117,4 +128,82 @@ impl FakeAgent {
             other => panic!("expected an ack, got {other:?}"),
         }
     }
+}
+
+/// A real agent running in this process until stopped.
+#[derive(Debug)]
+pub struct RunningAgent {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), RunError>>,
+}
+
+impl RunningAgent {
+    /// Starts `knowton_agent::run::run` with `args`.
+    pub fn start(args: Args) -> RunningAgent {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(knowton_agent::run::run(args, async {
+            let _ = stopped.await;
+        }));
+        RunningAgent { stop, task }
+    }
+
+    /// Stops it; it must end cleanly within its grace period (10 s).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the agent stops within its grace period")
+            .expect("the agent's task ran to its end")
+            .expect("the agent ran without an error");
+    }
+
+    /// Asks it to stop and gives it `wait` to, whatever its outcome (for
+    /// tests that leave it behind a coordinator that is gone).
+    pub async fn stop_within(self, wait: Duration) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(wait, self.task).await;
+    }
+}
+
+/// acme's pod `pod` as `GET /api/v1/monitoring/health` shows it,
+/// once `check` holds for it (15 s at most).
+pub async fn acme_pod_where(
+    kt: &TestCoordinator,
+    pod: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(Duration::from_secs(15), what, || async {
+        let body = kt.monitoring_health("acme").await.body;
+        body["pods"]
+            .as_array()?
+            .iter()
+            .find(|p| p["pod"] == pod && check(p))
+            .cloned()
+    })
+    .await
+}
+
+/// A free loopback port (for a listener started after this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free loopback port")
+        .local_addr()
+        .expect("a bound address")
+        .port()
+}
+
+/// One value of a real agent's own `/metrics` on `port`; `None` while it
+/// does not answer or does not show `name`.
+pub async fn agent_metric(http: &reqwest::Client, port: u16, name: &str) -> Option<f64> {
+    let text = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }

@@ -6,6 +6,7 @@
 //! each test gets its own schema, so tests run in parallel.
 //!
 //! # Layout
+//! - [`agent`]: a fake node agent on the stream protocol.
 //! - [`backend`]: [`on_every_backend!`], one test on every backend.
 //! - [`db`]: [`TestDb`], each test's own database, read directly.
 //! - [`coordinator`]: [`TestCoordinator`], started, stopped and restarted.
@@ -13,8 +14,10 @@
 //! - [`fixtures`]: tenant requests and alert events.
 //! - [`eventually`]: polling with a deadline.
 //! - [`fake_kube`]: a fake Kubernetes API server.
+//! - [`deploy`]: tenant deployments on it, and waits for their phases.
 //! - [`feed`]: agent result batches.
 //! - [`receiver`]: webhook receivers that record what they are sent.
+//! - [`promtool`]: `promtool check metrics` on a scrape.
 //! - [`smtp`]: an SMTP server that records the mail it is sent.
 //! - [`agent`]: test agents: flags for a real one, a fake agent's stream.
 //! - [`promtool`]: `promtool check metrics` on a scrape.
@@ -25,6 +28,7 @@ pub mod agent;
 pub mod backend;
 pub mod coordinator;
 pub mod db;
+pub mod deploy;
 pub mod eventually;
 pub mod fake_kube;
 pub mod feed;

@@ -6,57 +6,23 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use knowton_agent::config::{Args, LogFormat};
+use knowton_agent::config::Args;
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::{Behaviour, SimPod};
+use knowton_tests::agent::{RunningAgent, acme_pod_where, agent_metric, free_port};
 use knowton_tests::{Db, TestCoordinator, eventually};
 use reqwest::Method;
 use serde_json::Value;
 
 fn agent_args(kt: &TestCoordinator, tls: &std::path::Path, targets: &std::path::Path) -> Args {
     Args {
-        node_name: "node-a".into(),
-        coordinator: format!("https://127.0.0.1:{}", kt.grpc_addr().port()),
-        tls_dir: Some(tls.to_owned()),
-        ca: None,
-        cert: None,
-        key: None,
         targets: Some(targets.to_owned()),
-        discovery: None,
-        pod_port: 3000,
-        namespace_prefix: "knowton-tenant-".into(),
-        kube_api_url: None,
-        interval: Duration::from_millis(200),
-        timeout: Duration::from_millis(500),
-        slow_threshold: Duration::from_millis(300),
-        concurrency: 8,
-        buffer_bytes: 1 << 20,
-        metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        shutdown_grace: Duration::from_secs(2),
-        log_format: LogFormat::Text,
+        ..Args::for_tests("node-a", kt.grpc_addr(), tls)
     }
 }
 
 async fn health(kt: &TestCoordinator, slug: &str) -> Value {
     kt.monitoring_health(slug).await.body
-}
-
-/// The pod's latest result once `check` holds for it.
-async fn pod_where(
-    kt: &TestCoordinator,
-    pod: &str,
-    what: &str,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    eventually(Duration::from_secs(15), what, || async {
-        let body = health(kt, "acme").await;
-        body["pods"]
-            .as_array()?
-            .iter()
-            .find(|p| p["pod"] == pod && check(p))
-            .cloned()
-    })
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -84,15 +50,9 @@ async fn an_agent_probes_simulated_pods_and_the_coordinator_shows_the_results() 
     )
     .unwrap();
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(knowton_agent::run::run(
-        agent_args(&kt, tls.path(), &targets),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let agent = RunningAgent::start(agent_args(&kt, tls.path(), &targets));
 
-    let up = pod_where(&kt, "acme-backend-0", "a healthy result", |p| {
+    let up = acme_pod_where(&kt, "acme-backend-0", "a healthy result", |p| {
         p["liveness"]["ok"] == true
     })
     .await;
@@ -103,7 +63,7 @@ async fn an_agent_probes_simulated_pods_and_the_coordinator_shows_the_results() 
     assert_eq!(up["metrics"]["users"], 12.0);
 
     flaky.set(Behaviour::Status(503)).await;
-    let down = pod_where(&kt, "acme-backend-1", "the 503 to be reported", |p| {
+    let down = acme_pod_where(&kt, "acme-backend-1", "the 503 to be reported", |p| {
         p["apiHealth"]["statusCode"] == 503
     })
     .await;
@@ -115,14 +75,14 @@ async fn an_agent_probes_simulated_pods_and_the_coordinator_shows_the_results() 
     );
 
     flaky.set(Behaviour::Refuse).await;
-    let refused = pod_where(&kt, "acme-backend-1", "the refusal to be reported", |p| {
+    let refused = acme_pod_where(&kt, "acme-backend-1", "the refusal to be reported", |p| {
         p["liveness"]["failure"] == "refused"
     })
     .await;
     assert_eq!(refused["liveness"]["ok"], false);
 
     flaky.set(Behaviour::DatabaseDown).await;
-    pod_where(
+    acme_pod_where(
         &kt,
         "acme-backend-1",
         "the database outage to be reported",
@@ -154,35 +114,7 @@ async fn an_agent_probes_simulated_pods_and_the_coordinator_shows_the_results() 
     knowton_tests::until_no_longer_probed(&healthy, &flaky, "the removed pod to stop being probed")
         .await;
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), agent)
-        .await
-        .expect("the agent stops within its grace period")
-        .unwrap()
-        .unwrap();
-}
-
-/// A free loopback port for the agent's metrics listener.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One value of the agent's own /metrics.
-async fn agent_metric(http: &reqwest::Client, port: u16, name: &str) -> Option<f64> {
-    let text = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    agent.stop().await;
 }
 
 async fn agent_view(kt: &TestCoordinator) -> Value {
@@ -211,10 +143,7 @@ async fn outage(buffer_bytes: usize, rounds_down: f64) -> (u64, Value, f64) {
     args.interval = Duration::from_millis(100);
     args.buffer_bytes = buffer_bytes;
     args.metrics_addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(knowton_agent::run::run(args, async {
-        let _ = stopped.await;
-    }));
+    let agent = RunningAgent::start(args);
     let http = kt.http.clone();
 
     eventually(
@@ -258,8 +187,7 @@ async fn outage(buffer_bytes: usize, rounds_down: f64) -> (u64, Value, f64) {
     let dropped = agent_metric(&http, port, "knowton_agent_dropped_results_total")
         .await
         .unwrap();
-    stop.send(()).unwrap();
-    agent.await.unwrap().unwrap();
+    agent.stop().await;
     (acked_before, seen, dropped)
 }
 
@@ -327,11 +255,8 @@ async fn a_slow_pod_does_not_hold_back_the_other_results() {
     .unwrap();
     let mut args = agent_args(&kt, tls.path(), &targets);
     args.timeout = Duration::from_secs(10);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(knowton_agent::run::run(args, async {
-        let _ = stopped.await;
-    }));
-    pod_where(&kt, "acme-backend-1", "a first result", |p| {
+    let agent = RunningAgent::start(args);
+    acme_pod_where(&kt, "acme-backend-1", "a first result", |p| {
         p["liveness"]["ok"] == true
     })
     .await;
@@ -340,7 +265,7 @@ async fn a_slow_pod_does_not_hold_back_the_other_results() {
     let slowed_at = chrono::Utc::now();
     let time = |v: &Value| v.as_str()?.parse::<chrono::DateTime<chrono::Utc>>().ok();
     // A result of the fast pod probed after the slowdown…
-    let fresh = pod_where(
+    let fresh = acme_pod_where(
         &kt,
         "acme-backend-0",
         "a result probed after the slowdown",
@@ -359,15 +284,14 @@ async fn a_slow_pod_does_not_hold_back_the_other_results() {
         "the fast pod's result ({fresh}) waited for the slow one ({lagging})"
     );
     // And the slow pod's answer comes in its own time.
-    pod_where(&kt, "acme-backend-1", "the slow answer", |p| {
+    acme_pod_where(&kt, "acme-backend-1", "the slow answer", |p| {
         p["apiHealth"]["latencyMs"]
             .as_f64()
             .is_some_and(|ms| ms >= 3000.0)
     })
     .await;
 
-    stop.send(()).unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(15), agent).await;
+    agent.stop_within(Duration::from_secs(15)).await;
 }
 
 /// check-all asks the connected agents to probe now and waits for them:
@@ -392,10 +316,7 @@ async fn check_all_gets_fresh_results_from_the_agents() {
     .unwrap();
     let mut args = agent_args(&kt, tls.path(), &targets);
     args.interval = Duration::from_secs(3600);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(knowton_agent::run::run(args, async {
-        let _ = stopped.await;
-    }));
+    let agent = RunningAgent::start(args);
     // The first round starts within the first tenth of the interval: wait
     // for the agent to be connected instead.
     eventually(Duration::from_secs(15), "the agent to connect", || async {
@@ -425,6 +346,5 @@ async fn check_all_gets_fresh_results_from_the_agents() {
     assert_eq!(acme["status"], "healthy", "{}", reply.body);
     assert_eq!(acme["podsUp"], 1);
 
-    stop.send(()).unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(15), agent).await;
+    agent.stop_within(Duration::from_secs(15)).await;
 }

@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use knowton_agent::config::{Args, DiscoverySource, LogFormat};
+use knowton_agent::config::{Args, DiscoverySource};
 use knowton_agent::discover::{self, Discovery, Target};
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::SimPod;
+use knowton_tests::agent::{RunningAgent, acme_pod_where, agent_metric, free_port};
 use knowton_tests::fake_kube::{FakeKube, TestPod};
 use knowton_tests::{Db, TestCoordinator, eventually};
 use kube::api::{Api, ListParams};
@@ -332,48 +333,11 @@ async fn after_an_outage_and_a_compaction_the_watch_relists_and_ends_up_correct(
 
 fn agent_args(kt: &TestCoordinator, tls: &std::path::Path, fake: &FakeKube, pod_port: u16) -> Args {
     Args {
-        node_name: NODE.into(),
-        coordinator: format!("https://127.0.0.1:{}", kt.grpc_addr().port()),
-        tls_dir: Some(tls.to_owned()),
-        ca: None,
-        cert: None,
-        key: None,
-        targets: None,
-        discovery: None,
-        pod_port,
-        namespace_prefix: "knowton-tenant-".into(),
         kube_api_url: Some(fake.url()),
-        interval: Duration::from_millis(200),
-        timeout: Duration::from_millis(500),
-        slow_threshold: Duration::from_millis(300),
-        concurrency: 8,
-        buffer_bytes: 1 << 20,
+        pod_port,
         metrics_addr: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        shutdown_grace: Duration::from_secs(2),
-        log_format: LogFormat::Text,
+        ..Args::for_tests(NODE, kt.grpc_addr(), tls)
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One value of the agent's own /metrics.
-async fn agent_metric(http: &reqwest::Client, port: u16, name: &str) -> Option<f64> {
-    let text = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 async fn readyz(http: &reqwest::Client, port: u16) -> Option<(u16, String)> {
@@ -436,10 +400,7 @@ async fn an_agent_discovering_through_kubernetes_reports_its_pods_and_their_stor
 
     let args = agent_args(&kt, tls.path(), &fake, sim1.addr().port());
     let port = args.metrics_addr.port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(knowton_agent::run::run(args, async {
-        let _ = stopped.await;
-    }));
+    let agent = RunningAgent::start(args);
     let http = kt.http.clone();
 
     // Not ready until the pods are listed.
@@ -458,20 +419,8 @@ async fn an_agent_discovering_through_kubernetes_reports_its_pods_and_their_stor
     })
     .await;
 
-    let health = |pod: &'static str, check: fn(&Value) -> bool| {
-        let kt = &kt;
-        async move {
-            eventually(Duration::from_secs(15), pod, || async {
-                let body = kt.monitoring_health("acme").await.body;
-                body["pods"]
-                    .as_array()?
-                    .iter()
-                    .find(|p| p["pod"] == pod && check(p))
-                    .cloned()
-            })
-            .await
-        }
-    };
+    let health =
+        |pod: &'static str, check: fn(&Value) -> bool| acme_pod_where(&kt, pod, pod, check);
     let gib = 1u64 << 30;
     let pod0 = health("acme-backend-0", |p| {
         p["liveness"]["ok"] == true && !p["storage"].is_null()
@@ -520,10 +469,5 @@ async fn an_agent_discovering_through_kubernetes_reports_its_pods_and_their_stor
     knowton_tests::until_no_longer_probed(&sim0, &sim1, "the deleted pod to stop being probed")
         .await;
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), agent)
-        .await
-        .expect("the agent stops within its grace period")
-        .unwrap()
-        .unwrap();
+    agent.stop().await;
 }

@@ -1,5 +1,6 @@
 //! Provisioning is one transaction: a failure at any step leaves nothing.
 
+use knowton_tests::deploy::until_settled;
 use knowton_tests::{TestCoordinator, on_every_backend, tenant_request};
 use reqwest::{Method, StatusCode};
 
@@ -8,6 +9,10 @@ on_every_backend!(a_failure_at_any_step_leaves_no_rows);
 async fn a_failure_at_any_step_leaves_no_rows(kt: TestCoordinator) {
     // One tenant that must survive every failed attempt untouched.
     kt.provision("survivor", "basic").await;
+    // Its deployment (recorded as skipped: no cluster) is written after
+    // the reply: the snapshot waits for it to end.
+    let deployment = until_settled(&kt, "survivor").await;
+    assert_eq!(deployment["phase"], "skipped", "{deployment:#}");
     let before = kt.db.every_value().await;
 
     // The tables in the order provisioning writes them: fail each in turn.

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use knowton_agent::config::{Args, LogFormat};
+use knowton_agent::config::Args;
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::{Behaviour, SimPod};
+use knowton_tests::agent::{RunningAgent, free_port};
 use knowton_tests::receiver::Receiver;
 use knowton_tests::{ADMIN_TOKEN, Db, TestDb, eventually, on_every_backend};
 use serde_json::Value;
@@ -32,14 +33,6 @@ fn binary() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Coordinator {
@@ -145,30 +138,15 @@ async fn a_committed_notification_survives_kill_9_and_arrives_once(kind: Db) {
     )
     .unwrap();
     let args = Args {
-        node_name: "node-a".into(),
-        coordinator: format!("https://127.0.0.1:{grpc_port}"),
-        tls_dir: Some(tls.clone()),
-        ca: None,
-        cert: None,
-        key: None,
         targets: Some(targets),
-        discovery: None,
-        pod_port: 3000,
-        namespace_prefix: "knowton-tenant-".into(),
-        kube_api_url: None,
-        interval: Duration::from_millis(200),
-        timeout: Duration::from_millis(500),
-        slow_threshold: Duration::from_millis(300),
-        concurrency: 8,
-        buffer_bytes: 1 << 20,
-        metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         shutdown_grace: Duration::from_secs(1),
-        log_format: LogFormat::Text,
+        ..Args::for_tests(
+            "node-a",
+            SocketAddr::from(([127, 0, 0, 1], grpc_port)),
+            &tls,
+        )
     };
-    let (stop_agent, stopped) = tokio::sync::oneshot::channel::<()>();
-    let agent = tokio::spawn(knowton_agent::run::run(args, async {
-        let _ = stopped.await;
-    }));
+    let agent = RunningAgent::start(args);
 
     // The alert and its notification are committed; delivery keeps failing
     // (nothing listens on the webhook's port yet).
@@ -277,6 +255,5 @@ async fn a_committed_notification_survives_kill_9_and_arrives_once(kind: Db) {
     assert_eq!(open["alerts"].as_array().unwrap().len(), 1, "{open}");
     assert_eq!(open["alerts"][0]["id"], alert["id"]);
 
-    let _ = stop_agent.send(());
-    let _ = agent.await;
+    agent.stop_within(Duration::from_secs(15)).await;
 }

@@ -1,11 +1,10 @@
 //! `GET /metrics`: the families operators graph, with bounded labels, in a
 //! format `promtool check metrics` accepts.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use knowton_tests::feed::{Feed, Shape, healthy};
+use knowton_tests::promtool::promtool;
 use knowton_tests::{Db, TestCoordinator, eventually, on_every_backend};
 use reqwest::{Method, StatusCode};
 
@@ -27,31 +26,6 @@ async fn scrape(kt: &TestCoordinator) -> String {
             .starts_with("text/plain; version=0.0.4")
     );
     response.text().await.unwrap()
-}
-
-fn promtool(text: &str) -> (bool, String) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (tests/tools installs Debian's prometheus package)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 async fn metrics_show_every_tenant_and_pass_promtool(db: Db) {

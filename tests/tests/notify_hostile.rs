@@ -29,6 +29,13 @@ on_every_backend!(db:
 const PATH: &str = "/api/v1/tenants/acme/notifications";
 const WAIT: Duration = Duration::from_secs(20);
 
+/// Sets acme's channels to this webhook and Slack URL, no e-mail.
+async fn set_hooks(kt: &TestCoordinator, webhook: String, slack: String) {
+    let body = json!({"emails": [], "webhookUrl": webhook, "slackWebhookUrl": slack});
+    let put = kt.admin(Method::PUT, PATH, Some(body)).await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+}
+
 /// A coordinator trusting `tls`'s CA for notifications, with `change`.
 async fn trusting(
     db: Db,
@@ -180,18 +187,12 @@ async fn a_name_resolving_to_loopback_is_refused_when_delivering_without_a_conne
     })
     .await;
     let created = kt.provision("acme", "basic").await;
-    let put = kt
-        .admin(
-            Method::PUT,
-            PATH,
-            Some(json!({
-                "emails": [],
-                "webhookUrl": tenant_hook.url_via("localhost", "/alertmanager"),
-                "slackWebhookUrl": tenant_slack.url_via("localhost", "/services/T0/B0/x"),
-            })),
-        )
-        .await;
-    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    set_hooks(
+        &kt,
+        tenant_hook.url_via("localhost", "/alertmanager"),
+        tenant_slack.url_via("localhost", "/services/T0/B0/x"),
+    )
+    .await;
 
     let alert = kt
         .fill_storage(&mut Feed::new(&kt, "node-a"), &created)
@@ -245,18 +246,12 @@ async fn an_operator_allowed_range_is_reached_over_verified_tls(db: Db) {
     })
     .await;
     let created = kt.provision("acme", "basic").await;
-    let put = kt
-        .admin(
-            Method::PUT,
-            PATH,
-            Some(json!({
-                "emails": [],
-                "webhookUrl": hook.url_via("localhost", "/alertmanager"),
-                "slackWebhookUrl": slack.url("/services/T0/B0/x"),
-            })),
-        )
-        .await;
-    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    set_hooks(
+        &kt,
+        hook.url_via("localhost", "/alertmanager"),
+        slack.url("/services/T0/B0/x"),
+    )
+    .await;
     assert!(slack.url("/").starts_with("https://127.0.0.1:"));
 
     kt.fill_storage(&mut Feed::new(&kt, "node-a"), &created)

@@ -158,6 +158,19 @@ impl FakeKube {
         });
     }
 
+    /// [`Self::fail_next`] for every such request until
+    /// [`Self::stop_failing`]: however many attempts a test's action
+    /// leads to, each fails the same way.
+    pub fn fail_every(&self, method: &str, path_contains: &str, code: u16) {
+        self.fail_next(method, path_contains, code, usize::MAX);
+    }
+
+    /// Forgets the failures asked for `method` and `path_contains`.
+    pub fn stop_failing(&self, method: &str, path_contains: &str) {
+        lock(&self.shared.failures)
+            .retain(|f| !(f.method == method && f.path_contains == path_contains));
+    }
+
     /// While held, a deleted Namespace stays Terminating (no new content
     /// admitted, its objects still there); releasing finishes every
     /// pending deletion at once.

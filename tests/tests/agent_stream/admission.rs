@@ -10,10 +10,9 @@ async fn strangers_and_impostors_are_refused() {
     let addr = kt.grpc_addr();
 
     // A certificate for node-a saying it is node-b.
-    let err = open(addr, &ca, Some(&node), hello("node-b"))
+    let err = FakeAgent::open(addr, &ca, Some(&node), hello("node-b"))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(err.code(), Code::PermissionDenied, "{err}");
     // No client certificate, another CA's, an expired one: no TLS session at all.
     let other = CertificateAuthority::generate("other")
@@ -35,7 +34,7 @@ async fn strangers_and_impostors_are_refused() {
         ("another CA", Some(&other)),
         ("expired", Some(&expired)),
     ] {
-        let err = open(addr, &ca, identity, hello("node-a"))
+        let err = FakeAgent::open(addr, &ca, identity, hello("node-a"))
             .await
             .err()
             .unwrap_or_else(|| panic!("{what} was let in"));
@@ -49,10 +48,9 @@ async fn strangers_and_impostors_are_refused() {
         );
     }
     // The first message must be a hello.
-    let err = open(addr, &ca, Some(&node), batch(1, vec![]))
+    let err = FakeAgent::open(addr, &ca, Some(&node), batch(1, vec![], None))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(err.code(), Code::InvalidArgument);
 
     let body = agents(&kt).await;
@@ -63,7 +61,11 @@ async fn strangers_and_impostors_are_refused() {
     );
     assert!(body["agents"].as_array().unwrap().is_empty());
     // A valid agent still gets in.
-    assert!(open(addr, &ca, Some(&node), hello("node-a")).await.is_ok());
+    assert!(
+        FakeAgent::open(addr, &ca, Some(&node), hello("node-a"))
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,9 +97,10 @@ async fn a_stream_that_never_says_hello_is_refused() {
 async fn rotated_certificates_are_picked_up_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (kt, old_ca, old_node) = setup(dir.path()).await;
-    let mut established = open(kt.grpc_addr(), &old_ca, Some(&old_node), hello("node-a"))
-        .await
-        .unwrap();
+    let mut established =
+        FakeAgent::open(kt.grpc_addr(), &old_ca, Some(&old_node), hello("node-a"))
+            .await
+            .unwrap();
     established.next().await.unwrap();
 
     // A new CA and server certificate replace the files in place.
@@ -112,7 +115,7 @@ async fn rotated_certificates_are_picked_up_without_a_restart() {
         || {
             let (ca, node) = (new_ca_pem.clone(), new_node.clone());
             async move {
-                open(addr, &ca, Some(&node), hello("node-b"))
+                FakeAgent::open(addr, &ca, Some(&node), hello("node-b"))
                     .await
                     .ok()
                     .map(|_| ())
@@ -122,13 +125,13 @@ async fn rotated_certificates_are_picked_up_without_a_restart() {
     .await;
     // Old certificates are no longer accepted for new connections...
     assert!(
-        open(addr, &old_ca, Some(&old_node), hello("node-a"))
+        FakeAgent::open(addr, &old_ca, Some(&old_node), hello("node-a"))
             .await
             .is_err()
     );
     // ...and the stream established before the rotation still works.
     established
-        .send(batch(1, vec![pod("acme", "acme-0", 1_000)]))
+        .send(batch(1, vec![pod("acme", "acme-0", 1_000)], None))
         .await;
     assert_eq!(established.ack().await, 1);
 }

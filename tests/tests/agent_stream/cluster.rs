@@ -47,7 +47,7 @@ async fn pod_certificates_are_let_in_for_their_pods_node_only() {
     let ca_pem = ca.cert_pem().to_owned();
     let cert = |cn: &str| ca.issue_agent(cn, Validity::days(1)).unwrap();
 
-    let mut agent = open(
+    let mut agent = FakeAgent::open(
         kt.grpc_addr(),
         &ca_pem,
         Some(&cert("agent-x1.knowton-system.pod")),
@@ -78,7 +78,7 @@ async fn pod_certificates_are_let_in_for_their_pods_node_only() {
             "not in the agents' namespace",
         ),
     ] {
-        let err = open(kt.grpc_addr(), &ca_pem, Some(&cert(cn)), hello(node))
+        let err = FakeAgent::open(kt.grpc_addr(), &ca_pem, Some(&cert(cn)), hello(node))
             .await
             .err()
             .unwrap_or_else(|| panic!("{cn} as {node} refused"));
@@ -119,7 +119,7 @@ async fn with_a_cluster_results_are_bound_to_the_pods_node_and_tenant_namespace(
     let ca_pem = ca.cert_pem().to_owned();
     let cert = |cn: &str| ca.issue_agent(cn, Validity::days(1)).unwrap();
 
-    let mut node_a = open(
+    let mut node_a = FakeAgent::open(
         kt.grpc_addr(),
         &ca_pem,
         Some(&cert("node-a")),
@@ -136,7 +136,7 @@ async fn with_a_cluster_results_are_bound_to_the_pods_node_and_tenant_namespace(
     loop {
         sequence += 1;
         node_a
-            .send(batch(sequence, vec![pod("acme", "acme-0", 1_000)]))
+            .send(batch(sequence, vec![pod("acme", "acme-0", 1_000)], None))
             .await;
         assert_eq!(node_a.ack().await, sequence);
         if counters().await["resultsAccepted"] == 1 {
@@ -166,6 +166,7 @@ async fn with_a_cluster_results_are_bound_to_the_pods_node_and_tenant_namespace(
                 pod("globex", "acme-0", 666),
                 pod("acme", "acme-0", 2_000),
             ],
+            None,
         ))
         .await;
     assert_eq!(node_a.ack().await, sequence);
@@ -208,7 +209,7 @@ async fn with_a_cluster_results_are_bound_to_the_pods_node_and_tenant_namespace(
     );
 
     // The agent of node-b reports acme-1.
-    let mut node_b = open(
+    let mut node_b = FakeAgent::open(
         kt.grpc_addr(),
         &ca_pem,
         Some(&cert("node-b")),
@@ -218,7 +219,7 @@ async fn with_a_cluster_results_are_bound_to_the_pods_node_and_tenant_namespace(
     .unwrap();
     assert!(matches!(node_b.next().await.unwrap(), Out::Welcome(_)));
     node_b
-        .send(batch(1, vec![pod("acme", "acme-1", 3_000)]))
+        .send(batch(1, vec![pod("acme", "acme-1", 3_000)], None))
         .await;
     assert_eq!(node_b.ack().await, 1);
     let health = kt.monitoring_health("acme").await.body;

@@ -11,11 +11,11 @@ async fn a_misbehaving_stream_is_cut_off_without_harming_others() {
         .unwrap()
         .issue_agent("node-b", Validity::days(30))
         .unwrap();
-    let mut good = open(kt.grpc_addr(), &ca, Some(&node_a), hello("node-a"))
+    let mut good = FakeAgent::open(kt.grpc_addr(), &ca, Some(&node_a), hello("node-a"))
         .await
         .unwrap();
     good.next().await.unwrap();
-    let mut bad = open(kt.grpc_addr(), &ca, Some(&node_b), hello("node-b"))
+    let mut bad = FakeAgent::open(kt.grpc_addr(), &ca, Some(&node_b), hello("node-b"))
         .await
         .unwrap();
     bad.next().await.unwrap();
@@ -23,7 +23,7 @@ async fn a_misbehaving_stream_is_cut_off_without_harming_others() {
     // Over 4 MiB in one message.
     let mut huge = pod("acme", "big", 1);
     huge.liveness.as_mut().unwrap().detail = "x".repeat(5 * 1024 * 1024);
-    bad.send(batch(1, vec![huge])).await;
+    bad.send(batch(1, vec![huge], None)).await;
     let err = bad
         .next()
         .await
@@ -37,7 +37,7 @@ async fn a_misbehaving_stream_is_cut_off_without_harming_others() {
     );
 
     // A second hello on an open stream.
-    let mut twice = open(kt.grpc_addr(), &ca, Some(&node_b), hello("node-b"))
+    let mut twice = FakeAgent::open(kt.grpc_addr(), &ca, Some(&node_b), hello("node-b"))
         .await
         .unwrap();
     twice.next().await.unwrap();
@@ -48,7 +48,7 @@ async fn a_misbehaving_stream_is_cut_off_without_harming_others() {
     );
 
     // The good agent is unaffected.
-    good.send(batch(1, vec![pod("acme", "acme-0", 1_000)]))
+    good.send(batch(1, vec![pod("acme", "acme-0", 1_000)], None))
         .await;
     assert_eq!(good.ack().await, 1);
 }
@@ -73,20 +73,20 @@ async fn a_flooding_agent_is_paced_and_bounded_without_harming_others() {
 
     // The flooder sends batches of invented pods as fast as the stream takes
     // them, and counts its acknowledgements.
-    let mut flood = open(kt.grpc_addr(), &ca, Some(&flooder), hello("node-flood"))
+    let mut flood = FakeAgent::open(kt.grpc_addr(), &ca, Some(&flooder), hello("node-flood"))
         .await
         .unwrap();
     flood.next().await.unwrap();
     let started = tokio::time::Instant::now();
     let acked = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sender = tokio::spawn({
-        let tx = flood.tx.clone();
+        let tx = flood.sender();
         async move {
             for sequence in 1.. {
                 let results = (0..BATCH)
                     .map(|i| pod("acme", &format!("flood-{sequence}-{i}"), 1))
                     .collect();
-                if tx.send(batch(sequence, results)).await.is_err() {
+                if tx.send(batch(sequence, results, None)).await.is_err() {
                     return;
                 }
             }
@@ -103,7 +103,7 @@ async fn a_flooding_agent_is_paced_and_bounded_without_harming_others() {
     });
 
     // Meanwhile a normal agent streams, and every batch is acknowledged in order.
-    let mut good = open(kt.grpc_addr(), &ca, Some(&node_a), hello("node-a"))
+    let mut good = FakeAgent::open(kt.grpc_addr(), &ca, Some(&node_a), hello("node-a"))
         .await
         .unwrap();
     good.next().await.unwrap();
@@ -111,7 +111,7 @@ async fn a_flooding_agent_is_paced_and_bounded_without_harming_others() {
         let results = (0..3)
             .map(|i| pod("acme", &format!("acme-{i}"), sequence * 1_000))
             .collect();
-        good.send(batch(sequence, results)).await;
+        good.send(batch(sequence, results, None)).await;
         assert_eq!(good.ack().await, sequence);
     }
     let flood_acked = eventually(Duration::from_secs(30), "the flood goes on", || async {

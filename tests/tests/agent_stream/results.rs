@@ -6,7 +6,7 @@ use super::*;
 async fn a_valid_agent_streams_results_that_are_stored_acked_and_visible() {
     let dir = tempfile::tempdir().unwrap();
     let (kt, ca, node) = setup(dir.path()).await;
-    let mut agent = open(kt.grpc_addr(), &ca, Some(&node), hello("node-a"))
+    let mut agent = FakeAgent::open(kt.grpc_addr(), &ca, Some(&node), hello("node-a"))
         .await
         .unwrap();
     match agent.next().await.unwrap() {
@@ -31,16 +31,17 @@ async fn a_valid_agent_streams_results_that_are_stored_acked_and_visible() {
                 pod("acme", "acme-backend-0", 12_500),
                 pod("ghost", "ghost-0", 1),
             ],
+            None,
         ))
         .await;
     assert_eq!(agent.ack().await, 1);
     agent
-        .send(batch(2, vec![pod("acme", "acme-backend-1", 2_000)]))
+        .send(batch(2, vec![pod("acme", "acme-backend-1", 2_000)], None))
         .await;
     assert_eq!(agent.ack().await, 2);
     // A re-send of an acknowledged batch is acknowledged again and not stored twice.
     agent
-        .send(batch(1, vec![pod("acme", "acme-backend-0", 99_000)]))
+        .send(batch(1, vec![pod("acme", "acme-backend-0", 99_000)], None))
         .await;
     assert_eq!(agent.ack().await, 2);
 
@@ -77,7 +78,7 @@ async fn a_valid_agent_streams_results_that_are_stored_acked_and_visible() {
 
     // Reconnecting with the same session learns what is already safe.
     drop(agent);
-    let mut again = open(kt.grpc_addr(), &ca, Some(&node), hello("node-a"))
+    let mut again = FakeAgent::open(kt.grpc_addr(), &ca, Some(&node), hello("node-a"))
         .await
         .unwrap();
     match again.next().await.unwrap() {

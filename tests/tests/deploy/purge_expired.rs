@@ -3,30 +3,17 @@
 //! rows (it once deleted the rows only, leaving the namespace behind).
 //! Against the fake Kubernetes API server.
 
-use std::time::Duration;
-
-use knowton_tests::fake_kube::FakeKube;
-use knowton_tests::{Db, TestCoordinator, eventually};
-use reqwest::{Method, StatusCode};
-
-const WAIT: Duration = Duration::from_secs(20);
+use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_tenant_is_purged_with_its_namespace() {
-    let fake = FakeKube::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
+    let cluster = Cluster::start().await;
     let kt = TestCoordinator::start_and(Db::Sqlite, |args| {
-        args.kube.no_cluster = false;
-        args.kube.kubeconfig = Some(kubeconfig.clone());
-        args.kube.no_leader_election = true;
-        args.kube.reconcile_seconds = 3600;
+        cluster.configure(args);
         args.retention_days = 1;
     })
     .await;
-    let namespace =
-        |slug: &str| fake.object("v1", "Namespace", None, &format!("knowton-tenant-{slug}"));
+    let namespace = |slug: &str| cluster.fake.object("v1", "Namespace", None, &ns(slug));
 
     kt.provision("expiring", "basic").await;
     kt.provision("kept", "basic").await;

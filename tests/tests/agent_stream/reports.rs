@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use knowton_coordinator::certs::{self, CertificateAuthority, Issued, Validity};
+use knowton_coordinator::certs::{self, CertificateAuthority, Validity};
 use knowton_proto::agent::v1::coordinator_message::Body as Out;
 use knowton_proto::agent::v1::{Instruction, NodeMetrics, PodResult};
 use knowton_tests::agent::{FakeAgent, batch, hello};
@@ -24,8 +24,18 @@ async fn setup(dir: &Path) -> (TestCoordinator, String, CertificateAuthority) {
     (kt, authority.cert_pem().to_owned(), authority)
 }
 
-fn agent_certificate(authority: &CertificateAuthority, node: &str) -> Issued {
-    authority.issue_agent(node, Validity::days(30)).unwrap()
+/// A fake agent for `node` with a certificate from `authority`, its
+/// stream open (the welcome not read yet).
+async fn connect(
+    kt: &TestCoordinator,
+    ca: &str,
+    authority: &CertificateAuthority,
+    node: &str,
+) -> FakeAgent {
+    let issued = authority.issue_agent(node, Validity::days(30)).unwrap();
+    FakeAgent::open(kt.grpc_addr(), ca, Some(&issued), hello(node))
+        .await
+        .unwrap()
 }
 
 async fn next_instruction(agent: &mut FakeAgent) -> Instruction {
@@ -39,10 +49,7 @@ async fn next_instruction(agent: &mut FakeAgent) -> Instruction {
 async fn each_tenants_slow_threshold_reaches_the_agents() {
     let dir = tempfile::tempdir().unwrap();
     let (kt, ca, authority) = setup(dir.path()).await;
-    let node = agent_certificate(&authority, "node-a");
-    let mut agent = FakeAgent::open(kt.grpc_addr(), &ca, Some(&node), hello("node-a"))
-        .await
-        .unwrap();
+    let mut agent = connect(&kt, &ca, &authority, "node-a").await;
     let welcome = match agent.next().await.unwrap() {
         Out::Welcome(welcome) => welcome.instruction.unwrap(),
         other => panic!("expected welcome, got {other:?}"),
@@ -81,10 +88,7 @@ async fn each_tenants_slow_threshold_reaches_the_agents() {
     assert!(!changed.probe_now && changed.probe_interval_ms == 0);
 
     // An agent connecting now is welcomed with it.
-    let second = agent_certificate(&authority, "node-b");
-    let mut late = FakeAgent::open(kt.grpc_addr(), &ca, Some(&second), hello("node-b"))
-        .await
-        .unwrap();
+    let mut late = connect(&kt, &ca, &authority, "node-b").await;
     match late.next().await.unwrap() {
         Out::Welcome(welcome) => assert_eq!(
             welcome.instruction.unwrap().tenant_slow_threshold_ms,
@@ -106,10 +110,7 @@ async fn each_tenants_slow_threshold_reaches_the_agents() {
 async fn node_figures_reach_the_agents_api_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let (kt, ca, authority) = setup(dir.path()).await;
-    let node = agent_certificate(&authority, "node-a");
-    let mut agent = FakeAgent::open(kt.grpc_addr(), &ca, Some(&node), hello("node-a"))
-        .await
-        .unwrap();
+    let mut agent = connect(&kt, &ca, &authority, "node-a").await;
     assert!(matches!(agent.next().await.unwrap(), Out::Welcome(_)));
     let figures = NodeMetrics {
         cpu_percent: 37.5,
