@@ -25,6 +25,7 @@ on_every_backend!(with given_store:
     usage_is_recorded,
     deprovision_then_expiry_then_purge,
     a_deployment_request_reopens_only_what_started_before_it,
+    a_provisioning_request_is_served_by_any_attempt_since_creation,
 );
 
 /// Runs `test` on a store opened directly on a database of its own, and
@@ -417,4 +418,42 @@ async fn a_deployment_request_reopens_only_what_started_before_it(store: Arc<dyn
         assert_eq!(row.trigger, trigger);
         assert_eq!(row.reason, reason);
     }
+}
+
+/// The deployer's start-up reconcile can start a new tenant's first
+/// attempt before provisioning has recorded its request. That attempt
+/// deployed what the tenant was created with: the request must not reopen
+/// it (a second attempt would deploy the same tenant again).
+async fn a_provisioning_request_is_served_by_any_attempt_since_creation(store: Arc<dyn Store>) {
+    use knowton_common::health::DeploymentTrigger;
+    use knowton_coordinator::store::{DeploymentRow, Phase};
+    let f = tenant("acme");
+    let id = f.new.tenant.id;
+    store.create_tenant(&f.new).await.unwrap();
+    let created = store.get_tenant(id).await.unwrap().unwrap().created_at;
+    // The reconcile's attempt: started after the creation, failed fast,
+    // all before the provisioning request's statement runs.
+    let started = created + Duration::microseconds(1);
+    let attempt = DeploymentRow {
+        phase: Phase::Failed,
+        attempt: 1,
+        reason: Some("failed to apply Namespace: 500".to_owned()),
+        started_at: Some(started),
+        finished_at: Some(started),
+        ..DeploymentRow::new(id, DeploymentTrigger::Provisioned)
+    };
+    store.save_deployment(&attempt, None).await.unwrap();
+    assert!(now() > started, "the request comes after the attempt");
+    let row = store
+        .request_deployment(id, DeploymentTrigger::Provisioned)
+        .await
+        .unwrap();
+    assert_eq!(row.phase, Phase::Failed, "served, not reopened: {row:?}");
+    assert_eq!(row.attempt, 1);
+    // Any other request made now still reopens it.
+    let row = store
+        .request_deployment(id, DeploymentTrigger::Updated)
+        .await
+        .unwrap();
+    assert_eq!(row.phase, Phase::Pending, "{row:?}");
 }

@@ -147,9 +147,14 @@ macro_rules! deploy_sql {
                          OR tenant_deployments.started_at < excluded.requested_at)"
                     };
                 }
+                // A provisioning request asks for what the tenant was created
+                // with: any attempt since its creation serves it (the
+                // deployer's start-up reconcile may start one before the
+                // request's statement runs), so it counts as made then.
                 sqlx::query(concat!(
                     "INSERT INTO tenant_deployments (tenant_id, phase, attempt, trigger_kind, \
-                     requested_at, updated_at) SELECT id, 'pending', 0, $2, $3, $3 FROM tenants \
+                     requested_at, updated_at) SELECT id, 'pending', 0, $2, \
+                     CASE WHEN $2 = 'provisioned' THEN created_at ELSE $3 END, $3 FROM tenants \
                      WHERE id = $1 ON CONFLICT (tenant_id) DO UPDATE SET \
                      requested_at = excluded.requested_at, phase = CASE WHEN ",
                     open!(),
