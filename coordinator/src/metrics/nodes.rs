@@ -15,7 +15,12 @@ pub(crate) fn render(agents: &[AgentState], out: &mut String) {
     let nodes: Vec<_> = agents
         .iter()
         .filter(|a| a.connected)
-        .filter_map(|a| Some((escape(&a.node), a.node_metrics.as_ref()?.metrics)))
+        .filter_map(|a| {
+            Some((
+                super::families::esc(&a.node),
+                a.node_metrics.as_ref()?.metrics,
+            ))
+        })
         .collect();
     let gauges: [Gauge; 5] = [
         (
@@ -51,14 +56,6 @@ pub(crate) fn render(agents: &[AgentState], out: &mut String) {
             let _ = writeln!(out, "{name}{{node=\"{node}\"}} {}", value(metrics));
         }
     }
-}
-
-/// A label value, escaped for the text format.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
