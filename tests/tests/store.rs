@@ -4,13 +4,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use chrono::Duration;
+use chrono::{Duration, DurationRound};
+use knowton_common::health::HealthStatus;
 use knowton_common::{Branding, Plan, TenantStatus, Usage};
 use knowton_coordinator::credentials::KeyKind;
 use knowton_coordinator::credentials::generate_api_key;
 use knowton_coordinator::store::{
-    Backend, ConfigChange, NewApiKey, NewTenant, OutboxMessage, Store, StoreError, Tenant, Unique,
-    now,
+    Backend, ConfigChange, NewApiKey, NewTenant, OutboxMessage, Rollup, Store, StoreError, Tenant,
+    Unique, now,
 };
 use knowton_tests::{Db, TestDb, on_every_backend};
 use uuid::Uuid;
@@ -26,6 +27,7 @@ on_every_backend!(with given_store:
     deprovision_then_expiry_then_purge,
     a_deployment_request_reopens_only_what_started_before_it,
     a_provisioning_request_is_served_by_any_attempt_since_creation,
+    a_health_summary_counts_critical_and_down_minutes_as_bad,
 );
 
 /// Runs `test` on a store opened directly on a database of its own, and
@@ -293,6 +295,44 @@ async fn keys_authenticate_until_rotated_or_deprovisioned(store: Arc<dyn Store>)
         .await
         .unwrap();
     assert_eq!(store.authenticate_key(&next.hash).await.unwrap(), None);
+}
+
+async fn a_health_summary_counts_critical_and_down_minutes_as_bad(store: Arc<dyn Store>) {
+    let f = tenant("acme");
+    store.create_tenant(&f.new).await.unwrap();
+    let start = now().duration_trunc(Duration::minutes(1)).unwrap() - Duration::hours(1);
+    let rollups: Vec<Rollup> = HealthStatus::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, &status)| Rollup {
+            tenant_id: f.new.tenant.id,
+            minute: start + Duration::minutes(i as i64),
+            status,
+            availability: if status.is_available() { 1.0 } else { 0.0 },
+            latency_p50_ms: Some(10.0),
+            latency_p95_ms: Some(20.0 + i as f64),
+            latency_max_ms: Some(30.0),
+            error_rate_percent: Some(0.0),
+            requests_per_minute: Some(60.0),
+            storage_bytes: Some(1 << 30),
+            users: Some(5.0),
+            samples: 12,
+        })
+        .collect();
+    store.write_rollups(&rollups).await.unwrap();
+    let summaries = store
+        .health_summaries(start, start + Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(summaries.len(), 1);
+    let summary = &summaries[0];
+    assert_eq!(summary.tenant_id, f.new.tenant.id);
+    assert_eq!(summary.minutes, HealthStatus::ALL.len() as i64);
+    assert_eq!(
+        summary.bad_minutes, 2,
+        "critical and down, not unknown or warning"
+    );
+    assert_eq!(summary.latency_p95_ms, Some(20.0 + 4.0));
 }
 
 async fn usage_is_recorded(store: Arc<dyn Store>) {

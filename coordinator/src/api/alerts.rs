@@ -13,7 +13,7 @@ use super::auth::{Caller, TENANT_SLUG_HEADER};
 use super::error::{ApiError, ErrorBody};
 use super::page::Page;
 use super::{ApiQuery, AppState, json};
-use crate::health::engine::EngineError;
+use crate::health::engine::{EngineError, OperatorAction};
 use crate::health::{Check, Severity};
 use crate::store::{AlertEventRow, AlertFilter, AlertRow, AlertState, Silence};
 
@@ -255,12 +255,7 @@ pub async fn resolve(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<AlertView>, ApiError> {
-    act(&state, &caller, &id, &body, Action::Resolve).await
-}
-
-enum Action {
-    Resolve,
-    Acknowledge,
+    act(&state, &caller, &id, &body, OperatorAction::Resolve).await
 }
 
 /// An operator's action on an open alert the caller may see.
@@ -269,7 +264,7 @@ async fn act(
     caller: &Caller,
     id: &str,
     body: &Bytes,
-    action: Action,
+    action: OperatorAction,
 ) -> Result<Json<AlertView>, ApiError> {
     let note = action_body(body)?;
     let alert = visible_alert(state, caller, id).await?;
@@ -277,12 +272,10 @@ async fn act(
     if alert.resolved_at.is_some() {
         return Err(EngineError::AlreadyResolved(alert.id).into());
     }
-    let engine = &state.engine;
-    let actor = caller.actor();
-    let done = match action {
-        Action::Resolve => engine.resolve(alert.id, &actor, note).await?,
-        Action::Acknowledge => engine.acknowledge(alert.id, &actor, note).await?,
-    };
+    let done = state
+        .engine
+        .act(action, alert.id, &caller.actor(), note)
+        .await?;
     Ok(Json(with_history(state, done).await?))
 }
 
@@ -301,7 +294,7 @@ pub async fn acknowledge(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<AlertView>, ApiError> {
-    act(&state, &caller, &id, &body, Action::Acknowledge).await
+    act(&state, &caller, &id, &body, OperatorAction::Acknowledge).await
 }
 
 /// A new silence.

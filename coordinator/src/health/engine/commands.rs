@@ -2,16 +2,21 @@
 
 use super::*;
 
+/// What an operator may do to an open alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperatorAction {
+    /// Resolve it by hand; its resolution is notified if it fired. A
+    /// breach that goes on opens a new alert.
+    Resolve,
+    /// No more reminders; it stays open until it resolves.
+    Acknowledge,
+}
+
 /// What the API asks of the engine.
 #[derive(Debug)]
 pub(super) enum Command {
-    Resolve {
-        id: Uuid,
-        actor: String,
-        note: Option<String>,
-        reply: oneshot::Sender<Result<AlertRow, EngineError>>,
-    },
-    Acknowledge {
+    Act {
+        action: OperatorAction,
         id: Uuid,
         actor: String,
         note: Option<String>,
@@ -54,32 +59,18 @@ impl Engine {
         rx.await.map_err(|_| EngineError::Stopped)
     }
 
-    /// Resolves an open alert by hand; its resolution is notified if it fired.
-    pub async fn resolve(
+    /// An operator's action on an open alert, kept with who did it and
+    /// their note.
+    pub async fn act(
         &self,
+        action: OperatorAction,
         id: Uuid,
         actor: &str,
         note: Option<String>,
     ) -> Result<AlertRow, EngineError> {
         let actor = actor.to_owned();
-        self.ask(|reply| Command::Resolve {
-            id,
-            actor,
-            note,
-            reply,
-        })
-        .await?
-    }
-
-    /// Acknowledges an open alert: no more reminders; it stays open.
-    pub async fn acknowledge(
-        &self,
-        id: Uuid,
-        actor: &str,
-        note: Option<String>,
-    ) -> Result<AlertRow, EngineError> {
-        let actor = actor.to_owned();
-        self.ask(|reply| Command::Acknowledge {
+        self.ask(|reply| Command::Act {
+            action,
             id,
             actor,
             note,
@@ -135,21 +126,18 @@ impl Engine {
 impl Runner {
     pub(super) async fn command(&mut self, command: Command) {
         match command {
-            Command::Resolve {
+            Command::Act {
+                action,
                 id,
                 actor,
                 note,
                 reply,
             } => {
-                let _ = reply.send(self.resolve_by_hand(id, &actor, note).await);
-            }
-            Command::Acknowledge {
-                id,
-                actor,
-                note,
-                reply,
-            } => {
-                let _ = reply.send(self.acknowledge(id, &actor, note).await);
+                let done = match action {
+                    OperatorAction::Resolve => self.resolve_by_hand(id, &actor, note).await,
+                    OperatorAction::Acknowledge => self.acknowledge(id, &actor, note).await,
+                };
+                let _ = reply.send(done);
             }
             Command::SetThresholds {
                 tenant,

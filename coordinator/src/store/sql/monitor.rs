@@ -1,9 +1,11 @@
 //! The SQL behind [`MonitorStore`], for both backends (see the parent
 //! module for how the macro instantiates it).
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use knowton_common::health::MessageKind;
+use knowton_common::health::{HealthStatus, MessageKind};
 use knowton_common::thresholds::Thresholds;
 use sqlx::Row;
 use uuid::Uuid;
@@ -26,6 +28,73 @@ const SILENCE_FIELDS: &str = "id, tenant_id, check_name, starts_at, ends_at, end
 const ROLLUP_FIELDS: &str = "tenant_id, minute, status, availability, latency_p50_ms, \
     latency_p95_ms, latency_max_ms, error_rate_percent, requests_per_minute, storage_bytes, \
     users, samples";
+
+/// The columns of an alert that its transitions change, in the order
+/// `bind_alert_changes!` binds them.
+const ALERT_CHANGES: [&str; 14] = [
+    "severity",
+    "state",
+    "sequence",
+    "summary",
+    "value",
+    "threshold",
+    "updated_at",
+    "resolved_at",
+    "resolved_by",
+    "resolve_note",
+    "acknowledged_at",
+    "acknowledged_by",
+    "notified",
+    "last_notified_at",
+];
+
+/// A new alert: its identity (`$1`–`$4`), then [`ALERT_CHANGES`].
+static INSERT_ALERT: LazyLock<String> = LazyLock::new(|| {
+    let placeholders: Vec<String> = (1..=4 + ALERT_CHANGES.len())
+        .map(|n| format!("${n}"))
+        .collect();
+    format!(
+        "INSERT INTO alerts (id, tenant_id, check_name, opened_at, {}) VALUES ({})",
+        ALERT_CHANGES.join(", "),
+        placeholders.join(", ")
+    )
+});
+
+/// An alert's next transition (`$1` its id, `$2` the sequence it must
+/// still have, then [`ALERT_CHANGES`]): nothing changes when another
+/// writer got there first.
+static UPDATE_ALERT: LazyLock<String> = LazyLock::new(|| {
+    let sets: Vec<String> = ALERT_CHANGES
+        .iter()
+        .enumerate()
+        .map(|(i, column)| format!("{column} = ${}", i + 3))
+        .collect();
+    format!(
+        "UPDATE alerts SET {} WHERE id = $1 AND sequence = $2",
+        sets.join(", ")
+    )
+});
+
+/// Binds an alert's [`ALERT_CHANGES`] to a query, in their order.
+macro_rules! bind_alert_changes {
+    ($query:expr, $alert:expr) => {
+        $query
+            .bind($alert.severity.as_str())
+            .bind($alert.state.as_str())
+            .bind($alert.sequence)
+            .bind(&$alert.summary)
+            .bind(&$alert.value)
+            .bind(&$alert.threshold)
+            .bind($alert.updated_at)
+            .bind($alert.resolved_at)
+            .bind(&$alert.resolved_by)
+            .bind(&$alert.resolve_note)
+            .bind($alert.acknowledged_at)
+            .bind(&$alert.acknowledged_by)
+            .bind($alert.notified)
+            .bind($alert.last_notified_at)
+    };
+}
 
 fn parse_thresholds(tenant: Uuid, json: &str) -> Result<Thresholds> {
     serde_json::from_str(json).map_err(|e| corrupt(format!("thresholds of {tenant}: {e}")))
@@ -162,59 +231,15 @@ macro_rules! monitor_sql {
                 let tenant = a.tenant_id.to_string();
                 let mut tx = self.begin_write().await?;
                 if a.sequence == 1 {
-                    sqlx::query(
-                        "INSERT INTO alerts (id, tenant_id, check_name, severity, state, sequence, \
-                         summary, value, threshold, opened_at, updated_at, resolved_at, resolved_by, \
-                         resolve_note, acknowledged_at, acknowledged_by, notified, last_notified_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                         $16, $17, $18)",
-                    )
-                    .bind(&id)
-                    .bind(&tenant)
-                    .bind(a.check.as_str())
-                    .bind(a.severity.as_str())
-                    .bind(a.state.as_str())
-                    .bind(a.sequence)
-                    .bind(&a.summary)
-                    .bind(&a.value)
-                    .bind(&a.threshold)
-                    .bind(a.opened_at)
-                    .bind(a.updated_at)
-                    .bind(a.resolved_at)
-                    .bind(&a.resolved_by)
-                    .bind(&a.resolve_note)
-                    .bind(a.acknowledged_at)
-                    .bind(&a.acknowledged_by)
-                    .bind(a.notified)
-                    .bind(a.last_notified_at)
-                    .execute(&mut *tx)
-                    .await?;
+                    let insert = sqlx::query(INSERT_ALERT.as_str())
+                        .bind(&id)
+                        .bind(&tenant)
+                        .bind(a.check.as_str())
+                        .bind(a.opened_at);
+                    bind_alert_changes!(insert, a).execute(&mut *tx).await?;
                 } else {
-                    let done = sqlx::query(
-                        "UPDATE alerts SET severity = $3, state = $4, sequence = $5, summary = $6, \
-                         value = $7, threshold = $8, updated_at = $9, resolved_at = $10, \
-                         resolved_by = $11, resolve_note = $12, acknowledged_at = $13, \
-                         acknowledged_by = $14, notified = $15, last_notified_at = $16 \
-                         WHERE id = $1 AND sequence = $2",
-                    )
-                    .bind(&id)
-                    .bind(a.sequence - 1)
-                    .bind(a.severity.as_str())
-                    .bind(a.state.as_str())
-                    .bind(a.sequence)
-                    .bind(&a.summary)
-                    .bind(&a.value)
-                    .bind(&a.threshold)
-                    .bind(a.updated_at)
-                    .bind(a.resolved_at)
-                    .bind(&a.resolved_by)
-                    .bind(&a.resolve_note)
-                    .bind(a.acknowledged_at)
-                    .bind(&a.acknowledged_by)
-                    .bind(a.notified)
-                    .bind(a.last_notified_at)
-                    .execute(&mut *tx)
-                    .await?;
+                    let update = sqlx::query(UPDATE_ALERT.as_str()).bind(&id).bind(a.sequence - 1);
+                    let done = bind_alert_changes!(update, a).execute(&mut *tx).await?;
                     if done.rows_affected() == 0 {
                         tx.rollback().await?;
                         return Err(StoreError::Stale);
@@ -433,12 +458,14 @@ macro_rules! monitor_sql {
                      MAX(latency_p95_ms) AS latency_p95_ms, MAX(latency_max_ms) AS latency_max_ms, \
                      AVG(error_rate_percent) AS error_rate_percent, MAX(storage_bytes) AS storage_bytes, \
                      MAX(users) AS users, \
-                     SUM(CASE WHEN status IN ('critical', 'down') THEN 1 ELSE 0 END) AS bad_minutes \
+                     SUM(CASE WHEN status IN ($3, $4) THEN 1 ELSE 0 END) AS bad_minutes \
                      FROM health_rollups WHERE minute >= $1 AND minute < $2 \
                      GROUP BY tenant_id ORDER BY tenant_id",
                 )
                 .bind(from)
                 .bind(to)
+                .bind(HealthStatus::Critical.as_str())
+                .bind(HealthStatus::Down.as_str())
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter()
