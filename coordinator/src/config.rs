@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::deploy::config::{DeployConfig, KubeArgs};
 use crate::health::{AlertPolicy, EngineSettings};
+use crate::leader::{LeaderArgs, LeaderSettings};
 use crate::listen::{HttpArgs, HttpSettings};
 use crate::notify::NotifySettings;
 use crate::notify::config::NotifyArgs;
@@ -119,6 +120,10 @@ pub struct ServeArgs {
     /// Tenant deployments on Kubernetes.
     #[command(flatten)]
     pub kube: KubeArgs,
+
+    /// Leadership among coordinator replicas.
+    #[command(flatten)]
+    pub leader: LeaderArgs,
 
     /// HTTP listeners: timeouts, connection limit, metrics.
     #[command(flatten)]
@@ -236,6 +241,7 @@ impl ServeArgs {
             notify: Box::default(),
             alerting: AlertingArgs::default(),
             kube: KubeArgs::default(),
+            leader: LeaderArgs::default(),
             http: HttpArgs::default(),
         }
     }
@@ -277,6 +283,8 @@ pub struct ServeConfig {
     pub engine: EngineSettings,
     /// Tenant deployments.
     pub deploy: DeployConfig,
+    /// Leadership among replicas.
+    pub leader: LeaderSettings,
     /// HTTP listeners: timeouts, connection limit, metrics.
     pub http: HttpSettings,
 }
@@ -347,6 +355,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
         let notify = args.notify.validate(&mut errors);
         let engine = args.alerting.validate(&mut errors);
         let deploy = args.kube.validate(&mut errors);
+        let leader = args.leader.validate(&mut errors);
         let http = args.http.validate(&mut errors);
         if args.shutdown_grace_seconds > 3600 {
             errors.push("--shutdown-grace-seconds must be at most 3600".to_owned());
@@ -367,6 +376,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                     notify,
                     engine,
                     deploy,
+                    leader,
                     http,
                 })
             }

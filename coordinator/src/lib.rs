@@ -9,7 +9,8 @@
 //!    keys and password hashes.
 //! 2. [`store`]: tenants, keys, outbox, alerts, deployments on SQLite or
 //!    PostgreSQL.
-//! 3. [`directory`]: the live set of active tenant slugs; [`notify`]:
+//! 3. [`leader`]: which replica leads, by the store's fenced lease;
+//!    [`directory`]: the live set of active tenant slugs; [`notify`]:
 //!    notification channels, rendering and durable delivery from the outbox
 //!    (e-mail, webhooks, Slack); [`ingest`]: the agents' streams, their
 //!    latest results and placement.
@@ -41,6 +42,7 @@ pub mod deploy;
 pub mod directory;
 pub mod health;
 pub mod ingest;
+pub mod leader;
 pub mod listen;
 pub mod metrics;
 pub mod notify;

@@ -17,11 +17,11 @@ use crate::config::{AdminTokenSource, ServeConfig};
 use crate::credentials;
 use crate::deploy::config::ClusterSource;
 use crate::deploy::controller::Verification;
-use crate::deploy::leader::Leadership;
 use crate::deploy::{Cluster, Deployer};
 use crate::directory::TenantDirectory;
 use crate::health::Engine;
 use crate::ingest::{self, IngestService, StreamSettings};
+use crate::leader::Leadership;
 use crate::listen::{self, MetricsToken, MetricsTokenError};
 use crate::notify::email::MailerError;
 use crate::notify::worker::Deliveries;
@@ -74,8 +74,19 @@ pub enum ServeError {
     SetUpMailer(#[from] MailerError),
     #[error("failed to connect to the Kubernetes cluster")]
     ConnectCluster(#[from] crate::deploy::ClusterError),
-    #[error("failed to start leader election")]
-    StartLeaderElection(#[source] kube_lease_manager::LeaseManagerError),
+    #[error("failed to campaign for leadership in the database")]
+    Campaign(#[source] StoreError),
+    #[error(
+        "another coordinator{holder} is serving the SQLite database {database}: \
+         SQLite serves one coordinator; stop it, or run replicas on PostgreSQL"
+    )]
+    SqliteInUse { database: String, holder: String },
+    #[error("failed to lock the SQLite database's lock file {path}")]
+    LockSqlite {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A coordinator that is serving.
@@ -102,6 +113,11 @@ impl Running {
 /// Loads the configuration's resources, binds the listener and spawns the
 /// server. Fails before binding if the database or keys are not right.
 pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
+    // Before the database is touched: SQLite serves one coordinator.
+    let sqlite_lock = match config.backend.sqlite_path() {
+        Some(db) => Some(lock_sqlite(db, &config.database_display)?),
+        None => None,
+    };
     let store = config
         .backend
         .clone()
@@ -171,12 +187,24 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     let deliveries = Deliveries::new(notify.clone())?;
 
     let (shutdown, mut signal) = watch::channel(false);
+    // The lease is given up last, once everything that writes as leader
+    // has stopped.
+    let (resign, resigned) = watch::channel(false);
+    let (leadership, campaign_task) = Leadership::campaign(
+        store.clone(),
+        config.leader.clone(),
+        sqlite_lock.is_some(),
+        resigned,
+    )
+    .await
+    .map_err(ServeError::Campaign)?;
     let registry = Arc::new(ingest::Registry::default());
     let (engine, engine_task) = Engine::start(
         store.clone(),
         notify.clone(),
         registry.clone(),
         directory.clone(),
+        leadership.clone(),
         config.engine.clone(),
         shutdown.subscribe(),
     )
@@ -189,14 +217,6 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         ClusterSource::None => None,
         ClusterSource::Infer => Cluster::connect(None).await?,
         ClusterSource::Kubeconfig(path) => Cluster::connect(Some(path)).await?,
-    };
-    let leadership = match (&cluster, &config.deploy.leader) {
-        (Some(cluster), Some(settings)) => {
-            Leadership::elect(cluster, settings, shutdown.subscribe())
-                .await
-                .map_err(ServeError::StartLeaderElection)?
-        }
-        _ => Leadership::alone(),
     };
     let has_cluster = cluster.is_some();
     if has_cluster && config.deploy.settings.cluster.database_cidrs.is_empty() {
@@ -217,7 +237,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         cluster,
         config.deploy.settings.clone(),
         verification,
-        leadership.subscribe(),
+        leadership.clone(),
     );
     let lifecycle = Arc::new(TenantLifecycle::new(LifecycleParts {
         store: store.clone(),
@@ -258,11 +278,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         tracing::info!("no Kubernetes cluster: deployments are rendered and recorded as skipped");
     }
     spawn_housekeeping(&state, &config, shutdown.subscribe());
-    let deliveries = deliveries.spawn(
-        shutdown.subscribe(),
-        config.shutdown_grace,
-        leadership.subscribe(),
-    );
+    let deliveries = deliveries.spawn(shutdown.subscribe(), config.shutdown_grace, leadership);
     let grpc_addr = match &config.ingest {
         Some(ingest) => Some(
             start_ingest(
@@ -335,7 +351,13 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         if deliveries.await.is_err() {
             tracing::error!("the notification worker panicked");
         }
+        let _ = resign.send(true);
+        if campaign_task.await.is_err() {
+            tracing::error!("the leadership campaign panicked");
+        }
         store.close().await;
+        // Another coordinator may use the SQLite database from here on.
+        drop(sqlite_lock);
         Ok(())
     });
     tracing::info!(
@@ -362,6 +384,47 @@ pub async fn run(
     let running = start(config).await?;
     shutdown.await;
     running.shutdown().await
+}
+
+/// Takes the lock that makes a SQLite database one coordinator's:
+/// `<database>.lock` beside it, locked while the process lives (the kernel
+/// releases it when the process dies, however it dies), holding the
+/// process id of its holder for the message of the next one.
+fn lock_sqlite(db: &Path, database: &str) -> Result<std::fs::File, ServeError> {
+    let mut path = db.as_os_str().to_owned();
+    path.push(".lock");
+    let path = std::path::PathBuf::from(path);
+    let failed = |source| ServeError::LockSqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = std::io::Read::read_to_string(&mut file, &mut holder);
+            let holder = holder.trim();
+            return Err(ServeError::SqliteInUse {
+                database: database.to_owned(),
+                holder: if holder.is_empty() || holder.len() > 64 {
+                    String::new()
+                } else {
+                    format!(" ({holder})")
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(err)) => return Err(failed(err)),
+    }
+    file.set_len(0).map_err(failed)?;
+    write!(file, "pid {}", std::process::id()).map_err(failed)?;
+    Ok(file)
 }
 
 /// Loads the certificates, binds the agents' listener and serves it.

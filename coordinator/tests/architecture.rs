@@ -21,8 +21,8 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["store"],
     ),
     (
-        "services on the store: the live tenant directory, notifications, agents' results",
-        &["directory", "notify", "ingest"],
+        "services on the store: leadership, the live tenant directory, notifications, agents' results",
+        &["leader", "directory", "notify", "ingest"],
     ),
     ("tenant health: evaluation, alerts, the engine", &["health"]),
     ("each tenant's Kubernetes objects", &["deploy"]),

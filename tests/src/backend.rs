@@ -24,6 +24,10 @@ macro_rules! on_every_backend {
         $crate::on_every_backend!(@run super::$run; $($name),*);
     };
     (@run $run:path; $($name:ident),*) => {
+        $crate::on_every_backend!(@sqlite $run; $($name),*);
+        $crate::on_every_backend!(@postgres postgres, $run; $($name),*);
+    };
+    (@sqlite $run:path; $($name:ident),*) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,7 +36,9 @@ macro_rules! on_every_backend {
                 }
             )*
         }
-        mod postgres {
+    };
+    (@postgres $module:ident, $run:path; $($name:ident),*) => {
+        mod $module {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
@@ -47,6 +53,17 @@ macro_rules! on_every_backend {
     };
     ($($name:ident),* $(,)?) => {
         $crate::on_every_backend!(@run $crate::backend::given_coordinator; $($name),*);
+    };
+}
+
+/// Runs tests that need several coordinator replicas on one database,
+/// which only PostgreSQL serves (SQLite serves one coordinator), in a
+/// `replicas_on_postgres` module; each is given the [`Db`]. Without
+/// `TEST_DATABASE_URL` they say so and pass.
+#[macro_export]
+macro_rules! on_postgres {
+    ($($name:ident),* $(,)?) => {
+        $crate::on_every_backend!(@postgres replicas_on_postgres, $crate::backend::given_db; $($name),*);
     };
 }
 

@@ -49,7 +49,6 @@ impl Cluster {
     pub fn configure(&self, args: &mut ServeArgs) {
         args.kube.no_cluster = false;
         args.kube.kubeconfig = Some(self.kubeconfig.clone());
-        args.kube.no_leader_election = true;
         args.kube.rollout_timeout_seconds = 30;
         args.kube.verify_timeout_seconds = 5;
         args.kube.reconcile_seconds = 3600;

@@ -34,7 +34,6 @@ async fn coordinator(kubeconfig: &std::path::Path) -> TestCoordinator {
     TestCoordinator::start_and(Db::Sqlite, |args| {
         args.kube.no_cluster = false;
         args.kube.kubeconfig = Some(kubeconfig.to_owned());
-        args.kube.no_leader_election = true;
         args.kube.rollout_timeout_seconds = 240;
         args.kube.verify_timeout_seconds = 5;
         args.kube.cluster.namespace_prefix = "knowton-e2e-".to_owned();

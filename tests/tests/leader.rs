@@ -1,31 +1,33 @@
-//! Two coordinators on one database and one (FAKE) Kubernetes API server:
-//! only the holder of the Lease deploys; when it stops, the other takes
-//! over and finishes what was left.
+//! Leadership through the store's lease. Two coordinators on one
+//! PostgreSQL database and one (FAKE) Kubernetes API server: only the
+//! leader deploys; when it stops, the other takes over in the next epoch
+//! and finishes what was left. On SQLite, a second coordinator refuses to
+//! start.
 
 use std::time::Duration;
 
+use knowton_common::Plan;
 use knowton_coordinator::config::{ServeArgs, ServeConfig};
 use knowton_coordinator::server;
 use knowton_tests::fake_kube::FakeKube;
-use knowton_tests::{
-    ADMIN_TOKEN, Db, TestCoordinator, eventually, on_every_backend, tenant_request,
-};
+use knowton_tests::feed::{Feed, Shape, healthy};
+use knowton_tests::{ADMIN_TOKEN, Db, TestCoordinator, eventually, on_postgres, tenant_request};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn elect(args: &mut ServeArgs, kubeconfig: &std::path::Path, identity: &str) {
+fn elect(args: &mut ServeArgs, kubeconfig: &std::path::Path, replica: &str) {
     args.kube.no_cluster = false;
     args.kube.kubeconfig = Some(kubeconfig.to_owned());
-    args.kube.identity = Some(identity.to_owned());
-    args.kube.lease_namespace = "knowton-system".to_owned();
-    args.kube.lease_seconds = 3;
+    args.leader.replica_id = Some(replica.to_owned());
+    args.leader.leader_lease_seconds = 3;
     args.kube.rollout_timeout_seconds = 60;
     args.kube.verify_timeout_seconds = 5;
 }
 
-async fn leads(http: &reqwest::Client, base: &str) -> bool {
+/// A gauge of the replica's `/metrics`.
+async fn gauge(http: &reqwest::Client, base: &str, name: &str) -> i64 {
     let metrics = http
         .get(format!("{base}/metrics"))
         .bearer_auth(knowton_tests::METRICS_TOKEN)
@@ -35,7 +37,14 @@ async fn leads(http: &reqwest::Client, base: &str) -> bool {
         .text()
         .await
         .unwrap();
-    metrics.lines().any(|l| l == "knowton_coordinator_leader 1")
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics"))
+}
+
+async fn leads(http: &reqwest::Client, base: &str) -> bool {
+    gauge(http, base, "knowton_coordinator_leader").await == 1
 }
 
 async fn call(
@@ -69,22 +78,8 @@ async fn wayne(http: &reqwest::Client, base: &str) -> Value {
     .1
 }
 
-/// The coordinators' Lease, which must exist.
-fn the_lease(fake: &FakeKube) -> Value {
-    fake.object(
-        "coordination.k8s.io/v1",
-        "Lease",
-        Some("knowton-system"),
-        "knowton-coordinator",
-    )
-    .expect("the lease exists")
-}
-
-async fn only_the_lease_holder_deploys_and_a_successor_takes_over(db: Db) {
+async fn only_the_leader_deploys_and_a_successor_takes_over_in_the_next_epoch(db: Db) {
     let fake = FakeKube::start().await;
-    fake.put_object(
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "knowton-system"}}),
-    );
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, fake.kubeconfig()).unwrap();
@@ -101,8 +96,12 @@ async fn only_the_lease_holder_deploys_and_a_successor_takes_over(db: Db) {
     let base_b = format!("http://{}", b.http_addr);
     let http = reqwest::Client::new();
     assert!(!leads(&http, &base_b).await, "one leader at a time");
-    let lease = the_lease(&fake);
-    assert_eq!(lease["spec"]["holderIdentity"], "coordinator-a");
+    let epoch = gauge(&a.http, &a.base, "knowton_coordinator_epoch").await;
+    assert!(epoch >= 1);
+    assert_eq!(
+        gauge(&http, &base_b, "knowton_coordinator_epoch").await,
+        epoch
+    );
 
     // Provisioned through the replica that does not lead: the leader
     // deploys it.
@@ -126,16 +125,18 @@ async fn only_the_lease_holder_deploys_and_a_successor_takes_over(db: Db) {
     })
     .await;
 
-    // The leader stops mid-rollout; the other takes the lease and deploys
-    // again, to the end.
+    // The leader stops mid-rollout (resigning its lease); the other takes
+    // the lease in the next epoch and deploys again, to the end.
     // (Its database lives on: b uses it.)
     let (_db, _) = a.stop_for_restart().await;
     eventually(WAIT, "b to lead", || async {
         leads(&http, &base_b).await.then_some(())
     })
     .await;
-    let lease = the_lease(&fake);
-    assert_eq!(lease["spec"]["holderIdentity"], "coordinator-b");
+    assert_eq!(
+        gauge(&http, &base_b, "knowton_coordinator_epoch").await,
+        epoch + 1
+    );
     let view = eventually(WAIT, "b to deploy", || async {
         let view = wayne(&http, &base_b).await;
         (view["attempt"].as_i64() >= Some(2) && view["phase"] == "waiting").then_some(view)
@@ -165,4 +166,156 @@ async fn only_the_lease_holder_deploys_and_a_successor_takes_over(db: Db) {
     b.shutdown().await.unwrap();
 }
 
-on_every_backend!(db: only_the_lease_holder_deploys_and_a_successor_takes_over);
+on_postgres!(
+    only_the_leader_deploys_and_a_successor_takes_over_in_the_next_epoch,
+    a_deposed_leader_is_fenced_and_its_successor_resolves_its_alert,
+);
+
+/// Both replicas get every result. The leader opens an alert; it is then
+/// deposed behind its back (as if it had been paused past its lease) while
+/// it still believes it leads: its next write is refused and counted, and
+/// it follows. The successor, which stood by with the same results, takes
+/// the open alert over and resolves it, once.
+async fn a_deposed_leader_is_fenced_and_its_successor_resolves_its_alert(db: Db) {
+    // a renews only every 100 s, so it goes on believing it leads; b
+    // campaigns every second.
+    let a = TestCoordinator::start_and(db, |args| {
+        args.leader.replica_id = Some("a".to_owned());
+        args.leader.leader_lease_seconds = 300;
+        args.alerting.alert_resolve_after = 1;
+        args.alerting.health_sweep_seconds = 1;
+    })
+    .await;
+    // Before b starts, so that b knows the tenant.
+    let provisioned = a.provision("acme", "basic").await;
+    let args_b = TestCoordinator::args_for(&a.db, |args| {
+        args.leader.replica_id = Some("b".to_owned());
+        args.leader.leader_lease_seconds = 3;
+        args.alerting.alert_resolve_after = 1;
+        args.alerting.health_sweep_seconds = 1;
+        args.http_addr = "127.0.0.1:0".parse().unwrap();
+    });
+    let b = server::start(ServeConfig::try_from(args_b).unwrap())
+        .await
+        .unwrap();
+    let base_b = format!("http://{}", b.http_addr);
+    let http = reqwest::Client::new();
+    assert!(leads(&a.http, &a.base).await);
+    assert!(!leads(&http, &base_b).await);
+
+    let mut feed_a = Feed::new(&a, "node-a");
+    let mut feed_b = Feed::on(b.state.clone(), "node-a");
+    let full = Plan::Basic.limits().storage_bytes / 100 * 96;
+    feed_b.send(vec![healthy("acme", "web-0").storage(full)]);
+    let alert = a.fill_storage(&mut feed_a, &provisioned).await;
+    let id = alert["id"].as_str().unwrap().to_owned();
+    // b, standing by, shows the leader's alert in its health reads.
+    eventually(WAIT, "b to show the open alert", || async {
+        let health: Value = http
+            .get(format!("{base_b}/api/v1/monitoring/health"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("X-Tenant-Slug", "acme")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        health["openAlerts"]
+            .as_array()
+            .is_some_and(|open| open.iter().any(|o| o["id"] == id.as_str()))
+            .then_some(())
+    })
+    .await;
+
+    // Deposed: another holder took the lease in a later epoch, and its
+    // term ran out; b takes over.
+    a.db.execute(
+        "UPDATE coordinator_lease SET holder = 'usurper#0', epoch = epoch + 1, expires_ms = 0",
+    )
+    .await;
+    eventually(WAIT, "b to lead", || async {
+        leads(&http, &base_b).await.then_some(())
+    })
+    .await;
+    assert!(leads(&a.http, &a.base).await, "a does not know yet");
+
+    // The pod recovers. a's resolution is refused; a follows.
+    feed_a.send(vec![healthy("acme", "web-0")]);
+    eventually(WAIT, "a's write to be fenced", || async {
+        (gauge(&a.http, &a.base, "knowton_fenced_writes_total").await >= 1).then_some(())
+    })
+    .await;
+    assert!(!leads(&a.http, &a.base).await, "a stepped down");
+    let stored = a.alert(&id).await;
+    assert!(
+        stored["resolvedAt"].is_null(),
+        "a changed nothing: {stored}"
+    );
+
+    // b resolves it, once, as the automatic actor.
+    feed_b.send(vec![healthy("acme", "web-0")]);
+    let resolved = eventually(WAIT, "b to resolve the alert", || async {
+        let view = a.alert(&id).await;
+        (!view["resolvedAt"].is_null()).then_some(view)
+    })
+    .await;
+    assert_eq!(resolved["resolvedBy"], "auto");
+    let resolutions = resolved["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "resolved")
+        .count();
+    assert_eq!(resolutions, 1, "{resolved}");
+    assert_eq!(
+        gauge(&http, &base_b, "knowton_fenced_writes_total").await,
+        0
+    );
+    b.shutdown().await.unwrap();
+    a.stop().await;
+}
+
+/// SQLite serves one coordinator: a second one on the same database file
+/// refuses to start and says why; once the first has stopped, it starts
+/// and leads at once (the lease of a coordinator that died is not waited
+/// out: the file lock says it is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_coordinator_on_one_sqlite_database_refuses_to_start() {
+    let a = TestCoordinator::start(Db::Sqlite).await;
+    let epoch = gauge(&a.http, &a.base, "knowton_coordinator_epoch").await;
+    assert!(leads(&a.http, &a.base).await);
+    let args = TestCoordinator::args_for(&a.db, |_| {});
+    let refused = server::start(ServeConfig::try_from(args.clone()).unwrap())
+        .await
+        .expect_err("a second coordinator on the same SQLite file");
+    let message = refused.to_string();
+    assert!(
+        matches!(refused, server::ServeError::SqliteInUse { .. }),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("(pid {})", std::process::id()))
+            && message.contains("SQLite serves one coordinator"),
+        "{message}"
+    );
+    // The first one is unharmed.
+    assert!(leads(&a.http, &a.base).await);
+
+    let (db, _) = a.stop_for_restart().await;
+    // As if the first had died holding the lease for another hour.
+    db.execute(
+        "UPDATE coordinator_lease SET holder = 'ghost#0', expires_ms = expires_ms + 3600000",
+    )
+    .await;
+    let b = TestCoordinator::start_with(db, args).await;
+    assert!(
+        leads(&b.http, &b.base).await,
+        "leads from its first request"
+    );
+    assert_eq!(
+        gauge(&b.http, &b.base, "knowton_coordinator_epoch").await,
+        epoch + 1
+    );
+    b.stop().await;
+}

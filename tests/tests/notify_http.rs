@@ -15,7 +15,9 @@ use knowton_proto::agent::v1::PodResult;
 use knowton_tests::feed::{Feed, Shape, healthy};
 use knowton_tests::receiver::{Answer, Receiver, ReceiverTls, RetryAfter};
 use knowton_tests::smtp::{SmtpTls, TestSmtp};
-use knowton_tests::{Db, TestCoordinator, eventually, on_every_backend, storage_alert};
+use knowton_tests::{
+    Db, TestCoordinator, eventually, on_every_backend, on_postgres, storage_alert,
+};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -30,9 +32,9 @@ on_every_backend!(db:
     undelivered_messages_are_dead_letters_after_the_maximum_age,
     a_failing_slack_does_not_delay_or_duplicate_webhook_or_email,
     messages_survive_a_restart_and_a_crashed_lease_and_go_out_once,
-    coordinators_sharing_a_database_deliver_each_message_once,
     a_claim_takes_at_most_its_limit_and_skips_leased_rows,
 );
+on_postgres!(replicas_record_and_deliver_each_alert_once);
 
 const SECRET: &str = "webhook-signing-secret-42";
 const WAIT: Duration = Duration::from_secs(20);
@@ -463,14 +465,18 @@ async fn messages_survive_a_restart_and_a_crashed_lease_and_go_out_once(db: Db) 
     assert_eq!(keys, expected);
 }
 
-async fn coordinators_sharing_a_database_deliver_each_message_once(db: Db) {
+/// Two replicas on one PostgreSQL database, both fed every result (as
+/// agents stream to every replica): the leader records each alert once and
+/// each message is delivered once; the other evaluates the same results and
+/// records nothing.
+async fn replicas_record_and_deliver_each_alert_once(db: Db) {
     let hook = Receiver::start().await;
     hook.answer_by_default(Answer::status(200).delayed(Duration::from_millis(30)));
     let kt = with_operator_channels(db, Some(&hook), None, |a| {
         a.alerting.alert_resolve_after = 1;
     })
     .await;
-    // Provisioned first, so that the second coordinator knows both tenants.
+    // Provisioned first, so that the second replica knows both tenants.
     kt.provision("acme", "basic").await;
     kt.provision("beta", "basic").await;
     let mut second_args = TestCoordinator::args_for(&kt.db, |a| {
@@ -481,19 +487,21 @@ async fn coordinators_sharing_a_database_deliver_each_message_once(db: Db) {
     second_args.admin_token_file = None;
     let second = server::start(ServeConfig::try_from(second_args).unwrap())
         .await
-        .expect("a second coordinator on the same database");
-    // Half the alerts through each coordinator's engine, all delivered by
-    // either: six open and resolve for each tenant.
+        .expect("a second replica on the same database");
+    assert!(!second.state.deployer.is_leader(), "the first one leads");
+    // Six open and resolve for each tenant.
     let mut feeds = [
-        ("acme", Feed::new(&kt, "node-a")),
-        ("beta", Feed::on(second.state.clone(), "node-b")),
+        Feed::new(&kt, "node-a"),
+        Feed::on(second.state.clone(), "node-a"),
     ];
-    for (tenant, feed) in &mut feeds {
-        feed.send(vec![breaching(tenant, 1.4)]);
+    for feed in &mut feeds {
+        feed.send(vec![breaching("acme", 1.4), breaching("beta", 1.4)]);
     }
-    for (tenant, feed) in &mut feeds {
+    for tenant in ["acme", "beta"] {
         kt.open_alerts(tenant, 6).await;
-        feed.send(vec![healthy(tenant, "web-0")]);
+    }
+    for feed in &mut feeds {
+        feed.send(vec![healthy("acme", "web-0"), healthy("beta", "web-0")]);
     }
     eventually(WAIT, "24 deliveries", || async {
         let rows = kt.notifications("state=delivered").await;
@@ -511,6 +519,12 @@ async fn coordinators_sharing_a_database_deliver_each_message_once(db: Db) {
         seen.values().all(|n| *n == 1),
         "each message once: {seen:?}"
     );
+    let alerts = kt
+        .db
+        .scalar("SELECT CAST(COUNT(*) AS TEXT) FROM alerts")
+        .await
+        .unwrap();
+    assert_eq!(alerts, "12", "each alert opened once");
     second.shutdown().await.unwrap();
 }
 

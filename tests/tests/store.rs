@@ -10,8 +10,8 @@ use knowton_common::{Branding, Plan, TenantStatus, Usage};
 use knowton_coordinator::credentials::KeyKind;
 use knowton_coordinator::credentials::generate_api_key;
 use knowton_coordinator::store::{
-    Backend, ConfigChange, NewApiKey, NewTenant, OutboxMessage, Rollup, Store, StoreError, Tenant,
-    Unique, now,
+    Backend, ConfigChange, Fence, NewApiKey, NewTenant, OutboxMessage, Rollup, Store, StoreError,
+    Tenant, Unique, now,
 };
 use knowton_tests::{Db, TestDb, on_every_backend};
 use uuid::Uuid;
@@ -28,6 +28,7 @@ on_every_backend!(with given_store:
     a_deployment_request_reopens_only_what_started_before_it,
     a_provisioning_request_is_served_by_any_attempt_since_creation,
     a_health_summary_counts_critical_and_down_minutes_as_bad,
+    the_lease_has_one_holder_and_fences_a_deposed_leaders_writes,
 );
 
 /// Runs `test` on a store opened directly on a database of its own, and
@@ -305,21 +306,14 @@ async fn a_health_summary_counts_critical_and_down_minutes_as_bad(store: Arc<dyn
         .iter()
         .enumerate()
         .map(|(i, &status)| Rollup {
-            tenant_id: f.new.tenant.id,
-            minute: start + Duration::minutes(i as i64),
             status,
             availability: if status.is_available() { 1.0 } else { 0.0 },
-            latency_p50_ms: Some(10.0),
             latency_p95_ms: Some(20.0 + i as f64),
-            latency_max_ms: Some(30.0),
-            error_rate_percent: Some(0.0),
-            requests_per_minute: Some(60.0),
-            storage_bytes: Some(1 << 30),
-            users: Some(5.0),
-            samples: 12,
+            ..rollup(f.new.tenant.id, start + Duration::minutes(i as i64))
         })
         .collect();
-    store.write_rollups(&rollups).await.unwrap();
+    let fence = lead(store.as_ref(), "test").await;
+    store.write_rollups(&rollups, fence).await.unwrap();
     let summaries = store
         .health_summaries(start, start + Duration::hours(1))
         .await
@@ -333,6 +327,105 @@ async fn a_health_summary_counts_critical_and_down_minutes_as_bad(store: Arc<dyn
         "critical and down, not unknown or warning"
     );
     assert_eq!(summary.latency_p95_ms, Some(20.0 + 4.0));
+}
+
+/// A healthy minute of `tenant`'s.
+fn rollup(tenant: Uuid, minute: chrono::DateTime<chrono::Utc>) -> Rollup {
+    Rollup {
+        tenant_id: tenant,
+        minute,
+        status: HealthStatus::Healthy,
+        availability: 1.0,
+        latency_p50_ms: Some(10.0),
+        latency_p95_ms: Some(20.0),
+        latency_max_ms: Some(30.0),
+        error_rate_percent: Some(0.0),
+        requests_per_minute: Some(60.0),
+        storage_bytes: Some(1 << 30),
+        users: Some(5.0),
+        samples: 12,
+    }
+}
+
+/// Takes the lease for `holder`, which must get it.
+async fn lead(store: &dyn Store, holder: &str) -> Fence {
+    let term = store.campaign(holder, LEASE).await.unwrap();
+    assert_eq!(term.holder, holder, "the lease is free");
+    Fence { epoch: term.epoch }
+}
+
+const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn the_lease_has_one_holder_and_fences_a_deposed_leaders_writes(store: Arc<dyn Store>) {
+    assert_eq!(store.term().await.unwrap(), None, "nobody has led yet");
+    let a = store.campaign("a", LEASE).await.unwrap();
+    assert_eq!((a.holder.as_str(), a.epoch), ("a", 1));
+    assert!(
+        a.remaining() > LEASE - std::time::Duration::from_secs(5) && a.remaining() <= LEASE,
+        "{a:?}"
+    );
+
+    // Unexpired, the lease is a's: b is told who leads, a renews in the
+    // same epoch.
+    let seen_by_b = store.campaign("b", LEASE).await.unwrap();
+    assert_eq!((seen_by_b.holder.as_str(), seen_by_b.epoch), ("a", 1));
+    let renewed = store.campaign("a", LEASE).await.unwrap();
+    assert_eq!((renewed.epoch, renewed.acquired_ms), (1, a.acquired_ms));
+    assert!(renewed.expires_ms >= a.expires_ms);
+
+    let f = tenant("acme");
+    store.create_tenant(&f.new).await.unwrap();
+    let minute = now().duration_trunc(Duration::minutes(1)).unwrap() - Duration::minutes(5);
+    let written = rollup(f.new.tenant.id, minute);
+    store
+        .write_rollups(std::slice::from_ref(&written), Fence { epoch: 1 })
+        .await
+        .unwrap();
+
+    // a's lease runs out (renewed for no time at all): b takes it over in
+    // the next epoch.
+    store
+        .campaign("a", std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let b = store.campaign("b", LEASE).await.unwrap();
+    assert_eq!((b.holder.as_str(), b.epoch), ("b", 2));
+
+    // a, deposed but still believing it leads, is refused and changes
+    // nothing.
+    let late = Rollup {
+        status: HealthStatus::Down,
+        ..written.clone()
+    };
+    let err = store
+        .write_rollups(&[late], Fence { epoch: 1 })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Fenced {
+                held: 1,
+                current: Some(2)
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("epoch 1"), "{err}");
+    let stored = store
+        .rollups(f.new.tenant.id, minute, minute + Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(stored, vec![written]);
+    // Nor can it end b's term, or take the lease back.
+    store.resign("a", 1).await.unwrap();
+    assert_eq!(store.campaign("a", LEASE).await.unwrap().holder, "b");
+
+    // b resigns: a takes over at once, in a new epoch.
+    store.resign("b", 2).await.unwrap();
+    let again = store.campaign("a", LEASE).await.unwrap();
+    assert_eq!((again.holder.as_str(), again.epoch), ("a", 3));
+    assert!(again.acquired_ms >= b.acquired_ms);
 }
 
 async fn usage_is_recorded(store: Arc<dyn Store>) {

@@ -252,6 +252,11 @@ impl From<EngineError> for ApiError {
                 "engine_not_running",
                 "the health engine is not running",
             ),
+            err @ EngineError::NotLeader => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_leader",
+                err.to_string(),
+            ),
             err @ (EngineError::RecordAlert(_) | EngineError::PlanNotifications(_)) => {
                 ApiError::internal(&err)
             }

@@ -8,7 +8,6 @@ use clap::Args;
 
 use super::controller::DeploySettings;
 use super::flags::ClusterArgs;
-use super::leader::LeaderSettings;
 use super::scaling::ScalingSettings;
 
 #[derive(Debug, Clone, Args)]
@@ -43,38 +42,20 @@ pub struct KubeArgs {
     #[arg(long, env = "KNOWTON_DEPLOY_CONCURRENCY", default_value_t = 4)]
     pub deploy_concurrency: usize,
 
-    /// Run as the only coordinator: no Lease election even with a cluster.
-    #[arg(long, env = "KNOWTON_NO_LEADER_ELECTION")]
-    pub no_leader_election: bool,
-
-    /// The Lease replicas elect their leader with.
+    /// The coordinator's own namespace.
     #[arg(
-        long,
-        env = "KNOWTON_LEASE_NAME",
-        default_value = "knowton-coordinator"
+        long = "coordinator-namespace",
+        env = "POD_NAMESPACE",
+        default_value = "knowton-system"
     )]
-    pub lease_name: String,
-
-    /// Namespace of the Lease (the coordinator's own).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "knowton-system")]
-    pub lease_namespace: String,
+    pub namespace: String,
 
     /// Namespace the agents run in: an agent whose certificate names its
     /// pod (`<pod>.<namespace>.pod`, from the cert-manager csi-driver) is
     /// let in when that pod is an agent here on the node it names.
-    /// Default: the Lease's namespace.
+    /// Default: the coordinator's own.
     #[arg(long, env = "KNOWTON_AGENT_NAMESPACE")]
     pub agent_namespace: Option<String>,
-
-    /// This replica's identity in the election (the pod name); default:
-    /// the host name.
-    #[arg(long, env = "POD_NAME")]
-    pub identity: Option<String>,
-
-    /// Seconds a lease lasts without renewal (the longest a dead leader
-    /// holds the others back).
-    #[arg(long, env = "KNOWTON_LEASE_SECONDS", default_value_t = 15)]
-    pub lease_seconds: u64,
 
     /// Seconds a tenant's response time must stay critical before its
     /// backend's minimum replicas is raised (0: never scale).
@@ -104,12 +85,8 @@ impl Default for KubeArgs {
             verify_timeout_seconds: 180,
             reconcile_seconds: 600,
             deploy_concurrency: 4,
-            no_leader_election: false,
-            lease_name: "knowton-coordinator".to_owned(),
-            lease_namespace: "knowton-system".to_owned(),
+            namespace: "knowton-system".to_owned(),
             agent_namespace: None,
-            identity: None,
-            lease_seconds: 15,
             scale_after_seconds: 300,
             scale_calm_seconds: 1800,
             scale_step: 1,
@@ -130,8 +107,6 @@ pub enum ClusterSource {
 pub struct DeployConfig {
     pub source: ClusterSource,
     pub settings: DeploySettings,
-    /// `None`: no election (a lone coordinator).
-    pub leader: Option<LeaderSettings>,
     /// `None`: no scaling.
     pub scaling: Option<ScalingSettings>,
     pub agent_namespace: String,
@@ -155,9 +130,6 @@ impl KubeArgs {
         if self.scale_step < 1 {
             errors.push("--scale-step must be at least 1".to_owned());
         }
-        if self.lease_seconds < 2 {
-            errors.push("--lease-seconds must be at least 2".to_owned());
-        }
         if self.deploy_concurrency == 0 {
             errors.push("--deploy-concurrency must be at least 1".to_owned());
         }
@@ -166,20 +138,6 @@ impl KubeArgs {
             (Some(path), false) => ClusterSource::Kubeconfig(path.clone()),
             (None, false) => ClusterSource::Infer,
         };
-        let identity = self.identity.clone().unwrap_or_else(|| {
-            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "coordinator".to_owned());
-            format!(
-                "{host}-{}",
-                crate::credentials::random_base62(6).to_ascii_lowercase()
-            )
-        });
-        let leader = (!self.no_leader_election).then(|| LeaderSettings {
-            lease_name: self.lease_name.clone(),
-            namespace: self.lease_namespace.clone(),
-            identity,
-            duration_seconds: self.lease_seconds.max(2),
-            grace_seconds: (self.lease_seconds / 3).max(1),
-        });
         let scaling = (self.scale_after_seconds > 0).then(|| ScalingSettings {
             after: Duration::from_secs(self.scale_after_seconds),
             calm: Duration::from_secs(self.scale_calm_seconds.max(1)),
@@ -191,8 +149,7 @@ impl KubeArgs {
             agent_namespace: self
                 .agent_namespace
                 .clone()
-                .unwrap_or_else(|| self.lease_namespace.clone()),
-            leader,
+                .unwrap_or_else(|| self.namespace.clone()),
             scaling,
             settings: DeploySettings {
                 cluster: self.cluster.settings(),

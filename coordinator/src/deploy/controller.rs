@@ -19,6 +19,7 @@ use super::cluster::{Cluster, ClusterError};
 use super::render::{ClusterSettings, TenantSpec, render, to_yaml};
 use super::watch::LiveCache;
 use crate::ingest::Registry;
+use crate::leader::Leadership;
 use crate::secrets::{OpenError, SecretBox};
 use crate::store::{DeploymentRow, Phase, Store, StoreError, Tenant, now};
 
@@ -132,8 +133,8 @@ struct DeployerState {
     live: Arc<LiveCache>,
     /// Tenants being purged: never deployed again.
     purging: Mutex<HashSet<Uuid>>,
-    /// Whether this replica holds the Lease (and so deploys).
-    leader: watch::Receiver<bool>,
+    /// Whether this replica leads (and so deploys).
+    leadership: Leadership,
     counters: DeployCounters,
 }
 
@@ -171,11 +172,11 @@ impl Deployer {
         cluster: Option<Cluster>,
         settings: DeploySettings,
         verification: Verification,
-        leader: watch::Receiver<bool>,
+        leadership: Leadership,
     ) -> Self {
         Deployer {
             inner: Arc::new(DeployerState {
-                leader,
+                leadership,
                 counters: DeployCounters::default(),
                 store,
                 secrets,
@@ -197,7 +198,11 @@ impl Deployer {
     }
 
     pub fn is_leader(&self) -> bool {
-        *self.inner.leader.borrow()
+        self.inner.leadership.is_leader()
+    }
+
+    pub fn leadership(&self) -> &Leadership {
+        &self.inner.leadership
     }
 
     pub fn counters(&self) -> &DeployCounters {
@@ -285,7 +290,7 @@ impl Deployer {
     /// Runs deployments until `shutdown` turns true: queued requests, a
     /// reconcile of every tenant at start and every `reconcile_every`.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let mut leader = self.inner.leader.clone();
+        let mut leader = self.inner.leadership.subscribe();
         let mut electing = true;
         let every = self.inner.settings.reconcile_every;
         let mut next_reconcile = tokio::time::Instant::now();
@@ -295,7 +300,7 @@ impl Deployer {
         let mut running: HashSet<Uuid> = HashSet::new();
         let mut tasks: JoinSet<Uuid> = JoinSet::new();
         loop {
-            let leads = *leader.borrow_and_update();
+            let leads = leader.borrow_and_update().is_some();
             while leads && tasks.len() < self.inner.settings.concurrency.max(1) {
                 let next = {
                     let mut queue = lock(&self.inner.queue);
@@ -327,7 +332,7 @@ impl Deployer {
                     // Closed: leadership no longer changes (a lone
                     // coordinator, or shutting down).
                     electing = changed.is_ok();
-                    if electing && *leader.borrow() {
+                    if electing && leader.borrow().is_some() {
                         // A new leader checks everything at once.
                         next_reconcile = tokio::time::Instant::now();
                     }

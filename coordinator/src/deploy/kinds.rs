@@ -71,7 +71,6 @@ const fn kind(
 pub const NAMESPACE: Kind = kind("", "v1", "Namespace", "namespaces", false);
 pub const SECRET: Kind = kind("", "v1", "Secret", "secrets", true);
 pub const DEPLOYMENT: Kind = kind("apps", "v1", "Deployment", "deployments", true);
-pub const LEASE: Kind = kind("coordination.k8s.io", "v1", "Lease", "leases", true);
 
 /// Every kind a tenant's rendering may contain. The namespaced ones are
 /// listed by label when pruning, so an object of a kind that a later

@@ -9,7 +9,6 @@ pub mod controller;
 pub mod diff;
 pub mod flags;
 pub mod kinds;
-pub mod leader;
 pub mod render;
 pub mod rollout;
 pub mod scaling;

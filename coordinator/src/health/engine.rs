@@ -18,6 +18,7 @@ mod publish;
 mod reminders;
 mod rollups;
 mod silences;
+mod standby;
 mod tenant_cache;
 #[cfg(test)]
 mod tests;
@@ -52,6 +53,7 @@ use super::evaluate::{Check, Evaluation, Inputs, evaluate};
 use super::rollup::{Minute, minute_of};
 use crate::directory::TenantDirectory;
 use crate::ingest::Registry;
+use crate::leader::Leadership;
 use crate::notify::NotifyService;
 use crate::notify::render::AlertStatus;
 use crate::store::{AlertRow, AlertState, AlertWrite, Rollup, Silence, Store, StoreError, Tenant};
@@ -125,6 +127,8 @@ pub enum EngineError {
     SilenceLimit { limit: usize },
     #[error("the health engine is not running")]
     Stopped,
+    #[error("this coordinator does not lead: alert changes are recorded by the leader")]
+    NotLeader,
     #[error("failed to read or record the alert")]
     RecordAlert(#[from] StoreError),
     #[error("failed to prepare notifications")]
@@ -151,6 +155,17 @@ struct CheckAlert {
     alert: Option<AlertRow>,
 }
 
+impl CheckAlert {
+    /// The slot of an alert read from the store (at start, or recorded by
+    /// another leader).
+    fn reopened(alert: AlertRow) -> CheckAlert {
+        CheckAlert {
+            tracker: Tracker::reopened(alert.severity, alert.state == AlertState::Flapping),
+            alert: Some(alert),
+        }
+    }
+}
+
 /// The engine's task: owns every tenant's alert state and applies the
 /// pure decisions (evaluation, alert state machine, plans) to it.
 struct Runner {
@@ -159,6 +174,9 @@ struct Runner {
     notify: Arc<NotifyService>,
     registry: Arc<Registry>,
     directory: Arc<TenantDirectory>,
+    /// Only the leader records transitions and rollups; the others
+    /// evaluate, ready to take over.
+    leadership: Leadership,
     settings: EngineSettings,
     published: Arc<Published>,
     tenants: HashMap<String, CachedTenant>,
@@ -169,6 +187,9 @@ struct Runner {
     /// When each tenant was last evaluated (for new-result latencies and the sweep).
     evaluated_at: HashMap<String, DateTime<Utc>>,
     silences_loaded_at: DateTime<Utc>,
+    /// A take-over whose reading of the store failed: nothing is recorded
+    /// until a sweep has read it.
+    reload_pending: bool,
 }
 
 impl Engine {
@@ -179,6 +200,7 @@ impl Engine {
         notify: Arc<NotifyService>,
         registry: Arc<Registry>,
         directory: Arc<TenantDirectory>,
+        leadership: Leadership,
         settings: EngineSettings,
         stop: watch::Receiver<bool>,
     ) -> Result<(Engine, tokio::task::JoinHandle<()>), StoreError> {
@@ -194,13 +216,7 @@ impl Engine {
         let silences = store.active_silences(now).await?;
         let mut check_alerts = HashMap::new();
         for alert in store.open_alerts().await? {
-            check_alerts.insert(
-                (alert.tenant_id, alert.check),
-                CheckAlert {
-                    tracker: Tracker::reopened(alert.severity, alert.state == AlertState::Flapping),
-                    alert: Some(alert),
-                },
-            );
+            check_alerts.insert((alert.tenant_id, alert.check), CheckAlert::reopened(alert));
         }
         if !check_alerts.is_empty() {
             tracing::info!(
@@ -214,6 +230,7 @@ impl Engine {
             notify,
             registry,
             directory,
+            leadership,
             settings,
             published: published.clone(),
             tenants: HashMap::new(),
@@ -223,6 +240,7 @@ impl Engine {
             minutes: HashMap::new(),
             evaluated_at: HashMap::new(),
             silences_loaded_at: now,
+            reload_pending: false,
         };
         let handle = tokio::spawn(task.run(rx, stop));
         Ok((Engine { published }, handle))
@@ -262,10 +280,25 @@ impl Runner {
         let mut sweep = tokio::time::interval(self.settings.sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let registry = self.registry.clone();
+        let mut leader = self.leadership.subscribe();
+        let mut leading = leader.borrow_and_update().is_some();
         loop {
             tokio::select! {
                 biased;
                 _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+                changed = leader.changed() => {
+                    if changed.is_err() {
+                        // The campaign ended (shutting down): nothing more
+                        // is recorded.
+                        leader = watch::channel(None).1;
+                        continue;
+                    }
+                    let now_leading = leader.borrow_and_update().is_some();
+                    if now_leading && !leading {
+                        self.take_over().await;
+                    }
+                    leading = now_leading;
+                }
                 Some(command) = rx.recv() => self.command(command).await,
                 _ = registry.changed.notified() => {
                     for slug in registry.take_changed() {
@@ -319,11 +352,8 @@ impl Runner {
             .or_insert_with(|| Minute::new(now));
         if minute.start != minute_of(now) {
             let done = std::mem::replace(minute, Minute::new(now));
-            if let Some(rollup) = done.rollup(tenant.id)
-                && let Err(err) = self.store.write_rollups(&[rollup]).await
-            {
-                count(&self.published.counters.store_errors);
-                tracing::warn!(tenant = slug, error = %err, "failed to store a health rollup");
+            if let Some(rollup) = done.rollup(tenant.id) {
+                self.store_rollups(&[rollup]).await;
             }
         }
         if let Some(minute) = self.minutes.get_mut(&tenant.id) {
@@ -374,9 +404,17 @@ impl Runner {
                     }
                 }
                 Err(err) => {
-                    // Not recorded: the next evaluation tries again.
-                    count(&self.published.counters.store_errors);
-                    tracing::error!(tenant = %tenant.slug, check = check.check.as_str(), error = %err, "failed to record an alert transition; will retry");
+                    // Not recorded: the next evaluation tries again (as
+                    // leader: a replica standing by leaves it to the
+                    // leader and stays one result short of it).
+                    if !matches!(
+                        err,
+                        EngineError::NotLeader
+                            | EngineError::RecordAlert(StoreError::Fenced { .. })
+                    ) {
+                        count(&self.published.counters.store_errors);
+                        tracing::error!(tenant = %tenant.slug, check = check.check.as_str(), error = %err, "failed to record an alert transition; will retry");
+                    }
                     if let Some(tracked) = self.check_alerts.get_mut(&key) {
                         tracked.tracker = before;
                         if matches!(err, EngineError::RecordAlert(StoreError::Stale)) {

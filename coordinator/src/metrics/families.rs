@@ -71,16 +71,36 @@ pub fn render(s: &Sources<'_>, cache: &TenantLineCache) -> String {
 fn deployments(s: &Sources<'_>, out: &mut String) {
     use std::sync::atomic::Ordering::Relaxed;
     let deployer = s.deployer;
+    let leadership = deployer.leadership();
+    let fence = leadership.fence();
     family(
         out,
         "knowton_coordinator_leader",
         "gauge",
-        "1 while this replica holds the Lease (deploys, scales, notifies)",
+        "1 while this replica leads (records alerts, deploys, scales, notifies)",
     );
     let _ = writeln!(
         out,
         "knowton_coordinator_leader {}",
-        u8::from(deployer.is_leader())
+        u8::from(fence.is_some())
+    );
+    family(
+        out,
+        "knowton_coordinator_epoch",
+        "gauge",
+        "The lease's epoch as this replica last read it; it grows at every change of leader",
+    );
+    let _ = writeln!(out, "knowton_coordinator_epoch {}", leadership.epoch());
+    family(
+        out,
+        "knowton_fenced_writes_total",
+        "counter",
+        "Leader-only writes the store refused because this replica's term had ended",
+    );
+    let _ = writeln!(
+        out,
+        "knowton_fenced_writes_total {}",
+        leadership.fenced_writes()
     );
     family(
         out,

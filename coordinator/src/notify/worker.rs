@@ -26,7 +26,8 @@ use super::email::{Mailer, MailerError};
 use super::http::HttpSender;
 use super::welcome::EmailBody;
 use super::{Attempt, Channel, HttpDelivery, NotifyService, RetryPolicy, outbox_context};
-use crate::store::{ClaimedMessage, DeliveryOutcome, now};
+use crate::leader::Leadership;
+use crate::store::{ClaimedMessage, DeliveryOutcome, Fence, now};
 
 /// Deliveries in flight at once, per channel.
 const PER_CHANNEL: usize = 8;
@@ -145,12 +146,12 @@ impl Deliveries {
 
     /// Starts delivering; stops when `stop` turns true, after letting
     /// in-flight deliveries finish for up to `grace`.
-    /// Delivers while `leader` is true (one replica sends), until `stop`.
+    /// Delivers while this replica leads (one replica sends), until `stop`.
     pub fn spawn(
         self,
         stop: watch::Receiver<bool>,
         grace: Duration,
-        leader: watch::Receiver<bool>,
+        leadership: Leadership,
     ) -> JoinHandle<()> {
         match &self.0.service.settings().smtp {
             Some(smtp) => {
@@ -162,7 +163,7 @@ impl Deliveries {
         }
         tokio::spawn(
             self.0
-                .run(stop, grace, leader)
+                .run(stop, grace, leadership.subscribe())
                 .instrument(tracing::info_span!("notify")),
         )
     }
@@ -183,7 +184,7 @@ impl Worker {
         self: Arc<Self>,
         mut stop: watch::Receiver<bool>,
         grace: Duration,
-        mut leader: watch::Receiver<bool>,
+        mut leader: watch::Receiver<Option<Fence>>,
     ) {
         let mut inflight = JoinSet::new();
         let mut store_failures = 0u32;
@@ -191,12 +192,12 @@ impl Worker {
             if *stop.borrow() {
                 break;
             }
-            if !*leader.borrow() {
+            if leader.borrow().is_none() {
                 tracing::info!(
                     "not the leader: notifications are sent by the replica holding the lease"
                 );
                 tokio::select! {
-                    led = leader.wait_for(|l| *l) => if led.is_err() { break },
+                    led = leader.wait_for(Option::is_some) => if led.is_err() { break },
                     _ = stop.wait_for(|s| *s) => break,
                 }
                 continue;

@@ -10,10 +10,13 @@
 //!   channels ([`OutboxStore`]).
 //! - `monitor`: alerts, silences, rollups, thresholds ([`MonitorStore`]).
 //! - `deploy`: each tenant's deployment and its events ([`DeployStore`]).
+//! - `lease`: leadership among replicas and the fence of leader-only
+//!   writes ([`LeaseStore`]).
 //! - `sql`: the SQL of all of them, written once for both backends.
 
 mod deploy;
 mod keys;
+mod lease;
 mod monitor;
 mod outbox;
 mod sql;
@@ -34,6 +37,7 @@ use crate::credentials::KeyKind;
 
 pub use deploy::{DeployStore, DeploymentEvent, DeploymentRow, DeploymentSettings, Phase};
 pub use keys::{KeyOwner, KeyStore};
+pub use lease::{Fence, LeaseStore, Term};
 pub use monitor::{
     ADMIN_ACTOR, AlertEventRow, AlertFilter, AlertRow, AlertState, AlertWrite, CleanupCounts,
     HealthSummary, MonitorStore, Rollup, Silence,
@@ -59,6 +63,11 @@ pub enum StoreError {
     NotFound,
     #[error("the row was changed by someone else meanwhile")]
     Stale,
+    #[error(
+        "the write was fenced: it was made as leader in epoch {held}, but the lease is in {}",
+        current.map_or("no epoch".to_owned(), |e| format!("epoch {e}"))
+    )]
+    Fenced { held: i64, current: Option<i64> },
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
     #[error("stored row is corrupt: {table}.{column} holds {:?}", source.value)]
@@ -215,7 +224,15 @@ pub struct ConfigChange {
 /// The tenant registry.
 #[async_trait]
 pub trait Store:
-    MonitorStore + DeployStore + OutboxStore + KeyStore + std::fmt::Debug + Send + Sync + 'static
+    MonitorStore
+    + DeployStore
+    + OutboxStore
+    + KeyStore
+    + LeaseStore
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
 {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{OutboxMessage, Result};
+use super::{Fence, OutboxMessage, Result};
 
 /// An alert as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,7 +182,9 @@ pub trait MonitorStore: Send + Sync {
 
     /// Records one alert transition and its notifications atomically; when
     /// the alert resolves, ends the silences covering it that asked to.
-    async fn record_alert(&self, write: &AlertWrite) -> Result<()>;
+    /// Only the leader records: refused with [`super::StoreError::Fenced`]
+    /// once `fence`'s term has ended.
+    async fn record_alert(&self, write: &AlertWrite, fence: Fence) -> Result<()>;
     async fn get_alert(&self, id: Uuid) -> Result<Option<AlertRow>>;
     /// Alerts newest first.
     async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRow>>;
@@ -196,8 +198,9 @@ pub trait MonitorStore: Send + Sync {
     /// Ends a silence now; false if there is none with that id.
     async fn end_silence(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool>;
 
-    /// Inserts or replaces rollups (one transaction).
-    async fn write_rollups(&self, rollups: &[Rollup]) -> Result<()>;
+    /// Inserts or replaces rollups (one transaction). Only the leader
+    /// writes them: refused once `fence`'s term has ended.
+    async fn write_rollups(&self, rollups: &[Rollup], fence: Fence) -> Result<()>;
     /// The tenant's rollups with `from <= minute < to`, oldest first.
     async fn rollups(
         &self,

@@ -5,7 +5,7 @@
 //! instantiates them for each driver with its native types, so neither
 //! backend pays for a lowest-common-denominator `Any` layer. Each store
 //! trait has its own file and macro (`keys`, `outbox`, `monitor`,
-//! `deploy`); `rows` decodes tenants for them.
+//! `deploy`, `lease`); `rows` decodes tenants for them.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,6 +15,7 @@ use sqlx::{PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
 mod deploy;
+mod lease;
 mod monitor;
 mod outbox;
 mod rows;

@@ -1,10 +1,9 @@
 //! Tests of the fake API server: selectors, lists and watches here; writes,
-//! server-side apply, namespaces and leases in the modules below, each
+//! server-side apply and namespaces in the modules below, each
 //! with the real `kube` client.
 
 mod apply;
 mod client;
-mod lease;
 mod namespaces;
 mod writes;
 

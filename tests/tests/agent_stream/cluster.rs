@@ -15,7 +15,6 @@ async fn coordinator_on(fake: &FakeKube) -> (tempfile::TempDir, TestCoordinator)
     let kt = TestCoordinator::start_with_agents_and(Db::Sqlite, dir.path(), |args| {
         args.kube.no_cluster = false;
         args.kube.kubeconfig = Some(kubeconfig.clone());
-        args.kube.no_leader_election = true;
     })
     .await;
     (dir, kt)

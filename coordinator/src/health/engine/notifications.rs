@@ -10,6 +10,7 @@ impl Runner {
         planned: alerting::Planned,
         cause: Option<DateTime<Utc>>,
     ) -> Result<AlertRow, EngineError> {
+        let fence = self.fence()?;
         let alerting::Planned {
             mut alert,
             mut event,
@@ -44,7 +45,10 @@ impl Runner {
             event,
             messages,
         };
-        self.store.record_alert(&write).await?;
+        if let Err(err) = self.store.record_alert(&write, fence).await {
+            self.after_failed_write(fence, &err);
+            return Err(err.into());
+        }
         if !write.messages.is_empty() {
             self.notify.wakeup().poke();
         }

@@ -25,6 +25,7 @@ impl Runner {
             .filter(|(_, at)| now - **at >= quiet)
             .map(|(slug, _)| slug.clone())
             .collect();
+        self.follow().await;
         for slug in stale {
             self.evaluate(&slug, false).await;
         }
@@ -47,6 +48,10 @@ impl Runner {
         let Some(every) = self.settings.reminder_every else {
             return;
         };
+        if self.fence().is_err() {
+            // The leader reminds.
+            return;
+        }
         let due: Vec<(Uuid, Check)> = self
             .check_alerts
             .iter()

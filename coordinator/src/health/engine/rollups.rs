@@ -18,17 +18,9 @@ impl Runner {
         if rollups.is_empty() && finished.is_empty() {
             return;
         }
-        match self.store.write_rollups(&rollups).await {
-            Ok(()) => {
-                for tenant in finished {
-                    if !all {
-                        self.minutes.remove(&tenant);
-                    }
-                }
-            }
-            Err(err) => {
-                count(&self.published.counters.store_errors);
-                tracing::warn!(error = %err, minutes = rollups.len(), "failed to store health rollups; will retry");
+        if self.store_rollups(&rollups).await && !all {
+            for tenant in finished {
+                self.minutes.remove(&tenant);
             }
         }
     }

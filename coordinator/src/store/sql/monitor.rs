@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::{PgStore, SqliteStore, corrupt, decode, parse_uuid};
 use crate::store::{
-    AlertEventRow, AlertFilter, AlertRow, AlertWrite, CleanupCounts, HealthSummary, MonitorStore,
-    Result, Rollup, Silence, StoreError,
+    AlertEventRow, AlertFilter, AlertRow, AlertWrite, CleanupCounts, Fence, HealthSummary,
+    MonitorStore, Result, Rollup, Silence, StoreError,
 };
 
 const ALERT_FIELDS: &str = "a.id, a.tenant_id, t.slug AS tenant_slug, a.check_name, a.severity, \
@@ -225,11 +225,12 @@ macro_rules! monitor_sql {
                 Ok(())
             }
 
-            async fn record_alert(&self, write: &AlertWrite) -> Result<()> {
+            async fn record_alert(&self, write: &AlertWrite, fence: Fence) -> Result<()> {
                 let a = &write.alert;
                 let id = a.id.to_string();
                 let tenant = a.tenant_id.to_string();
                 let mut tx = self.begin_write().await?;
+                Self::hold_fence(&mut tx, fence).await?;
                 if a.sequence == 1 {
                     let insert = sqlx::query(INSERT_ALERT.as_str())
                         .bind(&id)
@@ -378,7 +379,7 @@ macro_rules! monitor_sql {
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn write_rollups(&self, rollups: &[Rollup]) -> Result<()> {
+            async fn write_rollups(&self, rollups: &[Rollup], fence: Fence) -> Result<()> {
                 if rollups.is_empty() {
                     return Ok(());
                 }
@@ -394,6 +395,7 @@ macro_rules! monitor_sql {
                      samples = excluded.samples"
                 );
                 let mut tx = self.begin_write().await?;
+                Self::hold_fence(&mut tx, fence).await?;
                 for r in rollups {
                     let inserted = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                         .bind(r.tenant_id.to_string())
@@ -420,7 +422,7 @@ macro_rules! monitor_sql {
                                 .filter(|x| x.tenant_id != r.tenant_id)
                                 .cloned()
                                 .collect();
-                            return Box::pin(self.write_rollups(&rest)).await;
+                            return Box::pin(self.write_rollups(&rest, fence)).await;
                         }
                         Err(err) => return Err(err.into()),
                     }

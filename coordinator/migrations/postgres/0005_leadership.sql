@@ -1,0 +1,15 @@
+-- Leadership among coordinator replicas: one row, the lease. The holder
+-- renews it well before it expires; another replica takes it only once it
+-- has expired. `epoch` grows at every change of holder, and every write only
+-- the leader may make checks it in its own transaction (fencing): a leader
+-- that was paused or cut off and lost the lease can no longer write.
+-- Times are milliseconds since the Unix epoch on the database's clock, so
+-- the replicas' clocks never have to agree.
+CREATE TABLE coordinator_lease (
+    name        TEXT PRIMARY KEY NOT NULL,
+    holder      TEXT NOT NULL,
+    epoch       BIGINT NOT NULL,
+    acquired_ms BIGINT NOT NULL,
+    renewed_ms  BIGINT NOT NULL,
+    expires_ms  BIGINT NOT NULL
+);

@@ -1,0 +1,60 @@
+//! Leadership among coordinator replicas, kept in the store itself so that
+//! it can fence: a lease with a holder, an expiry on the database's clock
+//! and an epoch that grows at every change of holder. Writes only the
+//! leader may make carry the [`Fence`] of the term their writer believes
+//! it holds and are refused ([`super::StoreError::Fenced`]) once another
+//! replica has taken over.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::Result;
+
+/// The term of leadership in force, as the store records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    pub holder: String,
+    pub epoch: i64,
+    /// When the holder took the lease (milliseconds since the Unix epoch,
+    /// database clock).
+    pub acquired_ms: i64,
+    /// When the holder last renewed it.
+    pub renewed_ms: i64,
+    /// When it runs out unless renewed.
+    pub expires_ms: i64,
+    /// The database's clock when this was read: `expires_ms - now_ms` is
+    /// how long the term still runs, whatever the replicas' clocks say.
+    pub now_ms: i64,
+}
+
+impl Term {
+    /// How long the term still runs, as of when it was read.
+    pub fn remaining(&self) -> Duration {
+        Duration::from_millis(self.expires_ms.saturating_sub(self.now_ms).max(0) as u64)
+    }
+}
+
+/// The term a leader-only write is made in. The write's transaction
+/// checks that the lease still has this epoch and holds the lease row
+/// until it commits, so that no take-over can slip in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fence {
+    pub epoch: i64,
+}
+
+/// The lease.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Takes the lease for `holder` for `duration` when it is free, has
+    /// expired or is `holder`'s already (then it is renewed, in the same
+    /// epoch); the epoch grows when the holder changes. Returns the term in
+    /// force afterwards, whoever holds it.
+    async fn campaign(&self, holder: &str, duration: Duration) -> Result<Term>;
+    /// Ends `holder`'s term at once, if it still holds the lease in
+    /// `epoch`, so that another replica can take over without waiting for
+    /// the expiry.
+    async fn resign(&self, holder: &str, epoch: i64) -> Result<()>;
+    /// The term in force, if any replica ever led.
+    async fn term(&self) -> Result<Option<Term>>;
+}
