@@ -44,6 +44,12 @@ pub struct LeaderArgs {
     /// third of it.
     #[arg(long, env = "KNOWTON_LEADER_LEASE_SECONDS", default_value_t = 10)]
     pub leader_lease_seconds: u64,
+
+    /// The address the other replicas reach this one at (the pod's IP);
+    /// default: the HTTP listener's address, or 127.0.0.1 when it listens
+    /// on every address.
+    #[arg(long, env = "POD_IP")]
+    pub advertise_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for LeaderArgs {
@@ -51,6 +57,7 @@ impl Default for LeaderArgs {
         LeaderArgs {
             replica_id: None,
             leader_lease_seconds: 10,
+            advertise_ip: None,
         }
     }
 }
@@ -84,6 +91,7 @@ impl LeaderArgs {
         LeaderSettings {
             replica,
             lease: Duration::from_secs(self.leader_lease_seconds.clamp(2, MAX_LEASE_SECONDS)),
+            advertise_ip: self.advertise_ip,
         }
     }
 }
@@ -97,6 +105,8 @@ pub struct LeaderSettings {
     pub replica: String,
     /// How long a term lasts without a renewal.
     pub lease: Duration,
+    /// Where the other replicas reach this one.
+    pub advertise_ip: Option<std::net::IpAddr>,
 }
 
 impl LeaderSettings {
@@ -118,6 +128,10 @@ pub struct Leadership {
 struct Shared {
     /// `replica#suffix`: the holder name this process campaigns under.
     holder: String,
+    /// `--replica-id`.
+    replica: String,
+    /// How often the lease is renewed (and replicas beat).
+    renew_every: Duration,
     /// Steps down when a write is fenced.
     term: watch::Sender<Option<Fence>>,
     fenced_writes: AtomicU64,
@@ -129,15 +143,22 @@ impl Leadership {
     /// Leads from the start in `epoch`, without a store lease: for tests of
     /// parts that only need to know whether they lead.
     pub fn fixed(epoch: i64) -> Leadership {
-        Self::new("fixed".to_owned(), Some(Fence { epoch }))
+        let settings = LeaderSettings {
+            replica: "fixed".to_owned(),
+            lease: Duration::from_secs(10),
+            advertise_ip: None,
+        };
+        Self::new(&settings, "0", Some(Fence { epoch }))
     }
 
-    fn new(holder: String, initial: Option<Fence>) -> Leadership {
+    fn new(settings: &LeaderSettings, suffix: &str, initial: Option<Fence>) -> Leadership {
         let (tx, term) = watch::channel(initial);
         Leadership {
             term,
             shared: Arc::new(Shared {
-                holder,
+                holder: format!("{}#{suffix}", settings.replica),
+                replica: settings.replica.clone(),
+                renew_every: settings.renew_every(),
                 seen_epoch: AtomicI64::new(initial.map_or(0, |f| f.epoch)),
                 term: tx,
                 fenced_writes: AtomicU64::new(0),
@@ -155,12 +176,8 @@ impl Leadership {
         alone: bool,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(Leadership, tokio::task::JoinHandle<()>), StoreError> {
-        let holder = format!(
-            "{}#{}",
-            settings.replica,
-            &Uuid::new_v4().simple().to_string()[..8]
-        );
-        let leadership = Self::new(holder, None);
+        let suffix = Uuid::new_v4().simple().to_string();
+        let leadership = Self::new(&settings, &suffix[..8], None);
         if alone && let Some(term) = store.term().await? {
             // The last holder is gone (this process has the file lock):
             // end its term rather than wait for it to run out.
@@ -191,6 +208,16 @@ impl Leadership {
     /// The holder name this process campaigns under.
     pub fn holder(&self) -> &str {
         &self.shared.holder
+    }
+
+    /// `--replica-id`.
+    pub fn replica(&self) -> &str {
+        &self.shared.replica
+    }
+
+    /// How often the lease is renewed; replicas beat as often.
+    pub fn renew_every(&self) -> Duration {
+        self.shared.renew_every
     }
 
     /// A receiver that follows the term this replica leads in.

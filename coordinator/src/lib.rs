@@ -10,6 +10,7 @@
 //! 2. [`store`]: tenants, keys, outbox, alerts, deployments on SQLite or
 //!    PostgreSQL.
 //! 3. [`leader`]: which replica leads, by the store's fenced lease;
+//!    [`replicas`]: the replicas' heartbeats and the view of all of them;
 //!    [`directory`]: the live set of active tenant slugs; [`notify`]:
 //!    notification channels, rendering and durable delivery from the outbox
 //!    (e-mail, webhooks, Slack); [`ingest`]: the agents' streams, their
@@ -47,6 +48,7 @@ pub mod listen;
 pub mod metrics;
 pub mod notify;
 pub mod provision;
+pub mod replicas;
 pub mod secrets;
 pub mod server;
 #[doc(hidden)]

@@ -33,6 +33,7 @@ async fn main() -> std::process::ExitCode {
             command: ReportCommand::Daily(args),
         } => client::report_daily(args).await,
         Command::Cleanup(args) => client::cleanup(args).await,
+        Command::Cluster(args) => client::cluster(args).await,
         Command::Certs {
             command: CertsCommand::Init(args),
         } => certs::init(&args.dir, &args.sans, args.force)

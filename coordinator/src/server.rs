@@ -294,6 +294,15 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             None
         }
     };
+    let advertised = advertised(&config, http_addr, grpc_addr);
+    let heartbeat = crate::replicas::spawn_heartbeat(
+        state.store.clone(),
+        state.deployer.leadership().clone(),
+        state.ingest.clone(),
+        advertised,
+        state.deployer.leadership().renew_every(),
+        shutdown.subscribe(),
+    );
     let app = api::router(state.clone());
     let limits = config.http.limits;
     let metrics_addr = match metrics_listener {
@@ -351,6 +360,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         if deliveries.await.is_err() {
             tracing::error!("the notification worker panicked");
         }
+        if heartbeat.await.is_err() {
+            tracing::error!("the heartbeat panicked");
+        }
         let _ = resign.send(true);
         if campaign_task.await.is_err() {
             tracing::error!("the leadership campaign panicked");
@@ -384,6 +396,26 @@ pub async fn run(
     let running = start(config).await?;
     shutdown.await;
     running.shutdown().await
+}
+
+/// Where the other replicas reach this one: `--advertise-ip` (the pod's
+/// IP), else the listener's own address, else loopback.
+fn advertised(
+    config: &ServeConfig,
+    http: SocketAddr,
+    grpc: Option<SocketAddr>,
+) -> crate::replicas::Advertised {
+    let ip = config.leader.advertise_ip.unwrap_or_else(|| {
+        if http.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            http.ip()
+        }
+    });
+    crate::replicas::Advertised {
+        http_url: format!("http://{}", SocketAddr::new(ip, http.port())),
+        grpc_addr: grpc.map(|g| SocketAddr::new(ip, g.port()).to_string()),
+    }
 }
 
 /// Takes the lock that makes a SQLite database one coordinator's:
@@ -479,6 +511,7 @@ async fn start_ingest(
 fn spawn_housekeeping(state: &AppState, config: &ServeConfig, mut stop: watch::Receiver<bool>) {
     let limiter = state.limiter.clone();
     let lifecycle = state.service.clone();
+    let leadership = state.deployer.leadership().clone();
     let purge_expired = config.purge_expired;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -490,7 +523,8 @@ fn spawn_housekeeping(state: &AppState, config: &ServeConfig, mut stop: watch::R
                 _ = stop.wait_for(|s| *s) => return,
             }
             limiter.shrink();
-            if purge_expired && minutes.is_multiple_of(60) {
+            // Retention ends once, by the leader's hand.
+            if purge_expired && minutes.is_multiple_of(60) && leadership.is_leader() {
                 match lifecycle.purge_expired(crate::store::now()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(tenants = n, "purged tenants whose retention ended"),

@@ -22,7 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "services on the store: leadership, the live tenant directory, notifications, agents' results",
-        &["leader", "directory", "notify", "ingest"],
+        &["leader", "replicas", "directory", "notify", "ingest"],
     ),
     ("tenant health: evaluation, alerts, the engine", &["health"]),
     ("each tenant's Kubernetes objects", &["deploy"]),

@@ -102,6 +102,35 @@ async fn only_the_leader_deploys_and_a_successor_takes_over_in_the_next_epoch(db
         gauge(&http, &base_b, "knowton_coordinator_epoch").await,
         epoch
     );
+    // Either replica shows both, the same way.
+    let cluster = eventually(WAIT, "both replicas' heartbeats", || async {
+        let (status, view) = call(&http, &base_b, Method::GET, "/api/v1/cluster", None).await;
+        assert_eq!(status, StatusCode::OK, "{view}");
+        (view["replicas"].as_array().map(Vec::len) == Some(2)).then_some(view)
+    })
+    .await;
+    assert_eq!(cluster["epoch"], epoch);
+    let leader = cluster["leader"].as_str().unwrap().to_owned();
+    assert!(leader.starts_with("coordinator-a#"), "{cluster}");
+    assert!(
+        cluster["answeredBy"]
+            .as_str()
+            .unwrap()
+            .starts_with("coordinator-b#")
+    );
+    for (replica, url) in [("coordinator-a", &a.base), ("coordinator-b", &base_b)] {
+        let view = cluster["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["replica"] == replica)
+            .unwrap_or_else(|| panic!("{replica} in {cluster}"));
+        assert_eq!(&view["httpUrl"], url.as_str(), "{view}");
+        assert_eq!(view["alive"], true);
+        assert_eq!(view["leader"], replica == "coordinator-a");
+    }
+    let (_, from_a) = call(&a.http, &a.base, Method::GET, "/api/v1/cluster", None).await;
+    assert_eq!(from_a["leader"], leader.as_str());
 
     // Provisioned through the replica that does not lead: the leader
     // deploys it.
@@ -137,6 +166,22 @@ async fn only_the_leader_deploys_and_a_successor_takes_over_in_the_next_epoch(db
         gauge(&http, &base_b, "knowton_coordinator_epoch").await,
         epoch + 1
     );
+    // a, stopped, is gone from the view; b leads.
+    let (_, cluster) = call(&http, &base_b, Method::GET, "/api/v1/cluster", None).await;
+    assert_eq!(cluster["epoch"], epoch + 1);
+    assert!(
+        cluster["leader"]
+            .as_str()
+            .unwrap()
+            .starts_with("coordinator-b#")
+    );
+    let replicas: Vec<&str> = cluster["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["replica"].as_str().unwrap())
+        .collect();
+    assert_eq!(replicas, ["coordinator-b"], "{cluster}");
     let view = eventually(WAIT, "b to deploy", || async {
         let view = wayne(&http, &base_b).await;
         (view["attempt"].as_i64() >= Some(2) && view["phase"] == "waiting").then_some(view)
@@ -227,6 +272,31 @@ async fn a_deposed_leader_is_fenced_and_its_successor_resolves_its_alert(db: Db)
             .then_some(())
     })
     .await;
+
+    // Acknowledged through b, which passes it on to the leader; a request
+    // that was passed on once is not passed on again.
+    let acknowledge = format!("{base_b}/api/v1/monitoring/alerts/{id}/acknowledge");
+    let refused = http
+        .post(&acknowledge)
+        .bearer_auth(ADMIN_TOKEN)
+        .header("x-knowton-forwarded-by", "elsewhere#0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_leader", "{body}");
+    let acknowledged = http
+        .post(&acknowledge)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"note": "looking"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(acknowledged.status(), StatusCode::OK);
+    let view: Value = acknowledged.json().await.unwrap();
+    assert_eq!(view["acknowledgedBy"], "admin", "{view}");
+    assert_eq!(a.alert(&id).await["acknowledgedBy"], "admin");
 
     // Deposed: another holder took the lease in a later epoch, and its
     // term ran out; b takes over.

@@ -525,6 +525,7 @@ async fn a_deployment_request_reopens_only_what_started_before_it(store: Arc<dyn
     // stands. Started before the request: pending again, for the new
     // trigger.
     let reason = finished(Phase::Failed, now()).reason;
+    let fence = lead(store.as_ref(), "deployer").await;
     for (started, phase, trigger, reason) in [
         (
             now() + Duration::minutes(1),
@@ -540,7 +541,7 @@ async fn a_deployment_request_reopens_only_what_started_before_it(store: Arc<dyn
         ),
     ] {
         store
-            .save_deployment(&finished(Phase::Failed, started), None)
+            .save_deployment(&finished(Phase::Failed, started), None, fence)
             .await
             .unwrap();
         let row = store
@@ -575,7 +576,8 @@ async fn a_provisioning_request_is_served_by_any_attempt_since_creation(store: A
         finished_at: Some(started),
         ..DeploymentRow::new(id, DeploymentTrigger::Provisioned)
     };
-    store.save_deployment(&attempt, None).await.unwrap();
+    let fence = lead(store.as_ref(), "deployer").await;
+    store.save_deployment(&attempt, None, fence).await.unwrap();
     assert!(now() > started, "the request comes after the attempt");
     let row = store
         .request_deployment(id, DeploymentTrigger::Provisioned)

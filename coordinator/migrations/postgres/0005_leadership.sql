@@ -13,3 +13,16 @@ CREATE TABLE coordinator_lease (
     renewed_ms  BIGINT NOT NULL,
     expires_ms  BIGINT NOT NULL
 );
+
+-- Every coordinator process, for GET /api/v1/cluster: where it answers and
+-- what it last said of itself. `id` is the holder name it campaigns under;
+-- a row not refreshed for a day is removed by the others.
+CREATE TABLE coordinator_replicas (
+    id           TEXT PRIMARY KEY NOT NULL,
+    replica      TEXT NOT NULL,
+    http_url     TEXT NOT NULL,
+    grpc_addr    TEXT,
+    started_ms   BIGINT NOT NULL,
+    heartbeat_ms BIGINT NOT NULL,
+    agents       TEXT NOT NULL DEFAULT '[]'
+);

@@ -4,12 +4,14 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::{Caller, TENANT_SLUG_HEADER};
+use super::cluster::{self, Forwardable};
 use super::error::{ApiError, ErrorBody};
 use super::page::Page;
 use super::{ApiQuery, AppState, json};
@@ -253,13 +255,28 @@ pub async fn resolve(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Json<AlertView>, ApiError> {
-    act(&state, &caller, &id, &body, OperatorAction::Resolve).await
+    request: Forwardable,
+) -> Response {
+    act(&state, &caller, &id, request, OperatorAction::Resolve).await
 }
 
-/// An operator's action on an open alert the caller may see.
+/// An operator's action on an open alert the caller may see; only the
+/// leader records it, so a replica that does not lead passes it on.
 async fn act(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    request: Forwardable,
+    action: OperatorAction,
+) -> Response {
+    match act_here(state, caller, id, &request.body, action).await {
+        Ok(done) => done.into_response(),
+        Err(err) if cluster::needs_leader(&err) => request.forward(state, err).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn act_here(
     state: &AppState,
     caller: &Caller,
     id: &str,
@@ -292,9 +309,9 @@ pub async fn acknowledge(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Json<AlertView>, ApiError> {
-    act(&state, &caller, &id, &body, OperatorAction::Acknowledge).await
+    request: Forwardable,
+) -> Response {
+    act(&state, &caller, &id, request, OperatorAction::Acknowledge).await
 }
 
 /// A new silence.

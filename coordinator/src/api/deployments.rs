@@ -270,6 +270,7 @@ pub async fn put(
                 min_replicas: None,
             },
             &event,
+            None,
         )
         .await
         .map_err(|e| ApiError::internal(&e))?;

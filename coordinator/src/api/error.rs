@@ -18,6 +18,10 @@ use crate::notify::NotifyError;
 use crate::provision::LifecycleError;
 use crate::store::Unique;
 
+/// The code of what only the leader can do, asked of a replica that does
+/// not lead (and could not pass it on to the leader).
+pub const NOT_LEADER: &str = "not_leader";
+
 /// `{"error": {...}}`
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {

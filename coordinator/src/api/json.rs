@@ -2,6 +2,7 @@
 //! become a 4xx naming what is wrong.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
@@ -44,25 +45,30 @@ pub async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
             "the request body must be JSON with Content-Type: application/json",
         ));
     }
-    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!(
-                    "the request body is larger than {} KiB",
-                    MAX_BODY_BYTES / 1024
-                ),
-            )
-        } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                rejection.body_text(),
-            )
-        }
-    })?;
+    let bytes = Bytes::from_request(req, state)
+        .await
+        .map_err(body_rejection)?;
     Ok(bytes)
+}
+
+/// A request body that could not be read (too large, cut off).
+pub fn body_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the request body is larger than {} KiB",
+                MAX_BODY_BYTES / 1024
+            ),
+        )
+    } else {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            rejection.body_text(),
+        )
+    }
 }
 
 /// Parses `bytes` as `T`, naming the field at fault.

@@ -7,12 +7,14 @@
 //! [`views`] (response types). Routes by subject: `tenants`, `deployments`,
 //! `thresholds`, `notifications`, `alerts` (and silences), `monitoring`
 //! (health now, agents), `history`, `dashboard`, `check_all`, `reports`,
-//! `cleanup`; `openapi` documents them.
+//! `cleanup`, `cluster` (the coordinator replicas); `openapi` documents
+//! them.
 
 mod alerts;
 pub mod auth;
 mod check_all;
 mod cleanup;
+mod cluster;
 mod dashboard;
 mod deployments;
 pub mod error;
@@ -123,6 +125,8 @@ pub struct AppState {
     pub metrics_token: Option<crate::listen::MetricsToken>,
     /// How long a request may take, except the [`LONG_ROUTES`].
     pub request_timeout: Duration,
+    /// Reaches the other replicas (requests only the leader can serve).
+    pub peers: reqwest::Client,
 }
 
 /// The running parts the application state is made of.
@@ -160,6 +164,11 @@ impl AppState {
             tenant_metrics: Arc::default(),
             metrics_token: settings.metrics_token,
             request_timeout: settings.request_timeout,
+            peers: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(2))
+                .build()
+                .unwrap_or_default(),
         }
     }
 }
@@ -223,6 +232,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(thresholds::reset),
         )
         .route("/agents", get(monitoring::agents))
+        .route("/cluster", get(cluster::cluster))
         .route(
             "/tenants/{id}/notifications",
             get(notifications::get_channels).put(notifications::set_channels),

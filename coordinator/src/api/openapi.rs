@@ -7,8 +7,8 @@ use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    alerts, check_all, cleanup, dashboard, deployments, error, history, monitoring, notifications,
-    reports, tenants, thresholds, views,
+    alerts, check_all, cleanup, cluster, dashboard, deployments, error, history, monitoring,
+    notifications, reports, tenants, thresholds, views,
 };
 use crate::{notify, provision, store};
 
@@ -25,7 +25,7 @@ use crate::{notify, provision, store};
         reports::send_report, cleanup::cleanup, alerts::list, alerts::get, alerts::resolve, alerts::acknowledge,
         alerts::create_silence, alerts::list_silences, alerts::end_silence,
         thresholds::get, thresholds::put, thresholds::reset,
-        deployments::get, deployments::deploy, deployments::put,
+        deployments::get, deployments::deploy, deployments::put, cluster::cluster,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail,
@@ -46,9 +46,10 @@ use crate::{notify, provision, store};
         deployments::DeploymentSettingsRequest, store::DeploymentEvent, store::Phase,
         crate::deploy::cluster::PlannedChange, crate::deploy::cluster::Action,
         crate::deploy::diff::FieldChange, crate::deploy::kinds::ObjectRef,
+        crate::replicas::ClusterView, crate::replicas::ReplicaView,
     )),
     modifiers(&BearerAuth, &StandardErrors),
-    tags((name = "tenants", description = "Tenant lifecycle"), (name = "plans"), (name = "health"), (name = "monitoring", description = "Agent results and agents"), (name = "notifications", description = "A tenant's notification channels"), (name = "alerts", description = "Alerts, silences and thresholds"), (name = "deployments", description = "Tenant deployments on Kubernetes")),
+    tags((name = "tenants", description = "Tenant lifecycle"), (name = "plans"), (name = "health"), (name = "monitoring", description = "Agent results and agents"), (name = "notifications", description = "A tenant's notification channels"), (name = "alerts", description = "Alerts, silences and thresholds"), (name = "deployments", description = "Tenant deployments on Kubernetes"), (name = "cluster", description = "The coordinator replicas and their leader")),
 )]
 pub struct ApiDoc;
 

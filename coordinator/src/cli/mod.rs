@@ -61,6 +61,9 @@ pub enum Command {
     /// Delete health history, resolved alerts, delivered notifications and
     /// ended silences older than the retention.
     Cleanup(CleanupArgs),
+    /// The coordinator replicas: who leads in which epoch, each one's
+    /// addresses, last heartbeat and agents.
+    Cluster(ClientArgs),
     /// Create the mutual-TLS certificates of the agent stream.
     Certs {
         #[command(subcommand)]

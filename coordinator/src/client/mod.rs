@@ -11,7 +11,7 @@ mod monitoring;
 mod tenants;
 
 pub use deploy::{deploy, planned_changes_text};
-pub use monitoring::{check_all, cleanup, report_daily};
+pub use monitoring::{check_all, cleanup, cluster, report_daily};
 pub use tenants::{deprovision, get, list, provision, rotate_key, set_plan};
 
 use anyhow::{Context, bail};

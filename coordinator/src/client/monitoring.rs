@@ -1,11 +1,12 @@
-//! Monitoring commands: check every tenant now, the daily report, and the
-//! cleanup of old monitoring data.
+//! Monitoring commands: check every tenant now, the daily report, the
+//! cleanup of old monitoring data, and the coordinator replicas.
 
 use reqwest::Method;
 use serde_json::Value;
 
 use super::{Api, path_segment, print_json};
-use crate::cli::{CheckAllArgs, CleanupArgs, ReportArgs};
+use crate::cli::{CheckAllArgs, CleanupArgs, ClientArgs, ReportArgs};
+use crate::replicas::ClusterView;
 
 pub async fn check_all(args: CheckAllArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.client)?;
@@ -120,6 +121,38 @@ pub async fn cleanup(args: CleanupArgs) -> anyhow::Result<()> {
             d["resolvedAlerts"],
             d["deliveredNotifications"],
             d["endedSilences"]
+        );
+    }
+    Ok(())
+}
+
+pub async fn cluster(args: ClientArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args)?;
+    let view: ClusterView = api
+        .call(Method::GET, "/api/v1/cluster", None::<&()>)
+        .await?;
+    if api.json() {
+        print_json(&view);
+        return Ok(());
+    }
+    match &view.leader {
+        Some(leader) => println!("epoch {}, led by {leader}", view.epoch),
+        None => println!("epoch {}, no leader", view.epoch),
+    }
+    for r in &view.replicas {
+        println!(
+            "{:<2}{:<32} {:<6} {:<28} grpc {:<22} heartbeat {}  agents {}",
+            if r.leader { "*" } else { "" },
+            r.id,
+            if r.alive { "alive" } else { "silent" },
+            r.http_url,
+            r.grpc_addr.as_deref().unwrap_or("-"),
+            r.last_heartbeat_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            if r.agents.is_empty() {
+                "-".to_owned()
+            } else {
+                r.agents.join(",")
+            },
         );
     }
     Ok(())

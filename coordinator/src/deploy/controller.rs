@@ -96,6 +96,8 @@ pub enum DeployError {
     DeleteNamespace(#[source] ClusterError),
     #[error("failed to dry-run the tenant's objects")]
     DryRun(#[source] ClusterError),
+    #[error("this coordinator does not lead: the leader deploys")]
+    NotLeader,
 }
 
 impl DeployError {
@@ -314,6 +316,11 @@ impl Deployer {
                     match deployer.deploy(id, queued).await {
                         // Purged while it was deployed: nothing to record.
                         Ok(()) | Err(DeployError::RecordDeployment(StoreError::NotFound)) => {}
+                        // Leadership moved mid-attempt: the new leader
+                        // reconciles every tenant when it takes over.
+                        Err(DeployError::NotLeader | DeployError::RecordDeployment(StoreError::Fenced { .. })) => {
+                            tracing::info!(tenant_id = %id, "no longer the leader: the deployment is left to the new leader");
+                        }
                         Err(err) => {
                             tracing::error!(tenant_id = %id, error = %knowton_common::error_chain(&err), "deployment could not be recorded");
                         }

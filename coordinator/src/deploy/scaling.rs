@@ -14,7 +14,7 @@ use super::controller::{Deployer, Trigger};
 use super::render::{Replicas, replicas_of};
 use crate::health::Engine;
 use crate::health::evaluate::{Check, CheckState};
-use crate::store::{DeploymentEvent, DeploymentSettings, now};
+use crate::store::{DeploymentEvent, DeploymentSettings, StoreError, now};
 
 #[derive(Debug, Clone)]
 pub struct ScalingSettings {
@@ -191,10 +191,18 @@ pub async fn run(
                 allowlist: None,
                 min_replicas: Some(to),
             };
+            let Some(fence) = deployer.leadership().fence() else {
+                // No longer the leader: the next one decides.
+                break;
+            };
             if let Err(err) = store
-                .set_deployment_settings(tenant.id, &change, &event)
+                .set_deployment_settings(tenant.id, &change, &event, Some(fence))
                 .await
             {
+                if matches!(err, StoreError::Fenced { .. }) {
+                    deployer.leadership().fenced(fence);
+                    break;
+                }
                 tracing::warn!(tenant = %tenant.slug, error = %err, "scaling: failed to record");
                 continue;
             }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::Result;
+use super::{Fence, Result};
 
 /// Where a tenant's deployment is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
@@ -132,11 +132,13 @@ pub trait DeployStore {
     /// [`DeployStore::request_deployment`], nor its settings: see
     /// [`DeployStore::set_deployment_settings`]) and, in the same
     /// transaction, the event. Fails with [`super::StoreError::NotFound`]
-    /// when the tenant is gone.
+    /// when the tenant is gone. Only the leader deploys: refused once
+    /// `fence`'s term has ended.
     async fn save_deployment(
         &self,
         row: &DeploymentRow,
         event: Option<&DeploymentEvent>,
+        fence: Fence,
     ) -> Result<()>;
     /// Records a request: the deployment turns `pending` unless one is
     /// under way (which the request then follows), in one statement so
@@ -147,15 +149,22 @@ pub trait DeployStore {
         trigger: DeploymentTrigger,
     ) -> Result<DeploymentRow>;
     /// Changes the given settings (creating the row if needed) and records
-    /// `event`, in one transaction.
+    /// `event`, in one transaction. An operator's change comes through any
+    /// replica (`fence` `None`); scaling is the leader's (fenced).
     async fn set_deployment_settings(
         &self,
         tenant: Uuid,
         settings: &DeploymentSettings,
         event: &DeploymentEvent,
+        fence: Option<Fence>,
     ) -> Result<()>;
-    /// Records an event of the tenant's current deployment.
-    async fn record_deployment_event(&self, tenant: Uuid, event: &DeploymentEvent) -> Result<()>;
+    /// Records an event of the tenant's current deployment (the leader's).
+    async fn record_deployment_event(
+        &self,
+        tenant: Uuid,
+        event: &DeploymentEvent,
+        fence: Fence,
+    ) -> Result<()>;
     /// The tenant's latest events, newest first.
     async fn deployment_events(&self, tenant: Uuid, limit: i64) -> Result<Vec<DeploymentEvent>>;
 }

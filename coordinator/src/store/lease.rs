@@ -43,7 +43,38 @@ pub struct Fence {
     pub epoch: i64,
 }
 
-/// The lease.
+/// What a replica says of itself at each heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaBeat {
+    /// The holder name it campaigns under (unique per process).
+    pub id: String,
+    /// Its name among the coordinators (`--replica-id`).
+    pub replica: String,
+    /// Where its REST API answers the other replicas.
+    pub http_url: String,
+    /// Its agents' gRPC address, when ingest is on.
+    pub grpc_addr: Option<String>,
+    /// The nodes whose agents stream to it (at most
+    /// [`MAX_LISTED_AGENTS`]).
+    pub agents: Vec<String>,
+}
+
+/// The most agents a heartbeat lists.
+pub const MAX_LISTED_AGENTS: usize = 1_000;
+
+/// A replica as the store last heard of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRow {
+    pub beat: ReplicaBeat,
+    /// When it first beat (milliseconds since the Unix epoch, database
+    /// clock).
+    pub started_ms: i64,
+    pub heartbeat_ms: i64,
+    /// The database's clock when this was read.
+    pub now_ms: i64,
+}
+
+/// The lease, and the replicas' heartbeats.
 #[async_trait]
 pub trait LeaseStore: Send + Sync {
     /// Takes the lease for `holder` for `duration` when it is free, has
@@ -57,4 +88,11 @@ pub trait LeaseStore: Send + Sync {
     async fn resign(&self, holder: &str, epoch: i64) -> Result<()>;
     /// The term in force, if any replica ever led.
     async fn term(&self) -> Result<Option<Term>>;
+    /// Records that the replica is alive and what it says of itself; rows
+    /// of replicas silent for a day are removed.
+    async fn heartbeat(&self, beat: &ReplicaBeat) -> Result<()>;
+    /// Every replica heard of in the last day, by id.
+    async fn replicas(&self) -> Result<Vec<ReplicaRow>>;
+    /// Removes a replica that is shutting down.
+    async fn forget_replica(&self, id: &str) -> Result<()>;
 }

@@ -37,7 +37,7 @@ use crate::credentials::KeyKind;
 
 pub use deploy::{DeployStore, DeploymentEvent, DeploymentRow, DeploymentSettings, Phase};
 pub use keys::{KeyOwner, KeyStore};
-pub use lease::{Fence, LeaseStore, Term};
+pub use lease::{Fence, LeaseStore, MAX_LISTED_AGENTS, ReplicaBeat, ReplicaRow, Term};
 pub use monitor::{
     ADMIN_ACTOR, AlertEventRow, AlertFilter, AlertRow, AlertState, AlertWrite, CleanupCounts,
     HealthSummary, MonitorStore, Rollup, Silence,

@@ -14,7 +14,7 @@ use super::{
 use crate::deploy::kinds::DEPLOYMENT;
 use crate::deploy::render::namespace;
 use crate::deploy::rollout;
-use crate::store::{DeploymentEvent, DeploymentRow, Phase, Tenant, now};
+use crate::store::{DeploymentEvent, DeploymentRow, Fence, Phase, StoreError, Tenant, now};
 
 /// What is left of a request the latest attempt already served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,12 +193,13 @@ impl Deployer {
             kind: "phase".to_owned(),
             detail: format!("{}: {detail}", phase.as_str()),
         };
-        self.inner
+        let fence = self.fence()?;
+        let saved = self
+            .inner
             .store
-            .save_deployment(row, Some(&event))
-            .await
-            .map_err(DeployError::RecordDeployment)?;
-        Ok(())
+            .save_deployment(row, Some(&event), fence)
+            .await;
+        self.after_write(fence, saved)
     }
 
     async fn finish(
@@ -235,12 +236,33 @@ impl Deployer {
             kind: kind.to_owned(),
             detail,
         };
-        self.inner
+        let fence = self.fence()?;
+        let recorded = self
+            .inner
             .store
-            .record_deployment_event(row.tenant_id, &event)
-            .await
-            .map_err(DeployError::RecordDeployment)?;
-        Ok(())
+            .record_deployment_event(row.tenant_id, &event, fence)
+            .await;
+        self.after_write(fence, recorded)
+    }
+
+    /// The term the deployer writes in; an error on a replica that does
+    /// not lead (the attempt ends there: the leader deploys).
+    pub(super) fn fence(&self) -> Result<Fence, DeployError> {
+        self.inner.leadership.fence().ok_or(DeployError::NotLeader)
+    }
+
+    /// A leader-only write's outcome: a fenced one steps this replica down.
+    pub(super) fn after_write(
+        &self,
+        fence: Fence,
+        written: Result<(), StoreError>,
+    ) -> Result<(), DeployError> {
+        written.map_err(|err| {
+            if matches!(err, StoreError::Fenced { .. }) {
+                self.inner.leadership.fenced(fence);
+            }
+            DeployError::RecordDeployment(err)
+        })
     }
 }
 

@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use super::{PgStore, SqliteStore, corrupt, decode, parse_uuid};
 use crate::store::{
-    DeployStore, DeploymentEvent, DeploymentRow, DeploymentSettings, Phase, Result, StoreError,
+    DeployStore, DeploymentEvent, DeploymentRow, DeploymentSettings, Fence, Phase, Result,
+    StoreError,
 };
 
 const FIELDS: &str = "tenant_id, phase, attempt, trigger_kind, reason, objects_hash, allowlist, \
@@ -83,11 +84,13 @@ macro_rules! deploy_sql {
                 &self,
                 row: &DeploymentRow,
                 event: Option<&DeploymentEvent>,
+                fence: Fence,
             ) -> Result<()> {
                 let tenant = row.tenant_id.to_string();
                 let allowlist = serde_json::to_string(&row.allowlist)
                     .map_err(|e| corrupt(format!("allowlist: {e}")))?;
                 let mut tx = self.begin_write().await?;
+                Self::hold_fence(&mut tx, fence).await?;
                 let exists = sqlx::query("SELECT 1 FROM tenants WHERE id = $1")
                     .bind(&tenant)
                     .fetch_optional(&mut *tx)
@@ -179,9 +182,13 @@ macro_rules! deploy_sql {
                 tenant: Uuid,
                 settings: &DeploymentSettings,
                 event: &DeploymentEvent,
+                fence: Option<Fence>,
             ) -> Result<()> {
                 let id = tenant.to_string();
                 let mut tx = self.begin_write().await?;
+                if let Some(fence) = fence {
+                    Self::hold_fence(&mut tx, fence).await?;
+                }
                 let exists = sqlx::query("SELECT 1 FROM tenants WHERE id = $1")
                     .bind(&id)
                     .fetch_optional(&mut *tx)
@@ -229,8 +236,11 @@ macro_rules! deploy_sql {
                 &self,
                 tenant: Uuid,
                 event: &DeploymentEvent,
+                fence: Fence,
             ) -> Result<()> {
                 let tenant = tenant.to_string();
+                let mut tx = self.begin_write().await?;
+                Self::hold_fence(&mut tx, fence).await?;
                 let done = sqlx::query(
                     "INSERT INTO deployment_events (id, tenant_id, at, attempt, kind, detail) \
                      SELECT $1, id, $3, $4, $5, $6 FROM tenants WHERE id = $2",
@@ -241,11 +251,13 @@ macro_rules! deploy_sql {
                 .bind(event.attempt)
                 .bind(&event.kind)
                 .bind(&event.detail)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() == 0 {
+                    tx.rollback().await?;
                     return Err(StoreError::NotFound);
                 }
+                tx.commit().await?;
                 Ok(())
             }
 

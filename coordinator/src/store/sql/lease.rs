@@ -14,10 +14,15 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::{PgStore, SqliteStore};
-use crate::store::{Fence, LeaseStore, Result, StoreError, Term};
+use crate::store::{
+    Fence, LeaseStore, MAX_LISTED_AGENTS, ReplicaBeat, ReplicaRow, Result, StoreError, Term,
+};
 
 /// The lease's one row.
 const LEASE: &str = "leader";
+
+/// A replica silent this long is forgotten.
+const FORGOTTEN_AFTER_MS: i64 = 24 * 3600 * 1000;
 
 macro_rules! lease_sql {
     ($store:ty, now = $now:literal, share = $share:literal) => {
@@ -103,6 +108,74 @@ macro_rules! lease_sql {
                 .fetch_optional(&self.pool)
                 .await?;
                 row.map(|row| Self::term_from_row(&row)).transpose()
+            }
+
+            async fn heartbeat(&self, beat: &ReplicaBeat) -> Result<()> {
+                let agents = serde_json::to_string(
+                    &beat.agents[..beat.agents.len().min(MAX_LISTED_AGENTS)],
+                )
+                .map_err(|e| super::corrupt(format!("agents: {e}")))?;
+                let mut tx = self.begin_write().await?;
+                sqlx::query(concat!(
+                    "INSERT INTO coordinator_replicas \
+                     (id, replica, http_url, grpc_addr, started_ms, heartbeat_ms, agents) \
+                     VALUES ($1, $2, $3, $4, ", $now, ", ", $now, ", $5) \
+                     ON CONFLICT (id) DO UPDATE SET replica = excluded.replica, \
+                     http_url = excluded.http_url, grpc_addr = excluded.grpc_addr, \
+                     heartbeat_ms = excluded.heartbeat_ms, agents = excluded.agents"
+                ))
+                .bind(&beat.id)
+                .bind(&beat.replica)
+                .bind(&beat.http_url)
+                .bind(&beat.grpc_addr)
+                .bind(agents)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(concat!(
+                    "DELETE FROM coordinator_replicas WHERE heartbeat_ms < ", $now, " - $1"
+                ))
+                .bind(FORGOTTEN_AFTER_MS)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn replicas(&self) -> Result<Vec<ReplicaRow>> {
+                let rows = sqlx::query(concat!(
+                    "SELECT id, replica, http_url, grpc_addr, started_ms, heartbeat_ms, agents, ",
+                    $now, " AS now_ms FROM coordinator_replicas \
+                     WHERE heartbeat_ms >= ", $now, " - $1 ORDER BY id"
+                ))
+                .bind(FORGOTTEN_AFTER_MS)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let agents: String = row.try_get("agents")?;
+                        Ok(ReplicaRow {
+                            beat: ReplicaBeat {
+                                id: row.try_get("id")?,
+                                replica: row.try_get("replica")?,
+                                http_url: row.try_get("http_url")?,
+                                grpc_addr: row.try_get("grpc_addr")?,
+                                agents: serde_json::from_str(&agents)
+                                    .map_err(|e| super::corrupt(format!("agents: {e}")))?,
+                            },
+                            started_ms: row.try_get("started_ms")?,
+                            heartbeat_ms: row.try_get("heartbeat_ms")?,
+                            now_ms: row.try_get("now_ms")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn forget_replica(&self, id: &str) -> Result<()> {
+                sqlx::query("DELETE FROM coordinator_replicas WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
         }
 
