@@ -50,6 +50,12 @@ pub struct LeaderArgs {
     /// on every address.
     #[arg(long, env = "POD_IP")]
     pub advertise_ip: Option<std::net::IpAddr>,
+
+    /// Seconds between two full re-reads of the tenants, thresholds and
+    /// silences that other replicas may have changed (their announcements
+    /// apply at once; this catches one that was missed).
+    #[arg(long, env = "KNOWTON_REPLICA_RESYNC_SECONDS", default_value_t = 30)]
+    pub replica_resync_seconds: u64,
 }
 
 impl Default for LeaderArgs {
@@ -58,6 +64,7 @@ impl Default for LeaderArgs {
             replica_id: None,
             leader_lease_seconds: 10,
             advertise_ip: None,
+            replica_resync_seconds: 30,
         }
     }
 }
@@ -79,6 +86,9 @@ impl LeaderArgs {
                 .filter(|h| !h.trim().is_empty())
                 .unwrap_or_else(|| "coordinator".to_owned()),
         };
+        if self.replica_resync_seconds == 0 {
+            errors.push("--replica-resync-seconds must be at least 1".to_owned());
+        }
         if replica.is_empty()
             || replica.len() > 253
             || !replica
@@ -92,6 +102,7 @@ impl LeaderArgs {
             replica,
             lease: Duration::from_secs(self.leader_lease_seconds.clamp(2, MAX_LEASE_SECONDS)),
             advertise_ip: self.advertise_ip,
+            resync_every: Duration::from_secs(self.replica_resync_seconds.max(1)),
         }
     }
 }
@@ -107,6 +118,8 @@ pub struct LeaderSettings {
     pub lease: Duration,
     /// Where the other replicas reach this one.
     pub advertise_ip: Option<std::net::IpAddr>,
+    /// How often what other replicas change is read again in full.
+    pub resync_every: Duration,
 }
 
 impl LeaderSettings {
@@ -147,6 +160,7 @@ impl Leadership {
             replica: "fixed".to_owned(),
             lease: Duration::from_secs(10),
             advertise_ip: None,
+            resync_every: Duration::from_secs(30),
         };
         Self::new(&settings, "0", Some(Fence { epoch }))
     }

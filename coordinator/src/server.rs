@@ -278,6 +278,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         tracing::info!("no Kubernetes cluster: deployments are rendered and recorded as skipped");
     }
     spawn_housekeeping(&state, &config, shutdown.subscribe());
+    let follower = state
+        .service
+        .spawn_follower(config.leader.resync_every, shutdown.subscribe());
     let deliveries = deliveries.spawn(shutdown.subscribe(), config.shutdown_grace, leadership);
     let grpc_addr = match &config.ingest {
         Some(ingest) => Some(
@@ -351,20 +354,23 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         }
         // Deliveries in flight finish (bounded by the grace period) before
         // the store closes under them.
-        if deploy_task.await.is_err() {
+        if deploy_task.await.is_err_and(|e| e.is_panic()) {
             tracing::error!("the deployer panicked");
         }
-        if engine_task.await.is_err() {
+        if engine_task.await.is_err_and(|e| e.is_panic()) {
             tracing::error!("the health engine panicked");
         }
-        if deliveries.await.is_err() {
+        if deliveries.await.is_err_and(|e| e.is_panic()) {
             tracing::error!("the notification worker panicked");
         }
-        if heartbeat.await.is_err() {
+        if follower.await.is_err_and(|e| e.is_panic()) {
+            tracing::error!("the follower of other replicas' changes panicked");
+        }
+        if heartbeat.await.is_err_and(|e| e.is_panic()) {
             tracing::error!("the heartbeat panicked");
         }
         let _ = resign.send(true);
-        if campaign_task.await.is_err() {
+        if campaign_task.await.is_err_and(|e| e.is_panic()) {
             tracing::error!("the leadership campaign panicked");
         }
         store.close().await;

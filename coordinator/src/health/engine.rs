@@ -38,7 +38,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub use alerting::describe;
-pub use commands::OperatorAction;
+pub use commands::{OperatorAction, Reload};
 pub use counters::EngineCounters;
 pub use silences::MAX_ACTIVE_SILENCES;
 

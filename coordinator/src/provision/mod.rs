@@ -1,10 +1,12 @@
 //! The tenant lifecycle, owned in one place: provision, change, rotate
 //! keys, deprovision and purge. Each operation does the store transaction,
 //! asks for the deployment, keeps the live tenant directory current and
-//! makes the health engine forget a tenant that is gone; the REST API (and
-//! so the CLI) and the demo call it, nothing reaches around it.
+//! makes the health engine forget a tenant that is gone, here and (`follow`)
+//! on every other replica; the REST API (and so the CLI) and the demo call
+//! it, nothing reaches around it.
 
 mod error;
+mod follow;
 mod prepare;
 mod request;
 mod retire;
@@ -128,7 +130,7 @@ impl TenantLifecycle {
             .map_err(failed(LifecycleError::CreateTenant, id))?;
         self.outbox.poke();
         let tenant = self.get(id).await?;
-        self.directory.insert(&tenant.slug);
+        self.changed(id, &tenant.slug).await;
         tracing::info!(tenant = %tenant.slug, tenant_id = %id, plan = %tenant.plan, "tenant provisioned");
         self.deployer.after_change(id, Trigger::Provisioned).await;
         Ok(Provisioned { tenant, ..shown })

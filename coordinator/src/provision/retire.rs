@@ -19,7 +19,7 @@ impl TenantLifecycle {
             .await
             .map_err(failed(LifecycleError::Deprovision, id))?;
         let tenant = self.get(id).await?;
-        self.forget(&tenant.slug).await;
+        self.changed(id, &tenant.slug).await;
         tracing::info!(tenant = %tenant.slug, retain_until = %tenant.retain_until.unwrap_or(retain_until), "tenant deprovisioned, data kept");
         self.deployer.after_change(id, Trigger::Deprovisioned).await;
         Ok(tenant)
@@ -40,7 +40,7 @@ impl TenantLifecycle {
             .purge(id)
             .await
             .map_err(failed(LifecycleError::DeleteRows, id))?;
-        self.forget(&tenant.slug).await;
+        self.changed(id, &tenant.slug).await;
         tracing::warn!(tenant = %tenant.slug, tenant_id = %id, "tenant purged: all of its data was deleted");
         Ok(())
     }
@@ -60,7 +60,7 @@ impl TenantLifecycle {
 
     /// A tenant no longer active: out of the directory (its agents' results
     /// are dropped) and out of the health engine.
-    async fn forget(&self, slug: &str) {
+    pub(super) async fn forget(&self, slug: &str) {
         self.directory.remove(slug);
         if let Err(err) = self.engine.forget(slug).await {
             // Only when the engine stopped (shutting down): nothing to forget.

@@ -57,6 +57,7 @@ impl TenantLifecycle {
                 Ok(version) => {
                     tracing::info!(tenant = %current.slug, version, change = %change.summary, actor, "tenant configuration changed");
                     let tenant = self.get(id).await?;
+                    self.changed(id, &tenant.slug).await;
                     self.deployer.after_change(id, Trigger::Updated).await;
                     return Ok(tenant);
                 }

@@ -12,8 +12,11 @@
 //! - `deploy`: each tenant's deployment and its events ([`DeployStore`]).
 //! - `lease`: leadership among replicas and the fence of leader-only
 //!   writes ([`LeaseStore`]).
+//! - `changes`: what one replica changes that the others must apply at
+//!   once ([`ChangeStore`]).
 //! - `sql`: the SQL of all of them, written once for both backends.
 
+mod changes;
 mod deploy;
 mod keys;
 mod lease;
@@ -35,6 +38,7 @@ use uuid::Uuid;
 
 use crate::credentials::KeyKind;
 
+pub use changes::{Change, ChangeListener, ChangeStore, MAX_CHANGE_BYTES};
 pub use deploy::{DeployStore, DeploymentEvent, DeploymentRow, DeploymentSettings, Phase};
 pub use keys::{KeyOwner, KeyStore};
 pub use lease::{Fence, LeaseStore, MAX_LISTED_AGENTS, ReplicaBeat, ReplicaRow, Term};
@@ -229,6 +233,7 @@ pub trait Store:
     + OutboxStore
     + KeyStore
     + LeaseStore
+    + ChangeStore
     + std::fmt::Debug
     + Send
     + Sync

@@ -14,6 +14,7 @@ use knowton_common::{TenantStatus, Usage};
 use sqlx::{PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
+mod changes;
 mod deploy;
 mod lease;
 mod monitor;

@@ -1,6 +1,7 @@
 //! Operators' actions (resolve, acknowledge, thresholds, silences, evaluate all), sent to the engine's task and answered in turn.
 
 use super::*;
+use crate::store::Change;
 
 /// What an operator may do to an open alert.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +44,26 @@ pub(super) enum Command {
         slug: String,
         reply: oneshot::Sender<()>,
     },
+    /// Reads again what another replica changed.
+    Reload {
+        what: Reload,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What the engine keeps that a change made elsewhere (another replica)
+/// makes stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// The tenant's record (plan, features, status): read again and the
+    /// tenant evaluated at once.
+    Tenant(String),
+    /// The tenant's thresholds.
+    Thresholds(Uuid),
+    /// The active silences.
+    Silences,
+    /// All of it: thresholds, silences, every tenant's record.
+    Everything,
 }
 
 impl Engine {
@@ -117,6 +138,11 @@ impl Engine {
         self.ask(|reply| Command::Forget { slug, reply }).await
     }
 
+    /// Reads again what a change made elsewhere made stale.
+    pub async fn reload(&self, what: Reload) -> Result<(), EngineError> {
+        self.ask(|reply| Command::Reload { what, reply }).await
+    }
+
     /// The thresholds a tenant is evaluated against.
     pub fn thresholds_of(&self, slug: &str) -> Option<Thresholds> {
         self.tenant(slug).map(|h| h.thresholds)
@@ -155,25 +181,24 @@ impl Runner {
                         Some(t) => self.thresholds.insert(tenant, t),
                         None => self.thresholds.remove(&tenant),
                     };
-                    let slug = self
-                        .tenants
-                        .values()
-                        .find(|c| c.tenant.id == tenant)
-                        .map(|c| c.tenant.slug.clone());
-                    if let Some(slug) = slug {
-                        self.evaluate(&slug, true).await;
-                    }
+                    self.evaluate_tenant(tenant).await;
+                    self.announce(Change::Thresholds { tenant }).await;
                 }
                 let _ = reply.send(result);
             }
             Command::CreateSilence { silence, reply } => {
-                let _ = reply.send(self.create_silence(silence).await);
+                let created = self.create_silence(silence).await;
+                if created.is_ok() {
+                    self.announce(Change::Silences).await;
+                }
+                let _ = reply.send(created);
             }
             Command::EndSilence { id, reply } => {
                 let now = self.clock.now();
                 let result = match self.store.end_silence(id, now).await {
                     Ok(true) => {
                         self.silences.retain(|s| s.id != id);
+                        self.announce(Change::Silences).await;
                         Ok(())
                     }
                     Ok(false) => Err(EngineError::SilenceNotFound(id)),
@@ -192,6 +217,75 @@ impl Runner {
                 self.forget(&slug);
                 let _ = reply.send(());
             }
+            Command::Reload { what, reply } => {
+                self.reload(what).await;
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Evaluates the tenant with this id now, if it is known.
+    async fn evaluate_tenant(&mut self, tenant: Uuid) {
+        let slug = self
+            .tenants
+            .values()
+            .find(|c| c.tenant.id == tenant)
+            .map(|c| c.tenant.slug.clone());
+        if let Some(slug) = slug {
+            self.evaluate(&slug, true).await;
+        }
+    }
+
+    /// Tells the other replicas (a lost announcement is caught by their
+    /// periodic re-read).
+    async fn announce(&self, change: Change) {
+        if let Err(err) = self.store.announce(&change).await {
+            tracing::warn!(error = %err, ?change, "failed to announce a change to the other replicas");
+        }
+    }
+
+    async fn reload(&mut self, what: Reload) {
+        let now = self.clock.now();
+        let reloaded = match what {
+            Reload::Tenant(slug) => {
+                self.tenants.remove(&slug);
+                if self.directory.contains(&slug) {
+                    self.evaluate(&slug, true).await;
+                }
+                Ok(())
+            }
+            Reload::Thresholds(tenant) => match self.store.thresholds(tenant).await {
+                Ok(thresholds) => {
+                    match thresholds {
+                        Some(t) => self.thresholds.insert(tenant, t),
+                        None => self.thresholds.remove(&tenant),
+                    };
+                    self.evaluate_tenant(tenant).await;
+                    Ok(())
+                }
+                Err(err) => Err(err),
+            },
+            Reload::Silences => self.store.active_silences(now).await.map(|silences| {
+                self.silences = silences;
+                self.silences_loaded_at = now;
+            }),
+            Reload::Everything => {
+                self.tenants.clear();
+                let read = async {
+                    let thresholds = self.store.all_thresholds().await?;
+                    let silences = self.store.active_silences(now).await?;
+                    Ok::<_, StoreError>((thresholds, silences))
+                };
+                read.await.map(|(thresholds, silences)| {
+                    self.thresholds = thresholds.into_iter().collect();
+                    self.silences = silences;
+                    self.silences_loaded_at = now;
+                })
+            }
+        };
+        if let Err(err) = reloaded {
+            count(&self.published.counters.store_errors);
+            tracing::warn!(error = %err, "failed to read a change made elsewhere; the next re-read tries again");
         }
     }
 
