@@ -241,6 +241,18 @@ async fn lookup(name: &str, port: u16) -> std::io::Result<BTreeSet<SocketAddr>> 
     Ok(addrs)
 }
 
+/// How long until the next resolution: `every` after a complete one;
+/// after a failed one `retry`, which doubles up to `every`.
+fn next_resolution(complete: bool, retry: &mut Duration, every: Duration) -> Duration {
+    if complete {
+        *retry = Duration::from_secs(1);
+        return every;
+    }
+    let wait = (*retry).min(every);
+    *retry = (*retry * 2).min(every);
+    wait
+}
+
 /// Publishes the replicas into `replicas` now and after every resolution:
 /// every `every`, sooner (from 1 s, doubling) while a name does not
 /// resolve. Returns when `replicas` has no receiver left.
@@ -258,14 +270,7 @@ pub async fn watch(urls: Vec<CoordinatorUrl>, every: Duration, replicas: watch::
             replicas.closed().await;
             return;
         }
-        let wait = if complete {
-            retry = Duration::from_secs(1);
-            every
-        } else {
-            let wait = retry.min(every);
-            retry = (retry * 2).min(every);
-            wait
-        };
+        let wait = next_resolution(complete, &mut retry, every);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = replicas.closed() => return,

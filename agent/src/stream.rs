@@ -194,16 +194,29 @@ impl Drop for Task {
 /// period).
 pub async fn run(
     config: StreamConfig,
-    mut rounds: mpsc::Receiver<Round>,
+    rounds: mpsc::Receiver<Round>,
     stats: Arc<StreamStats>,
     instructions: watch::Sender<Instructed>,
 ) {
-    let (resolved_tx, mut resolved) = watch::channel(Vec::new());
+    let (resolved_tx, resolved) = watch::channel(Vec::new());
     let _resolver = Task(tokio::spawn(replicas::watch(
         config.coordinators.clone(),
         config.resolve_every,
         resolved_tx,
     )));
+    follow_replicas(config, resolved, rounds, stats, instructions).await;
+}
+
+/// [`run`] with the replicas taken from `resolved` as they change instead
+/// of resolved from `config.coordinators` (for tests: they choose when a
+/// replica appears or goes).
+pub async fn follow_replicas(
+    config: StreamConfig,
+    mut resolved: watch::Receiver<Vec<Replica>>,
+    mut rounds: mpsc::Receiver<Round>,
+    stats: Arc<StreamStats>,
+    instructions: watch::Sender<Instructed>,
+) {
     let shared = Arc::new(Shared {
         session_id: uuid::Uuid::new_v4().to_string(),
         buffer: Mutex::new(ResultBuffer::new(config.buffer_bytes)),
@@ -214,6 +227,7 @@ pub async fn run(
         instructions,
     });
     let mut streams: BTreeMap<SocketAddr, Task> = BTreeMap::new();
+    follow(&shared, &mut streams, &resolved.borrow_and_update().clone());
     let mut resolving = true;
     let mut draining = false;
     loop {

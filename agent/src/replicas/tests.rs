@@ -123,3 +123,25 @@ async fn a_name_that_stops_resolving_keeps_its_last_addresses() {
     let addrs = |r: &[Replica]| r.iter().map(|r| r.addr).collect::<Vec<_>>();
     assert_eq!(addrs(&after), addrs(&before));
 }
+
+#[test]
+fn a_failed_resolution_is_retried_sooner_then_back_to_the_interval() {
+    let every = Duration::from_secs(30);
+    let mut retry = Duration::from_secs(1);
+    let waits: Vec<u64> = [false, false, false, false, false, false, true, false]
+        .into_iter()
+        .map(|complete| next_resolution(complete, &mut retry, every).as_secs())
+        .collect();
+    assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ip_literals_are_published_once_and_the_watch_ends_with_its_receiver() {
+    let (tx, mut rx) = watch::channel(Vec::new());
+    let urls = parse_list("https://127.0.0.1:8443,https://127.0.0.2:8443").unwrap();
+    let watching = tokio::spawn(super::watch(urls, Duration::from_secs(30), tx));
+    rx.changed().await.unwrap();
+    assert_eq!(rx.borrow_and_update().len(), 2);
+    drop(rx);
+    watching.await.unwrap();
+}

@@ -5,12 +5,17 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 
 use knowton_agent::config::Args;
+use knowton_agent::instructions::Instructed;
+use knowton_agent::replicas::Replica;
+use knowton_agent::stream::{self, Round, StreamConfig, StreamStats};
 use knowton_coordinator::certs::{SERVER_CERT, SERVER_KEY};
 use knowton_coordinator::sim::SimPod;
 use knowton_tests::agent::{RunningAgent, agent_metric, free_port};
 use serde_json::Value;
+use tokio::sync::watch;
 
 use super::*;
 
@@ -234,4 +239,106 @@ async fn a_replica_named_by_dns_is_reached_by_address_and_verified_by_name() {
     named.stop().await;
     unnamed.stop_within(Duration::from_secs(5)).await;
     kt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_appears_gets_a_stream_and_one_that_goes_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path();
+    certs::init(tls, &[], false).unwrap();
+    certs::agent(tls, "node-a").unwrap();
+    let one = TestCoordinator::start_with_agents(Db::Sqlite, tls).await;
+    let two = TestCoordinator::start_with_agents(Db::Sqlite, tls).await;
+    for kt in [&one, &two] {
+        kt.provision("acme", "professional").await;
+    }
+    let replica = |kt: &TestCoordinator| Replica {
+        addr: kt.grpc_addr(),
+        url: format!("https://{}", kt.grpc_addr()),
+        domain: None,
+    };
+    // What re-resolution would find, chosen by the test.
+    let (found, resolved) = watch::channel(vec![replica(&one)]);
+    let config = StreamConfig {
+        coordinators: Vec::new(),
+        resolve_every: Duration::from_secs(30),
+        ca: tls.join("ca.pem"),
+        cert: tls.join("node-a.pem"),
+        key: tls.join("node-a-key.pem"),
+        node: "node-a".to_owned(),
+        buffer_bytes: 1 << 20,
+        heartbeat_every: Duration::from_secs(1),
+        dead_after: Duration::from_secs(5),
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(1),
+    };
+    let stats = Arc::new(StreamStats::default());
+    let (rounds_tx, rounds) = mpsc::channel(4);
+    let (instructions, _) = watch::channel(Instructed::default());
+    let streaming = tokio::spawn(stream::follow_replicas(
+        config,
+        resolved,
+        rounds,
+        stats.clone(),
+        instructions,
+    ));
+    // A round every 50 ms, as a probing agent would send them.
+    let probing = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(50));
+        for _ in 0..2_000 {
+            every.tick().await;
+            let round = Round {
+                results: vec![pod("acme", "acme-0", 1_000)],
+                node: None,
+            };
+            if rounds_tx.send(round).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    eventually(WAIT, "the first replica to acknowledge", || async {
+        (last_sequence(&one).await >= 3).then_some(())
+    })
+    .await;
+    assert!(agent_on(&two, "node-a").await.is_none(), "not found yet");
+
+    found.send_replace(vec![replica(&one), replica(&two)]);
+    eventually(WAIT, "the replica found to get a stream", || async {
+        (last_sequence(&two).await >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(stats.replicas().len(), 2);
+
+    found.send_replace(vec![replica(&two)]);
+    eventually(WAIT, "the gone replica's stream to be closed", || async {
+        (agent_on(&one, "node-a").await?["connected"] == false).then_some(())
+    })
+    .await;
+    let kept: Vec<SocketAddr> = stats.replicas().into_iter().map(|(a, _)| a).collect();
+    assert_eq!(kept, [two.grpc_addr()]);
+    let from = last_sequence(&two).await;
+    eventually(WAIT, "the remaining replica to keep receiving", || async {
+        (last_sequence(&two).await >= from + 5).then_some(())
+    })
+    .await;
+    let closed_at = last_sequence(&one).await;
+    assert!(
+        closed_at < last_sequence(&two).await,
+        "nothing more reached the gone replica"
+    );
+
+    // No more rounds: what the remaining replica has not acknowledged is
+    // flushed, and the streams end.
+    probing.abort();
+    tokio::time::timeout(Duration::from_secs(10), streaming)
+        .await
+        .expect("the streams end once flushed")
+        .unwrap();
+    assert_eq!(
+        stats.acked_sequence.load(std::sync::atomic::Ordering::Relaxed),
+        stats.last_sequence.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    one.stop().await;
+    two.stop().await;
 }
