@@ -2,6 +2,8 @@
 //! gets the same batches, one that stops costs the others nothing and
 //! catches up from its cursor when it is back, and a replica named by DNS
 //! is reached by address with its certificate checked against the name.
+//! On one PostgreSQL database, the leader and its standby judge a tenant
+//! from the same results.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -12,8 +14,12 @@ use knowton_agent::instructions::Instructed;
 use knowton_agent::replicas::Replica;
 use knowton_agent::stream::{self, Round, StreamConfig, StreamStats};
 use knowton_coordinator::certs::{SERVER_CERT, SERVER_KEY};
+use knowton_coordinator::config::ServeConfig;
+use knowton_coordinator::server;
+use knowton_coordinator::sim::Behaviour;
 use knowton_coordinator::sim::SimPod;
 use knowton_tests::agent::{RunningAgent, agent_metric, free_port};
+use knowton_tests::{ADMIN_TOKEN, eventually_showing, on_postgres};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -341,4 +347,73 @@ async fn a_replica_that_appears_gets_a_stream_and_one_that_goes_is_closed() {
     );
     one.stop().await;
     two.stop().await;
+}
+
+on_postgres!(a_leader_and_its_standby_judge_a_tenant_from_the_same_results);
+
+/// acme's health as the replica at `base` serves it.
+async fn health_at(http: &reqwest::Client, base: &str) -> Option<Value> {
+    http.get(format!("{base}/api/v1/monitoring/health"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("X-Tenant-Slug", "acme")
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Two replicas on one database, one leading: the agent streams to both,
+/// so the standby sees a pod fail as the leader does, and judges the
+/// tenant the same.
+async fn a_leader_and_its_standby_judge_a_tenant_from_the_same_results(db: Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path();
+    certs::init(tls, &[], false).unwrap();
+    certs::agent(tls, "node-a").unwrap();
+    let leader = TestCoordinator::start_with_agents_and(db, tls, |args| {
+        args.leader.replica_id = Some("a".to_owned());
+    })
+    .await;
+    // Before the standby starts, so that it knows the tenant.
+    leader.provision("acme", "professional").await;
+    let mut args = TestCoordinator::args_for(&leader.db, |args| {
+        args.leader.replica_id = Some("b".to_owned());
+        args.http_addr = "127.0.0.1:0".parse().unwrap();
+        args.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    });
+    args.tls_dir = Some(tls.to_owned());
+    args.tls_reload_seconds = 1;
+    let standby = server::start(ServeConfig::try_from(args).unwrap())
+        .await
+        .unwrap();
+    let standby_base = format!("http://{}", standby.http_addr);
+    let standby_grpc = standby.grpc_addr.expect("agent listener on");
+
+    let pod = SimPod::start(Ipv4Addr::new(127, 0, 0, 23), 0);
+    let list = format!("https://{},https://{standby_grpc}", leader.grpc_addr());
+    let agent = RunningAgent::start(agent_args(tls, "node-a", list, &pod, free_port()));
+    let http = leader.http.clone();
+
+    pod.set(Behaviour::Status(503)).await;
+    let judged = |h: &Value| {
+        let failing = h["pods"][0]["apiHealth"]["statusCode"] == 503;
+        failing.then(|| h["status"].clone())
+    };
+    // Each evaluates as results arrive: both come to the same judgement.
+    let judgement = eventually_showing(WAIT, "both replicas to judge the failure", || async {
+        let a = judged(&leader.monitoring_health("acme").await.body);
+        let b = judged(&health_at(&http, &standby_base).await.unwrap_or_default());
+        match (a, b) {
+            (Some(a), Some(b)) if a == b && a != "unknown" => Ok(a),
+            seen => Err(format!("{seen:?}")),
+        }
+    })
+    .await;
+    assert_ne!(judgement, "healthy");
+
+    agent.stop().await;
+    standby.shutdown().await.unwrap();
+    leader.stop().await;
 }
