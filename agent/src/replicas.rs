@@ -73,7 +73,9 @@ pub fn parse_list(list: &str) -> Result<Vec<CoordinatorUrl>, String> {
         return Err(format!("--coordinator: {}", bad.join("; ")));
     }
     if urls.is_empty() {
-        return Err("--coordinator: no URL given (expected https://host:port, comma-separated)".to_owned());
+        return Err(
+            "--coordinator: no URL given (expected https://host:port, comma-separated)".to_owned(),
+        );
     }
     Ok(urls)
 }
@@ -98,7 +100,9 @@ fn parse_url(entry: &str) -> Result<CoordinatorUrl, &'static str> {
     }
     let host = authority.host();
     let host = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Host::Ip(IpAddr::V6(v6.parse().map_err(|_| "has an invalid IPv6 address")?))
+        Host::Ip(IpAddr::V6(
+            v6.parse().map_err(|_| "has an invalid IPv6 address")?,
+        ))
     } else if let Ok(ip) = host.parse::<IpAddr>() {
         Host::Ip(ip)
     } else if is_dns_name(host) {
@@ -124,7 +128,9 @@ fn is_dns_name(host: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -256,7 +262,11 @@ fn next_resolution(complete: bool, retry: &mut Duration, every: Duration) -> Dur
 /// Publishes the replicas into `replicas` now and after every resolution:
 /// every `every`, sooner (from 1 s, doubling) while a name does not
 /// resolve. Returns when `replicas` has no receiver left.
-pub async fn watch(urls: Vec<CoordinatorUrl>, every: Duration, replicas: watch::Sender<Vec<Replica>>) {
+pub async fn watch(
+    urls: Vec<CoordinatorUrl>,
+    every: Duration,
+    replicas: watch::Sender<Vec<Replica>>,
+) {
     let mut resolver = Resolver::new(urls);
     let mut retry = Duration::from_secs(1);
     loop {

@@ -133,7 +133,9 @@ impl Shared {
         for (addr, cursor) in buffer.cursors() {
             highest = highest.max(cursor.acked);
             if let Some(replica) = replicas.get(&addr) {
-                replica.acked_sequence.store(cursor.acked, Ordering::Relaxed);
+                replica
+                    .acked_sequence
+                    .store(cursor.acked, Ordering::Relaxed);
                 replica
                     .dropped_results
                     .store(cursor.dropped_results, Ordering::Relaxed);

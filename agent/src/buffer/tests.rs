@@ -44,7 +44,11 @@ fn sequences_increase_and_acks_are_cumulative() {
     buffer.ack(a, 9);
     assert!(buffer.is_empty());
     assert_eq!(buffer.bytes(), 0);
-    assert_eq!(buffer.cursor(a).unwrap().acked, 5, "never past the last batch");
+    assert_eq!(
+        buffer.cursor(a).unwrap().acked,
+        5,
+        "never past the last batch"
+    );
     assert_eq!(buffer.push(results(1), None).sequence, 6);
 }
 
@@ -102,7 +106,11 @@ fn a_removed_replica_no_longer_holds_batches() {
     assert!(buffer.is_empty(), "only b was missing them");
     assert_eq!(buffer.cursor(b), None);
     buffer.ack(b, 3);
-    assert_eq!(buffer.cursors().count(), 1, "an unknown replica's ack is ignored");
+    assert_eq!(
+        buffer.cursors().count(),
+        1,
+        "an unknown replica's ack is ignored"
+    );
 }
 
 #[test]
@@ -132,7 +140,11 @@ fn drops_count_only_for_the_replicas_that_had_not_acknowledged() {
     let (up_c, down_c) = (buffer.cursor(up).unwrap(), buffer.cursor(down).unwrap());
     assert_eq!((up_c.dropped_batches, up_c.dropped_results), (0, 0));
     assert_eq!((down_c.dropped_batches, down_c.dropped_results), (4, 40));
-    assert_eq!(buffer.dropped_results(), 40, "the total: lost to at least one");
+    assert_eq!(
+        buffer.dropped_results(),
+        40,
+        "the total: lost to at least one"
+    );
     // A batch `up` had not acknowledged yet is dropped for both.
     buffer.push(results(10), None);
     buffer.push(results(10), None);

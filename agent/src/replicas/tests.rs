@@ -92,7 +92,10 @@ async fn ip_literals_are_used_as_given_and_bounded() {
     assert!(complete);
     assert_eq!(replicas.len(), MAX_REPLICAS, "the rest is ignored");
     assert_eq!(replicas[0].endpoint(), "https://127.0.0.1:8443");
-    assert_eq!(replicas[0].domain, None, "verified against the IP as before");
+    assert_eq!(
+        replicas[0].domain, None,
+        "verified against the IP as before"
+    );
     assert_eq!(replicas[15].addr, "127.0.0.16:8443".parse().unwrap());
 }
 

@@ -141,8 +141,12 @@ pub(super) async fn keep(shared: Arc<Shared>, replica: Replica, stats: Arc<Repli
         shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
         shared.progress.notify_one();
         match ended {
-            Ok(()) => tracing::warn!(replica = %replica.addr, "the coordinator closed the stream; reconnecting"),
-            Err(reason) => tracing::warn!(replica = %replica.addr, %reason, "agent stream lost; reconnecting"),
+            Ok(()) => {
+                tracing::warn!(replica = %replica.addr, "the coordinator closed the stream; reconnecting")
+            }
+            Err(reason) => {
+                tracing::warn!(replica = %replica.addr, %reason, "agent stream lost; reconnecting")
+            }
         }
     }
 }

@@ -114,8 +114,13 @@ async fn every_replica_gets_the_same_batches_and_a_restarted_one_catches_up() {
     let cursor = eventually(WAIT, "the agent to see the replica gone", || async {
         let connected =
             replica_metric(&http, port, "knowton_agent_replica_connected", two_addr).await?;
-        let acked =
-            replica_metric(&http, port, "knowton_agent_replica_acked_sequence", two_addr).await?;
+        let acked = replica_metric(
+            &http,
+            port,
+            "knowton_agent_replica_acked_sequence",
+            two_addr,
+        )
+        .await?;
         (connected == 0.0).then_some(acked as u64)
     })
     .await;
@@ -162,11 +167,22 @@ async fn every_replica_gets_the_same_batches_and_a_restarted_one_catches_up() {
         "nothing missing: {seen}"
     );
     assert_eq!(
-        replica_metric(&http, port, "knowton_agent_replica_dropped_results_total", two_addr).await,
+        replica_metric(
+            &http,
+            port,
+            "knowton_agent_replica_dropped_results_total",
+            two_addr
+        )
+        .await,
         Some(0.0)
     );
-    let reconnects =
-        replica_metric(&http, port, "knowton_agent_replica_reconnects_total", two_addr).await;
+    let reconnects = replica_metric(
+        &http,
+        port,
+        "knowton_agent_replica_reconnects_total",
+        two_addr,
+    )
+    .await;
     assert!(reconnects >= Some(1.0), "{reconnects:?}");
 
     // Once the agent has flushed, both hold the same last batch.
@@ -230,9 +246,13 @@ async fn a_replica_named_by_dns_is_reached_by_address_and_verified_by_name() {
     );
     // The same server by its address fails verification: the name was used.
     eventually(WAIT, "the agent by address to fail twice", || async {
-        let failed =
-            replica_metric(&http, by_address, "knowton_agent_replica_connect_failures_total", local)
-                .await?;
+        let failed = replica_metric(
+            &http,
+            by_address,
+            "knowton_agent_replica_connect_failures_total",
+            local,
+        )
+        .await?;
         (failed >= 2.0).then_some(())
     })
     .await;
@@ -342,8 +362,12 @@ async fn a_replica_that_appears_gets_a_stream_and_one_that_goes_is_closed() {
         .expect("the streams end once flushed")
         .unwrap();
     assert_eq!(
-        stats.acked_sequence.load(std::sync::atomic::Ordering::Relaxed),
-        stats.last_sequence.load(std::sync::atomic::Ordering::Relaxed)
+        stats
+            .acked_sequence
+            .load(std::sync::atomic::Ordering::Relaxed),
+        stats
+            .last_sequence
+            .load(std::sync::atomic::Ordering::Relaxed)
     );
     one.stop().await;
     two.stop().await;
