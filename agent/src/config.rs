@@ -22,8 +22,8 @@ pub struct Args {
 
     /// The coordinator replicas' gRPC addresses: `https://host:port`,
     /// comma-separated. Results go to every replica. A DNS name (e.g. a
-    /// headless Service) stands for every address it resolves to (16
-    /// replicas at most in all), re-resolved every
+    /// headless Service) stands for every address it resolves to (IPv4
+    /// ones if it has both; 16 replicas at most in all), re-resolved every
     /// --coordinator-resolve-seconds; each replica's certificate must
     /// carry the name. An IP literal is that one replica.
     #[arg(

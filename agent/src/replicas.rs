@@ -29,8 +29,9 @@ pub struct CoordinatorUrl {
 pub enum Host {
     /// An IP literal: connected to as is.
     Ip(IpAddr),
-    /// A DNS name: every address it resolves to is a replica, and each
-    /// replica's certificate must carry this name.
+    /// A DNS name: every address it resolves to (its IPv4 ones if it has
+    /// both families) is a replica, and each replica's certificate must
+    /// carry this name.
     Name(String),
 }
 
@@ -231,20 +232,29 @@ impl Resolver {
     }
 }
 
-/// The addresses of `name`, the [`MAX_REPLICAS`] lowest at most (so the
-/// same ones whatever order the answer comes in).
+/// The addresses of `name`: see [`pick`].
 async fn lookup(name: &str, port: u16) -> std::io::Result<BTreeSet<SocketAddr>> {
     let found = tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((name, port)))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "DNS lookup timed out"))??;
-    let mut addrs = BTreeSet::new();
+    Ok(pick(found))
+}
+
+/// The replicas among a name's addresses: its IPv4 addresses if it has
+/// any, else its IPv6 ones (a dual-stack pod has one of each, and two
+/// streams of one agent to the same coordinator would keep replacing each
+/// other); the [`MAX_REPLICAS`] lowest at most, so the same ones whatever
+/// order the answer comes in, and no more held at a time.
+fn pick(found: impl IntoIterator<Item = SocketAddr>) -> BTreeSet<SocketAddr> {
+    let (mut v4, mut v6) = (BTreeSet::new(), BTreeSet::new());
     for addr in found {
-        addrs.insert(addr);
-        if addrs.len() > MAX_REPLICAS {
-            addrs.pop_last();
+        let family = if addr.is_ipv4() { &mut v4 } else { &mut v6 };
+        family.insert(addr);
+        if family.len() > MAX_REPLICAS {
+            family.pop_last();
         }
     }
-    Ok(addrs)
+    if v4.is_empty() { v6 } else { v4 }
 }
 
 /// How long until the next resolution: `every` after a complete one;

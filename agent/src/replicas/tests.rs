@@ -111,7 +111,7 @@ async fn a_name_resolves_to_its_addresses_verified_against_the_name() {
         .expect("localhost resolves to 127.0.0.1");
     assert_eq!(local.domain.as_deref(), Some("localhost"));
     assert_eq!(local.endpoint(), "https://127.0.0.1:8443");
-    assert!(replicas.iter().all(|r| r.addr.ip().is_loopback()));
+    assert_eq!(replicas.len(), 1, "not ::1 too: one stream per server");
 }
 
 #[tokio::test]
@@ -147,4 +147,28 @@ async fn ip_literals_are_published_once_and_the_watch_ends_with_its_receiver() {
     assert_eq!(rx.borrow_and_update().len(), 2);
     drop(rx);
     watching.await.unwrap();
+}
+
+#[test]
+fn a_name_s_ipv4_addresses_are_used_else_its_ipv6_ones_at_most_the_limit() {
+    let addr = |a: &str| a.parse::<SocketAddr>().unwrap();
+    let dual = [
+        addr("[fd00::2]:8443"),
+        addr("10.0.0.2:8443"),
+        addr("10.0.0.1:8443"),
+    ];
+    assert_eq!(
+        pick(dual).into_iter().collect::<Vec<_>>(),
+        [addr("10.0.0.1:8443"), addr("10.0.0.2:8443")]
+    );
+    let v6 = [addr("[fd00::2]:8443"), addr("[fd00::1]:8443")];
+    assert_eq!(pick(v6).len(), 2);
+    // Many answers, in any order: the lowest, never more than the limit.
+    let many = (0..=255u8)
+        .rev()
+        .map(|i| SocketAddr::from(([10, 0, 1, i], 8443)));
+    let picked = pick(many);
+    assert_eq!(picked.len(), MAX_REPLICAS);
+    assert_eq!(picked.first(), Some(&addr("10.0.1.0:8443")));
+    assert_eq!(picked.last(), Some(&addr("10.0.1.15:8443")));
 }

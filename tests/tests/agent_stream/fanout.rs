@@ -233,8 +233,8 @@ async fn a_replica_named_by_dns_is_reached_by_address_and_verified_by_name() {
     ));
     let http = kt.http.clone();
 
-    // `localhost` resolved to 127.0.0.1 (and maybe ::1, where nothing
-    // listens): connected there, the certificate checked against the name.
+    // `localhost` resolved to 127.0.0.1: connected there, the certificate
+    // checked against the name.
     eventually(WAIT, "results through the name", || async {
         (last_sequence(&kt).await >= 2).then_some(())
     })
@@ -243,6 +243,11 @@ async fn a_replica_named_by_dns_is_reached_by_address_and_verified_by_name() {
     assert_eq!(
         replica_metric(&http, by_name, "knowton_agent_replica_connected", local).await,
         Some(1.0)
+    );
+    assert_eq!(
+        agent_metric(&http, by_name, "knowton_agent_replicas").await,
+        Some(1.0),
+        "one replica: not ::1 as well"
     );
     // The same server by its address fails verification: the name was used.
     eventually(WAIT, "the agent by address to fail twice", || async {
