@@ -60,18 +60,19 @@ impl ResultBuffer {
         self.trim();
     }
 
-    /// Adds a batch with the next sequence number and returns it; drops the
-    /// oldest batches while the buffer is over its size, each counted for
-    /// the replicas that had not acknowledged it.
-    pub fn push(&mut self, results: Vec<PodResult>, node: Option<NodeMetrics>) -> ResultBatch {
+    /// Adds a batch with the next sequence number and returns that number;
+    /// drops the oldest batches while the buffer is over its size, each
+    /// counted for the replicas that had not acknowledged it.
+    pub fn push(&mut self, results: Vec<PodResult>, node: Option<NodeMetrics>) -> u64 {
         let batch = ResultBatch {
             sequence: self.next_sequence,
             results,
             node,
         };
+        let sequence = batch.sequence;
         self.next_sequence += 1;
         let size = batch.encoded_len();
-        self.batches.push_back((batch.clone(), size));
+        self.batches.push_back((batch, size));
         self.bytes += size;
         while self.bytes > self.max_bytes {
             let Some((old, size)) = self.batches.pop_front() else {
@@ -88,7 +89,7 @@ impl ResultBuffer {
                 }
             }
         }
-        batch
+        sequence
     }
 
     /// `replica` acknowledged every batch up to `sequence` (cumulative);

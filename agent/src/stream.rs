@@ -146,7 +146,7 @@ impl Shared {
 
     fn push(&self, round: Round) {
         let mut buffer = self.buffer();
-        let sequence = buffer.push(round.results, round.node).sequence;
+        let sequence = buffer.push(round.results, round.node);
         self.publish(&buffer);
         drop(buffer);
         self.pushed.send_replace(sequence);

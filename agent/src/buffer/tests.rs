@@ -33,9 +33,7 @@ fn sequences_increase_and_acks_are_cumulative() {
     let a = replica(1);
     let mut buffer = ResultBuffer::new(1 << 20);
     buffer.add_replica(a);
-    let seqs: Vec<u64> = (0..5)
-        .map(|_| buffer.push(results(2), None).sequence)
-        .collect();
+    let seqs: Vec<u64> = (0..5).map(|_| buffer.push(results(2), None)).collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
     buffer.ack(a, 3);
     assert_eq!(sequences(buffer.pending(a)), [4, 5]);
@@ -49,7 +47,7 @@ fn sequences_increase_and_acks_are_cumulative() {
         5,
         "never past the last batch"
     );
-    assert_eq!(buffer.push(results(1), None).sequence, 6);
+    assert_eq!(buffer.push(results(1), None), 6);
 }
 
 #[test]
@@ -132,7 +130,7 @@ fn drops_count_only_for_the_replicas_that_had_not_acknowledged() {
     buffer.add_replica(down);
     // `up` acknowledges every batch as it comes; `down` is away.
     for _ in 0..6 {
-        let sequence = buffer.push(results(10), None).sequence;
+        let sequence = buffer.push(results(10), None);
         buffer.ack(up, sequence);
     }
     assert_eq!(sequences(buffer.pending(down)), [5, 6]);
@@ -212,7 +210,7 @@ fn the_bound_holds_whatever_the_number_of_replicas() {
         buffer.add_replica(*r);
     }
     for round in 0..200u64 {
-        let sequence = buffer.push(results(10), None).sequence;
+        let sequence = buffer.push(results(10), None);
         // Each replica acknowledges at its own pace; the last never does.
         for (i, r) in replicas.iter().enumerate().take(15) {
             if round % (i as u64 + 1) == 0 {
