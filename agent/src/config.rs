@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::replicas::{self, CoordinatorUrl};
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "knowton-agent",
@@ -18,13 +20,23 @@ pub struct Args {
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
 
-    /// The coordinator's gRPC address.
+    /// The coordinator replicas' gRPC addresses: `https://host:port`,
+    /// comma-separated. Results go to every replica. A DNS name (e.g. a
+    /// headless Service) stands for every address it resolves to (IPv4
+    /// ones if it has both; 16 replicas at most in all), re-resolved every
+    /// --coordinator-resolve-seconds; each replica's certificate must
+    /// carry the name. An IP literal is that one replica.
     #[arg(
         long,
         env = "KNOWTON_COORDINATOR",
         default_value = "https://127.0.0.1:8443"
     )]
     pub coordinator: String,
+
+    /// How often the DNS names in --coordinator are resolved again: a new
+    /// address gets a stream, a gone one has its stream closed.
+    #[arg(long, env = "KNOWTON_COORDINATOR_RESOLVE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub coordinator_resolve_seconds: u64,
 
     /// Directory in the `certs` layout: ca.pem, NODE.pem, NODE-key.pem.
     #[arg(long, env = "KNOWTON_TLS_DIR")]
@@ -91,7 +103,9 @@ pub struct Args {
     #[arg(long, env = "KNOWTON_PROBE_CONCURRENCY", default_value_t = 64)]
     pub concurrency: usize,
 
-    /// Most bytes of unacknowledged results kept while the coordinator is unreachable.
+    /// Most bytes of results kept until every coordinator replica
+    /// acknowledged them: one buffer shared by the replicas, whatever their
+    /// number (a replica that is down costs only its own backlog).
     #[arg(long, env = "KNOWTON_BUFFER_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub buffer_bytes: usize,
 
@@ -137,6 +151,7 @@ pub enum DiscoverySource {
 /// What [`Args::check`] derives from the flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checked {
+    pub coordinators: Vec<CoordinatorUrl>,
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -161,6 +176,7 @@ impl Args {
         Args {
             node_name: node_name.to_owned(),
             coordinator: format!("https://127.0.0.1:{}", coordinator.port()),
+            coordinator_resolve_seconds: 30,
             tls_dir: Some(tls_dir.to_owned()),
             ca: None,
             cert: None,
@@ -229,17 +245,22 @@ impl Args {
         }
     }
 
-    /// The TLS files and the discovery source, or every problem with the
-    /// flags at once.
+    /// The coordinator URLs, the TLS files and the discovery source, or
+    /// every problem with the flags at once.
     pub fn check(&self) -> Result<Checked, String> {
-        match (self.tls_files(), self.discovery_source()) {
-            (Ok((ca, cert, key)), Ok(discovery)) => Ok(Checked {
+        match (
+            replicas::parse_list(&self.coordinator),
+            self.tls_files(),
+            self.discovery_source(),
+        ) {
+            (Ok(coordinators), Ok((ca, cert, key)), Ok(discovery)) => Ok(Checked {
+                coordinators,
                 ca,
                 cert,
                 key,
                 discovery,
             }),
-            (tls, source) => Err([tls.err(), source.err()]
+            (coordinators, tls, source) => Err([coordinators.err(), tls.err(), source.err()]
                 .into_iter()
                 .flatten()
                 .collect::<Vec<_>>()
@@ -293,6 +314,43 @@ mod tests {
         assert_eq!(checked.cert.to_str(), Some("/tls/n1.pem"));
         assert_eq!(checked.discovery, DiscoverySource::File("t.yaml".into()));
         assert_eq!(args.coordinator, "https://127.0.0.1:8443");
+        assert_eq!(checked.coordinators.len(), 1);
+    }
+
+    #[test]
+    fn the_coordinator_takes_a_list_and_a_resolve_interval() {
+        let args = Args::try_parse_from([
+            "knowton-agent",
+            "--node-name",
+            "n1",
+            "--tls-dir",
+            "/tls",
+            "--targets",
+            "t.yaml",
+            "--coordinator",
+            "https://10.0.0.5:8443,https://knowton-coordinator-replicas:8443",
+        ])
+        .unwrap();
+        assert_eq!(args.coordinator_resolve_seconds, 30);
+        let checked = args.check().unwrap();
+        assert_eq!(checked.coordinators.len(), 2);
+        assert_eq!(
+            checked.coordinators[1].host,
+            replicas::Host::Name("knowton-coordinator-replicas".into())
+        );
+        let zero = Args::try_parse_from([
+            "knowton-agent",
+            "--node-name",
+            "n1",
+            "--coordinator-resolve-seconds",
+            "0",
+        ]);
+        assert!(zero.is_err(), "re-resolving needs a pause");
+        let empty = Args {
+            coordinator: " ".into(),
+            ..args
+        };
+        assert!(empty.check().unwrap_err().contains("--coordinator"));
     }
 
     #[test]
@@ -367,12 +425,19 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("--namespace-prefix"), "{err}");
         // Every bad flag at once.
-        let args =
-            Args::try_parse_from(["knowton-agent", "--node-name", "n1", "--discovery", "file"])
-                .unwrap();
+        let args = Args::try_parse_from([
+            "knowton-agent",
+            "--node-name",
+            "n1",
+            "--discovery",
+            "file",
+            "--coordinator",
+            "https://c1:8443,c2:8443",
+        ])
+        .unwrap();
         let err = args.check().unwrap_err();
         assert!(
-            err.contains("--tls-dir") && err.contains("--targets"),
+            err.contains("--tls-dir") && err.contains("--targets") && err.contains("\"c2:8443\""),
             "{err}"
         );
     }

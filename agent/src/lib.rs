@@ -10,8 +10,10 @@
 //! - [`storage`]: volume usage of a pod from its filesystem (targets file).
 //! - [`kubelet`]: volume usage of the discovered pods from the kubelet.
 //! - [`node`]: the node's CPU, memory and disk, sent with the results.
-//! - [`stream`]: the stream to the coordinator, with [`buffer`] holding
-//!   what it has not acknowledged yet.
+//! - [`stream`]: the streams to the coordinator replicas, with [`buffer`]
+//!   holding what they have not all acknowledged yet.
+//! - [`replicas`]: which replicas: the `--coordinator` list, DNS names
+//!   resolved to every address.
 //! - [`instructions`]: what the coordinator told the agent (interval,
 //!   per-tenant slow thresholds, check-alls), merged.
 //! - [`metrics`]: the agent's own /metrics, /healthz and /readyz.
@@ -27,6 +29,7 @@ pub mod kubelet;
 pub mod metrics;
 pub mod node;
 pub mod probe;
+pub mod replicas;
 pub mod run;
 pub mod storage;
 pub mod stream;

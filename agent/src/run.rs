@@ -45,6 +45,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), R
     let _ = rustls::crypto::ring::default_provider().install_default();
     let checked = args.check().map_err(RunError::CheckFlags)?;
     let (ca, cert, key) = (checked.ca, checked.cert, checked.key);
+    let coordinators = checked.coordinators;
     // Set once the first complete list of pods is known: /readyz waits for it.
     let discovered = Arc::new(AtomicBool::new(false));
     let discovery = discover::start(checked.discovery, &args.node_name, discovered.clone())
@@ -74,7 +75,8 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), R
     let (rounds_tx, rounds_rx) = mpsc::channel(4);
     let stream_task = tokio::spawn(stream::run(
         StreamConfig {
-            coordinator: args.coordinator.clone(),
+            coordinators,
+            resolve_every: Duration::from_secs(args.coordinator_resolve_seconds),
             ca,
             cert,
             key,

@@ -1,57 +1,94 @@
-//! The stream to the coordinator: mutual TLS, hello, re-send of everything
-//! not yet acknowledged, heartbeats both ways, reconnection with
-//! exponential backoff and jitter. Certificates are read from their files
-//! at every connection, so rotated files are used from the next one on and
-//! a healthy stream is never dropped for a rotation.
+//! The streams to the coordinator replicas: one per replica address (DNS
+//! names re-resolved, new addresses streamed to, gone ones closed), all in
+//! one session with the same batches and sequence numbers, fed from one
+//! shared buffer with a cursor per replica. Each replica's stream is as the
+//! single stream was: mutual TLS, hello, re-send of what it has not
+//! acknowledged, heartbeats both ways, reconnection with exponential
+//! backoff and jitter, certificates read at every connection.
 
+mod connection;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use knowton_proto::PROTOCOL_VERSION;
-use knowton_proto::agent::v1::agent_message::Body as Out;
-use knowton_proto::agent::v1::agent_stream_client::AgentStreamClient;
-use knowton_proto::agent::v1::coordinator_message::Body as In;
-use knowton_proto::agent::v1::{
-    AgentMessage, CoordinatorMessage, Heartbeat, Hello, NodeMetrics, PodResult, ResultBatch,
-    Welcome,
-};
-use rand::RngExt;
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use knowton_proto::agent::v1::{NodeMetrics, PodResult};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::buffer::ResultBuffer;
 use crate::instructions::Instructed;
+use crate::replicas::{self, CoordinatorUrl, Replica};
 
-/// Where and how to reach the coordinator.
+/// Where and how to reach the coordinator replicas.
 #[derive(Debug, Clone)]
 pub struct StreamConfig {
-    /// `https://host:port`
-    pub coordinator: String,
+    /// The `--coordinator` list.
+    pub coordinators: Vec<CoordinatorUrl>,
+    /// How often DNS names are resolved again.
+    pub resolve_every: Duration,
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
     pub node: String,
     pub buffer_bytes: usize,
     pub heartbeat_every: Duration,
-    /// No message from the coordinator for this long: reconnect.
+    /// No message from a replica for this long: reconnect to it.
     pub dead_after: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
 }
 
-/// What the stream reports to the agent's metrics and readiness.
+/// What the streams report to the agent's metrics and readiness: totals
+/// over the replicas, and each replica's own figures.
 #[derive(Debug, Default)]
 pub struct StreamStats {
-    pub connected: AtomicBool,
+    /// Streams lost, all replicas together.
     pub reconnects: AtomicU64,
     pub buffer_bytes: AtomicU64,
+    /// Results dropped before at least one replica acknowledged them.
     pub dropped_results: AtomicU64,
+    /// The highest sequence a replica acknowledged.
     pub acked_sequence: AtomicU64,
+    /// The latest batch's sequence.
+    pub last_sequence: AtomicU64,
     pub batches_sent: AtomicU64,
+    replicas: Mutex<BTreeMap<SocketAddr, Arc<ReplicaStats>>>,
+}
+
+/// One replica's figures.
+#[derive(Debug, Default)]
+pub struct ReplicaStats {
+    pub connected: AtomicBool,
+    /// Its streams lost.
+    pub reconnects: AtomicU64,
+    /// Its connection attempts that failed.
+    pub connect_failures: AtomicU64,
+    pub acked_sequence: AtomicU64,
+    /// Results dropped for space before it acknowledged them.
+    pub dropped_results: AtomicU64,
+    pub batches_sent: AtomicU64,
+}
+
+impl StreamStats {
+    /// Whether a stream to at least one replica is open.
+    pub fn connected(&self) -> bool {
+        self.lock()
+            .values()
+            .any(|r| r.connected.load(Ordering::Relaxed))
+    }
+
+    /// The replicas streamed to (at most [`replicas::MAX_REPLICAS`]), by address.
+    pub fn replicas(&self) -> Vec<(SocketAddr, Arc<ReplicaStats>)> {
+        self.lock().iter().map(|(a, r)| (*a, r.clone())).collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<SocketAddr, Arc<ReplicaStats>>> {
+        self.replicas.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A batch of results from one probe round.
@@ -61,210 +98,184 @@ pub struct Round {
     pub node: Option<NodeMetrics>,
 }
 
-#[derive(Debug, thiserror::Error)]
-enum ConnectError {
-    #[error("failed to read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid coordinator address or TLS settings")]
-    Transport(#[from] tonic::transport::Error),
-    #[error("the coordinator refused the stream: {0}")]
-    Refused(#[from] tonic::Status),
-    #[error("the coordinator did not welcome the agent")]
-    NoWelcome,
-}
-
-struct Session {
-    out: mpsc::Sender<AgentMessage>,
-    inbound: tonic::Streaming<CoordinatorMessage>,
-}
-
-fn msg(body: Out) -> AgentMessage {
-    AgentMessage { body: Some(body) }
-}
-
-fn read(path: &PathBuf) -> Result<Vec<u8>, ConnectError> {
-    std::fs::read(path).map_err(|source| ConnectError::Read {
-        path: path.clone(),
-        source,
-    })
-}
-
-async fn connect(
-    config: &StreamConfig,
-    session_id: &str,
-) -> Result<(Session, Welcome), ConnectError> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&config.ca)?))
-        .identity(Identity::from_pem(read(&config.cert)?, read(&config.key)?));
-    let channel = Endpoint::from_shared(config.coordinator.clone())?
-        .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .connect()
-        .await?;
-    let (out, rx) = mpsc::channel(256);
-    let hello = Hello {
-        protocol_version: PROTOCOL_VERSION,
-        node_name: config.node.clone(),
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-        session_id: session_id.to_owned(),
-    };
-    out.send(msg(Out::Hello(hello)))
-        .await
-        .map_err(|_| ConnectError::NoWelcome)?;
-    let mut inbound = AgentStreamClient::new(channel)
-        .connect(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
-        .await
-        .map_err(|_| ConnectError::NoWelcome)??;
-    match first.and_then(|m| m.body) {
-        Some(In::Welcome(welcome)) => Ok((Session { out, inbound }, welcome)),
-        _ => Err(ConnectError::NoWelcome),
-    }
-}
-
-/// Keeps a stream to the coordinator until `rounds` closes and everything
-/// is acknowledged (the caller bounds that with its grace period).
-pub async fn run(
+/// What the replicas' streams share.
+struct Shared {
     config: StreamConfig,
-    mut rounds: mpsc::Receiver<Round>,
+    session_id: String,
+    buffer: Mutex<ResultBuffer>,
+    /// The latest batch's sequence: streams wait on it for more to send.
+    pushed: watch::Sender<u64>,
+    /// An acknowledgement arrived or a stream opened or closed.
+    progress: Notify,
     stats: Arc<StreamStats>,
     instructions: watch::Sender<Instructed>,
-) {
-    let session_id = uuid::Uuid::new_v4().to_string();
-    let mut buffer = ResultBuffer::new(config.buffer_bytes);
-    let mut backoff = config.backoff_min;
-    let mut draining = false;
-    let publish = |buffer: &ResultBuffer| {
+}
+
+impl Shared {
+    fn buffer(&self) -> MutexGuard<'_, ResultBuffer> {
+        self.buffer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Copies the buffer's figures to the stats.
+    fn publish(&self, buffer: &ResultBuffer) {
+        let stats = &self.stats;
         stats
             .buffer_bytes
             .store(buffer.bytes() as u64, Ordering::Relaxed);
         stats
             .dropped_results
             .store(buffer.dropped_results(), Ordering::Relaxed);
-    };
+        stats
+            .last_sequence
+            .store(buffer.last_sequence(), Ordering::Relaxed);
+        let replicas = stats.lock();
+        let mut highest = 0;
+        for (addr, cursor) in buffer.cursors() {
+            highest = highest.max(cursor.acked);
+            if let Some(replica) = replicas.get(&addr) {
+                replica
+                    .acked_sequence
+                    .store(cursor.acked, Ordering::Relaxed);
+                replica
+                    .dropped_results
+                    .store(cursor.dropped_results, Ordering::Relaxed);
+            }
+        }
+        stats.acked_sequence.fetch_max(highest, Ordering::Relaxed);
+    }
+
+    fn push(&self, round: Round) {
+        let mut buffer = self.buffer();
+        let sequence = buffer.push(round.results, round.node);
+        self.publish(&buffer);
+        drop(buffer);
+        self.pushed.send_replace(sequence);
+    }
+
+    /// `replica` acknowledged up to `sequence`; returns its cursor.
+    fn ack(&self, replica: SocketAddr, sequence: u64) -> u64 {
+        let mut buffer = self.buffer();
+        buffer.ack(replica, sequence);
+        self.publish(&buffer);
+        let acked = buffer.cursor(replica).map_or(0, |c| c.acked);
+        drop(buffer);
+        self.progress.notify_one();
+        acked
+    }
+
+    /// Nothing is left to flush: every replica acknowledged everything
+    /// held, or at least one replica is connected and every connected one
+    /// did (one that is down is not waited for).
+    fn flushed(&self) -> bool {
+        let buffer = self.buffer();
+        if buffer.is_empty() {
+            return true;
+        }
+        let last = buffer.last_sequence();
+        let replicas = self.stats.lock();
+        let mut connected = replicas
+            .iter()
+            .filter(|(_, r)| r.connected.load(Ordering::Relaxed))
+            .peekable();
+        connected.peek().is_some()
+            && connected.all(|(addr, _)| buffer.cursor(*addr).is_some_and(|c| c.acked >= last))
+    }
+}
+
+/// A task aborted when dropped.
+struct Task(JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Keeps a stream to every coordinator replica until `rounds` closes and
+/// what is buffered is flushed (the caller bounds that with its grace
+/// period).
+pub async fn run(
+    config: StreamConfig,
+    rounds: mpsc::Receiver<Round>,
+    stats: Arc<StreamStats>,
+    instructions: watch::Sender<Instructed>,
+) {
+    let (resolved_tx, resolved) = watch::channel(Vec::new());
+    let _resolver = Task(tokio::spawn(replicas::watch(
+        config.coordinators.clone(),
+        config.resolve_every,
+        resolved_tx,
+    )));
+    follow_replicas(config, resolved, rounds, stats, instructions).await;
+}
+
+/// [`run`] with the replicas taken from `resolved` as they change instead
+/// of resolved from `config.coordinators` (for tests: they choose when a
+/// replica appears or goes).
+pub async fn follow_replicas(
+    config: StreamConfig,
+    mut resolved: watch::Receiver<Vec<Replica>>,
+    mut rounds: mpsc::Receiver<Round>,
+    stats: Arc<StreamStats>,
+    instructions: watch::Sender<Instructed>,
+) {
+    let shared = Arc::new(Shared {
+        session_id: uuid::Uuid::new_v4().to_string(),
+        buffer: Mutex::new(ResultBuffer::new(config.buffer_bytes)),
+        pushed: watch::Sender::new(0),
+        progress: Notify::new(),
+        config,
+        stats,
+        instructions,
+    });
+    let mut streams: BTreeMap<SocketAddr, Task> = BTreeMap::new();
+    follow(&shared, &mut streams, &resolved.borrow_and_update().clone());
+    let mut resolving = true;
+    let mut draining = false;
     loop {
-        if draining && buffer.is_empty() {
+        if draining && shared.flushed() {
             return;
         }
-        let (session, welcome) = match connect(&config, &session_id).await {
-            Ok(connected) => connected,
-            Err(err) => {
-                tracing::warn!(coordinator = %config.coordinator, error = %err, retry_in_ms = backoff.as_millis() as u64, "cannot stream to the coordinator");
-                // Full jitter: a fleet of agents does not reconnect in step.
-                let wait = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
-                backoff = (backoff * 2).min(config.backoff_max);
-                let until = Instant::now() + wait;
-                while !draining {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(until) => break,
-                        round = rounds.recv() => match round {
-                            Some(round) => { buffer.push(round.results, round.node); publish(&buffer); }
-                            None => draining = true,
-                        },
-                    }
+        tokio::select! {
+            round = rounds.recv(), if !draining => match round {
+                Some(round) => shared.push(round),
+                None => draining = true,
+            },
+            changed = resolved.changed(), if resolving => {
+                if changed.is_err() {
+                    resolving = false;
+                    continue;
                 }
-                if draining {
-                    tokio::time::sleep_until(until).await;
-                }
-                continue;
+                let next = resolved.borrow_and_update().clone();
+                follow(&shared, &mut streams, &next);
             }
-        };
-        backoff = config.backoff_min;
-        stats.connected.store(true, Ordering::Relaxed);
-        tracing::info!(coordinator = %config.coordinator, acked = welcome.acked_sequence, pending = buffer.len(), "streaming to the coordinator");
-        if let Some(instruction) = welcome.instruction {
-            instructions.send_modify(|instructed| instructed.apply(instruction));
-        }
-        buffer.ack(welcome.acked_sequence);
-        publish(&buffer);
-        let ended = stream(
-            &config,
-            session,
-            &mut buffer,
-            &mut rounds,
-            &mut draining,
-            &stats,
-            &instructions,
-            &publish,
-        )
-        .await;
-        stats.connected.store(false, Ordering::Relaxed);
-        stats.reconnects.fetch_add(1, Ordering::Relaxed);
-        match ended {
-            Ok(()) if draining && buffer.is_empty() => return,
-            Ok(()) => tracing::warn!("the coordinator closed the stream; reconnecting"),
-            Err(reason) => tracing::warn!(%reason, "agent stream lost; reconnecting"),
+            () = shared.progress.notified(), if draining => {}
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn stream(
-    config: &StreamConfig,
-    mut session: Session,
-    buffer: &mut ResultBuffer,
-    rounds: &mut mpsc::Receiver<Round>,
-    draining: &mut bool,
-    stats: &StreamStats,
-    instructions: &watch::Sender<Instructed>,
-    publish: &impl Fn(&ResultBuffer),
-) -> Result<(), String> {
-    let send = |batch: ResultBatch| msg(Out::Batch(batch));
-    for batch in buffer.pending() {
-        session
-            .out
-            .send(send(batch.clone()))
-            .await
-            .map_err(|_| "stream closed while re-sending".to_owned())?;
-        stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+/// Opens a stream to each new replica and closes those of the gone.
+fn follow(shared: &Arc<Shared>, streams: &mut BTreeMap<SocketAddr, Task>, resolved: &[Replica]) {
+    let (added, removed) = replicas::diff(streams.keys(), resolved);
+    for addr in removed {
+        streams.remove(&addr);
+        shared.stats.lock().remove(&addr);
+        let mut buffer = shared.buffer();
+        buffer.remove_replica(addr);
+        shared.publish(&buffer);
+        tracing::info!(replica = %addr, "coordinator replica gone; its stream is closed");
     }
-    let mut heartbeat = tokio::time::interval(config.heartbeat_every);
-    let mut last_heard = Instant::now();
-    loop {
-        if *draining && buffer.is_empty() {
-            return Ok(());
-        }
-        tokio::select! {
-            round = rounds.recv(), if !*draining => match round {
-                Some(round) => {
-                    let batch = buffer.push(round.results, round.node);
-                    publish(buffer);
-                    session.out.send(send(batch)).await.map_err(|_| "stream closed".to_owned())?;
-                    stats.batches_sent.fetch_add(1, Ordering::Relaxed);
-                }
-                None => *draining = true,
-            },
-            received = session.inbound.message() => {
-                last_heard = Instant::now();
-                match received {
-                    Ok(Some(CoordinatorMessage { body: Some(In::Ack(ack)) })) => {
-                        buffer.ack(ack.sequence);
-                        stats.acked_sequence.store(ack.sequence, Ordering::Relaxed);
-                        publish(buffer);
-                    }
-                    Ok(Some(CoordinatorMessage { body: Some(In::Instruction(instruction)) })) => {
-                        instructions.send_modify(|instructed| instructed.apply(instruction));
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) => return Ok(()),
-                    Err(status) => return Err(format!("{}: {}", status.code(), status.message())),
-                }
-            }
-            _ = heartbeat.tick() => {
-                if last_heard.elapsed() > config.dead_after {
-                    return Err(format!("nothing from the coordinator for {} s", config.dead_after.as_secs()));
-                }
-                let beat = Heartbeat { sent_at_unix_ms: chrono::Utc::now().timestamp_millis() };
-                session.out.send(msg(Out::Heartbeat(beat))).await.map_err(|_| "stream closed".to_owned())?;
-            }
-        }
+    for replica in added {
+        let stats = Arc::new(ReplicaStats::default());
+        shared.stats.lock().insert(replica.addr, stats.clone());
+        let mut buffer = shared.buffer();
+        buffer.add_replica(replica.addr);
+        shared.publish(&buffer);
+        drop(buffer);
+        tracing::info!(replica = %replica.addr, coordinator = %replica.url, "coordinator replica found");
+        let addr = replica.addr;
+        let task = tokio::spawn(connection::keep(shared.clone(), replica, stats));
+        streams.insert(addr, Task(task));
     }
+    shared.progress.notify_one();
 }

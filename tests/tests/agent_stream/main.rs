@@ -9,9 +9,11 @@
 //! - `cluster`: pod certificates and results bound to their pod's node.
 //! - `reports`: what agents are told and shown beyond results (slow
 //!   thresholds, node figures).
+//! - `fanout`: a real agent streaming to several coordinator replicas.
 
 mod admission;
 mod cluster;
+mod fanout;
 mod pacing;
 mod reports;
 mod results;
