@@ -8,15 +8,59 @@ use knowton_common::Plan;
 use knowton_coordinator::config::ServeConfig;
 use knowton_coordinator::ingest::rejected::RejectedResult;
 use knowton_coordinator::server::{self, Running};
+use knowton_coordinator::store::{Backend, Change};
 use knowton_tests::feed::{Feed, Shape, healthy};
-use knowton_tests::{ADMIN_TOKEN, Db, TestCoordinator, eventually, on_postgres};
+use knowton_tests::{ADMIN_TOKEN, Db, TestCoordinator, TestDb, eventually, on_postgres};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// The bound for a change to reach every replica.
 const WITHIN: Duration = Duration::from_secs(2);
 
-on_postgres!(a_change_through_one_replica_takes_effect_on_the_other_at_once);
+on_postgres!(
+    a_change_through_one_replica_takes_effect_on_the_other_at_once,
+    installations_sharing_a_database_do_not_hear_each_other,
+);
+
+/// `NOTIFY` reaches every session of a database, whatever its schema: two
+/// installations (or two test runs) in schemas of one database must not
+/// apply each other's changes. Announcements arrive in commit order, so
+/// the listener's first one being its own proves it heard nothing of the
+/// other's, made before.
+async fn installations_sharing_a_database_do_not_hear_each_other(db: Db) {
+    let ours = TestDb::new(db).await;
+    let theirs = TestDb::new(db).await;
+    let open = |url: String| async move { Backend::from_url(&url).unwrap().open().await.unwrap() };
+    let (ours_store, theirs_store) = (open(ours.url.clone()).await, open(theirs.url.clone()).await);
+    let mut listener = ours_store
+        .listen()
+        .await
+        .unwrap()
+        .expect("PostgreSQL listens");
+    let tenant = Change::Tenant {
+        id: uuid::Uuid::now_v7(),
+        slug: "acme".to_owned(),
+    };
+    theirs_store.announce(&tenant).await.unwrap();
+    ours_store.announce(&Change::Silences).await.unwrap();
+    let first = tokio::time::timeout(WITHIN, listener.next())
+        .await
+        .expect("our own announcement arrives")
+        .unwrap();
+    assert_eq!(first, Some(Change::Silences));
+    // In its own schema, it is heard.
+    let mut theirs_listener = theirs_store.listen().await.unwrap().unwrap();
+    theirs_store.announce(&tenant).await.unwrap();
+    let heard = tokio::time::timeout(WITHIN, theirs_listener.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(heard, Some(tenant));
+    // A listener holds a connection of its pool: gone before the pool closes.
+    drop((listener, theirs_listener));
+    ours_store.close().await;
+    theirs_store.close().await;
+}
 
 /// A second replica on `a`'s database, re-reading everything only every
 /// hour: what reaches it within [`WITHIN`] came by announcement.

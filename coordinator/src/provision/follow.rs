@@ -37,14 +37,24 @@ impl TenantLifecycle {
     async fn apply(&self, change: &Change) {
         let reload = match change {
             Change::Tenant { id, slug } => {
-                let active = match self.store.get_tenant(*id).await {
-                    Ok(tenant) => tenant.is_some_and(|t| t.status == TenantStatus::Active),
+                let read = async {
+                    let tenant = self.store.get_tenant(*id).await?;
+                    // The slug may name another tenant by now (purged,
+                    // then provisioned again): that one is left alone.
+                    let owner = self.store.find_tenant_id(slug).await?;
+                    Ok::<_, crate::store::StoreError>((tenant, owner))
+                };
+                let (tenant, owner) = match read.await {
+                    Ok(read) => read,
                     Err(err) => {
                         tracing::warn!(tenant = %slug, error = %err, "failed to read a changed tenant; the next re-read applies it");
                         return;
                     }
                 };
-                if !active {
+                if owner.is_some_and(|owner| owner != *id) {
+                    return;
+                }
+                if !tenant.is_some_and(|t| t.status == TenantStatus::Active) {
                     self.forget(slug).await;
                     return;
                 }

@@ -52,11 +52,16 @@ impl SqliteStore {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The `NOTIFY` channel of this schema's replicas (see `changes`).
+    changes_channel: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl PgStore {
     pub fn new(pool: PgPool) -> Self {
-        PgStore { pool }
+        PgStore {
+            pool,
+            changes_channel: std::sync::Arc::default(),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -1,13 +1,31 @@
-//! [`ChangeStore`]: PostgreSQL's `NOTIFY` on one channel; nothing on SQLite.
+//! [`ChangeStore`]: PostgreSQL's `NOTIFY` on one channel per schema;
+//! nothing on SQLite.
 
 use async_trait::async_trait;
+use sha2::{Digest, Sha256};
 use sqlx::postgres::PgListener;
 
 use super::{PgStore, SqliteStore};
 use crate::store::{Change, ChangeListener, ChangeStore, MAX_CHANGE_BYTES, Result, StoreError};
 
-/// The channel every replica listens to.
-const CHANNEL: &str = "knowton_changes";
+/// The channel the replicas of one installation listen to:
+/// `knowton_changes_` and a digest of the schema, since `NOTIFY` reaches
+/// every session of the database, and installations (or test runs) may
+/// share one database in schemas of their own.
+async fn channel(store: &PgStore) -> Result<&str> {
+    store
+        .changes_channel
+        .get_or_try_init(|| async {
+            let schema: String = sqlx::query_scalar("SELECT current_schema()")
+                .fetch_one(&store.pool)
+                .await?;
+            let digest = Sha256::digest(schema.as_bytes());
+            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            Ok::<_, StoreError>(format!("knowton_changes_{hex}"))
+        })
+        .await
+        .map(String::as_str)
+}
 
 #[async_trait]
 impl ChangeStore for SqliteStore {
@@ -26,7 +44,7 @@ impl ChangeStore for PgStore {
         let payload =
             serde_json::to_string(change).map_err(|e| super::corrupt(format!("change: {e}")))?;
         sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
+            .bind(channel(self).await?)
             .bind(payload)
             .execute(&self.pool)
             .await?;
@@ -37,7 +55,7 @@ impl ChangeStore for PgStore {
         let mut listener = PgListener::connect_with(&self.pool)
             .await
             .map_err(StoreError::Connect)?;
-        listener.listen(CHANNEL).await?;
+        listener.listen(channel(self).await?).await?;
         Ok(Some(Box::new(PgChanges { listener })))
     }
 }
