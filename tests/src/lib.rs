@@ -11,6 +11,8 @@
 //! - [`db`]: [`TestDb`], each test's own database, read directly.
 //! - [`coordinator`]: [`TestCoordinator`], started, stopped and restarted.
 //! - [`http`]: requests to it and their [`Reply`].
+//! - [`process`]: the coordinator binary as a process of its own, and
+//!   reads of any coordinator by its base URL.
 //! - [`fixtures`]: tenant requests and alert events.
 //! - [`eventually`]: polling with a deadline.
 //! - [`fake_kube`]: a fake Kubernetes API server.
@@ -34,6 +36,7 @@ pub mod fake_kube;
 pub mod feed;
 pub mod fixtures;
 pub mod http;
+pub mod process;
 pub mod promtool;
 pub mod receiver;
 pub mod smtp;

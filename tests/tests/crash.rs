@@ -4,16 +4,15 @@
 //! restart the notification arrives exactly once, and the alert is still
 //! the same open alert with its history. On SQLite and PostgreSQL.
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use knowton_agent::config::Args;
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::{Behaviour, SimPod};
 use knowton_tests::agent::{RunningAgent, free_port};
+use knowton_tests::process::{CoordinatorProcess, get_json, tenant_health};
 use knowton_tests::receiver::Receiver;
 use knowton_tests::{ADMIN_TOKEN, Db, TestDb, eventually, on_every_backend};
 use serde_json::Value;
@@ -22,88 +21,24 @@ on_every_backend!(db: a_committed_notification_survives_kill_9_and_arrives_once)
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The coordinator binary `cargo test --workspace` built next to this test.
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("knowton-coordinator");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p knowton-coordinator` (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
-}
-
-struct Coordinator {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `serve` and waits until it says it is ready.
-fn serve(db: &TestDb, tls: &Path, http: u16, grpc: u16, hook: &str) -> Coordinator {
-    let mut child = Command::new(binary())
-        .current_dir(db.dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(["serve", "--log-format", "json"])
-        .args(["--http-addr", &format!("127.0.0.1:{http}")])
-        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-        .args(["--database-url", &db.url])
-        .args(["--admin-token", ADMIN_TOKEN])
-        .args([
-            "--secret-key",
-            "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=",
-        ])
-        .args(["--tls-dir", &tls.display().to_string()])
-        .args(["--notify-webhook", hook])
-        // A delivery claimed when the process is killed is retried once its
-        // lease (twice the timeout + 10 s) runs out: well within WAIT.
-        .args(["--notify-timeout-seconds", "2"])
-        .args([
+/// The coordinator on `db`, its notification retries fast.
+fn serve(db: &TestDb, tls: &Path, http: u16, grpc: u16, hook: &str) -> CoordinatorProcess {
+    CoordinatorProcess::serve(
+        db,
+        tls,
+        (http, grpc),
+        hook,
+        &[
+            // A delivery claimed when the process is killed is retried once
+            // its lease (twice the timeout + 10 s) runs out: well within WAIT.
+            "--notify-timeout-seconds",
+            "2",
             "--notify-retry-base-ms",
             "100",
             "--notify-retry-max-ms",
             "500",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("serve exited before it was ready")
-            .unwrap();
-        if line.contains("coordinator ready") {
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
-    Coordinator {
-        child,
-        base: format!("http://127.0.0.1:{http}"),
-    }
-}
-
-async fn get(http: &reqwest::Client, base: &str, path: &str) -> Value {
-    let Ok(response) = http
-        .get(format!("{base}{path}"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-    else {
-        return Value::Null;
-    };
-    response.json().await.unwrap_or(Value::Null)
+        ],
+    )
 }
 
 async fn a_committed_notification_survives_kill_9_and_arrives_once(kind: Db) {
@@ -151,7 +86,7 @@ async fn a_committed_notification_survives_kill_9_and_arrives_once(kind: Db) {
     // The alert and its notification are committed; delivery keeps failing
     // (nothing listens on the webhook's port yet).
     let alert = eventually(WAIT, "the database alert", || async {
-        let list = get(
+        let list = get_json(
             &http,
             &first.base,
             "/api/v1/monitoring/alerts?resolved=false",
@@ -162,7 +97,7 @@ async fn a_committed_notification_survives_kill_9_and_arrives_once(kind: Db) {
     .await;
     assert_eq!(alert["check"], "database");
     let pending = eventually(WAIT, "a failed delivery attempt", || async {
-        let list = get(
+        let list = get_json(
             &http,
             &first.base,
             "/api/v1/monitoring/notifications?state=pending",
@@ -178,15 +113,12 @@ async fn a_committed_notification_survives_kill_9_and_arrives_once(kind: Db) {
     let key = pending["idempotencyKey"].as_str().unwrap().to_owned();
 
     // kill -9.
-    let mut first = first;
-    first.child.kill().unwrap();
-    first.child.wait().unwrap();
-    drop(first);
+    first.kill();
 
     let hook = Receiver::start_on(SocketAddr::from(([127, 0, 0, 1], hook_port))).await;
     let second = serve(&db, &tls, http_port, grpc_port, &hook_url);
     let delivered = eventually(WAIT, "the notification after the restart", || async {
-        let list = get(
+        let list = get_json(
             &http,
             &second.base,
             "/api/v1/monitoring/notifications?state=delivered",
@@ -211,7 +143,7 @@ async fn a_committed_notification_survives_kill_9_and_arrives_once(kind: Db) {
     // The same alert is still open with its history: no second one opened
     // by the restarted engine while the database stays down.
     let id = alert["id"].as_str().unwrap();
-    let after = get(
+    let after = get_json(
         &http,
         &second.base,
         &format!("/api/v1/monitoring/alerts/{id}"),
@@ -225,28 +157,14 @@ async fn a_committed_notification_survives_kill_9_and_arrives_once(kind: Db) {
             .parse::<chrono::DateTime<chrono::Utc>>()
             .ok()
     };
-    let health = |base: String| {
-        let http = http.clone();
-        async move {
-            http.get(format!("{base}/api/v1/monitoring/health"))
-                .bearer_auth(ADMIN_TOKEN)
-                .header("X-Tenant-Slug", "acme")
-                .send()
-                .await
-                .ok()?
-                .json::<Value>()
-                .await
-                .ok()
-        }
-    };
     // Wait for the restarted engine to have judged fresh results.
     let restarted_at = chrono::Utc::now();
     eventually(WAIT, "an evaluation after the restart", || async {
-        let h = health(second.base.clone()).await?;
+        let (_, h) = tenant_health(&http, &second.base, "acme").await;
         (evaluated(&h)? > restarted_at && h["status"] == "critical").then_some(())
     })
     .await;
-    let open = get(
+    let open = get_json(
         &http,
         &second.base,
         "/api/v1/monitoring/alerts?resolved=false",

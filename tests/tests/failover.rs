@@ -6,16 +6,15 @@
 //! and state); nothing is opened twice and nothing resolves falsely.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use knowton_agent::config::Args;
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::{Behaviour, SimPod};
 use knowton_tests::agent::{RunningAgent, free_port};
+use knowton_tests::process::{CoordinatorProcess, get_json, tenant_health};
 use knowton_tests::receiver::Receiver;
 use knowton_tests::{ADMIN_TOKEN, Db, TestDb, eventually, on_postgres};
 use serde_json::Value;
@@ -26,83 +25,25 @@ const WAIT: Duration = Duration::from_secs(30);
 const TENANTS: u8 = 10;
 const LEASE_SECONDS: u64 = 2;
 
-/// The coordinator binary `cargo test --workspace` built next to this test.
-fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap();
-    let bin = dir.join("knowton-coordinator");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p knowton-coordinator` (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
-}
-
-struct Replica {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `serve` as replica `name` and waits until it says it is ready.
-fn serve(db: &TestDb, tls: &Path, name: &str, http: u16, grpc: u16, hook: &str) -> Replica {
-    let mut child = Command::new(binary())
-        .current_dir(db.dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .args(["serve", "--log-format", "json"])
-        .args(["--replica-id", name])
-        .args(["--leader-lease-seconds", &LEASE_SECONDS.to_string()])
-        .args(["--http-addr", &format!("127.0.0.1:{http}")])
-        .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-        .args(["--database-url", &db.url])
-        .args(["--admin-token", ADMIN_TOKEN])
-        .args([
-            "--secret-key",
-            "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=",
-        ])
-        .args(["--tls-dir", &tls.display().to_string()])
-        .args(["--notify-webhook", hook])
-        .args(["--notify-timeout-seconds", "2"])
-        .args(["--health-sweep-seconds", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("serve exited before it was ready")
-            .unwrap();
-        if line.contains("coordinator ready") {
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
-    Replica {
-        child,
-        base: format!("http://127.0.0.1:{http}"),
-    }
-}
-
-async fn get(http: &reqwest::Client, base: &str, path: &str) -> Value {
-    let Ok(response) = http
-        .get(format!("{base}{path}"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-    else {
-        return Value::Null;
-    };
-    response.json().await.unwrap_or(Value::Null)
+/// Replica `name` of the test's installation.
+fn serve(db: &TestDb, tls: &Path, name: &str, grpc: u16, hook: &str) -> CoordinatorProcess {
+    let lease = LEASE_SECONDS.to_string();
+    CoordinatorProcess::serve(
+        db,
+        tls,
+        (free_port(), grpc),
+        hook,
+        &[
+            "--replica-id",
+            name,
+            "--leader-lease-seconds",
+            &lease,
+            "--notify-timeout-seconds",
+            "2",
+            "--health-sweep-seconds",
+            "1",
+        ],
+    )
 }
 
 async fn killing_the_leader_mid_fault_loses_and_repeats_no_notification(kind: Db) {
@@ -114,9 +55,9 @@ async fn killing_the_leader_mid_fault_loses_and_repeats_no_notification(kind: Db
     let hook_url = hook.url("/alertmanager");
     let http = knowton_coordinator::client::http_client();
     let (grpc_a, grpc_b) = (free_port(), free_port());
-    let a = serve(&db, &tls, "a", free_port(), grpc_a, &hook_url);
-    let b = serve(&db, &tls, "b", free_port(), grpc_b, &hook_url);
-    let cluster = get(&http, &b.base, "/api/v1/cluster").await;
+    let a = serve(&db, &tls, "a", grpc_a, &hook_url);
+    let b = serve(&db, &tls, "b", grpc_b, &hook_url);
+    let cluster = get_json(&http, &b.base, "/api/v1/cluster").await;
     assert!(
         cluster["leader"]
             .as_str()
@@ -157,16 +98,7 @@ async fn killing_the_leader_mid_fault_loses_and_repeats_no_notification(kind: Db
     for replica in [&a, &b] {
         eventually(WAIT, "every tenant healthy on both replicas", || async {
             for i in 0..TENANTS {
-                let health = http
-                    .get(format!("{}/api/v1/monitoring/health", replica.base))
-                    .bearer_auth(ADMIN_TOKEN)
-                    .header("X-Tenant-Slug", format!("shop-{i}"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json::<Value>()
-                    .await
-                    .ok()?;
+                let (_, health) = tenant_health(&http, &replica.base, &format!("shop-{i}")).await;
                 if health["status"] != "healthy" {
                     return None;
                 }
@@ -177,16 +109,13 @@ async fn killing_the_leader_mid_fault_loses_and_repeats_no_notification(kind: Db
     }
 
     // kill -9 the leader as the faults start.
-    let mut a = a;
-    a.child.kill().unwrap();
+    a.kill();
     for pod in &pods {
         pod.set(Behaviour::DatabaseDown).await;
     }
-    a.child.wait().unwrap();
-    drop(a);
 
     eventually(WAIT, "b to lead", || async {
-        let cluster = get(&http, &b.base, "/api/v1/cluster").await;
+        let cluster = get_json(&http, &b.base, "/api/v1/cluster").await;
         cluster["leader"]
             .as_str()
             .is_some_and(|l| l.starts_with("b#"))
@@ -234,7 +163,7 @@ async fn killing_the_leader_mid_fault_loses_and_repeats_no_notification(kind: Db
         by_fault.keys().all(|(_, _, status)| status == "firing"),
         "nothing resolved: {by_fault:?}"
     );
-    let alerts = get(&http, &b.base, "/api/v1/monitoring/alerts?limit=200").await;
+    let alerts = get_json(&http, &b.base, "/api/v1/monitoring/alerts?limit=200").await;
     let database: Vec<&Value> = alerts["alerts"]
         .as_array()
         .unwrap()

@@ -11,6 +11,7 @@ use knowton_coordinator::config::{ServeArgs, ServeConfig};
 use knowton_coordinator::server;
 use knowton_tests::fake_kube::FakeKube;
 use knowton_tests::feed::{Feed, Shape, healthy};
+use knowton_tests::process::tenant_health;
 use knowton_tests::{ADMIN_TOKEN, Db, TestCoordinator, eventually, on_postgres, tenant_request};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -256,16 +257,7 @@ async fn a_deposed_leader_is_fenced_and_its_successor_resolves_its_alert(db: Db)
     let id = alert["id"].as_str().unwrap().to_owned();
     // b, standing by, shows the leader's alert in its health reads.
     eventually(WAIT, "b to show the open alert", || async {
-        let health: Value = http
-            .get(format!("{base_b}/api/v1/monitoring/health"))
-            .bearer_auth(ADMIN_TOKEN)
-            .header("X-Tenant-Slug", "acme")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, health) = tenant_health(&http, &base_b, "acme").await;
         health["openAlerts"]
             .as_array()
             .is_some_and(|open| open.iter().any(|o| o["id"] == id.as_str()))

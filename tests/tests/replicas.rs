@@ -10,6 +10,7 @@ use knowton_coordinator::ingest::rejected::RejectedResult;
 use knowton_coordinator::server::{self, Running};
 use knowton_coordinator::store::{Backend, Change};
 use knowton_tests::feed::{Feed, Shape, healthy};
+use knowton_tests::process::tenant_health;
 use knowton_tests::{ADMIN_TOKEN, Db, TestCoordinator, TestDb, eventually, on_postgres};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -76,19 +77,6 @@ async fn second_replica(a: &TestCoordinator) -> (Running, String) {
     (b, base)
 }
 
-/// `GET /api/v1/monitoring/health` of `slug` on the replica at `base`.
-async fn health(http: &reqwest::Client, base: &str, slug: &str) -> (StatusCode, Value) {
-    let reply = http
-        .get(format!("{base}/api/v1/monitoring/health"))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("X-Tenant-Slug", slug)
-        .send()
-        .await
-        .unwrap();
-    let status = reply.status();
-    (status, reply.json().await.unwrap_or(Value::Null))
-}
-
 fn storage_state(view: &Value) -> Option<&str> {
     view["checks"]
         .as_array()?
@@ -105,21 +93,21 @@ async fn a_change_through_one_replica_takes_effect_on_the_other_at_once(db: Db) 
     let (b, base_b) = second_replica(&a).await;
     let http = reqwest::Client::new();
     assert_eq!(
-        health(&http, &base_b, "acme").await.0,
+        tenant_health(&http, &base_b, "acme").await.0,
         StatusCode::NOT_FOUND
     );
 
     // Provisioned through a: b serves its health and takes its results.
     a.provision("acme", "basic").await;
     eventually(WITHIN, "b to know the tenant", || async {
-        (health(&http, &base_b, "acme").await.0 == StatusCode::OK).then_some(())
+        (tenant_health(&http, &base_b, "acme").await.0 == StatusCode::OK).then_some(())
     })
     .await;
     let mut feed_b = Feed::on(b.state.clone(), "node-a");
     let used = Plan::Basic.limits().storage_bytes / 100 * 96;
     feed_b.send(vec![healthy("acme", "web-0").storage(used)]);
     eventually(WITHIN, "b to judge the basic plan's storage", || async {
-        let (_, view) = health(&http, &base_b, "acme").await;
+        let (_, view) = tenant_health(&http, &base_b, "acme").await;
         (storage_state(&view) == Some("critical")).then_some(())
     })
     .await;
@@ -137,7 +125,7 @@ async fn a_change_through_one_replica_takes_effect_on_the_other_at_once(db: Db) 
         WITHIN,
         "b to judge the enterprise plan's storage",
         || async {
-            let (_, view) = health(&http, &base_b, "acme").await;
+            let (_, view) = tenant_health(&http, &base_b, "acme").await;
             (storage_state(&view) == Some("ok")).then_some(())
         },
     )
@@ -148,7 +136,7 @@ async fn a_change_through_one_replica_takes_effect_on_the_other_at_once(db: Db) 
     let mut feed_a = Feed::new(&a, "node-a");
     feed_a.send(vec![healthy("acme", "web-0").storage(used)]);
     eventually(WITHIN, "a to evaluate the tenant", || async {
-        let (_, view) = health(&a.http, &a.base, "acme").await;
+        let (_, view) = tenant_health(&a.http, &a.base, "acme").await;
         (storage_state(&view) == Some("ok")).then_some(())
     })
     .await;
@@ -166,7 +154,7 @@ async fn a_change_through_one_replica_takes_effect_on_the_other_at_once(db: Db) 
         reply.text().await.unwrap()
     );
     eventually(WITHIN, "a to judge by b's thresholds", || async {
-        let (_, view) = health(&a.http, &a.base, "acme").await;
+        let (_, view) = tenant_health(&a.http, &a.base, "acme").await;
         (storage_state(&view) == Some("critical")).then_some(())
     })
     .await;
@@ -185,7 +173,7 @@ async fn a_change_through_one_replica_takes_effect_on_the_other_at_once(db: Db) 
         reply.text().await.unwrap()
     );
     eventually(WITHIN, "a to forget the tenant", || async {
-        (health(&a.http, &a.base, "acme").await.0 == StatusCode::NOT_FOUND).then_some(())
+        (tenant_health(&a.http, &a.base, "acme").await.0 == StatusCode::NOT_FOUND).then_some(())
     })
     .await;
     let unknown = || {
@@ -203,7 +191,7 @@ async fn a_change_through_one_replica_takes_effect_on_the_other_at_once(db: Db) 
         "a drops the tenant's results"
     );
     assert_eq!(
-        health(&http, &base_b, "acme").await.0,
+        tenant_health(&http, &base_b, "acme").await.0,
         StatusCode::NOT_FOUND
     );
     b.shutdown().await.unwrap();
