@@ -13,6 +13,7 @@
 //! - [`http`]: requests to it and their [`Reply`].
 //! - [`process`]: the coordinator binary as a process of its own, and
 //!   reads of any coordinator by its base URL.
+//! - [`proxy`]: a TCP proxy to cut and restore (a network partition).
 //! - [`fixtures`]: tenant requests and alert events.
 //! - [`eventually`]: polling with a deadline.
 //! - [`fake_kube`]: a fake Kubernetes API server.
@@ -38,6 +39,7 @@ pub mod fixtures;
 pub mod http;
 pub mod process;
 pub mod promtool;
+pub mod proxy;
 pub mod receiver;
 pub mod smtp;
 
