@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use knowton_coordinator::config::ServeConfig;
+use knowton_coordinator::health::engine::Reload;
 use knowton_coordinator::server;
 use knowton_tests::feed::{Feed, healthy};
 use knowton_tests::process::{get_json, tenant_health};
@@ -72,7 +73,14 @@ async fn a_replica_cut_off_from_the_database_stops_leading_keeps_answering_and_r
     })
     .await;
 
-    // a still answers health reads from the results it receives.
+    // a still answers health reads from the results it receives, even
+    // with its record of the tenant marked stale by a change heard just
+    // before the cut (the last record read stays the fallback).
+    a_state
+        .engine
+        .reload(Reload::Tenant("acme".to_owned()))
+        .await
+        .unwrap();
     let cut_at = chrono::Utc::now();
     feed_a.send(vec![healthy("acme", "web-0")]);
     eventually(WAIT, "a to judge the fresh results", || async {

@@ -248,7 +248,7 @@ impl Runner {
         let now = self.clock.now();
         let reloaded = match what {
             Reload::Tenant(slug) => {
-                self.tenants.remove(&slug);
+                self.mark_stale(Some(&slug));
                 if self.directory.contains(&slug) {
                     self.evaluate(&slug, true).await;
                 }
@@ -270,7 +270,7 @@ impl Runner {
                 self.silences_loaded_at = now;
             }),
             Reload::Everything => {
-                self.tenants.clear();
+                self.mark_stale(None);
                 let read = async {
                     let thresholds = self.store.all_thresholds().await?;
                     let silences = self.store.active_silences(now).await?;

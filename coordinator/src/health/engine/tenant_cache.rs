@@ -5,6 +5,9 @@ use super::*;
 pub(super) struct CachedTenant {
     pub(super) tenant: Tenant,
     pub(super) loaded_at: DateTime<Utc>,
+    /// Changed elsewhere since it was read: read again before it is used,
+    /// and still used when the store cannot be read.
+    pub(super) stale: bool,
 }
 
 /// How long a tenant's record is trusted before it is read again (a plan change shows within this).
@@ -16,6 +19,20 @@ pub(super) fn still_fresh(loaded_at: DateTime<Utc>, now: DateTime<Utc>) -> bool 
 }
 
 impl Runner {
+    /// Marks the cached record of `slug` (every record with `None`) to be
+    /// read again before its next use; it stays the fallback while the
+    /// store cannot be read.
+    pub(super) fn mark_stale(&mut self, slug: Option<&str>) {
+        match slug {
+            Some(slug) => {
+                if let Some(cached) = self.tenants.get_mut(slug) {
+                    cached.stale = true;
+                }
+            }
+            None => self.tenants.values_mut().for_each(|c| c.stale = true),
+        }
+    }
+
     /// The tenant's record, read again when older than [`TENANT_CACHE`];
     /// `None` for a tenant no longer active.
     pub(super) async fn tenant(&mut self, slug: &str, now: DateTime<Utc>) -> Option<Tenant> {
@@ -24,6 +41,7 @@ impl Runner {
             return None;
         }
         if let Some(cached) = self.tenants.get(slug)
+            && !cached.stale
             && still_fresh(cached.loaded_at, now)
         {
             return Some(cached.tenant.clone());
@@ -40,6 +58,7 @@ impl Runner {
                     CachedTenant {
                         tenant: tenant.clone(),
                         loaded_at: now,
+                        stale: false,
                     },
                 );
                 Some(tenant)
