@@ -157,3 +157,47 @@ fn the_coordinator_runs_as_three_replicas_that_a_drain_keeps_two_of() {
     let replicas = yaml("deploy/coordinator/service-replicas.yaml");
     assert_eq!(replicas["spec"]["clusterIP"].as_str(), Some("None"));
 }
+
+/// Whether `rules` (a NetworkPolicy's `ingress` or `egress`) let the
+/// coordinator's own pods through on `port`, under `peers` (`from`/`to`).
+fn lets_coordinators_through(rules: &Value, peers: &str, port: u64) -> bool {
+    rules.as_sequence().into_iter().flatten().any(|rule| {
+        let from_coordinators = rule[peers].as_sequence().into_iter().flatten().any(|peer| {
+            peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"].as_str()
+                == Some("knowton-coordinator")
+                && peer.get("namespaceSelector").is_none()
+        });
+        let on_port = rule["ports"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .any(|p| p["port"].as_u64() == Some(port));
+        from_coordinators && on_port
+    })
+}
+
+/// A replica that does not lead passes resolve and acknowledge on to the
+/// leader's REST API: the coordinators' NetworkPolicy must let them reach
+/// each other there, both ways.
+#[test]
+fn the_replicas_may_reach_each_others_api() {
+    let deployment = yaml("deploy/coordinator/deployment.yaml");
+    let http = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "http")
+        .and_then(|p| p["containerPort"].as_u64())
+        .expect("an http port");
+    let policy = yaml("deploy/network/coordinator.yaml");
+    assert!(lets_coordinators_through(
+        &policy["spec"]["ingress"],
+        "from",
+        http
+    ));
+    assert!(lets_coordinators_through(
+        &policy["spec"]["egress"],
+        "to",
+        http
+    ));
+}
