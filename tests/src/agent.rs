@@ -204,6 +204,5 @@ pub async fn agent_metric(http: &reqwest::Client, port: u16, name: &str) -> Opti
         .text()
         .await
         .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    crate::process::sample(&text, name)
 }

@@ -112,6 +112,23 @@ impl TestCoordinator {
         }
     }
 
+    /// Another replica on this coordinator's database, its API on a port
+    /// of its own, with `change` made to the test arguments; and its base
+    /// URL.
+    pub async fn another_replica(
+        &self,
+        change: impl FnOnce(&mut ServeArgs),
+    ) -> (server::Running, String) {
+        let args = Self::args_for(&self.db, |args| {
+            args.http_addr = "127.0.0.1:0".parse().unwrap();
+            change(args);
+        });
+        let config = ServeConfig::try_from(args).expect("valid test configuration");
+        let running = server::start(config).await.expect("the replica starts");
+        let base = format!("http://{}", running.http_addr);
+        (running, base)
+    }
+
     /// Stops the coordinator (draining) and returns what is needed to
     /// start it again on the same database and addresses.
     pub async fn stop_for_restart(mut self) -> (TestDb, ServeArgs) {

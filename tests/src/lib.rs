@@ -29,6 +29,7 @@
 
 pub mod agent;
 pub mod backend;
+pub mod cluster;
 pub mod coordinator;
 pub mod db;
 pub mod deploy;

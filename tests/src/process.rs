@@ -4,11 +4,15 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::{ADMIN_TOKEN, TestDb};
+use rustix::process::{Pid, Signal, kill_process};
+
+use crate::ADMIN_TOKEN;
+use crate::coordinator::METRICS_TOKEN;
 
 /// The sealing key of process coordinators (base64 of 32 bytes).
 const SECRET_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
@@ -32,6 +36,8 @@ pub fn coordinator_binary() -> PathBuf {
 pub struct CoordinatorProcess {
     pub child: Child,
     pub base: String,
+    /// Its log lines (JSON) since it was ready.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for CoordinatorProcess {
@@ -42,26 +48,29 @@ impl Drop for CoordinatorProcess {
 }
 
 impl CoordinatorProcess {
-    /// Starts `serve` on `db` with the agents' TLS in `tls`, its API on
-    /// `http`, its agents' listener on `grpc`, the operators' webhook
-    /// `hook`, and the `extra` flags; returns once it says it is ready.
+    /// Starts `serve` in `dir` on the database at `database_url`, with the
+    /// agents' TLS in `tls`, its API on `http`, its agents' listener on
+    /// `grpc`, the operators' webhook `hook`, and the `extra` flags; returns
+    /// once it says it is ready. `/metrics` is served on the API's port to
+    /// [`METRICS_TOKEN`].
     pub fn serve(
-        db: &TestDb,
+        (dir, database_url): (&Path, &str),
         tls: &Path,
         (http, grpc): (u16, u16),
         hook: &str,
         extra: &[&str],
     ) -> Self {
         let mut child = Command::new(coordinator_binary())
-            .current_dir(db.dir.path())
+            .current_dir(dir)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .args(["serve", "--log-format", "json"])
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])
-            .args(["--database-url", &db.url])
+            .args(["--database-url", database_url])
             .args(["--admin-token", ADMIN_TOKEN])
             .args(["--secret-key", SECRET_KEY])
+            .args(["--metrics-token", METRICS_TOKEN])
             .args(["--tls-dir", &tls.display().to_string()])
             .args(["--notify-webhook", hook])
             .args(extra)
@@ -79,11 +88,23 @@ impl CoordinatorProcess {
                 break;
             }
         }
-        std::thread::spawn(move || lines.for_each(drop));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
         CoordinatorProcess {
             child,
             base: format!("http://127.0.0.1:{http}"),
+            log,
         }
+    }
+
+    /// Whether a log line since it was ready contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
     }
 
     /// SIGKILL, and waits for the process to be gone.
@@ -91,6 +112,43 @@ impl CoordinatorProcess {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT, SIGTERM…) to the process.
+    pub fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap()).unwrap();
+        kill_process(pid, signal).unwrap();
+    }
+
+    /// SIGTERM, and waits for a clean exit (the coordinator drains, resigns
+    /// its lease and closes the store).
+    pub fn terminate(mut self) {
+        self.signal(Signal::TERM);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "a clean exit on SIGTERM: {status}");
+    }
+}
+
+/// One unlabelled sample of the coordinator's `/metrics` at `base` (served
+/// to [`METRICS_TOKEN`]); `None` while it does not answer or show `name`.
+pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    sample(&text, name)
+}
+
+/// The value of the series `name` (with its labels, if any) in a
+/// Prometheus text exposition.
+pub fn sample(exposition: &str, name: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// `GET base + path` as the admin: the JSON body, `Null` when the request

@@ -24,7 +24,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The coordinator on `db`, its notification retries fast.
 fn serve(db: &TestDb, tls: &Path, http: u16, grpc: u16, hook: &str) -> CoordinatorProcess {
     CoordinatorProcess::serve(
-        db,
+        (db.dir.path(), &db.url),
         tls,
         (http, grpc),
         hook,

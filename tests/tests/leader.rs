@@ -9,12 +9,16 @@ use std::time::Duration;
 use knowton_common::Plan;
 use knowton_coordinator::config::{ServeArgs, ServeConfig};
 use knowton_coordinator::server;
+use knowton_coordinator::store::{Backend, IDLE_IN_TRANSACTION, postgres_options};
 use knowton_tests::fake_kube::FakeKube;
 use knowton_tests::feed::{Feed, Shape, healthy};
-use knowton_tests::process::tenant_health;
-use knowton_tests::{ADMIN_TOKEN, Db, TestCoordinator, eventually, on_postgres, tenant_request};
+use knowton_tests::process::{metric, tenant_health};
+use knowton_tests::{
+    ADMIN_TOKEN, Db, TestCoordinator, TestDb, eventually, on_postgres, tenant_request,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -29,19 +33,8 @@ fn elect(args: &mut ServeArgs, kubeconfig: &std::path::Path, replica: &str) {
 
 /// A gauge of the replica's `/metrics`.
 async fn gauge(http: &reqwest::Client, base: &str, name: &str) -> i64 {
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .bearer_auth(knowton_tests::METRICS_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} in /metrics"))
+    let value = metric(http, base, name).await;
+    value.unwrap_or_else(|| panic!("{name} in /metrics")) as i64
 }
 
 async fn leads(http: &reqwest::Client, base: &str) -> bool {
@@ -90,11 +83,9 @@ async fn only_the_leader_deploys_and_a_successor_takes_over_in_the_next_epoch(db
         leads(&a.http, &a.base).await.then_some(())
     })
     .await;
-    let args_b = TestCoordinator::args_for(&a.db, |args| elect(args, &kubeconfig, "coordinator-b"));
-    let b = server::start(ServeConfig::try_from(args_b).unwrap())
-        .await
-        .unwrap();
-    let base_b = format!("http://{}", b.http_addr);
+    let (b, base_b) = a
+        .another_replica(|args| elect(args, &kubeconfig, "coordinator-b"))
+        .await;
     let http = reqwest::Client::new();
     assert!(!leads(&http, &base_b).await, "one leader at a time");
     let epoch = gauge(&a.http, &a.base, "knowton_coordinator_epoch").await;
@@ -215,7 +206,57 @@ async fn only_the_leader_deploys_and_a_successor_takes_over_in_the_next_epoch(db
 on_postgres!(
     only_the_leader_deploys_and_a_successor_takes_over_in_the_next_epoch,
     a_deposed_leader_is_fenced_and_its_successor_resolves_its_alert,
+    a_leader_paused_inside_a_write_does_not_keep_the_lease,
 );
+
+/// A leader paused inside a write (SIGSTOP, a frozen VM) keeps its
+/// transaction open, and with it the share lock on the lease row that
+/// fences the write. The server ends that transaction after
+/// [`IDLE_IN_TRANSACTION`], so another replica takes over once the lease
+/// has run out, not only when the paused one resumes.
+async fn a_leader_paused_inside_a_write_does_not_keep_the_lease(db: Db) {
+    let db = TestDb::new(db).await;
+    let store = Backend::from_url(&db.url).unwrap().open().await.unwrap();
+    let lease = Duration::from_secs(2);
+    let a = store.campaign("a", lease).await.unwrap();
+    assert_eq!(a.holder, "a");
+
+    // a's write, paused once it holds the fence: a session set up as the
+    // coordinator's, its transaction open and idle.
+    let Backend::Postgres(opts) = Backend::from_url(&db.url).unwrap() else {
+        unreachable!("a PostgreSQL URL")
+    };
+    let mut paused = PgConnection::connect_with(&postgres_options(opts))
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut paused).await.unwrap();
+    let held: i64 = sqlx::query_scalar("SELECT epoch FROM coordinator_lease FOR SHARE")
+        .fetch_one(&mut paused)
+        .await
+        .unwrap();
+    assert_eq!(held, a.epoch);
+
+    // b campaigns as a replica does: each round gives up after a while.
+    let taken = eventually(
+        IDLE_IN_TRANSACTION + lease + WAIT,
+        "b to take the lease",
+        || async {
+            let round = tokio::time::timeout(Duration::from_secs(1), store.campaign("b", lease));
+            let term = round.await.ok()?.ok()?;
+            (term.holder == "b").then_some(term)
+        },
+    )
+    .await;
+    assert_eq!(taken.epoch, a.epoch + 1);
+    assert!(
+        sqlx::raw_sql("SELECT 1")
+            .execute(&mut paused)
+            .await
+            .is_err(),
+        "the paused session was ended"
+    );
+    store.close().await;
+}
 
 /// Both replicas get every result. The leader opens an alert; it is then
 /// deposed behind its back (as if it had been paused past its lease) while
@@ -234,17 +275,14 @@ async fn a_deposed_leader_is_fenced_and_its_successor_resolves_its_alert(db: Db)
     .await;
     // Before b starts, so that b knows the tenant.
     let provisioned = a.provision("acme", "basic").await;
-    let args_b = TestCoordinator::args_for(&a.db, |args| {
-        args.leader.replica_id = Some("b".to_owned());
-        args.leader.leader_lease_seconds = 3;
-        args.alerting.alert_resolve_after = 1;
-        args.alerting.health_sweep_seconds = 1;
-        args.http_addr = "127.0.0.1:0".parse().unwrap();
-    });
-    let b = server::start(ServeConfig::try_from(args_b).unwrap())
-        .await
-        .unwrap();
-    let base_b = format!("http://{}", b.http_addr);
+    let (b, base_b) = a
+        .another_replica(|args| {
+            args.leader.replica_id = Some("b".to_owned());
+            args.leader.leader_lease_seconds = 3;
+            args.alerting.alert_resolve_after = 1;
+            args.alerting.health_sweep_seconds = 1;
+        })
+        .await;
     let http = reqwest::Client::new();
     assert!(leads(&a.http, &a.base).await);
     assert!(!leads(&http, &base_b).await);

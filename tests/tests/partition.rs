@@ -1,38 +1,24 @@
 //! A replica cut off from PostgreSQL (a TCP proxy between them, cut and
-//! restored): it stops leading within the lease, another replica leads,
-//! it keeps answering health reads from the results it receives, and once
-//! the database is back it rejoins as a follower.
+//! restored), in one process, where the test can reach into its engine: a
+//! tenant record marked stale by a change heard just before the cut stays
+//! the one it judges by. (The scenario with real processes, three
+//! replicas and an agent is `cluster.rs`.)
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use knowton_coordinator::config::ServeConfig;
 use knowton_coordinator::health::engine::Reload;
-use knowton_coordinator::server;
+use knowton_tests::cluster::database_addr;
 use knowton_tests::feed::{Feed, healthy};
 use knowton_tests::process::{get_json, tenant_health};
 use knowton_tests::proxy::TcpProxy;
 use knowton_tests::{Db, TestCoordinator, TestDb, eventually, on_postgres};
 use reqwest::StatusCode;
 
-on_postgres!(a_replica_cut_off_from_the_database_stops_leading_keeps_answering_and_rejoins);
+on_postgres!(a_replica_cut_off_keeps_judging_by_its_last_tenant_record);
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The `host:port` of a `postgres://user@host:port/db?…` URL.
-fn database_addr(url: &str) -> SocketAddr {
-    let authority = url
-        .split_once('@')
-        .map_or(url, |(_, rest)| rest)
-        .split('/')
-        .next()
-        .unwrap();
-    authority
-        .parse()
-        .expect("the test database at an IP address and port")
-}
-
-async fn a_replica_cut_off_from_the_database_stops_leading_keeps_answering_and_rejoins(db: Db) {
+async fn a_replica_cut_off_keeps_judging_by_its_last_tenant_record(db: Db) {
     let db = TestDb::new(db).await;
     let direct = database_addr(&db.url);
     let proxy = TcpProxy::start(direct).await;
@@ -46,15 +32,12 @@ async fn a_replica_cut_off_from_the_database_stops_leading_keeps_answering_and_r
         args.alerting.health_sweep_seconds = 1;
     });
     let a = TestCoordinator::start_with(db, args).await;
-    let args_b = TestCoordinator::args_for(&a.db, |args| {
-        args.leader.replica_id = Some("b".to_owned());
-        args.leader.leader_lease_seconds = 2;
-        args.http_addr = "127.0.0.1:0".parse().unwrap();
-    });
-    let b = server::start(ServeConfig::try_from(args_b).unwrap())
-        .await
-        .unwrap();
-    let base_b = format!("http://{}", b.http_addr);
+    let (b, base_b) = a
+        .another_replica(|args| {
+            args.leader.replica_id = Some("b".to_owned());
+            args.leader.leader_lease_seconds = 2;
+        })
+        .await;
     let http = reqwest::Client::new();
     let a_state = a.running_state();
     assert!(a_state.deployer.is_leader());

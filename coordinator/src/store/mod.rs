@@ -326,6 +326,7 @@ impl Backend {
                 Arc::new(SqliteStore::new(pool))
             }
             Backend::Postgres(opts) => {
+                let opts = postgres_options(opts);
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
@@ -350,6 +351,23 @@ fn sqlite_options(opts: SqliteConnectOptions) -> SqliteConnectOptions {
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10))
 }
+
+/// How every PostgreSQL session is set up. A replica paused in the middle
+/// of a leader's write (SIGSTOP, a frozen VM) keeps its transaction open,
+/// and with it the share lock on the lease row that fences the write: no
+/// other replica could take the lease until it resumed. The server ends
+/// such a transaction after [`IDLE_IN_TRANSACTION`]; every transaction of
+/// the coordinator only runs statements, so a healthy one is never idle
+/// that long.
+pub fn postgres_options(opts: PgConnectOptions) -> PgConnectOptions {
+    let idle = format!("{}ms", IDLE_IN_TRANSACTION.as_millis());
+    opts.options([("idle_in_transaction_session_timeout", idle.as_str())])
+}
+
+/// How long a session may sit idle inside a transaction: a leader paused
+/// inside a write delays a take-over by at most this (or the lease, if
+/// longer).
+pub const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
 
 /// The url with every credential replaced by `***`, for error messages
 /// and logs: the password of its user, the value of every query parameter
