@@ -39,8 +39,8 @@ pub trait ChangeListener: Send {
 
 #[async_trait]
 pub trait ChangeStore: Send + Sync {
-    /// Tells every listening replica (this one too) of `change`, once the
-    /// change is committed. Nothing on a backend that serves one
+    /// Tells every other listening replica of `change`, once the change is
+    /// committed (this one has applied it: its listener skips it). Nothing on a backend that serves one
     /// coordinator.
     async fn announce(&self, change: &Change) -> Result<()>;
     /// Starts listening to every replica's announcements; `None` on a

@@ -54,6 +54,9 @@ pub struct PgStore {
     pool: PgPool,
     /// The `NOTIFY` channel of this schema's replicas (see `changes`).
     changes_channel: std::sync::Arc<tokio::sync::OnceCell<String>>,
+    /// Signs this store's announcements, so that its listener skips them:
+    /// what a replica changes it has applied already.
+    origin: uuid::Uuid,
 }
 
 impl PgStore {
@@ -61,6 +64,7 @@ impl PgStore {
         PgStore {
             pool,
             changes_channel: std::sync::Arc::default(),
+            origin: uuid::Uuid::new_v4(),
         }
     }
 

@@ -2,8 +2,10 @@
 //! nothing on SQLite.
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgListener;
+use uuid::Uuid;
 
 use super::{PgStore, SqliteStore};
 use crate::store::{Change, ChangeListener, ChangeStore, MAX_CHANGE_BYTES, Result, StoreError};
@@ -27,6 +29,13 @@ async fn channel(store: &PgStore) -> Result<&str> {
         .map(String::as_str)
 }
 
+/// What is sent: the change and the store that announced it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Announcement {
+    origin: Uuid,
+    change: Change,
+}
+
 #[async_trait]
 impl ChangeStore for SqliteStore {
     async fn announce(&self, _change: &Change) -> Result<()> {
@@ -41,8 +50,12 @@ impl ChangeStore for SqliteStore {
 #[async_trait]
 impl ChangeStore for PgStore {
     async fn announce(&self, change: &Change) -> Result<()> {
-        let payload =
-            serde_json::to_string(change).map_err(|e| super::corrupt(format!("change: {e}")))?;
+        let announcement = Announcement {
+            origin: self.origin,
+            change: change.clone(),
+        };
+        let payload = serde_json::to_string(&announcement)
+            .map_err(|e| super::corrupt(format!("change: {e}")))?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(channel(self).await?)
             .bind(payload)
@@ -56,33 +69,41 @@ impl ChangeStore for PgStore {
             .await
             .map_err(StoreError::Connect)?;
         listener.listen(channel(self).await?).await?;
-        Ok(Some(Box::new(PgChanges { listener })))
+        Ok(Some(Box::new(PgChanges {
+            listener,
+            origin: self.origin,
+        })))
     }
 }
 
 struct PgChanges {
     listener: PgListener,
+    /// This store's announcements are skipped.
+    origin: Uuid,
 }
 
 #[async_trait]
 impl ChangeListener for PgChanges {
     async fn next(&mut self) -> Result<Option<Change>> {
-        let Some(notification) = self.listener.try_recv().await? else {
-            return Ok(None);
-        };
-        let payload = notification.payload();
-        if payload.len() > MAX_CHANGE_BYTES {
-            tracing::warn!(
-                bytes = payload.len(),
-                "an announced change is too large; reading everything again"
-            );
-            return Ok(None);
-        }
-        match serde_json::from_str(payload) {
-            Ok(change) => Ok(Some(change)),
-            Err(err) => {
-                tracing::warn!(error = %err, "an announced change could not be read; reading everything again");
-                Ok(None)
+        loop {
+            let Some(notification) = self.listener.try_recv().await? else {
+                return Ok(None);
+            };
+            let payload = notification.payload();
+            if payload.len() > MAX_CHANGE_BYTES {
+                tracing::warn!(
+                    bytes = payload.len(),
+                    "an announced change is too large; reading everything again"
+                );
+                return Ok(None);
+            }
+            match serde_json::from_str::<Announcement>(payload) {
+                Ok(heard) if heard.origin == self.origin => continue,
+                Ok(heard) => return Ok(Some(heard.change)),
+                Err(err) => {
+                    tracing::warn!(error = %err, "an announced change could not be read; reading everything again");
+                    return Ok(None);
+                }
             }
         }
     }
