@@ -18,6 +18,15 @@ fn sequences<'a>(batches: impl Iterator<Item = &'a ResultBatch>) -> Vec<u64> {
     batches.map(|b| b.sequence).collect()
 }
 
+/// A buffer of `capacity` bytes that `replicas` read from.
+fn buffer_for(capacity: usize, replicas: &[SocketAddr]) -> ResultBuffer {
+    let mut buffer = ResultBuffer::new(capacity);
+    for replica in replicas {
+        buffer.add_replica(*replica);
+    }
+    buffer
+}
+
 /// The encoded size of a batch of `n` results.
 fn size_of(n: usize) -> usize {
     ResultBatch {
@@ -31,8 +40,7 @@ fn size_of(n: usize) -> usize {
 #[test]
 fn sequences_increase_and_acks_are_cumulative() {
     let a = replica(1);
-    let mut buffer = ResultBuffer::new(1 << 20);
-    buffer.add_replica(a);
+    let mut buffer = buffer_for(1 << 20, &[a]);
     let seqs: Vec<u64> = (0..5).map(|_| buffer.push(results(2), None)).collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
     buffer.ack(a, 3);
@@ -54,8 +62,7 @@ fn sequences_increase_and_acks_are_cumulative() {
 fn a_full_buffer_drops_the_oldest_and_counts_them() {
     let a = replica(1);
     let one = size_of(10);
-    let mut buffer = ResultBuffer::new(one * 3 + one / 2);
-    buffer.add_replica(a);
+    let mut buffer = buffer_for(one * 3 + one / 2, &[a]);
     for _ in 0..5 {
         buffer.push(results(10), None);
     }
@@ -72,9 +79,7 @@ fn a_full_buffer_drops_the_oldest_and_counts_them() {
 #[test]
 fn batches_are_kept_until_every_replica_acknowledged_them() {
     let (a, b) = (replica(1), replica(2));
-    let mut buffer = ResultBuffer::new(1 << 20);
-    buffer.add_replica(a);
-    buffer.add_replica(b);
+    let mut buffer = buffer_for(1 << 20, &[a, b]);
     for _ in 0..4 {
         buffer.push(results(1), None);
     }
@@ -93,9 +98,7 @@ fn batches_are_kept_until_every_replica_acknowledged_them() {
 #[test]
 fn a_removed_replica_no_longer_holds_batches() {
     let (a, b) = (replica(1), replica(2));
-    let mut buffer = ResultBuffer::new(1 << 20);
-    buffer.add_replica(a);
-    buffer.add_replica(b);
+    let mut buffer = buffer_for(1 << 20, &[a, b]);
     for _ in 0..3 {
         buffer.push(results(1), None);
     }
@@ -125,9 +128,7 @@ fn with_no_replica_known_batches_wait_for_the_first() {
 fn drops_count_only_for_the_replicas_that_had_not_acknowledged() {
     let (up, down) = (replica(1), replica(2));
     let one = size_of(10);
-    let mut buffer = ResultBuffer::new(one * 2 + one / 2);
-    buffer.add_replica(up);
-    buffer.add_replica(down);
+    let mut buffer = buffer_for(one * 2 + one / 2, &[up, down]);
     // `up` acknowledges every batch as it comes; `down` is away.
     for _ in 0..6 {
         let sequence = buffer.push(results(10), None);
@@ -154,9 +155,7 @@ fn drops_count_only_for_the_replicas_that_had_not_acknowledged() {
 #[test]
 fn a_reconnecting_replica_resumes_from_its_cursor() {
     let (a, b) = (replica(1), replica(2));
-    let mut buffer = ResultBuffer::new(1 << 20);
-    buffer.add_replica(a);
-    buffer.add_replica(b);
+    let mut buffer = buffer_for(1 << 20, &[a, b]);
     for _ in 0..3 {
         buffer.push(results(1), None);
     }
@@ -187,8 +186,7 @@ fn a_reconnecting_replica_resumes_from_its_cursor() {
 fn next_after_skips_what_was_dropped() {
     let a = replica(1);
     let one = size_of(10);
-    let mut buffer = ResultBuffer::new(one * 2 + one / 2);
-    buffer.add_replica(a);
+    let mut buffer = buffer_for(one * 2 + one / 2, &[a]);
     assert!(buffer.next_after(0).is_none());
     for _ in 0..5 {
         buffer.push(results(10), None);
@@ -204,11 +202,8 @@ fn next_after_skips_what_was_dropped() {
 fn the_bound_holds_whatever_the_number_of_replicas() {
     let one = size_of(10);
     let max = one * 8;
-    let mut buffer = ResultBuffer::new(max);
     let replicas: Vec<SocketAddr> = (1..=16).map(replica).collect();
-    for r in &replicas {
-        buffer.add_replica(*r);
-    }
+    let mut buffer = buffer_for(max, &replicas);
     for round in 0..200u64 {
         let sequence = buffer.push(results(10), None);
         // Each replica acknowledges at its own pace; the last never does.
