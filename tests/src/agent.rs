@@ -196,13 +196,23 @@ pub fn free_port() -> u16 {
 /// One value of a real agent's own `/metrics` on `port`; `None` while it
 /// does not answer or does not show `name`.
 pub async fn agent_metric(http: &reqwest::Client, port: u16, name: &str) -> Option<f64> {
-    let text = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    crate::process::sample(&text, name)
+    let request = http.get(format!("http://127.0.0.1:{port}/metrics"));
+    crate::process::scrape(request, name).await
+}
+
+/// Fails unless `seen` (an agent as a replica's `GET /api/v1/agents` shows
+/// it) was sent every batch after `cursor` and nothing before: the replica,
+/// restarted, resumed from its cursor with nothing missing.
+pub fn assert_resumed_from(seen: &Value, cursor: u64) {
+    assert_eq!(
+        seen["firstSequence"].as_u64(),
+        Some(cursor + 1),
+        "resumed from its cursor: {seen}"
+    );
+    let received = seen["lastSequence"].as_u64().unwrap() - cursor;
+    assert_eq!(
+        seen["batchesReceived"].as_u64(),
+        Some(received),
+        "nothing missing: {seen}"
+    );
 }

@@ -131,15 +131,14 @@ impl CoordinatorProcess {
 /// One unlabelled sample of the coordinator's `/metrics` at `base` (served
 /// to [`METRICS_TOKEN`]); `None` while it does not answer or show `name`.
 pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> Option<f64> {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .bearer_auth(METRICS_TOKEN)
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let request = http.get(format!("{base}/metrics"));
+    scrape(request.bearer_auth(METRICS_TOKEN), name).await
+}
+
+/// The series `name` of the exposition `request` fetches; `None` while it
+/// does not answer or show `name`.
+pub async fn scrape(request: reqwest::RequestBuilder, name: &str) -> Option<f64> {
+    let text = request.send().await.ok()?.text().await.ok()?;
     sample(&text, name)
 }
 

@@ -18,7 +18,7 @@ use knowton_coordinator::config::ServeConfig;
 use knowton_coordinator::server;
 use knowton_coordinator::sim::Behaviour;
 use knowton_coordinator::sim::SimPod;
-use knowton_tests::agent::{RunningAgent, agent_metric, free_port};
+use knowton_tests::agent::{RunningAgent, agent_metric, assert_resumed_from, free_port};
 use knowton_tests::{ADMIN_TOKEN, eventually_showing, on_postgres};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -76,10 +76,9 @@ async fn replica_metric(
     agent_metric(http, port, &format!("{name}{{replica=\"{replica}\"}}")).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_replica_gets_the_same_batches_and_a_restarted_one_catches_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let tls = dir.path();
+/// Two coordinators (each on its own SQLite database, both knowing acme)
+/// that node-a's certificate in `tls` is let into.
+async fn two_coordinators(tls: &Path) -> (TestCoordinator, TestCoordinator) {
     certs::init(tls, &[], false).unwrap();
     certs::agent(tls, "node-a").unwrap();
     let one = TestCoordinator::start_with_agents(Db::Sqlite, tls).await;
@@ -87,6 +86,14 @@ async fn every_replica_gets_the_same_batches_and_a_restarted_one_catches_up() {
     for kt in [&one, &two] {
         kt.provision("acme", "professional").await;
     }
+    (one, two)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_replica_gets_the_same_batches_and_a_restarted_one_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path();
+    let (one, two) = two_coordinators(tls).await;
     let (one_addr, two_addr) = (one.grpc_addr(), two.grpc_addr());
     let pod = SimPod::start(Ipv4Addr::new(127, 0, 0, 21), 0);
     let port = free_port();
@@ -155,17 +162,7 @@ async fn every_replica_gets_the_same_batches_and_a_restarted_one_catches_up() {
         (seen["lastSequence"].as_u64()? >= latest).then_some(seen)
     })
     .await;
-    assert_eq!(
-        seen["firstSequence"].as_u64(),
-        Some(cursor + 1),
-        "resumed from its cursor: {seen}"
-    );
-    let received = seen["lastSequence"].as_u64().unwrap() - cursor;
-    assert_eq!(
-        seen["batchesReceived"].as_u64(),
-        Some(received),
-        "nothing missing: {seen}"
-    );
+    assert_resumed_from(&seen, cursor);
     assert_eq!(
         replica_metric(
             &http,
@@ -276,13 +273,7 @@ async fn a_replica_named_by_dns_is_reached_by_address_and_verified_by_name() {
 async fn a_replica_that_appears_gets_a_stream_and_one_that_goes_is_closed() {
     let dir = tempfile::tempdir().unwrap();
     let tls = dir.path();
-    certs::init(tls, &[], false).unwrap();
-    certs::agent(tls, "node-a").unwrap();
-    let one = TestCoordinator::start_with_agents(Db::Sqlite, tls).await;
-    let two = TestCoordinator::start_with_agents(Db::Sqlite, tls).await;
-    for kt in [&one, &two] {
-        kt.provision("acme", "professional").await;
-    }
+    let (one, two) = two_coordinators(tls).await;
     let replica = |kt: &TestCoordinator| Replica {
         addr: kt.grpc_addr(),
         url: format!("https://{}", kt.grpc_addr()),
