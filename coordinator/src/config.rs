@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::deploy::config::{DeployConfig, KubeArgs};
+use crate::deploy::config::{ClusterSource, DeployConfig, KubeArgs};
 use crate::health::{AlertPolicy, EngineSettings};
 use crate::leader::{LeaderArgs, LeaderSettings};
 use crate::listen::{HttpArgs, HttpSettings};
@@ -12,6 +12,7 @@ use crate::notify::NotifySettings;
 use crate::notify::config::NotifyArgs;
 use crate::secrets::KeySource;
 use crate::store::{Backend, redact_url_credentials};
+use crate::tenant_data::{AdminUrl, TenantDataArgs};
 use crate::tls::TlsFiles;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:knowton.db";
@@ -128,6 +129,10 @@ pub struct ServeArgs {
     /// HTTP listeners: timeouts, connection limit, metrics.
     #[command(flatten)]
     pub http: HttpArgs,
+
+    /// Tenants' own databases and files.
+    #[command(flatten)]
+    pub tenant_data: TenantDataArgs,
 }
 
 /// Flags of health evaluation and alert life.
@@ -243,6 +248,7 @@ impl ServeArgs {
             kube: KubeArgs::default(),
             leader: LeaderArgs::default(),
             http: HttpArgs::default(),
+            tenant_data: TenantDataArgs::default(),
         }
     }
 }
@@ -287,6 +293,11 @@ pub struct ServeConfig {
     pub leader: LeaderSettings,
     /// HTTP listeners: timeouts, connection limit, metrics.
     pub http: HttpSettings,
+    /// `--tenant-database-url`.
+    pub tenant_database_url: Option<AdminUrl>,
+    /// Where tenants' files live when there is no cluster (`None`: in a
+    /// cluster, their volumes hold them).
+    pub tenant_storage: Option<PathBuf>,
 }
 
 /// The agents' mutual-TLS gRPC listener.
@@ -357,6 +368,20 @@ impl TryFrom<ServeArgs> for ServeConfig {
         let deploy = args.kube.validate(&mut errors);
         let leader = args.leader.validate(&mut errors);
         let http = args.http.validate(&mut errors);
+        let tenant_storage = matches!(deploy.source, ClusterSource::None).then(|| {
+            args.tenant_data
+                .tenant_storage_dir
+                .clone()
+                .unwrap_or_else(|| sqlite_dir.clone().unwrap_or_default().join("tenants"))
+        });
+        if let Some(url) = &args.tenant_data.tenant_database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            errors.push(format!(
+                "--tenant-database-url {} must be a PostgreSQL URL (postgres://…)",
+                redact_url_credentials(url)
+            ));
+        }
         if args.shutdown_grace_seconds > 3600 {
             errors.push("--shutdown-grace-seconds must be at most 3600".to_owned());
         }
@@ -378,6 +403,8 @@ impl TryFrom<ServeArgs> for ServeConfig {
                     deploy,
                     leader,
                     http,
+                    tenant_database_url: args.tenant_data.tenant_database_url.clone().map(AdminUrl),
+                    tenant_storage,
                 })
             }
             _ => Err(ConfigError(errors)),

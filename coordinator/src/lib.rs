@@ -14,7 +14,8 @@
 //!    [`directory`]: the live set of active tenant slugs; [`notify`]:
 //!    notification channels, rendering and durable delivery from the outbox
 //!    (e-mail, webhooks, Slack); [`ingest`]: the agents' streams, their
-//!    latest results and placement.
+//!    latest results and placement; [`tenant_data`]: each tenant's own
+//!    database and role, and its files without a cluster.
 //! 4. [`health`]: tenant health evaluation, alerts, rollups and the engine
 //!    publishing each tenant's snapshot.
 //! 5. [`deploy`]: each tenant's Kubernetes objects, rollouts, drift and
@@ -54,4 +55,5 @@ pub mod server;
 #[doc(hidden)]
 pub mod sim;
 pub mod store;
+pub mod tenant_data;
 pub mod tls;

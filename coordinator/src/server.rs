@@ -29,6 +29,7 @@ use crate::notify::{NotifyService, Wakeup};
 use crate::provision::{LifecycleParts, TenantLifecycle};
 use crate::secrets::{self, SecretBox, SecretKeyError};
 use crate::store::StoreError;
+use crate::tenant_data::{TenantData, TenantDatabases, TenantStorage};
 use crate::tls::ServerTls;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     LoadSecretKey(#[from] SecretKeyError),
+    #[error(transparent)]
+    TenantData(#[from] crate::tenant_data::TenantDataError),
     #[error(
         "the secret key does not match the key this database's secrets were sealed with; \
          start with the original KNOWTON_SECRET_KEY or key file"
@@ -239,6 +242,13 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         verification,
         leadership.clone(),
     );
+    let data = TenantData {
+        databases: match &config.tenant_database_url {
+            Some(url) => Some(TenantDatabases::connect(&url.0).await?),
+            None => None,
+        },
+        storage: config.tenant_storage.clone().map(TenantStorage::new),
+    };
     let lifecycle = Arc::new(TenantLifecycle::new(LifecycleParts {
         store: store.clone(),
         secrets: secret_box,
@@ -247,6 +257,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         outbox,
         deployer: deployer.clone(),
         engine: engine.clone(),
+        data,
     }));
     let state = AppState::new(
         Services {
@@ -514,6 +525,10 @@ async fn start_ingest(
     Ok(addr)
 }
 
+/// A tenant database this old without its tenant's record was left by a
+/// provisioning that was interrupted (none takes this long).
+const UNRECORDED_AFTER: Duration = Duration::from_secs(600);
+
 fn spawn_housekeeping(state: &AppState, config: &ServeConfig, mut stop: watch::Receiver<bool>) {
     let limiter = state.limiter.clone();
     let lifecycle = state.service.clone();
@@ -535,6 +550,12 @@ fn spawn_housekeeping(state: &AppState, config: &ServeConfig, mut stop: watch::R
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(tenants = n, "purged tenants whose retention ended"),
                     Err(err) => tracing::error!(error = %err, "failed to purge expired tenants"),
+                }
+            }
+            if minutes.is_multiple_of(60) && leadership.is_leader() {
+                let interrupted = lifecycle.drop_unrecorded_databases(UNRECORDED_AFTER).await;
+                if let Err(err) = interrupted {
+                    tracing::error!(error = %knowton_common::error_chain(&err), "failed to drop the databases of interrupted provisionings");
                 }
             }
             minutes += 1;

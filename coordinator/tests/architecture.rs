@@ -21,8 +21,15 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["store"],
     ),
     (
-        "services on the store: leadership, the live tenant directory, notifications, agents' results",
-        &["leader", "replicas", "directory", "notify", "ingest"],
+        "services on the store: leadership, the live tenant directory, notifications, agents' results, tenants' own databases and files",
+        &[
+            "leader",
+            "replicas",
+            "directory",
+            "notify",
+            "ingest",
+            "tenant_data",
+        ],
     ),
     ("tenant health: evaluation, alerts, the engine", &["health"]),
     ("each tenant's Kubernetes objects", &["deploy"]),

@@ -62,6 +62,8 @@ impl TestCoordinator {
         args.admin_token = Some(ADMIN_TOKEN.into());
         args.secret_key = Some(base64::engine::general_purpose::STANDARD.encode(SECRET_KEY));
         args.http.metrics_token = Some(METRICS_TOKEN.into());
+        // Tenants' files beside the test's database, whatever the backend.
+        args.tenant_data.tenant_storage_dir = Some(db.dir.path().join("tenants"));
         args
     }
 

@@ -6,7 +6,7 @@
 //! each test gets its own schema, so tests run in parallel.
 //!
 //! # Layout
-//! - [`agent`]: a fake node agent on the stream protocol.
+//! - [`agent`]: test agents: a real one in process, a fake agent's stream.
 //! - [`backend`]: [`on_every_backend!`], one test on every backend.
 //! - [`db`]: [`TestDb`], each test's own database, read directly.
 //! - [`coordinator`]: [`TestCoordinator`], started, stopped and restarted.
@@ -14,6 +14,9 @@
 //! - [`process`]: the coordinator binary as a process of its own, and
 //!   reads of any coordinator by its base URL.
 //! - [`proxy`]: a TCP proxy to cut and restore (a network partition).
+//! - [`cluster`]: a high-availability installation: coordinator
+//!   processes on one PostgreSQL database, a real agent streaming to all,
+//!   a pod per tenant and a webhook receiver.
 //! - [`fixtures`]: tenant requests and alert events.
 //! - [`eventually`]: polling with a deadline.
 //! - [`fake_kube`]: a fake Kubernetes API server.
@@ -22,8 +25,6 @@
 //! - [`receiver`]: webhook receivers that record what they are sent.
 //! - [`promtool`]: `promtool check metrics` on a scrape.
 //! - [`smtp`]: an SMTP server that records the mail it is sent.
-//! - [`agent`]: test agents: flags for a real one, a fake agent's stream.
-//! - [`promtool`]: `promtool check metrics` on a scrape.
 //!
 //! Simulated tenant pods are the coordinator's `knowton_coordinator::sim`.
 

@@ -17,6 +17,7 @@ use crate::health::engine::EngineError;
 use crate::notify::NotifyError;
 use crate::provision::LifecycleError;
 use crate::store::Unique;
+use crate::tenant_data::TenantDataError;
 
 /// The code of what only the leader can do, asked of a replica that does
 /// not lead (and could not pass it on to the leader).
@@ -212,7 +213,11 @@ impl From<LifecycleError> for ApiError {
                 }
                 None => ApiError::internal(&err),
             },
+            LifecycleError::CreateData(err)
+            | LifecycleError::DisableData(err)
+            | LifecycleError::DeleteData(err) => tenant_data_error(&err),
             err @ (LifecycleError::ReadTenant(_)
+            | LifecycleError::OpenSecrets(_)
             | LifecycleError::HashPassword(_)
             | LifecycleError::CreateTenant(_)
             | LifecycleError::ChangeConfig(_)
@@ -222,6 +227,31 @@ impl From<LifecycleError> for ApiError {
             | LifecycleError::ListExpired(_)
             | LifecycleError::SetUsage(_)) => ApiError::internal(&err),
         }
+    }
+}
+
+/// A tenant's database or files could not be made, disabled or removed:
+/// 409 when a database or role of its name exists that is not the
+/// tenant's, else 502 naming the step and the server's reason (an
+/// operator's to fix: permissions, disk, the server down).
+fn tenant_data_error(err: &TenantDataError) -> ApiError {
+    let taken = match err {
+        TenantDataError::NotOurs { .. } => true,
+        TenantDataError::Database {
+            source: sqlx::Error::Database(db),
+            ..
+        } => matches!(db.code().as_deref(), Some("42710" | "42P04")),
+        TenantDataError::Storage { source, .. } => {
+            source.kind() == std::io::ErrorKind::AlreadyExists
+        }
+        _ => false,
+    };
+    let message = knowton_common::error_chain(err);
+    if taken {
+        ApiError::new(StatusCode::CONFLICT, "tenant_data_conflict", message)
+    } else {
+        tracing::error!(error = %message, "a tenant's data could not be changed");
+        ApiError::new(StatusCode::BAD_GATEWAY, "tenant_data_error", message)
     }
 }
 

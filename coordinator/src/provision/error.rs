@@ -6,6 +6,7 @@ use knowton_common::{LimitViolation, Plan, ValidationError};
 use crate::credentials;
 use crate::deploy::controller::DeployError;
 use crate::store::{StoreError, Unique};
+use crate::tenant_data::TenantDataError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -46,6 +47,14 @@ pub enum LifecycleError {
     ListExpired(#[source] StoreError),
     #[error("failed to record the tenant's usage")]
     SetUsage(#[source] StoreError),
+    #[error("failed to open the tenant's generated secrets")]
+    OpenSecrets(#[source] Box<DeployError>),
+    #[error("failed to create the tenant's data")]
+    CreateData(#[source] Box<TenantDataError>),
+    #[error("failed to disable the tenant's database")]
+    DisableData(#[source] Box<TenantDataError>),
+    #[error("failed to delete the tenant's data")]
+    DeleteData(#[source] Box<TenantDataError>),
 }
 
 pub type Result<T, E = LifecycleError> = std::result::Result<T, E>;

@@ -24,12 +24,14 @@ pub use request::{BrandingPatch, ProvisionRequest, ProvisionSpec, UpdateRequest}
 use self::error::failed;
 use crate::credentials;
 use crate::credentials::KeyKind;
+use crate::deploy::controller::secrets as deployment_secrets;
 use crate::deploy::{Deployer, Trigger};
 use crate::directory::TenantDirectory;
 use crate::health::Engine;
 use crate::notify::Wakeup;
 use crate::secrets::SecretBox;
 use crate::store::{ConfigVersion, Store, Tenant, Unique};
+use crate::tenant_data::TenantData;
 
 /// What the lifecycle acts on.
 #[derive(Debug)]
@@ -46,6 +48,8 @@ pub struct LifecycleParts {
     pub outbox: Wakeup,
     pub deployer: Deployer,
     pub engine: Engine,
+    /// Each tenant's database and files.
+    pub data: TenantData,
 }
 
 /// The tenant lifecycle service.
@@ -59,6 +63,7 @@ pub struct TenantLifecycle {
     outbox: Wakeup,
     deployer: Deployer,
     engine: Engine,
+    data: TenantData,
 }
 
 impl TenantLifecycle {
@@ -72,6 +77,7 @@ impl TenantLifecycle {
             outbox: parts.outbox,
             deployer: parts.deployer,
             engine: parts.engine,
+            data: parts.data,
         }
     }
 
@@ -100,9 +106,11 @@ impl TenantLifecycle {
             .ok_or_else(|| LifecycleError::NotFound(id.to_string()))
     }
 
-    /// Creates the tenant (record, admin user, keys, sealed deployment
-    /// secrets, welcome e-mail, first configuration version) in one
-    /// transaction and asks for its first deployment.
+    /// Creates the tenant's database and files, then the tenant (record,
+    /// admin user, keys, sealed deployment secrets, welcome e-mail, first
+    /// configuration version) in one transaction, and asks for its first
+    /// deployment. When the record cannot be written, the database and
+    /// files are removed again: a failure leaves neither.
     pub async fn provision(&self, req: ProvisionRequest, actor: &str) -> Result<Provisioned> {
         let spec = req.validate()?;
         // Cheap check before the deliberately slow password hash; the unique
@@ -124,10 +132,20 @@ impl TenantLifecycle {
             .map_err(LifecycleError::HashPassword)?;
         let (new, shown) = prepare(spec, password, password_hash, &self.secrets, actor);
         let id = new.tenant.id;
-        self.store
-            .create_tenant(&new)
+        let slug = &new.tenant.slug;
+        let database_password =
+            deployment_secrets::database_password(&new.secrets, &self.secrets, id)
+                .map_err(|e| LifecycleError::OpenSecrets(Box::new(e)))?;
+        self.data
+            .create(id, slug, &database_password)
             .await
-            .map_err(failed(LifecycleError::CreateTenant, id))?;
+            .map_err(|e| LifecycleError::CreateData(Box::new(e)))?;
+        if let Err(err) = self.store.create_tenant(&new).await {
+            if let Err(undo) = self.data.remove(id, slug).await {
+                tracing::error!(tenant = %slug, error = %undo, "failed to remove the data of a tenant whose record could not be written");
+            }
+            return Err(failed(LifecycleError::CreateTenant, id)(err));
+        }
         self.outbox.poke();
         let tenant = self.get(id).await?;
         self.changed(id, &tenant.slug).await;

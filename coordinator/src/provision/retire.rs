@@ -11,7 +11,7 @@ use crate::store::{Tenant, now};
 
 impl TenantLifecycle {
     /// Deprovisions the tenant keeping its data (its deployment scaled to
-    /// zero); returns it. Idempotent.
+    /// zero, its database role unable to log in); returns it. Idempotent.
     pub async fn deprovision(&self, id: Uuid) -> Result<Tenant> {
         let retain_until = now() + self.retention;
         self.store
@@ -19,15 +19,20 @@ impl TenantLifecycle {
             .await
             .map_err(failed(LifecycleError::Deprovision, id))?;
         let tenant = self.get(id).await?;
+        self.data
+            .disable(&tenant.slug)
+            .await
+            .map_err(|e| LifecycleError::DisableData(Box::new(e)))?;
         self.changed(id, &tenant.slug).await;
         tracing::info!(tenant = %tenant.slug, retain_until = %tenant.retain_until.unwrap_or(retain_until), "tenant deprovisioned, data kept");
         self.deployer.after_change(id, Trigger::Deprovisioned).await;
         Ok(tenant)
     }
 
-    /// Deletes the tenant's namespace (with everything in it) and then every
-    /// row of the tenant. When the cluster refuses, nothing is purged and
-    /// the error says why.
+    /// Deletes the tenant's namespace (with everything in it, its volume
+    /// too), its database, role and files, and then every row of the
+    /// tenant. When the cluster or the database server refuses, the rows
+    /// stay (a purge may be tried again) and the error says why.
     pub async fn purge(&self, id: Uuid) -> Result<()> {
         let tenant = self.get(id).await?;
         // No deployment, drift repair or reconcile may bring it back meanwhile.
@@ -36,6 +41,10 @@ impl TenantLifecycle {
             .delete_namespace(&tenant)
             .await
             .map_err(LifecycleError::DeleteNamespace)?;
+        self.data
+            .remove(id, &tenant.slug)
+            .await
+            .map_err(|e| LifecycleError::DeleteData(Box::new(e)))?;
         self.store
             .purge(id)
             .await
@@ -56,6 +65,37 @@ impl TenantLifecycle {
             self.purge(*id).await?;
         }
         Ok(expired.len())
+    }
+
+    /// Drops the databases made for tenants that were never recorded (a
+    /// provisioning interrupted between its database and its record, the
+    /// process killed), once made at least `min_age` ago: a provisioning
+    /// still under way on another replica is younger. Returns how many.
+    pub async fn drop_unrecorded_databases(&self, min_age: std::time::Duration) -> Result<usize> {
+        let Some(databases) = &self.data.databases else {
+            return Ok(0);
+        };
+        let made = databases
+            .made_before(min_age)
+            .await
+            .map_err(|e| LifecycleError::DeleteData(Box::new(e)))?;
+        let mut dropped = 0;
+        for (tenant, name) in made {
+            let recorded = self
+                .store
+                .get_tenant(tenant)
+                .await
+                .map_err(LifecycleError::ReadTenant)?;
+            if recorded.is_none() {
+                databases
+                    .drop_named(tenant, &name)
+                    .await
+                    .map_err(|e| LifecycleError::DeleteData(Box::new(e)))?;
+                tracing::warn!(database = %name, tenant_id = %tenant, "dropped the database of a provisioning that never recorded its tenant");
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
     }
 
     /// A tenant no longer active: out of the directory (its agents' results

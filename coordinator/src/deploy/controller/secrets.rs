@@ -45,21 +45,39 @@ pub(super) async fn open(
         .sealed_secrets(tenant)
         .await
         .map_err(DeployError::ReadSecrets)?;
-    let open = |name: &'static str| -> Result<String, DeployError> {
-        let (_, value) = sealed
-            .iter()
-            .find(|(n, _)| n == name)
-            .ok_or(DeployError::MissingSecret { name })?;
-        let plain = secrets
-            .open(value, &context(tenant, name))
-            .map_err(|source| DeployError::OpenSecret { name, source })?;
-        String::from_utf8(plain).map_err(|_| DeployError::OpenSecret {
-            name,
-            source: OpenError::Malformed,
-        })
-    };
+    let open = |name| open_one(&sealed, secrets, tenant, name);
     Ok(TenantSecrets {
         database_password: open(DATABASE_PASSWORD)?,
         jwt_secret: open(JWT_SECRET)?,
+    })
+}
+
+/// The database password among a tenant's sealed secrets (as
+/// [`generate_sealed`] made them), opened: what its database role logs in
+/// with.
+pub fn database_password(
+    sealed: &[(String, String)],
+    secrets: &SecretBox,
+    tenant: Uuid,
+) -> Result<String, DeployError> {
+    open_one(sealed, secrets, tenant, DATABASE_PASSWORD)
+}
+
+fn open_one(
+    sealed: &[(String, String)],
+    secrets: &SecretBox,
+    tenant: Uuid,
+    name: &'static str,
+) -> Result<String, DeployError> {
+    let (_, value) = sealed
+        .iter()
+        .find(|(n, _)| n == name)
+        .ok_or(DeployError::MissingSecret { name })?;
+    let plain = secrets
+        .open(value, &context(tenant, name))
+        .map_err(|source| DeployError::OpenSecret { name, source })?;
+    String::from_utf8(plain).map_err(|_| DeployError::OpenSecret {
+        name,
+        source: OpenError::Malformed,
     })
 }

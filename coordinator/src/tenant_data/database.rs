@@ -1,0 +1,340 @@
+//! Each tenant's own PostgreSQL database and role, on the server that
+//! `--tenant-database-url` names (an administrative connection: a
+//! superuser, or a role with CREATEROLE and CREATEDB that may own the
+//! tenants' roles).
+//!
+//! A tenant's role and database are both `tenant_<slug>` (its `-` as
+//! `_`); the database is owned by the role, nobody else may connect
+//! (`CONNECT` revoked from `PUBLIC`), and its comment names the tenant it
+//! was made for, so that nothing else on the server is ever dropped as a
+//! tenant's and a database left by an interrupted provisioning is
+//! recognised.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use uuid::Uuid;
+
+use super::TenantDataError;
+use super::scram;
+use crate::store::redact_url_credentials;
+
+/// How a database made for a tenant is marked: `knowton tenant <id>
+/// <unix seconds when made>`.
+const MARKER: &str = "knowton tenant";
+
+/// A tenant's database as its backend is told of it (the password is in
+/// its Secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseRef {
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+    pub user: String,
+}
+
+/// The tenants' PostgreSQL server.
+#[derive(Debug, Clone)]
+pub struct TenantDatabases {
+    pool: PgPool,
+    host: String,
+    port: u16,
+}
+
+/// The role and database name of the tenant `slug` (a DNS label: letters,
+/// digits and `-`, which becomes `_`; no slug has `_`, so no two tenants
+/// share a name).
+pub fn database_name(slug: &str) -> String {
+    format!("tenant_{}", slug.replace('-', "_"))
+}
+
+/// `name` as a quoted SQL identifier.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `value` as a quoted SQL string literal.
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+impl TenantDatabases {
+    /// Connects to the tenants' server (checked at once: a wrong URL stops
+    /// the coordinator from starting, not the first provisioning).
+    pub async fn connect(url: &str) -> Result<Self, TenantDataError> {
+        let shown = redact_url_credentials(url);
+        let opts = PgConnectOptions::from_str(url)
+            .map_err(|_| TenantDataError::InvalidUrl { url: shown.clone() })?;
+        let host = opts.get_host().to_owned();
+        let port = opts.get_port();
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(|source| TenantDataError::Connect { url: shown, source })?;
+        Ok(TenantDatabases { pool, host, port })
+    }
+
+    /// Where the tenant `slug`'s backend finds its database.
+    pub fn reference(&self, slug: &str) -> DatabaseRef {
+        let name = database_name(slug);
+        DatabaseRef {
+            host: self.host.clone(),
+            port: self.port,
+            user: name.clone(),
+            name,
+        }
+    }
+
+    /// Creates the tenant's role (logging in with `password`, sent as its
+    /// SCRAM verifier) and database. On failure, what this call created is
+    /// dropped again; a role or database of that name that existed before
+    /// is an error and is left alone.
+    pub async fn create(
+        &self,
+        tenant: Uuid,
+        slug: &str,
+        password: &str,
+    ) -> Result<DatabaseRef, TenantDataError> {
+        let name = database_name(slug);
+        let id = ident(&name);
+        let mut made_role = false;
+        let mut made_database = false;
+        let made_at = chrono::Utc::now().timestamp();
+        let steps = async {
+            self.run(
+                &name,
+                "create the role",
+                &format!(
+                    "CREATE ROLE {id} LOGIN PASSWORD {}",
+                    literal(&scram::verifier(password))
+                ),
+            )
+            .await?;
+            made_role = true;
+            // CREATE DATABASE cannot run inside a transaction: one step each.
+            self.run(
+                &name,
+                "create the database",
+                &format!("CREATE DATABASE {id} OWNER {id}"),
+            )
+            .await?;
+            made_database = true;
+            self.run(
+                &name,
+                "mark the database",
+                &format!(
+                    "COMMENT ON DATABASE {id} IS {}",
+                    literal(&format!("{MARKER} {tenant} {made_at}"))
+                ),
+            )
+            .await?;
+            self.run(
+                &name,
+                "revoke access from PUBLIC",
+                &format!("REVOKE ALL ON DATABASE {id} FROM PUBLIC"),
+            )
+            .await
+        };
+        if let Err(err) = steps.await {
+            self.undo(&name, made_role, made_database).await;
+            return Err(err);
+        }
+        Ok(self.reference(slug))
+    }
+
+    /// Drops what an interrupted [`Self::create`] made.
+    async fn undo(&self, name: &str, role: bool, database: bool) {
+        let id = ident(name);
+        let undo = [
+            (
+                database,
+                format!("DROP DATABASE IF EXISTS {id} WITH (FORCE)"),
+            ),
+            (role, format!("DROP ROLE IF EXISTS {id}")),
+        ];
+        for (made, sql) in undo {
+            if made && let Err(err) = self.run(name, "undo the creation", &sql).await {
+                tracing::error!(database = name, error = %err, "failed to drop what a failed provisioning created; drop it by hand");
+            }
+        }
+    }
+
+    /// Stops the tenant's role from logging in and ends its sessions
+    /// (deprovisioned: the data stays).
+    pub async fn disable(&self, slug: &str) -> Result<(), TenantDataError> {
+        let name = database_name(slug);
+        if !self.role_exists(&name).await? {
+            return Ok(());
+        }
+        self.run(
+            &name,
+            "disable the role's login",
+            &format!("ALTER ROLE {} NOLOGIN", ident(&name)),
+        )
+        .await?;
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+            .bind(&name)
+            .execute(&self.pool)
+            .await
+            .map_err(|source| TenantDataError::Database {
+                name: name.clone(),
+                step: "end the role's sessions",
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// The tenant the database `name` was made for (`None`: no such
+    /// database, or not one made by a coordinator).
+    async fn made_for(&self, name: &str) -> Result<Option<Uuid>, TenantDataError> {
+        let comment: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|source| TenantDataError::Database {
+            name: name.to_owned(),
+            step: "read the database's mark",
+            source,
+        })?;
+        Ok(comment
+            .flatten()
+            .and_then(|c| parse_marker(&c))
+            .map(|(id, _)| id))
+    }
+
+    /// Drops the tenant's database and role (purged), if they were made for
+    /// `tenant`; a database of that name made for another tenant, or by
+    /// someone else, is refused.
+    pub async fn drop(&self, tenant: Uuid, slug: &str) -> Result<(), TenantDataError> {
+        self.drop_named(tenant, &database_name(slug)).await
+    }
+
+    /// [`Self::drop`] by the database's name.
+    pub async fn drop_named(&self, tenant: Uuid, name: &str) -> Result<(), TenantDataError> {
+        match self.made_for(name).await? {
+            Some(owner) if owner == tenant => {}
+            None if !self.database_exists(name).await? => {}
+            _ => {
+                return Err(TenantDataError::NotOurs {
+                    name: name.to_owned(),
+                });
+            }
+        }
+        let id = ident(name);
+        self.run(
+            name,
+            "drop the database",
+            &format!("DROP DATABASE IF EXISTS {id} WITH (FORCE)"),
+        )
+        .await?;
+        self.run(name, "drop the role", &format!("DROP ROLE IF EXISTS {id}"))
+            .await
+    }
+
+    /// Databases made for tenants at least `age` ago, as (tenant, name):
+    /// the caller drops those whose tenant the store does not have (a
+    /// provisioning interrupted between the database and the record).
+    pub async fn made_before(&self, age: Duration) -> Result<Vec<(Uuid, String)>, TenantDataError> {
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT datname::text, shobj_description(oid, 'pg_database') FROM pg_database \
+             WHERE datname LIKE 'tenant\\_%'",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|source| TenantDataError::Database {
+            name: "tenant_*".to_owned(),
+            step: "list the tenants' databases",
+            source,
+        })?;
+        let cutoff = chrono::Utc::now().timestamp() - i64::try_from(age.as_secs()).unwrap_or(0);
+        Ok(rows
+            .into_iter()
+            .filter_map(|(name, comment)| {
+                let (tenant, made_at) = parse_marker(comment.as_deref()?)?;
+                (made_at <= cutoff).then_some((tenant, name))
+            })
+            .collect())
+    }
+
+    async fn role_exists(&self, name: &str) -> Result<bool, TenantDataError> {
+        self.exists(name, "SELECT 1 FROM pg_roles WHERE rolname = $1")
+            .await
+    }
+
+    async fn database_exists(&self, name: &str) -> Result<bool, TenantDataError> {
+        self.exists(name, "SELECT 1 FROM pg_database WHERE datname = $1")
+            .await
+    }
+
+    async fn exists(&self, name: &str, sql: &'static str) -> Result<bool, TenantDataError> {
+        let found: Option<i32> = sqlx::query_scalar(sql)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|source| TenantDataError::Database {
+                name: name.to_owned(),
+                step: "look it up",
+                source,
+            })?;
+        Ok(found.is_some())
+    }
+
+    /// One statement (utility statements take no parameters: `sql` is
+    /// built from quoted identifiers and literals only).
+    async fn run(&self, name: &str, step: &'static str, sql: &str) -> Result<(), TenantDataError> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|source| TenantDataError::Database {
+                name: name.to_owned(),
+                step,
+                source,
+            })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `(tenant, unix seconds)` of a database's mark.
+fn parse_marker(comment: &str) -> Option<(Uuid, i64)> {
+    let rest = comment.strip_prefix(MARKER)?.trim();
+    let (tenant, made_at) = rest.split_once(' ')?;
+    Some((Uuid::parse_str(tenant).ok()?, made_at.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_slug_with_underscores() {
+        assert_eq!(database_name("acme-shop-2"), "tenant_acme_shop_2");
+    }
+
+    #[test]
+    fn identifiers_and_literals_are_quoted() {
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn only_a_coordinators_mark_is_read() {
+        let id = Uuid::now_v7();
+        assert_eq!(
+            parse_marker(&format!("{MARKER} {id} 1700000000")),
+            Some((id, 1_700_000_000))
+        );
+        assert_eq!(parse_marker("the finance team's database"), None);
+        assert_eq!(parse_marker(&format!("{MARKER} not-a-uuid 1")), None);
+    }
+}

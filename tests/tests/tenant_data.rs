@@ -1,0 +1,297 @@
+//! Each tenant's own database and files, on the machine's real PostgreSQL
+//! server as the tenants' server (`--tenant-database-url`), with SQLite and
+//! PostgreSQL as the coordinator's store: made at provisioning (a failure
+//! leaves neither record nor role nor database), kept at deprovisioning
+//! (the role can no longer log in), dropped at purge.
+//!
+//! Roles and databases belong to the whole server, not to a test's schema:
+//! every test uses slugs of its own and purges what it made.
+
+use std::future::Future;
+
+use knowton_coordinator::tenant_data::database_name;
+use knowton_coordinator::tenant_data::scram::verifier_with;
+use knowton_tests::{Db, TestCoordinator, on_every_backend, postgres_url, tenant_request};
+use reqwest::{Method, StatusCode};
+use sqlx::PgPool;
+
+on_every_backend!(with given_tenant_server:
+    a_tenant_gets_a_private_database_kept_when_deprovisioned_and_dropped_when_purged,
+    a_provisioning_that_fails_half_way_leaves_no_role_database_or_record,
+    databases_of_interrupted_provisionings_are_dropped_once_old,
+);
+
+/// A coordinator on `db` whose tenants' databases live on the test
+/// PostgreSQL server, and an administrative pool on that server.
+async fn given_tenant_server<F, Fut>(db: Db, test: F)
+where
+    F: FnOnce(TestCoordinator, PgPool) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(server) = postgres_url() else {
+        eprintln!("TEST_DATABASE_URL is not set: tenants' databases are not tested");
+        return;
+    };
+    let kt = TestCoordinator::start_and(db, |args| {
+        args.tenant_data.tenant_database_url = Some(server.clone());
+    })
+    .await;
+    let admin = PgPool::connect(&server).await.unwrap();
+    test(kt, admin).await;
+}
+
+/// A slug no other test (or earlier run) uses.
+fn fresh_slug(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+async fn role(admin: &PgPool, name: &str) -> Option<(bool, Option<String>)> {
+    sqlx::query_as("SELECT rolcanlogin, rolpassword FROM pg_authid WHERE rolname = $1")
+        .bind(name)
+        .fetch_optional(admin)
+        .await
+        .unwrap()
+}
+
+/// The database's owner and access list, if it exists.
+async fn database(admin: &PgPool, name: &str) -> Option<(String, String)> {
+    sqlx::query_as(
+        "SELECT pg_get_userbyid(datdba)::text, coalesce(datacl::text, '') \
+         FROM pg_database WHERE datname = $1",
+    )
+    .bind(name)
+    .fetch_optional(admin)
+    .await
+    .unwrap()
+}
+
+async fn a_tenant_gets_a_private_database_kept_when_deprovisioned_and_dropped_when_purged(
+    kt: TestCoordinator,
+    admin: PgPool,
+) {
+    let slug = fresh_slug("data");
+    let name = database_name(&slug);
+    kt.provision(&slug, "basic").await;
+
+    let (owner, acl) = database(&admin, &name)
+        .await
+        .expect("the tenant's database");
+    assert_eq!(owner, name, "owned by the tenant's role");
+    assert!(
+        !acl.contains("=c") && !acl.contains("=Tc"),
+        "PUBLIC may not connect: {acl}"
+    );
+    let (can_login, password) = role(&admin, &name).await.expect("the tenant's role");
+    assert!(can_login);
+    let password = password.unwrap();
+    assert!(
+        password.starts_with("SCRAM-SHA-256$4096:"),
+        "stored as a SCRAM verifier: {password}"
+    );
+    let files = kt.db.dir.path().join("tenants").join(&slug);
+    assert!(files.is_dir(), "{} made", files.display());
+
+    // Deprovisioned: the data stays, the role can no longer log in.
+    let gone = kt
+        .admin(Method::DELETE, &format!("/api/v1/tenants/{slug}"), None)
+        .await;
+    assert_eq!(gone.status, StatusCode::OK, "{}", gone.body);
+    assert_eq!(role(&admin, &name).await.map(|r| r.0), Some(false));
+    assert!(database(&admin, &name).await.is_some());
+    assert!(files.is_dir());
+
+    // Purged: database, role and files are gone.
+    let purged = kt
+        .admin(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{slug}?purge=true"),
+            None,
+        )
+        .await;
+    assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
+    assert!(database(&admin, &name).await.is_none());
+    assert!(role(&admin, &name).await.is_none());
+    assert!(!files.exists());
+    kt.stop().await;
+}
+
+async fn a_provisioning_that_fails_half_way_leaves_no_role_database_or_record(
+    kt: TestCoordinator,
+    admin: PgPool,
+) {
+    // A database of the tenant's name exists that is not the tenant's: the
+    // role is made, the database is refused, the role is dropped again and
+    // the other database is left alone.
+    let slug = fresh_slug("taken");
+    let name = database_name(&slug);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let refused = kt
+        .admin(
+            Method::POST,
+            "/api/v1/tenants",
+            Some(tenant_request(&slug, "basic")),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "tenant_data_conflict");
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&name), "{message}");
+    assert!(role(&admin, &name).await.is_none(), "the role was dropped");
+    assert!(database(&admin, &name).await.is_some(), "not ours: kept");
+    let absent = kt
+        .admin(Method::GET, &format!("/api/v1/tenants/{slug}"), None)
+        .await;
+    assert_eq!(absent.status, StatusCode::NOT_FOUND);
+    assert!(!kt.db.dir.path().join("tenants").join(&slug).exists());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{name}\"")))
+        .execute(&admin)
+        .await
+        .unwrap();
+
+    // The record cannot be written (its domain is taken): the database and
+    // role made for it are dropped.
+    let first = fresh_slug("first");
+    kt.provision(&first, "basic").await;
+    let second = fresh_slug("second");
+    let mut request = tenant_request(&second, "basic");
+    request["domain"] = tenant_request(&first, "basic")["domain"].clone();
+    let refused = kt
+        .admin(Method::POST, "/api/v1/tenants", Some(request))
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert_eq!(refused.body["error"]["code"], "domain_taken");
+    let second_name = database_name(&second);
+    assert!(database(&admin, &second_name).await.is_none());
+    assert!(role(&admin, &second_name).await.is_none());
+    assert!(!kt.db.dir.path().join("tenants").join(&second).exists());
+
+    let purged = kt
+        .admin(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{first}?purge=true"),
+            None,
+        )
+        .await;
+    assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
+    kt.stop().await;
+}
+
+/// What a provisioning killed between its database and its record leaves:
+/// a role and a database marked for a tenant id, `age_seconds` ago.
+async fn left_behind(admin: &PgPool, slug: &str, tenant: uuid::Uuid, age_seconds: i64) {
+    let name = database_name(slug);
+    let made_at = chrono::Utc::now().timestamp() - age_seconds;
+    for sql in [
+        format!("CREATE ROLE \"{name}\" LOGIN"),
+        format!("CREATE DATABASE \"{name}\" OWNER \"{name}\""),
+        format!("COMMENT ON DATABASE \"{name}\" IS 'knowton tenant {tenant} {made_at}'"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(admin)
+            .await
+            .unwrap();
+    }
+}
+
+/// The leader drops, every hour, the databases of provisionings that never
+/// recorded their tenant once they are ten minutes old; a younger one (a
+/// provisioning under way elsewhere), a recorded tenant's and one not made
+/// by a coordinator stay.
+async fn databases_of_interrupted_provisionings_are_dropped_once_old(
+    kt: TestCoordinator,
+    admin: PgPool,
+) {
+    let (old, young) = (fresh_slug("old"), fresh_slug("young"));
+    left_behind(&admin, &old, uuid::Uuid::now_v7(), 3600).await;
+    left_behind(&admin, &young, uuid::Uuid::now_v7(), 60).await;
+    let recorded = fresh_slug("kept");
+    kt.provision(&recorded, "basic").await;
+    let theirs = database_name(&fresh_slug("theirs"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{theirs}\"")))
+        .execute(&admin)
+        .await
+        .unwrap();
+
+    let lifecycle = kt.running_state().service;
+    let dropped = lifecycle
+        .drop_unrecorded_databases(std::time::Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert!(dropped >= 1, "{dropped}");
+    let old_name = database_name(&old);
+    assert!(database(&admin, &old_name).await.is_none());
+    assert!(role(&admin, &old_name).await.is_none());
+    let young_name = database_name(&young);
+    assert!(database(&admin, &young_name).await.is_some());
+    assert!(database(&admin, &database_name(&recorded)).await.is_some());
+    assert!(database(&admin, &theirs).await.is_some());
+
+    for name in [young_name, theirs] {
+        // One statement each: DROP DATABASE runs outside a transaction.
+        for sql in [
+            format!("DROP DATABASE \"{name}\""),
+            format!("DROP ROLE IF EXISTS \"{name}\""),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&admin)
+                .await
+                .unwrap();
+        }
+    }
+    let purged = kt
+        .admin(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{recorded}?purge=true"),
+            None,
+        )
+        .await;
+    assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
+    kt.stop().await;
+}
+
+/// PostgreSQL's own verifier of a password is the reference for ours:
+/// made by the server, read back, and computed again with its salt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_scram_verifier_is_the_one_postgresql_computes() {
+    let Some(server) = postgres_url() else {
+        eprintln!("TEST_DATABASE_URL is not set: skipping");
+        return;
+    };
+    let admin = PgPool::connect(&server).await.unwrap();
+    let name = database_name(&fresh_slug("scram"));
+    let mut conn = admin.acquire().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET password_encryption = 'scram-sha-256'; \
+         CREATE ROLE \"{name}\" PASSWORD 'Pencil0123456789abcdefXYZ'"
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let (_, theirs) = role(&admin, &name).await.unwrap();
+    let theirs = theirs.unwrap();
+    let (iterations, salt) = theirs
+        .strip_prefix("SCRAM-SHA-256$")
+        .and_then(|rest| rest.split_once('$'))
+        .and_then(|(params, _)| params.split_once(':'))
+        .unwrap();
+    use base64::Engine as _;
+    let salt = base64::engine::general_purpose::STANDARD
+        .decode(salt)
+        .unwrap();
+    let ours = verifier_with(
+        "Pencil0123456789abcdefXYZ",
+        &salt,
+        iterations.parse().unwrap(),
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP ROLE \"{name}\"")))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(ours, theirs);
+}
