@@ -112,6 +112,20 @@ impl TestCoordinator {
         }
     }
 
+    /// Another replica on this coordinator's database, on a port of its
+    /// own, with `change` applied to the settings; and its base URL.
+    pub async fn another_replica(&self, change: impl FnOnce(&mut ServeArgs)) -> (Running, String) {
+        let args = Self::args_for(&self.db, |args| {
+            args.http_addr = "127.0.0.1:0".parse().unwrap();
+            change(args);
+        });
+        let replica = server::start(ServeConfig::try_from(args).unwrap())
+            .await
+            .expect("the replica starts");
+        let base = format!("http://{}", replica.http_addr);
+        (replica, base)
+    }
+
     /// Stops the coordinator (draining) and returns what is needed to
     /// start it again on the same database and addresses.
     pub async fn stop_for_restart(mut self) -> (TestDb, ServeArgs) {

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use knowton_coordinator::config::ServeConfig;
-use knowton_coordinator::server::{self, Running};
+use knowton_coordinator::config::ServeArgs;
+use knowton_coordinator::server::Running;
 use knowton_tests::{Db, Reply, TestCoordinator, eventually, on_postgres};
 use reqwest::{Method, StatusCode};
 
@@ -13,7 +13,8 @@ on_postgres!(
     a_replica_without_the_shared_budget_limits_at_its_share,
 );
 
-/// The limiter is in memory and the same on every backend: SQLite suffices.
+/// One coordinator on SQLite holds the budgets in memory: exactly the
+/// plan's rate and its refill, both keys of a tenant on one budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_plan_is_limited_at_its_rate() {
     let kt = TestCoordinator::start(Db::Sqlite).await;
@@ -23,61 +24,21 @@ async fn each_plan_is_limited_at_its_rate() {
         ("large", "enterprise", 2000),
     ] {
         let created = kt.provision(slug, plan).await;
-        let key = created["apiKeys"]["production"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let dev_key = created["apiKeys"]["development"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let path = format!("/api/v1/tenants/{slug}");
+        let keys = &created["apiKeys"];
+        let targets = ["production", "development"]
+            .map(|kind| (kt.base.as_str(), keys[kind].as_str().unwrap()));
+        let run = until_refused(&targets, slug, rate).await;
         // The whole burst of `rate` requests is allowed; the budget refills
         // at rate/60 per second, so a slow run may get a few more through.
-        let started = tokio::time::Instant::now();
-        let mut allowed = 0u64;
-        let limited = loop {
-            // Both keys draw on the tenant's one budget.
-            let token = if allowed.is_multiple_of(2) {
-                &key
-            } else {
-                &dev_key
-            };
-            let reply = kt.call(Method::GET, &path, Some(token), None).await;
-            if reply.status != StatusCode::OK {
-                break reply;
-            }
-            allowed += 1;
-            assert_eq!(
-                reply.header("x-ratelimit-limit"),
-                Some(rate.to_string().as_str())
-            );
-            let remaining: u64 = reply
-                .header("x-ratelimit-remaining")
-                .unwrap()
-                .parse()
-                .unwrap();
-            assert!(remaining < rate, "{plan}: remaining {remaining}");
-            assert!(allowed <= rate * 2, "{plan}: never limited");
-        };
-        let refilled = started.elapsed().as_secs_f64() * rate as f64 / 60.0;
+        let refilled = run.took.as_secs_f64() * rate as f64 / 60.0;
+        let allowed = run.allowed;
         assert!(allowed >= rate, "{plan}: limited after {allowed} of {rate}");
         assert!(
             allowed as f64 <= rate as f64 + refilled + 1.0,
             "{plan}: {allowed} allowed"
         );
-        assert_eq!(
-            limited.error(StatusCode::TOO_MANY_REQUESTS).0,
-            "rate_limited",
-            "{plan}"
-        );
-        let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
-        assert!(
-            (1..=60).contains(&retry_after),
-            "{plan}: Retry-After {retry_after}"
-        );
-        assert_eq!(limited.header("x-ratelimit-remaining"), Some("0"));
         // The admin is not limited by a tenant's budget.
+        let path = format!("/api/v1/tenants/{slug}");
         assert_eq!(
             kt.admin(Method::GET, &path, None).await.status,
             StatusCode::OK
@@ -93,50 +54,50 @@ async fn each_plan_is_limited_at_its_rate() {
     assert_eq!(reply.header("x-ratelimit-remaining"), Some("99"));
 }
 
-/// Another replica on `a`'s database, beating as often as `a`.
-async fn another_replica(a: &TestCoordinator) -> (Running, String) {
-    let args = TestCoordinator::args_for(&a.db, |args| {
-        args.http_addr = "127.0.0.1:0".parse().unwrap();
-        args.leader.leader_lease_seconds = 2;
-    });
-    let replica = server::start(ServeConfig::try_from(args).unwrap())
-        .await
-        .unwrap();
-    let base = format!("http://{}", replica.http_addr);
-    (replica, base)
-}
-
 /// Three replicas on one PostgreSQL schema, beating every 0.67 s.
 async fn three_replicas(db: Db) -> (TestCoordinator, [(Running, String); 2]) {
-    let a = TestCoordinator::start_and(db, |args| args.leader.leader_lease_seconds = 2).await;
-    let b = another_replica(&a).await;
-    let c = another_replica(&a).await;
+    let fast_beats = |args: &mut ServeArgs| args.leader.leader_lease_seconds = 2;
+    let a = TestCoordinator::start_and(db, fast_beats).await;
+    let b = a.another_replica(fast_beats).await;
+    let c = a.another_replica(fast_beats).await;
     (a, [b, c])
 }
 
 /// What a run of requests came to: those allowed before the first
-/// refusal, the refusal, and how long the run took.
+/// refusal, and how long the run took.
 struct Run {
     allowed: u64,
-    refused: Reply,
     took: Duration,
 }
 
-/// Sends `GET /api/v1/tenants/{slug}` with `key` to `bases` in turn until
-/// one is refused, checking the headers of each allowed one.
-async fn until_refused(bases: &[&str], slug: &str, key: &str, rate: u64) -> Run {
+/// `GET /api/v1/tenants/{slug}` from `base` with `key`, and its
+/// `x-ratelimit-remaining`.
+async fn read_tenant(http: &reqwest::Client, base: &str, slug: &str, key: &str) -> (Reply, u64) {
+    let response = http
+        .get(format!("{base}/api/v1/tenants/{slug}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let reply = Reply::from(response).await;
+    let remaining = reply
+        .header("x-ratelimit-remaining")
+        .unwrap()
+        .parse()
+        .unwrap();
+    (reply, remaining)
+}
+
+/// Sends `GET /api/v1/tenants/{slug}` to each of `targets` (a base URL
+/// and a key of the tenant) in turn until one is refused, checking the
+/// headers of each answer.
+async fn until_refused(targets: &[(&str, &str)], slug: &str, rate: u64) -> Run {
     let http = reqwest::Client::new();
     let started = tokio::time::Instant::now();
     let mut allowed = 0u64;
     let refused = loop {
-        let base = bases[allowed as usize % bases.len()];
-        let response = http
-            .get(format!("{base}/api/v1/tenants/{slug}"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap();
-        let reply = Reply::from(response).await;
+        let (base, key) = targets[allowed as usize % targets.len()];
+        let (reply, remaining) = read_tenant(&http, base, slug, key).await;
         if reply.status != StatusCode::OK {
             break reply;
         }
@@ -145,11 +106,6 @@ async fn until_refused(bases: &[&str], slug: &str, key: &str, rate: u64) -> Run 
             reply.header("x-ratelimit-limit"),
             Some(rate.to_string().as_str())
         );
-        let remaining: u64 = reply
-            .header("x-ratelimit-remaining")
-            .unwrap()
-            .parse()
-            .unwrap();
         assert!(remaining < rate, "{slug}: remaining {remaining}");
         assert!(allowed <= rate * 4, "{slug}: never limited");
     };
@@ -165,7 +121,6 @@ async fn until_refused(bases: &[&str], slug: &str, key: &str, rate: u64) -> Run 
     assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));
     Run {
         allowed,
-        refused,
         took: started.elapsed(),
     }
 }
@@ -199,25 +154,23 @@ async fn plan_rates_hold_across_three_replicas(db: Db) {
     ] {
         let created = a.provision(slug, plan).await;
         let key = created["apiKeys"]["production"].as_str().unwrap();
-        let run = until_refused(&bases, slug, key, rate).await;
+        let targets = bases.map(|base| (base, key));
+        let run = until_refused(&targets, slug, rate).await;
         assert_within_ten_percent(&format!("{plan} over three replicas"), rate, &run);
     }
     let created = a.provision("sticky", "professional").await;
     let key = created["apiKeys"]["production"].as_str().unwrap();
-    let run = until_refused(&[&base_b], "sticky", key, 500).await;
+    let run = until_refused(&[(&base_b, key)], "sticky", 500).await;
     assert_within_ten_percent("professional on one replica", 500, &run);
-    // The others know the budget is spent.
+    // The others see it spent (a token or two may have come back since).
     for base in [a.base.as_str(), &base_c] {
-        let reply = a
-            .http
-            .get(format!("{base}/api/v1/tenants/sticky"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(reply.status(), StatusCode::TOO_MANY_REQUESTS, "{base}");
+        let (reply, remaining) = read_tenant(&a.http, base, "sticky", key).await;
+        assert!(
+            remaining < 10,
+            "{base}: {} remaining {remaining}",
+            reply.status
+        );
     }
-    drop(run.refused);
     b.shutdown().await.unwrap();
     c.shutdown().await.unwrap();
     a.stop().await;
@@ -236,7 +189,7 @@ async fn a_replica_without_the_shared_budget_limits_at_its_share(db: Db) {
     let created = a.provision("acme", "basic").await;
     let key = created["apiKeys"]["production"].as_str().unwrap();
     a.db.fail_inserts_into("tenant_rate_limits").await;
-    let run = until_refused(&[a.base.as_str()], "acme", key, 100).await;
+    let run = until_refused(&[(&a.base, key)], "acme", 100).await;
     let refilled = run.took.as_secs_f64() * 100.0 / 3.0 / 60.0;
     assert!(
         (33..=33 + refilled.ceil() as u64).contains(&run.allowed),

@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use knowton_common::Plan;
-use knowton_coordinator::config::ServeConfig;
 use knowton_coordinator::ingest::rejected::RejectedResult;
-use knowton_coordinator::server::{self, Running};
+use knowton_coordinator::server::Running;
 use knowton_coordinator::store::{Backend, Change};
 use knowton_tests::feed::{Feed, Shape, healthy};
 use knowton_tests::process::tenant_health;
@@ -66,15 +65,8 @@ async fn installations_sharing_a_database_do_not_hear_each_other(db: Db) {
 /// A second replica on `a`'s database, re-reading everything only every
 /// hour: what reaches it within [`WITHIN`] came by announcement.
 async fn second_replica(a: &TestCoordinator) -> (Running, String) {
-    let args = TestCoordinator::args_for(&a.db, |args| {
-        args.http_addr = "127.0.0.1:0".parse().unwrap();
-        args.leader.replica_resync_seconds = 3600;
-    });
-    let b = server::start(ServeConfig::try_from(args).unwrap())
+    a.another_replica(|args| args.leader.replica_resync_seconds = 3600)
         .await
-        .unwrap();
-    let base = format!("http://{}", b.http_addr);
-    (b, base)
 }
 
 fn storage_state(view: &Value) -> Option<&str> {
