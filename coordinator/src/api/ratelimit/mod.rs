@@ -78,6 +78,8 @@ pub const SHARED_RETRY_MS: i64 = 1_000;
 /// ones deleted.
 const SHRINK_EVERY: Duration = Duration::from_secs(60);
 
+/// Judges each tenant-key request against its tenant's budget: held here
+/// ([`Self::local`]) or shared by the replicas ([`Self::shared`]).
 pub struct TenantRateLimiter {
     budgets: Mutex<HashMap<Uuid, Arc<AsyncMutex<Budget>>>>,
     /// The replicas' shared budgets (PostgreSQL); none on SQLite.
@@ -151,7 +153,7 @@ impl TenantRateLimiter {
                     .inc();
                 return decision;
             }
-            Ok(Err(err)) => err.to_string(),
+            Ok(Err(err)) => knowton_common::error_chain(&err),
             Err(_) => format!("no answer within {} ms", LEASE_TIMEOUT.as_millis()),
         };
         self.metrics
