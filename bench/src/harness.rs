@@ -217,7 +217,8 @@ impl Coordinator {
     }
 }
 
-async fn execute(url: &str, statement: &str) -> anyhow::Result<()> {
+/// Runs `statement` on its own connection to `url`.
+pub async fn execute(url: &str, statement: &str) -> anyhow::Result<()> {
     let mut conn = sqlx::PgConnection::connect(url)
         .await
         .context("failed to connect to PostgreSQL")?;
@@ -229,7 +230,7 @@ async fn execute(url: &str, statement: &str) -> anyhow::Result<()> {
 }
 
 /// `url` with the session's search_path set to `schema`.
-fn with_search_path(url: &str, schema: &str) -> String {
+pub fn with_search_path(url: &str, schema: &str) -> String {
     let separator = if url.contains('?') { '&' } else { '?' };
     format!("{url}{separator}options=-c%20search_path%3D{schema}")
 }

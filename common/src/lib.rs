@@ -15,6 +15,7 @@
 //! - [`tenant`]: tenant status, branding and the validation of every field
 //!   an operator can send.
 //! - [`usage`]: usage counters and their comparison with a plan's limits.
+//! - [`ratelimit`]: the arithmetic of a tenant's request budget (GCRA).
 //! - [`units`]: byte sizes as people read them.
 //! - [`errors`]: an error and its causes on one line, for logs and messages.
 
@@ -23,6 +24,7 @@ pub mod features;
 pub mod health;
 pub mod namespace;
 pub mod plan;
+pub mod ratelimit;
 pub mod tenant;
 pub mod thresholds;
 pub mod units;

@@ -272,6 +272,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             admin_token,
             metrics_token,
             request_timeout: config.http.request_timeout,
+            shared_rate_limits: sqlite_lock.is_none(),
         },
     );
     let deploy_task = tokio::spawn(deployer.clone().run(shutdown.subscribe()));
@@ -289,6 +290,12 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         tracing::info!("no Kubernetes cluster: deployments are rendered and recorded as skipped");
     }
     spawn_housekeeping(&state, &config, shutdown.subscribe());
+    let rate_upkeep = state.limiter.clone().spawn_upkeep(
+        state.store.clone(),
+        state.deployer.leadership().holder().to_owned(),
+        state.deployer.leadership().renew_every(),
+        shutdown.subscribe(),
+    );
     let follower = state
         .service
         .spawn_follower(config.leader.resync_every, shutdown.subscribe());
@@ -379,6 +386,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         }
         if heartbeat.await.is_err_and(|e| e.is_panic()) {
             tracing::error!("the heartbeat panicked");
+        }
+        if rate_upkeep.await.is_err_and(|e| e.is_panic()) {
+            tracing::error!("the rate limiter's upkeep panicked");
         }
         let _ = resign.send(true);
         if campaign_task.await.is_err_and(|e| e.is_panic()) {
@@ -530,7 +540,6 @@ async fn start_ingest(
 const UNRECORDED_AFTER: Duration = Duration::from_secs(600);
 
 fn spawn_housekeeping(state: &AppState, config: &ServeConfig, mut stop: watch::Receiver<bool>) {
-    let limiter = state.limiter.clone();
     let lifecycle = state.service.clone();
     let leadership = state.deployer.leadership().clone();
     let purge_expired = config.purge_expired;
@@ -543,7 +552,6 @@ fn spawn_housekeeping(state: &AppState, config: &ServeConfig, mut stop: watch::R
                 _ = tick.tick() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            limiter.shrink();
             // Retention ends once, by the leader's hand.
             if purge_expired && minutes.is_multiple_of(60) && leadership.is_leader() {
                 match lifecycle.purge_expired(crate::store::now()).await {

@@ -117,10 +117,7 @@ impl TestCoordinator {
     /// Another replica on this coordinator's database, its API on a port
     /// of its own, with `change` made to the test arguments; and its base
     /// URL.
-    pub async fn another_replica(
-        &self,
-        change: impl FnOnce(&mut ServeArgs),
-    ) -> (server::Running, String) {
+    pub async fn another_replica(&self, change: impl FnOnce(&mut ServeArgs)) -> (Running, String) {
         let args = Self::args_for(&self.db, |args| {
             args.http_addr = "127.0.0.1:0".parse().unwrap();
             change(args);

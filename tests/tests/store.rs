@@ -3,9 +3,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration as StdDuration;
 
 use chrono::{Duration, DurationRound};
 use knowton_common::health::HealthStatus;
+use knowton_common::ratelimit;
 use knowton_common::{Branding, Plan, TenantStatus, Usage};
 use knowton_coordinator::credentials::KeyKind;
 use knowton_coordinator::credentials::generate_api_key;
@@ -13,7 +15,7 @@ use knowton_coordinator::store::{
     Backend, ConfigChange, Fence, NewApiKey, NewTenant, OutboxMessage, Rollup, Store, StoreError,
     Tenant, Unique, now,
 };
-use knowton_tests::{Db, TestDb, on_every_backend};
+use knowton_tests::{Db, TestDb, eventually, on_every_backend};
 use uuid::Uuid;
 
 on_every_backend!(with given_store:
@@ -29,6 +31,7 @@ on_every_backend!(with given_store:
     a_provisioning_request_is_served_by_any_attempt_since_creation,
     a_health_summary_counts_critical_and_down_minutes_as_bad,
     the_lease_has_one_holder_and_fences_a_deposed_leaders_writes,
+    the_shared_rate_budget_computes_what_the_gcra_arithmetic_does,
 );
 
 /// Runs `test` on a store opened directly on a database of its own, and
@@ -495,6 +498,74 @@ async fn deprovision_then_expiry_then_purge(store: Arc<dyn Store>) {
             .await
             .unwrap()
             .is_some()
+    );
+}
+
+/// The budget's one statement grants, grants partially, refuses and
+/// refills as `knowton_common::ratelimit` says, on the database's clock
+/// (each lease checked against the arithmetic from the TAT before it and
+/// the clock it reports). Full budgets are deleted; a purge deletes the
+/// tenant's; a tenant that does not exist has none.
+async fn the_shared_rate_budget_computes_what_the_gcra_arithmetic_does(store: Arc<dyn Store>) {
+    // 120 a minute: a token every 500 ms, so no refill comes between two
+    // statements of a sound machine, and the refill in moments.
+    const RATE: u32 = 120;
+    let f = tenant("acme");
+    store.create_tenant(&f.new).await.unwrap();
+    let id = f.new.tenant.id;
+    let tat = std::cell::Cell::new(i64::MIN);
+    let lease = async |want: u32| {
+        let taken = store.take_tokens(id, RATE, want).await.unwrap();
+        let expected = ratelimit::take(tat.get(), taken.now_ms, RATE, want);
+        assert_eq!(
+            (taken.granted, taken.tat_ms),
+            (expected.granted, expected.tat_ms),
+            "lease of {want} after TAT {} at {}",
+            tat.get(),
+            taken.now_ms
+        );
+        tat.set(taken.tat_ms);
+        taken
+    };
+    let first = lease(10).await;
+    assert_eq!(first.granted, 10);
+    assert_eq!(first.tat_ms, first.now_ms + 5_000);
+    let partial = lease(RATE).await;
+    assert!(
+        (RATE - 10..RATE).contains(&partial.granted),
+        "{}",
+        partial.granted
+    );
+    let refused = lease(2).await;
+    assert_eq!(refused.granted, 0);
+    let wait = ratelimit::wait_ms(refused.tat_ms, refused.now_ms, RATE, 2);
+    assert!((1..=1_000).contains(&wait), "{wait} ms");
+    eventually(StdDuration::from_secs(5), "a token back", || async {
+        (lease(1).await.granted == 1).then_some(())
+    })
+    .await;
+    assert_eq!(store.forget_full_budgets().await.unwrap(), 0);
+
+    // 60 000 a minute: full again a millisecond after a lease of one.
+    let other = tenant("other");
+    store.create_tenant(&other.new).await.unwrap();
+    let fast = store
+        .take_tokens(other.new.tenant.id, 60_000, 1)
+        .await
+        .unwrap();
+    assert_eq!((fast.granted, fast.tat_ms), (1, fast.now_ms + 1));
+    eventually(
+        StdDuration::from_secs(5),
+        "a full budget deleted",
+        || async { (store.forget_full_budgets().await.unwrap() == 1).then_some(()) },
+    )
+    .await;
+
+    store.deprovision(id, now()).await.unwrap();
+    store.purge(id).await.unwrap();
+    assert!(
+        store.take_tokens(id, RATE, 1).await.is_err(),
+        "no tenant, no budget"
     );
 }
 

@@ -114,7 +114,11 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     };
     let mut limit_headers = None;
     if let Caller::Tenant(owner) = &caller {
-        match state.limiter.check(owner.tenant.id, owner.tenant.plan) {
+        match state
+            .limiter
+            .check(owner.tenant.id, owner.tenant.plan)
+            .await
+        {
             Decision::Allowed { limit, remaining } => limit_headers = Some((limit, remaining)),
             Decision::Limited { limit, retry_after } => {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);

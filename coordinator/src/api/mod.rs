@@ -146,20 +146,30 @@ pub struct ApiSettings {
     pub admin_token: String,
     pub metrics_token: Option<crate::listen::MetricsToken>,
     pub request_timeout: Duration,
+    /// Tenants' rate budgets are shared with the other replicas through
+    /// the store (PostgreSQL), not held in memory (SQLite: one
+    /// coordinator).
+    pub shared_rate_limits: bool,
 }
 
 impl AppState {
     pub fn new(services: Services, settings: ApiSettings) -> Self {
+        let http_metrics = Arc::new(crate::metrics::HttpMetrics::default());
+        let limiter = if settings.shared_rate_limits {
+            TenantRateLimiter::shared(services.store.clone(), http_metrics.clone())
+        } else {
+            TenantRateLimiter::local(http_metrics.clone())
+        };
         AppState {
             service: services.lifecycle,
             store: services.store,
-            limiter: Arc::new(TenantRateLimiter::new()),
+            limiter: Arc::new(limiter),
             admin_token: settings.admin_token.into(),
             draining: Arc::new(AtomicBool::new(false)),
             ingest: services.ingest,
             notify: services.notify,
             engine: services.engine,
-            http_metrics: Arc::new(crate::metrics::HttpMetrics::default()),
+            http_metrics,
             deployer: services.deployer,
             tenant_metrics: Arc::default(),
             metrics_token: settings.metrics_token,

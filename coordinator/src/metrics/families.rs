@@ -59,6 +59,8 @@ pub fn render(s: &Sources<'_>, cache: &TenantLineCache) -> String {
     families.extend(s.http.duration.collect());
     families.extend(s.http.connections_open.collect());
     families.extend(s.http.connections_closed.collect());
+    families.extend(s.http.rate_limit_leases.collect());
+    families.extend(s.http.rate_limit_fallbacks.collect());
     // The encoder refuses a family without series (nothing counted yet).
     families.retain(|f| !f.get_metric().is_empty());
     let mut buf = Vec::new();

@@ -24,7 +24,7 @@ mod tenants;
 mod token;
 
 use axum::http::Method;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
 
 pub use crate::notify::NotifyMetrics;
 pub use families::{Sources, render};
@@ -32,7 +32,7 @@ pub use tenants::{TenantLineCache, TenantLines, tenant_lines};
 pub use token::{MIN_TOKEN_LEN, MetricsToken, MetricsTokenError, MetricsTokenSource};
 
 /// REST API requests by route and status code, and their latencies; the
-/// HTTP listeners' connections.
+/// HTTP listeners' connections; the tenants' rate limit.
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
     pub requests: IntCounterVec,
@@ -42,6 +42,13 @@ pub struct HttpMetrics {
     /// Connections the server closed, by reason: `over_limit`,
     /// `header_timeout`, `idle_timeout` ([`crate::listen`]).
     pub connections_closed: IntCounterVec,
+    /// Leases of tokens from the tenants' shared rate budgets, by
+    /// outcome: `granted`, `limited` (none left), `failed` (the database
+    /// did not answer) ([`crate::store::RateLimitStore`]).
+    pub rate_limit_leases: IntCounterVec,
+    /// Requests judged by the replica's own share of a plan's rate
+    /// because the shared budget could not be reached.
+    pub rate_limit_fallbacks: IntCounter,
 }
 
 impl Default for HttpMetrics {
@@ -79,9 +86,25 @@ impl Default for HttpMetrics {
                 &["reason"],
             )
             .expect("valid metric"),
+            rate_limit_leases: IntCounterVec::new(
+                Opts::new(
+                    "knowton_rate_limit_leases_total",
+                    "Leases of tokens from the tenants' rate budgets shared by the replicas (PostgreSQL), by outcome: granted, limited (none left), failed (the database did not answer).",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+            rate_limit_fallbacks: IntCounter::new(
+                "knowton_rate_limit_fallback_requests_total",
+                "Requests judged by this replica's own share of the plan's rate (the rate divided by the live replicas) because the shared rate budget could not be reached.",
+            )
+            .expect("valid metric"),
         };
         for reason in ["over_limit", "header_timeout", "idle_timeout"] {
             metrics.connections_closed.with_label_values(&[reason]);
+        }
+        for outcome in ["granted", "limited", "failed"] {
+            metrics.rate_limit_leases.with_label_values(&[outcome]);
         }
         metrics
     }

@@ -14,6 +14,8 @@
 //!   writes ([`LeaseStore`]).
 //! - `changes`: what one replica changes that the others must apply at
 //!   once ([`ChangeStore`]).
+//! - `ratelimit`: each tenant's request budget, shared by the replicas
+//!   ([`RateLimitStore`]).
 //! - `sql`: the SQL of all of them, written once for both backends.
 
 mod changes;
@@ -22,6 +24,7 @@ mod keys;
 mod lease;
 mod monitor;
 mod outbox;
+mod ratelimit;
 mod sql;
 
 use std::str::FromStr;
@@ -50,6 +53,7 @@ pub use outbox::{
     ClaimedMessage, DeliveryOutcome, DeliveryState, OutboxEntry, OutboxMessage, OutboxStore,
     StoredChannels,
 };
+pub use ratelimit::{RateLimitStore, Taken};
 pub use sql::{PgStore, SqliteStore};
 
 /// Errors of the store, named after what failed.
@@ -234,6 +238,7 @@ pub trait Store:
     + KeyStore
     + LeaseStore
     + ChangeStore
+    + RateLimitStore
     + std::fmt::Debug
     + Send
     + Sync

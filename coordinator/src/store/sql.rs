@@ -5,7 +5,7 @@
 //! instantiates them for each driver with its native types, so neither
 //! backend pays for a lowest-common-denominator `Any` layer. Each store
 //! trait has its own file and macro (`keys`, `outbox`, `monitor`,
-//! `deploy`, `lease`); `rows` decodes tenants for them.
+//! `deploy`, `lease`, `ratelimit`); `rows` decodes tenants for them.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,6 +19,7 @@ mod deploy;
 mod lease;
 mod monitor;
 mod outbox;
+mod ratelimit;
 mod rows;
 
 use super::{
@@ -106,7 +107,8 @@ const ACTIVE_KEYS_JOIN: &str =
     "LEFT JOIN api_keys k ON k.tenant_id = t.id AND k.revoked_at IS NULL";
 
 /// Tables holding a tenant's rows, children first.
-const TENANT_TABLES: [&str; 15] = [
+const TENANT_TABLES: [&str; 16] = [
+    "tenant_rate_limits",
     "deployment_events",
     "tenant_deployments",
     "health_rollups",
