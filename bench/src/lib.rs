@@ -6,6 +6,7 @@
 //! - [`system`]: CPU time and memory of processes and the machine, from /proc.
 //! - [`coordinator`]: a coordinator with the agent listener, as a child
 //!   process or in-process, with its certificates and tenants.
+//! - [`postgres`]: a scratch PostgreSQL schema, dropped at the end.
 //! - [`harness`]: a coordinator in-process on a scratch database, seeded
 //!   first if asked (`knowton-bench`, `knowton-bench-monitoring`).
 //! - [`seed`]: tenants written straight into the store.
@@ -17,6 +18,7 @@ pub mod coordinator;
 pub mod harness;
 pub mod latency;
 pub mod open_loop;
+pub mod postgres;
 pub mod seed;
 pub mod system;
 
