@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`system`]: CPU time and memory of processes and the machine, from /proc.
 //! - [`coordinator`]: a coordinator with the agent listener, as a child
-//!   process or in-process, with its certificates and tenants.
+//!   process, as replicas on PostgreSQL, or in-process, with its
+//!   certificates and tenants.
 //! - [`postgres`]: a scratch PostgreSQL schema, dropped at the end.
 //! - [`harness`]: a coordinator in-process on a scratch database, seeded
 //!   first if asked (`knowton-bench`, `knowton-bench-monitoring`).
