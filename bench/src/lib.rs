@@ -14,6 +14,7 @@
 //! - [`open_loop`]: the open-loop load generator, its HTTP client and how
 //!   answers are classified.
 //! - [`latency`]: latency percentiles.
+//! - [`spread`]: the median and range of a few trials or runs.
 
 pub mod coordinator;
 pub mod harness;
@@ -21,6 +22,7 @@ pub mod latency;
 pub mod open_loop;
 pub mod postgres;
 pub mod seed;
+pub mod spread;
 pub mod system;
 
 use std::process::ExitCode;

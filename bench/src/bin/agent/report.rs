@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use knowton_bench::mib;
+use knowton_bench::spread::Spread;
 use knowton_bench::system::Spent;
 use serde::Serialize;
 
@@ -196,39 +197,6 @@ fn per_minute(bytes: f64) -> String {
     }
 }
 
-/// The median and range of some figures.
-#[derive(Debug, Clone, Serialize)]
-pub struct Spread {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-impl Spread {
-    /// `None` for no figures.
-    pub fn of(figures: &[f64]) -> Option<Spread> {
-        let mut sorted = figures.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let middle = sorted.len() / 2;
-        let median = if sorted.len() % 2 == 0 {
-            (sorted.get(middle.checked_sub(1)?)? + sorted[middle]) / 2.0
-        } else {
-            sorted[middle]
-        };
-        Some(Spread {
-            median,
-            min: *sorted.first()?,
-            max: *sorted.last()?,
-        })
-    }
-}
-
-impl std::fmt::Display for Spread {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:.2} ({:.2}-{:.2})", self.median, self.min, self.max)
-    }
-}
-
 /// The runs with one replica count, summed up.
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -380,18 +348,4 @@ fn ratios(runs: &[AgentReport], target_cpu: f64) -> Option<Ratios> {
         peak_rss: ratio(AgentReport::peak_rss_mib)?,
         target_cpu,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_spread_has_the_median_and_the_range() {
-        let odd = Spread::of(&[3.0, 1.0, 2.0]).unwrap();
-        assert_eq!((odd.median, odd.min, odd.max), (2.0, 1.0, 3.0));
-        let even = Spread::of(&[4.0, 1.0, 2.0, 3.0]).unwrap();
-        assert_eq!((even.median, even.min, even.max), (2.5, 1.0, 4.0));
-        assert!(Spread::of(&[]).is_none());
-    }
 }

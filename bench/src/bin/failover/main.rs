@@ -22,6 +22,7 @@ use anyhow::{Context, bail};
 use axum::extract::State;
 use clap::Parser;
 use knowton_bench::coordinator::{BenchCoordinator, Launch, sibling_binary};
+use knowton_bench::spread::Spread;
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::{Behaviour, SimPod};
 use serde::Serialize;
@@ -354,15 +355,8 @@ async fn bench(
     let _ = agent.kill();
     let _ = agent.wait();
 
-    let mut sorted = failover_ms.clone();
-    sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    let median_ms = if sorted.len() % 2 == 0 {
-        (sorted[middle - 1] + sorted[middle]) / 2.0
-    } else {
-        sorted[middle]
-    };
-    let worst_ms = *sorted.last().context("no trial")?;
+    let spread = Spread::of(&failover_ms).context("no trial")?;
+    let (median_ms, worst_ms) = (spread.median, spread.max);
     let target_worst_ms = (args.lease_seconds * 1000 + 2000) as f64;
     Ok(Report {
         replicas: args.replicas,
