@@ -1,12 +1,17 @@
 //! A coordinator for the agent benchmarks, with the agent listener on:
 //! the release binary as a child process (so its CPU and memory are its
-//! own) or in-process, on SQLite and fresh certificates in a temporary
+//! own) or in-process, on SQLite; or several replicas of the binary on a
+//! scratch PostgreSQL schema; with fresh certificates in a temporary
 //! directory; tenants provisioned through its API; its agent counters read
 //! back through `GET /api/v1/agents`.
+//!
+//! # Layout
+//! - [`process`]: the child processes, started, killed and started again.
+
+mod process;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -22,7 +27,10 @@ use serde::Deserialize;
 use tokio::runtime::Runtime;
 use tokio::time::Instant;
 
+use crate::postgres::Schema;
 use crate::system::Proc;
+
+use self::process::Processes;
 
 /// How the coordinator runs.
 #[derive(Debug, Clone)]
@@ -31,6 +39,14 @@ pub enum Launch {
     Process(PathBuf),
     /// In this process, on a runtime of its own with this many workers.
     InProcess { threads: usize },
+    /// `count` processes of `binary` as replicas of one scratch schema in
+    /// the PostgreSQL database at `database_url` (a second coordinator on
+    /// one SQLite file refuses to start).
+    Replicas {
+        binary: PathBuf,
+        count: usize,
+        database_url: String,
+    },
 }
 
 impl Launch {
@@ -65,9 +81,11 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// A serving coordinator with the agent listener, and its scratch directory.
+/// A serving coordinator (or several replicas) with the agent listener,
+/// and its scratch directory.
 #[derive(Debug)]
 pub struct BenchCoordinator {
+    /// The first replica's addresses (the only one's, mostly).
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     /// `certs init` layout: ca.pem, ca-key.pem, server.pem, server-key.pem.
@@ -82,7 +100,7 @@ pub struct BenchCoordinator {
 
 #[derive(Debug)]
 enum Runs {
-    Process(Child),
+    Processes(Processes),
     InProcess {
         runtime: Option<Runtime>,
         running: Option<Box<Running>>,
@@ -128,10 +146,10 @@ impl BenchCoordinator {
 
     /// [`Self::start`] with `serve` settings given as environment variables
     /// (each flag has one, e.g. `KNOWTON_NOTIFY_WEBHOOK`); the coordinator
-    /// must then be a process of its own.
+    /// must then be a process of its own (or several).
     pub async fn start_with_env(launch: &Launch, env: &[(&str, String)]) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            env.is_empty() || matches!(launch, Launch::Process(_)),
+            env.is_empty() || !matches!(launch, Launch::InProcess { .. }),
             "settings through the environment need the coordinator as a process"
         );
         knowton_coordinator::certs::install_crypto_provider();
@@ -145,6 +163,7 @@ impl BenchCoordinator {
             .context("failed to read the new ca.pem")?;
         let mut key = [0u8; 32];
         rand::rng().fill(&mut key);
+        let secret_key = B64.encode(key);
         let admin_token = knowton_coordinator::credentials::random_base62(32);
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -152,25 +171,51 @@ impl BenchCoordinator {
             .build()?;
 
         let mut args = ServeArgs::for_dir(dir.path());
-        args.tls_dir = Some(tls_dir.clone());
-        args.http_addr = free_port()?;
-        args.grpc_addr = free_port()?;
-        let (http_addr, grpc_addr) = (args.http_addr, args.grpc_addr);
+        // Secrets through the environment, out of `ps`; the admin token
+        // doubles as the metrics token (see `metrics_token`).
+        let mut process_env: Vec<(String, String)> = vec![
+            ("DATABASE_URL".into(), args.database_url.clone()),
+            ("KNOWTON_SECRET_KEY".into(), secret_key.clone()),
+            ("KNOWTON_ADMIN_TOKEN".into(), admin_token.clone()),
+            ("KNOWTON_METRICS_TOKEN".into(), admin_token.clone()),
+        ];
+        process_env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let running = match launch {
-            Launch::Process(binary) => Runs::Process(spawn(
+            Launch::Process(binary) => Runs::Processes(Processes::start(
                 binary,
-                &args,
-                &B64.encode(key),
-                &admin_token,
+                1,
+                process_env,
+                &tls_dir,
                 dir.path(),
-                env,
             )?),
+            Launch::Replicas {
+                binary,
+                count,
+                database_url,
+            } => {
+                anyhow::ensure!(*count >= 1, "at least one replica");
+                let schema = Schema::create(database_url, "knowton_bench").await?;
+                process_env[0].1 = schema.url.clone();
+                match Processes::start(binary, *count, process_env, &tls_dir, dir.path()) {
+                    Ok(mut processes) => {
+                        processes.schema = Some(schema);
+                        Runs::Processes(processes)
+                    }
+                    Err(err) => {
+                        schema.drop().await;
+                        return Err(err);
+                    }
+                }
+            }
             Launch::InProcess { threads } => {
-                args.secret_key = Some(B64.encode(key));
+                args.tls_dir = Some(tls_dir.clone());
+                args.http_addr = free_port()?;
+                args.grpc_addr = free_port()?;
+                args.secret_key = Some(secret_key);
                 args.admin_token = Some(admin_token.clone());
                 args.http.metrics_token = Some(admin_token.clone());
                 let runtime = crate::runtime(*threads, "coordinator")?;
-                let config = ServeConfig::try_from(args)?;
+                let config = ServeConfig::try_from(args.clone())?;
                 let running = runtime
                     .spawn(server::start(config))
                     .await?
@@ -180,6 +225,13 @@ impl BenchCoordinator {
                     running: Some(Box::new(running)),
                 }
             }
+        };
+        let (http_addr, grpc_addr) = match &running {
+            Runs::Processes(processes) => {
+                let first = &processes.members[0];
+                (first.http_addr, first.grpc_addr)
+            }
+            Runs::InProcess { .. } => (args.http_addr, args.grpc_addr),
         };
         let mut coordinator = BenchCoordinator {
             http_addr,
@@ -191,16 +243,71 @@ impl BenchCoordinator {
             running,
             dir,
         };
-        coordinator.wait_ready().await?;
+        if let Err(err) = coordinator.wait_ready().await {
+            // The replicas' schema goes too.
+            let _ = coordinator.stop().await;
+            return Err(err);
+        }
         Ok(coordinator)
     }
 
-    /// The coordinator's process, for /proc readings.
+    /// The coordinator's process (the first replica's), for /proc readings.
     pub fn proc(&self) -> Proc {
+        self.procs()[0]
+    }
+
+    /// Every coordinator process, for /proc readings (a killed replica
+    /// has none).
+    pub fn procs(&self) -> Vec<Proc> {
         match &self.running {
-            Runs::Process(child) => Proc::Pid(child.id()),
-            Runs::InProcess { .. } => Proc::Own,
+            Runs::Processes(processes) => processes
+                .members
+                .iter()
+                .filter_map(|m| m.child.as_ref().map(|c| Proc::Pid(c.id())))
+                .collect(),
+            Runs::InProcess { .. } => vec![Proc::Own],
         }
+    }
+
+    /// How many replicas were started.
+    pub fn replicas(&self) -> usize {
+        match &self.running {
+            Runs::Processes(processes) => processes.members.len(),
+            Runs::InProcess { .. } => 1,
+        }
+    }
+
+    /// Replica `i`'s `--replica-id` (`r0`, `r1`, …), as the cluster view
+    /// names the leader (`r1#…`).
+    pub fn replica_name(&self, i: usize) -> String {
+        format!("r{i}")
+    }
+
+    /// `http://ip:port` of replica `i`'s API.
+    pub fn api_url(&self, i: usize) -> String {
+        format!("http://{}", self.member_addrs(i).0)
+    }
+
+    /// The agent listeners of every replica, in order.
+    pub fn grpc_addrs(&self) -> Vec<SocketAddr> {
+        (0..self.replicas())
+            .map(|i| self.member_addrs(i).1)
+            .collect()
+    }
+
+    fn member_addrs(&self, i: usize) -> (SocketAddr, SocketAddr) {
+        match &self.running {
+            Runs::Processes(processes) => {
+                let member = &processes.members[i];
+                (member.http_addr, member.grpc_addr)
+            }
+            Runs::InProcess { .. } => (self.http_addr, self.grpc_addr),
+        }
+    }
+
+    /// The operator's bearer token.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
     }
 
     /// The bearer token of `/metrics` (the admin token, which the bench
@@ -210,7 +317,7 @@ impl BenchCoordinator {
     }
 
     pub fn is_separate_process(&self) -> bool {
-        matches!(self.running, Runs::Process(_))
+        matches!(self.running, Runs::Processes(_))
     }
 
     /// The scratch directory (database, certificates, logs).
@@ -218,26 +325,58 @@ impl BenchCoordinator {
         self.dir.path()
     }
 
-    /// The child's log (stdout and stderr), when it is a process.
+    /// The (first replica's) log, stdout and stderr, when it is a process.
     pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("coordinator.log")
+        match &self.running {
+            Runs::Processes(processes) => processes.members[0].log.clone(),
+            Runs::InProcess { .. } => self.dir.path().join("coordinator.log"),
+        }
     }
 
     pub fn authority(&self) -> anyhow::Result<CertificateAuthority> {
         CertificateAuthority::load(&self.tls_dir).context("failed to load the benchmark CA")
     }
 
+    /// SIGKILL to replica `i`: no drain, no goodbye to its agents.
+    pub fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        match &mut self.running {
+            Runs::Processes(processes) => processes.kill(i),
+            Runs::InProcess { .. } => bail!("an in-process coordinator cannot be killed"),
+        }
+    }
+
+    /// Starts replica `i` again on its ports (after [`Self::kill`]);
+    /// returns once it answers `/readyz`.
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        match &mut self.running {
+            Runs::Processes(processes) => processes.spawn(i)?,
+            Runs::InProcess { .. } => bail!("an in-process coordinator cannot be restarted"),
+        }
+        self.wait_ready_one(i).await
+    }
+
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        for i in 0..self.replicas() {
+            self.wait_ready_one(i).await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_ready_one(&mut self, i: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let url = format!("http://{}/readyz", self.http_addr);
+        let url = format!("{}/readyz", self.api_url(i));
         loop {
-            if let Runs::Process(child) = &mut self.running
-                && let Some(status) = child.try_wait()?
-            {
-                bail!(
-                    "the coordinator exited ({status}) before it was ready:\n{}",
-                    tail(&self.log_path(), 20)
-                );
+            if let Runs::Processes(processes) = &mut self.running {
+                let member = &mut processes.members[i];
+                if let Some(child) = &mut member.child
+                    && let Some(status) = child.try_wait()?
+                {
+                    bail!(
+                        "coordinator {} exited ({status}) before it was ready:\n{}",
+                        member.name,
+                        tail(&member.log, 20)
+                    );
+                }
             }
             if let Ok(reply) = self.http.get(&url).send().await
                 && reply.status().is_success()
@@ -246,7 +385,8 @@ impl BenchCoordinator {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "the coordinator was not ready within 30 s:\n{}",
+                    "coordinator {} was not ready within 30 s:\n{}",
+                    self.replica_name(i),
                     tail(&self.log_path(), 20)
                 );
             }
@@ -305,11 +445,16 @@ impl BenchCoordinator {
         Ok(started.elapsed())
     }
 
-    /// The agents and the ingest counters.
+    /// The agents and the ingest counters (of the first replica).
     pub async fn agents(&self) -> anyhow::Result<AgentsReport> {
+        self.agents_of(0).await
+    }
+
+    /// The agents streaming to replica `i` and its ingest counters.
+    pub async fn agents_of(&self, i: usize) -> anyhow::Result<AgentsReport> {
         let reply = self
             .http
-            .get(format!("http://{}/api/v1/agents", self.http_addr))
+            .get(format!("{}/api/v1/agents", self.api_url(i)))
             .bearer_auth(&self.admin_token)
             .send()
             .await
@@ -327,30 +472,34 @@ impl BenchCoordinator {
     }
 
     /// Stops the coordinator after a benchmark that gave `result`; when
-    /// that failed, first shows the last `log_lines` of its log (if it ran
-    /// as a process).
+    /// that failed, first shows the last `log_lines` of its log (of each
+    /// replica's, if it ran as processes).
     pub async fn stop_after<T>(
         self,
         result: anyhow::Result<T>,
         log_lines: usize,
     ) -> anyhow::Result<T> {
-        if result.is_err() && self.is_separate_process() {
-            eprintln!(
-                "coordinator log (last lines):\n{}",
-                tail(&self.log_path(), log_lines)
-            );
+        if result.is_err()
+            && let Runs::Processes(processes) = &self.running
+        {
+            for member in &processes.members {
+                eprintln!(
+                    "coordinator {} log (last lines):\n{}",
+                    member.name,
+                    tail(&member.log, log_lines)
+                );
+            }
         }
         self.stop().await?;
         result
     }
 
-    /// Stops the coordinator: SIGTERM and a drain of up to 10 s for the
-    /// process, a shutdown for the in-process server.
+    /// Stops the coordinator: SIGTERM and a drain of up to 10 s for each
+    /// process (then the replicas' schema is dropped), a shutdown for the
+    /// in-process server.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         match &mut self.running {
-            Runs::Process(child) => {
-                crate::system::terminate(child, Duration::from_secs(10), "the coordinator").await
-            }
+            Runs::Processes(processes) => processes.stop(Duration::from_secs(10)).await,
             Runs::InProcess { runtime, running } => {
                 let runtime = runtime.take().expect("present until stopped");
                 let result = match running.take() {
@@ -366,54 +515,13 @@ impl BenchCoordinator {
 
 impl Drop for BenchCoordinator {
     fn drop(&mut self) {
-        match &mut self.running {
-            Runs::Process(child) => {
-                if let Ok(None) = child.try_wait() {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-            }
-            Runs::InProcess { runtime, .. } => {
-                if let Some(runtime) = runtime.take() {
-                    runtime.shutdown_background();
-                }
-            }
+        // Processes kill their children when dropped.
+        if let Runs::InProcess { runtime, .. } = &mut self.running
+            && let Some(runtime) = runtime.take()
+        {
+            runtime.shutdown_background();
         }
     }
-}
-
-fn spawn(
-    binary: &Path,
-    args: &ServeArgs,
-    secret_key: &str,
-    admin_token: &str,
-    dir: &Path,
-    env: &[(&str, String)],
-) -> anyhow::Result<Child> {
-    let log = std::fs::File::create(dir.join("coordinator.log"))?;
-    let tls_dir = args.tls_dir.as_ref().expect("set above");
-    std::process::Command::new(binary)
-        .arg("serve")
-        .args(["--http-addr", &args.http_addr.to_string()])
-        .args(["--grpc-addr", &args.grpc_addr.to_string()])
-        .args(["--database-url", &args.database_url])
-        .arg("--tls-dir")
-        .arg(tls_dir)
-        // Secrets through the environment, out of `ps`.
-        .env("KNOWTON_SECRET_KEY", secret_key)
-        .env("KNOWTON_ADMIN_TOKEN", admin_token)
-        // The admin token doubles as the metrics token (see `metrics_token`).
-        .env("KNOWTON_METRICS_TOKEN", admin_token)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env(
-            "RUST_LOG",
-            std::env::var("KNOWTON_BENCH_COORDINATOR_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("failed to start {}", binary.display()))
 }
 
 /// A loopback port that was free a moment ago.

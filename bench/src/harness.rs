@@ -17,9 +17,9 @@ use knowton_coordinator::secrets::SecretBox;
 use knowton_coordinator::server::{self, Running};
 use knowton_coordinator::store::Store;
 use rand::RngExt;
-use sqlx::Connection;
 use tokio::runtime::{Handle, Runtime};
 
+use crate::postgres::Schema;
 use crate::seed;
 
 /// Which database a run uses.
@@ -76,8 +76,8 @@ pub struct Coordinator {
     pub seed_seconds: f64,
     /// Removed at the end.
     dir: Option<tempfile::TempDir>,
-    /// `(server url without search_path, schema)` to drop at the end.
-    pg_schema: Option<(String, String)>,
+    /// Dropped at the end.
+    pg_schema: Option<Schema>,
 }
 
 impl Coordinator {
@@ -123,13 +123,9 @@ impl Coordinator {
 
     fn launch(&mut self, mut args: ServeArgs, settings: &Settings<'_>) -> anyhow::Result<()> {
         if let Some(url) = settings.postgres_url {
-            let run_id = uuid::Uuid::new_v4().simple().to_string();
-            let schema = format!("{}_{}", settings.name.replace('-', "_"), &run_id[..12]);
-            self.runtime
-                .block_on(execute(url, &format!("CREATE SCHEMA {schema}")))
-                .context("failed to create the benchmark schema")?;
-            self.pg_schema = Some((url.to_owned(), schema.clone()));
-            args.database_url = with_search_path(url, &schema);
+            let schema = self.runtime.block_on(Schema::create(url, settings.name))?;
+            args.database_url = schema.url.clone();
+            self.pg_schema = Some(schema);
         }
         let config = ServeConfig::try_from(args)?;
 
@@ -200,11 +196,8 @@ impl Coordinator {
         {
             result = Err(anyhow::Error::new(err).context("coordinator shutdown failed"));
         }
-        if let Some((url, schema)) = self.pg_schema.take() {
-            let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-            if let Err(err) = self.runtime.block_on(execute(&url, &drop)) {
-                eprintln!("warning: failed to drop schema {schema}: {err:#}");
-            }
+        if let Some(schema) = self.pg_schema.take() {
+            self.runtime.block_on(schema.drop());
         }
         self.runtime.shutdown_timeout(Duration::from_secs(5));
         if let Some(dir) = self.dir.take() {
@@ -214,40 +207,5 @@ impl Coordinator {
             }
         }
         result
-    }
-}
-
-/// Runs `statement` on its own connection to `url`.
-pub async fn execute(url: &str, statement: &str) -> anyhow::Result<()> {
-    let mut conn = sqlx::PgConnection::connect(url)
-        .await
-        .context("failed to connect to PostgreSQL")?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
-        .execute(&mut conn)
-        .await?;
-    conn.close().await?;
-    Ok(())
-}
-
-/// `url` with the session's search_path set to `schema`.
-pub fn with_search_path(url: &str, schema: &str) -> String {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}options=-c%20search_path%3D{schema}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn search_path_is_appended_to_the_query() {
-        assert_eq!(
-            with_search_path("postgres://p@h/db", "s1"),
-            "postgres://p@h/db?options=-c%20search_path%3Ds1"
-        );
-        assert_eq!(
-            with_search_path("postgres://p@h/db?sslmode=disable", "s1"),
-            "postgres://p@h/db?sslmode=disable&options=-c%20search_path%3Ds1"
-        );
     }
 }

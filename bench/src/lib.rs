@@ -5,19 +5,24 @@
 //! # Layout
 //! - [`system`]: CPU time and memory of processes and the machine, from /proc.
 //! - [`coordinator`]: a coordinator with the agent listener, as a child
-//!   process or in-process, with its certificates and tenants.
+//!   process, as replicas on PostgreSQL, or in-process, with its
+//!   certificates and tenants.
+//! - [`postgres`]: a scratch PostgreSQL schema, dropped at the end.
 //! - [`harness`]: a coordinator in-process on a scratch database, seeded
 //!   first if asked (`knowton-bench`, `knowton-bench-monitoring`).
 //! - [`seed`]: tenants written straight into the store.
 //! - [`open_loop`]: the open-loop load generator, its HTTP client and how
 //!   answers are classified.
 //! - [`latency`]: latency percentiles.
+//! - [`spread`]: the median and range of a few trials or runs.
 
 pub mod coordinator;
 pub mod harness;
 pub mod latency;
 pub mod open_loop;
+pub mod postgres;
 pub mod seed;
+pub mod spread;
 pub mod system;
 
 use std::process::ExitCode;

@@ -13,7 +13,7 @@
 //! ```
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +21,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use axum::extract::State;
 use clap::Parser;
-use knowton_bench::coordinator::sibling_binary;
+use knowton_bench::coordinator::{BenchCoordinator, Launch, sibling_binary};
+use knowton_bench::spread::Spread;
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::{Behaviour, SimPod};
 use serde::Serialize;
@@ -130,81 +131,6 @@ fn print_text(r: &Report) {
     );
 }
 
-/// One coordinator replica: its process and where it answers.
-struct Replica {
-    child: Option<Child>,
-    name: String,
-    http: u16,
-    grpc: u16,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-struct Setup {
-    binary: PathBuf,
-    database_url: String,
-    dir: tempfile::TempDir,
-    admin_token: String,
-    secret_key: String,
-    hook: String,
-    lease_seconds: u64,
-}
-
-impl Setup {
-    fn base(replica: &Replica) -> String {
-        format!("http://127.0.0.1:{}", replica.http)
-    }
-
-    /// Starts the replica's process and waits until it says it is ready.
-    fn start(&self, replica: &mut Replica) -> anyhow::Result<()> {
-        use std::io::{BufRead, BufReader};
-        let log = std::fs::File::create(self.dir.path().join(format!("{}.log", replica.name)))?;
-        let mut child = std::process::Command::new(&self.binary)
-            .current_dir(self.dir.path())
-            .args(["serve", "--log-format", "json"])
-            .args(["--replica-id", &replica.name])
-            .args(["--leader-lease-seconds", &self.lease_seconds.to_string()])
-            .args(["--http-addr", &format!("127.0.0.1:{}", replica.http)])
-            .args(["--grpc-addr", &format!("127.0.0.1:{}", replica.grpc)])
-            .arg("--tls-dir")
-            .arg(self.dir.path().join("tls"))
-            .args(["--notify-webhook", &self.hook])
-            .args(["--health-sweep-seconds", "1"])
-            .env("DATABASE_URL", &self.database_url)
-            .env("KNOWTON_ADMIN_TOKEN", &self.admin_token)
-            .env("KNOWTON_SECRET_KEY", &self.secret_key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("failed to start {}", self.binary.display()))?;
-        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.contains("coordinator ready") => break,
-                Some(Ok(_)) => {}
-                _ => bail!("replica {} exited before it was ready", replica.name),
-            }
-        }
-        std::thread::spawn(move || lines.for_each(drop));
-        replica.child = Some(child);
-        Ok(())
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 async fn get(http: &reqwest::Client, token: &str, url: String, slug: Option<&str>) -> Value {
     let mut request = http.get(url).bearer_auth(token);
     if let Some(slug) = slug {
@@ -233,37 +159,11 @@ where
 }
 
 async fn run(args: &Args) -> anyhow::Result<Report> {
-    certs::install_crypto_provider();
-    let schema = format!("bench_failover_{}", std::process::id());
-    let admin = sqlx::PgPool::connect(&args.postgres_url)
-        .await
-        .context("failed to connect to --postgres-url")?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&admin)
-        .await?;
-    let result = bench(args, &schema, &admin).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&admin)
-        .await?;
-    result
-}
-
-async fn bench(args: &Args, schema: &str, admin: &sqlx::PgPool) -> anyhow::Result<Report> {
     anyhow::ensure!(args.replicas >= 2, "--replicas must be at least 2");
     anyhow::ensure!(
         (1..=200).contains(&args.trials),
         "--trials must be 1 to 200"
     );
-    let dir = tempfile::Builder::new()
-        .prefix("knowton-bench-")
-        .tempdir()?;
-    certs::init(&dir.path().join("tls"), &[], false)?;
-    certs::agent(&dir.path().join("tls"), NODE)?;
-    let sep = if args.postgres_url.contains('?') {
-        '&'
-    } else {
-        '?'
-    };
     let arrivals: Arrivals = Arc::default();
     let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let hook = format!("http://{}/hook", receiver.local_addr()?);
@@ -271,31 +171,43 @@ async fn bench(args: &Args, schema: &str, admin: &sqlx::PgPool) -> anyhow::Resul
         .route("/hook", axum::routing::post(receive))
         .with_state(arrivals.clone());
     tokio::spawn(async move { axum::serve(receiver, app).await });
-    let setup = Setup {
+    // The database's own statistics, whatever the schema.
+    let admin = sqlx::PgPool::connect(&args.postgres_url)
+        .await
+        .context("failed to connect to --postgres-url")?;
+    let launch = Launch::Replicas {
         binary: sibling_binary("knowton-coordinator")?,
-        database_url: format!(
-            "{}{sep}options=-c%20search_path%3D{schema}",
-            args.postgres_url
-        ),
-        admin_token: knowton_coordinator::credentials::random_base62(32),
-        secret_key: "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=".to_owned(),
-        dir,
-        hook,
-        lease_seconds: args.lease_seconds,
+        count: args.replicas,
+        database_url: args.postgres_url.clone(),
     };
-    let mut replicas = Vec::new();
-    for i in 0..args.replicas {
-        let mut replica = Replica {
-            child: None,
-            name: format!("r{i}"),
-            http: free_port()?,
-            grpc: free_port()?,
-        };
-        setup.start(&mut replica)?;
-        replicas.push(replica);
-    }
+    let mut kt = BenchCoordinator::start_with_env(
+        &launch,
+        &[
+            (
+                "KNOWTON_LEADER_LEASE_SECONDS",
+                args.lease_seconds.to_string(),
+            ),
+            ("KNOWTON_NOTIFY_WEBHOOK", hook),
+            ("KNOWTON_HEALTH_SWEEP_SECONDS", "1".to_owned()),
+        ],
+    )
+    .await?;
+    let result = match certs::agent(&kt.tls_dir, NODE) {
+        Ok(_) => bench(args, &mut kt, &admin, &arrivals).await,
+        Err(err) => Err(err.into()),
+    };
+    admin.close().await;
+    kt.stop_after(result, 10).await
+}
+
+async fn bench(
+    args: &Args,
+    kt: &mut BenchCoordinator,
+    admin: &sqlx::PgPool,
+    arrivals: &Arrivals,
+) -> anyhow::Result<Report> {
     let http = reqwest::Client::builder().no_proxy().build()?;
-    let token = setup.admin_token.clone();
+    let token = kt.admin_token().to_owned();
 
     // The store's load from idle replicas.
     let commits = || async {
@@ -311,7 +223,7 @@ async fn bench(args: &Args, schema: &str, admin: &sqlx::PgPool) -> anyhow::Resul
 
     // A tenant per trial, each with a pod of its own, probed by one agent
     // streaming to every replica.
-    let base0 = Setup::base(&replicas[0]);
+    let base0 = kt.api_url(0);
     let mut pods = Vec::new();
     let mut targets = String::new();
     for trial in 0..args.trials {
@@ -340,15 +252,16 @@ async fn bench(args: &Args, schema: &str, admin: &sqlx::PgPool) -> anyhow::Resul
         ));
         pods.push(pod);
     }
-    let targets_file = setup.dir.path().join("targets.yaml");
+    let targets_file = kt.dir().join("targets.yaml");
     std::fs::write(&targets_file, targets)?;
-    let coordinators: Vec<String> = replicas
+    let coordinators: Vec<String> = kt
+        .grpc_addrs()
         .iter()
-        .map(|r| format!("https://127.0.0.1:{}", r.grpc))
+        .map(|addr| format!("https://{addr}"))
         .collect();
-    let mut agent = spawn_agent(&setup, args, &targets_file, &coordinators.join(","))?;
-    for replica in &replicas {
-        let base = Setup::base(replica);
+    let mut agent = spawn_agent(kt, args, &targets_file, &coordinators.join(","))?;
+    for replica in 0..kt.replicas() {
+        let base = kt.api_url(replica);
         let healthy = until(
             Duration::from_secs(60),
             "every tenant healthy on every replica",
@@ -367,12 +280,11 @@ async fn bench(args: &Args, schema: &str, admin: &sqlx::PgPool) -> anyhow::Resul
         if let Err(err) = healthy {
             let url = format!("{base}/api/v1/monitoring/health");
             let seen = get(&http, &token, url, Some("failover-0")).await;
-            let agent_log =
-                std::fs::read_to_string(setup.dir.path().join("agent.log")).unwrap_or_default();
+            let agent_log = std::fs::read_to_string(kt.dir().join("agent.log")).unwrap_or_default();
             let tail: Vec<&str> = agent_log.lines().rev().take(5).collect();
             bail!(
                 "{err}: {} has failover-0 at {seen}; agent log ends {tail:?}",
-                replica.name
+                kt.replica_name(replica)
             );
         }
     }
@@ -381,18 +293,14 @@ async fn bench(args: &Args, schema: &str, admin: &sqlx::PgPool) -> anyhow::Resul
     for (trial, pod) in pods.iter().enumerate() {
         let cluster = get(&http, &token, format!("{base0}/api/v1/cluster"), None).await;
         let leader = cluster["leader"].as_str().unwrap_or_default().to_owned();
-        let Some(index) = replicas
-            .iter()
-            .position(|r| leader.starts_with(&format!("{}#", r.name)))
+        let Some(index) =
+            (0..kt.replicas()).find(|&i| leader.starts_with(&format!("{}#", kt.replica_name(i))))
         else {
             bail!("no leader in {cluster}");
         };
         let slug = format!("failover-{trial}");
         let killed_at = Instant::now();
-        if let Some(child) = &mut replicas[index].child {
-            child.kill()?;
-            child.wait()?;
-        }
+        kt.kill(index)?;
         pod.set(Behaviour::DatabaseDown).await;
         let arrived = || {
             arrivals
@@ -411,9 +319,8 @@ async fn bench(args: &Args, schema: &str, admin: &sqlx::PgPool) -> anyhow::Resul
         failover_ms.push((at - killed_at).as_secs_f64() * 1000.0);
 
         // The killed replica comes back and catches up before the next trial.
-        replicas[index].child = None;
-        setup.start(&mut replicas[index])?;
-        let base = Setup::base(&replicas[index]);
+        kt.restart(index).await?;
+        let base = kt.api_url(index);
         until(
             Duration::from_secs(60),
             "the restarted replica's agent",
@@ -448,15 +355,8 @@ async fn bench(args: &Args, schema: &str, admin: &sqlx::PgPool) -> anyhow::Resul
     let _ = agent.kill();
     let _ = agent.wait();
 
-    let mut sorted = failover_ms.clone();
-    sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    let median_ms = if sorted.len() % 2 == 0 {
-        (sorted[middle - 1] + sorted[middle]) / 2.0
-    } else {
-        sorted[middle]
-    };
-    let worst_ms = *sorted.last().context("no trial")?;
+    let spread = Spread::of(&failover_ms).context("no trial")?;
+    let (median_ms, worst_ms) = (spread.median, spread.max);
     let target_worst_ms = (args.lease_seconds * 1000 + 2000) as f64;
     Ok(Report {
         replicas: args.replicas,
@@ -472,17 +372,17 @@ async fn bench(args: &Args, schema: &str, admin: &sqlx::PgPool) -> anyhow::Resul
 }
 
 fn spawn_agent(
-    setup: &Setup,
+    kt: &BenchCoordinator,
     args: &Args,
     targets: &Path,
     coordinators: &str,
 ) -> anyhow::Result<Child> {
     let binary = sibling_binary("knowton-agent")?;
-    let log = std::fs::File::create(setup.dir.path().join("agent.log"))?;
+    let log = std::fs::File::create(kt.dir().join("agent.log"))?;
     std::process::Command::new(&binary)
         .args(["--node-name", NODE])
         .arg("--tls-dir")
-        .arg(setup.dir.path().join("tls"))
+        .arg(&kt.tls_dir)
         .arg("--targets")
         .arg(targets)
         .args(["--interval", &format!("{}ms", args.interval.as_millis())])

@@ -258,6 +258,9 @@ fn launch_text(launch: &Launch) -> String {
         Launch::InProcess { threads } => {
             format!("in-process, {threads} threads, sharing the process with the load generator")
         }
+        Launch::Replicas { binary, count, .. } => {
+            format!("{count} replicas of {} on PostgreSQL", binary.display())
+        }
     }
 }
 

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use clap::Parser;
-use knowton_bench::harness::{execute, with_search_path};
 use knowton_bench::latency::Latency;
+use knowton_bench::postgres::Schema;
 use knowton_bench::seed;
 use knowton_common::Plan;
 use knowton_coordinator::api::ratelimit::{Decision, TenantRateLimiter};
@@ -48,15 +48,10 @@ struct Args {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let schema = format!(
-        "knowton_bench_rl_{}",
-        &Uuid::new_v4().simple().to_string()[..12]
-    );
-    execute(&args.database_url, &format!("CREATE SCHEMA {schema}")).await?;
-    let result = bench(&args, &with_search_path(&args.database_url, &schema)).await;
-    let dropped = execute(&args.database_url, &format!("DROP SCHEMA {schema} CASCADE")).await;
-    result?;
-    dropped
+    let schema = Schema::create(&args.database_url, "knowton_bench_rl").await?;
+    let result = bench(&args, &schema.url).await;
+    schema.drop().await;
+    result
 }
 
 async fn bench(args: &Args, url: &str) -> anyhow::Result<()> {
