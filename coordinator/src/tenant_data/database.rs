@@ -181,11 +181,7 @@ impl TenantDatabases {
             .bind(&name)
             .execute(&self.pool)
             .await
-            .map_err(|source| TenantDataError::Database {
-                name: name.clone(),
-                step: "end the role's sessions",
-                source,
-            })?;
+            .map_err(failed(&name, "end the role's sessions"))?;
         Ok(())
     }
 
@@ -198,11 +194,7 @@ impl TenantDatabases {
         .bind(name)
         .fetch_optional(&self.pool)
         .await
-        .map_err(|source| TenantDataError::Database {
-            name: name.to_owned(),
-            step: "read the database's mark",
-            source,
-        })?;
+        .map_err(failed(name, "read the database's mark"))?;
         Ok(comment
             .flatten()
             .and_then(|c| parse_marker(&c))
@@ -248,11 +240,7 @@ impl TenantDatabases {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(|source| TenantDataError::Database {
-            name: "tenant_*".to_owned(),
-            step: "list the tenants' databases",
-            source,
-        })?;
+        .map_err(failed("tenant_*", "list the tenants' databases"))?;
         let cutoff = chrono::Utc::now().timestamp() - i64::try_from(age.as_secs()).unwrap_or(0);
         Ok(rows
             .into_iter()
@@ -278,11 +266,7 @@ impl TenantDatabases {
             .bind(name)
             .fetch_optional(&self.pool)
             .await
-            .map_err(|source| TenantDataError::Database {
-                name: name.to_owned(),
-                step: "look it up",
-                source,
-            })?;
+            .map_err(failed(name, "look it up"))?;
         Ok(found.is_some())
     }
 
@@ -293,16 +277,18 @@ impl TenantDatabases {
             .execute(&self.pool)
             .await
             .map(drop)
-            .map_err(|source| TenantDataError::Database {
-                name: name.to_owned(),
-                step,
-                source,
-            })
+            .map_err(failed(name, step))
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// A failed statement on the database (or role) `name`, at `step`.
+fn failed(name: &str, step: &'static str) -> impl FnOnce(sqlx::Error) -> TenantDataError {
+    let name = name.to_owned();
+    move |source| TenantDataError::Database { name, step, source }
 }
 
 /// `(tenant, unix seconds)` of a database's mark.
