@@ -11,6 +11,8 @@ use std::future::Future;
 
 use knowton_coordinator::tenant_data::database_name;
 use knowton_coordinator::tenant_data::scram::verifier_with;
+use knowton_tests::cluster::database_addr;
+use knowton_tests::proxy::TcpProxy;
 use knowton_tests::{Db, TestCoordinator, on_every_backend, postgres_url, tenant_request};
 use reqwest::{Method, StatusCode};
 use sqlx::PgPool;
@@ -175,6 +177,62 @@ async fn a_provisioning_that_fails_half_way_leaves_no_role_database_or_record(
         .admin(
             Method::DELETE,
             &format!("/api/v1/tenants/{first}?purge=true"),
+            None,
+        )
+        .await;
+    assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
+    kt.stop().await;
+}
+
+/// The tenants' database server cut off while a tenant is deprovisioned:
+/// the answer names the failed step, and the tenant is deprovisioned all
+/// the same (its health no longer served, its record so marked);
+/// deprovisioning again once the server is back disables the role. (The
+/// coordinator's store is SQLite: the behaviour does not depend on it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deprovisioning_the_database_server_refuses_still_stops_the_tenant() {
+    let Some(server) = postgres_url() else {
+        eprintln!("TEST_DATABASE_URL is not set: tenants' databases are not tested");
+        return;
+    };
+    let direct = database_addr(&server);
+    let proxy = TcpProxy::start(direct).await;
+    let via_proxy = server.replacen(&direct.to_string(), &proxy.addr.to_string(), 1);
+    let kt = TestCoordinator::start_and(Db::Sqlite, |args| {
+        args.tenant_data.tenant_database_url = Some(via_proxy);
+    })
+    .await;
+    let admin = PgPool::connect(&server).await.unwrap();
+    let slug = fresh_slug("cut");
+    let name = database_name(&slug);
+    kt.provision(&slug, "basic").await;
+
+    proxy.cut();
+    let refused = kt
+        .admin(Method::DELETE, &format!("/api/v1/tenants/{slug}"), None)
+        .await;
+    let (code, _) = refused.error(StatusCode::BAD_GATEWAY);
+    assert_eq!(code, "tenant_data_error");
+    let tenant = kt
+        .admin(Method::GET, &format!("/api/v1/tenants/{slug}"), None)
+        .await;
+    assert_eq!(tenant.body["status"], "deprovisioned", "{}", tenant.body);
+    assert_eq!(
+        kt.monitoring_health(&slug).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(role(&admin, &name).await.map(|r| r.0), Some(true));
+
+    proxy.restore();
+    let again = kt
+        .admin(Method::DELETE, &format!("/api/v1/tenants/{slug}"), None)
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(role(&admin, &name).await.map(|r| r.0), Some(false));
+    let purged = kt
+        .admin(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{slug}?purge=true"),
             None,
         )
         .await;

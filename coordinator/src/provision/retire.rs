@@ -19,13 +19,15 @@ impl TenantLifecycle {
             .await
             .map_err(failed(LifecycleError::Deprovision, id))?;
         let tenant = self.get(id).await?;
+        self.changed(id, &tenant.slug).await;
+        tracing::info!(tenant = %tenant.slug, retain_until = %tenant.retain_until.unwrap_or(retain_until), "tenant deprovisioned, data kept");
+        self.deployer.after_change(id, Trigger::Deprovisioned).await;
+        // Last: when the database server refuses, the tenant is stopped
+        // all the same, and deprovisioning again disables the role.
         self.data
             .disable(&tenant.slug)
             .await
             .map_err(|e| LifecycleError::DisableData(Box::new(e)))?;
-        self.changed(id, &tenant.slug).await;
-        tracing::info!(tenant = %tenant.slug, retain_until = %tenant.retain_until.unwrap_or(retain_until), "tenant deprovisioned, data kept");
-        self.deployer.after_change(id, Trigger::Deprovisioned).await;
         Ok(tenant)
     }
 
