@@ -81,6 +81,47 @@ pub fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// How a benchmark starts the real agent binary.
+#[derive(Debug)]
+pub struct AgentLaunch<'a> {
+    pub binary: &'a Path,
+    /// `--node-name` (its certificate issued in the coordinator's TLS
+    /// directory).
+    pub node: &'a str,
+    pub targets: &'a Path,
+    pub interval: Duration,
+    /// The `--coordinator` list.
+    pub coordinators: String,
+    /// Where its standard output and error go.
+    pub log: &'a Path,
+}
+
+impl AgentLaunch<'_> {
+    /// Starts it with `kt`'s TLS directory, its metrics on a free port and
+    /// its log level from `KNOWTON_BENCH_AGENT_LOG` (default `info`).
+    pub fn spawn(&self, kt: &BenchCoordinator) -> anyhow::Result<std::process::Child> {
+        let log = std::fs::File::create(self.log)?;
+        std::process::Command::new(self.binary)
+            .args(["--node-name", self.node])
+            .arg("--tls-dir")
+            .arg(&kt.tls_dir)
+            .arg("--targets")
+            .arg(self.targets)
+            .args(["--interval", &format!("{}ms", self.interval.as_millis())])
+            .args(["--coordinator", &self.coordinators])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .env(
+                "RUST_LOG",
+                std::env::var("KNOWTON_BENCH_AGENT_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("failed to start {}", self.binary.display()))
+    }
+}
+
 /// A serving coordinator (or several replicas) with the agent listener,
 /// and its scratch directory.
 #[derive(Debug)]

@@ -20,12 +20,12 @@ mod relay;
 mod report;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitCode, Stdio};
+use std::process::{Child, ExitCode};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use knowton_bench::coordinator::{self, AgentRow, BenchCoordinator, Launch};
+use knowton_bench::coordinator::{self, AgentLaunch, AgentRow, BenchCoordinator, Launch};
 use knowton_bench::mib;
 use knowton_bench::system::{self, Meter, Proc};
 use serde::Serialize;
@@ -298,7 +298,17 @@ async fn bench(
     );
 
     let log = kt.dir().join("agent.log");
-    let mut agent = Agent::spawn(agent_bin, args, kt, &targets, &coordinators, &log)?;
+    let launch = AgentLaunch {
+        binary: agent_bin,
+        node: NODE,
+        targets: &targets,
+        interval: args.interval,
+        coordinators: coordinators.join(","),
+        log: &log,
+    };
+    let mut agent = Agent {
+        child: launch.spawn(kt)?,
+    };
     let result = measure(args, kt, pods, &relays, &mut agent).await;
     if result.is_err() {
         eprintln!("agent log (last lines):\n{}", coordinator::tail(&log, 10));
@@ -458,36 +468,6 @@ struct Agent {
 }
 
 impl Agent {
-    fn spawn(
-        binary: &Path,
-        args: &Args,
-        kt: &BenchCoordinator,
-        targets: &Path,
-        coordinators: &[String],
-        log: &Path,
-    ) -> anyhow::Result<Self> {
-        let log = std::fs::File::create(log)?;
-        let child = std::process::Command::new(binary)
-            .args(["--node-name", NODE])
-            .arg("--tls-dir")
-            .arg(&kt.tls_dir)
-            .arg("--targets")
-            .arg(targets)
-            .args(["--interval", &format!("{}ms", args.interval.as_millis())])
-            .args(["--coordinator", &coordinators.join(",")])
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .env(
-                "RUST_LOG",
-                std::env::var("KNOWTON_BENCH_AGENT_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("failed to start {}", binary.display()))?;
-        Ok(Agent { child })
-    }
-
     fn proc(&self) -> Proc {
         Proc::Pid(self.child.id())
     }

@@ -12,15 +12,14 @@
 //! from the breaching result's arrival to the webhook request.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::process::{Child, ExitCode, Stdio};
+use std::process::{Child, ExitCode};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use axum::extract::State;
 use clap::Parser;
-use knowton_bench::coordinator::{self, BenchCoordinator, Launch};
+use knowton_bench::coordinator::{self, AgentLaunch, BenchCoordinator, Launch};
 use knowton_coordinator::sim::{Behaviour, SimPod};
 use serde::Serialize;
 use serde_json::Value;
@@ -219,37 +218,20 @@ async fn bench(args: &Args, kt: &BenchCoordinator, arrivals: &Arrivals) -> anyho
     let targets = kt.dir().join("targets.yaml");
     std::fs::write(&targets, yaml)?;
     let agent_bin = coordinator::sibling_binary("knowton-agent")?;
-    let mut agent = spawn_agent(&agent_bin, args, kt, &targets)?;
+    let log = kt.dir().join("agent.log");
+    let mut agent = AgentLaunch {
+        binary: &agent_bin,
+        node: NODE,
+        targets: &targets,
+        interval: args.interval,
+        coordinators: format!("https://127.0.0.1:{}", kt.grpc_addr.port()),
+        log: &log,
+    }
+    .spawn(kt)?;
     let result = rounds(args, kt, &slugs, &pods, arrivals, &mut agent).await;
     let _ = agent.kill();
     let _ = agent.wait();
     result
-}
-
-fn spawn_agent(
-    binary: &Path,
-    args: &Args,
-    kt: &BenchCoordinator,
-    targets: &Path,
-) -> anyhow::Result<Child> {
-    let log = std::fs::File::create(kt.dir().join("agent.log"))?;
-    std::process::Command::new(binary)
-        .args(["--node-name", NODE])
-        .arg("--tls-dir")
-        .arg(&kt.tls_dir)
-        .arg("--targets")
-        .arg(targets)
-        .args(["--interval", &format!("{}ms", args.interval.as_millis())])
-        .args([
-            "--coordinator",
-            &format!("https://127.0.0.1:{}", kt.grpc_addr.port()),
-        ])
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("failed to start {}", binary.display()))
 }
 
 async fn scrape(kt: &BenchCoordinator) -> anyhow::Result<String> {

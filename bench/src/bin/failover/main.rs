@@ -13,15 +13,14 @@
 //! ```
 
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::process::{Child, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::extract::State;
 use clap::Parser;
-use knowton_bench::coordinator::{BenchCoordinator, Launch, sibling_binary};
+use knowton_bench::coordinator::{AgentLaunch, BenchCoordinator, Launch, sibling_binary};
 use knowton_bench::spread::Spread;
 use knowton_coordinator::certs;
 use knowton_coordinator::sim::{Behaviour, SimPod};
@@ -259,7 +258,17 @@ async fn bench(
         .iter()
         .map(|addr| format!("https://{addr}"))
         .collect();
-    let mut agent = spawn_agent(kt, args, &targets_file, &coordinators.join(","))?;
+    let agent_bin = sibling_binary("knowton-agent")?;
+    let log = kt.dir().join("agent.log");
+    let mut agent = AgentLaunch {
+        binary: &agent_bin,
+        node: NODE,
+        targets: &targets_file,
+        interval: args.interval,
+        coordinators: coordinators.join(","),
+        log: &log,
+    }
+    .spawn(kt)?;
     for replica in 0..kt.replicas() {
         let base = kt.api_url(replica);
         let healthy = until(
@@ -369,30 +378,6 @@ async fn bench(
         target_worst_ms,
         pass: worst_ms <= target_worst_ms,
     })
-}
-
-fn spawn_agent(
-    kt: &BenchCoordinator,
-    args: &Args,
-    targets: &Path,
-    coordinators: &str,
-) -> anyhow::Result<Child> {
-    let binary = sibling_binary("knowton-agent")?;
-    let log = std::fs::File::create(kt.dir().join("agent.log"))?;
-    std::process::Command::new(&binary)
-        .args(["--node-name", NODE])
-        .arg("--tls-dir")
-        .arg(&kt.tls_dir)
-        .arg("--targets")
-        .arg(targets)
-        .args(["--interval", &format!("{}ms", args.interval.as_millis())])
-        .args(["--coordinator", coordinators])
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("failed to start {}", binary.display()))
 }
 
 #[cfg(test)]
