@@ -30,8 +30,7 @@ where
     F: FnOnce(TestCoordinator, PgPool) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let Some(server) = postgres_url() else {
-        eprintln!("TEST_DATABASE_URL is not set: tenants' databases are not tested");
+    let Some(server) = tenants_server() else {
         return;
     };
     let kt = TestCoordinator::start_and(db, |args| {
@@ -40,6 +39,28 @@ where
     .await;
     let admin = PgPool::connect(&server).await.unwrap();
     test(kt, admin).await;
+}
+
+/// The PostgreSQL server of the tenants' databases: the test database's
+/// (`None`, said once, without `TEST_DATABASE_URL`).
+fn tenants_server() -> Option<String> {
+    let server = postgres_url();
+    if server.is_none() {
+        eprintln!("TEST_DATABASE_URL is not set: tenants' databases are not tested");
+    }
+    server
+}
+
+/// Purges `slug` through the API, which must succeed.
+async fn purge(kt: &TestCoordinator, slug: &str) {
+    let purged = kt
+        .admin(
+            Method::DELETE,
+            &format!("/api/v1/tenants/{slug}?purge=true"),
+            None,
+        )
+        .await;
+    assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
 }
 
 /// A slug no other test (or earlier run) uses.
@@ -106,14 +127,7 @@ async fn a_tenant_gets_a_private_database_kept_when_deprovisioned_and_dropped_wh
     assert!(files.is_dir());
 
     // Purged: database, role and files are gone.
-    let purged = kt
-        .admin(
-            Method::DELETE,
-            &format!("/api/v1/tenants/{slug}?purge=true"),
-            None,
-        )
-        .await;
-    assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
+    purge(&kt, &slug).await;
     assert!(database(&admin, &name).await.is_none());
     assert!(role(&admin, &name).await.is_none());
     assert!(!files.exists());
@@ -173,14 +187,7 @@ async fn a_provisioning_that_fails_half_way_leaves_no_role_database_or_record(
     assert!(role(&admin, &second_name).await.is_none());
     assert!(!kt.db.dir.path().join("tenants").join(&second).exists());
 
-    let purged = kt
-        .admin(
-            Method::DELETE,
-            &format!("/api/v1/tenants/{first}?purge=true"),
-            None,
-        )
-        .await;
-    assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
+    purge(&kt, &first).await;
     kt.stop().await;
 }
 
@@ -191,8 +198,7 @@ async fn a_provisioning_that_fails_half_way_leaves_no_role_database_or_record(
 /// coordinator's store is SQLite: the behaviour does not depend on it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deprovisioning_the_database_server_refuses_still_stops_the_tenant() {
-    let Some(server) = postgres_url() else {
-        eprintln!("TEST_DATABASE_URL is not set: tenants' databases are not tested");
+    let Some(server) = tenants_server() else {
         return;
     };
     let direct = database_addr(&server);
@@ -229,14 +235,7 @@ async fn a_deprovisioning_the_database_server_refuses_still_stops_the_tenant() {
         .await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.body);
     assert_eq!(role(&admin, &name).await.map(|r| r.0), Some(false));
-    let purged = kt
-        .admin(
-            Method::DELETE,
-            &format!("/api/v1/tenants/{slug}?purge=true"),
-            None,
-        )
-        .await;
-    assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
+    purge(&kt, &slug).await;
     kt.stop().await;
 }
 
@@ -302,14 +301,7 @@ async fn databases_of_interrupted_provisionings_are_dropped_once_old(
                 .unwrap();
         }
     }
-    let purged = kt
-        .admin(
-            Method::DELETE,
-            &format!("/api/v1/tenants/{recorded}?purge=true"),
-            None,
-        )
-        .await;
-    assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
+    purge(&kt, &recorded).await;
     kt.stop().await;
 }
 
@@ -317,8 +309,7 @@ async fn databases_of_interrupted_provisionings_are_dropped_once_old(
 /// made by the server, read back, and computed again with its salt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_scram_verifier_is_the_one_postgresql_computes() {
-    let Some(server) = postgres_url() else {
-        eprintln!("TEST_DATABASE_URL is not set: skipping");
+    let Some(server) = tenants_server() else {
         return;
     };
     let admin = PgPool::connect(&server).await.unwrap();
