@@ -3,6 +3,7 @@
 //! them that `GET /api/v1/cluster` and `knowton-coordinator cluster` show.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -24,13 +25,42 @@ pub struct Advertised {
     pub grpc_addr: Option<String>,
 }
 
-/// Beats every `every` until `stop`, then removes this replica's row.
+/// How many replicas are alive (this one included), as this replica's
+/// last heartbeat counted them; cheap to clone and read.
+#[derive(Debug, Clone)]
+pub struct LiveReplicas(Arc<AtomicU32>);
+
+impl Default for LiveReplicas {
+    fn default() -> Self {
+        LiveReplicas(Arc::new(AtomicU32::new(1)))
+    }
+}
+
+impl LiveReplicas {
+    pub fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// At least this one.
+    pub fn set(&self, count: u32) {
+        self.0.store(count.max(1), Ordering::Relaxed);
+    }
+}
+
+/// A replica silent for longer than this is not alive: three beats missed.
+fn silent_after(beat_every: Duration) -> Duration {
+    beat_every * 3
+}
+
+/// Beats every `every` until `stop`, then removes this replica's row; each
+/// beat also counts the live replicas into `live`.
 pub fn spawn_heartbeat(
     store: Arc<dyn Store>,
     leadership: Leadership,
     registry: Arc<Registry>,
     advertised: Advertised,
     every: Duration,
+    live: LiveReplicas,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -55,8 +85,11 @@ pub fn spawn_heartbeat(
                 grpc_addr: advertised.grpc_addr.clone(),
                 agents,
             };
-            if let Err(err) = store.heartbeat(&beat).await {
-                tracing::warn!(error = %err, "failed to record this replica's heartbeat");
+            match store.heartbeat(&beat, silent_after(every)).await {
+                Ok(alive) => live.set(alive),
+                Err(err) => {
+                    tracing::warn!(error = %err, "failed to record this replica's heartbeat")
+                }
             }
         }
         if let Err(err) = store.forget_replica(leadership.holder()).await {
@@ -116,7 +149,7 @@ impl ClusterView {
         answered_by: &str,
     ) -> ClusterView {
         let leading = term.as_ref().filter(|t| t.expires_ms > t.now_ms);
-        let silent_after = i64::try_from(beat_every.as_millis() * 3).unwrap_or(i64::MAX);
+        let silent_after = i64::try_from(silent_after(beat_every).as_millis()).unwrap_or(i64::MAX);
         ClusterView {
             epoch: term.as_ref().map_or(0, |t| t.epoch),
             leader: leading.map(|t| t.holder.clone()),

@@ -290,12 +290,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         tracing::info!("no Kubernetes cluster: deployments are rendered and recorded as skipped");
     }
     spawn_housekeeping(&state, &config, shutdown.subscribe());
-    let rate_upkeep = state.limiter.clone().spawn_upkeep(
-        state.store.clone(),
-        state.deployer.leadership().holder().to_owned(),
-        state.deployer.leadership().renew_every(),
-        shutdown.subscribe(),
-    );
+    let rate_upkeep = state.limiter.clone().spawn_upkeep(shutdown.subscribe());
     let follower = state
         .service
         .spawn_follower(config.leader.resync_every, shutdown.subscribe());
@@ -322,6 +317,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         state.ingest.clone(),
         advertised,
         state.deployer.leadership().renew_every(),
+        state.limiter.live_replicas_handle(),
         shutdown.subscribe(),
     );
     let app = api::router(state.clone());

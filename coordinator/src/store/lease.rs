@@ -89,8 +89,9 @@ pub trait LeaseStore: Send + Sync {
     /// The term in force, if any replica ever led.
     async fn term(&self) -> Result<Option<Term>>;
     /// Records that the replica is alive and what it says of itself; rows
-    /// of replicas silent for a day are removed.
-    async fn heartbeat(&self, beat: &ReplicaBeat) -> Result<()>;
+    /// of replicas silent for a day are removed. Returns how many replicas
+    /// (this one included) beat within `alive_within`.
+    async fn heartbeat(&self, beat: &ReplicaBeat, alive_within: Duration) -> Result<u32>;
     /// Every replica heard of in the last day, by id.
     async fn replicas(&self) -> Result<Vec<ReplicaRow>>;
     /// Removes a replica that is shutting down.

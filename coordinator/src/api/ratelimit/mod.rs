@@ -35,7 +35,8 @@
 //!
 //! When the database does not answer a lease within [`LEASE_TIMEOUT`], the
 //! replica judges every tenant for [`SHARED_RETRY_MS`] by a budget of its
-//! own at the plan's rate divided by the live replicas (as last read), and
+//! own at the plan's rate divided by the live replicas (as its last
+//! heartbeat counted them), and
 //! counts each such request (`knowton_rate_limit_fallback_requests_total`).
 //!
 //! # Layout
@@ -44,7 +45,7 @@
 pub mod budget;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,8 +57,8 @@ use uuid::Uuid;
 
 use self::budget::Budget;
 use crate::metrics::HttpMetrics;
-use crate::replicas::ClusterView;
-use crate::store::{RateLimitStore, Store};
+use crate::replicas::LiveReplicas;
+use crate::store::RateLimitStore;
 
 /// The outcome of one request against its tenant's budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,8 +87,9 @@ pub struct TenantRateLimiter {
     shared: Option<Arc<dyn RateLimitStore>>,
     /// Time zero of the budgets held here.
     epoch: Instant,
-    /// Live replicas as last read: the divisor of the fallback share.
-    live_replicas: AtomicU32,
+    /// Live replicas as the heartbeat last counted them: the divisor of
+    /// the fallback share.
+    live_replicas: LiveReplicas,
     /// Until when (ms on this clock) the shared budget is not tried.
     shared_down_until_ms: AtomicI64,
     metrics: Arc<HttpMetrics>,
@@ -118,7 +120,7 @@ impl TenantRateLimiter {
             budgets: Mutex::default(),
             shared,
             epoch: Instant::now(),
-            live_replicas: AtomicU32::new(1),
+            live_replicas: LiveReplicas::default(),
             shared_down_until_ms: AtomicI64::new(i64::MIN),
             metrics,
         }
@@ -180,14 +182,19 @@ impl TenantRateLimiter {
         budget.judge_locally(now, limit, self.live_replicas())
     }
 
-    /// Live replicas as last read (at least this one).
+    /// Live replicas as last counted (at least this one).
     pub fn live_replicas(&self) -> u32 {
-        self.live_replicas.load(Ordering::Relaxed)
+        self.live_replicas.get()
     }
 
     /// Sets the live replicas the fallback share divides by.
     pub fn set_live_replicas(&self, count: u32) {
-        self.live_replicas.store(count.max(1), Ordering::Relaxed);
+        self.live_replicas.set(count);
+    }
+
+    /// Where the heartbeat puts its count of the live replicas.
+    pub fn live_replicas_handle(&self) -> LiveReplicas {
+        self.live_replicas.clone()
     }
 
     /// Forgets tenants whose budget is full again (bounded memory), and
@@ -210,46 +217,20 @@ impl TenantRateLimiter {
         self.budgets.lock().unwrap().len()
     }
 
-    /// Keeps the live replica count fresh (every `beat_every`, as the
-    /// replicas beat) and memory bounded (every minute) until `stop`.
-    /// `holder` is this replica's id: it counts even before its first
-    /// heartbeat.
-    pub fn spawn_upkeep(
-        self: Arc<Self>,
-        store: Arc<dyn Store>,
-        holder: String,
-        beat_every: Duration,
-        mut stop: watch::Receiver<bool>,
-    ) -> JoinHandle<()> {
+    /// Keeps memory bounded (every minute) until `stop`. (The live replica
+    /// count comes from the heartbeat: [`Self::live_replicas_handle`].)
+    pub fn spawn_upkeep(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(beat_every);
+            let mut tick = tokio::time::interval(SHRINK_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut shrunk = Instant::now();
+            // The first tick is at once: nothing to forget yet.
+            tick.tick().await;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
-                if self.shared.is_some() {
-                    match store.replicas().await {
-                        Ok(rows) => {
-                            let view = ClusterView::of(None, rows, beat_every, &holder);
-                            let others = view
-                                .replicas
-                                .iter()
-                                .filter(|r| r.alive && r.id != holder)
-                                .count();
-                            self.set_live_replicas(u32::try_from(others + 1).unwrap_or(u32::MAX));
-                        }
-                        Err(err) => {
-                            tracing::debug!(error = %err, "failed to count the live replicas; keeping the last count");
-                        }
-                    }
-                }
-                if shrunk.elapsed() >= SHRINK_EVERY {
-                    shrunk = Instant::now();
-                    self.shrink().await;
-                }
+                self.shrink().await;
             }
         })
     }

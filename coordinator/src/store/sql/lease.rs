@@ -110,7 +110,7 @@ macro_rules! lease_sql {
                 row.map(|row| Self::term_from_row(&row)).transpose()
             }
 
-            async fn heartbeat(&self, beat: &ReplicaBeat) -> Result<()> {
+            async fn heartbeat(&self, beat: &ReplicaBeat, alive_within: Duration) -> Result<u32> {
                 let agents = serde_json::to_string(
                     &beat.agents[..beat.agents.len().min(MAX_LISTED_AGENTS)],
                 )
@@ -137,8 +137,15 @@ macro_rules! lease_sql {
                 .bind(FORGOTTEN_AFTER_MS)
                 .execute(&mut *tx)
                 .await?;
+                let within = i64::try_from(alive_within.as_millis()).unwrap_or(i64::MAX / 2);
+                let alive: i64 = sqlx::query_scalar(concat!(
+                    "SELECT count(*) FROM coordinator_replicas WHERE heartbeat_ms >= ", $now, " - $1"
+                ))
+                .bind(within)
+                .fetch_one(&mut *tx)
+                .await?;
                 tx.commit().await?;
-                Ok(())
+                Ok(u32::try_from(alive).unwrap_or(u32::MAX).max(1))
             }
 
             async fn replicas(&self) -> Result<Vec<ReplicaRow>> {
