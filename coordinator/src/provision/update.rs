@@ -56,7 +56,9 @@ impl TenantLifecycle {
             match self.store.update_config(id, &change).await {
                 Ok(version) => {
                     tracing::info!(tenant = %current.slug, version, change = %change.summary, actor, "tenant configuration changed");
-                    let tenant = self.get(id).await?;
+                    // Another change may land between the write and this
+                    // read: the caller is answered with its own version.
+                    let tenant = as_written(self.get(id).await?, change, version);
                     self.changed(id, &tenant.slug).await;
                     self.deployer.after_change(id, Trigger::Updated).await;
                     return Ok(tenant);
@@ -157,6 +159,22 @@ fn planned_change(
     }))
 }
 
+/// `fresh` with the configuration `change` wrote as `version`: what the
+/// caller is answered even when a later change was read back with it.
+fn as_written(fresh: Tenant, change: ConfigChange, version: i64) -> Tenant {
+    if fresh.config_version == version {
+        return fresh;
+    }
+    Tenant {
+        plan: change.plan,
+        features: change.features,
+        branding: change.branding,
+        domain: change.domain,
+        config_version: version,
+        ..fresh
+    }
+}
+
 /// The fields (`plan`, `domain`, `features.<name>`, `branding.<name>`)
 /// that `change` sets to something new and that another writer changed
 /// between `read` and `fresh`.
@@ -215,5 +233,56 @@ mod tests {
         assert!(up.enterprise && up.custom_development && !up.bonds);
         let down = rebase_features(up, Plan::Enterprise, Plan::Basic);
         assert!(!down.enterprise && !down.custom_development && !down.bonds && down.nft);
+    }
+
+    fn tenant(version: i64, company: &str) -> Tenant {
+        let now = chrono::Utc::now();
+        Tenant {
+            id: Uuid::nil(),
+            name: "Acme".to_owned(),
+            slug: "acme".to_owned(),
+            plan: Plan::Professional,
+            domain: "acme.example.com".to_owned(),
+            status: TenantStatus::Active,
+            admin_email: "admin@acme.example.com".to_owned(),
+            branding: Branding {
+                company_name: company.to_owned(),
+                ..Branding::default_for("acme")
+            },
+            features: Plan::Professional.features(),
+            usage: knowton_common::Usage::default(),
+            api_keys: Vec::new(),
+            config_version: version,
+            created_at: now,
+            updated_at: now,
+            deprovisioned_at: None,
+            retain_until: None,
+        }
+    }
+
+    /// Found by `lifecycle.rs::concurrent_updates_lose_nothing`: a change
+    /// read back after another one landed answered with the other's
+    /// version and values, so two callers could each be told theirs was
+    /// the later one.
+    #[test]
+    fn a_change_is_answered_with_its_own_version_when_another_landed_after_it() {
+        let read = tenant(1, "Acme 1");
+        let req: UpdateRequest =
+            serde_json::from_value(serde_json::json!({"branding": {"companyName": "Acme 2"}}))
+                .unwrap();
+        let change = planned_change(&read, &req, false, "test").unwrap().unwrap();
+        let mut later = tenant(3, "Acme 3");
+        later.branding.primary_color = "#123456".to_owned();
+
+        let answered = as_written(later, change.clone(), 2);
+        assert_eq!(answered.config_version, 2);
+        assert_eq!(answered.branding.company_name, "Acme 2");
+        assert_eq!(answered.branding.primary_color, read.branding.primary_color);
+
+        let same = as_written(tenant(2, "Acme 2"), change, 2);
+        assert_eq!(
+            (same.config_version, same.branding.company_name.as_str()),
+            (2, "Acme 2")
+        );
     }
 }
