@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 use crate::api::{self, ApiSettings, AppState, Services};
 use crate::config::{AdminTokenSource, ServeConfig};
@@ -28,7 +29,7 @@ use crate::notify::worker::Deliveries;
 use crate::notify::{NotifyService, Wakeup};
 use crate::provision::{LifecycleParts, TenantLifecycle};
 use crate::secrets::{self, SecretBox, SecretKeyError};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 use crate::tenant_data::{TenantData, TenantDatabases, TenantStorage};
 use crate::tls::ServerTls;
 
@@ -51,6 +52,8 @@ pub enum ServeError {
     WrongSecretKey,
     #[error("failed to record the secret key check in the database")]
     KeyCheck(#[source] StoreError),
+    #[error("failed to read or record this installation's id in the database")]
+    InstallationId(#[source] StoreError),
     #[error("failed to read or create the admin token file {path}")]
     AdminTokenFile {
         path: String,
@@ -244,7 +247,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     );
     let data = TenantData {
         databases: match &config.tenant_database_url {
-            Some(url) => Some(TenantDatabases::connect(&url.0).await?),
+            Some(url) => Some(
+                TenantDatabases::connect(&url.0, installation_id(store.as_ref()).await?).await?,
+            ),
             None => None,
         },
         storage: config.tenant_storage.clone().map(TenantStorage::new),
@@ -533,6 +538,25 @@ async fn start_ingest(
 
 /// A tenant database this old without its tenant's record was left by a
 /// provisioning that was interrupted (none takes this long).
+/// The id every replica of this installation shares (made by the first
+/// to start): it marks what the installation makes outside its own
+/// database, such as the tenants' databases on a server other
+/// installations may use too.
+async fn installation_id(store: &dyn Store) -> Result<Uuid, ServeError> {
+    let fresh = Uuid::new_v4().to_string();
+    let stored = store
+        .init_meta(INSTALLATION_META, &fresh)
+        .await
+        .map_err(ServeError::InstallationId)?;
+    Uuid::parse_str(&stored).map_err(|_| {
+        ServeError::InstallationId(StoreError::Corrupt(format!(
+            "meta {INSTALLATION_META} is not a UUID: {stored:?}"
+        )))
+    })
+}
+
+const INSTALLATION_META: &str = "installation_id";
+
 const UNRECORDED_AFTER: Duration = Duration::from_secs(600);
 
 fn spawn_housekeeping(state: &AppState, config: &ServeConfig, mut stop: watch::Receiver<bool>) {

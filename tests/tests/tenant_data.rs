@@ -240,14 +240,18 @@ async fn a_deprovisioning_the_database_server_refuses_still_stops_the_tenant() {
 }
 
 /// What a provisioning killed between its database and its record leaves:
-/// a role and a database marked for a tenant id, `age_seconds` ago.
-async fn left_behind(admin: &PgPool, slug: &str, tenant: uuid::Uuid, age_seconds: i64) {
+/// a role and a database marked for a tenant id by `installation`,
+/// `age_seconds` ago.
+async fn left_behind(admin: &PgPool, slug: &str, installation: &str, age_seconds: i64) {
     let name = database_name(slug);
     let made_at = chrono::Utc::now().timestamp() - age_seconds;
+    let tenant = uuid::Uuid::now_v7();
     for sql in [
         format!("CREATE ROLE \"{name}\" LOGIN"),
         format!("CREATE DATABASE \"{name}\" OWNER \"{name}\""),
-        format!("COMMENT ON DATABASE \"{name}\" IS 'knowton tenant {tenant} {made_at}'"),
+        format!(
+            "COMMENT ON DATABASE \"{name}\" IS 'knowton tenant {tenant} {made_at} {installation}'"
+        ),
     ] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(admin)
@@ -258,15 +262,24 @@ async fn left_behind(admin: &PgPool, slug: &str, tenant: uuid::Uuid, age_seconds
 
 /// The leader drops, every hour, the databases of provisionings that never
 /// recorded their tenant once they are ten minutes old; a younger one (a
-/// provisioning under way elsewhere), a recorded tenant's and one not made
-/// by a coordinator stay.
+/// provisioning under way elsewhere), a recorded tenant's, one not made
+/// by a coordinator and one another installation made (its tenants are in
+/// another store: CI ran the SQLite and PostgreSQL variants of this test
+/// at once on one server, and each dropped the other's) stay.
 async fn databases_of_interrupted_provisionings_are_dropped_once_old(
     kt: TestCoordinator,
     admin: PgPool,
 ) {
+    let installation = kt
+        .db
+        .scalar("SELECT value FROM meta WHERE key = 'installation_id'")
+        .await
+        .expect("the coordinator recorded its installation id");
     let (old, young) = (fresh_slug("old"), fresh_slug("young"));
-    left_behind(&admin, &old, uuid::Uuid::now_v7(), 3600).await;
-    left_behind(&admin, &young, uuid::Uuid::now_v7(), 60).await;
+    left_behind(&admin, &old, &installation, 3600).await;
+    left_behind(&admin, &young, &installation, 60).await;
+    let elsewhere = fresh_slug("elsewhere");
+    left_behind(&admin, &elsewhere, &uuid::Uuid::new_v4().to_string(), 3600).await;
     let recorded = fresh_slug("kept");
     kt.provision(&recorded, "basic").await;
     let theirs = database_name(&fresh_slug("theirs"));
@@ -280,7 +293,7 @@ async fn databases_of_interrupted_provisionings_are_dropped_once_old(
         .drop_unrecorded_databases(std::time::Duration::from_secs(600))
         .await
         .unwrap();
-    assert!(dropped >= 1, "{dropped}");
+    assert_eq!(dropped, 1, "the old one, and only it");
     let old_name = database_name(&old);
     assert!(database(&admin, &old_name).await.is_none());
     assert!(role(&admin, &old_name).await.is_none());
@@ -288,8 +301,10 @@ async fn databases_of_interrupted_provisionings_are_dropped_once_old(
     assert!(database(&admin, &young_name).await.is_some());
     assert!(database(&admin, &database_name(&recorded)).await.is_some());
     assert!(database(&admin, &theirs).await.is_some());
+    let elsewhere_name = database_name(&elsewhere);
+    assert!(database(&admin, &elsewhere_name).await.is_some());
 
-    for name in [young_name, theirs] {
+    for name in [young_name, theirs, elsewhere_name] {
         // One statement each: DROP DATABASE runs outside a transaction.
         for sql in [
             format!("DROP DATABASE \"{name}\""),

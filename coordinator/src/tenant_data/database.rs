@@ -22,8 +22,19 @@ use super::scram;
 use crate::store::redact_url_credentials;
 
 /// How a database made for a tenant is marked: `knowton tenant <id>
-/// <unix seconds when made>`.
+/// <unix seconds when made> <installation id>`.
 const MARKER: &str = "knowton tenant";
+
+/// What a database's mark says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mark {
+    tenant: Uuid,
+    /// Unix seconds.
+    made_at: i64,
+    /// The installation whose coordinator made it: installations may
+    /// share one tenants' server, and each sweeps only its own.
+    installation: Uuid,
+}
 
 /// A tenant's database as its backend is told of it (the password is in
 /// its Secret).
@@ -42,6 +53,7 @@ pub struct TenantDatabases {
     pool: PgPool,
     host: String,
     port: u16,
+    installation: Uuid,
 }
 
 /// The role and database name of the tenant `slug` (a DNS label: letters,
@@ -63,8 +75,9 @@ fn literal(value: &str) -> String {
 
 impl TenantDatabases {
     /// Connects to the tenants' server (checked at once: a wrong URL stops
-    /// the coordinator from starting, not the first provisioning).
-    pub async fn connect(url: &str) -> Result<Self, TenantDataError> {
+    /// the coordinator from starting, not the first provisioning) on
+    /// behalf of the installation `installation`.
+    pub async fn connect(url: &str, installation: Uuid) -> Result<Self, TenantDataError> {
         let shown = redact_url_credentials(url);
         let opts = PgConnectOptions::from_str(url)
             .map_err(|_| TenantDataError::InvalidUrl { url: shown.clone() })?;
@@ -76,7 +89,12 @@ impl TenantDatabases {
             .connect_with(opts)
             .await
             .map_err(|source| TenantDataError::Connect { url: shown, source })?;
-        Ok(TenantDatabases { pool, host, port })
+        Ok(TenantDatabases {
+            pool,
+            host,
+            port,
+            installation,
+        })
     }
 
     /// Where the tenant `slug`'s backend finds its database.
@@ -129,7 +147,10 @@ impl TenantDatabases {
                 "mark the database",
                 &format!(
                     "COMMENT ON DATABASE {id} IS {}",
-                    literal(&format!("{MARKER} {tenant} {made_at}"))
+                    literal(&format!(
+                        "{MARKER} {tenant} {made_at} {}",
+                        self.installation
+                    ))
                 ),
             )
             .await?;
@@ -198,7 +219,7 @@ impl TenantDatabases {
         Ok(comment
             .flatten()
             .and_then(|c| parse_marker(&c))
-            .map(|(id, _)| id))
+            .map(|mark| mark.tenant))
     }
 
     /// Drops the tenant's database and role (purged), if they were made for
@@ -230,9 +251,11 @@ impl TenantDatabases {
             .await
     }
 
-    /// Databases made for tenants at least `age` ago, as (tenant, name):
-    /// the caller drops those whose tenant the store does not have (a
-    /// provisioning interrupted between the database and the record).
+    /// Databases this installation made for tenants at least `age` ago, as
+    /// (tenant, name): the caller drops those whose tenant the store does
+    /// not have (a provisioning interrupted between the database and the
+    /// record). Another installation's are not listed: their tenants are
+    /// in another store.
     pub async fn made_before(&self, age: Duration) -> Result<Vec<(Uuid, String)>, TenantDataError> {
         let rows: Vec<(String, Option<String>)> = sqlx::query_as(
             "SELECT datname::text, shobj_description(oid, 'pg_database') FROM pg_database \
@@ -245,8 +268,9 @@ impl TenantDatabases {
         Ok(rows
             .into_iter()
             .filter_map(|(name, comment)| {
-                let (tenant, made_at) = parse_marker(comment.as_deref()?)?;
-                (made_at <= cutoff).then_some((tenant, name))
+                let mark = parse_marker(comment.as_deref()?)?;
+                (mark.installation == self.installation && mark.made_at <= cutoff)
+                    .then_some((mark.tenant, name))
             })
             .collect())
     }
@@ -291,11 +315,15 @@ fn failed(name: &str, step: &'static str) -> impl FnOnce(sqlx::Error) -> TenantD
     move |source| TenantDataError::Database { name, step, source }
 }
 
-/// `(tenant, unix seconds)` of a database's mark.
-fn parse_marker(comment: &str) -> Option<(Uuid, i64)> {
-    let rest = comment.strip_prefix(MARKER)?.trim();
-    let (tenant, made_at) = rest.split_once(' ')?;
-    Some((Uuid::parse_str(tenant).ok()?, made_at.parse().ok()?))
+/// A database's mark, `None` if `comment` is not one.
+fn parse_marker(comment: &str) -> Option<Mark> {
+    let mut words = comment.strip_prefix(MARKER)?.split_whitespace();
+    let mark = Mark {
+        tenant: Uuid::parse_str(words.next()?).ok()?,
+        made_at: words.next()?.parse().ok()?,
+        installation: Uuid::parse_str(words.next()?).ok()?,
+    };
+    words.next().is_none().then_some(mark)
 }
 
 #[cfg(test)]
@@ -315,12 +343,28 @@ mod tests {
 
     #[test]
     fn only_a_coordinators_mark_is_read() {
-        let id = Uuid::now_v7();
+        let (id, installation) = (Uuid::now_v7(), Uuid::new_v4());
         assert_eq!(
-            parse_marker(&format!("{MARKER} {id} 1700000000")),
-            Some((id, 1_700_000_000))
+            parse_marker(&format!("{MARKER} {id} 1700000000 {installation}")),
+            Some(Mark {
+                tenant: id,
+                made_at: 1_700_000_000,
+                installation
+            })
         );
         assert_eq!(parse_marker("the finance team's database"), None);
-        assert_eq!(parse_marker(&format!("{MARKER} not-a-uuid 1")), None);
+        assert_eq!(
+            parse_marker(&format!("{MARKER} not-a-uuid 1 {installation}")),
+            None
+        );
+        assert_eq!(
+            parse_marker(&format!("{MARKER} {id} 1")),
+            None,
+            "no installation"
+        );
+        assert_eq!(
+            parse_marker(&format!("{MARKER} {id} 1 {installation} more")),
+            None
+        );
     }
 }
