@@ -37,6 +37,17 @@ pub use tenant::{Branding, TenantStatus, ValidationError};
 pub use thresholds::{Level, Thresholds};
 pub use usage::{LimitViolation, Usage};
 
+/// `bytes` as lowercase hex digits (digests, keyed hashes, ids).
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
 /// Bytes in one gibibyte.
 pub const GIB: u64 = 1024 * 1024 * 1024;
 /// Bytes in one tebibyte.

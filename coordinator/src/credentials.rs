@@ -97,8 +97,7 @@ pub fn generate_api_key(kind: KeyKind) -> GeneratedKey {
 /// SHA-256, hex. API keys carry 238 bits of entropy, so a fast hash is the
 /// right tool: lookups stay O(1) and brute force stays hopeless.
 pub fn hash_api_key(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    knowton_common::hex(&Sha256::digest(key.as_bytes()))
 }
 
 /// Whether `token` has the shape of one of our API keys.

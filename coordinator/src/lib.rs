@@ -15,7 +15,9 @@
 //!    notification channels, rendering and durable delivery from the outbox
 //!    (e-mail, webhooks, Slack); [`ingest`]: the agents' streams, their
 //!    latest results and placement; [`tenant_data`]: each tenant's own
-//!    database and role, and its files without a cluster.
+//!    database and role, and its files without a cluster; [`backup`]: their
+//!    backups in a repository of sealed, write-once chunks and manifests,
+//!    restore and verification.
 //! 4. [`health`]: tenant health evaluation, alerts, rollups and the engine
 //!    publishing each tenant's snapshot.
 //! 5. [`deploy`]: each tenant's Kubernetes objects, rollouts, drift and
@@ -34,6 +36,7 @@
 //!     share (hidden from the docs: not part of the coordinator proper).
 
 pub mod api;
+pub mod backup;
 pub mod certs;
 pub mod cli;
 pub mod client;

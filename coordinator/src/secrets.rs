@@ -81,6 +81,8 @@ impl fmt::Debug for KeySource {
 #[derive(Clone)]
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
+    /// Kept for [`SecretBox::derive_key`] alone.
+    key: [u8; 32],
 }
 
 impl fmt::Debug for SecretBox {
@@ -93,7 +95,22 @@ impl SecretBox {
     pub fn from_key(key: &[u8; 32]) -> Self {
         SecretBox {
             cipher: XChaCha20Poly1305::new(key.into()),
+            key: *key,
         }
+    }
+
+    /// A key of its own for `purpose` (HMAC-SHA256 of the purpose under
+    /// the coordinator's key, as HKDF-Expand does for one block): what one
+    /// use of it reveals says nothing of the coordinator's key or of
+    /// another purpose's.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{KeyInit as _, Mac};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key)
+            .expect("HMAC takes a key of any length");
+        mac.update(b"knowton derived key\0");
+        mac.update(purpose.as_bytes());
+        mac.update(&[1]);
+        mac.finalize().into_bytes().into()
     }
 
     /// Loads (or, for [`KeySource::FileCreate`], creates) the key.

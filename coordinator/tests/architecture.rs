@@ -21,7 +21,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["store"],
     ),
     (
-        "services on the store: leadership, the live tenant directory, notifications, agents' results, tenants' own databases and files",
+        "services on the store: leadership, the live tenant directory, notifications, agents' results, tenants' own databases and files, and their backups",
         &[
             "leader",
             "replicas",
@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "notify",
             "ingest",
             "tenant_data",
+            "backup",
         ],
     ),
     ("tenant health: evaluation, alerts, the engine", &["health"]),

@@ -413,8 +413,7 @@ pub fn spec_of(tenant: &Tenant, row: Option<&DeploymentRow>) -> TenantSpec {
 
 /// sha256 of the objects as a dry-run prints them (Secret values left out).
 pub fn objects_hash(objects: &[Value]) -> String {
-    let digest = Sha256::digest(to_yaml(objects).as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    knowton_common::hex(&Sha256::digest(to_yaml(objects).as_bytes()))
 }
 
 #[cfg(test)]

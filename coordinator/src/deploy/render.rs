@@ -414,10 +414,7 @@ fn config_hash(config: &Value, secrets: &TenantSecrets) -> String {
         digest.update([0]);
         digest.update(secret.as_bytes());
     }
-    digest.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    knowton_common::hex(&digest.finalize()[..8])
 }
 
 /// The backend autoscaler's bounds: the plan's, with the minimum raised by

@@ -314,5 +314,5 @@ fn classify(err: &lettre::transport::smtp::Error) -> Attempt {
 /// message, so the receiving side can recognise a repeat.
 pub fn message_id(key: &str, domain: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
-    format!("<{}@{domain}>", super::render::hex(&digest[..16]))
+    format!("<{}@{domain}>", knowton_common::hex(&digest[..16]))
 }

@@ -178,7 +178,7 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     mac.update(body);
     format!(
         "sha256={}",
-        super::render::hex(&mac.finalize().into_bytes())
+        knowton_common::hex(&mac.finalize().into_bytes())
     )
 }
 

@@ -116,7 +116,7 @@ impl AlertEvent {
                 hasher.update([0xff]);
             }
         }
-        hex(&hasher.finalize()[..8])
+        knowton_common::hex(&hasher.finalize()[..8])
     }
 }
 
@@ -386,10 +386,6 @@ pub fn plan_operator_email(
             message(Channel::Email, email.clone(), subject, key, body, secrets)
         })
         .collect()
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Slack's mrkdwn needs only these three escaped.

@@ -14,7 +14,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::ConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 use super::TenantDataError;
@@ -51,9 +52,32 @@ pub struct DatabaseRef {
 #[derive(Debug, Clone)]
 pub struct TenantDatabases {
     pool: PgPool,
+    /// The administrative connection's options, for other databases.
+    options: PgConnectOptions,
+    /// The administrative URL without its password, and the password: how
+    /// `pg_dump` and `pg_restore` are pointed at a tenant's database (the
+    /// password in their environment, never in their arguments).
+    tool_url: url::Url,
+    tool_password: Option<String>,
     host: String,
     port: u16,
     installation: Uuid,
+}
+
+/// How a PostgreSQL client program reaches one database: `--dbname` and
+/// `PGPASSWORD`.
+#[derive(Clone)]
+pub struct ToolAccess {
+    pub dbname: String,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ToolAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolAccess")
+            .field("dbname", &self.dbname)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The role and database name of the tenant `slug` (a DNS label: letters,
@@ -83,18 +107,45 @@ impl TenantDatabases {
             .map_err(|_| TenantDataError::InvalidUrl { url: shown.clone() })?;
         let host = opts.get_host().to_owned();
         let port = opts.get_port();
+        let mut tool_url =
+            url::Url::parse(url).map_err(|_| TenantDataError::InvalidUrl { url: shown.clone() })?;
+        let tool_password = tool_url.password().map(percent_decode);
+        let _ = tool_url.set_password(None);
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
             .map_err(|source| TenantDataError::Connect { url: shown, source })?;
         Ok(TenantDatabases {
             pool,
+            options: opts,
+            tool_url,
+            tool_password,
             host,
             port,
             installation,
         })
+    }
+
+    /// A connection to the database `name` as the administrative role.
+    pub async fn connect_to(&self, name: &str) -> Result<PgConnection, TenantDataError> {
+        self.options
+            .clone()
+            .database(name)
+            .connect()
+            .await
+            .map_err(failed(name, "connect to it"))
+    }
+
+    /// How `pg_dump` or `pg_restore` reaches the database `name`.
+    pub fn tool_access(&self, name: &str) -> ToolAccess {
+        let mut url = self.tool_url.clone();
+        url.set_path(&format!("/{name}"));
+        ToolAccess {
+            dbname: url.to_string(),
+            password: self.tool_password.clone(),
+        }
     }
 
     /// Where the tenant `slug`'s backend finds its database.
@@ -313,6 +364,14 @@ impl TenantDatabases {
 fn failed(name: &str, step: &'static str) -> impl FnOnce(sqlx::Error) -> TenantDataError {
     let name = name.to_owned();
     move |source| TenantDataError::Database { name, step, source }
+}
+
+/// A URL's password, percent-decoded (form decoding, with `+` kept).
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("p={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 /// A database's mark, `None` if `comment` is not one.

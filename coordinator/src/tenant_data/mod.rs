@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use uuid::Uuid;
 
-pub use database::{DatabaseRef, TenantDatabases, database_name};
+pub use database::{DatabaseRef, TenantDatabases, ToolAccess, database_name};
 pub use storage::TenantStorage;
 
 /// Flags of `serve` for tenants' data.

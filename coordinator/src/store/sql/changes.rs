@@ -22,8 +22,10 @@ async fn channel(store: &PgStore) -> Result<&str> {
                 .fetch_one(&store.pool)
                 .await?;
             let digest = Sha256::digest(schema.as_bytes());
-            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-            Ok::<_, StoreError>(format!("knowton_changes_{hex}"))
+            Ok::<_, StoreError>(format!(
+                "knowton_changes_{}",
+                knowton_common::hex(&digest[..8])
+            ))
         })
         .await
         .map(String::as_str)

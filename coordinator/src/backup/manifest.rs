@@ -1,0 +1,114 @@
+//! What a backup holds, written (sealed) after everything it names.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::BackupKind;
+use super::chunk::{ChunkRef, Transfer};
+
+/// Bumped when a manifest's meaning changes.
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format: u32,
+    pub id: Uuid,
+    pub tenant: Uuid,
+    pub slug: String,
+    pub kind: BackupKind,
+    pub started_at: DateTime<Utc>,
+    /// The moment the backup shows the tenant's data as it was.
+    pub taken_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub transfer: Transfer,
+    pub content: Content,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum Content {
+    /// `pg_dump --format=custom` of the tenant's database, in chunks.
+    Database {
+        /// The dump's bytes, in order.
+        chunks: Vec<ChunkRef>,
+        /// Every table as the dump saw it (same snapshot).
+        tables: Vec<TableCheck>,
+        /// More tables than a manifest lists: the rest are not checked.
+        tables_truncated: bool,
+        /// `pg_dump --version`.
+        dumped_by: String,
+    },
+    /// The tenant's files.
+    Storage { entries: Vec<Entry> },
+}
+
+impl Content {
+    /// Every chunk the backup needs.
+    pub fn chunks(&self) -> impl Iterator<Item = &ChunkRef> {
+        let (dump, files): (&[ChunkRef], &[Entry]) = match self {
+            Content::Database { chunks, .. } => (chunks, &[]),
+            Content::Storage { entries } => (&[], entries),
+        };
+        dump.iter().chain(files.iter().flat_map(|e| match &e.node {
+            Node::File { chunks, .. } => chunks.as_slice(),
+            _ => &[],
+        }))
+    }
+
+    /// The bytes the backup restores.
+    pub fn size(&self) -> u64 {
+        self.chunks().map(|c| c.len).sum()
+    }
+}
+
+/// A table's rows as the dump saw them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableCheck {
+    /// `schema.table`, quoted as PostgreSQL quotes identifiers.
+    pub table: String,
+    pub rows: i64,
+    /// The sum of every row's 64-bit text hash, as a decimal: independent
+    /// of row order, so a restored table is compared without sorting.
+    pub checksum: String,
+}
+
+/// One path of a tenant's storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    /// Relative to the storage root, `/`-separated; its bytes, when they
+    /// are not UTF-8, in `rawPath` instead (base64).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_path: Option<String>,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    pub node: Node,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum Node {
+    Dir,
+    File {
+        size: u64,
+        /// Modification time, nanoseconds since the epoch.
+        mtime_ns: i64,
+        chunks: Vec<ChunkRef>,
+        /// (device, inode, change time in ns) when read: an unchanged
+        /// file's chunks are taken from the previous backup unread.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seen: Option<(u64, u64, i64)>,
+    },
+    Symlink {
+        /// The link's target, as `path` (or base64 in `rawTarget`).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        target: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        raw_target: Option<String>,
+    },
+}

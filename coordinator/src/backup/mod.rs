@@ -1,0 +1,466 @@
+//! Backups of each tenant's data: its database (`pg_dump`, chunked) and
+//! its files (incremental, by content-defined chunks), into a repository
+//! of sealed, write-once objects ([`repo`]), restorable to a moment and
+//! verifiable.
+//!
+//! A backup is its manifest ([`manifest`]), written after every chunk it
+//! names: a run that stops part-way (a crash, a kill) leaves chunks that
+//! the next run reuses, and no backup that looks complete.
+
+pub mod chunk;
+pub mod database;
+pub mod manifest;
+pub mod repo;
+pub mod seal;
+pub mod storage;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use self::chunk::{ChunkWriter, Transfer};
+use self::manifest::{Content, Manifest};
+use self::repo::{Put, Repository};
+use self::seal::{OpenError, Sealer};
+use crate::secrets::SecretBox;
+use crate::tenant_data::{TenantData, TenantDataError, database_name};
+
+/// What a backup holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    Database,
+    Storage,
+}
+
+impl BackupKind {
+    pub const ALL: [BackupKind; 2] = [BackupKind::Database, BackupKind::Storage];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Database => "database",
+            BackupKind::Storage => "storage",
+        }
+    }
+}
+
+impl std::fmt::Display for BackupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BackupKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        BackupKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown backup kind {s:?}: expected database or storage"))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("invalid backup repository {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("backup repository {repository}: failed to {step} {path}")]
+    Repository {
+        repository: String,
+        path: String,
+        step: &'static str,
+        #[source]
+        source: Box<object_store::Error>,
+    },
+    #[error("backup object {path} {reason}")]
+    Unreadable { path: String, reason: OpenError },
+    #[error("backup is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("failed to read the data being backed up")]
+    Read(#[source] std::io::Error),
+    #[error("failed to write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{tool} failed: {detail}")]
+    Tool { tool: &'static str, detail: String },
+    #[error("tenant database: failed to {step}")]
+    Query {
+        step: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(transparent)]
+    TenantData(#[from] TenantDataError),
+    #[error("tenant {tenant} has no {kind} to back up: {reason}")]
+    Nothing {
+        tenant: String,
+        kind: BackupKind,
+        reason: &'static str,
+    },
+    #[error("no {kind} backup of tenant {tenant} at or before {at}")]
+    NoneBefore {
+        tenant: String,
+        kind: BackupKind,
+        at: DateTime<Utc>,
+    },
+    #[error("{0} already exists: a restore writes into a new directory only")]
+    TargetExists(PathBuf),
+}
+
+/// Where backups go: `--backup-url`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackupArgs {
+    /// The backup repository: `file:///path` or `s3://bucket/prefix` (S3
+    /// credentials and region from the usual AWS_* variables).
+    /// Default: `backups/` beside the SQLite database.
+    #[arg(long, env = "KNOWTON_BACKUP_URL")]
+    pub backup_url: Option<String>,
+    /// An S3-compatible server's endpoint (`https://…`; `http://` for a
+    /// server on this host or network only) instead of AWS.
+    #[arg(long, env = "KNOWTON_BACKUP_S3_ENDPOINT")]
+    pub backup_s3_endpoint: Option<String>,
+}
+
+/// Opens the repository at `url`.
+pub fn open_repository(
+    url: &str,
+    s3_endpoint: Option<&str>,
+    secrets: &SecretBox,
+) -> Result<Repository, BackupError> {
+    let invalid = |reason: String| BackupError::InvalidUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let parsed = url::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+    let store: Arc<dyn object_store::ObjectStore> = match parsed.scheme() {
+        "file" => {
+            let dir = parsed
+                .to_file_path()
+                .map_err(|()| invalid("not an absolute local path".to_owned()))?;
+            make_private_dir(&dir).map_err(|e| invalid(format!("cannot create it: {e}")))?;
+            Arc::new(
+                object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| invalid(e.to_string()))?,
+            )
+        }
+        "s3" => {
+            let bucket = parsed
+                .host_str()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| invalid("no bucket".to_owned()))?;
+            let mut builder =
+                object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if let Some(endpoint) = s3_endpoint {
+                builder = builder
+                    .with_endpoint(endpoint)
+                    .with_allow_http(endpoint.starts_with("http://"))
+                    .with_virtual_hosted_style_request(false);
+            }
+            let s3 = builder.build().map_err(|e| invalid(e.to_string()))?;
+            let prefix = parsed.path().trim_matches('/');
+            if prefix.is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+            }
+        }
+        other => return Err(invalid(format!("scheme {other:?}: expected file or s3"))),
+    };
+    Ok(Repository::new(store, Sealer::new(secrets), url.to_owned()))
+}
+
+fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// The tenant a backup is taken of or restored to.
+#[derive(Debug, Clone)]
+pub struct TenantRef {
+    pub id: Uuid,
+    pub slug: String,
+}
+
+/// One listed backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupInfo {
+    pub id: Uuid,
+    pub kind: BackupKind,
+    pub taken_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// Bytes the backup restores.
+    pub size: u64,
+    /// Bytes this backup added to the repository.
+    pub bytes_written: u64,
+    pub new_chunks: u64,
+    pub reused_chunks: u64,
+}
+
+impl From<&Manifest> for BackupInfo {
+    fn from(m: &Manifest) -> Self {
+        BackupInfo {
+            id: m.id,
+            kind: m.kind,
+            taken_at: m.taken_at,
+            finished_at: m.finished_at,
+            size: m.content.size(),
+            bytes_written: m.transfer.bytes_written,
+            new_chunks: m.transfer.new_chunks,
+            reused_chunks: m.transfer.reused_chunks,
+        }
+    }
+}
+
+/// Takes, lists, restores and verifies tenants' backups.
+#[derive(Debug, Clone)]
+pub struct Backups {
+    repo: Repository,
+    data: TenantData,
+}
+
+impl Backups {
+    pub fn new(repo: Repository, data: TenantData) -> Self {
+        Backups { repo, data }
+    }
+
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// Takes a backup of `kind` of `tenant` now.
+    pub async fn run(&self, tenant: &TenantRef, kind: BackupKind) -> Result<Manifest, BackupError> {
+        let started_at = Utc::now();
+        let writer = ChunkWriter::new(self.repo.clone(), tenant.id).await?;
+        let content = match kind {
+            BackupKind::Database => {
+                let databases = self.data.databases.as_ref().ok_or(BackupError::Nothing {
+                    tenant: tenant.slug.clone(),
+                    kind,
+                    reason: "tenants have no databases (no --tenant-database-url)",
+                })?;
+                database::back_up(databases, &database_name(&tenant.slug), &writer).await?
+            }
+            BackupKind::Storage => {
+                let root = self.storage_dir(tenant, kind)?;
+                let previous = match self.latest(tenant.id, kind, Utc::now()).await? {
+                    Some(m) => match m.content {
+                        Content::Storage { entries } => entries,
+                        Content::Database { .. } => Vec::new(),
+                    },
+                    None => Vec::new(),
+                };
+                Content::Storage {
+                    entries: storage::back_up(&root, &writer, &previous).await?,
+                }
+            }
+        };
+        let mut manifest = Manifest {
+            format: manifest::FORMAT,
+            id: Uuid::now_v7(),
+            tenant: tenant.id,
+            slug: tenant.slug.clone(),
+            kind,
+            started_at,
+            taken_at: started_at,
+            finished_at: Utc::now(),
+            transfer: Transfer::default(),
+            content,
+        };
+        manifest.transfer = writer.transfer();
+        let path = repo::manifest_path(tenant.id, kind, manifest.taken_at, manifest.id);
+        let body = serde_json::to_vec(&manifest).expect("a manifest serialises");
+        match self.repo.put_new(&path, &body).await? {
+            Put::Written(bytes) => manifest.transfer.bytes_written += bytes,
+            Put::Existed => {
+                return Err(BackupError::Corrupt(format!(
+                    "manifest {path} exists already"
+                )));
+            }
+        }
+        tracing::info!(
+            tenant = %tenant.slug, %kind, backup = %manifest.id,
+            bytes_read = manifest.transfer.bytes_read,
+            bytes_written = manifest.transfer.bytes_written,
+            new_chunks = manifest.transfer.new_chunks,
+            "backup taken"
+        );
+        Ok(manifest)
+    }
+
+    fn storage_dir(&self, tenant: &TenantRef, kind: BackupKind) -> Result<PathBuf, BackupError> {
+        let storage = self.data.storage.as_ref().ok_or(BackupError::Nothing {
+            tenant: tenant.slug.clone(),
+            kind,
+            reason: "tenants' files are not on this host (no --tenant-storage-dir)",
+        })?;
+        Ok(storage.dir(&tenant.slug))
+    }
+
+    /// The complete backups of `tenant` of `kind`, oldest first (a
+    /// manifest that does not open is an error naming it).
+    pub async fn manifests(
+        &self,
+        tenant: Uuid,
+        kind: BackupKind,
+    ) -> Result<Vec<Manifest>, BackupError> {
+        let mut paths = self
+            .repo
+            .list(&repo::manifests_prefix(tenant, kind))
+            .await?;
+        paths.sort();
+        let mut out = Vec::with_capacity(paths.len());
+        for (path, _) in paths {
+            out.push(self.manifest(&path).await?);
+        }
+        Ok(out)
+    }
+
+    async fn manifest(&self, path: &str) -> Result<Manifest, BackupError> {
+        let body = self.repo.get(path).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| BackupError::Corrupt(format!("manifest {path} does not parse: {e}")))
+    }
+
+    /// The latest complete backup of `kind` taken at or before `at`.
+    pub async fn latest(
+        &self,
+        tenant: Uuid,
+        kind: BackupKind,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Manifest>, BackupError> {
+        Ok(self
+            .manifests(tenant, kind)
+            .await?
+            .into_iter()
+            .filter(|m| m.taken_at <= at)
+            .max_by_key(|m| m.taken_at))
+    }
+
+    /// Every backup of `tenant`, newest first.
+    pub async fn list(&self, tenant: Uuid) -> Result<Vec<BackupInfo>, BackupError> {
+        let mut out = Vec::new();
+        for kind in BackupKind::ALL {
+            out.extend(
+                self.manifests(tenant, kind)
+                    .await?
+                    .iter()
+                    .map(BackupInfo::from),
+            );
+        }
+        out.sort_by_key(|b| std::cmp::Reverse(b.taken_at));
+        Ok(out)
+    }
+
+    /// Restores the database backup `manifest` of `from` into the
+    /// database of `into` (the same tenant, or a new one).
+    pub async fn restore_database(
+        &self,
+        manifest: &Manifest,
+        into: &TenantRef,
+    ) -> Result<u64, BackupError> {
+        let Content::Database { chunks, .. } = &manifest.content else {
+            return Err(BackupError::Corrupt(format!(
+                "backup {} is not a database backup",
+                manifest.id
+            )));
+        };
+        let databases = self.data.databases.as_ref().ok_or(BackupError::Nothing {
+            tenant: into.slug.clone(),
+            kind: BackupKind::Database,
+            reason: "tenants have no databases (no --tenant-database-url)",
+        })?;
+        let name = database_name(&into.slug);
+        database::restore(&self.repo, manifest.tenant, chunks, databases, &name, &name).await
+    }
+
+    /// Restores the storage backup `manifest` as the files of `into`: the
+    /// backup is written beside the tenant's directory, which is then
+    /// replaced by it in one rename (the old one removed).
+    pub async fn restore_storage(
+        &self,
+        manifest: &Manifest,
+        into: &TenantRef,
+    ) -> Result<u64, BackupError> {
+        let Content::Storage { entries } = &manifest.content else {
+            return Err(BackupError::Corrupt(format!(
+                "backup {} is not a storage backup",
+                manifest.id
+            )));
+        };
+        let dir = self.storage_dir(into, BackupKind::Storage)?;
+        let aside = dir.with_file_name(format!(
+            ".{}.before-restore-{}",
+            into.slug,
+            Uuid::new_v4().simple()
+        ));
+        let restored =
+            dir.with_file_name(format!(".{}.restored-{}", into.slug, manifest.id.simple()));
+        let _ = tokio::fs::remove_dir_all(&restored).await;
+        let written = storage::restore(&self.repo, manifest.tenant, entries, &restored).await?;
+        let moved = tokio::fs::rename(&dir, &aside).await;
+        if let Err(source) = tokio::fs::rename(&restored, &dir).await {
+            if moved.is_ok() {
+                let _ = tokio::fs::rename(&aside, &dir).await;
+            }
+            return Err(BackupError::Write { path: dir, source });
+        }
+        if moved.is_ok() {
+            let _ = tokio::task::spawn_blocking(move || remove_tree(&aside)).await;
+        }
+        Ok(written)
+    }
+
+    /// Checks that every chunk of `manifest` is in the repository, opens
+    /// under this key and holds what its name says. Returns the problems,
+    /// each naming the object.
+    pub async fn verify(&self, manifest: &Manifest) -> Vec<String> {
+        use futures::StreamExt;
+        let mut seen = std::collections::HashSet::new();
+        let unique: Vec<_> = manifest
+            .content
+            .chunks()
+            .filter(|c| seen.insert(c.id.as_str()))
+            .collect();
+        futures::stream::iter(unique)
+            .map(|chunk| async move {
+                match self.repo.get_chunk(manifest.tenant, &chunk.id).await {
+                    Ok(data) if data.len() as u64 == chunk.len => None,
+                    Ok(data) => Some(format!(
+                        "chunk {} holds {} bytes, the backup expects {}",
+                        repo::chunk_path(manifest.tenant, &chunk.id),
+                        data.len(),
+                        chunk.len
+                    )),
+                    Err(err) => Some(knowton_common::error_chain(&err)),
+                }
+            })
+            .buffer_unordered(8)
+            .filter_map(std::future::ready)
+            .collect()
+            .await
+    }
+}
+
+/// Removes a tree whose directories may be read-only.
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o700))?;
+            remove_tree(&entry.path())?;
+        }
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::remove_dir_all(dir)
+}

@@ -1,0 +1,318 @@
+//! A tenant's files: backed up incrementally (a file unchanged since the
+//! previous backup, by size, modification and change time, device and
+//! inode, is not read again; a changed one is chunked by content, and only
+//! the chunks the tenant lacks are uploaded), restored exactly (modes,
+//! sizes, modification times, symbolic links, empty directories, and
+//! nothing that was not in the backup).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures::{StreamExt, TryStreamExt};
+use tokio::io::AsyncWriteExt;
+use uuid::Uuid;
+
+use super::BackupError;
+use super::chunk::{ChunkRef, ChunkWriter};
+use super::manifest::{Entry, Node};
+use super::repo::Repository;
+
+/// Files read and chunked at once.
+const FILES_AT_ONCE: usize = 4;
+/// Chunks fetched ahead of the one being written, per file.
+const PREFETCH: usize = 4;
+
+/// What the walk found at one path, before any file is read.
+struct Found {
+    relative: PathBuf,
+    meta: std::fs::Metadata,
+    target: Option<PathBuf>,
+}
+
+/// Backs up the tree under `root`; `previous` is the last backup's
+/// entries, whose chunks an unchanged file reuses.
+pub async fn back_up(
+    root: &Path,
+    writer: &ChunkWriter,
+    previous: &[Entry],
+) -> Result<Vec<Entry>, BackupError> {
+    let found = {
+        let root = root.to_owned();
+        tokio::task::spawn_blocking(move || walk(&root))
+            .await
+            .expect("walking does not panic")?
+    };
+    let before: HashMap<(&str, Option<&str>), &Entry> = previous
+        .iter()
+        .map(|e| ((e.path.as_str(), e.raw_path.as_deref()), e))
+        .collect();
+    futures::stream::iter(found)
+        .map(|found| {
+            let before = &before;
+            async move {
+                let (path, raw_path) = encode(found.relative.as_os_str());
+                let mode = found.meta.permissions().mode() & 0o7777;
+                let node = if found.meta.is_dir() {
+                    Node::Dir
+                } else if let Some(target) = &found.target {
+                    let (target, raw_target) = encode(target.as_os_str());
+                    Node::Symlink { target, raw_target }
+                } else {
+                    let seen = (found.meta.dev(), found.meta.ino(), ctime_ns(&found.meta));
+                    let size = found.meta.len();
+                    let mtime_ns = mtime_ns(&found.meta);
+                    let unchanged =
+                        before
+                            .get(&(path.as_str(), raw_path.as_deref()))
+                            .and_then(|e| match &e.node {
+                                Node::File {
+                                    size: s,
+                                    mtime_ns: m,
+                                    chunks,
+                                    seen: Some(was),
+                                } if (*s, *m, *was) == (size, mtime_ns, seen) => {
+                                    Some(chunks.clone())
+                                }
+                                _ => None,
+                            });
+                    let chunks = match unchanged {
+                        Some(chunks) => chunks,
+                        None => {
+                            let file = tokio::fs::File::open(root.join(&found.relative))
+                                .await
+                                .map_err(BackupError::Read)?;
+                            writer.write(file).await?
+                        }
+                    };
+                    let size = chunks.iter().map(|c| c.len).sum();
+                    Node::File {
+                        size,
+                        mtime_ns,
+                        chunks,
+                        seen: Some(seen),
+                    }
+                };
+                Ok::<_, BackupError>(Entry {
+                    path,
+                    raw_path,
+                    mode,
+                    node,
+                })
+            }
+        })
+        .buffered(FILES_AT_ONCE)
+        .try_collect()
+        .await
+}
+
+/// Every directory, regular file and symbolic link under `root`,
+/// parents before children, in name order; other kinds (sockets, pipes,
+/// devices) are left out. Symbolic links are not followed.
+fn walk(root: &Path) -> Result<Vec<Found>, BackupError> {
+    let mut out = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(dir) = pending.pop() {
+        let mut children: Vec<_> = std::fs::read_dir(root.join(&dir))
+            .map_err(BackupError::Read)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(BackupError::Read)?;
+        children.sort();
+        let mut subdirs = Vec::new();
+        for name in children {
+            let relative = dir.join(&name);
+            let full = root.join(&relative);
+            let meta = std::fs::symlink_metadata(&full).map_err(BackupError::Read)?;
+            let kind = meta.file_type();
+            let target = if kind.is_symlink() {
+                Some(std::fs::read_link(&full).map_err(BackupError::Read)?)
+            } else {
+                None
+            };
+            if !(kind.is_dir() || kind.is_file() || kind.is_symlink()) {
+                tracing::debug!(path = %full.display(), "not a file, directory or link: not backed up");
+                continue;
+            }
+            if kind.is_dir() {
+                subdirs.push(relative.clone());
+            }
+            out.push(Found {
+                relative,
+                meta,
+                target,
+            });
+        }
+        // Depth first, in name order.
+        pending.extend(subdirs.into_iter().rev());
+    }
+    Ok(out)
+}
+
+/// Restores `entries` into `target`, which must not exist: everything is
+/// written beside it first and moved into place last, so a restore that
+/// fails leaves `target` as it was (absent).
+pub async fn restore(
+    repo: &Repository,
+    tenant: Uuid,
+    entries: &[Entry],
+    target: &Path,
+) -> Result<u64, BackupError> {
+    let parent = target.parent().unwrap_or(Path::new("."));
+    let staging = parent.join(format!(".knowton-restore-{}", Uuid::new_v4().simple()));
+    let written = write_tree(repo, tenant, entries, &staging).await;
+    let written = match written {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            return Err(err);
+        }
+    };
+    tokio::fs::rename(&staging, target)
+        .await
+        .map_err(|e| BackupError::Write {
+            path: target.to_owned(),
+            source: e,
+        })?;
+    Ok(written)
+}
+
+async fn write_tree(
+    repo: &Repository,
+    tenant: Uuid,
+    entries: &[Entry],
+    root: &Path,
+) -> Result<u64, BackupError> {
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| BackupError::Write { path, source }
+    };
+    tokio::fs::create_dir(root).await.map_err(write_err(root))?;
+    tokio::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+        .await
+        .map_err(write_err(root))?;
+    let mut written = 0;
+    let mut dirs = Vec::new();
+    for entry in entries {
+        let path = root.join(relative(entry)?);
+        match &entry.node {
+            Node::Dir => {
+                tokio::fs::create_dir(&path)
+                    .await
+                    .map_err(write_err(&path))?;
+                dirs.push((path, entry.mode));
+            }
+            Node::Symlink { target, raw_target } => {
+                let target = decode(target, raw_target.as_deref())?;
+                tokio::fs::symlink(&target, &path)
+                    .await
+                    .map_err(write_err(&path))?;
+            }
+            Node::File {
+                mtime_ns, chunks, ..
+            } => {
+                written += write_file(repo, tenant, chunks, *mtime_ns, &path).await?;
+                tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(entry.mode))
+                    .await
+                    .map_err(write_err(&path))?;
+            }
+        }
+    }
+    // Last, deepest first: a read-only directory is filled before it is
+    // made read-only.
+    for (path, mode) in dirs.into_iter().rev() {
+        tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .await
+            .map_err(write_err(&path))?;
+    }
+    Ok(written)
+}
+
+/// Writes the file at `path` from its chunks, with its modification time.
+async fn write_file(
+    repo: &Repository,
+    tenant: Uuid,
+    chunks: &[ChunkRef],
+    mtime_ns: i64,
+    path: &Path,
+) -> Result<u64, BackupError> {
+    let write_err = |source| BackupError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = tokio::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .await
+        .map_err(write_err)?;
+    let mut written = 0;
+    let mut fetched = futures::stream::iter(chunks)
+        .map(|chunk| repo.get_chunk(tenant, &chunk.id))
+        .buffered(PREFETCH);
+    while let Some(data) = fetched.try_next().await? {
+        file.write_all(&data).await.map_err(write_err)?;
+        written += data.len() as u64;
+    }
+    let file = file.into_std().await;
+    file.set_modified(system_time(mtime_ns))
+        .map_err(write_err)?;
+    file.sync_all().map_err(write_err)?;
+    Ok(written)
+}
+
+/// The entry's path, refused if it could leave the restore's root.
+fn relative(entry: &Entry) -> Result<PathBuf, BackupError> {
+    let path = decode(&entry.path, entry.raw_path.as_deref())?;
+    let normal = !path.as_os_str().is_empty()
+        && path.components().all(|c| matches!(c, Component::Normal(_)));
+    if !normal {
+        return Err(BackupError::Corrupt(format!(
+            "storage entry {:?} is not a relative path",
+            path
+        )));
+    }
+    Ok(path)
+}
+
+fn encode(path: &OsStr) -> (String, Option<String>) {
+    match path.to_str() {
+        Some(text) => (text.to_owned(), None),
+        None => (String::new(), Some(B64.encode(path.as_bytes()))),
+    }
+}
+
+fn decode(text: &str, raw: Option<&str>) -> Result<PathBuf, BackupError> {
+    match raw {
+        None => Ok(PathBuf::from(text)),
+        Some(raw) => B64
+            .decode(raw)
+            .map(|bytes| PathBuf::from(OsStr::from_bytes(&bytes)))
+            .map_err(|_| BackupError::Corrupt(format!("raw path {raw:?} is not base64"))),
+    }
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
+
+fn ctime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.ctime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.ctime_nsec())
+}
+
+fn system_time(ns: i64) -> std::time::SystemTime {
+    let since = std::time::Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 {
+        std::time::UNIX_EPOCH + since
+    } else {
+        std::time::UNIX_EPOCH - since
+    }
+}

@@ -1,0 +1,448 @@
+//! Backups of a tenant's files and database into a local repository, with
+//! real PostgreSQL and Debian's `pg_dump`/`pg_restore`: taken, changed,
+//! restored to the earlier state exactly, verified.
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use knowton_coordinator::backup::manifest::Content;
+use knowton_coordinator::backup::{BackupKind, Backups, TenantRef, open_repository};
+use knowton_coordinator::secrets::SecretBox;
+use knowton_coordinator::tenant_data::{TenantData, TenantDatabases, TenantStorage, database_name};
+use knowton_tests::backend::postgres_url;
+use sha2::{Digest, Sha256};
+use sqlx::{Connection, PgConnection};
+use tempfile::TempDir;
+use uuid::Uuid;
+
+/// A repository and tenant storage in a temporary directory.
+struct Given {
+    dir: TempDir,
+    backups: Backups,
+    tenant: TenantRef,
+}
+
+impl Given {
+    fn new(data: TenantData, dir: TempDir, key: u8) -> Self {
+        let repo = open_repository(
+            &format!("file://{}", dir.path().join("repo").display()),
+            None,
+            &SecretBox::from_key(&[key; 32]),
+        )
+        .unwrap();
+        let slug = format!("t-{}", &Uuid::new_v4().simple().to_string()[..10]);
+        Given {
+            dir,
+            backups: Backups::new(repo, data),
+            tenant: TenantRef {
+                id: Uuid::now_v7(),
+                slug,
+            },
+        }
+    }
+
+    fn with_storage() -> Self {
+        let dir = TempDir::new().unwrap();
+        let storage = TenantStorage::new(dir.path().join("tenants"));
+        storage.create("placeholder").unwrap();
+        let given = Given::new(
+            TenantData {
+                databases: None,
+                storage: Some(storage.clone()),
+            },
+            dir,
+            1,
+        );
+        storage.create(&given.tenant.slug).unwrap();
+        given
+    }
+
+    fn files(&self) -> PathBuf {
+        self.dir.path().join("tenants").join(&self.tenant.slug)
+    }
+
+    fn repo_dir(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+}
+
+/// Every path under `root` with its kind, mode, size, mtime and content
+/// hash (or link target).
+fn tree(root: &Path) -> BTreeMap<Vec<u8>, String> {
+    let mut out = BTreeMap::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
+            let mode = meta.permissions().mode() & 0o7777;
+            let what = if meta.file_type().is_symlink() {
+                format!("link -> {}", std::fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                pending.push(path.clone());
+                format!("dir {mode:o}")
+            } else {
+                let hash = Sha256::digest(std::fs::read(&path).unwrap());
+                format!(
+                    "file {mode:o} {} {}.{} {}",
+                    meta.len(),
+                    meta.mtime(),
+                    meta.mtime_nsec(),
+                    knowton_common::hex(&hash)
+                )
+            };
+            out.insert(rel, what);
+        }
+    }
+    out
+}
+
+/// Deterministic pseudo-random bytes (xorshift), incompressible enough
+/// for the byte counts to mean something.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_restored_exactly_as_they_were_and_the_next_backup_uploads_what_changed() {
+    let given = Given::with_storage();
+    let files = given.files();
+    // 40 files of 100 KiB to 600 KiB, nested; a read-only file, an
+    // executable, an empty file, an empty directory, a read-only
+    // directory, a symbolic link and a name that is not UTF-8.
+    for i in 0..40u64 {
+        let len = 100 * 1024 + (i as usize % 6) * 100 * 1024;
+        write(
+            &files.join(format!("docs/{}/file-{i}.bin", i % 4)),
+            &noise(i, len),
+            0o640,
+        );
+    }
+    write(&files.join("readonly.txt"), b"do not touch", 0o400);
+    write(&files.join("bin/run.sh"), b"#!/bin/sh\necho hi\n", 0o755);
+    write(&files.join("empty"), b"", 0o600);
+    std::fs::create_dir_all(files.join("empty-dir/inner")).unwrap();
+    write(&files.join("locked/inside.txt"), b"inside", 0o644);
+    std::fs::set_permissions(files.join("locked"), std::fs::Permissions::from_mode(0o500)).unwrap();
+    std::os::unix::fs::symlink("docs/0/file-0.bin", files.join("link")).unwrap();
+    write(
+        &files.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt")),
+        b"latin-1 name",
+        0o644,
+    );
+    let before = tree(&files);
+
+    let first = given
+        .backups
+        .run(&given.tenant, BackupKind::Storage)
+        .await
+        .unwrap();
+    let total: u64 = before.len() as u64;
+    assert!(first.transfer.new_chunks >= 40, "{:?}", first.transfer);
+    assert!(total > 45);
+
+    // Change about 1% of the bytes: one file rewritten in part, one
+    // removed, one added.
+    let changed = files.join("docs/1/file-1.bin");
+    let mut bytes = std::fs::read(&changed).unwrap();
+    bytes[1000..1100].copy_from_slice(&[0u8; 100]);
+    write(&changed, &bytes, 0o640);
+    std::fs::remove_file(files.join("docs/2/file-2.bin")).unwrap();
+    write(&files.join("docs/new.bin"), &noise(999, 50 * 1024), 0o600);
+    let second = given
+        .backups
+        .run(&given.tenant, BackupKind::Storage)
+        .await
+        .unwrap();
+    assert!(
+        second.transfer.bytes_read < first.transfer.bytes_read / 10,
+        "unchanged files are not read again: {:?} then {:?}",
+        first.transfer,
+        second.transfer
+    );
+    assert!(
+        second.transfer.bytes_written < first.transfer.bytes_written / 10,
+        "{:?} then {:?}",
+        first.transfer,
+        second.transfer
+    );
+    assert_eq!(second.transfer.new_chunks, 2, "{:?}", second.transfer);
+
+    let listed = given.backups.list(given.tenant.id).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|b| b.id).collect::<Vec<_>>(),
+        [second.id, first.id]
+    );
+    assert!(given.backups.verify(&first).await.is_empty());
+
+    given
+        .backups
+        .restore_storage(&first, &given.tenant)
+        .await
+        .unwrap();
+    assert_eq!(tree(&files), before, "the first backup's files, exactly");
+
+    given
+        .backups
+        .restore_storage(&second, &given.tenant)
+        .await
+        .unwrap();
+    let after = tree(&files);
+    assert!(!after.contains_key(b"docs/2/file-2.bin".as_slice()));
+    assert!(after.contains_key(b"docs/new.bin".as_slice()));
+    // Nothing left beside the tenant's directory.
+    let beside: Vec<_> = std::fs::read_dir(given.dir.path().join("tenants"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside.len(), 2, "{beside:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_or_foreign_objects_are_named_by_verification_and_refused_by_restore() {
+    let given = Given::with_storage();
+    let files = given.files();
+    for i in 0..3u64 {
+        write(&files.join(format!("f{i}")), &noise(i, 300 * 1024), 0o644);
+    }
+    let backup = given
+        .backups
+        .run(&given.tenant, BackupKind::Storage)
+        .await
+        .unwrap();
+    let Content::Storage { entries } = &backup.content else {
+        panic!("a storage backup");
+    };
+    let chunk_file = |i: usize| {
+        let id = match &entries[i].node {
+            knowton_coordinator::backup::manifest::Node::File { chunks, .. } => {
+                chunks[0].id.clone()
+            }
+            other => panic!("{other:?}"),
+        };
+        let path = knowton_coordinator::backup::repo::chunk_path(given.tenant.id, &id);
+        (given.repo_dir().join(&path), path)
+    };
+    let (flipped, flipped_name) = chunk_file(0);
+    let mut bytes = std::fs::read(&flipped).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&flipped, bytes).unwrap();
+    let (deleted, deleted_name) = chunk_file(1);
+    std::fs::remove_file(&deleted).unwrap();
+
+    let problems = given.backups.verify(&backup).await;
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains(&flipped_name) && p.contains("does not authenticate")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains(&deleted_name)),
+        "{problems:?}"
+    );
+
+    std::fs::remove_dir_all(&files).unwrap();
+    let refused = given
+        .backups
+        .restore_storage(&backup, &given.tenant)
+        .await
+        .unwrap_err();
+    assert!(
+        knowton_common::error_chain(&refused).contains(&flipped_name)
+            || knowton_common::error_chain(&refused).contains(&deleted_name),
+        "{}",
+        knowton_common::error_chain(&refused)
+    );
+    assert!(!files.exists(), "a refused restore writes nothing");
+
+    // The same repository read with another key: the manifest is named.
+    let other = open_repository(
+        &format!("file://{}", given.repo_dir().display()),
+        None,
+        &SecretBox::from_key(&[2; 32]),
+    )
+    .unwrap();
+    let err = Backups::new(other, TenantData::default())
+        .list(given.tenant.id)
+        .await
+        .unwrap_err();
+    let message = knowton_common::error_chain(&err);
+    assert!(
+        message.contains(&format!("tenants/{}/backups/storage/", given.tenant.id))
+            && message.contains("does not authenticate"),
+        "{message}"
+    );
+}
+
+async fn admin(server: &str, database: &str) -> PgConnection {
+    let url = url_with_database(server, database);
+    PgConnection::connect(&url).await.unwrap()
+}
+
+fn url_with_database(server: &str, database: &str) -> String {
+    let mut url = url::Url::parse(server).unwrap();
+    url.set_path(&format!("/{database}"));
+    url.to_string()
+}
+
+async fn rows(conn: &mut PgConnection) -> Vec<(i32, String)> {
+    sqlx::query_as("SELECT id, body FROM notes ORDER BY id")
+        .fetch_all(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_is_restored_to_its_backup_and_into_a_new_tenant() {
+    let Some(server) = postgres_url() else {
+        eprintln!("TEST_DATABASE_URL is not set: database backups are not tested");
+        return;
+    };
+    let databases = TenantDatabases::connect(&server, Uuid::new_v4())
+        .await
+        .unwrap();
+    let dir = TempDir::new().unwrap();
+    let given = Given::new(
+        TenantData {
+            databases: Some(databases.clone()),
+            storage: None,
+        },
+        dir,
+        3,
+    );
+    let name = database_name(&given.tenant.slug);
+    databases
+        .create(
+            given.tenant.id,
+            &given.tenant.slug,
+            "Pw0123456789abcdefghijklmnopqrstuv",
+        )
+        .await
+        .unwrap();
+    let mut conn = admin(&server, &name).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET ROLE \"{name}\"; \
+         CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL); \
+         INSERT INTO notes SELECT i, 'note ' || i FROM generate_series(1, 5000) i; \
+         CREATE SCHEMA app; CREATE TABLE app.\"Mixed Case\" (v jsonb); \
+         INSERT INTO app.\"Mixed Case\" VALUES ('{{\"a\": 1}}'), (NULL);"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let earlier = rows(&mut conn).await;
+
+    let backup = given
+        .backups
+        .run(&given.tenant, BackupKind::Database)
+        .await
+        .unwrap();
+    let Content::Database { tables, .. } = &backup.content else {
+        panic!("a database backup");
+    };
+    assert_eq!(
+        tables
+            .iter()
+            .map(|t| (t.table.as_str(), t.rows))
+            .collect::<Vec<_>>(),
+        [("app.\"Mixed Case\"", 2), ("public.notes", 5000)]
+    );
+
+    sqlx::raw_sql(
+        "UPDATE notes SET body = 'changed' WHERE id % 7 = 0; \
+         DELETE FROM notes WHERE id > 4000; \
+         INSERT INTO notes VALUES (9001, 'added later');",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert_ne!(rows(&mut conn).await, earlier);
+    conn.close().await.unwrap();
+
+    given
+        .backups
+        .restore_database(&backup, &given.tenant)
+        .await
+        .unwrap();
+    let mut conn = admin(&server, &name).await;
+    assert_eq!(rows(&mut conn).await, earlier);
+    let (again, _) = knowton_coordinator::backup::database::table_checks(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(&again, tables, "row counts and checksums as backed up");
+    let owner: String =
+        sqlx::query_scalar("SELECT tableowner::text FROM pg_tables WHERE tablename = 'notes'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(owner, name);
+    conn.close().await.unwrap();
+
+    // Into another tenant: its own role owns what is restored.
+    let copy = TenantRef {
+        id: Uuid::now_v7(),
+        slug: format!("{}-copy", given.tenant.slug),
+    };
+    let copy_name = database_name(&copy.slug);
+    databases
+        .create(copy.id, &copy.slug, "Pw0123456789abcdefghijklmnopqrstuw")
+        .await
+        .unwrap();
+    given
+        .backups
+        .restore_database(&backup, &copy)
+        .await
+        .unwrap();
+    let mut conn = admin(&server, &copy_name).await;
+    assert_eq!(rows(&mut conn).await, earlier);
+    let owner: String =
+        sqlx::query_scalar("SELECT tableowner::text FROM pg_tables WHERE tablename = 'notes'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(owner, copy_name);
+    conn.close().await.unwrap();
+
+    // A second backup of an unchanged database uploads almost nothing.
+    let again = given
+        .backups
+        .run(&given.tenant, BackupKind::Database)
+        .await
+        .unwrap();
+    assert!(
+        again.transfer.new_chunks <= 1,
+        "an unchanged dump dedupes: {:?}",
+        again.transfer
+    );
+
+    databases
+        .drop(given.tenant.id, &given.tenant.slug)
+        .await
+        .unwrap();
+    databases.drop(copy.id, &copy.slug).await.unwrap();
+}
