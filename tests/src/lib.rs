@@ -25,6 +25,7 @@
 //! - [`receiver`]: webhook receivers that record what they are sent.
 //! - [`promtool`]: `promtool check metrics` on a scrape.
 //! - [`smtp`]: an SMTP server that records the mail it is sent.
+//! - [`s3`]: an S3 server (moto's) with a bucket and signed access.
 //!
 //! Simulated tenant pods are the coordinator's `knowton_coordinator::sim`.
 
@@ -43,6 +44,7 @@ pub mod process;
 pub mod promtool;
 pub mod proxy;
 pub mod receiver;
+pub mod s3;
 pub mod smtp;
 
 pub use backend::{Db, postgres_url};
