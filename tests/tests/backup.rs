@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use knowton_coordinator::backup::manifest::Content;
-use object_store::ObjectStore;
 use knowton_coordinator::backup::repo::Repository;
 use knowton_coordinator::backup::seal::Sealer;
 use knowton_coordinator::backup::{BackupKind, Backups, TenantRef, open_repository};
 use knowton_coordinator::secrets::SecretBox;
 use knowton_coordinator::tenant_data::{TenantData, TenantDatabases, TenantStorage, database_name};
 use knowton_tests::backend::postgres_url;
+use object_store::ObjectStore;
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, PgConnection};
 use tempfile::TempDir;
@@ -485,4 +485,108 @@ async fn a_database_is_restored_to_its_backup_and_into_a_new_tenant() {
         .await
         .unwrap();
     databases.drop(copy.id, &copy.slug).await.unwrap();
+}
+
+/// The chunk objects `tenant` has in the repository.
+fn chunk_objects(given: &Given) -> usize {
+    let dir = given
+        .repo_dir()
+        .join(format!("tenants/{}/chunks", given.tenant.id));
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|shard| std::fs::read_dir(shard.unwrap().path()).unwrap().count())
+        .sum()
+}
+
+/// Pruning keeps exactly the policy's backups, marks what nothing
+/// references, deletes it only at a later prune, and never deletes a chunk
+/// a kept backup, or a backup still being written, uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_keeps_the_policy_and_sweeps_only_unreferenced_chunks() {
+    use knowton_coordinator::backup::retention::Retention;
+    let given = Given::with_storage();
+    let files = given.files();
+    write(&files.join("same"), &noise(1, 200 * 1024), 0o644);
+    let mut backups = Vec::new();
+    for version in 0..3u64 {
+        write(
+            &files.join("changing"),
+            &noise(100 + version, 200 * 1024),
+            0o644,
+        );
+        backups.push(
+            given
+                .backups
+                .run(&given.tenant, BackupKind::Storage)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(chunk_objects(&given), 4, "one shared, three versions");
+    let keep_one: Retention = "daily=1".parse().unwrap();
+    let no_grace = std::time::Duration::ZERO;
+
+    let first = given
+        .backups
+        .prune(given.tenant.id, keep_one, no_grace)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            first.kept,
+            first.deleted_backups,
+            first.marked_chunks,
+            first.deleted_chunks
+        ),
+        (1, 2, 2, 0),
+        "{first:?}"
+    );
+    let listed = given.backups.list(given.tenant.id).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|b| b.id).collect::<Vec<_>>(),
+        [backups[2].id]
+    );
+    assert_eq!(chunk_objects(&given), 4, "marked, not yet deleted");
+
+    // A backup under way uses the first version's chunk again before the
+    // sweep, and has not written its manifest yet.
+    let writer = given.backups.chunk_writer(given.tenant.id).await.unwrap();
+    let rescued = writer.put(noise(100, 200 * 1024)).await.unwrap();
+
+    let second = given
+        .backups
+        .prune(given.tenant.id, keep_one, no_grace)
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.kept, second.deleted_backups, second.deleted_chunks),
+        (1, 0, 1),
+        "the unused version goes, the rescued one stays: {second:?}"
+    );
+    assert_eq!(chunk_objects(&given), 3);
+    assert!(
+        given
+            .dir
+            .path()
+            .join("repo")
+            .join(knowton_coordinator::backup::repo::chunk_path(
+                given.tenant.id,
+                &rescued.id
+            ))
+            .exists()
+    );
+    assert!(given.backups.verify(&backups[2]).await.is_empty());
+
+    // With a grace period, a fresh mark is not swept.
+    let third = given
+        .backups
+        .prune(
+            given.tenant.id,
+            keep_one,
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    assert_eq!(third.deleted_chunks, 0, "{third:?}");
+    assert_eq!(chunk_objects(&given), 3);
 }

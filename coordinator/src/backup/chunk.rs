@@ -59,16 +59,24 @@ pub struct ChunkWriter {
     /// Chunks the tenant has: listed once at the start of the run, and
     /// every chunk this run writes.
     known: Arc<Mutex<HashSet<String>>>,
+    /// Chunks a prune marked unreferenced: written again when used, so
+    /// that its sweep leaves them.
+    marked: Arc<Mutex<HashSet<String>>>,
     transfer: Arc<Mutex<Transfer>>,
 }
 
 impl ChunkWriter {
-    pub async fn new(repo: Repository, tenant: Uuid) -> Result<Self, BackupError> {
+    pub async fn new(
+        repo: Repository,
+        tenant: Uuid,
+        marked: HashSet<String>,
+    ) -> Result<Self, BackupError> {
         let known = repo.chunk_ids(tenant).await?;
         Ok(ChunkWriter {
             repo,
             tenant,
             known: Arc::new(Mutex::new(known)),
+            marked: Arc::new(Mutex::new(marked)),
             transfer: Arc::default(),
         })
     }
@@ -102,7 +110,11 @@ impl ChunkWriter {
             .expect("hashing does not panic");
         let len = data.len() as u64;
         let seen = !self.known.lock().expect("known lock").insert(id.clone());
-        let put = if seen {
+        let rescue = seen && self.marked.lock().expect("marked lock").remove(&id);
+        let put = if rescue {
+            let path = chunk_path(self.tenant, &id);
+            Put::Written(self.repo.put_again(&path, &data).await?)
+        } else if seen {
             Put::Existed
         } else {
             match self

@@ -11,9 +11,11 @@ pub mod chunk;
 pub mod database;
 pub mod manifest;
 pub mod repo;
+pub mod retention;
 pub mod seal;
 pub mod storage;
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -24,6 +26,7 @@ use uuid::Uuid;
 use self::chunk::{ChunkWriter, Transfer};
 use self::manifest::{Content, Manifest};
 use self::repo::{Put, Repository};
+use self::retention::Retention;
 use self::seal::{OpenError, Sealer};
 use crate::secrets::SecretBox;
 use crate::tenant_data::{TenantData, TenantDataError, database_name};
@@ -221,6 +224,26 @@ impl From<&Manifest> for BackupInfo {
     }
 }
 
+/// What a prune did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneReport {
+    pub kept: usize,
+    pub deleted_backups: usize,
+    /// Chunks no backup references, deleted by a later prune unless a
+    /// backup uses them again.
+    pub marked_chunks: usize,
+    pub deleted_chunks: usize,
+}
+
+/// Chunks a prune found unreferenced.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Mark {
+    marked_at: DateTime<Utc>,
+    chunks: Vec<String>,
+}
+
 /// Takes, lists, restores and verifies tenants' backups.
 #[derive(Debug, Clone)]
 pub struct Backups {
@@ -240,7 +263,7 @@ impl Backups {
     /// Takes a backup of `kind` of `tenant` now.
     pub async fn run(&self, tenant: &TenantRef, kind: BackupKind) -> Result<Manifest, BackupError> {
         let started_at = Utc::now();
-        let writer = ChunkWriter::new(self.repo.clone(), tenant.id).await?;
+        let writer = self.chunk_writer(tenant.id).await?;
         let content = match kind {
             BackupKind::Database => {
                 let databases = self.data.databases.as_ref().ok_or(BackupError::Nothing {
@@ -313,14 +336,14 @@ impl Backups {
         tenant: Uuid,
         kind: BackupKind,
     ) -> Result<Vec<Manifest>, BackupError> {
-        let mut paths = self
+        let mut listed = self
             .repo
             .list(&repo::manifests_prefix(tenant, kind))
             .await?;
-        paths.sort();
-        let mut out = Vec::with_capacity(paths.len());
-        for (path, _) in paths {
-            out.push(self.manifest(&path).await?);
+        listed.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut out = Vec::with_capacity(listed.len());
+        for object in listed {
+            out.push(self.manifest(&object.path).await?);
         }
         Ok(out)
     }
@@ -344,6 +367,120 @@ impl Backups {
             .into_iter()
             .filter(|m| m.taken_at <= at)
             .max_by_key(|m| m.taken_at))
+    }
+
+    /// Deletes the backups of `tenant` that `policy` does not keep, then
+    /// its chunks no kept backup references, by mark and sweep: a prune
+    /// marks the chunks nothing references, and the first prune at least
+    /// `grace` later deletes those still unreferenced and not written
+    /// since. A backup reusing a marked chunk writes it again, so a backup
+    /// shorter than `grace` never loses a chunk it named, even while a
+    /// prune runs.
+    pub async fn prune(
+        &self,
+        tenant: Uuid,
+        policy: Retention,
+        grace: std::time::Duration,
+    ) -> Result<PruneReport, BackupError> {
+        let now = Utc::now();
+        let mut report = PruneReport::default();
+        for kind in BackupKind::ALL {
+            let manifests = self.manifests(tenant, kind).await?;
+            let taken: Vec<_> = manifests.iter().map(|m| m.taken_at).collect();
+            for (manifest, keep) in manifests.iter().zip(policy.keeps(&taken)) {
+                if keep {
+                    report.kept += 1;
+                } else {
+                    let path = repo::manifest_path(tenant, kind, manifest.taken_at, manifest.id);
+                    self.repo.delete(&path).await?;
+                    report.deleted_backups += 1;
+                }
+            }
+        }
+        let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        let previous = self.marks(tenant).await?;
+        if previous
+            .iter()
+            .any(|(_, mark)| mark.marked_at > now - grace)
+        {
+            // The last mark is not old enough to sweep: a backup started
+            // before it may still name its chunks.
+            return Ok(report);
+        }
+        // Listed after the deletions: a backup completed meanwhile counts.
+        let mut referenced = HashSet::new();
+        for kind in BackupKind::ALL {
+            for manifest in self.manifests(tenant, kind).await? {
+                referenced.extend(manifest.content.chunks().map(|c| c.id.clone()));
+            }
+        }
+        let condemned: HashMap<&str, DateTime<Utc>> = previous
+            .iter()
+            .flat_map(|(_, mark)| mark.chunks.iter().map(|id| (id.as_str(), mark.marked_at)))
+            .collect();
+        let mut unreferenced = Vec::new();
+        for object in self.repo.list(&format!("tenants/{tenant}/chunks")).await? {
+            let id = object
+                .path
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            if referenced.contains(&id) {
+                continue;
+            }
+            match condemned.get(id.as_str()) {
+                Some(&marked_at) if object.modified < marked_at => {
+                    self.repo.delete(&object.path).await?;
+                    report.deleted_chunks += 1;
+                }
+                _ => unreferenced.push(id),
+            }
+        }
+        report.marked_chunks = unreferenced.len();
+        if !unreferenced.is_empty() {
+            let mark = Mark {
+                marked_at: Utc::now(),
+                chunks: unreferenced,
+            };
+            let path = format!(
+                "{}/{}-{}",
+                repo::marks_prefix(tenant),
+                mark.marked_at.format("%Y%m%dT%H%M%S%.fZ"),
+                Uuid::new_v4().simple()
+            );
+            let body = serde_json::to_vec(&mark).expect("a mark serialises");
+            self.repo.put_new(&path, &body).await?;
+        }
+        for (path, _) in previous {
+            self.repo.delete(&path).await?;
+        }
+        Ok(report)
+    }
+
+    /// `tenant`'s pending marks, by path.
+    async fn marks(&self, tenant: Uuid) -> Result<Vec<(String, Mark)>, BackupError> {
+        let mut out = Vec::new();
+        for object in self.repo.list(&repo::marks_prefix(tenant)).await? {
+            let body = self.repo.get(&object.path).await?;
+            let mark = serde_json::from_slice(&body).map_err(|e| {
+                BackupError::Corrupt(format!("mark {} does not parse: {e}", object.path))
+            })?;
+            out.push((object.path, mark));
+        }
+        Ok(out)
+    }
+
+    /// A writer of `tenant`'s chunks for one backup run: it knows the
+    /// chunks the tenant has, and rewrites those a prune marked.
+    pub async fn chunk_writer(&self, tenant: Uuid) -> Result<ChunkWriter, BackupError> {
+        let marked = self
+            .marks(tenant)
+            .await?
+            .into_iter()
+            .flat_map(|(_, mark)| mark.chunks)
+            .collect();
+        ChunkWriter::new(self.repo.clone(), tenant, marked).await
     }
 
     /// Every backup of `tenant`, newest first.
@@ -425,7 +562,7 @@ impl Backups {
     /// each naming the object.
     pub async fn verify(&self, manifest: &Manifest) -> Vec<String> {
         use futures::StreamExt;
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         let unique: Vec<_> = manifest
             .content
             .chunks()

@@ -31,6 +31,15 @@ pub struct Repository {
     shown: String,
 }
 
+/// One object as listed.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Relative to the repository.
+    pub path: String,
+    pub size: u64,
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
+
 /// What a write-once put did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Put {
@@ -81,6 +90,19 @@ impl Repository {
         }
     }
 
+    /// Seals `plain` and writes it at `path`, replacing what is there (a
+    /// chunk rescued from a pending sweep: its content is the same, its
+    /// modification time is now).
+    pub async fn put_again(&self, path: &str, plain: &[u8]) -> Result<u64, BackupError> {
+        let sealed = self.sealer.seal(path, plain);
+        let len = sealed.len() as u64;
+        self.store
+            .put(&Path::from(path), PutPayload::from(sealed))
+            .await
+            .map_err(|source| self.failed(path, "write", source))?;
+        Ok(len)
+    }
+
     /// The raw bytes at `path`, as stored.
     pub async fn get_raw(&self, path: &str) -> Result<Vec<u8>, BackupError> {
         let read = async {
@@ -121,11 +143,15 @@ impl Repository {
         opened.map_err(|reason| self.unreadable(&path, reason))
     }
 
-    /// Paths (relative to the repository) and sizes under `prefix`.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, BackupError> {
+    /// The objects under `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, BackupError> {
         self.store
             .list(Some(&Path::from(prefix)))
-            .map_ok(|meta| (meta.location.to_string(), meta.size))
+            .map_ok(|meta| Listed {
+                path: meta.location.to_string(),
+                size: meta.size,
+                modified: meta.last_modified,
+            })
             .try_collect()
             .await
             .map_err(|source| self.failed(prefix, "list", source))
@@ -137,7 +163,7 @@ impl Repository {
             .list(&format!("tenants/{tenant}/chunks"))
             .await?
             .into_iter()
-            .filter_map(|(path, _)| path.rsplit('/').next().map(str::to_owned))
+            .filter_map(|o| o.path.rsplit('/').next().map(str::to_owned))
             .collect())
     }
 
@@ -168,6 +194,11 @@ impl Repository {
 pub fn chunk_path(tenant: Uuid, id: &str) -> String {
     let shard = id.get(..2).unwrap_or("00");
     format!("tenants/{tenant}/chunks/{shard}/{id}")
+}
+
+/// Where `tenant`'s marks of unreferenced chunks are.
+pub fn marks_prefix(tenant: Uuid) -> String {
+    format!("tenants/{tenant}/marks")
 }
 
 /// Where the manifests of `tenant`'s backups of `kind` are.
