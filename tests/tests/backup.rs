@@ -590,3 +590,109 @@ async fn pruning_keeps_the_policy_and_sweeps_only_unreferenced_chunks() {
     assert_eq!(third.deleted_chunks, 0, "{third:?}");
     assert_eq!(chunk_objects(&given), 3);
 }
+
+/// A repository that fails in the middle of a database backup: the run
+/// fails naming the object it could not write, `pg_dump` does not outlive
+/// it, no backup is listed, and the next run (the repository mended)
+/// succeeds and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_backup_the_repository_fails_leaves_no_backup_and_the_next_one_succeeds() {
+    let Some(server) = postgres_url() else {
+        eprintln!("TEST_DATABASE_URL is not set: database backups are not tested");
+        return;
+    };
+    let databases = TenantDatabases::connect(&server, Uuid::new_v4())
+        .await
+        .unwrap();
+    let given = Given::new(
+        TenantData {
+            databases: Some(databases.clone()),
+            storage: None,
+        },
+        TempDir::new().unwrap(),
+        4,
+    );
+    let name = database_name(&given.tenant.slug);
+    databases
+        .create(
+            given.tenant.id,
+            &given.tenant.slug,
+            "Pw0123456789abcdefghijklmnopqrstux",
+        )
+        .await
+        .unwrap();
+    let mut conn = admin(&server, &name).await;
+    // About 12 MB of dump: several chunks, more than a pipe holds.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET ROLE \"{name}\"; CREATE TABLE blobs (id int, body text); \
+         INSERT INTO blobs SELECT i, repeat(md5(i::text), 20) FROM generate_series(1, 20000) i;"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    // Every chunk shard is a file, so no chunk can be written (the tests
+    // run as root: permissions would not stop it).
+    let chunks = given
+        .repo_dir()
+        .join(format!("tenants/{}/chunks", given.tenant.id));
+    std::fs::create_dir_all(&chunks).unwrap();
+    for shard in 0..=255u8 {
+        std::fs::write(chunks.join(format!("{shard:02x}")), b"").unwrap();
+    }
+    let failed = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        given.backups.run(&given.tenant, BackupKind::Database),
+    )
+    .await
+    .expect("the backup ends")
+    .unwrap_err();
+    let message = knowton_common::error_chain(&failed);
+    assert!(
+        message.contains("failed to write tenants/") && message.contains("/chunks/"),
+        "{message}"
+    );
+    assert!(
+        given
+            .backups
+            .list(given.tenant.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let watcher = sqlx::PgPool::connect(&server).await.unwrap();
+    knowton_tests::eventually::eventually(
+        std::time::Duration::from_secs(10),
+        "pg_dump's session ends with the failed run",
+        || {
+            let (watcher, name) = (watcher.clone(), name.clone());
+            async move {
+                let dumping: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = $1 AND application_name = 'pg_dump'",
+                )
+                .bind(name)
+                .fetch_one(&watcher)
+                .await
+                .unwrap();
+                (dumping == 0).then_some(())
+            }
+        },
+    )
+    .await;
+
+    std::fs::remove_dir_all(&chunks).unwrap();
+    let backup = given
+        .backups
+        .run(&given.tenant, BackupKind::Database)
+        .await
+        .unwrap();
+    assert!(backup.transfer.new_chunks >= 3, "{:?}", backup.transfer);
+    assert!(given.backups.verify(&backup).await.is_empty());
+    assert_eq!(given.backups.list(given.tenant.id).await.unwrap().len(), 1);
+    databases
+        .drop(given.tenant.id, &given.tenant.slug)
+        .await
+        .unwrap();
+}

@@ -68,9 +68,14 @@ pub async fn back_up(
     let stdout = dump.stdout.take().expect("stdout is piped");
     let stderr = tail_of(&mut dump);
     let chunks = writer.write(stdout).await;
+    if chunks.is_err() {
+        // Nobody reads its output any more: it would block on a full pipe.
+        let _ = dump.start_kill();
+    }
     let status = dump.wait().await.map_err(BackupError::Read)?;
     let detail = stderr.await.unwrap_or_default();
     tx.commit().await.map_err(query("end the snapshot"))?;
+    let chunks = chunks?;
     if !status.success() {
         return Err(BackupError::Tool {
             tool: "pg_dump",
@@ -78,7 +83,7 @@ pub async fn back_up(
         });
     }
     Ok(Content::Database {
-        chunks: chunks?,
+        chunks,
         tables,
         tables_truncated,
         dumped_by: version("pg_dump").await,
