@@ -15,6 +15,7 @@ use knowton_coordinator::store::{
     Backend, ConfigChange, Fence, NewApiKey, NewTenant, OutboxMessage, Rollup, Store, StoreError,
     Tenant, Unique, now,
 };
+use knowton_coordinator::store::{BackupKind, BackupRun, RunProgress, RunStatus, RunTrigger};
 use knowton_tests::{Db, TestDb, eventually, on_every_backend};
 use uuid::Uuid;
 
@@ -32,6 +33,7 @@ on_every_backend!(with given_store:
     a_health_summary_counts_critical_and_down_minutes_as_bad,
     the_lease_has_one_holder_and_fences_a_deposed_leaders_writes,
     the_shared_rate_budget_computes_what_the_gcra_arithmetic_does,
+    one_backup_run_at_a_time_and_a_stale_one_is_marked_interrupted,
 );
 
 /// Runs `test` on a store opened directly on a database of its own, and
@@ -662,4 +664,115 @@ async fn a_provisioning_request_is_served_by_any_attempt_since_creation(store: A
         .await
         .unwrap();
     assert_eq!(row.phase, Phase::Pending, "{row:?}");
+}
+
+fn backup_run(tenant: Uuid, kind: BackupKind, started: chrono::DateTime<chrono::Utc>) -> BackupRun {
+    BackupRun {
+        id: Uuid::now_v7(),
+        tenant_id: tenant,
+        kind,
+        trigger: RunTrigger::Manual,
+        actor: "admin".to_owned(),
+        status: RunStatus::Running,
+        started_at: started,
+        updated_at: started,
+        finished_at: None,
+        bytes_read: 0,
+        bytes_written: 0,
+        new_chunks: 0,
+        backup_id: None,
+        error: None,
+    }
+}
+
+/// A tenant has one running backup of a kind at a time; one whose
+/// coordinator stopped updating it is marked failed (interrupted) when the
+/// next starts; runs list newest first with their progress and outcome,
+/// and the last success of each kind is what the backup-age check reads.
+async fn one_backup_run_at_a_time_and_a_stale_one_is_marked_interrupted(store: Arc<dyn Store>) {
+    let fixture = tenant("backed");
+    store.create_tenant(&fixture.new).await.unwrap();
+    let id = fixture.new.tenant.id;
+    let t0 = now() - Duration::hours(1);
+
+    let first = backup_run(id, BackupKind::Database, t0);
+    store
+        .start_backup_run(&first, t0 - Duration::minutes(5))
+        .await
+        .unwrap();
+    // Another kind runs beside it.
+    let files = backup_run(id, BackupKind::Storage, t0);
+    store
+        .start_backup_run(&files, t0 - Duration::minutes(5))
+        .await
+        .unwrap();
+    let second = backup_run(id, BackupKind::Database, t0 + Duration::minutes(1));
+    let refused = store
+        .start_backup_run(&second, t0 - Duration::minutes(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::Conflict(Unique::BackupRunning)),
+        "{refused:?}"
+    );
+
+    let progress = RunProgress {
+        bytes_read: 10,
+        bytes_written: 4,
+        new_chunks: 1,
+    };
+    store.touch_backup_run(files.id, progress).await.unwrap();
+    let backup = Uuid::now_v7();
+    store
+        .finish_backup_run(files.id, progress, Some(backup), None)
+        .await
+        .unwrap();
+
+    // Later: the first database run was last updated at t0, before the
+    // staleness bound; it is marked interrupted and the new one starts.
+    store
+        .start_backup_run(&second, t0 + Duration::minutes(1))
+        .await
+        .unwrap();
+    let runs = store.backup_runs(id, 10).await.unwrap();
+    let by_id = |run: &BackupRun| runs.iter().find(|r| r.id == run.id).unwrap().clone();
+    assert_eq!(runs.len(), 3);
+    assert_eq!(runs[0].id, second.id, "newest first");
+    let interrupted = by_id(&first);
+    assert_eq!(interrupted.status, RunStatus::Failed);
+    assert!(
+        interrupted
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("interrupted")
+    );
+    let done = by_id(&files);
+    assert_eq!(
+        (
+            done.status,
+            done.bytes_read,
+            done.bytes_written,
+            done.new_chunks,
+            done.backup_id
+        ),
+        (RunStatus::Succeeded, 10, 4, 1, Some(backup))
+    );
+    assert!(done.finished_at.is_some());
+
+    let long_error = "x".repeat(10_000);
+    store
+        .finish_backup_run(second.id, RunProgress::default(), None, Some(&long_error))
+        .await
+        .unwrap();
+    let failed = store.backup_runs(id, 1).await.unwrap().remove(0);
+    assert_eq!(failed.status, RunStatus::Failed);
+    assert_eq!(failed.error.unwrap().len(), 2000, "the error is kept short");
+
+    assert_eq!(
+        store.last_backup_successes().await.unwrap(),
+        [(id, BackupKind::Storage, t0)]
+    );
+    store.purge(id).await.unwrap();
+    assert!(store.backup_runs(id, 10).await.unwrap().is_empty());
 }

@@ -146,8 +146,9 @@ impl From<LifecycleError> for ApiError {
                 let (code, field) = match unique {
                     Unique::TenantSlug => ("slug_taken", "slug"),
                     Unique::TenantDomain => ("domain_taken", "domain"),
-                    // Never a request's field: a duplicate key is a bug.
-                    Unique::OutboxIdempotencyKey => {
+                    // Never a request's field: a duplicate key is a bug, and
+                    // a running backup is answered before it reaches here.
+                    Unique::OutboxIdempotencyKey | Unique::BackupRunning => {
                         return ApiError::internal(&LifecycleError::Conflict(unique));
                     }
                 };

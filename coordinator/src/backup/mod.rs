@@ -29,42 +29,8 @@ use self::repo::{Put, Repository};
 use self::retention::Retention;
 use self::seal::{OpenError, Sealer};
 use crate::secrets::SecretBox;
+pub use crate::store::BackupKind;
 use crate::tenant_data::{TenantData, TenantDataError, database_name};
-
-/// What a backup holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum BackupKind {
-    Database,
-    Storage,
-}
-
-impl BackupKind {
-    pub const ALL: [BackupKind; 2] = [BackupKind::Database, BackupKind::Storage];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackupKind::Database => "database",
-            BackupKind::Storage => "storage",
-        }
-    }
-}
-
-impl std::fmt::Display for BackupKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for BackupKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        BackupKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown backup kind {s:?}: expected database or storage"))
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -384,7 +350,7 @@ impl Backups {
     ) -> Result<PruneReport, BackupError> {
         let now = Utc::now();
         let mut report = PruneReport::default();
-        for kind in BackupKind::ALL {
+        for &kind in BackupKind::ALL {
             let manifests = self.manifests(tenant, kind).await?;
             let taken: Vec<_> = manifests.iter().map(|m| m.taken_at).collect();
             for (manifest, keep) in manifests.iter().zip(policy.keeps(&taken)) {
@@ -409,7 +375,7 @@ impl Backups {
         }
         // Listed after the deletions: a backup completed meanwhile counts.
         let mut referenced = HashSet::new();
-        for kind in BackupKind::ALL {
+        for &kind in BackupKind::ALL {
             for manifest in self.manifests(tenant, kind).await? {
                 referenced.extend(manifest.content.chunks().map(|c| c.id.clone()));
             }
@@ -486,7 +452,7 @@ impl Backups {
     /// Every backup of `tenant`, newest first.
     pub async fn list(&self, tenant: Uuid) -> Result<Vec<BackupInfo>, BackupError> {
         let mut out = Vec::new();
-        for kind in BackupKind::ALL {
+        for &kind in BackupKind::ALL {
             out.extend(
                 self.manifests(tenant, kind)
                     .await?

@@ -16,8 +16,10 @@
 //!   once ([`ChangeStore`]).
 //! - `ratelimit`: each tenant's request budget, shared by the replicas
 //!   ([`RateLimitStore`]).
+//! - `backup`: backup runs, their progress and outcome ([`BackupStore`]).
 //! - `sql`: the SQL of all of them, written once for both backends.
 
+mod backup;
 mod changes;
 mod deploy;
 mod keys;
@@ -41,6 +43,7 @@ use uuid::Uuid;
 
 use crate::credentials::KeyKind;
 
+pub use backup::{BackupKind, BackupRun, BackupStore, RunProgress, RunStatus, RunTrigger};
 pub use changes::{Change, ChangeListener, ChangeStore, MAX_CHANGE_BYTES};
 pub use deploy::{DeployStore, DeploymentEvent, DeploymentRow, DeploymentSettings, Phase};
 pub use keys::{KeyOwner, KeyStore};
@@ -99,19 +102,26 @@ pub enum Unique {
     TenantDomain,
     /// `outbox_idempotency_key`: a message with the key was enqueued before.
     OutboxIdempotencyKey,
+    /// `backup_runs_one_running`: a run of that tenant and kind is running.
+    BackupRunning,
 }
 
 impl Unique {
     /// Each one's constraint name (PostgreSQL reports it) and its columns as
     /// SQLite names them (SQLite reports `UNIQUE constraint failed: <columns>`
     /// and no constraint name).
-    const ALL: [(Unique, &'static str, &'static str); 3] = [
+    const ALL: [(Unique, &'static str, &'static str); 4] = [
         (Unique::TenantSlug, "tenants_slug_key", "tenants.slug"),
         (Unique::TenantDomain, "tenants_domain_key", "tenants.domain"),
         (
             Unique::OutboxIdempotencyKey,
             "outbox_idempotency_key",
             "outbox.idempotency_key",
+        ),
+        (
+            Unique::BackupRunning,
+            "backup_runs_one_running",
+            "backup_runs.tenant_id, backup_runs.kind",
         ),
     ];
 
@@ -136,6 +146,7 @@ impl std::fmt::Display for Unique {
             Unique::TenantSlug => "tenant slug",
             Unique::TenantDomain => "tenant domain",
             Unique::OutboxIdempotencyKey => "outbox idempotency key",
+            Unique::BackupRunning => "running backup of this kind",
         })
     }
 }
@@ -239,6 +250,7 @@ pub trait Store:
     + LeaseStore
     + ChangeStore
     + RateLimitStore
+    + BackupStore
     + std::fmt::Debug
     + Send
     + Sync

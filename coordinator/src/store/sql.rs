@@ -14,6 +14,7 @@ use knowton_common::{TenantStatus, Usage};
 use sqlx::{PgPool, Row, SqlitePool};
 use uuid::Uuid;
 
+mod backup;
 mod changes;
 mod deploy;
 mod lease;
@@ -107,7 +108,8 @@ const ACTIVE_KEYS_JOIN: &str =
     "LEFT JOIN api_keys k ON k.tenant_id = t.id AND k.revoked_at IS NULL";
 
 /// Tables holding a tenant's rows, children first.
-const TENANT_TABLES: [&str; 16] = [
+const TENANT_TABLES: [&str; 17] = [
+    "backup_runs",
     "tenant_rate_limits",
     "deployment_events",
     "tenant_deployments",

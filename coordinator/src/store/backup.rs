@@ -1,0 +1,129 @@
+//! What the store keeps of backups: each run (its kind, trigger, progress
+//! and outcome). The backups themselves are in the backup repository.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::Result;
+
+/// What a backup holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    Database,
+    Storage,
+}
+
+/// How a backup run ended, or that it has not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// What started a backup run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunTrigger {
+    Schedule,
+    Manual,
+}
+
+macro_rules! names {
+    ($ty:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$(<$ty>::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(<$ty>::$variant => $name),+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|v| v.as_str() == s)
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+names!(BackupKind { Database => "database", Storage => "storage" });
+names!(RunStatus { Running => "running", Succeeded => "succeeded", Failed => "failed" });
+names!(RunTrigger { Schedule => "schedule", Manual => "manual" });
+
+impl std::str::FromStr for BackupKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        BackupKind::parse(s)
+            .ok_or_else(|| format!("unknown backup kind {s:?}: expected database or storage"))
+    }
+}
+
+/// One backup run.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRun {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub kind: BackupKind,
+    pub trigger: RunTrigger,
+    /// Who asked for it (`admin`, `tenant-key:<prefix>`, `schedule`).
+    pub actor: String,
+    pub status: RunStatus,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    pub bytes_read: i64,
+    pub bytes_written: i64,
+    pub new_chunks: i64,
+    /// The backup it took, once it succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where a run is: its bytes so far, or at the end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunProgress {
+    pub bytes_read: i64,
+    pub bytes_written: i64,
+    pub new_chunks: i64,
+}
+
+#[async_trait]
+pub trait BackupStore: Send + Sync {
+    /// Records `run` as running. A running run of the same tenant and kind
+    /// last updated before `stale_before` is marked failed (its
+    /// coordinator stopped) first; one updated since is a
+    /// `Conflict(BackupRunning)`.
+    async fn start_backup_run(&self, run: &BackupRun, stale_before: DateTime<Utc>) -> Result<()>;
+    /// Records a running run's progress (and that it is alive).
+    async fn touch_backup_run(&self, id: Uuid, progress: RunProgress) -> Result<()>;
+    /// Records how a run ended: `backup` when it succeeded, `error` when
+    /// it failed.
+    async fn finish_backup_run(
+        &self,
+        id: Uuid,
+        progress: RunProgress,
+        backup: Option<Uuid>,
+        error: Option<&str>,
+    ) -> Result<()>;
+    /// `tenant`'s runs, newest first, at most `limit`.
+    async fn backup_runs(&self, tenant: Uuid, limit: i64) -> Result<Vec<BackupRun>>;
+    /// When each tenant's last successful run of each kind started (the
+    /// moment its backup shows), as (tenant, kind, started).
+    async fn last_backup_successes(&self) -> Result<Vec<(Uuid, BackupKind, DateTime<Utc>)>>;
+}

@@ -1,0 +1,185 @@
+//! The SQL behind [`BackupStore`], for both backends.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{PgStore, SqliteStore, corrupt, parse_uuid};
+use crate::store::{
+    BackupKind, BackupRun, BackupStore, Result, RunProgress, RunStatus, RunTrigger, now,
+};
+
+const FIELDS: &str = "id, tenant_id, kind, trigger_kind, actor, status, started_at, updated_at, \
+    finished_at, bytes_read, bytes_written, new_chunks, backup_id, error";
+
+/// The longest error message kept with a run.
+const MAX_ERROR: usize = 2000;
+
+macro_rules! backup_sql {
+    ($store:ty) => {
+        impl $store {
+            fn backup_run_from_row(
+                row: &<super::DbOf<$store> as sqlx::Database>::Row,
+            ) -> Result<BackupRun> {
+                let name = |column: &str| -> Result<String> { Ok(row.try_get(column)?) };
+                let kind = name("kind")?;
+                let trigger = name("trigger_kind")?;
+                let status = name("status")?;
+                Ok(BackupRun {
+                    id: parse_uuid(&name("id")?)?,
+                    tenant_id: parse_uuid(&name("tenant_id")?)?,
+                    kind: BackupKind::parse(&kind)
+                        .ok_or_else(|| corrupt(format!("backup kind {kind:?}")))?,
+                    trigger: RunTrigger::parse(&trigger)
+                        .ok_or_else(|| corrupt(format!("backup trigger {trigger:?}")))?,
+                    actor: name("actor")?,
+                    status: RunStatus::parse(&status)
+                        .ok_or_else(|| corrupt(format!("backup status {status:?}")))?,
+                    started_at: row.try_get("started_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                    finished_at: row.try_get("finished_at")?,
+                    bytes_read: row.try_get("bytes_read")?,
+                    bytes_written: row.try_get("bytes_written")?,
+                    new_chunks: row.try_get("new_chunks")?,
+                    backup_id: row
+                        .try_get::<Option<String>, _>("backup_id")?
+                        .map(|id| parse_uuid(&id))
+                        .transpose()?,
+                    error: row.try_get("error")?,
+                })
+            }
+        }
+
+        #[async_trait]
+        impl BackupStore for $store {
+            async fn start_backup_run(
+                &self,
+                run: &BackupRun,
+                stale_before: DateTime<Utc>,
+            ) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "UPDATE backup_runs SET status = 'failed', finished_at = $4, \
+                     error = 'interrupted: its coordinator stopped' \
+                     WHERE tenant_id = $1 AND kind = $2 AND status = 'running' AND updated_at < $3",
+                )
+                .bind(run.tenant_id.to_string())
+                .bind(run.kind.as_str())
+                .bind(stale_before)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO backup_runs ({FIELDS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, 0, 0, 0, NULL, NULL)"
+                ));
+                sqlx::query(sql)
+                    .bind(run.id.to_string())
+                    .bind(run.tenant_id.to_string())
+                    .bind(run.kind.as_str())
+                    .bind(run.trigger.as_str())
+                    .bind(&run.actor)
+                    .bind(RunStatus::Running.as_str())
+                    .bind(run.started_at)
+                    .bind(run.updated_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn touch_backup_run(&self, id: Uuid, progress: RunProgress) -> Result<()> {
+                sqlx::query(
+                    "UPDATE backup_runs SET updated_at = $2, bytes_read = $3, \
+                     bytes_written = $4, new_chunks = $5 WHERE id = $1 AND status = 'running'",
+                )
+                .bind(id.to_string())
+                .bind(now())
+                .bind(progress.bytes_read)
+                .bind(progress.bytes_written)
+                .bind(progress.new_chunks)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn finish_backup_run(
+                &self,
+                id: Uuid,
+                progress: RunProgress,
+                backup: Option<Uuid>,
+                error: Option<&str>,
+            ) -> Result<()> {
+                let status = match error {
+                    None => RunStatus::Succeeded,
+                    Some(_) => RunStatus::Failed,
+                };
+                let at = now();
+                sqlx::query(
+                    "UPDATE backup_runs SET status = $2, updated_at = $3, finished_at = $3, \
+                     bytes_read = $4, bytes_written = $5, new_chunks = $6, backup_id = $7, \
+                     error = $8 WHERE id = $1",
+                )
+                .bind(id.to_string())
+                .bind(status.as_str())
+                .bind(at)
+                .bind(progress.bytes_read)
+                .bind(progress.bytes_written)
+                .bind(progress.new_chunks)
+                .bind(backup.map(|b| b.to_string()))
+                .bind(error.map(|e| truncate(e, MAX_ERROR)))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn backup_runs(&self, tenant: Uuid, limit: i64) -> Result<Vec<BackupRun>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {FIELDS} FROM backup_runs WHERE tenant_id = $1 \
+                     ORDER BY started_at DESC, id DESC LIMIT $2"
+                ));
+                let rows = sqlx::query(sql)
+                    .bind(tenant.to_string())
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::backup_run_from_row).collect()
+            }
+
+            async fn last_backup_successes(
+                &self,
+            ) -> Result<Vec<(Uuid, BackupKind, DateTime<Utc>)>> {
+                let rows = sqlx::query(
+                    "SELECT tenant_id, kind, max(started_at) AS started_at FROM backup_runs \
+                     WHERE status = 'succeeded' GROUP BY tenant_id, kind ORDER BY tenant_id, kind",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let kind: String = row.try_get("kind")?;
+                        Ok((
+                            parse_uuid(&row.try_get::<String, _>("tenant_id")?)?,
+                            BackupKind::parse(&kind)
+                                .ok_or_else(|| corrupt(format!("backup kind {kind:?}")))?,
+                            row.try_get("started_at")?,
+                        ))
+                    })
+                    .collect()
+            }
+        }
+    };
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+backup_sql!(SqliteStore);
+backup_sql!(PgStore);
