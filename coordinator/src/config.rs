@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::backup::retention::Retention;
+use crate::backup::{BackupArgs, BackupConfig};
 use crate::deploy::config::{ClusterSource, DeployConfig, KubeArgs};
 use crate::health::{AlertPolicy, EngineSettings};
 use crate::leader::{LeaderArgs, LeaderSettings};
@@ -133,6 +135,10 @@ pub struct ServeArgs {
     /// Tenants' own databases and files.
     #[command(flatten)]
     pub tenant_data: TenantDataArgs,
+
+    /// Backups of tenants' data.
+    #[command(flatten)]
+    pub backup: BackupArgs,
 }
 
 /// Flags of health evaluation and alert life.
@@ -249,6 +255,10 @@ impl ServeArgs {
             leader: LeaderArgs::default(),
             http: HttpArgs::default(),
             tenant_data: TenantDataArgs::default(),
+            backup: BackupArgs {
+                backup_retention: Retention::default().to_string(),
+                ..BackupArgs::default()
+            },
         }
     }
 }
@@ -298,6 +308,8 @@ pub struct ServeConfig {
     /// Where tenants' files live when there is no cluster (`None`: in a
     /// cluster, their volumes hold them).
     pub tenant_storage: Option<PathBuf>,
+    /// Backups (`None`: off, with PostgreSQL and no `--backup-url`).
+    pub backup: Option<BackupConfig>,
 }
 
 /// The agents' mutual-TLS gRPC listener.
@@ -382,6 +394,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 redact_url_credentials(url)
             ));
         }
+        let backup = args.backup.validate(sqlite_dir.as_deref(), &mut errors);
         if args.shutdown_grace_seconds > 3600 {
             errors.push("--shutdown-grace-seconds must be at most 3600".to_owned());
         }
@@ -405,6 +418,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
                     http,
                     tenant_database_url: args.tenant_data.tenant_database_url.clone().map(AdminUrl),
                     tenant_storage,
+                    backup,
                 })
             }
             _ => Err(ConfigError(errors)),

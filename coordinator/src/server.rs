@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::api::{self, ApiSettings, AppState, Services};
+use crate::backup::service::BackupService;
+use crate::backup::{Backups, open_repository};
 use crate::config::{AdminTokenSource, ServeConfig};
 use crate::credentials;
 use crate::deploy::config::ClusterSource;
@@ -45,6 +47,8 @@ pub enum ServeError {
     LoadSecretKey(#[from] SecretKeyError),
     #[error(transparent)]
     TenantData(#[from] crate::tenant_data::TenantDataError),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
     #[error(
         "the secret key does not match the key this database's secrets were sealed with; \
          start with the original KNOWTON_SECRET_KEY or key file"
@@ -254,6 +258,21 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         },
         storage: config.tenant_storage.clone().map(TenantStorage::new),
     };
+    let backups = match &config.backup {
+        Some(settings) => {
+            let repo =
+                open_repository(&settings.url, settings.s3_endpoint.as_deref(), &secret_box)?;
+            tracing::info!(repository = %repo.shown(), retention = %settings.retention, "backups on");
+            Some(BackupService::new(
+                Backups::new(repo, data.clone()),
+                store.clone(),
+            ))
+        }
+        None => {
+            tracing::info!("backups off: no --backup-url");
+            None
+        }
+    };
     let lifecycle = Arc::new(TenantLifecycle::new(LifecycleParts {
         store: store.clone(),
         secrets: secret_box,
@@ -272,6 +291,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             notify,
             engine: engine.clone(),
             deployer: deployer.clone(),
+            backups,
         },
         ApiSettings {
             admin_token,

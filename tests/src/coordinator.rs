@@ -64,6 +64,11 @@ impl TestCoordinator {
         args.http.metrics_token = Some(METRICS_TOKEN.into());
         // Tenants' files beside the test's database, whatever the backend.
         args.tenant_data.tenant_storage_dir = Some(db.dir.path().join("tenants"));
+        // Backups beside it too (with PostgreSQL there is no default).
+        args.backup.backup_url = Some(format!(
+            "file://{}",
+            db.dir.path().join("backups").display()
+        ));
         args
     }
 

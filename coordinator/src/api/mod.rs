@@ -6,12 +6,13 @@
 //! `code`), [`json`] (request bodies), `page` (cursor pagination) and
 //! [`views`] (response types). Routes by subject: `tenants`, `deployments`,
 //! `thresholds`, `notifications`, `alerts` (and silences), `monitoring`
-//! (health now, agents), `history`, `dashboard`, `check_all`, `reports`,
+//! (health now, agents), `backups`, `history`, `dashboard`, `check_all`, `reports`,
 //! `cleanup`, `cluster` (the coordinator replicas); `openapi` documents
 //! them.
 
 mod alerts;
 pub mod auth;
+mod backups;
 mod check_all;
 mod cleanup;
 mod cluster;
@@ -127,6 +128,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Reaches the other replicas (requests only the leader can serve).
     pub peers: reqwest::Client,
+    /// Tenants' backups (`None`: off).
+    pub backups: Option<crate::backup::service::BackupService>,
 }
 
 /// The running parts the application state is made of.
@@ -138,6 +141,8 @@ pub struct Services {
     pub notify: Arc<NotifyService>,
     pub engine: crate::health::Engine,
     pub deployer: crate::deploy::Deployer,
+    /// Tenants' backups (`None`: off).
+    pub backups: Option<crate::backup::service::BackupService>,
 }
 
 /// How the API authenticates and times requests.
@@ -171,6 +176,7 @@ impl AppState {
             engine: services.engine,
             http_metrics,
             deployer: services.deployer,
+            backups: services.backups,
             tenant_metrics: Arc::default(),
             metrics_token: settings.metrics_token,
             request_timeout: settings.request_timeout,
@@ -207,6 +213,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::put(tenants::set_usage),
         )
         .route("/tenants/{id}/config-history", get(tenants::history))
+        .route(
+            "/tenants/{id}/backups",
+            get(backups::list).post(backups::start),
+        )
         .route("/plans", get(tenants::plans))
         .route("/monitoring/health", get(monitoring::health))
         .route("/monitoring/health/history", get(history::history))

@@ -7,8 +7,8 @@ use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    alerts, check_all, cleanup, cluster, dashboard, deployments, error, history, monitoring,
-    notifications, reports, tenants, thresholds, views,
+    alerts, backups, check_all, cleanup, cluster, dashboard, deployments, error, history,
+    monitoring, notifications, reports, tenants, thresholds, views,
 };
 use crate::{notify, provision, store};
 
@@ -26,6 +26,7 @@ use crate::{notify, provision, store};
         alerts::create_silence, alerts::list_silences, alerts::end_silence,
         thresholds::get, thresholds::put, thresholds::reset,
         deployments::get, deployments::deploy, deployments::put, cluster::cluster,
+        backups::list, backups::start,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail,
@@ -47,9 +48,11 @@ use crate::{notify, provision, store};
         crate::deploy::cluster::PlannedChange, crate::deploy::cluster::Action,
         crate::deploy::diff::FieldChange, crate::deploy::kinds::ObjectRef,
         crate::replicas::ClusterView, crate::replicas::ReplicaView,
+        backups::BackupsView, backups::BackupRequest, crate::backup::BackupInfo,
+        store::BackupRun, store::BackupKind, store::RunStatus, store::RunTrigger,
     )),
     modifiers(&BearerAuth, &StandardErrors),
-    tags((name = "tenants", description = "Tenant lifecycle"), (name = "plans"), (name = "health"), (name = "monitoring", description = "Agent results and agents"), (name = "notifications", description = "A tenant's notification channels"), (name = "alerts", description = "Alerts, silences and thresholds"), (name = "deployments", description = "Tenant deployments on Kubernetes"), (name = "cluster", description = "The coordinator replicas and their leader")),
+    tags((name = "tenants", description = "Tenant lifecycle"), (name = "plans"), (name = "health"), (name = "monitoring", description = "Agent results and agents"), (name = "notifications", description = "A tenant's notification channels"), (name = "alerts", description = "Alerts, silences and thresholds"), (name = "deployments", description = "Tenant deployments on Kubernetes"), (name = "cluster", description = "The coordinator replicas and their leader"), (name = "backups", description = "Tenants' backups")),
 )]
 pub struct ApiDoc;
 

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod repo;
 pub mod retention;
 pub mod seal;
+pub mod service;
 pub mod storage;
 
 use std::collections::{HashMap, HashSet};
@@ -82,8 +83,8 @@ pub enum BackupError {
     TargetExists(PathBuf),
 }
 
-/// Where backups go: `--backup-url`.
-#[derive(Debug, Clone, clap::Args)]
+/// Where backups go, and how long they are kept.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct BackupArgs {
     /// The backup repository: `file:///path` or `s3://bucket/prefix` (S3
     /// credentials and region from the usual AWS_* variables).
@@ -94,6 +95,77 @@ pub struct BackupArgs {
     /// server on this host or network only) instead of AWS.
     #[arg(long, env = "KNOWTON_BACKUP_S3_ENDPOINT")]
     pub backup_s3_endpoint: Option<String>,
+    /// How many backups of each kind a tenant keeps: the newest of each
+    /// of the last N days, ISO weeks and months that have one.
+    #[arg(
+        long,
+        env = "KNOWTON_BACKUP_RETENTION",
+        default_value = "daily=7,weekly=4,monthly=6"
+    )]
+    pub backup_retention: String,
+}
+
+/// The backup settings of `serve`, checked.
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    pub url: String,
+    pub s3_endpoint: Option<String>,
+    pub retention: Retention,
+}
+
+impl BackupArgs {
+    /// The settings, with `default_dir` (beside the SQLite database) as
+    /// the repository when `--backup-url` is not given; `None` (backups
+    /// off) without either. Problems go to `errors`.
+    pub fn validate(
+        &self,
+        default_dir: Option<&Path>,
+        errors: &mut Vec<String>,
+    ) -> Option<BackupConfig> {
+        let retention = self
+            .backup_retention
+            .parse::<Retention>()
+            .map_err(|e| errors.push(format!("--backup-retention: {e}")))
+            .ok();
+        if let Some(endpoint) = &self.backup_s3_endpoint
+            && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+        {
+            errors.push(format!(
+                "--backup-s3-endpoint {endpoint:?} must be an http:// or https:// URL"
+            ));
+        }
+        let url = match (&self.backup_url, default_dir) {
+            (Some(url), _) => {
+                match url::Url::parse(url) {
+                    Ok(parsed) if parsed.scheme() == "file" && parsed.to_file_path().is_ok() => {}
+                    Ok(parsed) if parsed.scheme() == "s3" && parsed.host_str().is_some() => {}
+                    _ => errors.push(format!(
+                        "--backup-url {url:?}: expected file:///absolute/path or s3://bucket/prefix"
+                    )),
+                }
+                url.clone()
+            }
+            (None, Some(dir)) => match std::path::absolute(dir.join("backups")) {
+                Ok(path) => match url::Url::from_file_path(&path) {
+                    Ok(url) => url.to_string(),
+                    Err(()) => {
+                        errors.push(format!("backups directory {}: not a path", path.display()));
+                        return None;
+                    }
+                },
+                Err(e) => {
+                    errors.push(format!("backups directory: {e}"));
+                    return None;
+                }
+            },
+            (None, None) => return None,
+        };
+        Some(BackupConfig {
+            url,
+            s3_endpoint: self.backup_s3_endpoint.clone(),
+            retention: retention?,
+        })
+    }
 }
 
 /// Opens the repository at `url`.
@@ -228,8 +300,19 @@ impl Backups {
 
     /// Takes a backup of `kind` of `tenant` now.
     pub async fn run(&self, tenant: &TenantRef, kind: BackupKind) -> Result<Manifest, BackupError> {
-        let started_at = Utc::now();
         let writer = self.chunk_writer(tenant.id).await?;
+        self.run_with(tenant, kind, &writer).await
+    }
+
+    /// [`Self::run`] through `writer` (from [`Self::chunk_writer`]), whose
+    /// [`ChunkWriter::transfer`] shows the run's progress meanwhile.
+    pub async fn run_with(
+        &self,
+        tenant: &TenantRef,
+        kind: BackupKind,
+        writer: &ChunkWriter,
+    ) -> Result<Manifest, BackupError> {
+        let started_at = Utc::now();
         let content = match kind {
             BackupKind::Database => {
                 let databases = self.data.databases.as_ref().ok_or(BackupError::Nothing {
@@ -237,7 +320,7 @@ impl Backups {
                     kind,
                     reason: "tenants have no databases (no --tenant-database-url)",
                 })?;
-                database::back_up(databases, &database_name(&tenant.slug), &writer).await?
+                database::back_up(databases, &database_name(&tenant.slug), writer).await?
             }
             BackupKind::Storage => {
                 let root = self.storage_dir(tenant, kind)?;
@@ -249,7 +332,7 @@ impl Backups {
                     None => Vec::new(),
                 };
                 Content::Storage {
-                    entries: storage::back_up(&root, &writer, &previous).await?,
+                    entries: storage::back_up(&root, writer, &previous).await?,
                 }
             }
         };

@@ -1,0 +1,165 @@
+//! A tenant's backups: the complete ones in the repository, the recent
+//! runs, and a backup on demand. The admin, or the tenant's production key
+//! for its own tenant.
+
+use axum::Json;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::auth::Caller;
+use super::error::{ApiError, ErrorBody};
+use super::page::{Page, parse_cursor};
+use super::{ApiQuery, AppState, json};
+use crate::backup::service::{BackupService, StartError};
+use crate::backup::{BackupError, BackupInfo, BackupKind, TenantRef};
+use crate::store::{BackupRun, RunTrigger};
+
+/// Runs shown with the backups.
+const RUNS_SHOWN: i64 = 20;
+
+/// `GET /api/v1/tenants/{id}/backups`
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupsView {
+    pub tenant: String,
+    /// Complete backups, newest first.
+    pub backups: Vec<BackupInfo>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<Uuid>,
+    /// The latest runs, newest first, finished or not.
+    pub runs: Vec<BackupRun>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct BackupsParams {
+    /// Backups per page (1 to 200, default 50).
+    pub limit: Option<u32>,
+    /// The `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only backups of this kind.
+    pub kind: Option<BackupKind>,
+}
+
+/// `POST /api/v1/tenants/{id}/backups`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupRequest {
+    pub kind: BackupKind,
+}
+
+fn service(state: &AppState) -> Result<&BackupService, ApiError> {
+    state.backups.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "backups_off",
+            "backups are off: start the coordinator with --backup-url",
+        )
+    })
+}
+
+fn repository_error(err: &BackupError) -> ApiError {
+    tracing::error!(error = %knowton_common::error_chain(err), "backup repository request failed");
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "backup_repository_error",
+        knowton_common::error_chain(err),
+    )
+}
+
+/// The tenant's complete backups (paged, newest first) and latest runs.
+#[utoipa::path(get, path = "/api/v1/tenants/{idOrSlug}/backups", tag = "backups",
+    params(("idOrSlug" = String, Path, description = "Tenant id or slug"), BackupsParams),
+    responses((status = 200, body = BackupsView), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "backups_off", body = ErrorBody),
+        (status = 502, description = "The backup repository failed", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id_or_slug): Path<String>,
+    ApiQuery(params): ApiQuery<BackupsParams>,
+) -> Result<Json<BackupsView>, ApiError> {
+    let id = caller.tenant_id(&state, &id_or_slug).await?;
+    caller.require_production()?;
+    let page = Page::new(params.limit)?;
+    let cursor = parse_cursor(params.cursor.as_deref())?;
+    let tenant = state.service.get(id).await?;
+    let service = service(&state)?;
+    let mut backups: Vec<BackupInfo> = service
+        .backups()
+        .list(id)
+        .await
+        .map_err(|e| repository_error(&e))?
+        .into_iter()
+        .filter(|b| params.kind.is_none_or(|k| b.kind == k))
+        .collect();
+    backups.sort_by_key(|b| std::cmp::Reverse(b.id));
+    if let Some(cursor) = cursor {
+        backups.retain(|b| b.id < cursor);
+    }
+    backups.truncate(page.rows_to_read() as usize);
+    let next_cursor = page.cut(&mut backups, |b| b.id);
+    let runs = state
+        .store
+        .backup_runs(id, RUNS_SHOWN)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(BackupsView {
+        tenant: tenant.slug,
+        backups,
+        next_cursor,
+        runs,
+    }))
+}
+
+/// Back the tenant's database or files up now (202: started; its run is
+/// in `GET …/backups`).
+#[utoipa::path(post, path = "/api/v1/tenants/{idOrSlug}/backups", tag = "backups",
+    params(("idOrSlug" = String, Path, description = "Tenant id or slug")),
+    request_body = BackupRequest,
+    responses((status = 202, description = "Started", body = BackupRun),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "backups_off, or backup_running (one of this kind is running)", body = ErrorBody),
+        (status = 415, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn start(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id_or_slug): Path<String>,
+    request: axum::extract::Request,
+) -> Result<(StatusCode, Json<BackupRun>), ApiError> {
+    let id = caller.tenant_id(&state, &id_or_slug).await?;
+    caller.require_production()?;
+    let body = json::json_body(request, &()).await?;
+    let request: BackupRequest = json::parse(&body)?;
+    let tenant = state.service.get(id).await?;
+    let service = service(&state)?;
+    let run = service
+        .start(
+            TenantRef {
+                id,
+                slug: tenant.slug,
+            },
+            request.kind,
+            RunTrigger::Manual,
+            &caller.actor(),
+        )
+        .await
+        .map_err(|err| match err {
+            StartError::AlreadyRunning { kind } => ApiError::new(
+                StatusCode::CONFLICT,
+                "backup_running",
+                format!("a {kind} backup of this tenant is running: wait for it to finish"),
+            ),
+            StartError::Store(e) => ApiError::internal(&e),
+        })?;
+    Ok((StatusCode::ACCEPTED, Json(run)))
+}

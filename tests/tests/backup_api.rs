@@ -1,0 +1,231 @@
+//! Backups through the REST API, on both store backends: a run started on
+//! demand, recorded, listed with its backup; who may do it.
+
+use std::time::Duration;
+
+use knowton_tests::{TestCoordinator, eventually_showing, on_every_backend};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+on_every_backend!(
+    a_tenants_files_are_backed_up_on_demand_and_listed,
+    only_the_admin_and_the_tenants_production_key_reach_its_backups,
+    a_backup_that_cannot_run_is_recorded_as_failed_with_its_reason,
+);
+
+/// Polls the tenant's backups until its latest run has finished.
+async fn finished_run(kt: &TestCoordinator, slug: &str) -> Value {
+    eventually_showing(
+        Duration::from_secs(30),
+        "the backup run finishes",
+        || async {
+            let reply = kt
+                .admin(
+                    Method::GET,
+                    &format!("/api/v1/tenants/{slug}/backups"),
+                    None,
+                )
+                .await;
+            let run = &reply.body["runs"][0];
+            match run["status"].as_str() {
+                Some("succeeded" | "failed") => Ok(reply.body.clone()),
+                _ => Err(reply.body.to_string()),
+            }
+        },
+    )
+    .await
+}
+
+async fn a_tenants_files_are_backed_up_on_demand_and_listed(kt: TestCoordinator) {
+    kt.provision("files", "basic").await;
+    let dir = kt.db.dir.path().join("tenants/files");
+    std::fs::write(dir.join("report.pdf"), vec![7u8; 300 * 1024]).unwrap();
+
+    let started = kt
+        .admin(
+            Method::POST,
+            "/api/v1/tenants/files/backups",
+            Some(json!({"kind": "storage"})),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    assert_eq!(started.body["status"], "running");
+    assert_eq!(started.body["kind"], "storage");
+    assert_eq!(started.body["trigger"], "manual");
+    assert_eq!(started.body["actor"], "admin");
+
+    let listed = finished_run(&kt, "files").await;
+    let run = &listed["runs"][0];
+    assert_eq!(run["status"], "succeeded", "{listed}");
+    assert_eq!(run["id"], started.body["id"]);
+    assert!(run["bytesRead"].as_i64().unwrap() >= 300 * 1024, "{run}");
+    let backups = listed["backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 1, "{listed}");
+    assert_eq!(backups[0]["id"], run["backupId"]);
+    assert_eq!(backups[0]["kind"], "storage");
+    assert_eq!(backups[0]["size"], 300 * 1024);
+
+    // Paged: a second backup, one per page.
+    kt.admin(
+        Method::POST,
+        "/api/v1/tenants/files/backups",
+        Some(json!({"kind": "storage"})),
+    )
+    .await;
+    eventually_showing(Duration::from_secs(30), "two backups", || async {
+        let reply = kt
+            .admin(Method::GET, "/api/v1/tenants/files/backups", None)
+            .await;
+        match reply.body["backups"].as_array().map(Vec::len) {
+            Some(2) => Ok(()),
+            _ => Err(reply.body.to_string()),
+        }
+    })
+    .await;
+    let first = kt
+        .admin(Method::GET, "/api/v1/tenants/files/backups?limit=1", None)
+        .await;
+    let cursor = first.body["nextCursor"].as_str().unwrap().to_owned();
+    let second = kt
+        .admin(
+            Method::GET,
+            &format!("/api/v1/tenants/files/backups?limit=1&cursor={cursor}"),
+            None,
+        )
+        .await;
+    assert_eq!(second.body["backups"].as_array().unwrap().len(), 1);
+    assert_ne!(
+        second.body["backups"][0]["id"],
+        first.body["backups"][0]["id"]
+    );
+    assert!(second.body.get("nextCursor").is_none(), "{}", second.body);
+
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("cursor=nope", "cursor"),
+        ("kind=tape", "kind"),
+    ] {
+        let reply = kt
+            .admin(
+                Method::GET,
+                &format!("/api/v1/tenants/files/backups?{query}"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{query}: {}",
+            reply.body
+        );
+        let _ = field;
+    }
+    let bad = kt
+        .admin(
+            Method::POST,
+            "/api/v1/tenants/files/backups",
+            Some(json!({"kind": "everything"})),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+}
+
+async fn only_the_admin_and_the_tenants_production_key_reach_its_backups(kt: TestCoordinator) {
+    let a = kt.provision("tenant-a", "basic").await;
+    kt.provision("tenant-b", "basic").await;
+    let production = a["apiKeys"]["production"].as_str().unwrap();
+    let development = a["apiKeys"]["development"].as_str().unwrap();
+
+    let own = kt
+        .call(
+            Method::POST,
+            "/api/v1/tenants/tenant-a/backups",
+            Some(production),
+            Some(json!({"kind": "storage"})),
+        )
+        .await;
+    assert_eq!(own.status, StatusCode::ACCEPTED, "{}", own.body);
+    assert!(
+        own.body["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("tenant-key:")
+    );
+    let listed = kt
+        .call(
+            Method::GET,
+            "/api/v1/tenants/tenant-a/backups",
+            Some(production),
+            None,
+        )
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+
+    for (method, path, key, code) in [
+        (
+            Method::GET,
+            "/api/v1/tenants/tenant-b/backups",
+            production,
+            "forbidden",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tenants/tenant-b/backups",
+            production,
+            "forbidden",
+        ),
+        (
+            Method::GET,
+            "/api/v1/tenants/tenant-a/backups",
+            development,
+            "production_key_required",
+        ),
+        (
+            Method::POST,
+            "/api/v1/tenants/tenant-a/backups",
+            development,
+            "production_key_required",
+        ),
+    ] {
+        let reply = kt
+            .call(
+                method.clone(),
+                path,
+                Some(key),
+                Some(json!({"kind": "storage"})),
+            )
+            .await;
+        assert_eq!(
+            reply.error(StatusCode::FORBIDDEN).0,
+            code,
+            "{method} {path}"
+        );
+    }
+    let b = kt
+        .admin(Method::GET, "/api/v1/tenants/tenant-b/backups", None)
+        .await;
+    assert!(b.body["runs"].as_array().unwrap().is_empty(), "{}", b.body);
+}
+
+async fn a_backup_that_cannot_run_is_recorded_as_failed_with_its_reason(kt: TestCoordinator) {
+    kt.provision("nodb", "basic").await;
+    let started = kt
+        .admin(
+            Method::POST,
+            "/api/v1/tenants/nodb/backups",
+            Some(json!({"kind": "database"})),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+    let listed = finished_run(&kt, "nodb").await;
+    let run = &listed["runs"][0];
+    assert_eq!(run["status"], "failed", "{listed}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("no --tenant-database-url"),
+        "{run}"
+    );
+    assert!(listed["backups"].as_array().unwrap().is_empty());
+}
