@@ -3,7 +3,7 @@
 use clap::Parser;
 use knowton_coordinator::certs;
 use knowton_coordinator::cli::{
-    CertsCommand, Cli, Command, LogFormat, ReportCommand, TenantsCommand,
+    BackupsCommand, CertsCommand, Cli, Command, LogFormat, ReportCommand, TenantsCommand,
 };
 use knowton_coordinator::config::ServeConfig;
 use knowton_coordinator::{client, server};
@@ -45,6 +45,14 @@ async fn main() -> std::process::ExitCode {
             .map(print_written)
             .map_err(Into::into),
         Command::Deploy(args) => client::deploy(*args).await,
+        Command::Backups {
+            command: BackupsCommand::List(args),
+        } => client::backups_list(args).await,
+        Command::Backups {
+            command: BackupsCommand::Run(args),
+        } => client::backups_run(args).await,
+        Command::Restore(args) => client::restore(args).await,
+        Command::Verify(args) => client::verify(args).await,
         Command::Demo(args) => {
             // Logs (warnings and errors only, unless RUST_LOG) go to stderr:
             // stdout is the demo's narrative.

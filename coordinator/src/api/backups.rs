@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -13,7 +14,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::page::{Page, parse_cursor};
 use super::{ApiQuery, AppState, json};
-use crate::backup::service::{BackupService, StartError};
+use crate::backup::service::{BackupService, RestoreError, RestorePart, StartError};
 use crate::backup::{BackupError, BackupInfo, BackupKind, TenantRef};
 use crate::store::{BackupRun, RunTrigger};
 
@@ -92,6 +93,13 @@ pub async fn list(
     let cursor = parse_cursor(params.cursor.as_deref())?;
     let tenant = state.service.get(id).await?;
     let service = service(&state)?;
+    // Runs first: a run shown as succeeded has its backup listed (its
+    // manifest was written before it was recorded as finished).
+    let runs = state
+        .store
+        .backup_runs(id, RUNS_SHOWN)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     let mut backups: Vec<BackupInfo> = service
         .backups()
         .list(id)
@@ -106,11 +114,6 @@ pub async fn list(
     }
     backups.truncate(page.rows_to_read() as usize);
     let next_cursor = page.cut(&mut backups, |b| b.id);
-    let runs = state
-        .store
-        .backup_runs(id, RUNS_SHOWN)
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
     Ok(Json(BackupsView {
         tenant: tenant.slug,
         backups,
@@ -162,4 +165,184 @@ pub async fn start(
             StartError::Store(e) => ApiError::internal(&e),
         })?;
     Ok((StatusCode::ACCEPTED, Json(run)))
+}
+
+/// `POST /api/v1/tenants/{id}/restore`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// Restore the latest complete backups taken at or before this moment
+    /// (RFC 3339).
+    pub at: DateTime<Utc>,
+    /// Only this kind (default: every kind backed up).
+    pub only: Option<BackupKind>,
+    /// Another tenant (id or slug) to restore into, which must exist
+    /// (default: the tenant itself).
+    pub into: Option<String>,
+    /// Say what would be restored, and restore nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a restore did or would do.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreView {
+    pub from: String,
+    pub into: String,
+    pub dry_run: bool,
+    pub parts: Vec<RestorePart>,
+}
+
+/// Restore the tenant's data as it was at a moment (admin only): first a
+/// safety backup of what is replaced, then the database, then the files.
+#[utoipa::path(post, path = "/api/v1/tenants/{idOrSlug}/restore", tag = "backups",
+    params(("idOrSlug" = String, Path, description = "Tenant id or slug")),
+    request_body = RestoreRequest,
+    responses((status = 200, body = RestoreView), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, description = "No such tenant, or no_backup before that moment", body = ErrorBody),
+        (status = 409, description = "backups_off", body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 502, description = "restore_failed (naming the part), restore_safety_failed, backup_repository_error", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn restore(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id_or_slug): Path<String>,
+    request: axum::extract::Request,
+) -> Result<Json<RestoreView>, ApiError> {
+    caller.require_admin()?;
+    let body = json::json_body(request, &()).await?;
+    let request: RestoreRequest = json::parse(&body)?;
+    let service = service(&state)?.clone();
+    let from = tenant_ref(&state, &id_or_slug).await?;
+    let into = match &request.into {
+        Some(other) => tenant_ref(&state, other)
+            .await
+            .map_err(|e| e.field("into"))?,
+        None => from.clone(),
+    };
+    let actor = caller.actor();
+    let (from_shown, into_shown) = (from.slug.clone(), into.slug.clone());
+    // Its own task: a client that goes away does not stop a restore
+    // half-way.
+    let parts = tokio::spawn(async move {
+        service
+            .restore(
+                &from,
+                &into,
+                request.at,
+                request.only,
+                request.dry_run,
+                &actor,
+            )
+            .await
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?
+    .map_err(|err| restore_error(&err))?;
+    Ok(Json(RestoreView {
+        from: from_shown,
+        into: into_shown,
+        dry_run: request.dry_run,
+        parts,
+    }))
+}
+
+async fn tenant_ref(state: &AppState, id_or_slug: &str) -> Result<TenantRef, ApiError> {
+    let id = state.service.resolve(id_or_slug).await?;
+    let tenant = state.service.get(id).await?;
+    Ok(TenantRef {
+        id,
+        slug: tenant.slug,
+    })
+}
+
+fn restore_error(err: &RestoreError) -> ApiError {
+    let message = knowton_common::error_chain(err);
+    match err {
+        RestoreError::NothingBefore { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "no_backup", message).field("at")
+        }
+        RestoreError::Safety { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "restore_safety_failed", message)
+        }
+        RestoreError::Part { .. } => {
+            tracing::error!(error = %message, "restore failed");
+            ApiError::new(StatusCode::BAD_GATEWAY, "restore_failed", message)
+        }
+        RestoreError::Backup(e) => repository_error(e),
+        RestoreError::Start(StartError::AlreadyRunning { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "backup_running", message)
+        }
+        RestoreError::Start(StartError::Store(e)) => ApiError::internal(e),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyParams {
+    /// Only this backup (default: every complete one).
+    pub backup: Option<Uuid>,
+}
+
+/// One verified backup.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedBackup {
+    pub backup: BackupInfo,
+    pub ok: bool,
+    /// Each object missing, altered, or unreadable with this key, named.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyView {
+    pub tenant: String,
+    pub ok: bool,
+    pub backups: Vec<VerifiedBackup>,
+}
+
+/// Check that every object of the tenant's backups is there, opens under
+/// this coordinator's key and holds what its name says.
+#[utoipa::path(post, path = "/api/v1/tenants/{idOrSlug}/backups/verify", tag = "backups",
+    params(("idOrSlug" = String, Path, description = "Tenant id or slug"), VerifyParams),
+    responses((status = 200, body = VerifyView), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "backups_off", body = ErrorBody),
+        (status = 502, description = "backup_repository_error", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn verify(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id_or_slug): Path<String>,
+    ApiQuery(params): ApiQuery<VerifyParams>,
+) -> Result<Json<VerifyView>, ApiError> {
+    let id = caller.tenant_id(&state, &id_or_slug).await?;
+    caller.require_production()?;
+    let tenant = state.service.get(id).await?;
+    let verified = service(&state)?
+        .verify(id, params.backup)
+        .await
+        .map_err(|e| repository_error(&e))?;
+    if let Some(backup) = params.backup
+        && verified.is_empty()
+    {
+        return Err(ApiError::not_found(&format!("backup {backup}")).field("backup"));
+    }
+    let backups: Vec<VerifiedBackup> = verified
+        .into_iter()
+        .map(|(backup, problems)| VerifiedBackup {
+            backup,
+            ok: problems.is_empty(),
+            problems,
+        })
+        .collect();
+    Ok(Json(VerifyView {
+        tenant: tenant.slug,
+        ok: backups.iter().all(|b| b.ok),
+        backups,
+    }))
 }

@@ -217,6 +217,8 @@ pub fn router(state: AppState) -> Router {
             "/tenants/{id}/backups",
             get(backups::list).post(backups::start),
         )
+        .route("/tenants/{id}/backups/verify", post(backups::verify))
+        .route("/tenants/{id}/restore", post(backups::restore))
         .route("/plans", get(tenants::plans))
         .route("/monitoring/health", get(monitoring::health))
         .route("/monitoring/health/history", get(history::history))
@@ -297,7 +299,12 @@ pub fn router(state: AppState) -> Router {
 /// up to 120 s for the agents (its `timeoutSeconds`) and then evaluates
 /// every tenant; cleanup deletes old rows, a long piece of store work on a
 /// large database that a timeout would cut short.
-pub const LONG_ROUTES: [(&str, Duration); 2] = [
+pub const LONG_ROUTES: [(&str, Duration); 4] = [
+    ("/api/v1/tenants/{id}/restore", Duration::from_secs(3600)),
+    (
+        "/api/v1/tenants/{id}/backups/verify",
+        Duration::from_secs(3600),
+    ),
     ("/api/v1/monitoring/check-all", Duration::from_secs(150)),
     ("/api/v1/monitoring/cleanup", Duration::from_secs(900)),
 ];

@@ -26,7 +26,7 @@ use crate::{notify, provision, store};
         alerts::create_silence, alerts::list_silences, alerts::end_silence,
         thresholds::get, thresholds::put, thresholds::reset,
         deployments::get, deployments::deploy, deployments::put, cluster::cluster,
-        backups::list, backups::start,
+        backups::list, backups::start, backups::restore, backups::verify,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail,
@@ -49,6 +49,8 @@ use crate::{notify, provision, store};
         crate::deploy::diff::FieldChange, crate::deploy::kinds::ObjectRef,
         crate::replicas::ClusterView, crate::replicas::ReplicaView,
         backups::BackupsView, backups::BackupRequest, crate::backup::BackupInfo,
+        backups::RestoreRequest, backups::RestoreView, crate::backup::service::RestorePart,
+        backups::VerifiedBackup, backups::VerifyView,
         store::BackupRun, store::BackupKind, store::RunStatus, store::RunTrigger,
     )),
     modifiers(&BearerAuth, &StandardErrors),

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::BackupError;
 use super::chunk::{ChunkRef, ChunkWriter};
 use super::manifest::{Content, TableCheck};
-use super::repo::Repository;
+use super::repo::{Repository, fetch};
 use crate::tenant_data::{TenantDatabases, ToolAccess};
 
 /// Tables a manifest lists at most (a tenant decides how many it has).
@@ -125,9 +125,10 @@ pub async fn restore(
     let stderr = tail_of(&mut restore);
     let feed = async {
         let mut written = 0u64;
-        let mut fetched = futures::stream::iter(chunks)
-            .map(|chunk| repo.get_chunk(tenant, &chunk.id))
-            .buffered(PREFETCH);
+        let mut fetched =
+            futures::stream::iter(chunks.iter().map(|c| c.id.clone()).collect::<Vec<_>>())
+                .map(|id| fetch(repo, tenant, &id))
+                .buffered(PREFETCH);
         while let Some(data) = fetched.try_next().await? {
             if stdin.write_all(&data).await.is_err() {
                 // pg_restore stopped reading: its status says why.

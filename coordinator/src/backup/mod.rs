@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use self::chunk::{ChunkWriter, Transfer};
+use self::chunk::{ChunkRef, ChunkWriter, Transfer};
 use self::manifest::{Content, Manifest};
 use self::repo::{Put, Repository};
 use self::retention::Retention;
@@ -612,24 +612,29 @@ impl Backups {
     pub async fn verify(&self, manifest: &Manifest) -> Vec<String> {
         use futures::StreamExt;
         let mut seen = HashSet::new();
-        let unique: Vec<_> = manifest
+        let tenant = manifest.tenant;
+        let unique: Vec<ChunkRef> = manifest
             .content
             .chunks()
             .filter(|c| seen.insert(c.id.as_str()))
+            .cloned()
             .collect();
-        futures::stream::iter(unique)
-            .map(|chunk| async move {
-                match self.repo.get_chunk(manifest.tenant, &chunk.id).await {
+        let checks = unique.into_iter().map(|chunk| {
+            let fetched = repo::fetch(&self.repo, tenant, &chunk.id);
+            async move {
+                match fetched.await {
                     Ok(data) if data.len() as u64 == chunk.len => None,
                     Ok(data) => Some(format!(
                         "chunk {} holds {} bytes, the backup expects {}",
-                        repo::chunk_path(manifest.tenant, &chunk.id),
+                        repo::chunk_path(tenant, &chunk.id),
                         data.len(),
                         chunk.len
                     )),
                     Err(err) => Some(knowton_common::error_chain(&err)),
                 }
-            })
+            }
+        });
+        futures::stream::iter(checks)
             .buffer_unordered(8)
             .filter_map(std::future::ready)
             .collect()

@@ -191,6 +191,18 @@ impl Repository {
     }
 }
 
+/// A future of the chunk `id` that owns what it needs (a future borrowing
+/// from a stream's item is not `Send` for every lifetime, which a spawned
+/// restore needs).
+pub fn fetch(
+    repo: &Repository,
+    tenant: Uuid,
+    id: &str,
+) -> impl std::future::Future<Output = Result<Vec<u8>, BackupError>> + Send + use<> {
+    let (repo, id) = (repo.clone(), id.to_owned());
+    async move { repo.get_chunk(tenant, &id).await }
+}
+
 pub fn chunk_path(tenant: Uuid, id: &str) -> String {
     let shard = id.get(..2).unwrap_or("00");
     format!("tenants/{tenant}/chunks/{shard}/{id}")

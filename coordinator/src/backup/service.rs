@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::{BackupKind, Backups, TenantRef};
+use super::{BackupError, BackupInfo, BackupKind, Backups, TenantRef};
 use crate::store::{BackupRun, RunProgress, RunStatus, RunTrigger, Store, StoreError, Unique};
 
 /// How often a running run records its progress.
@@ -165,5 +165,171 @@ fn progress_of(transfer: super::chunk::Transfer) -> RunProgress {
         bytes_read: int(transfer.bytes_read),
         bytes_written: int(transfer.bytes_written),
         new_chunks: int(transfer.new_chunks),
+    }
+}
+
+/// What a restore does (or, dry, would do): per kind, the backup
+/// restored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestorePart {
+    pub kind: BackupKind,
+    pub backup_id: Uuid,
+    pub taken_at: chrono::DateTime<Utc>,
+    /// Bytes the backup restores.
+    pub size: u64,
+    /// The backup of the state the restore replaced: what to restore to
+    /// undo it (absent on a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub safety_backup_id: Option<Uuid>,
+    /// Bytes written (absent on a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored_bytes: Option<u64>,
+}
+
+/// Why a restore did not (fully) happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("no backup of tenant {tenant} at or before {at}{}", only.map(|k| format!(" of its {k}")).unwrap_or_default())]
+    NothingBefore {
+        tenant: String,
+        at: chrono::DateTime<Utc>,
+        only: Option<BackupKind>,
+    },
+    #[error(
+        "the safety backup of {kind} before the restore failed, so nothing was restored: {error}"
+    )]
+    Safety { kind: BackupKind, error: String },
+    #[error(
+        "restoring the {kind} failed ({}); {}",
+        knowton_common::error_chain(source),
+        match (restored.is_empty(), safety) {
+            (true, Some(id)) => format!("nothing else was restored; the safety backup {id} holds the state before"),
+            (false, Some(id)) => format!("already restored: {}; the safety backup {id} holds the {kind} as it was before", restored.join(", ")),
+            (_, None) => String::new(),
+        }
+    )]
+    Part {
+        kind: BackupKind,
+        restored: Vec<String>,
+        safety: Option<Uuid>,
+        #[source]
+        source: BackupError,
+    },
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+impl BackupService {
+    /// Restores `from`'s latest complete backups taken at or before `at`
+    /// (each kind, or `only` one) into `into` (`from` itself, or another
+    /// tenant). Unless `dry_run`, a safety backup of each kind to be
+    /// replaced is taken first, and the database is restored before the
+    /// files; a part that fails is named, with what was already restored.
+    pub async fn restore(
+        &self,
+        from: &TenantRef,
+        into: &TenantRef,
+        at: chrono::DateTime<Utc>,
+        only: Option<BackupKind>,
+        dry_run: bool,
+        actor: &str,
+    ) -> Result<Vec<RestorePart>, RestoreError> {
+        let kinds: Vec<BackupKind> = match only {
+            Some(kind) => vec![kind],
+            None => BackupKind::ALL.to_vec(),
+        };
+        let mut plan = Vec::new();
+        for kind in kinds {
+            if let Some(manifest) = self.backups.latest(from.id, kind, at).await? {
+                plan.push(manifest);
+            }
+        }
+        if plan.is_empty() {
+            return Err(RestoreError::NothingBefore {
+                tenant: from.slug.clone(),
+                at,
+                only,
+            });
+        }
+        let mut parts: Vec<RestorePart> = plan
+            .iter()
+            .map(|m| RestorePart {
+                kind: m.kind,
+                backup_id: m.id,
+                taken_at: m.taken_at,
+                size: m.content.size(),
+                safety_backup_id: None,
+                restored_bytes: None,
+            })
+            .collect();
+        if dry_run {
+            return Ok(parts);
+        }
+        for part in &mut parts {
+            let safety = self
+                .run(
+                    into,
+                    part.kind,
+                    RunTrigger::Manual,
+                    &format!("{actor} (before a restore)"),
+                )
+                .await?;
+            match (safety.status, safety.backup_id) {
+                (RunStatus::Succeeded, Some(id)) => part.safety_backup_id = Some(id),
+                _ => {
+                    return Err(RestoreError::Safety {
+                        kind: part.kind,
+                        error: safety.error.unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        let mut restored = Vec::new();
+        for (part, manifest) in parts.iter_mut().zip(&plan) {
+            let written = match part.kind {
+                BackupKind::Database => self.backups.restore_database(manifest, into).await,
+                BackupKind::Storage => self.backups.restore_storage(manifest, into).await,
+            };
+            match written {
+                Ok(bytes) => {
+                    part.restored_bytes = Some(bytes);
+                    restored.push(part.kind.to_string());
+                    tracing::info!(from = %from.slug, into = %into.slug, kind = %part.kind, backup = %part.backup_id, bytes, actor, "restored");
+                }
+                Err(source) => {
+                    return Err(RestoreError::Part {
+                        kind: part.kind,
+                        restored,
+                        safety: part.safety_backup_id,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Verifies the backups of `tenant` (`only` the one `backup`, or every
+    /// complete one): every chunk present, opening under this key, holding
+    /// what its name says. Returns each backup with its problems.
+    pub async fn verify(
+        &self,
+        tenant: Uuid,
+        backup: Option<Uuid>,
+    ) -> Result<Vec<(BackupInfo, Vec<String>)>, BackupError> {
+        let mut out = Vec::new();
+        for &kind in BackupKind::ALL {
+            for manifest in self.backups.manifests(tenant, kind).await? {
+                if backup.is_some_and(|id| id != manifest.id) {
+                    continue;
+                }
+                let problems = self.backups.verify(&manifest).await;
+                out.push((BackupInfo::from(&manifest), problems));
+            }
+        }
+        Ok(out)
     }
 }

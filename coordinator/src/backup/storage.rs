@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::BackupError;
 use super::chunk::{ChunkRef, ChunkWriter};
 use super::manifest::{Entry, Node};
-use super::repo::Repository;
+use super::repo::{Repository, fetch};
 
 /// Files read and chunked at once.
 const FILES_AT_ONCE: usize = 4;
@@ -251,9 +251,10 @@ async fn write_file(
         .await
         .map_err(write_err)?;
     let mut written = 0;
-    let mut fetched = futures::stream::iter(chunks)
-        .map(|chunk| repo.get_chunk(tenant, &chunk.id))
-        .buffered(PREFETCH);
+    let mut fetched =
+        futures::stream::iter(chunks.iter().map(|c| c.id.clone()).collect::<Vec<_>>())
+            .map(|id| fetch(repo, tenant, &id))
+            .buffered(PREFETCH);
     while let Some(data) = fetched.try_next().await? {
         file.write_all(&data).await.map_err(write_err)?;
         written += data.len() as u64;

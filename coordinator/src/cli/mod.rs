@@ -76,6 +76,80 @@ pub enum Command {
     /// flags); --dry-run prints its objects without any cluster,
     /// --dry-run=server shows what the cluster would change.
     Deploy(Box<deploy::DeployArgs>),
+    /// A tenant's backups: list, take one now, verify.
+    #[command(alias = "backup")]
+    Backups {
+        #[command(subcommand)]
+        command: BackupsCommand,
+    },
+    /// Restore a tenant's database and files as they were at a date (the
+    /// latest complete backups at or before it); a safety backup of what
+    /// is replaced is taken first.
+    Restore(RestoreArgs),
+    /// Check every object of a tenant's backups: present, readable with
+    /// this coordinator's key, holding what its name says.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupsCommand {
+    /// The tenant's complete backups, newest first, and its latest runs.
+    List(TenantArgs),
+    /// Back the tenant up now, and wait for it.
+    Run(BackupRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TenantArgs {
+    /// Tenant id or slug.
+    pub tenant: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupRunArgs {
+    /// Tenant id or slug.
+    pub tenant: String,
+    /// What to back up (default: database and storage).
+    #[arg(long, value_parser = ["database", "storage"])]
+    pub kind: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Tenant id or slug.
+    pub tenant: String,
+    /// The day (YYYY-MM-DD, UTC): its end, or --time on it.
+    #[arg(long)]
+    pub date: chrono::NaiveDate,
+    /// The time on --date (HH:MM or HH:MM:SS, UTC).
+    #[arg(long)]
+    pub time: Option<chrono::NaiveTime>,
+    /// Only the database, or only the files.
+    #[arg(long, value_parser = ["database", "storage"])]
+    pub only: Option<String>,
+    /// Restore into this other (existing) tenant instead.
+    #[arg(long)]
+    pub into: Option<String>,
+    /// Print what would be restored, and restore nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Tenant id or slug.
+    pub tenant: String,
+    /// Only this backup (its id).
+    #[arg(long)]
+    pub backup: Option<uuid::Uuid>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Subcommand)]

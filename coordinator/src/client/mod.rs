@@ -5,11 +5,14 @@
 //! - [`tenants`]: provision, deprovision, list, show, change plan, rotate keys.
 //! - [`monitoring`]: check-all, the daily report, cleanup.
 //! - [`deploy`]: deploy a tenant, or preview it.
+//! - `backups`: list, take, verify and restore a tenant's backups.
 
+mod backups;
 mod deploy;
 mod monitoring;
 mod tenants;
 
+pub use backups::{list as backups_list, restore, run as backups_run, verify};
 pub use deploy::{deploy, planned_changes_text};
 pub use monitoring::{check_all, cleanup, cluster, report_daily};
 pub use tenants::{deprovision, get, list, provision, rotate_key, set_plan};

@@ -1,0 +1,240 @@
+//! `backups list|run`, `restore`, `verify`: a tenant's backups through the
+//! coordinator's REST API.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use chrono::{NaiveTime, TimeZone, Utc};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::{Api, path_segment, print_json};
+use crate::cli::{BackupRunArgs, RestoreArgs, TenantArgs, VerifyArgs};
+
+/// How often `backups run` looks at its runs.
+const POLL: Duration = Duration::from_millis(500);
+
+pub async fn list(args: TenantArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.client)?;
+    let tenant = path_segment(&args.tenant)?;
+    let view: Value = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/tenants/{tenant}/backups?limit=200"),
+            None::<&()>,
+        )
+        .await?;
+    if api.json() {
+        print_json(&view);
+        return Ok(());
+    }
+    let backups = view["backups"].as_array().cloned().unwrap_or_default();
+    if backups.is_empty() {
+        println!(
+            "no backups of {}",
+            view["tenant"].as_str().unwrap_or(tenant)
+        );
+    }
+    for b in &backups {
+        println!(
+            "{}  {:<8}  taken {}  {:>12}  (+{} written, {} new chunks)",
+            text(&b["id"]),
+            text(&b["kind"]),
+            text(&b["takenAt"]),
+            bytes(&b["size"]),
+            bytes(&b["bytesWritten"]),
+            b["newChunks"]
+        );
+    }
+    let runs = view["runs"].as_array().cloned().unwrap_or_default();
+    if !runs.is_empty() {
+        println!("\nlatest runs:");
+    }
+    for run in &runs {
+        println!(
+            "{}  {:<8}  {:<9}  started {}  by {}{}",
+            text(&run["id"]),
+            text(&run["kind"]),
+            text(&run["status"]),
+            text(&run["startedAt"]),
+            text(&run["actor"]),
+            run["error"]
+                .as_str()
+                .map(|e| format!("\n    {e}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub async fn run(args: BackupRunArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.client)?;
+    let tenant = path_segment(&args.tenant)?;
+    let kinds = match &args.kind {
+        Some(kind) => vec![kind.as_str()],
+        None => vec!["database", "storage"],
+    };
+    let mut failed = Vec::new();
+    let mut finished = Vec::new();
+    for kind in kinds {
+        let started: Value = api
+            .call(
+                Method::POST,
+                &format!("/api/v1/tenants/{tenant}/backups"),
+                Some(&json!({ "kind": kind })),
+            )
+            .await?;
+        let id = text(&started["id"]);
+        if !api.json() {
+            println!("{kind} backup {id} started");
+        }
+        let run = loop {
+            let view: Value = api
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/tenants/{tenant}/backups?limit=1"),
+                    None::<&()>,
+                )
+                .await?;
+            let run = view["runs"]
+                .as_array()
+                .and_then(|runs| runs.iter().find(|r| text(&r["id"]) == id))
+                .cloned()
+                .unwrap_or(Value::Null);
+            match run["status"].as_str() {
+                Some("running") | None => {
+                    if !api.json() && run["bytesRead"].as_u64().is_some_and(|b| b > 0) {
+                        eprint!("\r  {} read", bytes(&run["bytesRead"]));
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+                Some(_) => break run,
+            }
+        };
+        if api.json() {
+            finished.push(run.clone());
+        } else if run["status"] == "succeeded" {
+            println!(
+                "\r{kind} backup {} done: {} read, {} written, {} new chunks",
+                text(&run["backupId"]),
+                bytes(&run["bytesRead"]),
+                bytes(&run["bytesWritten"]),
+                run["newChunks"]
+            );
+        } else {
+            println!("\r{kind} backup failed: {}", text(&run["error"]));
+        }
+        if run["status"] != "succeeded" {
+            failed.push(kind);
+        }
+    }
+    if api.json() {
+        print_json(&finished);
+    }
+    if !failed.is_empty() {
+        bail!("backup failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.client)?;
+    let tenant = path_segment(&args.tenant)?;
+    let time = args
+        .time
+        .unwrap_or_else(|| NaiveTime::from_hms_milli_opt(23, 59, 59, 999).expect("a valid time"));
+    let at = Utc.from_utc_datetime(&args.date.and_time(time));
+    let body = json!({
+        "at": at,
+        "only": args.only,
+        "into": args.into,
+        "dryRun": args.dry_run,
+    });
+    if !api.json() && !args.dry_run {
+        eprintln!("restoring {tenant} as it was at {at} (a safety backup first)…");
+    }
+    let view: Value = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{tenant}/restore"),
+            Some(&body),
+        )
+        .await?;
+    if api.json() {
+        print_json(&view);
+        return Ok(());
+    }
+    let verb = if args.dry_run {
+        "would restore"
+    } else {
+        "restored"
+    };
+    for part in view["parts"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{verb} {} of {} into {}: backup {} taken {}, {}{}",
+            text(&part["kind"]),
+            text(&view["from"]),
+            text(&view["into"]),
+            text(&part["backupId"]),
+            text(&part["takenAt"]),
+            bytes(&part["size"]),
+            part["safetyBackupId"]
+                .as_str()
+                .map(|id| format!(" (the state before is backup {id})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let api = Api::new(&args.client)?;
+    let tenant = path_segment(&args.tenant)?;
+    let query = args
+        .backup
+        .map(|b| format!("?backup={b}"))
+        .unwrap_or_default();
+    let view: Value = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{tenant}/backups/verify{query}"),
+            None::<&()>,
+        )
+        .await?;
+    if api.json() {
+        print_json(&view);
+    } else {
+        for b in view["backups"].as_array().cloned().unwrap_or_default() {
+            let backup = &b["backup"];
+            println!(
+                "{}  {:<8}  taken {}  {}",
+                text(&backup["id"]),
+                text(&backup["kind"]),
+                text(&backup["takenAt"]),
+                if b["ok"] == true { "ok" } else { "DAMAGED" }
+            );
+            for problem in b["problems"].as_array().cloned().unwrap_or_default() {
+                println!("    {}", text(&problem));
+            }
+        }
+    }
+    if view["ok"] != true {
+        bail!("some backups of {tenant} cannot be restored");
+    }
+    Ok(())
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn bytes(value: &Value) -> String {
+    value
+        .as_u64()
+        .map(knowton_common::units::format_bytes)
+        .unwrap_or_else(|| "-".to_owned())
+}
