@@ -257,6 +257,8 @@ impl ServeArgs {
             tenant_data: TenantDataArgs::default(),
             backup: BackupArgs {
                 backup_retention: Retention::default().to_string(),
+                backup_database_schedule: "0 2 * * *".to_owned(),
+                backup_storage_schedule: "0 */6 * * *".to_owned(),
                 ..BackupArgs::default()
             },
         }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::api::{self, ApiSettings, AppState, Services};
 use crate::backup::service::BackupService;
-use crate::backup::{Backups, open_repository};
+use crate::backup::{BackupKind, Backups, open_repository};
 use crate::config::{AdminTokenSource, ServeConfig};
 use crate::credentials;
 use crate::deploy::config::ClusterSource;
@@ -315,6 +315,36 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         tracing::info!("no Kubernetes cluster: deployments are rendered and recorded as skipped");
     }
     spawn_housekeeping(&state, &config, shutdown.subscribe());
+    if let (Some(service), Some(settings)) = (&state.backups, &config.backup) {
+        let kinds: Vec<_> = [
+            (
+                config.tenant_database_url.is_some(),
+                BackupKind::Database,
+                &settings.database_schedule,
+            ),
+            (
+                config.tenant_storage.is_some(),
+                BackupKind::Storage,
+                &settings.storage_schedule,
+            ),
+        ]
+        .into_iter()
+        .filter(|(on, _, _)| *on)
+        .map(|(_, kind, schedule)| (kind, schedule.clone()))
+        .collect();
+        for (kind, schedule) in &kinds {
+            tracing::info!(%kind, %schedule, "scheduled backups (by the leader)");
+        }
+        tokio::spawn(crate::backup::schedule::run(
+            service.clone(),
+            crate::backup::schedule::Schedules {
+                kinds,
+                retention: settings.retention,
+            },
+            state.deployer.leadership().clone(),
+            shutdown.subscribe(),
+        ));
+    }
     let rate_upkeep = state.limiter.clone().spawn_upkeep(shutdown.subscribe());
     let follower = state
         .service

@@ -1,5 +1,5 @@
-//! Restores through the REST API, on both store backends, with the
-//! tenants' databases on the test PostgreSQL server.
+//! Restores through the REST API, and scheduled backups, on both store
+//! backends, with the tenants' databases on the test PostgreSQL server.
 
 use std::time::Duration;
 
@@ -7,7 +7,10 @@ use knowton_tests::{Db, TestCoordinator, eventually_showing, on_every_backend, p
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-on_every_backend!(db: a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified);
+on_every_backend!(db:
+    a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified,
+    the_leader_backs_tenants_up_on_schedule,
+);
 
 /// Polls the tenant's backups until its latest run has finished.
 async fn finished_run(kt: &TestCoordinator, slug: &str) -> Value {
@@ -250,5 +253,49 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
         )
         .await;
     assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
+    kt.stop().await;
+}
+
+/// With a schedule of every second, the leader backs a new tenant's files
+/// up by itself, recorded as scheduled.
+async fn the_leader_backs_tenants_up_on_schedule(db: Db) {
+    let kt = TestCoordinator::start_and(db, |args| {
+        args.backup.backup_storage_schedule = "* * * * * *".to_owned();
+    })
+    .await;
+    kt.provision("sched", "basic").await;
+    std::fs::write(
+        kt.db.dir.path().join("tenants/sched/data.bin"),
+        vec![1u8; 10_000],
+    )
+    .unwrap();
+    let listed = eventually_showing(
+        Duration::from_secs(30),
+        "a scheduled backup succeeds",
+        || async {
+            let reply = kt
+                .admin(Method::GET, "/api/v1/tenants/sched/backups", None)
+                .await;
+            let scheduled = reply.body["runs"].as_array().is_some_and(|runs| {
+                runs.iter()
+                    .any(|r| r["trigger"] == "schedule" && r["status"] == "succeeded")
+            });
+            if scheduled {
+                Ok(reply.body)
+            } else {
+                Err(reply.body.to_string())
+            }
+        },
+    )
+    .await;
+    let run = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["trigger"] == "schedule")
+        .unwrap();
+    assert_eq!(run["actor"], "schedule");
+    assert_eq!(run["kind"], "storage");
+    assert!(!listed["backups"].as_array().unwrap().is_empty());
     kt.stop().await;
 }

@@ -12,6 +12,7 @@ pub mod database;
 pub mod manifest;
 pub mod repo;
 pub mod retention;
+pub mod schedule;
 pub mod seal;
 pub mod service;
 pub mod storage;
@@ -28,6 +29,7 @@ use self::chunk::{ChunkRef, ChunkWriter, Transfer};
 use self::manifest::{Content, Manifest};
 use self::repo::{Put, Repository};
 use self::retention::Retention;
+use self::schedule::Schedule;
 use self::seal::{OpenError, Sealer};
 use crate::secrets::SecretBox;
 pub use crate::store::BackupKind;
@@ -103,6 +105,21 @@ pub struct BackupArgs {
         default_value = "daily=7,weekly=4,monthly=6"
     )]
     pub backup_retention: String,
+    /// When tenants' databases are backed up (cron, UTC; an optional
+    /// seconds field first).
+    #[arg(
+        long,
+        env = "KNOWTON_BACKUP_DATABASE_SCHEDULE",
+        default_value = "0 2 * * *"
+    )]
+    pub backup_database_schedule: String,
+    /// When tenants' files are backed up (cron, UTC).
+    #[arg(
+        long,
+        env = "KNOWTON_BACKUP_STORAGE_SCHEDULE",
+        default_value = "0 */6 * * *"
+    )]
+    pub backup_storage_schedule: String,
 }
 
 /// The backup settings of `serve`, checked.
@@ -111,6 +128,8 @@ pub struct BackupConfig {
     pub url: String,
     pub s3_endpoint: Option<String>,
     pub retention: Retention,
+    pub database_schedule: Schedule,
+    pub storage_schedule: Schedule,
 }
 
 impl BackupArgs {
@@ -127,6 +146,21 @@ impl BackupArgs {
             .parse::<Retention>()
             .map_err(|e| errors.push(format!("--backup-retention: {e}")))
             .ok();
+        let schedule = |flag: &str, text: &str, errors: &mut Vec<String>| {
+            text.parse::<Schedule>()
+                .map_err(|e| errors.push(format!("--{flag}: {e}")))
+                .ok()
+        };
+        let database_schedule = schedule(
+            "backup-database-schedule",
+            &self.backup_database_schedule,
+            errors,
+        );
+        let storage_schedule = schedule(
+            "backup-storage-schedule",
+            &self.backup_storage_schedule,
+            errors,
+        );
         if let Some(endpoint) = &self.backup_s3_endpoint
             && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
         {
@@ -164,6 +198,8 @@ impl BackupArgs {
             url,
             s3_endpoint: self.backup_s3_endpoint.clone(),
             retention: retention?,
+            database_schedule: database_schedule?,
+            storage_schedule: storage_schedule?,
         })
     }
 }

@@ -41,6 +41,10 @@ impl BackupService {
         &self.backups
     }
 
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
     /// Records a run of `kind` for `tenant` and starts it in the
     /// background; returns the run as recorded (running).
     pub async fn start(
