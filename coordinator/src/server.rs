@@ -335,6 +335,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         for (kind, schedule) in &kinds {
             tracing::info!(%kind, %schedule, "scheduled backups (by the leader)");
         }
+        tokio::spawn(service.clone().keep_fresh(shutdown.subscribe()));
         tokio::spawn(crate::backup::schedule::run(
             service.clone(),
             crate::backup::schedule::Schedules {

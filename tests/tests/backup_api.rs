@@ -65,6 +65,25 @@ async fn a_tenants_files_are_backed_up_on_demand_and_listed(kt: TestCoordinator)
     assert_eq!(backups[0]["kind"], "storage");
     assert_eq!(backups[0]["size"], 300 * 1024);
 
+    // Its age is a metric (the run refreshed it), valid for promtool.
+    let started_at = chrono::DateTime::parse_from_rfc3339(run["startedAt"].as_str().unwrap())
+        .unwrap()
+        .timestamp();
+    let line = format!(
+        "knowton_backup_last_success_timestamp_seconds{{tenant=\"files\",kind=\"storage\"}} {started_at}"
+    );
+    let scraped = eventually_showing(Duration::from_secs(10), "the backup's metric", || async {
+        let scraped = kt.scrape().await;
+        if scraped.contains(&line) {
+            Ok(scraped)
+        } else {
+            Err(scraped)
+        }
+    })
+    .await;
+    let (valid, report) = knowton_tests::promtool::promtool(&scraped);
+    assert!(valid, "{report}");
+
     // Paged: a second backup, one per page.
     kt.admin(
         Method::POST,

@@ -99,6 +99,7 @@ pub fn render(state: &AppState) -> String {
         deployer: &state.deployer,
         notify: state.notify.metrics(),
         http: &state.http_metrics,
+        backups: state.backups.as_ref(),
     };
     crate::metrics::render(&sources, &state.tenant_metrics)
 }

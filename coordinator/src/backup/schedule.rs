@@ -141,7 +141,7 @@ async fn round(
         .last_backup_successes()
         .await?
         .into_iter()
-        .map(|(tenant, kind, at)| ((tenant, kind), at))
+        .map(|last| ((last.tenant_id, last.kind), last.started_at))
         .collect();
     let mut after = None;
     loop {

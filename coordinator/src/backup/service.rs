@@ -9,8 +9,12 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::{BackupError, BackupInfo, BackupKind, Backups, TenantRef};
-use crate::store::{BackupRun, RunProgress, RunStatus, RunTrigger, Store, StoreError, Unique};
+use crate::store::{
+    BackupRun, LastBackup, RunProgress, RunStatus, RunTrigger, Store, StoreError, Unique,
+};
 
+/// How often the last successful backups are read for the metrics.
+const REFRESH_EVERY: Duration = Duration::from_secs(60);
 /// How often a running run records its progress.
 const TOUCH_EVERY: Duration = Duration::from_secs(30);
 /// A running run silent this long belongs to a coordinator that stopped.
@@ -30,11 +34,45 @@ pub enum StartError {
 pub struct BackupService {
     backups: Backups,
     store: Arc<dyn Store>,
+    /// Each active tenant's last successful backup of each kind, as last
+    /// read from the store (for the metrics; refreshed every minute and
+    /// after each run here).
+    last: Arc<std::sync::RwLock<Vec<LastBackup>>>,
 }
 
 impl BackupService {
     pub fn new(backups: Backups, store: Arc<dyn Store>) -> Self {
-        BackupService { backups, store }
+        BackupService {
+            backups,
+            store,
+            last: Arc::default(),
+        }
+    }
+
+    /// Each active tenant's last successful backup of each kind, as last
+    /// read.
+    pub fn last_successes(&self) -> Vec<LastBackup> {
+        self.last.read().expect("last backups lock").clone()
+    }
+
+    /// Reads the last successful backups again.
+    pub async fn refresh(&self) {
+        match self.store.last_backup_successes().await {
+            Ok(last) => *self.last.write().expect("last backups lock") = last,
+            Err(err) => tracing::warn!(error = %err, "failed to read the last backups"),
+        }
+    }
+
+    /// Refreshes [`Self::last_successes`] every minute until `stop`.
+    pub async fn keep_fresh(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(REFRESH_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            self.refresh().await;
+        }
     }
 
     pub fn backups(&self) -> &Backups {
@@ -148,6 +186,7 @@ impl BackupService {
         {
             tracing::error!(tenant = %tenant.slug, error = %err, "failed to record how a backup ended");
         }
+        self.refresh().await;
         run.status = if error.is_some() {
             RunStatus::Failed
         } else {

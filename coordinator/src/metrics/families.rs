@@ -24,6 +24,8 @@ pub struct Sources<'a> {
     pub deployer: &'a Deployer,
     pub notify: &'a NotifyMetrics,
     pub http: &'a HttpMetrics,
+    /// Tenants' backups (`None`: off).
+    pub backups: Option<&'a crate::backup::service::BackupService>,
 }
 
 /// A family header.
@@ -49,6 +51,7 @@ pub fn render(s: &Sources<'_>, cache: &TenantLineCache) -> String {
     ingest(s, &mut out);
     engine(s, &mut out);
     deployments(s, &mut out);
+    backups(s, &mut out);
     let mut families = s.notify.outcomes.collect();
     families.extend(s.notify.delay.collect());
     families.extend(s.notify.first_attempt.collect());
@@ -68,6 +71,27 @@ pub fn render(s: &Sources<'_>, cache: &TenantLineCache) -> String {
         out.push_str(&String::from_utf8_lossy(&buf));
     }
     out
+}
+
+fn backups(s: &Sources<'_>, out: &mut String) {
+    let Some(backups) = s.backups else {
+        return;
+    };
+    family(
+        out,
+        "knowton_backup_last_success_timestamp_seconds",
+        "gauge",
+        "When the moment each active tenant's latest successful backup of a kind shows was (Unix seconds)",
+    );
+    for last in backups.last_successes() {
+        let _ = writeln!(
+            out,
+            "knowton_backup_last_success_timestamp_seconds{{tenant=\"{}\",kind=\"{}\"}} {}",
+            esc(&last.slug),
+            last.kind,
+            last.started_at.timestamp()
+        );
+    }
 }
 
 fn deployments(s: &Sources<'_>, out: &mut String) {

@@ -95,6 +95,15 @@ pub struct BackupRun {
     pub error: Option<String>,
 }
 
+/// An active tenant's latest successful backup of a kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastBackup {
+    pub tenant_id: Uuid,
+    pub slug: String,
+    pub kind: BackupKind,
+    pub started_at: DateTime<Utc>,
+}
+
 /// Where a run is: its bytes so far, or at the end.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunProgress {
@@ -123,7 +132,7 @@ pub trait BackupStore: Send + Sync {
     ) -> Result<()>;
     /// `tenant`'s runs, newest first, at most `limit`.
     async fn backup_runs(&self, tenant: Uuid, limit: i64) -> Result<Vec<BackupRun>>;
-    /// When each tenant's last successful run of each kind started (the
-    /// moment its backup shows), as (tenant, kind, started).
-    async fn last_backup_successes(&self) -> Result<Vec<(Uuid, BackupKind, DateTime<Utc>)>>;
+    /// When each active tenant's last successful run of each kind started
+    /// (the moment its backup shows).
+    async fn last_backup_successes(&self) -> Result<Vec<LastBackup>>;
 }

@@ -43,7 +43,9 @@ use uuid::Uuid;
 
 use crate::credentials::KeyKind;
 
-pub use backup::{BackupKind, BackupRun, BackupStore, RunProgress, RunStatus, RunTrigger};
+pub use backup::{
+    BackupKind, BackupRun, BackupStore, LastBackup, RunProgress, RunStatus, RunTrigger,
+};
 pub use changes::{Change, ChangeListener, ChangeStore, MAX_CHANGE_BYTES};
 pub use deploy::{DeployStore, DeploymentEvent, DeploymentRow, DeploymentSettings, Phase};
 pub use keys::{KeyOwner, KeyStore};

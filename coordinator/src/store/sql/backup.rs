@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{PgStore, SqliteStore, corrupt, parse_uuid};
 use crate::store::{
-    BackupKind, BackupRun, BackupStore, Result, RunProgress, RunStatus, RunTrigger, now,
+    BackupKind, BackupRun, BackupStore, LastBackup, Result, RunProgress, RunStatus, RunTrigger, now,
 };
 
 const FIELDS: &str = "id, tenant_id, kind, trigger_kind, actor, status, started_at, updated_at, \
@@ -147,24 +147,25 @@ macro_rules! backup_sql {
                 rows.iter().map(Self::backup_run_from_row).collect()
             }
 
-            async fn last_backup_successes(
-                &self,
-            ) -> Result<Vec<(Uuid, BackupKind, DateTime<Utc>)>> {
+            async fn last_backup_successes(&self) -> Result<Vec<LastBackup>> {
                 let rows = sqlx::query(
-                    "SELECT tenant_id, kind, max(started_at) AS started_at FROM backup_runs \
-                     WHERE status = 'succeeded' GROUP BY tenant_id, kind ORDER BY tenant_id, kind",
+                    "SELECT r.tenant_id, t.slug, r.kind, max(r.started_at) AS started_at \
+                     FROM backup_runs r JOIN tenants t ON t.id = r.tenant_id \
+                     WHERE r.status = 'succeeded' AND t.status = 'active' \
+                     GROUP BY r.tenant_id, t.slug, r.kind ORDER BY r.tenant_id, r.kind",
                 )
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter()
                     .map(|row| {
                         let kind: String = row.try_get("kind")?;
-                        Ok((
-                            parse_uuid(&row.try_get::<String, _>("tenant_id")?)?,
-                            BackupKind::parse(&kind)
+                        Ok(LastBackup {
+                            tenant_id: parse_uuid(&row.try_get::<String, _>("tenant_id")?)?,
+                            slug: row.try_get("slug")?,
+                            kind: BackupKind::parse(&kind)
                                 .ok_or_else(|| corrupt(format!("backup kind {kind:?}")))?,
-                            row.try_get("started_at")?,
-                        ))
+                            started_at: row.try_get("started_at")?,
+                        })
                     })
                     .collect()
             }
