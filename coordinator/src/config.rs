@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::backup::retention::Retention;
 use crate::backup::{BackupArgs, BackupConfig};
-use crate::deploy::config::{ClusterSource, DeployConfig, KubeArgs};
+use crate::deploy::config::{DeployConfig, KubeArgs};
 use crate::health::{AlertPolicy, EngineSettings};
 use crate::leader::{LeaderArgs, LeaderSettings};
 use crate::listen::{HttpArgs, HttpSettings};
@@ -307,9 +307,9 @@ pub struct ServeConfig {
     pub http: HttpSettings,
     /// `--tenant-database-url`.
     pub tenant_database_url: Option<AdminUrl>,
-    /// Where tenants' files live when there is no cluster (`None`: in a
-    /// cluster, their volumes hold them).
-    pub tenant_storage: Option<PathBuf>,
+    /// Where tenants' files live when there is no cluster (in a cluster,
+    /// their volumes hold them, whatever this says).
+    pub tenant_storage: PathBuf,
     /// Backups (`None`: off, with PostgreSQL and no `--backup-url`).
     pub backup: Option<BackupConfig>,
 }
@@ -382,12 +382,11 @@ impl TryFrom<ServeArgs> for ServeConfig {
         let deploy = args.kube.validate(&mut errors);
         let leader = args.leader.validate(&mut errors);
         let http = args.http.validate(&mut errors);
-        let tenant_storage = matches!(deploy.source, ClusterSource::None).then(|| {
-            args.tenant_data
-                .tenant_storage_dir
-                .clone()
-                .unwrap_or_else(|| sqlite_dir.clone().unwrap_or_default().join("tenants"))
-        });
+        let tenant_storage = args
+            .tenant_data
+            .tenant_storage_dir
+            .clone()
+            .unwrap_or_else(|| sqlite_dir.clone().unwrap_or_default().join("tenants"));
         if let Some(url) = &args.tenant_data.tenant_database_url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {

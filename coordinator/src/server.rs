@@ -256,8 +256,14 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             ),
             None => None,
         },
-        storage: config.tenant_storage.clone().map(TenantStorage::new),
+        // Found no cluster (`--no-cluster`, or none to infer): files here.
+        storage: if has_cluster {
+            None
+        } else {
+            Some(TenantStorage::new(config.tenant_storage.clone()))
+        },
     };
+    let files_here = data.storage.is_some();
     let backups = match &config.backup {
         Some(settings) => {
             let repo =
@@ -323,7 +329,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                 &settings.database_schedule,
             ),
             (
-                config.tenant_storage.is_some(),
+                files_here,
                 BackupKind::Storage,
                 &settings.storage_schedule,
             ),

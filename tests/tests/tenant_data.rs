@@ -359,3 +359,27 @@ async fn our_scram_verifier_is_the_one_postgresql_computes() {
         .unwrap();
     assert_eq!(ours, theirs);
 }
+
+/// Found by following the README: `serve` without `--no-cluster` on a
+/// machine with no cluster to infer gave tenants no storage directory (it
+/// was on only with `--no-cluster`), so their files had nowhere to live
+/// and nothing to back up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cluster_to_infer_tenants_files_live_beside_the_database() {
+    if std::env::var_os("KUBECONFIG").is_some()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+    {
+        eprintln!("a cluster may be inferred here: not this test's case");
+        return;
+    }
+    let kt = TestCoordinator::start_and(Db::Sqlite, |args| {
+        args.kube.no_cluster = false;
+        args.tenant_data.tenant_storage_dir = None;
+    })
+    .await;
+    let slug = fresh_slug("files");
+    kt.provision(&slug, "basic").await;
+    let dir = kt.db.dir.path().join("tenants").join(&slug);
+    assert!(dir.is_dir(), "{} exists", dir.display());
+    kt.stop().await;
+}
