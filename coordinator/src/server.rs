@@ -328,11 +328,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                 BackupKind::Database,
                 &settings.database_schedule,
             ),
-            (
-                files_here,
-                BackupKind::Storage,
-                &settings.storage_schedule,
-            ),
+            (files_here, BackupKind::Storage, &settings.storage_schedule),
         ]
         .into_iter()
         .filter(|(on, _, _)| *on)
