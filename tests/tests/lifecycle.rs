@@ -316,6 +316,22 @@ async fn purge_deletes_every_row_of_the_tenant_only(kt: TestCoordinator) {
         )
         .await;
     assert_eq!(silence.status, StatusCode::CREATED, "{}", silence.body);
+    // A backup run.
+    let backup = kt
+        .admin(
+            Method::POST,
+            "/api/v1/tenants/goner/backups",
+            Some(json!({"kind": "storage"})),
+        )
+        .await;
+    assert_eq!(backup.status, StatusCode::ACCEPTED, "{}", backup.body);
+    eventually(Duration::from_secs(20), "goner's backup", || async {
+        let reply = kt
+            .admin(Method::GET, "/api/v1/tenants/goner/backups", None)
+            .await;
+        (reply.body["runs"][0]["status"] == "succeeded").then_some(())
+    })
+    .await;
     Feed::new(&kt, "node-a").send(vec![healthy("goner", "web-0").slow(1000)]);
     eventually(Duration::from_secs(20), "goner's alert", || async {
         let reply = kt
