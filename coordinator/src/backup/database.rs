@@ -1,6 +1,7 @@
 //! A tenant's database: dumped with `pg_dump --format=custom` inside a
 //! snapshot the coordinator holds open, so the per-table row counts and
-//! checksums it records are of exactly the data dumped; the dump is
+//! checksums it records (computed while the dump streams) are of exactly
+//! the data dumped; the dump is
 //! streamed through chunking, compression and encryption into the
 //! repository, never held whole in memory or written to local disk.
 //! Uncompressed (`--compress=0`): the repository compresses each chunk,
@@ -46,8 +47,6 @@ pub async fn back_up(
         .fetch_one(&mut *tx)
         .await
         .map_err(query("export the snapshot"))?;
-    let (tables, tables_truncated) = table_checks(&mut tx).await?;
-
     let access = databases.tool_access(name);
     let mut dump = tool(
         "pg_dump",
@@ -67,8 +66,10 @@ pub async fn back_up(
     })?;
     let stdout = dump.stdout.take().expect("stdout is piped");
     let stderr = tail_of(&mut dump);
-    let chunks = writer.write(stdout).await;
-    if chunks.is_err() {
+    // The checks read the same snapshot as the dump, on this connection,
+    // while the dump streams: the two scans run side by side.
+    let (checks, chunks) = tokio::join!(table_checks(&mut tx), writer.write(stdout));
+    if chunks.is_err() || checks.is_err() {
         // Nobody reads its output any more: it would block on a full pipe.
         let _ = dump.start_kill();
     }
@@ -76,6 +77,7 @@ pub async fn back_up(
     let detail = stderr.await.unwrap_or_default();
     tx.commit().await.map_err(query("end the snapshot"))?;
     let chunks = chunks?;
+    let (tables, tables_truncated) = checks?;
     if !status.success() {
         return Err(BackupError::Tool {
             tool: "pg_dump",
