@@ -179,6 +179,28 @@ async fn only_the_admin_and_the_tenants_production_key_reach_its_backups(kt: Tes
         )
         .await;
     assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    // A tenant key starts one of each kind every 10 minutes; the admin any.
+    let again = kt
+        .call(
+            Method::POST,
+            "/api/v1/tenants/tenant-a/backups",
+            Some(production),
+            Some(json!({"kind": "storage"})),
+        )
+        .await;
+    assert_eq!(
+        again.error(StatusCode::TOO_MANY_REQUESTS).0,
+        "backup_too_soon"
+    );
+    let verify = kt
+        .call(
+            Method::POST,
+            "/api/v1/tenants/tenant-a/backups/verify",
+            Some(production),
+            None,
+        )
+        .await;
+    assert_eq!(verify.error(StatusCode::FORBIDDEN).0, "admin_required");
 
     for (method, path, key, code) in [
         (

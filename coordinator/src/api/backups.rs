@@ -20,6 +20,9 @@ use crate::store::{BackupRun, RunTrigger};
 
 /// Runs shown with the backups.
 const RUNS_SHOWN: i64 = 20;
+/// How often a tenant's own key may start a backup of a kind: each one is
+/// work for the coordinator and a backup kept until pruned.
+const TENANT_BACKUP_EVERY: chrono::Duration = chrono::Duration::minutes(10);
 
 /// `GET /api/v1/tenants/{id}/backups`
 #[derive(Debug, Serialize, ToSchema)]
@@ -131,7 +134,8 @@ pub async fn list(
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "backups_off, or backup_running (one of this kind is running)", body = ErrorBody),
-        (status = 415, body = ErrorBody)),
+        (status = 415, body = ErrorBody),
+        (status = 429, description = "backup_too_soon: a tenant key may start one of each kind every 10 minutes", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn start(
     State(state): State<AppState>,
@@ -145,6 +149,29 @@ pub async fn start(
     let request: BackupRequest = json::parse(&body)?;
     let tenant = state.service.get(id).await?;
     let service = service(&state)?;
+    if !caller.is_admin() {
+        let recent = state
+            .store
+            .backup_runs(id, RUNS_SHOWN)
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        let since = Utc::now() - TENANT_BACKUP_EVERY;
+        if recent
+            .iter()
+            .any(|r| r.kind == request.kind && r.started_at > since)
+        {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "backup_too_soon",
+                format!(
+                    "a {} backup of this tenant started less than {} minutes ago",
+                    request.kind,
+                    TENANT_BACKUP_EVERY.num_minutes()
+                ),
+            )
+            .field("kind"));
+        }
+    }
     let run = service
         .start(
             TenantRef {
@@ -306,7 +333,8 @@ pub struct VerifyView {
 }
 
 /// Check that every object of the tenant's backups is there, opens under
-/// this coordinator's key and holds what its name says.
+/// this coordinator's key and holds what its name says (admin only: it
+/// reads every object).
 #[utoipa::path(post, path = "/api/v1/tenants/{idOrSlug}/backups/verify", tag = "backups",
     params(("idOrSlug" = String, Path, description = "Tenant id or slug"), VerifyParams),
     responses((status = 200, body = VerifyView), (status = 400, body = ErrorBody),
@@ -320,8 +348,8 @@ pub async fn verify(
     Path(id_or_slug): Path<String>,
     ApiQuery(params): ApiQuery<VerifyParams>,
 ) -> Result<Json<VerifyView>, ApiError> {
-    let id = caller.tenant_id(&state, &id_or_slug).await?;
-    caller.require_production()?;
+    caller.require_admin()?;
+    let id = state.service.resolve(&id_or_slug).await?;
     let tenant = state.service.get(id).await?;
     let verified = service(&state)?
         .verify(id, params.backup)

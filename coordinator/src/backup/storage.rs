@@ -22,6 +22,10 @@ use super::chunk::{ChunkRef, ChunkWriter};
 use super::manifest::{Entry, Node};
 use super::repo::{Repository, fetch};
 
+/// The most paths a backup holds: a tenant's count of files is bounded by
+/// nothing its plan sells (empty files take no bytes), and a manifest is
+/// held whole in memory.
+pub const MAX_ENTRIES: usize = 2_000_000;
 /// Files read and chunked at once.
 const FILES_AT_ONCE: usize = 4;
 /// Chunks fetched ahead of the one being written, per file.
@@ -82,12 +86,7 @@ pub async fn back_up(
                             });
                     let chunks = match unchanged {
                         Some(chunks) => chunks,
-                        None => {
-                            let file = tokio::fs::File::open(root.join(&found.relative))
-                                .await
-                                .map_err(BackupError::Read)?;
-                            writer.write(file).await?
-                        }
+                        None => writer.write(open_beneath(root, &found.relative)?).await?,
                     };
                     let size = chunks.iter().map(|c| c.len).sum();
                     Node::File {
@@ -108,6 +107,31 @@ pub async fn back_up(
         .buffered(FILES_AT_ONCE)
         .try_collect()
         .await
+}
+
+/// The regular file at `relative` under `root`, opened without following
+/// any symbolic link on the way and without leaving `root`: the tenant
+/// may swap a file or a directory for a link between the walk and the
+/// read, and must not get the coordinator's files into its backup.
+pub fn open_beneath(root: &Path, relative: &Path) -> Result<tokio::fs::File, BackupError> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
+    let dir = std::fs::File::open(root).map_err(BackupError::Read)?;
+    let fd = openat2(
+        &dir,
+        relative,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| BackupError::Read(e.into()))?;
+    let file = std::fs::File::from(fd);
+    if !file.metadata().map_err(BackupError::Read)?.is_file() {
+        return Err(BackupError::Read(std::io::Error::other(format!(
+            "{} is no longer a regular file",
+            relative.display()
+        ))));
+    }
+    Ok(tokio::fs::File::from_std(file))
 }
 
 /// Every directory, regular file and symbolic link under `root`,
@@ -140,6 +164,11 @@ fn walk(root: &Path) -> Result<Vec<Found>, BackupError> {
             }
             if kind.is_dir() {
                 subdirs.push(relative.clone());
+            }
+            if out.len() >= MAX_ENTRIES {
+                return Err(BackupError::Corrupt(format!(
+                    "more than {MAX_ENTRIES} files and directories: not backed up"
+                )));
             }
             out.push(Found {
                 relative,
@@ -315,5 +344,29 @@ fn system_time(ns: i64) -> std::time::SystemTime {
         std::time::UNIX_EPOCH + since
     } else {
         std::time::UNIX_EPOCH - since
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link swapped in for a file or a directory after the walk does not
+    /// take the read outside the tenant's directory.
+    #[test]
+    fn a_file_is_read_only_from_inside_the_root_and_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("tenant"), dir.path().join("secret"));
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("key"), "coordinator secret").unwrap();
+        std::fs::write(root.join("docs/a.txt"), "tenant data").unwrap();
+        std::os::unix::fs::symlink(outside.join("key"), root.join("file-link")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("dir-link")).unwrap();
+
+        assert!(open_beneath(&root, Path::new("docs/a.txt")).is_ok());
+        for path in ["file-link", "dir-link/key", "../secret/key", "docs"] {
+            assert!(open_beneath(&root, Path::new(path)).is_err(), "{path}");
+        }
     }
 }
