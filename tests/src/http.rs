@@ -46,6 +46,41 @@ impl TestCoordinator {
         self.call(method, path, Some(ADMIN_TOKEN), body).await
     }
 
+    /// Purges `slug` through the API, which must succeed.
+    pub async fn purge(&self, slug: &str) {
+        let purged = self
+            .admin(
+                Method::DELETE,
+                &format!("/api/v1/tenants/{slug}?purge=true"),
+                None,
+            )
+            .await;
+        assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
+    }
+
+    /// Polls `slug`'s backups until its latest run has finished; the
+    /// listing then.
+    pub async fn finished_backup_run(&self, slug: &str) -> Value {
+        crate::eventually_showing(
+            std::time::Duration::from_secs(30),
+            "the backup run finishes",
+            || async {
+                let reply = self
+                    .admin(
+                        Method::GET,
+                        &format!("/api/v1/tenants/{slug}/backups"),
+                        None,
+                    )
+                    .await;
+                match reply.body["runs"][0]["status"].as_str() {
+                    Some("succeeded" | "failed") => Ok(reply.body.clone()),
+                    _ => Err(reply.body.to_string()),
+                }
+            },
+        )
+        .await
+    }
+
     /// Provisions a tenant through the API and returns the 201 body.
     pub async fn provision(&self, slug: &str, plan: &str) -> Value {
         let reply = self

@@ -5,36 +5,13 @@ use std::time::Duration;
 
 use knowton_tests::{TestCoordinator, eventually_showing, on_every_backend};
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 on_every_backend!(
     a_tenants_files_are_backed_up_on_demand_and_listed,
     only_the_admin_and_the_tenants_production_key_reach_its_backups,
     a_backup_that_cannot_run_is_recorded_as_failed_with_its_reason,
 );
-
-/// Polls the tenant's backups until its latest run has finished.
-async fn finished_run(kt: &TestCoordinator, slug: &str) -> Value {
-    eventually_showing(
-        Duration::from_secs(30),
-        "the backup run finishes",
-        || async {
-            let reply = kt
-                .admin(
-                    Method::GET,
-                    &format!("/api/v1/tenants/{slug}/backups"),
-                    None,
-                )
-                .await;
-            let run = &reply.body["runs"][0];
-            match run["status"].as_str() {
-                Some("succeeded" | "failed") => Ok(reply.body.clone()),
-                _ => Err(reply.body.to_string()),
-            }
-        },
-    )
-    .await
-}
 
 async fn a_tenants_files_are_backed_up_on_demand_and_listed(kt: TestCoordinator) {
     kt.provision("files", "basic").await;
@@ -54,7 +31,7 @@ async fn a_tenants_files_are_backed_up_on_demand_and_listed(kt: TestCoordinator)
     assert_eq!(started.body["trigger"], "manual");
     assert_eq!(started.body["actor"], "admin");
 
-    let listed = finished_run(&kt, "files").await;
+    let listed = kt.finished_backup_run("files").await;
     let run = &listed["runs"][0];
     assert_eq!(run["status"], "succeeded", "{listed}");
     assert_eq!(run["id"], started.body["id"]);
@@ -258,7 +235,7 @@ async fn a_backup_that_cannot_run_is_recorded_as_failed_with_its_reason(kt: Test
         )
         .await;
     assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
-    let listed = finished_run(&kt, "nodb").await;
+    let listed = kt.finished_backup_run("nodb").await;
     let run = &listed["runs"][0];
     assert_eq!(run["status"], "failed", "{listed}");
     assert!(

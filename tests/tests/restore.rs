@@ -12,29 +12,6 @@ on_every_backend!(db:
     the_leader_backs_tenants_up_on_schedule,
 );
 
-/// Polls the tenant's backups until its latest run has finished.
-async fn finished_run(kt: &TestCoordinator, slug: &str) -> Value {
-    eventually_showing(
-        Duration::from_secs(30),
-        "the backup run finishes",
-        || async {
-            let reply = kt
-                .admin(
-                    Method::GET,
-                    &format!("/api/v1/tenants/{slug}/backups"),
-                    None,
-                )
-                .await;
-            let run = &reply.body["runs"][0];
-            match run["status"].as_str() {
-                Some("succeeded" | "failed") => Ok(reply.body.clone()),
-                _ => Err(reply.body.to_string()),
-            }
-        },
-    )
-    .await
-}
-
 /// Starts a backup of `kind` and waits for it to succeed.
 async fn back_up(kt: &TestCoordinator, slug: &str, kind: &str) -> Value {
     let started = kt
@@ -45,7 +22,7 @@ async fn back_up(kt: &TestCoordinator, slug: &str, kind: &str) -> Value {
         )
         .await;
     assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
-    let listed = finished_run(kt, slug).await;
+    let listed = kt.finished_backup_run(slug).await;
     assert_eq!(listed["runs"][0]["status"], "succeeded", "{listed}");
     listed["runs"][0].clone()
 }
@@ -245,14 +222,7 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
         "a refused restore changes nothing"
     );
 
-    let purged = kt
-        .admin(
-            Method::DELETE,
-            &format!("/api/v1/tenants/{slug}?purge=true"),
-            None,
-        )
-        .await;
-    assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
+    kt.purge(&slug).await;
     kt.stop().await;
 }
 

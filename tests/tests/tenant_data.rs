@@ -51,18 +51,6 @@ fn tenants_server() -> Option<String> {
     server
 }
 
-/// Purges `slug` through the API, which must succeed.
-async fn purge(kt: &TestCoordinator, slug: &str) {
-    let purged = kt
-        .admin(
-            Method::DELETE,
-            &format!("/api/v1/tenants/{slug}?purge=true"),
-            None,
-        )
-        .await;
-    assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
-}
-
 /// A slug no other test (or earlier run) uses.
 fn fresh_slug(prefix: &str) -> String {
     format!(
@@ -127,7 +115,7 @@ async fn a_tenant_gets_a_private_database_kept_when_deprovisioned_and_dropped_wh
     assert!(files.is_dir());
 
     // Purged: database, role and files are gone.
-    purge(&kt, &slug).await;
+    kt.purge(&slug).await;
     assert!(database(&admin, &name).await.is_none());
     assert!(role(&admin, &name).await.is_none());
     assert!(!files.exists());
@@ -187,7 +175,7 @@ async fn a_provisioning_that_fails_half_way_leaves_no_role_database_or_record(
     assert!(role(&admin, &second_name).await.is_none());
     assert!(!kt.db.dir.path().join("tenants").join(&second).exists());
 
-    purge(&kt, &first).await;
+    kt.purge(&first).await;
     kt.stop().await;
 }
 
@@ -235,7 +223,7 @@ async fn a_deprovisioning_the_database_server_refuses_still_stops_the_tenant() {
         .await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.body);
     assert_eq!(role(&admin, &name).await.map(|r| r.0), Some(false));
-    purge(&kt, &slug).await;
+    kt.purge(&slug).await;
     kt.stop().await;
 }
 
@@ -316,7 +304,7 @@ async fn databases_of_interrupted_provisionings_are_dropped_once_old(
                 .unwrap();
         }
     }
-    purge(&kt, &recorded).await;
+    kt.purge(&recorded).await;
     kt.stop().await;
 }
 
