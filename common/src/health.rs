@@ -104,6 +104,10 @@ vocabulary! {
         ErrorRate = "error_rate",
         /// API latency of the slowest pod.
         ResponseTime = "response_time",
+        /// The tenant's backups: their age, failed runs, and whether the
+        /// latest verification passed (judged by the coordinator, not
+        /// from pods; it does not change the tenant's status).
+        Backup = "backup",
     }
 }
 

@@ -21,6 +21,28 @@ pub struct Thresholds {
     pub api_rate_percent: Level,
     pub error_rate_percent: Level,
     pub response_time_ms: Level,
+    /// Hours since the last good backup of the tenant's database.
+    #[serde(default = "database_backup_age")]
+    pub database_backup_age_hours: Level,
+    /// Hours since the last good backup of the tenant's files.
+    #[serde(default = "storage_backup_age")]
+    pub storage_backup_age_hours: Level,
+}
+
+/// A daily backup is late after 26 h and missing after 50 h (two missed).
+fn database_backup_age() -> Level {
+    Level {
+        warning: 26.0,
+        critical: 50.0,
+    }
+}
+
+/// A 6-hourly backup is late after 7 h and missing after 13 h.
+fn storage_backup_age() -> Level {
+    Level {
+        warning: 7.0,
+        critical: 13.0,
+    }
 }
 
 impl Default for Thresholds {
@@ -46,6 +68,8 @@ impl Default for Thresholds {
                 warning: 1000.0,
                 critical: 2000.0,
             },
+            database_backup_age_hours: database_backup_age(),
+            storage_backup_age_hours: storage_backup_age(),
         }
     }
 }
@@ -76,6 +100,21 @@ mod tests {
         assert_eq!(
             (t.response_time_ms.warning, t.response_time_ms.critical),
             (1000.0, 2000.0)
+        );
+    }
+
+    #[test]
+    fn thresholds_stored_before_backups_read_with_the_backup_defaults() {
+        let before = r#"{"usersPercent":{"warning":1,"critical":2},
+            "storagePercent":{"warning":1,"critical":2},
+            "apiRatePercent":{"warning":1,"critical":2},
+            "errorRatePercent":{"warning":1,"critical":2},
+            "responseTimeMs":{"warning":1,"critical":2}}"#;
+        let t: Thresholds = serde_json::from_str(before).unwrap();
+        assert_eq!(t.users_percent.critical, 2.0);
+        assert_eq!(
+            (t.database_backup_age_hours, t.storage_backup_age_hours),
+            (database_backup_age(), storage_backup_age())
         );
     }
 }

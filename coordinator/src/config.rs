@@ -259,6 +259,7 @@ impl ServeArgs {
                 backup_retention: Retention::default().to_string(),
                 backup_database_schedule: "0 2 * * *".to_owned(),
                 backup_storage_schedule: "0 */6 * * *".to_owned(),
+                backup_verify_schedule: "0 4 * * 0".to_owned(),
                 ..BackupArgs::default()
             },
         }

@@ -23,6 +23,7 @@ use crate::deploy::controller::Verification;
 use crate::deploy::{Cluster, Deployer};
 use crate::directory::TenantDirectory;
 use crate::health::Engine;
+use crate::health::backups::BackupWatch;
 use crate::ingest::{self, IngestService, StreamSettings};
 use crate::leader::Leadership;
 use crate::listen::{self, MetricsToken, MetricsTokenError};
@@ -209,20 +210,6 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     .await
     .map_err(ServeError::Campaign)?;
     let registry = Arc::new(ingest::Registry::default());
-    let (engine, engine_task) = Engine::start(
-        store.clone(),
-        notify.clone(),
-        registry.clone(),
-        directory.clone(),
-        leadership.clone(),
-        config.engine.clone(),
-        shutdown.subscribe(),
-    )
-    .await
-    .map_err(|source| ServeError::OpenStore {
-        database: config.database_display.clone(),
-        source,
-    })?;
     let cluster = match &config.deploy.source {
         ClusterSource::None => None,
         ClusterSource::Infer => Cluster::connect(None).await?,
@@ -279,6 +266,40 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             None
         }
     };
+    // The kinds backed up here, each on its schedule.
+    let backup_kinds: Vec<_> = match &config.backup {
+        Some(settings) => [
+            (
+                config.tenant_database_url.is_some(),
+                BackupKind::Database,
+                &settings.database_schedule,
+            ),
+            (files_here, BackupKind::Storage, &settings.storage_schedule),
+        ]
+        .into_iter()
+        .filter(|(on, _, _)| *on)
+        .map(|(_, kind, schedule)| (kind, schedule.clone()))
+        .collect(),
+        None => Vec::new(),
+    };
+    let (engine, engine_task) = Engine::start(
+        store.clone(),
+        notify.clone(),
+        registry.clone(),
+        directory.clone(),
+        leadership.clone(),
+        config.engine.clone(),
+        backups.as_ref().map(|service| BackupWatch {
+            status: service.status().clone(),
+            kinds: backup_kinds.iter().map(|(kind, _)| *kind).collect(),
+        }),
+        shutdown.subscribe(),
+    )
+    .await
+    .map_err(|source| ServeError::OpenStore {
+        database: config.database_display.clone(),
+        source,
+    })?;
     let lifecycle = Arc::new(TenantLifecycle::new(LifecycleParts {
         store: store.clone(),
         secrets: secret_box,
@@ -322,27 +343,16 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     }
     spawn_housekeeping(&state, &config, shutdown.subscribe());
     if let (Some(service), Some(settings)) = (&state.backups, &config.backup) {
-        let kinds: Vec<_> = [
-            (
-                config.tenant_database_url.is_some(),
-                BackupKind::Database,
-                &settings.database_schedule,
-            ),
-            (files_here, BackupKind::Storage, &settings.storage_schedule),
-        ]
-        .into_iter()
-        .filter(|(on, _, _)| *on)
-        .map(|(_, kind, schedule)| (kind, schedule.clone()))
-        .collect();
-        for (kind, schedule) in &kinds {
+        for (kind, schedule) in &backup_kinds {
             tracing::info!(%kind, %schedule, "scheduled backups (by the leader)");
         }
         tokio::spawn(service.clone().keep_fresh(shutdown.subscribe()));
         tokio::spawn(crate::backup::schedule::run(
             service.clone(),
             crate::backup::schedule::Schedules {
-                kinds,
+                kinds: backup_kinds,
                 retention: settings.retention,
+                verify: settings.verify_schedule.clone(),
             },
             state.deployer.leadership().clone(),
             shutdown.subscribe(),

@@ -11,6 +11,7 @@ on_every_backend!(
     a_tenants_files_are_backed_up_on_demand_and_listed,
     only_the_admin_and_the_tenants_production_key_reach_its_backups,
     a_backup_that_cannot_run_is_recorded_as_failed_with_its_reason,
+    failing_backups_raise_the_backup_alert_until_one_succeeds,
 );
 
 async fn a_tenants_files_are_backed_up_on_demand_and_listed(kt: TestCoordinator) {
@@ -246,4 +247,58 @@ async fn a_backup_that_cannot_run_is_recorded_as_failed_with_its_reason(kt: Test
         "{run}"
     );
     assert!(listed["backups"].as_array().unwrap().is_empty());
+}
+
+/// A tenant's file backup fails on every try (its directory is gone):
+/// after as many failures in a row as a scheduled round tries, the
+/// tenant's `backup` alert fires naming the error; a backup that
+/// succeeds again resolves it.
+async fn failing_backups_raise_the_backup_alert_until_one_succeeds(kt: TestCoordinator) {
+    kt.provision("fails", "basic").await;
+    let files = kt.db.dir.path().join("tenants/fails");
+    std::fs::remove_dir_all(&files).unwrap();
+    let mut alerted = None;
+    for attempt in 1..=4 {
+        let started = kt
+            .admin(
+                Method::POST,
+                "/api/v1/tenants/fails/backups",
+                Some(json!({"kind": "storage"})),
+            )
+            .await;
+        assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+        let listed = kt.finished_backup_run("fails").await;
+        assert_eq!(listed["runs"][0]["status"], "failed", "{listed}");
+        assert_eq!(listed["runs"].as_array().unwrap().len(), attempt);
+        if attempt == 3 {
+            // Still being retried: no alert yet.
+            let open = kt.open_alerts("fails", 0).await;
+            assert!(open.is_empty());
+        }
+        if attempt == 4 {
+            alerted = Some(kt.open_alerts("fails", 1).await.remove(0));
+        }
+    }
+    let alert = alerted.unwrap();
+    assert_eq!(alert["check"], "backup", "{alert}");
+    assert_eq!(alert["severity"], "critical", "{alert}");
+    let summary = alert["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("storage backup failed 4 times in a row: "),
+        "{summary}"
+    );
+
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("back.txt"), "again").unwrap();
+    kt.admin(
+        Method::POST,
+        "/api/v1/tenants/fails/backups",
+        Some(json!({"kind": "storage"})),
+    )
+    .await;
+    let listed = kt.finished_backup_run("fails").await;
+    assert_eq!(listed["runs"][0]["status"], "succeeded", "{listed}");
+    kt.open_alerts("fails", 0).await;
+    let resolved = kt.alert(alert["id"].as_str().unwrap()).await;
+    assert_eq!(resolved["state"], "resolved", "{resolved}");
 }

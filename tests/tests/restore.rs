@@ -166,15 +166,47 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
         listed.body
     );
 
+    // Deep: the latest of each kind (the safety backups) restored into a
+    // scratch database and directory and compared, then removed.
     let verified = kt
         .admin(
             Method::POST,
-            &format!("/api/v1/tenants/{slug}/backups/verify"),
+            &format!("/api/v1/tenants/{slug}/backups/verify?deep=true"),
             None,
         )
         .await;
     assert_eq!(verified.status, StatusCode::OK, "{}", verified.body);
     assert_eq!(verified.body["ok"], true, "{}", verified.body);
+    let deep: Vec<&Value> = verified.body["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["deep"] == true)
+        .collect();
+    assert_eq!(deep.len(), 2, "{}", verified.body);
+    assert!(deep.iter().any(|b| b["backup"]["id"] == safety.as_str()));
+    let leftovers: Vec<_> = std::fs::read_dir(kt.db.dir.path().join("tenants"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "scratch copies removed: {leftovers:?}"
+    );
+    let id = kt
+        .admin(Method::GET, &format!("/api/v1/tenants/{slug}"), None)
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .replace('-', "");
+    let scratch: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(format!("knowton_verify_{id}"))
+        .fetch_optional(&sqlx::PgPool::connect(&server).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(scratch, None, "the scratch database is dropped");
 
     // Damage every chunk of the tenant: verification names them.
     let tenant_id = kt
@@ -213,6 +245,18 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
     assert!(
         problems.contains("/chunks/") && problems.contains("does not authenticate"),
         "{problems}"
+    );
+    // The failed verification is the tenant's backup alert, naming a chunk.
+    let alert = kt.open_alerts(&slug, 1).await.remove(0);
+    assert_eq!(
+        (alert["check"].as_str(), alert["severity"].as_str()),
+        (Some("backup"), Some("critical")),
+        "{alert}"
+    );
+    let summary = alert["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("verification found ") && summary.contains("/chunks/"),
+        "{summary}"
     );
     let refused = restore(json!({"at": backed_up, "only": "storage"})).await;
     assert_eq!(refused.status, StatusCode::BAD_GATEWAY, "{}", refused.body);

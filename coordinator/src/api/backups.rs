@@ -14,12 +14,16 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::page::{Page, parse_cursor};
 use super::{ApiQuery, AppState, json};
-use crate::backup::service::{BackupService, RestoreError, RestorePart, StartError};
+use crate::backup::service::{
+    BackupService, RestoreError, RestorePart, StartError, VerifiedBackup,
+};
 use crate::backup::{BackupError, BackupInfo, BackupKind, TenantRef};
-use crate::store::{BackupRun, RunTrigger};
+use crate::store::{BackupRun, RunTrigger, Verification};
 
 /// Runs shown with the backups.
 const RUNS_SHOWN: i64 = 20;
+/// Verifications shown with the backups.
+const VERIFICATIONS_SHOWN: i64 = 5;
 /// How often a tenant's own key may start a backup of a kind: each one is
 /// work for the coordinator and a backup kept until pruned.
 const TENANT_BACKUP_EVERY: chrono::Duration = chrono::Duration::minutes(10);
@@ -36,6 +40,8 @@ pub struct BackupsView {
     pub next_cursor: Option<Uuid>,
     /// The latest runs, newest first, finished or not.
     pub runs: Vec<BackupRun>,
+    /// The latest verifications, newest first.
+    pub verifications: Vec<Verification>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -103,6 +109,11 @@ pub async fn list(
         .backup_runs(id, RUNS_SHOWN)
         .await
         .map_err(|e| ApiError::internal(&e))?;
+    let verifications = state
+        .store
+        .verifications(id, VERIFICATIONS_SHOWN)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     let mut backups: Vec<BackupInfo> = service
         .backups()
         .list(id)
@@ -122,6 +133,7 @@ pub async fn list(
         backups,
         next_cursor,
         runs,
+        verifications,
     }))
 }
 
@@ -312,16 +324,11 @@ fn restore_error(err: &RestoreError) -> ApiError {
 pub struct VerifyParams {
     /// Only this backup (default: every complete one).
     pub backup: Option<Uuid>,
-}
-
-/// One verified backup.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct VerifiedBackup {
-    pub backup: BackupInfo,
-    pub ok: bool,
-    /// Each object missing, altered, or unreadable with this key, named.
-    pub problems: Vec<String>,
+    /// Also restore the latest backup of each kind (or `backup`) into a
+    /// scratch database and directory and compare it with what the backup
+    /// recorded.
+    #[serde(default)]
+    pub deep: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -333,8 +340,10 @@ pub struct VerifyView {
 }
 
 /// Check that every object of the tenant's backups is there, opens under
-/// this coordinator's key and holds what its name says (admin only: it
-/// reads every object).
+/// this coordinator's key and holds what its name says; `deep`, restore
+/// the latest ones into a scratch place and compare (admin only: it reads
+/// every object). The result is recorded: problems raise the tenant's
+/// `backup` alert until a verification passes.
 #[utoipa::path(post, path = "/api/v1/tenants/{idOrSlug}/backups/verify", tag = "backups",
     params(("idOrSlug" = String, Path, description = "Tenant id or slug"), VerifyParams),
     responses((status = 200, body = VerifyView), (status = 400, body = ErrorBody),
@@ -351,23 +360,24 @@ pub async fn verify(
     caller.require_admin()?;
     let id = state.service.resolve(&id_or_slug).await?;
     let tenant = state.service.get(id).await?;
-    let verified = service(&state)?
-        .verify(id, params.backup)
+    let backups = service(&state)?
+        .verify(
+            &TenantRef {
+                id,
+                slug: tenant.slug.clone(),
+            },
+            params.backup,
+            params.deep,
+            RunTrigger::Manual,
+            &caller.actor(),
+        )
         .await
         .map_err(|e| repository_error(&e))?;
     if let Some(backup) = params.backup
-        && verified.is_empty()
+        && backups.is_empty()
     {
         return Err(ApiError::not_found(&format!("backup {backup}")).field("backup"));
     }
-    let backups: Vec<VerifiedBackup> = verified
-        .into_iter()
-        .map(|(backup, problems)| VerifiedBackup {
-            backup,
-            ok: problems.is_empty(),
-            problems,
-        })
-        .collect();
     Ok(Json(VerifyView {
         tenant: tenant.slug,
         ok: backups.iter().all(|b| b.ok),

@@ -31,7 +31,12 @@ pub struct ThresholdsRequest {
     pub api_rate_percent: Option<Level>,
     pub error_rate_percent: Option<Level>,
     pub response_time_ms: Option<Level>,
+    pub database_backup_age_hours: Option<Level>,
+    pub storage_backup_age_hours: Option<Level>,
 }
+
+/// A year: a backup older than that is not late but forgotten.
+const MAX_BACKUP_AGE_HOURS: f64 = 24.0 * 366.0;
 
 fn check_level(field: &str, level: Level, max: f64) -> Result<Level, ApiError> {
     let ok = |v: f64| v.is_finite() && v > 0.0 && v <= max;
@@ -82,6 +87,18 @@ impl ThresholdsRequest {
                 self.response_time_ms,
                 &mut t.response_time_ms,
                 600_000.0,
+            ),
+            (
+                "databaseBackupAgeHours",
+                self.database_backup_age_hours,
+                &mut t.database_backup_age_hours,
+                MAX_BACKUP_AGE_HOURS,
+            ),
+            (
+                "storageBackupAgeHours",
+                self.storage_backup_age_hours,
+                &mut t.storage_backup_age_hours,
+                MAX_BACKUP_AGE_HOURS,
             ),
         ];
         for (field, given, current, max) in fields {

@@ -15,7 +15,9 @@ pub mod retention;
 pub mod schedule;
 pub mod seal;
 pub mod service;
+pub mod status;
 pub mod storage;
+pub mod verify;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -120,6 +122,15 @@ pub struct BackupArgs {
         default_value = "0 */6 * * *"
     )]
     pub backup_storage_schedule: String,
+    /// When every tenant's latest backups are verified deeply: restored
+    /// into a scratch database and directory and compared (cron, UTC;
+    /// `off` for never).
+    #[arg(
+        long,
+        env = "KNOWTON_BACKUP_VERIFY_SCHEDULE",
+        default_value = "0 4 * * 0"
+    )]
+    pub backup_verify_schedule: String,
 }
 
 /// The backup settings of `serve`, checked.
@@ -130,6 +141,8 @@ pub struct BackupConfig {
     pub retention: Retention,
     pub database_schedule: Schedule,
     pub storage_schedule: Schedule,
+    /// Deep verifications (`None`: off).
+    pub verify_schedule: Option<Schedule>,
 }
 
 impl BackupArgs {
@@ -161,6 +174,10 @@ impl BackupArgs {
             &self.backup_storage_schedule,
             errors,
         );
+        let verify_schedule = match self.backup_verify_schedule.trim() {
+            "off" => Some(None),
+            text => schedule("backup-verify-schedule", text, errors).map(Some),
+        };
         if let Some(endpoint) = &self.backup_s3_endpoint
             && !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
         {
@@ -200,6 +217,7 @@ impl BackupArgs {
             retention: retention?,
             database_schedule: database_schedule?,
             storage_schedule: storage_schedule?,
+            verify_schedule: verify_schedule?,
         })
     }
 }

@@ -5,7 +5,9 @@
 //! taken on demand since counts). A failed run is tried again after 1,
 //! then 4, then 16 minutes; after the last try it waits for the next
 //! occurrence. After a round, the tenants backed up are pruned to the
-//! retention policy.
+//! retention policy. A deep verification of each tenant's latest backups
+//! is due, on its own schedule, when the tenant's latest verification was
+//! not deep or predates the schedule's latest occurrence.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -22,7 +24,7 @@ use crate::leader::Leadership;
 use crate::store::{RunStatus, RunTrigger};
 
 /// Tries of a due backup before it waits for the next occurrence.
-const TRIES: u32 = 3;
+pub const TRIES: u32 = 4;
 /// The first retry's delay; each next one is four times longer.
 const FIRST_RETRY: Duration = Duration::from_secs(60);
 /// How long after a prune marks a chunk it may be deleted: longer than
@@ -87,6 +89,21 @@ pub fn is_due(schedule: &Schedule, last: Option<DateTime<Utc>>, now: DateTime<Ut
 pub struct Schedules {
     pub kinds: Vec<(BackupKind, Schedule)>,
     pub retention: Retention,
+    /// Deep verifications, if on.
+    pub verify: Option<Schedule>,
+}
+
+/// Whether a deep verification is due under `schedule` at `now`, after
+/// the tenant's latest verification (deep or not, and when it started).
+pub fn verify_due(
+    schedule: &Schedule,
+    latest: Option<(bool, DateTime<Utc>)>,
+    now: DateTime<Utc>,
+) -> bool {
+    match latest {
+        Some((true, started)) => is_due(schedule, Some(started), now),
+        _ => schedule.previous(now).is_some(),
+    }
 }
 
 /// Failed tries of a due backup, and when the next may start.
@@ -149,7 +166,7 @@ async fn round(
             .list_tenants(PAGE, after, Some(TenantStatus::Active))
             .await?;
         let Some(last_of_page) = tenants.last() else {
-            return Ok(());
+            break;
         };
         after = Some(last_of_page.id);
         for tenant in &tenants {
@@ -223,8 +240,28 @@ async fn round(
                     }
                 }
             }
+            if let Some(verify) = &schedules.verify {
+                let latest = service
+                    .status()
+                    .tenant(tenant.id)
+                    .and_then(|b| b.verification.as_ref().map(|v| (v.deep, v.started_at)));
+                if verify_due(verify, latest, Utc::now()) {
+                    match service
+                        .verify(&target, None, true, RunTrigger::Schedule, "schedule")
+                        .await
+                    {
+                        Ok(verified) => {
+                            tracing::info!(tenant = %tenant.slug, backups = verified.len(), passed = verified.iter().all(|v| v.ok), "verified backups")
+                        }
+                        Err(err) => {
+                            tracing::error!(tenant = %tenant.slug, error = %knowton_common::error_chain(&err), "failed to verify backups")
+                        }
+                    }
+                }
+            }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -259,5 +296,21 @@ mod tests {
         let six_hourly: Schedule = "0 */6 * * *".parse().unwrap();
         assert!(is_due(&six_hourly, Some(at(5, 0)), at(6, 1)));
         assert!(!is_due(&six_hourly, Some(at(6, 0)), at(11, 59)));
+    }
+
+    #[test]
+    fn a_deep_verification_is_due_weekly_after_the_last_deep_one() {
+        // 2026-12-06 is a Sunday.
+        let weekly: Schedule = "0 4 * * 0".parse().unwrap();
+        assert!(verify_due(&weekly, None, at(5, 0)), "never verified");
+        assert!(!verify_due(&weekly, Some((true, at(4, 1))), at(5, 0)));
+        assert!(
+            verify_due(&weekly, Some((false, at(4, 30))), at(5, 0)),
+            "a shallow one does not count"
+        );
+        assert!(
+            verify_due(&weekly, Some((true, at(3, 0))), at(5, 0)),
+            "missed 04:00"
+        );
     }
 }

@@ -8,12 +8,15 @@ use std::time::Duration;
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::status::BackupStatus;
 use super::{BackupError, BackupInfo, BackupKind, Backups, TenantRef};
 use crate::store::{
     BackupRun, LastBackup, RunProgress, RunStatus, RunTrigger, Store, StoreError, Unique,
+    Verification,
 };
 
-/// How often the last successful backups are read for the metrics.
+/// How often the backups' status is read for the metrics and the health
+/// engine.
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
 /// How often a running run records its progress.
 const TOUCH_EVERY: Duration = Duration::from_secs(30);
@@ -34,10 +37,9 @@ pub enum StartError {
 pub struct BackupService {
     backups: Backups,
     store: Arc<dyn Store>,
-    /// Each active tenant's last successful backup of each kind, as last
-    /// read from the store (for the metrics; refreshed every minute and
-    /// after each run here).
-    last: Arc<std::sync::RwLock<Vec<LastBackup>>>,
+    /// Each active tenant's backups as last read from the store
+    /// (refreshed every minute and after each run or verification here).
+    status: Arc<BackupStatus>,
 }
 
 impl BackupService {
@@ -45,25 +47,29 @@ impl BackupService {
         BackupService {
             backups,
             store,
-            last: Arc::default(),
+            status: Arc::default(),
         }
     }
 
     /// Each active tenant's last successful backup of each kind, as last
     /// read.
     pub fn last_successes(&self) -> Vec<LastBackup> {
-        self.last.read().expect("last backups lock").clone()
+        self.status.last_successes()
     }
 
-    /// Reads the last successful backups again.
+    /// Each active tenant's backups, as last read.
+    pub fn status(&self) -> &Arc<BackupStatus> {
+        &self.status
+    }
+
+    /// Reads the backups' status again.
     pub async fn refresh(&self) {
-        match self.store.last_backup_successes().await {
-            Ok(last) => *self.last.write().expect("last backups lock") = last,
-            Err(err) => tracing::warn!(error = %err, "failed to read the last backups"),
+        if let Err(err) = self.status.refresh(self.store.as_ref()).await {
+            tracing::warn!(error = %err, "failed to read the backups' status");
         }
     }
 
-    /// Refreshes [`Self::last_successes`] every minute until `stop`.
+    /// Refreshes [`Self::status`] every minute until `stop`.
     pub async fn keep_fresh(self, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(REFRESH_EVERY);
         loop {
@@ -357,22 +363,90 @@ impl BackupService {
 
     /// Verifies the backups of `tenant` (`only` the one `backup`, or every
     /// complete one): every chunk present, opening under this key, holding
-    /// what its name says. Returns each backup with its problems.
+    /// what its name says. With `deep`, the latest backup of each kind (or
+    /// `only` the one) is also restored into a scratch place and compared.
+    /// The verification is recorded: its problems are the tenant's
+    /// `backup` alert until one passes.
     pub async fn verify(
         &self,
-        tenant: Uuid,
-        backup: Option<Uuid>,
-    ) -> Result<Vec<(BackupInfo, Vec<String>)>, BackupError> {
+        tenant: &TenantRef,
+        only: Option<Uuid>,
+        deep: bool,
+        trigger: RunTrigger,
+        actor: &str,
+    ) -> Result<Vec<VerifiedBackup>, BackupError> {
+        let started_at = Utc::now();
         let mut out = Vec::new();
         for &kind in BackupKind::ALL {
-            for manifest in self.backups.manifests(tenant, kind).await? {
-                if backup.is_some_and(|id| id != manifest.id) {
+            let manifests = self.backups.manifests(tenant.id, kind).await?;
+            let latest = manifests.last().map(|m| m.id);
+            for manifest in &manifests {
+                if only.is_some_and(|id| id != manifest.id) {
                     continue;
                 }
-                let problems = self.backups.verify(&manifest).await;
-                out.push((BackupInfo::from(&manifest), problems));
+                let deeply = deep && (only.is_some() || Some(manifest.id) == latest);
+                let problems = if deeply {
+                    self.backups.verify_deep(manifest).await
+                } else {
+                    self.backups.verify(manifest).await
+                };
+                out.push(VerifiedBackup {
+                    backup: BackupInfo::from(manifest),
+                    deep: deeply,
+                    ok: problems.is_empty(),
+                    problems,
+                });
             }
         }
+        if only.is_some() && out.is_empty() {
+            // Nothing verified: nothing to record.
+            return Ok(out);
+        }
+        let problems: Vec<String> = out
+            .iter()
+            .flat_map(|v| {
+                v.problems.iter().map(|p| {
+                    format!(
+                        "{} backup {} taken {}: {p}",
+                        v.backup.kind,
+                        v.backup.id,
+                        v.backup.taken_at.format("%Y-%m-%d %H:%M:%SZ")
+                    )
+                })
+            })
+            .collect();
+        if !problems.is_empty() {
+            tracing::error!(tenant = %tenant.slug, problems = problems.len(), first = %problems[0], "backup verification found problems");
+        }
+        let verification = Verification {
+            id: Uuid::now_v7(),
+            tenant_id: tenant.id,
+            deep,
+            trigger,
+            actor: actor.to_owned(),
+            started_at,
+            finished_at: Utc::now(),
+            backups: out.len() as i64,
+            problems_total: problems.len() as i64,
+            problems,
+        };
+        if let Err(err) = self.store.record_verification(&verification).await {
+            tracing::error!(tenant = %tenant.slug, error = %err, "failed to record a backup verification");
+        }
+        self.refresh().await;
         Ok(out)
     }
+}
+
+/// One verified backup.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedBackup {
+    pub backup: BackupInfo,
+    /// Restored into a scratch place and compared, not only read.
+    pub deep: bool,
+    pub ok: bool,
+    /// Each object missing, altered, or unreadable with this key, and
+    /// (deep) each table or file that differs, named.
+    pub problems: Vec<String>,
 }

@@ -21,6 +21,7 @@ use super::BackupError;
 use super::chunk::{ChunkRef, ChunkWriter};
 use super::manifest::{Entry, Node};
 use super::repo::{Repository, fetch};
+use super::seal::Sealer;
 
 /// The most paths a backup holds: a tenant's count of files is bounded by
 /// nothing its plan sells (empty files take no bytes), and a manifest is
@@ -293,6 +294,112 @@ async fn write_file(
         .map_err(write_err)?;
     file.sync_all().map_err(write_err)?;
     Ok(written)
+}
+
+/// Compares the tree restored under `root` with `entries`: every entry's
+/// kind and mode, every file's size, modification time and content (each
+/// piece against its chunk's keyed hash), every link's target, and no
+/// path that is not in the backup. Returns the differences, each naming
+/// the path. Blocking.
+pub fn compare(root: &Path, entries: &[Entry], sealer: &Sealer) -> Vec<String> {
+    use std::io::Read;
+    let mut problems = Vec::new();
+    let mut expected = std::collections::HashSet::with_capacity(entries.len());
+    for entry in entries {
+        let rel = match relative(entry) {
+            Ok(rel) => rel,
+            Err(err) => {
+                problems.push(err.to_string());
+                continue;
+            }
+        };
+        let path = root.join(&rel);
+        let shown = rel.display();
+        expected.insert(rel.clone());
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(err) => {
+                problems.push(format!("{shown}: not restored ({err})"));
+                continue;
+            }
+        };
+        let kind = meta.file_type();
+        if !kind.is_symlink() && meta.mode() & 0o7777 != entry.mode {
+            problems.push(format!(
+                "{shown}: mode {:o}, the backup says {:o}",
+                meta.mode() & 0o7777,
+                entry.mode
+            ));
+        }
+        match &entry.node {
+            Node::Dir if !kind.is_dir() => problems.push(format!("{shown}: not a directory")),
+            Node::Dir => {}
+            Node::Symlink { target, raw_target } => {
+                let wanted = decode(target, raw_target.as_deref()).ok();
+                if std::fs::read_link(&path).ok() != wanted {
+                    problems.push(format!(
+                        "{shown}: the link's target differs from the backup"
+                    ));
+                }
+            }
+            Node::File { .. } if !kind.is_file() => {
+                problems.push(format!("{shown}: not a file"));
+            }
+            Node::File {
+                size,
+                mtime_ns: mtime,
+                chunks,
+                ..
+            } => {
+                if meta.len() != *size {
+                    problems.push(format!(
+                        "{shown}: {} bytes, the backup says {size}",
+                        meta.len()
+                    ));
+                    continue;
+                }
+                if mtime_ns(&meta) != *mtime {
+                    problems.push(format!(
+                        "{shown}: modification time differs from the backup"
+                    ));
+                }
+                let mut file = match std::fs::File::open(&path) {
+                    Ok(file) => file,
+                    Err(err) => {
+                        problems.push(format!("{shown}: unreadable ({err})"));
+                        continue;
+                    }
+                };
+                let mut piece = Vec::new();
+                for (i, chunk) in chunks.iter().enumerate() {
+                    piece.clear();
+                    let read = (&mut file).take(chunk.len).read_to_end(&mut piece);
+                    if read.is_err() || piece.len() as u64 != chunk.len {
+                        problems.push(format!("{shown}: piece {i} unreadable"));
+                        break;
+                    }
+                    if sealer.chunk_id(&piece) != chunk.id {
+                        problems.push(format!(
+                            "{shown}: bytes {}.. differ from the backup's chunk {}",
+                            chunks[..i].iter().map(|c| c.len).sum::<u64>(),
+                            chunk.id
+                        ));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    match walk(root) {
+        Ok(found) => problems.extend(
+            found
+                .into_iter()
+                .filter(|f| !expected.contains(&f.relative))
+                .map(|f| format!("{}: restored but not in the backup", f.relative.display())),
+        ),
+        Err(err) => problems.push(format!("failed to list the restored files: {err}")),
+    }
+    problems
 }
 
 /// The entry's path, refused if it could leave the restore's root.

@@ -148,6 +148,11 @@ pub struct VerifyArgs {
     /// Only this backup (its id).
     #[arg(long)]
     pub backup: Option<uuid::Uuid>,
+    /// Also restore the latest backup of each kind (or --backup) into a
+    /// scratch database and directory and compare it with what the backup
+    /// recorded.
+    #[arg(long)]
+    pub deep: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }

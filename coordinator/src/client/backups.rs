@@ -190,10 +190,18 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.client)?;
     let tenant = path_segment(&args.tenant)?;
-    let query = args
-        .backup
-        .map(|b| format!("?backup={b}"))
-        .unwrap_or_default();
+    let mut query = vec![];
+    if let Some(b) = args.backup {
+        query.push(format!("backup={b}"));
+    }
+    if args.deep {
+        query.push("deep=true".to_owned());
+    }
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
+    };
     let view: Value = api
         .call(
             Method::POST,
@@ -207,11 +215,16 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         for b in view["backups"].as_array().cloned().unwrap_or_default() {
             let backup = &b["backup"];
             println!(
-                "{}  {:<8}  taken {}  {}",
+                "{}  {:<8}  taken {}  {}{}",
                 text(&backup["id"]),
                 text(&backup["kind"]),
                 text(&backup["takenAt"]),
-                if b["ok"] == true { "ok" } else { "DAMAGED" }
+                if b["ok"] == true { "ok" } else { "DAMAGED" },
+                if b["deep"] == true {
+                    " (restored and compared)"
+                } else {
+                    ""
+                }
             );
             for problem in b["problems"].as_array().cloned().unwrap_or_default() {
                 println!("    {}", text(&problem));

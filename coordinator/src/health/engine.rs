@@ -49,6 +49,7 @@ use silences::Audience;
 use tenant_cache::CachedTenant;
 
 use super::alerts::{AlertPolicy, Tracker};
+use super::backups::{BackupFacts, BackupWatch, backup_check};
 use super::evaluate::{Check, Evaluation, Inputs, evaluate};
 use super::rollup::{Minute, minute_of};
 use crate::directory::TenantDirectory;
@@ -190,11 +191,19 @@ struct Runner {
     /// A take-over whose reading of the store failed: nothing is recorded
     /// until a sweep has read it.
     reload_pending: bool,
+    /// Tenants' backups, when this installation backs them up.
+    backups: Option<BackupWatch>,
 }
+
+/// How often every tenant is evaluated for its `backup` check, pods or
+/// not (a tenant with pods is evaluated on each of their results anyway).
+const BACKUP_SWEEP: Duration = Duration::from_secs(60);
 
 impl Engine {
     /// Loads thresholds, open alerts and silences, and starts the engine's
     /// task; it stops when `stop` turns true, storing the minute in progress.
+    /// With `backups`, every tenant also has a `backup` check.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         store: Arc<dyn Store>,
         notify: Arc<NotifyService>,
@@ -202,6 +211,7 @@ impl Engine {
         directory: Arc<TenantDirectory>,
         leadership: Leadership,
         settings: EngineSettings,
+        backups: Option<BackupWatch>,
         stop: watch::Receiver<bool>,
     ) -> Result<(Engine, tokio::task::JoinHandle<()>), StoreError> {
         let (tx, rx) = mpsc::channel(256);
@@ -241,6 +251,7 @@ impl Engine {
             evaluated_at: HashMap::new(),
             silences_loaded_at: now,
             reload_pending: false,
+            backups,
         };
         let handle = tokio::spawn(task.run(rx, stop));
         Ok((Engine { published }, handle))
@@ -282,6 +293,9 @@ impl Runner {
         let registry = self.registry.clone();
         let mut leader = self.leadership.subscribe();
         let mut leading = leader.borrow_and_update().is_some();
+        let backup_status = self.backups.as_ref().map(|w| w.status.clone());
+        let mut backup_sweep = tokio::time::interval(BACKUP_SWEEP);
+        backup_sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -306,6 +320,18 @@ impl Runner {
                     }
                 }
                 _ = sweep.tick() => self.sweep().await,
+                _ = backup_sweep.tick(), if self.backups.is_some() => self.sweep_backups().await,
+                _ = async {
+                    match &backup_status {
+                        Some(status) => status.wake.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let changed = backup_status.as_ref().map(|s| s.take_changed()).unwrap_or_default();
+                    for slug in changed {
+                        self.evaluate(&slug, false).await;
+                    }
+                }
             }
         }
         // The minute in progress is kept; the next start adds to it.
@@ -326,12 +352,23 @@ impl Runner {
             .filter(|(_, l)| now - l.received_at <= self.settings.result_max_age)
             .map(|(_, l)| &l.result)
             .collect();
-        let evaluation = evaluate(Inputs {
+        let mut evaluation = evaluate(Inputs {
             plan: tenant.plan,
             thresholds: &thresholds,
             pods: &fresh,
             seen_before: !latest.is_empty(),
         });
+        // Judged apart from the pods: it does not change the status.
+        if let Some(watch) = &self.backups {
+            let backups = watch.status.tenant(tenant.id);
+            evaluation.checks.extend(backup_check(BackupFacts {
+                backups: backups.as_deref(),
+                kinds: &watch.kinds,
+                thresholds: &thresholds,
+                tenant_since: tenant.created_at,
+                now,
+            }));
+        }
         count(&self.published.counters.evaluations);
 
         // New API latencies (ms) for the minute's percentiles.
@@ -367,10 +404,13 @@ impl Runner {
             .iter()
             .any(|(_, l)| since.is_none_or(|s| l.received_at > s));
         let results_up_to = latest.iter().map(|(_, l)| l.received_at).max();
-        if has_new || fresh.is_empty() || force {
-            // Notifications remember the arrival of the results that caused them.
-            let cause = if has_new { results_up_to } else { None };
-            for check in &evaluation.checks {
+        // The backup check moves on every evaluation: its facts are not
+        // the pods' results.
+        let pods_moved = has_new || fresh.is_empty() || force;
+        // Notifications remember the arrival of the results that caused them.
+        let cause = if has_new { results_up_to } else { None };
+        for check in &evaluation.checks {
+            if pods_moved || check.check == Check::Backup {
                 self.observe(&tenant, check, now, cause).await;
             }
         }

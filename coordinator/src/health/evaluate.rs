@@ -121,7 +121,7 @@ fn no_pod_answers() -> CheckResult {
     }
 }
 
-fn against(value: f64, level: Level) -> CheckState {
+pub(crate) fn against(value: f64, level: Level) -> CheckState {
     if value >= level.critical {
         CheckState::Critical
     } else if value >= level.warning {

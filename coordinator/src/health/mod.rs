@@ -6,8 +6,11 @@
 //! - [`engine`]: the task that runs both on arriving results and records
 //!   every transition with its notifications.
 //! - [`rollup`]: per-minute history.
+//! - [`backups`]: the `backup` check, from what the coordinator recorded
+//!   of each tenant's backups (pure).
 
 pub mod alerts;
+pub mod backups;
 pub mod engine;
 pub mod evaluate;
 pub mod rollup;

@@ -1,5 +1,6 @@
 //! What the store keeps of backups: each run (its kind, trigger, progress
-//! and outcome). The backups themselves are in the backup repository.
+//! and outcome) and each verification (its problems). The backups
+//! themselves are in the backup repository.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -104,6 +105,48 @@ pub struct LastBackup {
     pub started_at: DateTime<Utc>,
 }
 
+/// An active tenant's failed runs of a kind since its last successful one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureStreak {
+    pub tenant_id: Uuid,
+    pub slug: String,
+    pub kind: BackupKind,
+    pub failures: i64,
+    pub last_failed_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+}
+
+/// A verification of a tenant's backups, as it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    /// Restored into a scratch database and directory and compared, not
+    /// only every object read and checked.
+    pub deep: bool,
+    pub trigger: RunTrigger,
+    pub actor: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// Backups verified.
+    pub backups: i64,
+    /// The first problems found (at most [`Verification::MAX_PROBLEMS`]),
+    /// each naming the backup and the object or table.
+    pub problems: Vec<String>,
+    /// Every problem found, kept or not.
+    pub problems_total: i64,
+}
+
+impl Verification {
+    /// Problems a verification keeps.
+    pub const MAX_PROBLEMS: usize = 20;
+
+    pub fn passed(&self) -> bool {
+        self.problems_total == 0
+    }
+}
+
 /// Where a run is: its bytes so far, or at the end.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunProgress {
@@ -135,4 +178,14 @@ pub trait BackupStore: Send + Sync {
     /// When each active tenant's last successful run of each kind started
     /// (the moment its backup shows).
     async fn last_backup_successes(&self) -> Result<Vec<LastBackup>>;
+    /// Each active tenant's failed runs of each kind since its last
+    /// successful one (none when the latest run succeeded).
+    async fn backup_failure_streaks(&self) -> Result<Vec<FailureStreak>>;
+    /// Records a verification that ended; a tenant's verifications older
+    /// than 90 days are dropped.
+    async fn record_verification(&self, verification: &Verification) -> Result<()>;
+    /// `tenant`'s verifications, newest first, at most `limit`.
+    async fn verifications(&self, tenant: Uuid, limit: i64) -> Result<Vec<Verification>>;
+    /// Each active tenant's latest verification, with the tenant's slug.
+    async fn latest_verifications(&self) -> Result<Vec<(String, Verification)>>;
 }

@@ -44,7 +44,8 @@ use uuid::Uuid;
 use crate::credentials::KeyKind;
 
 pub use backup::{
-    BackupKind, BackupRun, BackupStore, LastBackup, RunProgress, RunStatus, RunTrigger,
+    BackupKind, BackupRun, BackupStore, FailureStreak, LastBackup, RunProgress, RunStatus,
+    RunTrigger, Verification,
 };
 pub use changes::{Change, ChangeListener, ChangeStore, MAX_CHANGE_BYTES};
 pub use deploy::{DeployStore, DeploymentEvent, DeploymentRow, DeploymentSettings, Phase};

@@ -326,6 +326,33 @@ impl TenantDatabases {
             .collect())
     }
 
+    /// A fresh, empty scratch database for checking `tenant`'s backups
+    /// (one per tenant: a scratch left by a verification that stopped is
+    /// dropped by the next), owned by the administrative role. Returns its
+    /// name and that role, which a restore into it runs as.
+    pub async fn create_scratch(&self, tenant: Uuid) -> Result<(String, String), TenantDataError> {
+        let name = format!("knowton_verify_{}", tenant.simple());
+        self.drop_scratch(&name).await?;
+        self.run(
+            &name,
+            "create the scratch database",
+            &format!("CREATE DATABASE {}", ident(&name)),
+        )
+        .await?;
+        Ok((name, self.options.get_username().to_owned()))
+    }
+
+    /// Drops a scratch database made by [`Self::create_scratch`].
+    pub async fn drop_scratch(&self, name: &str) -> Result<(), TenantDataError> {
+        debug_assert!(name.starts_with("knowton_verify_"));
+        self.run(
+            name,
+            "drop the scratch database",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(name)),
+        )
+        .await
+    }
+
     async fn role_exists(&self, name: &str) -> Result<bool, TenantDataError> {
         self.exists(name, "SELECT 1 FROM pg_roles WHERE rolname = $1")
             .await

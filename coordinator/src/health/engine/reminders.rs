@@ -43,6 +43,27 @@ impl Runner {
         self.remind(now).await;
     }
 
+    /// Evaluates every tenant not evaluated for a while, so that its
+    /// `backup` check moves although it has no pods reporting.
+    pub(super) async fn sweep_backups(&mut self) {
+        let now = self.clock.now();
+        let quiet = TimeDelta::from_std(super::BACKUP_SWEEP).unwrap_or(TimeDelta::minutes(1));
+        let due: Vec<String> = self.directory.with(|slugs| {
+            slugs
+                .iter()
+                .filter(|slug| {
+                    self.evaluated_at
+                        .get(*slug)
+                        .is_none_or(|at| now - *at >= quiet)
+                })
+                .cloned()
+                .collect()
+        });
+        for slug in due {
+            self.evaluate(&slug, false).await;
+        }
+    }
+
     /// Notifies again the open, unacknowledged alerts last notified long ago.
     pub(super) async fn remind(&mut self, now: DateTime<Utc>) {
         let Some(every) = self.settings.reminder_every else {

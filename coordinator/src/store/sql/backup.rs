@@ -7,11 +7,18 @@ use uuid::Uuid;
 
 use super::{PgStore, SqliteStore, corrupt, parse_uuid};
 use crate::store::{
-    BackupKind, BackupRun, BackupStore, LastBackup, Result, RunProgress, RunStatus, RunTrigger, now,
+    BackupKind, BackupRun, BackupStore, FailureStreak, LastBackup, Result, RunProgress, RunStatus,
+    RunTrigger, Verification, now,
 };
 
 const FIELDS: &str = "id, tenant_id, kind, trigger_kind, actor, status, started_at, updated_at, \
     finished_at, bytes_read, bytes_written, new_chunks, backup_id, error";
+
+const VERIFICATION_FIELDS: &str = "v.id, v.tenant_id, v.deep, v.trigger_kind, v.actor, \
+    v.started_at, v.finished_at, v.backups, v.problems, v.problems_total";
+
+/// How long verifications are kept.
+const KEEP_VERIFICATIONS: chrono::TimeDelta = chrono::TimeDelta::days(90);
 
 /// The longest error message kept with a run.
 const MAX_ERROR: usize = 2000;
@@ -47,6 +54,27 @@ macro_rules! backup_sql {
                         .map(|id| parse_uuid(&id))
                         .transpose()?,
                     error: row.try_get("error")?,
+                })
+            }
+
+            fn verification_from_row(
+                row: &<super::DbOf<$store> as sqlx::Database>::Row,
+            ) -> Result<Verification> {
+                let trigger: String = row.try_get("trigger_kind")?;
+                let problems: String = row.try_get("problems")?;
+                Ok(Verification {
+                    id: parse_uuid(&row.try_get::<String, _>("id")?)?,
+                    tenant_id: parse_uuid(&row.try_get::<String, _>("tenant_id")?)?,
+                    deep: row.try_get("deep")?,
+                    trigger: RunTrigger::parse(&trigger)
+                        .ok_or_else(|| corrupt(format!("verification trigger {trigger:?}")))?,
+                    actor: row.try_get("actor")?,
+                    started_at: row.try_get("started_at")?,
+                    finished_at: row.try_get("finished_at")?,
+                    backups: row.try_get("backups")?,
+                    problems: serde_json::from_str(&problems)
+                        .map_err(|e| corrupt(format!("verification problems: {e}")))?,
+                    problems_total: row.try_get("problems_total")?,
                 })
             }
         }
@@ -167,6 +195,111 @@ macro_rules! backup_sql {
                             started_at: row.try_get("started_at")?,
                         })
                     })
+                    .collect()
+            }
+
+            async fn backup_failure_streaks(&self) -> Result<Vec<FailureStreak>> {
+                let rows = sqlx::query(
+                    "SELECT r.tenant_id, t.slug, r.kind, count(*) AS failures, \
+                     max(r.started_at) AS last_failed_at \
+                     FROM backup_runs r JOIN tenants t ON t.id = r.tenant_id \
+                     WHERE r.status = 'failed' AND t.status = 'active' AND NOT EXISTS \
+                     (SELECT 1 FROM backup_runs s WHERE s.tenant_id = r.tenant_id \
+                      AND s.kind = r.kind AND s.status = 'succeeded' AND s.started_at > r.started_at) \
+                     GROUP BY r.tenant_id, t.slug, r.kind ORDER BY r.tenant_id, r.kind",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let mut streaks = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let kind: String = row.try_get("kind")?;
+                    let tenant_id: String = row.try_get("tenant_id")?;
+                    let last_failed_at: DateTime<Utc> = row.try_get("last_failed_at")?;
+                    let last_error: Option<String> = sqlx::query_scalar(
+                        "SELECT error FROM backup_runs WHERE tenant_id = $1 AND kind = $2 \
+                         AND status = 'failed' ORDER BY started_at DESC LIMIT 1",
+                    )
+                    .bind(&tenant_id)
+                    .bind(&kind)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .flatten();
+                    streaks.push(FailureStreak {
+                        tenant_id: parse_uuid(&tenant_id)?,
+                        slug: row.try_get("slug")?,
+                        kind: BackupKind::parse(&kind)
+                            .ok_or_else(|| corrupt(format!("backup kind {kind:?}")))?,
+                        failures: row.try_get("failures")?,
+                        last_failed_at,
+                        last_error,
+                    });
+                }
+                Ok(streaks)
+            }
+
+            async fn record_verification(&self, v: &Verification) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO backup_verifications (id, tenant_id, deep, trigger_kind, actor, \
+                     started_at, finished_at, backups, problems, problems_total) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(v.id.to_string())
+                .bind(v.tenant_id.to_string())
+                .bind(v.deep)
+                .bind(v.trigger.as_str())
+                .bind(&v.actor)
+                .bind(v.started_at)
+                .bind(v.finished_at)
+                .bind(v.backups)
+                .bind(
+                    serde_json::to_string(
+                        &v.problems
+                            .iter()
+                            .take(Verification::MAX_PROBLEMS)
+                            .map(|p| truncate(p, MAX_ERROR))
+                            .collect::<Vec<_>>(),
+                    )
+                    .expect("strings serialise"),
+                )
+                .bind(v.problems_total)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "DELETE FROM backup_verifications WHERE tenant_id = $1 AND finished_at < $2",
+                )
+                .bind(v.tenant_id.to_string())
+                .bind(v.finished_at - KEEP_VERIFICATIONS)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn verifications(&self, tenant: Uuid, limit: i64) -> Result<Vec<Verification>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {VERIFICATION_FIELDS} FROM backup_verifications v \
+                     WHERE v.tenant_id = $1 ORDER BY v.finished_at DESC, v.id DESC LIMIT $2"
+                ));
+                let rows = sqlx::query(sql)
+                    .bind(tenant.to_string())
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::verification_from_row).collect()
+            }
+
+            async fn latest_verifications(&self) -> Result<Vec<(String, Verification)>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {VERIFICATION_FIELDS}, t.slug FROM backup_verifications v \
+                     JOIN tenants t ON t.id = v.tenant_id WHERE t.status = 'active' \
+                     AND v.id = (SELECT w.id FROM backup_verifications w \
+                       WHERE w.tenant_id = v.tenant_id ORDER BY w.finished_at DESC, w.id DESC LIMIT 1) \
+                     ORDER BY v.tenant_id"
+                ));
+                let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|row| Ok((row.try_get("slug")?, Self::verification_from_row(row)?)))
                     .collect()
             }
         }

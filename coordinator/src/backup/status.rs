@@ -1,0 +1,142 @@
+//! What the coordinator knows of each tenant's backups, read from the
+//! store every minute and after each run or verification here: the last
+//! good backup of each kind, the failures since, the latest verification.
+//! The metrics and the health engine's `backup` check read it without
+//! waiting on the store.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::store::{BackupKind, FailureStreak, LastBackup, Store, StoreError, Verification};
+
+/// One tenant's backups as last read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantBackups {
+    pub slug: String,
+    /// When the last good backup of each kind started.
+    pub last_success: Vec<(BackupKind, DateTime<Utc>)>,
+    /// Kinds whose runs failed since their last success.
+    pub failing: Vec<FailureStreak>,
+    /// The latest verification of the tenant's backups.
+    pub verification: Option<Verification>,
+}
+
+impl TenantBackups {
+    pub fn last_success(&self, kind: BackupKind) -> Option<DateTime<Utc>> {
+        self.last_success
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, at)| *at)
+    }
+
+    pub fn failing(&self, kind: BackupKind) -> Option<&FailureStreak> {
+        self.failing.iter().find(|f| f.kind == kind)
+    }
+}
+
+/// The last reading, shared.
+#[derive(Debug, Default)]
+pub struct BackupStatus {
+    read: RwLock<Reading>,
+    /// Tenants (slugs) whose backups changed at the last readings, not
+    /// taken yet.
+    changed: Mutex<HashSet<String>>,
+    /// Woken when [`Self::take_changed`] has something.
+    pub wake: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct Reading {
+    last: Vec<LastBackup>,
+    tenants: HashMap<Uuid, Arc<TenantBackups>>,
+}
+
+impl BackupStatus {
+    /// Reads every active tenant's backups from the store.
+    pub async fn refresh(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let last = store.last_backup_successes().await?;
+        let streaks = store.backup_failure_streaks().await?;
+        let verifications = store.latest_verifications().await?;
+        let mut tenants: HashMap<Uuid, TenantBackups> = HashMap::new();
+        for l in &last {
+            entry(&mut tenants, l.tenant_id, &l.slug)
+                .last_success
+                .push((l.kind, l.started_at));
+        }
+        for s in streaks {
+            let (id, slug) = (s.tenant_id, s.slug.clone());
+            entry(&mut tenants, id, &slug).failing.push(s);
+        }
+        for (slug, v) in verifications {
+            let id = v.tenant_id;
+            entry(&mut tenants, id, &slug).verification = Some(v);
+        }
+        let tenants: HashMap<Uuid, Arc<TenantBackups>> = tenants
+            .into_iter()
+            .map(|(id, t)| (id, Arc::new(t)))
+            .collect();
+        let mut read = self.read.write().expect("backup status lock");
+        let changed: Vec<String> = tenants
+            .iter()
+            .filter(|(id, t)| read.tenants.get(*id) != Some(*t))
+            .map(|(_, t)| t.slug.clone())
+            .chain(
+                read.tenants
+                    .iter()
+                    .filter(|(id, _)| !tenants.contains_key(*id))
+                    .map(|(_, t)| t.slug.clone()),
+            )
+            .collect();
+        *read = Reading { last, tenants };
+        drop(read);
+        if !changed.is_empty() {
+            self.changed
+                .lock()
+                .expect("backup changes lock")
+                .extend(changed);
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The tenants whose backups changed since the last call.
+    pub fn take_changed(&self) -> Vec<String> {
+        self.changed
+            .lock()
+            .expect("backup changes lock")
+            .drain()
+            .collect()
+    }
+
+    /// Each active tenant's last successful backup of each kind.
+    pub fn last_successes(&self) -> Vec<LastBackup> {
+        self.read.read().expect("backup status lock").last.clone()
+    }
+
+    /// `tenant`'s backups as last read (none: never backed up, verified
+    /// or failed).
+    pub fn tenant(&self, tenant: Uuid) -> Option<Arc<TenantBackups>> {
+        self.read
+            .read()
+            .expect("backup status lock")
+            .tenants
+            .get(&tenant)
+            .cloned()
+    }
+}
+
+/// The tenant's entry, named `slug` when new.
+fn entry<'a>(
+    tenants: &'a mut HashMap<Uuid, TenantBackups>,
+    id: Uuid,
+    slug: &str,
+) -> &'a mut TenantBackups {
+    let t = tenants.entry(id).or_default();
+    if t.slug.is_empty() {
+        t.slug = slug.to_owned();
+    }
+    t
+}
