@@ -18,10 +18,13 @@ use crate::store::{
 /// How often the backups' status is read for the metrics and the health
 /// engine.
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
-/// How often a running run records its progress.
-const TOUCH_EVERY: Duration = Duration::from_secs(30);
-/// A running run silent this long belongs to a coordinator that stopped.
-pub const STALE_AFTER: Duration = Duration::from_secs(300);
+/// How often a running run records its progress (and that it is alive):
+/// one small update per running backup.
+const TOUCH_EVERY: Duration = Duration::from_secs(5);
+/// A running run silent this long belongs to a coordinator that stopped
+/// (six missed updates): after a crash, the tenant's next backup of that
+/// kind waits this long at most.
+pub const STALE_AFTER: Duration = Duration::from_secs(30);
 
 /// Why a run did not start.
 #[derive(Debug, thiserror::Error)]
