@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::backup::retention::Retention;
 use crate::backup::{BackupArgs, BackupConfig};
-use crate::deploy::config::{DeployConfig, KubeArgs};
+use crate::deploy::config::{ClusterSource, DeployConfig, KubeArgs};
 use crate::health::{AlertPolicy, EngineSettings};
 use crate::leader::{LeaderArgs, LeaderSettings};
 use crate::listen::{HttpArgs, HttpSettings};
@@ -380,7 +380,7 @@ impl TryFrom<ServeArgs> for ServeConfig {
         let ingest = ingest_config(&args, &mut errors);
         let notify = args.notify.validate(&mut errors);
         let engine = args.alerting.validate(&mut errors);
-        let deploy = args.kube.validate(&mut errors);
+        let mut deploy = args.kube.validate(&mut errors);
         let leader = args.leader.validate(&mut errors);
         let http = args.http.validate(&mut errors);
         let tenant_storage = args
@@ -395,6 +395,9 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 "--tenant-database-url {} must be a PostgreSQL URL (postgres://…)",
                 redact_url_credentials(url)
             ));
+        }
+        if let Some(url) = &args.tenant_data.tenant_database_url {
+            tenants_database_address(url, &args.kube, &mut deploy, &mut errors);
         }
         let backup = args.backup.validate(sqlite_dir.as_deref(), &mut errors);
         if args.shutdown_grace_seconds > 3600 {
@@ -425,6 +428,42 @@ impl TryFrom<ServeArgs> for ServeConfig {
             }
             _ => Err(ConfigError(errors)),
         }
+    }
+}
+
+/// Where tenants' backends reach their database server: the host and port
+/// of `--tenant-database-url`, unless `--tenant-database-host` or
+/// `--tenant-database-port` say otherwise. A URL without a TCP host (a
+/// Unix socket) needs `--tenant-database-host` when there may be a
+/// cluster.
+fn tenants_database_address(
+    url: &str,
+    kube: &KubeArgs,
+    deploy: &mut DeployConfig,
+    errors: &mut Vec<String>,
+) {
+    let parsed = url::Url::parse(url).ok();
+    let url_host = parsed
+        .as_ref()
+        .and_then(|u| u.host_str())
+        .filter(|h| !h.is_empty())
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned());
+    let url_port = parsed.as_ref().and_then(url::Url::port);
+    let cluster = &mut deploy.settings.cluster;
+    cluster.database_host = match (&kube.cluster.tenant_database_host, url_host) {
+        (Some(host), _) => Some(host.clone()),
+        (None, Some(host)) => Some(host),
+        (None, None) if deploy.source == ClusterSource::None => Some("localhost".to_owned()),
+        (None, None) => {
+            errors.push(format!(
+                "--tenant-database-url {} names no host tenants' pods could reach: set --tenant-database-host",
+                redact_url_credentials(url)
+            ));
+            None
+        }
+    };
+    if kube.cluster.tenant_database_port.is_none() {
+        cluster.database_port = url_port.unwrap_or(5432);
     }
 }
 
@@ -523,6 +562,43 @@ mod tests {
             !shown.contains("admin-token-that-is-secret") && !shown.contains("c2VjcmV0"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn tenants_reach_their_database_at_the_urls_address_unless_told_otherwise() {
+        let with = |url: Option<&str>, change: &dyn Fn(&mut ServeArgs)| {
+            let mut args = ServeArgs::for_dir(Path::new("/srv/kt"));
+            args.tenant_data.tenant_database_url = url.map(str::to_owned);
+            change(&mut args);
+            ServeConfig::try_from(args).map(|c| {
+                let cluster = c.deploy.settings.cluster;
+                (cluster.database_host, cluster.database_port)
+            })
+        };
+        let none = |_: &mut ServeArgs| {};
+        assert_eq!(with(None, &none).unwrap(), (None, 5432), "no database");
+        assert_eq!(
+            with(Some("postgres://admin:pw@db.internal:6432/postgres"), &none).unwrap(),
+            (Some("db.internal".to_owned()), 6432)
+        );
+        let overridden = with(Some("postgres://admin@127.0.0.1/postgres"), &|args| {
+            args.kube.cluster.tenant_database_host = Some("pg.databases.svc".to_owned());
+            args.kube.cluster.tenant_database_port = Some(5433);
+        });
+        assert_eq!(
+            overridden.unwrap(),
+            (Some("pg.databases.svc".to_owned()), 5433)
+        );
+        // A socket is no address for a pod: with a cluster, say so.
+        let socket = "postgres:///postgres?host=/run/postgresql";
+        let err = with(Some(socket), &|args| args.kube.no_cluster = false).unwrap_err();
+        assert!(err.to_string().contains("--tenant-database-host"), "{err}");
+        let bad = with(Some(socket), &|args| {
+            args.kube.no_cluster = false;
+            args.kube.cluster.tenant_database_host = Some("-bad host".to_owned());
+        })
+        .unwrap_err();
+        assert!(bad.to_string().contains("is not a host name"), "{bad}");
     }
 
     #[test]

@@ -221,6 +221,15 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             "no --tenant-database-cidr: tenants' pods may reach no database (their egress allows DNS and their namespace only)"
         );
     }
+    if let Some(host) = &config.deploy.settings.cluster.database_host
+        && has_cluster
+        && is_loopback(host)
+    {
+        tracing::warn!(
+            host = %host,
+            "tenants' pods are told their database is at a loopback address, which is their own: set --tenant-database-host"
+        );
+    }
     // Health is verified by the agents, unless none can connect.
     let verification = if config.ingest.is_some() {
         Verification::ByAgents
@@ -696,4 +705,12 @@ fn create_private_file(path: &Path, content: &str) -> std::io::Result<()> {
     let mut file = options.open(path)?;
     writeln!(file, "{content}")?;
     file.sync_all()
+}
+
+/// `localhost` or a loopback address: the coordinator's own, not a pod's.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

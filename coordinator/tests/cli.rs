@@ -353,6 +353,9 @@ fn deploy_client_dry_run_prints_the_tenant_objects_without_a_cluster() {
     let out = command(dir.path())
         .args(base)
         .args(["--dry-run", "--allow", "203.0.113.0/24"])
+        .args(["--tenant-storage-access-mode", "read-write-many"])
+        .args(["--tenant-storage-class", "shared-nfs"])
+        .args(["--tenant-database-host", "db.internal"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -368,10 +371,15 @@ fn deploy_client_dry_run_prints_the_tenant_objects_without_a_cluster() {
         "HorizontalPodAutoscaler",
         "NetworkPolicy",
         "Secret",
+        "PersistentVolumeClaim",
     ] {
         assert!(kinds.contains(&kind), "{kind}: {kinds:?}");
     }
     assert!(yaml.contains("whitelist-source-range: 203.0.113.0/24"));
+    assert!(yaml.contains("storageClassName: shared-nfs"), "{yaml}");
+    assert!(yaml.contains("- ReadWriteMany"), "{yaml}");
+    assert!(yaml.contains("DATABASE_HOST: db.internal"), "{yaml}");
+    assert!(yaml.contains("DATABASE_NAME: tenant_acme"), "{yaml}");
     assert!(yaml.contains("<redacted>"), "no secret value is printed");
 
     let out = command(dir.path())

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use knowton_coordinator::config::ServeArgs;
+use knowton_coordinator::deploy::volume::AccessMode;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -56,6 +57,17 @@ impl Cluster {
 
     pub async fn coordinator(&self, db: Db) -> TestCoordinator {
         TestCoordinator::start_and(db, |args| self.configure(args)).await
+    }
+
+    /// [`Self::coordinator`] with volumes every node may mount
+    /// (`--tenant-storage-access-mode read-write-many`): the backend has
+    /// its autoscaler and disruption budget.
+    pub async fn coordinator_with_shared_volumes(&self, db: Db) -> TestCoordinator {
+        TestCoordinator::start_and(db, |args| {
+            self.configure(args);
+            args.kube.cluster.tenant_storage_access_mode = AccessMode::ReadWriteMany;
+        })
+        .await
     }
 
     pub fn deployment(&self, slug: &str, name: &str) -> Option<Value> {
@@ -117,6 +129,7 @@ pub const KINDS: &[(&str, &str)] = &[
     ("v1", "LimitRange"),
     ("v1", "ConfigMap"),
     ("v1", "Secret"),
+    ("v1", "PersistentVolumeClaim"),
     ("v1", "Service"),
     ("apps/v1", "Deployment"),
     ("networking.k8s.io/v1", "Ingress"),

@@ -1,6 +1,7 @@
 //! A tenant's objects on a cluster: server-side apply under one field
-//! manager, pruning by label, a server dry-run with a field diff per
-//! object, drift detection and namespace deletion.
+//! manager, pruning by label (never of a claim: data goes with the
+//! namespace only), a server dry-run with a field diff per object, drift
+//! detection and namespace deletion.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -13,6 +14,7 @@ use utoipa::ToSchema;
 use super::diff::{FieldChange, drift, field_changes};
 use super::kinds::{Kind, MANAGED, NAMESPACE, ObjectRef};
 use super::render::{MANAGED_BY, TENANT_LABEL};
+use super::volume;
 
 /// The one field manager every write of the coordinator uses.
 pub const FIELD_MANAGER: &str = "knowton-coordinator";
@@ -162,8 +164,17 @@ impl Cluster {
 
     /// Applies `object` with server-side apply, taking back any field
     /// someone else changed.
+    /// A claim is applied as it can be over the live one
+    /// ([`volume::settled`]).
     async fn apply_one(&self, object: &Value, dry_run: bool) -> Result<Value, ClusterError> {
         let (api, reference) = self.api_for(object)?;
+        let settled;
+        let object = if Kind::of(object).is_some_and(|k| k.holds_data()) {
+            settled = volume::settled(object, self.get(object).await?.as_ref());
+            &settled
+        } else {
+            object
+        };
         let mut params = PatchParams::apply(FIELD_MANAGER).force();
         params.dry_run = dry_run;
         let answer = api
@@ -247,7 +258,8 @@ impl Cluster {
         let keep: BTreeSet<ObjectRef> = objects.iter().map(ObjectRef::of).collect();
         let selector = format!("{TENANT_LABEL}={tenant},{}={}", MANAGED_BY.0, MANAGED_BY.1);
         let mut pruned = Vec::new();
-        for kind in MANAGED.iter().filter(|k| k.namespaced) {
+        // A claim goes with its namespace only (purge), never by pruning.
+        for kind in MANAGED.iter().filter(|k| k.namespaced && !k.holds_data()) {
             let api = self.api(kind, Some(namespace));
             let list = api
                 .list(&ListParams::default().labels(&selector))

@@ -154,12 +154,16 @@ fn push_key(path: &mut String, key: &str) {
 /// The fields `desired` sets that `live` does not hold as set: what
 /// someone changed or removed by hand. Fields only the live object has
 /// (defaults, other controllers' fields) are not drift; a list counts as
-/// drifted when its length differs or an element drifted.
+/// drifted when its length differs or an element drifted. A claim is
+/// compared as it can be applied over the live one
+/// ([`super::volume::settled`]): grown or made with another class is not
+/// drift.
 pub fn drift(live: &Value, desired: &Value) -> Vec<String> {
+    let desired = super::volume::settled(desired, Some(live));
     let mut paths = Vec::new();
     missing(
         &comparable(live),
-        &comparable(desired),
+        &comparable(&desired),
         &mut String::new(),
         &mut paths,
     );
@@ -211,7 +215,8 @@ fn same_quantity(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn quantity(text: &str) -> Option<f64> {
+/// A quantity (`1500m`, `10Gi`) as a number of base units.
+pub(crate) fn quantity(text: &str) -> Option<f64> {
     let suffixes: BTreeMap<&str, f64> = BTreeMap::from([
         ("m", 1e-3),
         ("k", 1e3),

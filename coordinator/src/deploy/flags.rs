@@ -5,6 +5,7 @@
 use clap::Args;
 
 use super::render::{ClusterSettings, IngressStyle};
+use super::volume::AccessMode;
 
 /// Cluster settings, each with an environment variable.
 #[derive(Debug, Clone, Args)]
@@ -54,9 +55,34 @@ pub struct ClusterArgs {
         value_delimiter = ','
     )]
     pub tenant_database_cidrs: Vec<String>,
-    /// The tenants' databases' port.
-    #[arg(long, env = "KNOWTON_TENANT_DATABASE_PORT", default_value_t = 5432)]
-    pub tenant_database_port: u16,
+    /// The port tenants' pods reach their database server at (their
+    /// ConfigMap's DATABASE_PORT, and the port their egress allows).
+    /// Default: the port of --tenant-database-url, else 5432.
+    #[arg(long, env = "KNOWTON_TENANT_DATABASE_PORT")]
+    pub tenant_database_port: Option<u16>,
+    /// The host tenants' pods reach their database server at (their
+    /// ConfigMap's DATABASE_HOST), when it is not the host of
+    /// --tenant-database-url (the coordinator may reach it by another name
+    /// than pods do). Without a tenants' database server, tenants get no
+    /// DATABASE_* settings.
+    #[arg(long, env = "KNOWTON_TENANT_DATABASE_HOST")]
+    pub tenant_database_host: Option<String>,
+    /// The storage class of each tenant's volume (a PersistentVolumeClaim
+    /// as big as its plan's storage, mounted at /data in the backend).
+    /// Default: the cluster's default class.
+    #[arg(long, env = "KNOWTON_TENANT_STORAGE_CLASS")]
+    pub tenant_storage_class: Option<String>,
+    /// How tenants' volumes are mounted. read-write-once (any storage
+    /// class): the backend runs one replica, replaced on each rollout.
+    /// read-write-many (a class that supports it): the backend scales
+    /// within its plan's replicas and rolls.
+    #[arg(
+        long,
+        env = "KNOWTON_TENANT_STORAGE_ACCESS_MODE",
+        value_enum,
+        default_value = "read-write-once"
+    )]
+    pub tenant_storage_access_mode: AccessMode,
     /// The coordinator's service account, NAMESPACE/NAME: each tenant
     /// namespace binds it the ClusterRole knowton-tenant-manager (its
     /// rights on the tenant's Secrets).
@@ -80,7 +106,10 @@ impl Default for ClusterArgs {
             ingress_style: defaults.ingress_style,
             cluster_issuer: defaults.cluster_issuer,
             tenant_database_cidrs: defaults.database_cidrs,
-            tenant_database_port: defaults.database_port,
+            tenant_database_port: None,
+            tenant_database_host: None,
+            tenant_storage_class: None,
+            tenant_storage_access_mode: defaults.storage_access,
             service_account: format!(
                 "{}/{}",
                 defaults.service_account.0, defaults.service_account.1
@@ -120,8 +149,22 @@ impl ClusterArgs {
                 errors.push(format!("--tenant-database-cidr {cidr:?} {problem}"));
             }
         }
-        if self.tenant_database_port == 0 {
+        if self.tenant_database_port == Some(0) {
             errors.push("--tenant-database-port must be a port (1 to 65535)".to_owned());
+        }
+        if let Some(host) = &self.tenant_database_host
+            && !is_host(host)
+        {
+            errors.push(format!(
+                "--tenant-database-host {host:?} is not a host name or IP address"
+            ));
+        }
+        if let Some(class) = &self.tenant_storage_class
+            && !is_subdomain(class)
+        {
+            errors.push(format!(
+                "--tenant-storage-class {class:?} is not a storage class name (lower-case letters, digits, '-' and '.')"
+            ));
         }
         if service_account(&self.service_account).is_none() {
             errors.push(format!(
@@ -141,12 +184,42 @@ impl ClusterArgs {
             ingress_style: self.ingress_style,
             cluster_issuer: self.cluster_issuer.clone(),
             database_cidrs: self.tenant_database_cidrs.clone(),
-            database_port: self.tenant_database_port,
+            database_port: self.tenant_database_port.unwrap_or(5432),
+            // `serve` defaults it to the host of --tenant-database-url.
+            database_host: self.tenant_database_host.clone(),
+            storage_class: self.tenant_storage_class.clone(),
+            storage_access: self.tenant_storage_access_mode,
             service_account: service_account(&self.service_account)
                 .unwrap_or_else(|| ClusterSettings::default().service_account),
             ..ClusterSettings::default()
         }
     }
+}
+
+/// An RFC 1123 subdomain, as Kubernetes object names are.
+fn is_subdomain(name: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.starts_with(alnum)
+                && label.ends_with(alnum)
+                && label.chars().all(|c| alnum(c) || c == '-')
+        })
+}
+
+/// A DNS name or an IP address, as a pod's resolver takes it.
+fn is_host(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok()
+        || (host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            }))
 }
 
 /// `NAMESPACE/NAME` of a service account, both DNS labels.
@@ -237,6 +310,34 @@ mod tests {
             settings.service_account,
             ("ops".to_owned(), "kt".to_owned())
         );
+    }
+
+    #[test]
+    fn storage_class_and_database_host_are_names() {
+        let args = ClusterArgs {
+            tenant_storage_class: Some("Fast SSD".to_owned()),
+            tenant_database_host: Some("db_1.internal".to_owned()),
+            tenant_database_port: Some(0),
+            ..ClusterArgs::default()
+        };
+        let mut errors = Vec::new();
+        args.validate(&mut errors);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        let args = ClusterArgs {
+            tenant_storage_class: Some("fast-ssd.example.com".to_owned()),
+            tenant_database_host: Some("2001:db8::7".to_owned()),
+            ..ClusterArgs::default()
+        };
+        errors.clear();
+        args.validate(&mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let settings = args.settings();
+        assert_eq!(
+            settings.storage_class.as_deref(),
+            Some("fast-ssd.example.com")
+        );
+        assert_eq!(settings.database_host.as_deref(), Some("2001:db8::7"));
+        assert_eq!(settings.database_port, 5432);
     }
 
     #[test]

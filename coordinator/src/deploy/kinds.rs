@@ -23,6 +23,12 @@ impl Kind {
         *self != SECRET
     }
 
+    /// Whether objects of this kind hold a tenant's data: never pruned,
+    /// gone only with the namespace when the tenant is purged.
+    pub fn holds_data(&self) -> bool {
+        *self == PERSISTENT_VOLUME_CLAIM
+    }
+
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
             self.version.to_owned()
@@ -71,10 +77,18 @@ const fn kind(
 pub const NAMESPACE: Kind = kind("", "v1", "Namespace", "namespaces", false);
 pub const SECRET: Kind = kind("", "v1", "Secret", "secrets", true);
 pub const DEPLOYMENT: Kind = kind("apps", "v1", "Deployment", "deployments", true);
+pub const PERSISTENT_VOLUME_CLAIM: Kind = kind(
+    "",
+    "v1",
+    "PersistentVolumeClaim",
+    "persistentvolumeclaims",
+    true,
+);
 
 /// Every kind a tenant's rendering may contain. The namespaced ones are
 /// listed by label when pruning, so an object of a kind that a later
-/// rendering drops is still found and deleted.
+/// rendering drops is still found and deleted (but for the kinds that
+/// [hold data](Kind::holds_data)).
 pub const MANAGED: &[Kind] = &[
     NAMESPACE,
     kind(
@@ -88,6 +102,7 @@ pub const MANAGED: &[Kind] = &[
     kind("", "v1", "LimitRange", "limitranges", true),
     kind("", "v1", "ConfigMap", "configmaps", true),
     SECRET,
+    PERSISTENT_VOLUME_CLAIM,
     kind("", "v1", "Service", "services", true),
     DEPLOYMENT,
     kind("networking.k8s.io", "v1", "Ingress", "ingresses", true),

@@ -1,6 +1,6 @@
 //! Tenant deployments on Kubernetes: what each tenant gets ([`render`]),
 //! how it reaches the cluster ([`cluster`], [`rollout`]) and what differs
-//! from what is there ([`diff`]); the cluster flags `serve` and `deploy`
+//! from what is there ([`diff`]); the tenant's data volume ([`volume`]); the cluster flags `serve` and `deploy`
 //! share ([`flags`]).
 
 pub mod cluster;
@@ -12,6 +12,7 @@ pub mod kinds;
 pub mod render;
 pub mod rollout;
 pub mod scaling;
+pub mod volume;
 pub mod watch;
 
 pub use cluster::{Cluster, ClusterError};

@@ -8,6 +8,9 @@ use knowton_common::{Branding, Features, Plan};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::volume::{self, AccessMode};
+use crate::tenant_data::database_name;
+
 /// Label of every object: which tenant it belongs to.
 pub use knowton_common::namespace::TENANT_LABEL;
 pub const COMPONENT_LABEL: &str = "knowton.io/component";
@@ -79,7 +82,16 @@ pub struct ClusterSettings {
     /// Where tenants' databases are: the only addresses outside their
     /// namespace (besides DNS) their pods may reach. None by default.
     pub database_cidrs: Vec<String>,
+    /// The port tenants' backends reach their database server at.
     pub database_port: u16,
+    /// The host tenants' backends reach their database server at; `None`:
+    /// tenants have no database (no `--tenant-database-url`).
+    pub database_host: Option<String>,
+    /// The storage class of tenants' volumes; `None`: the cluster's default.
+    pub storage_class: Option<String>,
+    /// How tenants' volumes are mounted, which decides how the backend
+    /// scales and rolls out.
+    pub storage_access: AccessMode,
     pub replicas: BTreeMap<Plan, Replicas>,
 }
 
@@ -101,6 +113,9 @@ impl Default for ClusterSettings {
             ),
             database_cidrs: Vec::new(),
             database_port: 5432,
+            database_host: None,
+            storage_class: None,
+            storage_access: AccessMode::default(),
             replicas: BTreeMap::from([
                 (Plan::Basic, Replicas { min: 2, max: 4 }),
                 (Plan::Professional, Replicas { min: 2, max: 10 }),
@@ -176,14 +191,22 @@ fn quantity_cpu(millicores: u32) -> String {
 }
 
 /// Every object of the tenant, in apply order (namespace first). A stopped
-/// tenant keeps its namespace, config, secrets and services, runs no pods
-/// and has no ingress, autoscaler or disruption budget.
+/// tenant keeps its namespace, config, secrets, volume and services, runs
+/// no pods and has no ingress, autoscaler or disruption budget.
+///
+/// The backend mounts the tenant's volume at `/data`. On a volume only one
+/// node may mount (ReadWriteOnce, the default) it runs one replica, which
+/// a rollout replaces (`Recreate`: a surge pod on another node could never
+/// attach the volume), with no autoscaler and no disruption budget (with
+/// one replica, `minAvailable: 1` would block every node drain); on a
+/// shared volume (ReadWriteMany) it scales within the plan's replicas and
+/// rolls.
 pub fn render(spec: &TenantSpec, secrets: &TenantSecrets, cluster: &ClusterSettings) -> Vec<Value> {
     let ns = namespace(spec, cluster);
     let limits = spec.plan.limits();
     let (pvcs, pods) = plan_counts(spec.plan);
     let replicas = replicas_of(spec, cluster);
-    let config = json!({
+    let mut config = json!({
         "TENANT_ID": spec.id.to_string(),
         "TENANT_SLUG": spec.slug,
         "PLAN": spec.plan.as_str(),
@@ -191,6 +214,18 @@ pub fn render(spec: &TenantSpec, secrets: &TenantSecrets, cluster: &ClusterSetti
         "FEATURES": serde_json::to_string(&spec.features).unwrap_or_default(),
         "BRANDING": serde_json::to_string(&spec.branding).unwrap_or_default(),
     });
+    // The tenant's own database (its password is in the Secret).
+    if let (Some(host), Some(map)) = (&cluster.database_host, config.as_object_mut()) {
+        let name = database_name(&spec.slug);
+        for (key, value) in [
+            ("DATABASE_HOST", host.clone()),
+            ("DATABASE_PORT", cluster.database_port.to_string()),
+            ("DATABASE_NAME", name.clone()),
+            ("DATABASE_USER", name),
+        ] {
+            map.insert(key.to_owned(), json!(value));
+        }
+    }
     let config_hash = config_hash(&config, secrets);
     let mut objects = vec![
         json!({
@@ -249,6 +284,18 @@ pub fn render(spec: &TenantSpec, secrets: &TenantSecrets, cluster: &ClusterSetti
                 "JWT_SECRET": secrets.jwt_secret,
             },
         }),
+        // The tenant's files, as big as its plan's storage (its quota's
+        // `requests.storage`). Kept when it is stopped; deleted only with
+        // the namespace, when it is purged.
+        json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": meta(spec, &ns, volume::CLAIM, None),
+            "spec": volume::claim_spec(
+                &quantity_bytes(limits.storage_bytes),
+                cluster.storage_access,
+                cluster.storage_class.as_deref(),
+            ),
+        }),
     ];
     for (component, image, port, liveness, readiness) in [
         (
@@ -279,18 +326,10 @@ pub fn render(spec: &TenantSpec, secrets: &TenantSecrets, cluster: &ClusterSetti
             match (spec.stopped, component) {
                 (true, _) => Some(0),
                 // The autoscaler owns the backend's replica count.
-                (false, "backend") => None,
+                (false, "backend") if cluster.storage_access.shared() => None,
+                (false, "backend") => Some(replicas.min),
                 // Scaling raises the backend's floor only.
-                (false, _) => Some(
-                    replicas_of(
-                        &TenantSpec {
-                            min_replicas: None,
-                            ..spec.clone()
-                        },
-                        cluster,
-                    )
-                    .min,
-                ),
+                (false, _) => Some(plan_replicas(spec.plan, cluster).min),
             },
         ));
         objects.push(json!({
@@ -307,6 +346,10 @@ pub fn render(spec: &TenantSpec, secrets: &TenantSecrets, cluster: &ClusterSetti
         return objects;
     }
     objects.push(ingress(spec, &ns, cluster));
+    if !cluster.storage_access.shared() {
+        objects.extend(network_policies(spec, &ns, cluster));
+        return objects;
+    }
     objects.push(json!({
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
         "metadata": meta(spec, &ns, "backend", Some("backend")),
@@ -352,12 +395,27 @@ fn deployment(
             "timeoutSeconds": 3, "failureThreshold": 3,
         })
     };
+    // The backend holds the tenant's volume: on one a single node may
+    // mount, its pod is replaced, not rolled (see [`render`]).
+    let data = component == "backend";
+    let strategy = if data && !cluster.storage_access.shared() {
+        json!({"type": "Recreate"})
+    } else {
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}})
+    };
+    let mut mounts = vec![json!({"name": "tmp", "mountPath": "/tmp"})];
+    let mut volumes = vec![json!({"name": "tmp", "emptyDir": {}})];
+    if data {
+        mounts.push(json!({"name": "data", "mountPath": volume::DATA_PATH}));
+        volumes
+            .push(json!({"name": "data", "persistentVolumeClaim": {"claimName": volume::CLAIM}}));
+    }
     let mut deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": meta(spec, ns, component, Some(component)),
         "spec": {
             "selector": {"matchLabels": selector},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "strategy": strategy,
             "template": {
                 "metadata": {
                     "labels": labels(spec, Some(component)),
@@ -370,6 +428,10 @@ fn deployment(
                     "securityContext": {
                         "runAsNonRoot": true, "runAsUser": 10001, "runAsGroup": 10001,
                         "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"},
+                        // A volume of a terabyte is not walked to change
+                        // its group at every start: only when its root's is
+                        // wrong.
+                        "fsGroupChangePolicy": "OnRootMismatch",
                     },
                     "containers": [{
                         "name": component,
@@ -391,9 +453,9 @@ fn deployment(
                             "runAsNonRoot": true,
                             "capabilities": {"drop": ["ALL"]},
                         },
-                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                        "volumeMounts": mounts,
                     }],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": volumes,
                 },
             },
         },
@@ -418,19 +480,28 @@ fn config_hash(config: &Value, secrets: &TenantSecrets) -> String {
 }
 
 /// The backend autoscaler's bounds: the plan's, with the minimum raised by
-/// scaling up to the maximum.
+/// scaling up to the maximum; one replica, not scaled, when the tenant's
+/// volume can be mounted on one node only.
 pub fn replicas_of(spec: &TenantSpec, cluster: &ClusterSettings) -> Replicas {
-    let plan = cluster
-        .replicas
-        .get(&spec.plan)
-        .copied()
-        .unwrap_or(Replicas { min: 2, max: 10 });
+    if !cluster.storage_access.shared() {
+        return Replicas { min: 1, max: 1 };
+    }
+    let plan = plan_replicas(spec.plan, cluster);
     Replicas {
         min: spec
             .min_replicas
             .map_or(plan.min, |m| m.clamp(plan.min, plan.max)),
         max: plan.max,
     }
+}
+
+/// The plan's replica bounds (the frontend's count is their minimum).
+fn plan_replicas(plan: Plan, cluster: &ClusterSettings) -> Replicas {
+    cluster
+        .replicas
+        .get(&plan)
+        .copied()
+        .unwrap_or(Replicas { min: 2, max: 10 })
 }
 
 fn ingress(spec: &TenantSpec, ns: &str, cluster: &ClusterSettings) -> Value {

@@ -25,7 +25,8 @@
 //! strategic merge patches (the real server merges `containers` by name);
 //! no discovery, no deletecollection, no subresource but `/status`; no
 //! graceful deletion or finalizers except a Namespace's own; no garbage
-//! collection of owned objects; nothing validates specs but names.
+//! collection of owned objects; nothing validates specs but names and a
+//! claim's (immutable but for a growing storage request).
 //!
 //! ```no_run
 //! # async fn example() {

@@ -1,10 +1,11 @@
 //! The checks of a write before it is carried out: the body names the
 //! object of the path, preconditions (resourceVersion, uid) hold, names
-//! are valid; and the names a create generates.
+//! are valid, a claim's spec changes only as the real server allows; and
+//! the names a create generates.
 
 use serde_json::Value;
 
-use super::resources::{NAMESPACES, ResourceType, SERVICES};
+use super::resources::{NAMESPACES, PERSISTENT_VOLUME_CLAIMS, ResourceType, SERVICES};
 use super::status::StatusError;
 use super::write::Request;
 
@@ -75,6 +76,83 @@ pub(super) fn check_preconditions(
         return Err(StatusError::conflict(ty, name, &why));
     }
     Ok(())
+}
+
+/// An update of an object that exists, as the real server's validation
+/// takes it: a PersistentVolumeClaim's spec is immutable but for its
+/// storage request, which may not shrink. (Claims are never bound here, so
+/// the real server's "bound claims only" condition on growing is not
+/// simulated: a claim may grow at any time.)
+pub(super) fn check_update(
+    ty: &ResourceType,
+    name: &str,
+    old: &Value,
+    new: &Value,
+) -> Result<(), StatusError> {
+    if *ty != PERSISTENT_VOLUME_CLAIMS {
+        return Ok(());
+    }
+    let storage = |claim: &Value| {
+        claim["spec"]["resources"]["requests"]["storage"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let without_storage = |claim: &Value| {
+        let mut spec = claim["spec"].clone();
+        if let Some(requests) = spec
+            .pointer_mut("/resources/requests")
+            .and_then(Value::as_object_mut)
+        {
+            requests.remove("storage");
+        }
+        spec
+    };
+    if without_storage(old) != without_storage(new) {
+        return Err(invalid(
+            ty,
+            name,
+            "spec",
+            "Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims".to_owned(),
+        ));
+    }
+    let (before, after) = (storage(old), storage(new));
+    let smaller = match (before.as_deref().and_then(quantity), after.as_deref()) {
+        (Some(before), Some(after)) => quantity(after).is_none_or(|after| after < before),
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if smaller {
+        return Err(invalid(
+            ty,
+            name,
+            "spec.resources.requests.storage",
+            "Forbidden: field can not be less than previous value".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// A storage quantity (`10Gi`, `1Ti`, `500M`, `1024`) in bytes.
+fn quantity(text: &str) -> Option<u128> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: u128 = number.parse().ok()?;
+    let factor: u128 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "Pi" => 1 << 50,
+        _ => return None,
+    };
+    Some(number * factor)
 }
 
 pub(super) fn invalid(ty: &ResourceType, name: &str, field: &str, message: String) -> StatusError {

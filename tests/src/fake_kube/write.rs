@@ -15,7 +15,8 @@ use super::resources::{NAMESPACES, ResourceType};
 use super::status::StatusError;
 use super::store::{ObjectKey, Store};
 use super::validate::{
-    check_body, check_preconditions, invalid, patch_options_invalid, random_suffix, validate_name,
+    check_body, check_preconditions, check_update, invalid, patch_options_invalid, random_suffix,
+    validate_name,
 };
 
 /// A write request, as the routes understood it.
@@ -189,6 +190,7 @@ fn store_update(
         admit(store, ctx.ty, &ctx.key.0, &ctx.key.1, false)?;
     }
     let settled = settle(ctx.ty, &ctx.key, Some(old), new, ctx.via);
+    check_update(ctx.ty, &ctx.key.1, old, &settled)?;
     let mut managed = match ownership {
         Ownership::Applied(managed) => managed,
         Ownership::Update => {

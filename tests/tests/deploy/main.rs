@@ -6,6 +6,8 @@
 //! One test binary; its modules by subject:
 //! - `rollout`: provisioning deploys, rollout outcomes, dry runs.
 //! - `teardown`: deprovisioning, purge, drift repair, failures mid-apply.
+//! - `data`: each tenant's volume claim and database settings, kept when
+//!   deprovisioned, deleted by purge.
 //! - `purge_expired`: tenants whose retention ended purged with their
 //!   namespace.
 //! - `without_a_cluster`: skipped deployments, refused settings.
@@ -13,6 +15,7 @@
 //! - `reconcile`: the periodic drift check reads the watch's cache.
 //! - `watch`: the drift watch's cache.
 
+mod data;
 mod purge_expired;
 mod reconcile;
 mod rollout;

@@ -51,6 +51,10 @@ async fn sustained_critical_response_time_raises_min_replicas_and_calm_lowers_it
     let cluster = Cluster::start().await;
     let kt = TestCoordinator::start_and(db, |args| {
         cluster.configure(args);
+        // Scaling needs a volume every node may mount (one replica
+        // otherwise).
+        args.kube.cluster.tenant_storage_access_mode =
+            knowton_coordinator::deploy::volume::AccessMode::ReadWriteMany;
         args.kube.scale_after_seconds = 1;
         args.kube.scale_calm_seconds = 1;
         args.kube.scale_check_seconds = 1;

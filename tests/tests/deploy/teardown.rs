@@ -11,7 +11,7 @@ on_every_backend!(db:
 
 async fn deprovision_scales_to_zero_keeping_data_and_purge_deletes_the_namespace(db: Db) {
     let cluster = Cluster::start().await;
-    let kt = cluster.coordinator(db).await;
+    let kt = cluster.coordinator_with_shared_volumes(db).await;
     cluster.provisioned(&kt, "initech", "professional").await;
     // An object of the tenant's that its rendering does not contain (left
     // by an older version) is pruned; one without the labels is not ours.
@@ -165,7 +165,7 @@ async fn drift_is_repaired_as_it_happens_and_recorded(db: Db) {
 
 async fn a_failure_mid_apply_names_the_object_prunes_nothing_and_a_retry_converges(db: Db) {
     let cluster = Cluster::start().await;
-    let kt = cluster.coordinator(db).await;
+    let kt = cluster.coordinator_with_shared_volumes(db).await;
     cluster.provisioned(&kt, "umbrella", "professional").await;
 
     // Deprovisioning would prune the ingress, autoscaler and budget; the

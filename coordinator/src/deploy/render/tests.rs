@@ -33,17 +33,44 @@ fn spec(plan: Plan) -> TenantSpec {
 }
 
 /// The cluster of the snapshots: the defaults, with the tenants'
-/// databases at two addresses.
+/// databases at two addresses and a database server.
 fn cluster() -> ClusterSettings {
     ClusterSettings {
         database_cidrs: vec!["192.0.2.10/32".to_owned(), "192.0.2.11/32".to_owned()],
+        database_host: Some("tenants-db.example.internal".to_owned()),
         ..ClusterSettings::default()
     }
 }
 
-/// Every object of a professional tenant.
+/// The cluster of a plan's snapshot: the enterprise one shows volumes
+/// every node may mount, of a named class (the backend scaled and
+/// rolled); the others the defaults (one replica, replaced).
+fn snapshot_cluster(plan: Plan) -> ClusterSettings {
+    match plan {
+        Plan::Enterprise => shared(cluster()),
+        _ => cluster(),
+    }
+}
+
+/// `cluster` with volumes every node may mount, of the class `shared-nfs`.
+fn shared(cluster: ClusterSettings) -> ClusterSettings {
+    ClusterSettings {
+        storage_access: AccessMode::ReadWriteMany,
+        storage_class: Some("shared-nfs".to_owned()),
+        ..cluster
+    }
+}
+
+/// Every object of a professional tenant, of every kind there is.
 pub(crate) fn sample_objects() -> Vec<Value> {
-    render(&spec(Plan::Professional), &secrets(), &cluster())
+    render(&spec(Plan::Professional), &secrets(), &shared(cluster()))
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
 fn secrets() -> TenantSecrets {
@@ -64,7 +91,7 @@ fn rendered_objects_match_their_snapshots() {
     let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
     let mut stale = Vec::new();
     for plan in Plan::ALL {
-        let yaml = to_yaml(&render(&spec(plan), &secrets(), &cluster()));
+        let yaml = to_yaml(&render(&spec(plan), &secrets(), &snapshot_cluster(plan)));
         let path = snapshot_path(plan);
         if update {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -87,7 +114,7 @@ fn every_object_is_labelled_with_its_tenant_and_namespaced_but_the_namespace() {
     let objects = render(
         &spec(Plan::Professional),
         &secrets(),
-        &ClusterSettings::default(),
+        &shared(ClusterSettings::default()),
     );
     assert_eq!(objects[0]["kind"], "Namespace");
     assert_eq!(objects[0]["metadata"]["name"], "knowton-tenant-acme");
@@ -103,6 +130,7 @@ fn every_object_is_labelled_with_its_tenant_and_namespaced_but_the_namespace() {
         "LimitRange",
         "ConfigMap",
         "Secret",
+        "PersistentVolumeClaim",
         "Deployment",
         "Service",
         "Ingress",
@@ -159,6 +187,7 @@ fn a_stopped_tenant_keeps_its_namespace_config_and_services_but_runs_nothing() {
         "Namespace",
         "ConfigMap",
         "Secret",
+        "PersistentVolumeClaim",
         "Service",
         "NetworkPolicy",
     ] {
@@ -171,14 +200,7 @@ fn a_stopped_tenant_keeps_its_namespace_config_and_services_but_runs_nothing() {
 
 #[test]
 fn the_autoscaler_owns_the_backend_replicas_and_scaling_stays_within_the_plan() {
-    let cluster = ClusterSettings::default();
-    let find = |objects: &[Value], kind: &str, name: &str| {
-        objects
-            .iter()
-            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-            .cloned()
-            .unwrap()
-    };
+    let cluster = shared(ClusterSettings::default());
     let objects = render(&spec(Plan::Professional), &secrets(), &cluster);
     assert!(find(&objects, "Deployment", "backend")["spec"]["replicas"].is_null());
     assert_eq!(
@@ -277,4 +299,138 @@ fn each_tenant_namespace_binds_the_coordinator_to_the_tenant_manager_role_only()
     // Bound before the Secret it allows is applied.
     let position = |kind: &str| objects.iter().position(|o| o["kind"] == kind).unwrap();
     assert!(position("RoleBinding") < position("Secret"));
+}
+
+#[test]
+fn the_backend_gets_its_database_from_the_config_and_secret_only_when_there_is_one() {
+    let config = |cluster: &ClusterSettings| {
+        find(
+            &render(&spec(Plan::Basic), &secrets(), cluster),
+            "ConfigMap",
+            "tenant-config",
+        )["data"]
+            .clone()
+    };
+    let none = config(&ClusterSettings::default());
+    assert!(
+        none.as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.starts_with("DATABASE_")),
+        "{none}"
+    );
+    let with_server = ClusterSettings {
+        database_host: Some("db.internal".to_owned()),
+        database_port: 6432,
+        ..ClusterSettings::default()
+    };
+    let data = config(&with_server);
+    assert_eq!(data["DATABASE_HOST"], "db.internal");
+    assert_eq!(data["DATABASE_PORT"], "6432");
+    // The name provisioning gives the tenant's database and role.
+    assert_eq!(data["DATABASE_NAME"], database_name("acme"));
+    assert_eq!(data["DATABASE_USER"], "tenant_acme");
+    assert!(
+        data.get("DATABASE_PASSWORD").is_none(),
+        "in the Secret only"
+    );
+    let objects = render(&spec(Plan::Basic), &secrets(), &with_server);
+    let backend = find(&objects, "Deployment", "backend");
+    let env_from = &backend["spec"]["template"]["spec"]["containers"][0]["envFrom"];
+    assert_eq!(
+        env_from,
+        &json!([
+            {"configMapRef": {"name": "tenant-config"}},
+            {"secretRef": {"name": "tenant-secrets"}},
+        ])
+    );
+}
+
+#[test]
+fn the_backend_mounts_a_claim_as_big_as_the_plans_storage_at_data() {
+    for (plan, size) in [
+        (Plan::Basic, "10Gi"),
+        (Plan::Professional, "100Gi"),
+        (Plan::Enterprise, "1Ti"),
+    ] {
+        let objects = render(&spec(plan), &secrets(), &ClusterSettings::default());
+        let claim = find(&objects, "PersistentVolumeClaim", "tenant-data");
+        assert_eq!(claim["spec"]["resources"]["requests"]["storage"], size);
+        assert_eq!(claim["spec"]["accessModes"], json!(["ReadWriteOnce"]));
+        assert!(
+            claim["spec"].get("storageClassName").is_none(),
+            "the cluster's default class: {claim}"
+        );
+        // The quota admits it, and nothing bigger.
+        let quota = find(&objects, "ResourceQuota", "tenant-quota");
+        assert_eq!(quota["spec"]["hard"]["requests.storage"], size);
+        let pod = &find(&objects, "Deployment", "backend")["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["volumes"][1],
+            json!({"name": "data", "persistentVolumeClaim": {"claimName": "tenant-data"}})
+        );
+        assert_eq!(
+            pod["containers"][0]["volumeMounts"][1],
+            json!({"name": "data", "mountPath": "/data"})
+        );
+        let frontend = &find(&objects, "Deployment", "frontend")["spec"]["template"]["spec"];
+        assert!(!frontend.to_string().contains("tenant-data"), "{frontend}");
+    }
+    let named = ClusterSettings {
+        storage_class: Some("fast-ssd".to_owned()),
+        ..ClusterSettings::default()
+    };
+    let objects = render(&spec(Plan::Basic), &secrets(), &named);
+    assert_eq!(
+        find(&objects, "PersistentVolumeClaim", "tenant-data")["spec"]["storageClassName"],
+        "fast-ssd"
+    );
+}
+
+#[test]
+fn on_a_volume_one_node_mounts_the_backend_is_one_replica_replaced_not_rolled() {
+    let once = render(
+        &spec(Plan::Enterprise),
+        &secrets(),
+        &ClusterSettings::default(),
+    );
+    let backend = find(&once, "Deployment", "backend");
+    assert_eq!(backend["spec"]["replicas"], 1);
+    assert_eq!(backend["spec"]["strategy"], json!({"type": "Recreate"}));
+    let kinds: Vec<&str> = once.iter().filter_map(|o| o["kind"].as_str()).collect();
+    for gone in ["HorizontalPodAutoscaler", "PodDisruptionBudget"] {
+        assert!(!kinds.contains(&gone), "{gone} rendered: {kinds:?}");
+    }
+    assert!(kinds.contains(&"Ingress"));
+    // Scaling cannot raise it; the frontend keeps the plan's replicas.
+    let scaled = TenantSpec {
+        min_replicas: Some(5),
+        ..spec(Plan::Enterprise)
+    };
+    let cluster = ClusterSettings::default();
+    assert_eq!(replicas_of(&scaled, &cluster), Replicas { min: 1, max: 1 });
+    let objects = render(&scaled, &secrets(), &cluster);
+    assert_eq!(
+        find(&objects, "Deployment", "backend")["spec"]["replicas"],
+        1
+    );
+    assert_eq!(
+        find(&objects, "Deployment", "frontend")["spec"]["replicas"],
+        3
+    );
+
+    let many = render(
+        &spec(Plan::Enterprise),
+        &secrets(),
+        &shared(ClusterSettings::default()),
+    );
+    let backend = find(&many, "Deployment", "backend");
+    assert!(backend["spec"]["replicas"].is_null(), "the autoscaler's");
+    assert_eq!(backend["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        find(&many, "PersistentVolumeClaim", "tenant-data")["spec"]["accessModes"],
+        json!(["ReadWriteMany"])
+    );
+    find(&many, "HorizontalPodAutoscaler", "backend");
+    find(&many, "PodDisruptionBudget", "backend");
 }

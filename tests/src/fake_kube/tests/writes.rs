@@ -501,3 +501,79 @@ async fn secrets_store_string_data_as_data() {
         "the same apply again is no change"
     );
 }
+
+#[tokio::test]
+async fn a_claims_spec_is_immutable_but_its_storage_may_grow() {
+    let fake = FakeKube::start().await;
+    namespace(&fake, NS);
+    let claims = api(
+        &fake,
+        ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+        Some(NS),
+    );
+    let claim = |size: &str, class: &str| {
+        dynamic(json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "tenant-data", "namespace": NS},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": class,
+                "resources": {"requests": {"storage": size}},
+            },
+        }))
+    };
+    let apply = PatchParams::apply("knowton-coordinator").force();
+    claims
+        .patch(
+            "tenant-data",
+            &apply,
+            &Patch::Apply(claim("10Gi", "standard")),
+        )
+        .await
+        .unwrap();
+    let grown = claims
+        .patch(
+            "tenant-data",
+            &apply,
+            &Patch::Apply(claim("100Gi", "standard")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        json_of(&grown)["spec"]["resources"]["requests"]["storage"],
+        "100Gi"
+    );
+    let shrunk = api_error(
+        claims
+            .patch(
+                "tenant-data",
+                &apply,
+                &Patch::Apply(claim("10Gi", "standard")),
+            )
+            .await,
+    );
+    assert_eq!(shrunk.code, 422);
+    assert!(
+        shrunk.message.contains(
+            "spec.resources.requests.storage: Forbidden: field can not be less than previous value"
+        ),
+        "{}",
+        shrunk.message
+    );
+    let reclassed = api_error(
+        claims
+            .patch("tenant-data", &apply, &Patch::Apply(claim("100Gi", "fast")))
+            .await,
+    );
+    assert_eq!(reclassed.code, 422);
+    assert!(
+        reclassed.message.contains("spec is immutable"),
+        "{}",
+        reclassed.message
+    );
+    let live = fake
+        .object("v1", "PersistentVolumeClaim", Some(NS), "tenant-data")
+        .unwrap();
+    assert_eq!(live["spec"]["storageClassName"], "standard");
+    assert_eq!(live["spec"]["resources"]["requests"]["storage"], "100Gi");
+}
