@@ -38,6 +38,8 @@ pub struct BackupService {
     /// read from the store (for the metrics; refreshed every minute and
     /// after each run here).
     last: Arc<std::sync::RwLock<Vec<LastBackup>>>,
+    /// Applies a restored configuration (see `config`).
+    pub(super) config_target: Option<Arc<dyn super::config::ConfigurationTarget>>,
 }
 
 impl BackupService {
@@ -46,6 +48,7 @@ impl BackupService {
             backups,
             store,
             last: Arc::default(),
+            config_target: None,
         }
     }
 
@@ -221,6 +224,9 @@ pub struct RestorePart {
     pub taken_at: chrono::DateTime<Utc>,
     /// Bytes the backup restores.
     pub size: u64,
+    /// The configuration version, for a configuration backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
     /// The backup of the state the restore replaced: what to restore to
     /// undo it (absent on a dry run).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -286,7 +292,7 @@ impl BackupService {
         };
         let mut plan = Vec::new();
         for kind in kinds {
-            if let Some(manifest) = self.backups.latest(from.id, kind, at).await? {
+            if let Some(manifest) = self.latest_for_restore(from, kind, at).await? {
                 plan.push(manifest);
             }
         }
@@ -304,6 +310,7 @@ impl BackupService {
                 backup_id: m.id,
                 taken_at: m.taken_at,
                 size: m.content.size(),
+                version: m.content.config_version(),
                 safety_backup_id: None,
                 restored_bytes: None,
             })
@@ -312,6 +319,10 @@ impl BackupService {
             return Ok(parts);
         }
         for part in &mut parts {
+            if part.kind == BackupKind::Configuration {
+                part.safety_backup_id = Some(self.configuration_safety(into).await?);
+                continue;
+            }
             let safety = self
                 .run(
                     into,
@@ -335,6 +346,10 @@ impl BackupService {
             let written = match part.kind {
                 BackupKind::Database => self.backups.restore_database(manifest, into).await,
                 BackupKind::Storage => self.backups.restore_storage(manifest, into).await,
+                BackupKind::Configuration => {
+                    self.restore_configuration(manifest, from, into, actor)
+                        .await
+                }
             };
             match written {
                 Ok(bytes) => {
