@@ -799,10 +799,12 @@ async fn configuration_versions_queue_for_backup_with_what_they_committed(store:
         .expect("a committed version wakes the queue's worker");
     store.create_tenant(&other.new).await.unwrap();
 
-    let mut thresholds = Thresholds::default();
-    thresholds.response_time_ms = Level {
-        warning: 100.0,
-        critical: 200.0,
+    let thresholds = Thresholds {
+        response_time_ms: Level {
+            warning: 100.0,
+            critical: 200.0,
+        },
+        ..Thresholds::default()
     };
     store
         .set_thresholds(id, Some(&thresholds), "admin")
