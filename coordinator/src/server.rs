@@ -319,6 +319,8 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         engine: engine.clone(),
         data,
     }));
+    // A restored configuration is applied through the lifecycle.
+    let backups = backups.map(|service| service.with_configuration_target(lifecycle.clone()));
     let state = AppState::new(
         Services {
             lifecycle,
@@ -356,6 +358,14 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             tracing::info!(%kind, %schedule, "scheduled backups (by the leader)");
         }
         tokio::spawn(service.clone().keep_fresh(shutdown.subscribe()));
+        tracing::info!(
+            "configuration versions are backed up as they are committed (by the leader)"
+        );
+        tokio::spawn(crate::backup::config::run(
+            service.clone(),
+            state.deployer.leadership().clone(),
+            shutdown.subscribe(),
+        ));
         tokio::spawn(crate::backup::schedule::run(
             service.clone(),
             crate::backup::schedule::Schedules {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use knowton_tests::{TestCoordinator, eventually_showing, on_every_backend};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 on_every_backend!(
     a_tenants_files_are_backed_up_on_demand_and_listed,
@@ -37,7 +37,13 @@ async fn a_tenants_files_are_backed_up_on_demand_and_listed(kt: TestCoordinator)
     assert_eq!(run["status"], "succeeded", "{listed}");
     assert_eq!(run["id"], started.body["id"]);
     assert!(run["bytesRead"].as_i64().unwrap() >= 300 * 1024, "{run}");
-    let backups = listed["backups"].as_array().unwrap();
+    // Besides its configuration, backed up as it was committed.
+    let backups: Vec<&Value> = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["kind"] != "configuration")
+        .collect();
     assert_eq!(backups.len(), 1, "{listed}");
     assert_eq!(backups[0]["id"], run["backupId"]);
     assert_eq!(backups[0]["kind"], "storage");
@@ -71,7 +77,11 @@ async fn a_tenants_files_are_backed_up_on_demand_and_listed(kt: TestCoordinator)
     .await;
     eventually_showing(Duration::from_secs(30), "two backups", || async {
         let reply = kt
-            .admin(Method::GET, "/api/v1/tenants/files/backups", None)
+            .admin(
+                Method::GET,
+                "/api/v1/tenants/files/backups?kind=storage",
+                None,
+            )
             .await;
         match reply.body["backups"].as_array().map(Vec::len) {
             Some(2) => Ok(()),
@@ -80,13 +90,17 @@ async fn a_tenants_files_are_backed_up_on_demand_and_listed(kt: TestCoordinator)
     })
     .await;
     let first = kt
-        .admin(Method::GET, "/api/v1/tenants/files/backups?limit=1", None)
+        .admin(
+            Method::GET,
+            "/api/v1/tenants/files/backups?kind=storage&limit=1",
+            None,
+        )
         .await;
     let cursor = first.body["nextCursor"].as_str().unwrap().to_owned();
     let second = kt
         .admin(
             Method::GET,
-            &format!("/api/v1/tenants/files/backups?limit=1&cursor={cursor}"),
+            &format!("/api/v1/tenants/files/backups?kind=storage&limit=1&cursor={cursor}"),
             None,
         )
         .await;
@@ -125,6 +139,18 @@ async fn a_tenants_files_are_backed_up_on_demand_and_listed(kt: TestCoordinator)
         )
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    // Configuration versions are backed up as they are committed.
+    let configuration = kt
+        .admin(
+            Method::POST,
+            "/api/v1/tenants/files/backups",
+            Some(json!({"kind": "configuration"})),
+        )
+        .await;
+    assert_eq!(
+        configuration.error(StatusCode::BAD_REQUEST),
+        ("invalid_field".to_owned(), "kind".to_owned()),
+    );
 }
 
 async fn only_the_admin_and_the_tenants_production_key_reach_its_backups(kt: TestCoordinator) {
@@ -246,7 +272,14 @@ async fn a_backup_that_cannot_run_is_recorded_as_failed_with_its_reason(kt: Test
             .contains("no --tenant-database-url"),
         "{run}"
     );
-    assert!(listed["backups"].as_array().unwrap().is_empty());
+    assert!(
+        listed["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["kind"] == "configuration"),
+        "{listed}"
+    );
 }
 
 /// A tenant's file backup fails on every try (its directory is gone):

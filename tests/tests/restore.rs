@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 on_every_backend!(db:
     a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified,
     the_leader_backs_tenants_up_on_schedule,
+    every_configuration_version_is_backed_up_and_an_earlier_one_restored,
+    a_version_committed_while_the_repository_is_down_is_backed_up_when_it_is_back,
 );
 
 /// Starts a backup of `kind` and waits for it to succeed.
@@ -67,8 +69,10 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
     .await;
     let slug = format!("rs-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let database = format!("tenant_{}", slug.replace('-', "_"));
-    kt.provision(&slug, "basic").await;
+    // Before the tenant, and so before any backup (its configuration's
+    // first is taken as it is provisioned).
     let before_any = chrono::Utc::now();
+    kt.provision(&slug, "basic").await;
     on_tenant_db(
         &server,
         &database,
@@ -109,11 +113,15 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
     assert_eq!(dry.status, StatusCode::OK, "{}", dry.body);
     assert_eq!(
         dry.body["parts"].as_array().unwrap().len(),
-        2,
+        3,
         "{}",
         dry.body
     );
     assert_eq!(dry.body["parts"][0]["kind"], "database");
+    assert_eq!(dry.body["parts"][1]["kind"], "storage");
+    // The configuration as provisioned: version 1.
+    assert_eq!(dry.body["parts"][2]["kind"], "configuration");
+    assert_eq!(dry.body["parts"][2]["version"], 1);
     assert!(dry.body["parts"][0].get("safetyBackupId").is_none());
     assert_eq!(
         std::fs::read_to_string(files.join("a.txt")).unwrap(),
@@ -149,10 +157,20 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
             None,
         )
         .await;
+    let kinds: Vec<&str> = listed.body["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        listed.body["backups"].as_array().unwrap().len(),
-        4,
-        "{}",
+        (
+            kinds.iter().filter(|k| **k != "configuration").count(),
+            kinds.iter().filter(|k| **k == "configuration").count()
+        ),
+        (4, 1),
+        "two backups and two safety backups, and configuration version 1 \
+         (unchanged by the restore): {}",
         listed.body
     );
     assert!(
@@ -311,5 +329,269 @@ async fn the_leader_backs_tenants_up_on_schedule(db: Db) {
     assert_eq!(run["actor"], "schedule");
     assert_eq!(run["kind"], "storage");
     assert!(!listed["backups"].as_array().unwrap().is_empty());
+    kt.stop().await;
+}
+
+/// The versions of `slug`'s configuration backups, newest first.
+async fn config_backups(kt: &TestCoordinator, slug: &str) -> Result<Vec<i64>, String> {
+    let reply = kt
+        .admin(
+            Method::GET,
+            &format!("/api/v1/tenants/{slug}/backups?kind=configuration"),
+            None,
+        )
+        .await;
+    if reply.status != StatusCode::OK {
+        return Err(reply.body.to_string());
+    }
+    Ok(reply.body["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            assert_eq!(b["kind"], "configuration", "{b}");
+            b["version"].as_i64().unwrap()
+        })
+        .collect())
+}
+
+/// Waits until `slug`'s configuration backups are exactly versions
+/// `1..=last`.
+async fn until_backed_up(kt: &TestCoordinator, slug: &str, last: i64) {
+    let wanted: Vec<i64> = (1..=last).rev().collect();
+    eventually_showing(
+        Duration::from_secs(20),
+        &format!("configuration versions 1 to {last} of {slug} backed up"),
+        || async {
+            let versions = config_backups(kt, slug).await?;
+            if versions == wanted {
+                Ok(())
+            } else {
+                Err(format!("{versions:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+async fn change(kt: &TestCoordinator, method: Method, path: &str, body: Option<Value>) {
+    let reply = kt.admin(method, path, body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
+}
+
+/// Branding, thresholds and plan changed several times: each version is
+/// in the repository as it commits; restoring the configuration to a
+/// moment between them gives back exactly that version's plan, branding
+/// and thresholds, as a new version by the restore (after a dry run that
+/// names the version and changes nothing), whose safety backup is the
+/// version it replaced. Into another tenant, that tenant keeps its domain.
+async fn every_configuration_version_is_backed_up_and_an_earlier_one_restored(db: Db) {
+    let kt = TestCoordinator::start(db).await;
+    kt.provision("cfg", "basic").await;
+    kt.provision("cfg-copy", "basic").await;
+    until_backed_up(&kt, "cfg", 1).await;
+
+    change(
+        &kt,
+        Method::PUT,
+        "/api/v1/tenants/cfg",
+        Some(json!({"branding": {"primaryColor": "#111111"}})),
+    )
+    .await;
+    until_backed_up(&kt, "cfg", 2).await;
+    change(
+        &kt,
+        Method::PUT,
+        "/api/v1/tenants/cfg/thresholds",
+        Some(json!({"responseTimeMs": {"warning": 100.0, "critical": 200.0}})),
+    )
+    .await;
+    until_backed_up(&kt, "cfg", 3).await;
+    let at_v3 = chrono::Utc::now();
+
+    change(
+        &kt,
+        Method::PUT,
+        "/api/v1/tenants/cfg",
+        Some(json!({"plan": "professional", "branding": {"primaryColor": "#222222"}})),
+    )
+    .await;
+    change(&kt, Method::DELETE, "/api/v1/tenants/cfg/thresholds", None).await;
+    until_backed_up(&kt, "cfg", 5).await;
+
+    let restore = |body: Value| {
+        let kt = &kt;
+        async move {
+            let reply = kt
+                .admin(Method::POST, "/api/v1/tenants/cfg/restore", Some(body))
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            reply.body
+        }
+    };
+    let dry = restore(json!({"at": at_v3, "only": "configuration", "dryRun": true})).await;
+    assert_eq!(dry["parts"].as_array().unwrap().len(), 1, "{dry}");
+    assert_eq!(dry["parts"][0]["kind"], "configuration");
+    assert_eq!(dry["parts"][0]["version"], 3, "{dry}");
+    let tenant = kt
+        .admin(Method::GET, "/api/v1/tenants/cfg", None)
+        .await
+        .body;
+    assert_eq!(tenant["configVersion"], 5, "a dry run changes nothing");
+
+    let done = restore(json!({"at": at_v3, "only": "configuration"})).await;
+    let safety = done["parts"][0]["safetyBackupId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tenant = kt
+        .admin(Method::GET, "/api/v1/tenants/cfg", None)
+        .await
+        .body;
+    assert_eq!(tenant["plan"], "basic", "{tenant}");
+    assert_eq!(tenant["branding"]["primaryColor"], "#111111", "{tenant}");
+    let thresholds = kt
+        .admin(Method::GET, "/api/v1/tenants/cfg/thresholds", None)
+        .await
+        .body;
+    assert_eq!(thresholds["overridden"], true, "{thresholds}");
+    assert_eq!(thresholds["thresholds"]["responseTimeMs"]["warning"], 100.0);
+
+    let history = kt
+        .admin(Method::GET, "/api/v1/tenants/cfg/config-history", None)
+        .await
+        .body;
+    let versions = history["versions"].as_array().unwrap();
+    let restored: Vec<&Value> = versions
+        .iter()
+        .filter(|v| v["version"].as_i64().unwrap() > 5)
+        .collect();
+    assert_eq!(
+        restored.len(),
+        2,
+        "plan and branding, then thresholds: {history}"
+    );
+    for v in &restored {
+        assert!(v["actor"].as_str().unwrap().ends_with("(restore)"), "{v}");
+    }
+    assert!(
+        restored[0]["change"]
+            .as_str()
+            .unwrap()
+            .contains("restored from version 3 of cfg"),
+        "{}",
+        restored[0]
+    );
+    // The restore's versions are backed up in turn; the safety backup is
+    // version 5's.
+    until_backed_up(&kt, "cfg", 7).await;
+    let listed = kt
+        .admin(
+            Method::GET,
+            "/api/v1/tenants/cfg/backups?kind=configuration",
+            None,
+        )
+        .await
+        .body;
+    let safety_backup = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == safety.as_str())
+        .unwrap_or_else(|| panic!("the safety backup {safety} is listed: {listed}"));
+    assert_eq!(safety_backup["version"], 5);
+
+    // Into another tenant: its configuration becomes version 3's, with
+    // its own domain.
+    let copy_domain = kt
+        .admin(Method::GET, "/api/v1/tenants/cfg-copy", None)
+        .await
+        .body["domain"]
+        .clone();
+    let into = restore(json!({"at": at_v3, "only": "configuration", "into": "cfg-copy"})).await;
+    assert_eq!(into["into"], "cfg-copy", "{into}");
+    let copy = kt
+        .admin(Method::GET, "/api/v1/tenants/cfg-copy", None)
+        .await
+        .body;
+    assert_eq!(copy["branding"]["primaryColor"], "#111111", "{copy}");
+    assert_eq!(copy["domain"], copy_domain, "{copy}");
+    let copy_thresholds = kt
+        .admin(Method::GET, "/api/v1/tenants/cfg-copy/thresholds", None)
+        .await
+        .body;
+    assert_eq!(
+        copy_thresholds["thresholds"]["responseTimeMs"]["critical"],
+        200.0
+    );
+    kt.stop().await;
+}
+
+/// Waits until `count` configuration versions are pending backup.
+async fn until_pending(kt: &TestCoordinator, count: &str) {
+    let pending =
+        "SELECT CAST(count(*) AS TEXT) FROM tenant_config_history WHERE backed_up_at IS NULL";
+    eventually_showing(
+        Duration::from_secs(40),
+        &format!("{count} versions pending"),
+        || async {
+            match kt.db.scalar(pending).await {
+                Some(n) if n == count => Ok(()),
+                other => Err(format!("{other:?} pending")),
+            }
+        },
+    )
+    .await;
+}
+
+/// A version committed while the repository cannot be written (its
+/// directory replaced by a file) stays queued and is written once the
+/// repository is back, with no new change to wake the worker; versions
+/// written again (as after a crash between the write and its record) are
+/// found there and not duplicated.
+async fn a_version_committed_while_the_repository_is_down_is_backed_up_when_it_is_back(db: Db) {
+    let kt = TestCoordinator::start(db).await;
+    kt.provision("down", "basic").await;
+    until_backed_up(&kt, "down", 1).await;
+
+    let repository = kt.db.dir.path().join("backups");
+    let away = kt.db.dir.path().join("backups.away");
+    std::fs::rename(&repository, &away).unwrap();
+    std::fs::write(&repository, "not a directory").unwrap();
+    change(
+        &kt,
+        Method::PUT,
+        "/api/v1/tenants/down",
+        Some(json!({"branding": {"companyName": "Down While Changed"}})),
+    )
+    .await;
+    // Version 1's backup is recorded; version 2's cannot be written.
+    until_pending(&kt, "1").await;
+    assert!(
+        config_backups(&kt, "down").await.is_err(),
+        "the repository is unreachable"
+    );
+
+    std::fs::remove_file(&repository).unwrap();
+    std::fs::rename(&away, &repository).unwrap();
+    until_backed_up(&kt, "down", 2).await;
+    until_pending(&kt, "0").await;
+
+    // As if the coordinator died after writing each backup but before
+    // recording it: every version is written again, found there, and
+    // listed once.
+    kt.db
+        .execute("UPDATE tenant_config_history SET backed_up_at = NULL")
+        .await;
+    change(
+        &kt,
+        Method::PUT,
+        "/api/v1/tenants/down",
+        Some(json!({"branding": {"primaryColor": "#333333"}})),
+    )
+    .await;
+    until_backed_up(&kt, "down", 3).await;
+    until_pending(&kt, "0").await;
+    assert_eq!(config_backups(&kt, "down").await.unwrap(), [3, 2, 1]);
     kt.stop().await;
 }

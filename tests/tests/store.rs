@@ -16,6 +16,7 @@ use knowton_coordinator::store::{
     Tenant, Unique, now,
 };
 use knowton_coordinator::store::{BackupKind, BackupRun, RunProgress, RunStatus, RunTrigger};
+use knowton_coordinator::store::{CommittedConfig, StoredChannels};
 use knowton_tests::{Db, TestDb, eventually, on_every_backend};
 use uuid::Uuid;
 
@@ -34,6 +35,7 @@ on_every_backend!(with given_store:
     the_lease_has_one_holder_and_fences_a_deposed_leaders_writes,
     the_shared_rate_budget_computes_what_the_gcra_arithmetic_does,
     one_backup_run_at_a_time_and_a_stale_one_is_marked_interrupted,
+    configuration_versions_queue_for_backup_with_what_they_committed,
 );
 
 /// Runs `test` on a store opened directly on a database of its own, and
@@ -778,4 +780,146 @@ async fn one_backup_run_at_a_time_and_a_stale_one_is_marked_interrupted(store: A
     );
     store.purge(id).await.unwrap();
     assert!(store.backup_runs(id, 10).await.unwrap().is_empty());
+}
+
+/// Every configuration version, thresholds and channels included, is
+/// queued for backup in its own transaction with the thresholds and the
+/// sealed channels it committed; the queue lists the pending ones oldest
+/// first (a tenant's alone, a bounded batch) until each is marked, and
+/// marking again changes nothing.
+async fn configuration_versions_queue_for_backup_with_what_they_committed(store: Arc<dyn Store>) {
+    use knowton_common::thresholds::{Level, Thresholds};
+    let committed = store.config_committed();
+    let fixture = tenant("queued");
+    let other = tenant("other");
+    let id = fixture.new.tenant.id;
+    store.create_tenant(&fixture.new).await.unwrap();
+    tokio::time::timeout(StdDuration::from_secs(5), committed.notified())
+        .await
+        .expect("a committed version wakes the queue's worker");
+    store.create_tenant(&other.new).await.unwrap();
+
+    let thresholds = Thresholds {
+        response_time_ms: Level {
+            warning: 100.0,
+            critical: 200.0,
+        },
+        ..Thresholds::default()
+    };
+    store
+        .set_thresholds(id, Some(&thresholds), "admin")
+        .await
+        .unwrap();
+    // The same again is no change: no version.
+    store
+        .set_thresholds(id, Some(&thresholds), "admin")
+        .await
+        .unwrap();
+    let channels = StoredChannels {
+        emails: Some(vec!["ops@queued.example.com".into()]),
+        sealed_webhook: Some("sealed-webhook-value".into()),
+        sealed_slack: None,
+        display: serde_json::json!({"webhookUrl": "https://hooks.example.com/…"}),
+        updated_at: now(),
+    };
+    store
+        .set_notification_channels(id, &channels, "admin", "webhook")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_tenant(id).await.unwrap().unwrap().config_version,
+        3,
+        "thresholds are a configuration version"
+    );
+    assert!(matches!(
+        store
+            .set_thresholds(Uuid::now_v7(), Some(&thresholds), "admin")
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    let versions = |pending: &[CommittedConfig]| {
+        pending
+            .iter()
+            .map(|p| (p.slug.clone(), p.version.version))
+            .collect::<Vec<_>>()
+    };
+    let pending = store.pending_config_versions(Some(id), 10).await.unwrap();
+    assert_eq!(
+        versions(&pending),
+        [
+            ("queued".into(), 1),
+            ("queued".into(), 2),
+            ("queued".into(), 3)
+        ]
+    );
+    let first = pending[0].settings.as_ref().unwrap();
+    assert_eq!(first.thresholds, None, "the defaults");
+    assert_eq!(
+        pending[0].version.snapshot["thresholds"],
+        serde_json::Value::Null
+    );
+    let second = pending[1].settings.as_ref().unwrap();
+    assert_eq!(second.thresholds, Some(thresholds));
+    assert_eq!(pending[1].version.change, "thresholds");
+    assert_eq!(
+        pending[1].version.snapshot["thresholds"]["responseTimeMs"]["warning"],
+        100.0
+    );
+    let third = pending[2].settings.as_ref().unwrap();
+    assert_eq!(third.thresholds, Some(thresholds), "kept from before");
+    let sealed = third.channels.as_ref().unwrap();
+    assert_eq!(
+        (sealed.emails.clone(), sealed.sealed_webhook.as_deref()),
+        (
+            Some(vec!["ops@queued.example.com".to_owned()]),
+            Some("sealed-webhook-value")
+        )
+    );
+    assert!(
+        !pending[2]
+            .version
+            .snapshot
+            .to_string()
+            .contains("sealed-webhook-value"),
+        "the history shows no sealed value"
+    );
+
+    let all = store.pending_config_versions(None, 2).await.unwrap();
+    assert_eq!(all.len(), 2, "a bounded batch");
+    assert_eq!(
+        store.pending_config_versions(None, 10).await.unwrap().len(),
+        4,
+        "both tenants' versions"
+    );
+
+    store.mark_config_backed_up(id, 1).await.unwrap();
+    store.mark_config_backed_up(id, 2).await.unwrap();
+    store.mark_config_backed_up(id, 2).await.unwrap();
+    assert_eq!(
+        versions(&store.pending_config_versions(Some(id), 10).await.unwrap()),
+        [("queued".into(), 3)]
+    );
+    let latest = store.latest_config_version(id).await.unwrap().unwrap();
+    assert_eq!(latest.version.version, 3);
+    assert_eq!(latest.settings, pending[2].settings);
+
+    store.set_thresholds(id, None, "admin").await.unwrap();
+    let reset = store.latest_config_version(id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            reset.version.version,
+            reset.version.change.as_str(),
+            reset.settings.unwrap().thresholds
+        ),
+        (4, "thresholds reset to the defaults", None)
+    );
+    store.purge(id).await.unwrap();
+    assert!(
+        store
+            .pending_config_versions(Some(id), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -159,6 +159,12 @@ pub async fn start(
     caller.require_production()?;
     let body = json::json_body(request, &()).await?;
     let request: BackupRequest = json::parse(&body)?;
+    if request.kind == BackupKind::Configuration {
+        return Err(ApiError::invalid(
+            "kind",
+            "configuration versions are backed up as they are committed: database or storage",
+        ));
+    }
     let tenant = state.service.get(id).await?;
     let service = service(&state)?;
     if !caller.is_admin() {
@@ -213,7 +219,8 @@ pub struct RestoreRequest {
     /// Restore the latest complete backups taken at or before this moment
     /// (RFC 3339).
     pub at: DateTime<Utc>,
-    /// Only this kind (default: every kind backed up).
+    /// Only this kind (default: every kind backed up). The configuration
+    /// is applied as a new configuration version.
     pub only: Option<BackupKind>,
     /// Another tenant (id or slug) to restore into, which must exist
     /// (default: the tenant itself).
@@ -234,7 +241,8 @@ pub struct RestoreView {
 }
 
 /// Restore the tenant's data as it was at a moment (admin only): first a
-/// safety backup of what is replaced, then the database, then the files.
+/// safety backup of what is replaced, then the database, then the files,
+/// then the configuration (as a new configuration version).
 #[utoipa::path(post, path = "/api/v1/tenants/{idOrSlug}/restore", tag = "backups",
     params(("idOrSlug" = String, Path, description = "Tenant id or slug")),
     request_body = RestoreRequest,

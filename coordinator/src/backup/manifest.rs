@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::BackupKind;
 use super::chunk::{ChunkRef, Transfer};
+use crate::store::ConfigSettings;
 
 /// Bumped when a manifest's meaning changes.
 pub const FORMAT: u32 = 1;
@@ -42,6 +43,21 @@ pub enum Content {
     },
     /// The tenant's files.
     Storage { entries: Vec<Entry> },
+    /// One configuration version of the tenant, as it was committed (the
+    /// manifest holds it whole: no chunks).
+    Configuration {
+        version: i64,
+        actor: String,
+        change: String,
+        /// Plan, domain, features, branding, thresholds and the redacted
+        /// notification channels, as the history shows them.
+        snapshot: serde_json::Value,
+        /// The thresholds and the notification channels, their secrets
+        /// still sealed; absent for a version recorded before
+        /// configuration backups.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settings: Option<Box<ConfigSettings>>,
+    },
 }
 
 impl Content {
@@ -50,6 +66,7 @@ impl Content {
         let (dump, files): (&[ChunkRef], &[Entry]) = match self {
             Content::Database { chunks, .. } => (chunks, &[]),
             Content::Storage { entries } => (&[], entries),
+            Content::Configuration { .. } => (&[], &[]),
         };
         dump.iter().chain(files.iter().flat_map(|e| match &e.node {
             Node::File { chunks, .. } => chunks.as_slice(),
@@ -60,6 +77,14 @@ impl Content {
     /// The bytes the backup restores.
     pub fn size(&self) -> u64 {
         self.chunks().map(|c| c.len).sum()
+    }
+
+    /// The configuration version a configuration backup holds.
+    pub fn config_version(&self) -> Option<i64> {
+        match self {
+            Content::Configuration { version, .. } => Some(*version),
+            _ => None,
+        }
     }
 }
 

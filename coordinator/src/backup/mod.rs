@@ -6,8 +6,12 @@
 //! A backup is its manifest ([`manifest`]), written after every chunk it
 //! names: a run that stops part-way (a crash, a kill) leaves chunks that
 //! the next run reuses, and no backup that looks complete.
+//!
+//! A tenant's configuration is backed up version by version as it is
+//! committed ([`config`]): its manifest holds it whole.
 
 pub mod chunk;
+pub mod config;
 pub mod database;
 pub mod manifest;
 pub mod repo;
@@ -85,6 +89,14 @@ pub enum BackupError {
     },
     #[error("{0} already exists: a restore writes into a new directory only")]
     TargetExists(PathBuf),
+    #[error("failed to read or record the configuration backup queue")]
+    Queue(#[source] crate::store::StoreError),
+    #[error("failed to apply the configuration to tenant {tenant}")]
+    Apply {
+        tenant: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Where backups go, and how long they are kept.
@@ -299,6 +311,9 @@ pub struct BackupInfo {
     pub bytes_written: u64,
     pub new_chunks: u64,
     pub reused_chunks: u64,
+    /// The configuration version, for a configuration backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
 }
 
 impl From<&Manifest> for BackupInfo {
@@ -312,6 +327,7 @@ impl From<&Manifest> for BackupInfo {
             bytes_written: m.transfer.bytes_written,
             new_chunks: m.transfer.new_chunks,
             reused_chunks: m.transfer.reused_chunks,
+            version: m.content.config_version(),
         }
     }
 }
@@ -376,12 +392,19 @@ impl Backups {
                 })?;
                 database::back_up(databases, &database_name(&tenant.slug), writer).await?
             }
+            BackupKind::Configuration => {
+                return Err(BackupError::Nothing {
+                    tenant: tenant.slug.clone(),
+                    kind,
+                    reason: "configuration versions are backed up as they are committed",
+                });
+            }
             BackupKind::Storage => {
                 let root = self.storage_dir(tenant, kind)?;
                 let previous = match self.latest(tenant.id, kind, Utc::now()).await? {
                     Some(m) => match m.content {
                         Content::Storage { entries } => entries,
-                        Content::Database { .. } => Vec::new(),
+                        Content::Database { .. } | Content::Configuration { .. } => Vec::new(),
                     },
                     None => Vec::new(),
                 };
@@ -469,7 +492,7 @@ impl Backups {
             .await?
             .into_iter()
             .filter(|m| m.taken_at <= at)
-            .max_by_key(|m| m.taken_at))
+            .max_by_key(|m| (m.taken_at, m.content.config_version())))
     }
 
     /// Deletes the backups of `tenant` that `policy` does not keep, then
@@ -490,7 +513,11 @@ impl Backups {
         for &kind in BackupKind::ALL {
             let manifests = self.manifests(tenant, kind).await?;
             let taken: Vec<_> = manifests.iter().map(|m| m.taken_at).collect();
-            for (manifest, keep) in manifests.iter().zip(policy.keeps(&taken)) {
+            let keeps = match kind {
+                BackupKind::Configuration => policy.keeps_versions(&taken, now),
+                BackupKind::Database | BackupKind::Storage => policy.keeps(&taken),
+            };
+            for (manifest, keep) in manifests.iter().zip(keeps) {
                 if keep {
                     report.kept += 1;
                 } else {

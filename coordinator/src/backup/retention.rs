@@ -108,6 +108,21 @@ impl Retention {
         }
         keep
     }
+
+    /// For each configuration version taken at `taken`, whether the policy
+    /// keeps it at `now`: every version of the last `daily` days (at least
+    /// one), so that a restore to any moment of them finds exactly the
+    /// configuration of that moment, and before them the newest of each
+    /// period, as [`Self::keeps`] (the state at the end of the day, week
+    /// or month, which a restore to a date takes).
+    pub fn keeps_versions(&self, taken: &[DateTime<Utc>], now: DateTime<Utc>) -> Vec<bool> {
+        let recent = now - chrono::Duration::days(i64::from(self.daily.max(1)));
+        self.keeps(taken)
+            .into_iter()
+            .zip(taken)
+            .map(|(kept, t)| kept || *t >= recent)
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -188,5 +203,43 @@ mod tests {
         let taken = [at(2026, 1, 1, 2), at(2026, 1, 1, 3)];
         assert_eq!(Retention::default().keeps(&taken), [false, true]);
         assert_eq!(Retention::default().keeps(&[]), Vec::<bool>::new());
+    }
+
+    /// Configuration versions: all of the last `daily` days, then the
+    /// newest of each older period the policy keeps.
+    #[test]
+    fn every_recent_configuration_version_is_kept_and_older_ones_thinned() {
+        let now = at(2026, 3, 20, 12);
+        let policy = Retention {
+            daily: 3,
+            weekly: 0,
+            monthly: 1,
+        };
+        let taken = [
+            at(2026, 3, 1, 1),   // not the newest of a period kept
+            at(2026, 3, 17, 4),  // before the last 3 days, not its day's newest
+            at(2026, 3, 17, 5),  // its day's newest
+            at(2026, 3, 19, 1),  // within the last 3 days: all kept
+            at(2026, 3, 20, 10), // (the policy alone would drop this one)
+            at(2026, 3, 20, 11),
+        ];
+        assert_eq!(
+            policy.keeps(&taken),
+            [false, false, true, true, false, true]
+        );
+        assert_eq!(
+            policy.keeps_versions(&taken, now),
+            [false, false, true, true, true, true]
+        );
+        let weekly_only = Retention {
+            daily: 0,
+            weekly: 1,
+            monthly: 0,
+        };
+        assert_eq!(
+            weekly_only.keeps_versions(&[at(2026, 3, 19, 13), at(2026, 3, 20, 1)], now),
+            [true, true],
+            "without daily, versions of the last day are all kept"
+        );
     }
 }

@@ -43,6 +43,8 @@ pub struct BackupService {
     /// Each active tenant's backups as last read from the store
     /// (refreshed every minute and after each run or verification here).
     status: Arc<BackupStatus>,
+    /// Applies a restored configuration (see `config`).
+    pub(super) config_target: Option<Arc<dyn super::config::ConfigurationTarget>>,
 }
 
 impl BackupService {
@@ -51,6 +53,7 @@ impl BackupService {
             backups,
             store,
             status: Arc::default(),
+            config_target: None,
         }
     }
 
@@ -230,6 +233,9 @@ pub struct RestorePart {
     pub taken_at: chrono::DateTime<Utc>,
     /// Bytes the backup restores.
     pub size: u64,
+    /// The configuration version, for a configuration backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
     /// The backup of the state the restore replaced: what to restore to
     /// undo it (absent on a dry run).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -295,7 +301,7 @@ impl BackupService {
         };
         let mut plan = Vec::new();
         for kind in kinds {
-            if let Some(manifest) = self.backups.latest(from.id, kind, at).await? {
+            if let Some(manifest) = self.latest_for_restore(from, kind, at).await? {
                 plan.push(manifest);
             }
         }
@@ -313,6 +319,7 @@ impl BackupService {
                 backup_id: m.id,
                 taken_at: m.taken_at,
                 size: m.content.size(),
+                version: m.content.config_version(),
                 safety_backup_id: None,
                 restored_bytes: None,
             })
@@ -321,6 +328,10 @@ impl BackupService {
             return Ok(parts);
         }
         for part in &mut parts {
+            if part.kind == BackupKind::Configuration {
+                part.safety_backup_id = Some(self.configuration_safety(into).await?);
+                continue;
+            }
             let safety = self
                 .run(
                     into,
@@ -344,6 +355,10 @@ impl BackupService {
             let written = match part.kind {
                 BackupKind::Database => self.backups.restore_database(manifest, into).await,
                 BackupKind::Storage => self.backups.restore_storage(manifest, into).await,
+                BackupKind::Configuration => {
+                    self.restore_configuration(manifest, from, into, actor)
+                        .await
+                }
             };
             match written {
                 Ok(bytes) => {

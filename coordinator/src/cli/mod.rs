@@ -111,7 +111,8 @@ pub struct TenantArgs {
 pub struct BackupRunArgs {
     /// Tenant id or slug.
     pub tenant: String,
-    /// What to back up (default: database and storage).
+    /// What to back up (default: database and storage; configuration
+    /// versions are backed up as they are committed).
     #[arg(long, value_parser = ["database", "storage"])]
     pub kind: Option<String>,
     #[command(flatten)]
@@ -128,8 +129,10 @@ pub struct RestoreArgs {
     /// The time on --date (HH:MM or HH:MM:SS, UTC).
     #[arg(long)]
     pub time: Option<chrono::NaiveTime>,
-    /// Only the database, or only the files.
-    #[arg(long, value_parser = ["database", "storage"])]
+    /// Only the database, only the files, or only the configuration
+    /// (plan, features, branding, domain, thresholds, notification
+    /// channels: applied as a new configuration version).
+    #[arg(long, value_parser = ["database", "storage", "configuration"])]
     pub only: Option<String>,
     /// Restore into this other (existing) tenant instead.
     #[arg(long)]

@@ -36,8 +36,17 @@ pub async fn list(args: TenantArgs) -> anyhow::Result<()> {
         );
     }
     for b in &backups {
+        if let Some(version) = b["version"].as_i64() {
+            println!(
+                "{}  {:<13}  taken {}  version {version}",
+                text(&b["id"]),
+                text(&b["kind"]),
+                text(&b["takenAt"]),
+            );
+            continue;
+        }
         println!(
-            "{}  {:<8}  taken {}  {:>12}  (+{} written, {} new chunks)",
+            "{}  {:<13}  taken {}  {:>12}  (+{} written, {} new chunks)",
             text(&b["id"]),
             text(&b["kind"]),
             text(&b["takenAt"]),
@@ -177,7 +186,10 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
             text(&view["into"]),
             text(&part["backupId"]),
             text(&part["takenAt"]),
-            bytes(&part["size"]),
+            match part["version"].as_i64() {
+                Some(version) => format!("version {version}"),
+                None => bytes(&part["size"]),
+            },
             part["safetyBackupId"]
                 .as_str()
                 .map(|id| format!(" (the state before is backup {id})"))

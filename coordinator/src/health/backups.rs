@@ -40,22 +40,29 @@ pub struct BackupFacts<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// The age thresholds of `kind`, in hours.
-fn age_level(thresholds: &Thresholds, kind: BackupKind) -> Level {
+/// The age thresholds of `kind`, in hours (none: written on change, not
+/// on a schedule).
+fn age_level(thresholds: &Thresholds, kind: BackupKind) -> Option<Level> {
     match kind {
-        BackupKind::Database => thresholds.database_backup_age_hours,
-        BackupKind::Storage => thresholds.storage_backup_age_hours,
+        BackupKind::Database => Some(thresholds.database_backup_age_hours),
+        BackupKind::Storage => Some(thresholds.storage_backup_age_hours),
+        BackupKind::Configuration => None,
     }
 }
 
 /// The `backup` check, or none when nothing is backed up here.
 pub fn backup_check(facts: BackupFacts<'_>) -> Option<CheckResult> {
-    let (&first, _) = facts.kinds.split_first()?;
+    let first = facts
+        .kinds
+        .iter()
+        .find_map(|&k| age_level(facts.thresholds, k))?;
     let mut findings: Vec<(CheckState, String)> = Vec::new();
     // The kind nearest its critical age gives the value shown.
     let mut shown: Option<(f64, f64, Level)> = None;
     for &kind in facts.kinds {
-        let level = age_level(facts.thresholds, kind);
+        let Some(level) = age_level(facts.thresholds, kind) else {
+            continue;
+        };
         let last = facts.backups.and_then(|b| b.last_success(kind));
         let hours = hours_between(last.unwrap_or(facts.tenant_since), facts.now);
         let ratio = hours / level.critical;
@@ -129,7 +136,7 @@ pub fn backup_check(facts: BackupFacts<'_>) -> Option<CheckResult> {
             .collect::<Vec<_>>()
             .join("; ")
     };
-    let (_, hours, level) = shown.unwrap_or((0.0, 0.0, age_level(facts.thresholds, first)));
+    let (_, hours, level) = shown.unwrap_or((0.0, 0.0, first));
     Some(CheckResult {
         check: Check::Backup,
         state,

@@ -186,7 +186,9 @@ pub fn seal_body<T: Serialize>(secrets: &SecretBox, id: Uuid, body: &T) -> Strin
     secrets.seal(&json, &outbox_context(id))
 }
 
-fn channel_context(tenant: Uuid, name: &str) -> String {
+/// What a channel's sealed value of `tenant` is bound to (`webhook`,
+/// `slack`): it opens for that tenant alone.
+pub fn channel_context(tenant: Uuid, name: &str) -> String {
     format!("tenant/{tenant}/notify/{name}")
 }
 

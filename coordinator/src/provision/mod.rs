@@ -9,6 +9,7 @@ mod error;
 mod follow;
 mod prepare;
 mod request;
+mod restore;
 mod retire;
 mod update;
 

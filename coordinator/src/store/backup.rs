@@ -1,5 +1,7 @@
 //! What the store keeps of backups: each run (its kind, trigger, progress
-//! and outcome) and each verification (its problems). The backups
+//! and outcome), each verification (its problems), and the queue of
+//! configuration versions not yet written to the backup repository (the
+//! history rows themselves). The backups
 //! themselves are in the backup repository.
 
 use async_trait::async_trait;
@@ -8,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::Result;
+use knowton_common::thresholds::Thresholds;
+
+use super::{ConfigVersion, Result};
 
 /// What a backup holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -16,6 +20,8 @@ use super::Result;
 pub enum BackupKind {
     Database,
     Storage,
+    /// A configuration version, written when it is committed.
+    Configuration,
 }
 
 /// How a backup run ended, or that it has not.
@@ -59,15 +65,16 @@ macro_rules! names {
     };
 }
 
-names!(BackupKind { Database => "database", Storage => "storage" });
+names!(BackupKind { Database => "database", Storage => "storage", Configuration => "configuration" });
 names!(RunStatus { Running => "running", Succeeded => "succeeded", Failed => "failed" });
 names!(RunTrigger { Schedule => "schedule", Manual => "manual" });
 
 impl std::str::FromStr for BackupKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        BackupKind::parse(s)
-            .ok_or_else(|| format!("unknown backup kind {s:?}: expected database or storage"))
+        BackupKind::parse(s).ok_or_else(|| {
+            format!("unknown backup kind {s:?}: expected database, storage or configuration")
+        })
     }
 }
 
@@ -155,6 +162,42 @@ pub struct RunProgress {
     pub new_chunks: i64,
 }
 
+/// What a configuration version committed beside its snapshot, kept for
+/// its backup: restoring it needs the secrets, which the snapshot (shown by
+/// the history) leaves out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigSettings {
+    /// The tenant's own thresholds; `None`: the defaults.
+    pub thresholds: Option<Thresholds>,
+    /// Its notification channels; `None`: it had none recorded.
+    pub channels: Option<SealedChannels>,
+}
+
+/// A tenant's notification channels as stored: the webhook and Slack URLs
+/// still sealed under the coordinator's secret key (bound to the tenant),
+/// never opened for a backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedChannels {
+    /// `None`: the default, the tenant admin's address.
+    pub emails: Option<Vec<String>>,
+    pub sealed_webhook: Option<String>,
+    pub sealed_slack: Option<String>,
+    /// The redacted view the API shows.
+    pub display: serde_json::Value,
+}
+
+/// A committed configuration version, with what its backup needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommittedConfig {
+    pub tenant_id: Uuid,
+    pub slug: String,
+    pub version: ConfigVersion,
+    /// `None` for versions recorded before configuration backups.
+    pub settings: Option<ConfigSettings>,
+}
+
 #[async_trait]
 pub trait BackupStore: Send + Sync {
     /// Records `run` as running. A running run of the same tenant and kind
@@ -188,4 +231,20 @@ pub trait BackupStore: Send + Sync {
     async fn verifications(&self, tenant: Uuid, limit: i64) -> Result<Vec<Verification>>;
     /// Each active tenant's latest verification, with the tenant's slug.
     async fn latest_verifications(&self) -> Result<Vec<(String, Verification)>>;
+
+    /// Configuration versions whose backup is not written yet, oldest
+    /// first, at most `limit`; only `tenant`'s when given.
+    async fn pending_config_versions(
+        &self,
+        tenant: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<CommittedConfig>>;
+    /// Records that the backup of `tenant`'s `version` is written (again:
+    /// nothing changes).
+    async fn mark_config_backed_up(&self, tenant: Uuid, version: i64) -> Result<()>;
+    /// `tenant`'s latest configuration version.
+    async fn latest_config_version(&self, tenant: Uuid) -> Result<Option<CommittedConfig>>;
+    /// Woken after this store committed a configuration version (other
+    /// replicas' are found by polling).
+    fn config_committed(&self) -> std::sync::Arc<tokio::sync::Notify>;
 }

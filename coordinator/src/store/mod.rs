@@ -16,7 +16,8 @@
 //!   once ([`ChangeStore`]).
 //! - `ratelimit`: each tenant's request budget, shared by the replicas
 //!   ([`RateLimitStore`]).
-//! - `backup`: backup runs, their progress and outcome ([`BackupStore`]).
+//! - `backup`: backup runs, their progress and outcome, and the queue of
+//!   configuration versions to back up ([`BackupStore`]).
 //! - `sql`: the SQL of all of them, written once for both backends.
 
 mod backup;
@@ -44,8 +45,8 @@ use uuid::Uuid;
 use crate::credentials::KeyKind;
 
 pub use backup::{
-    BackupKind, BackupRun, BackupStore, FailureStreak, LastBackup, RunProgress, RunStatus,
-    RunTrigger, Verification,
+    BackupKind, BackupRun, BackupStore, CommittedConfig, ConfigSettings, FailureStreak,
+    LastBackup, RunProgress, RunStatus, RunTrigger, SealedChannels, Verification,
 };
 pub use changes::{Change, ChangeListener, ChangeStore, MAX_CHANGE_BYTES};
 pub use deploy::{DeployStore, DeploymentEvent, DeploymentRow, DeploymentSettings, Phase};

@@ -172,7 +172,9 @@ pub trait MonitorStore: Send + Sync {
     async fn all_thresholds(&self) -> Result<Vec<(Uuid, Thresholds)>>;
     /// One tenant's overrides, if it has any.
     async fn thresholds(&self, tenant: Uuid) -> Result<Option<Thresholds>>;
-    /// Sets (or with `None` removes) the tenant's overrides.
+    /// Sets (or with `None` removes) the tenant's overrides, as a new
+    /// configuration version (none when they do not change). `NotFound`
+    /// without the tenant.
     async fn set_thresholds(
         &self,
         tenant: Uuid,

@@ -32,11 +32,16 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Notified after a configuration version is committed (see `backup`).
+    config_committed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl SqliteStore {
     pub fn new(pool: SqlitePool) -> Self {
-        SqliteStore { pool }
+        SqliteStore {
+            pool,
+            config_committed: std::sync::Arc::default(),
+        }
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -59,6 +64,8 @@ pub struct PgStore {
     /// Signs this store's announcements, so that its listener skips them:
     /// what a replica changes it has applied already.
     origin: uuid::Uuid,
+    /// Notified after a configuration version is committed (see `backup`).
+    config_committed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl PgStore {
@@ -67,6 +74,7 @@ impl PgStore {
             pool,
             changes_channel: std::sync::Arc::default(),
             origin: uuid::Uuid::new_v4(),
+            config_committed: std::sync::Arc::default(),
         }
     }
 
@@ -305,6 +313,7 @@ macro_rules! sql_store {
                 Self::insert_history(&mut tx, &id, 1, t.created_at, &new.actor, "provisioned", &snap)
                     .await?;
                 tx.commit().await?;
+                self.config_committed.notify_one();
                 Ok(())
             }
 
@@ -445,6 +454,7 @@ macro_rules! sql_store {
                 Self::insert_history(&mut tx, &id, version, at, &change.actor, &change.summary, &snap)
                     .await?;
                 tx.commit().await?;
+                self.config_committed.notify_one();
                 Ok(version)
             }
 

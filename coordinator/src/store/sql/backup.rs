@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::{PgStore, SqliteStore, corrupt, parse_uuid};
 use crate::store::{
-    BackupKind, BackupRun, BackupStore, FailureStreak, LastBackup, Result, RunProgress, RunStatus,
-    RunTrigger, Verification, now,
+    BackupKind, BackupRun, BackupStore, CommittedConfig, ConfigVersion, FailureStreak,
+    LastBackup, Result, RunProgress, RunStatus, RunTrigger, Verification, now,
 };
 
 const FIELDS: &str = "id, tenant_id, kind, trigger_kind, actor, status, started_at, updated_at, \
@@ -19,6 +19,11 @@ const VERIFICATION_FIELDS: &str = "v.id, v.tenant_id, v.deep, v.trigger_kind, v.
 
 /// How long verifications are kept.
 const KEEP_VERIFICATIONS: chrono::TimeDelta = chrono::TimeDelta::days(90);
+/// A configuration version with its tenant's slug and settings, as
+/// `committed_config_from_row` reads it.
+const CONFIG_FIELDS: &str = "h.tenant_id, t.slug, h.version, h.changed_at, h.actor, h.change, \
+    h.snapshot, h.settings";
+const CONFIG_FROM: &str = "FROM tenant_config_history h JOIN tenants t ON t.id = h.tenant_id";
 
 /// The longest error message kept with a run.
 const MAX_ERROR: usize = 2000;
@@ -75,6 +80,34 @@ macro_rules! backup_sql {
                     problems: serde_json::from_str(&problems)
                         .map_err(|e| corrupt(format!("verification problems: {e}")))?,
                     problems_total: row.try_get("problems_total")?,
+                })
+            }
+
+            fn committed_config_from_row(
+                row: &<super::DbOf<$store> as sqlx::Database>::Row,
+            ) -> Result<CommittedConfig> {
+                let tenant_id = parse_uuid(&row.try_get::<String, _>("tenant_id")?)?;
+                let version: i64 = row.try_get("version")?;
+                let snapshot: String = row.try_get("snapshot")?;
+                let settings = row
+                    .try_get::<Option<String>, _>("settings")?
+                    .map(|s| {
+                        serde_json::from_str(&s).map_err(|e| {
+                            corrupt(format!("settings of version {version} of {tenant_id}: {e}"))
+                        })
+                    })
+                    .transpose()?;
+                Ok(CommittedConfig {
+                    tenant_id,
+                    slug: row.try_get("slug")?,
+                    version: ConfigVersion {
+                        version,
+                        changed_at: row.try_get("changed_at")?,
+                        actor: row.try_get("actor")?,
+                        change: row.try_get("change")?,
+                        snapshot: serde_json::from_str(&snapshot).map_err(corrupt)?,
+                    },
+                    settings,
                 })
             }
         }
@@ -301,6 +334,56 @@ macro_rules! backup_sql {
                 rows.iter()
                     .map(|row| Ok((row.try_get("slug")?, Self::verification_from_row(row)?)))
                     .collect()
+            }
+
+            async fn pending_config_versions(
+                &self,
+                tenant: Option<Uuid>,
+                limit: i64,
+            ) -> Result<Vec<CommittedConfig>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {CONFIG_FIELDS} {CONFIG_FROM} \
+                     WHERE h.backed_up_at IS NULL AND ($1 = '' OR h.tenant_id = $1) \
+                     ORDER BY h.changed_at, h.tenant_id, h.version LIMIT $2"
+                ));
+                let rows = sqlx::query(sql)
+                    .bind(tenant.map(|t| t.to_string()).unwrap_or_default())
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(Self::committed_config_from_row).collect()
+            }
+
+            async fn mark_config_backed_up(&self, tenant: Uuid, version: i64) -> Result<()> {
+                sqlx::query(
+                    "UPDATE tenant_config_history SET backed_up_at = $3 \
+                     WHERE tenant_id = $1 AND version = $2 AND backed_up_at IS NULL",
+                )
+                .bind(tenant.to_string())
+                .bind(version)
+                .bind(now())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn latest_config_version(
+                &self,
+                tenant: Uuid,
+            ) -> Result<Option<CommittedConfig>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {CONFIG_FIELDS} {CONFIG_FROM} WHERE h.tenant_id = $1 \
+                     ORDER BY h.version DESC LIMIT 1"
+                ));
+                let row = sqlx::query(sql)
+                    .bind(tenant.to_string())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::committed_config_from_row).transpose()
+            }
+
+            fn config_committed(&self) -> std::sync::Arc<tokio::sync::Notify> {
+                self.config_committed.clone()
             }
         }
     };

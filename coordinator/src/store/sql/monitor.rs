@@ -10,10 +10,10 @@ use knowton_common::thresholds::Thresholds;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{PgStore, SqliteStore, corrupt, decode, parse_uuid};
+use super::{PgStore, SqliteStore, TENANT_FIELDS, TENANT_FROM, corrupt, decode, parse_uuid};
 use crate::store::{
     AlertEventRow, AlertFilter, AlertRow, AlertWrite, CleanupCounts, Fence, HealthSummary,
-    MonitorStore, Result, Rollup, Silence, StoreError,
+    MonitorStore, Result, Rollup, Silence, StoreError, snapshot, with_notifications,
 };
 
 const ALERT_FIELDS: &str = "a.id, a.tenant_id, t.slug AS tenant_slug, a.check_name, a.severity, \
@@ -198,10 +198,42 @@ macro_rules! monitor_sql {
                 actor: &str,
             ) -> Result<()> {
                 let id = tenant.to_string();
-                match thresholds {
-                    Some(t) => {
-                        let json = serde_json::to_string(t)
-                            .map_err(|e| corrupt(format!("thresholds: {e}")))?;
+                let at = crate::store::now();
+                let json = thresholds
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| corrupt(format!("thresholds: {e}")))?;
+                let mut tx = self.begin_write().await?;
+                // A configuration version, as any change of the tenant's
+                // configuration: the tenant's row first (it orders
+                // concurrent changes), then the thresholds, then the
+                // history version that records (and backs up) them.
+                let row = sqlx::query(
+                    "UPDATE tenants SET updated_at = $2, config_version = config_version + 1 \
+                     WHERE id = $1 RETURNING config_version",
+                )
+                .bind(&id)
+                .bind(at)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    tx.rollback().await?;
+                    return Err(StoreError::NotFound);
+                };
+                let version: i64 = row.try_get("config_version")?;
+                let current = sqlx::query("SELECT thresholds FROM tenant_thresholds WHERE tenant_id = $1")
+                    .bind(&id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| parse_thresholds(tenant, &row.try_get::<String, _>("thresholds")?))
+                    .transpose()?;
+                if current.as_ref() == thresholds {
+                    // Nothing changes: no version.
+                    tx.rollback().await?;
+                    return Ok(());
+                }
+                match &json {
+                    Some(json) => {
                         sqlx::query(
                             "INSERT INTO tenant_thresholds (tenant_id, thresholds, updated_at, updated_by) \
                              VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id) DO UPDATE SET \
@@ -210,18 +242,34 @@ macro_rules! monitor_sql {
                         )
                         .bind(&id)
                         .bind(json)
-                        .bind(crate::store::now())
+                        .bind(at)
                         .bind(actor)
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
                         .await?;
                     }
                     None => {
                         sqlx::query("DELETE FROM tenant_thresholds WHERE tenant_id = $1")
                             .bind(&id)
-                            .execute(&self.pool)
+                            .execute(&mut *tx)
                             .await?;
                     }
                 }
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {TENANT_FIELDS} {TENANT_FROM} WHERE t.id = $1"
+                ));
+                let row = sqlx::query(sql).bind(&id).fetch_one(&mut *tx).await?;
+                let t = Self::tenant_from_row(&row)?;
+                let snap = with_notifications(
+                    snapshot(t.plan, &t.domain, &t.features, &t.branding),
+                    Self::channels_display(&mut tx, &id).await?,
+                );
+                let summary = match thresholds {
+                    Some(_) => "thresholds",
+                    None => "thresholds reset to the defaults",
+                };
+                Self::insert_history(&mut tx, &id, version, at, actor, summary, &snap).await?;
+                tx.commit().await?;
+                self.config_committed.notify_one();
                 Ok(())
             }
 

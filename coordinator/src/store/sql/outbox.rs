@@ -320,6 +320,7 @@ macro_rules! outbox_sql {
                 );
                 Self::insert_history(&mut tx, &id, version, at, actor, summary, &snap).await?;
                 tx.commit().await?;
+                self.config_committed.notify_one();
                 Ok(version)
             }
         }

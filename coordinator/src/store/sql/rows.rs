@@ -1,12 +1,14 @@
 //! A tenant's rows for both backends: decoding a tenant and its keys, and
-//! the inserts that several writes share (an API key, a history version).
+//! the inserts that several writes share (an API key, a history version
+//! with what its backup needs).
 
 use chrono::{DateTime, Utc};
+use knowton_common::thresholds::Thresholds;
 use knowton_common::{Branding, Features, TenantStatus, Usage};
 use sqlx::Row;
 
-use super::{PgStore, SqliteStore, corrupt, parse_uuid, to_u64};
-use crate::store::{ApiKeyInfo, NewApiKey, Result, Tenant};
+use super::{PgStore, SqliteStore, corrupt, parse_json, parse_uuid, to_u64};
+use crate::store::{ApiKeyInfo, ConfigSettings, NewApiKey, Result, SealedChannels, Tenant};
 
 macro_rules! tenant_rows {
     ($store:ty) => {
@@ -34,7 +36,10 @@ macro_rules! tenant_rows {
             }
 
             /// Appends version `version` to `tenant`'s configuration history
-            /// inside `tx`.
+            /// inside `tx`, after the change: the snapshot with the tenant's
+            /// thresholds as they now are, and (for its backup, never shown)
+            /// its thresholds and notification channels, still sealed. The
+            /// row is also the version's entry in the backup queue.
             pub(super) async fn insert_history(
                 tx: &mut sqlx::Transaction<'static, $crate::store::sql::DbOf<$store>>,
                 tenant: &str,
@@ -44,9 +49,25 @@ macro_rules! tenant_rows {
                 change: &str,
                 snapshot: &serde_json::Value,
             ) -> Result<()> {
+                let settings = Self::config_settings(tx, tenant).await?;
+                let mut snapshot = snapshot.clone();
+                if let Some(map) = snapshot.as_object_mut() {
+                    let thresholds = settings
+                        .thresholds
+                        .as_ref()
+                        .map(serde_json::to_value)
+                        .transpose()
+                        .map_err(|e| corrupt(format!("thresholds: {e}")))?;
+                    map.insert(
+                        "thresholds".to_owned(),
+                        thresholds.unwrap_or(serde_json::Value::Null),
+                    );
+                }
+                let settings = serde_json::to_string(&settings)
+                    .map_err(|e| corrupt(format!("configuration settings: {e}")))?;
                 sqlx::query(
                     "INSERT INTO tenant_config_history (tenant_id, version, changed_at, actor, \
-                     change, snapshot) VALUES ($1, $2, $3, $4, $5, $6)",
+                     change, snapshot, settings) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(tenant)
                 .bind(version)
@@ -54,9 +75,58 @@ macro_rules! tenant_rows {
                 .bind(actor)
                 .bind(change)
                 .bind(snapshot.to_string())
+                .bind(settings)
                 .execute(&mut **tx)
                 .await?;
                 Ok(())
+            }
+
+            /// `tenant`'s own thresholds and notification channels (sealed),
+            /// as `tx` sees them.
+            async fn config_settings(
+                tx: &mut sqlx::Transaction<'static, $crate::store::sql::DbOf<$store>>,
+                tenant: &str,
+            ) -> Result<ConfigSettings> {
+                let thresholds =
+                    sqlx::query("SELECT thresholds FROM tenant_thresholds WHERE tenant_id = $1")
+                        .bind(tenant)
+                        .fetch_optional(&mut **tx)
+                        .await?
+                        .map(|row| {
+                            let json: String = row.try_get("thresholds")?;
+                            serde_json::from_str::<Thresholds>(&json)
+                                .map_err(|e| corrupt(format!("thresholds of {tenant}: {e}")))
+                        })
+                        .transpose()?;
+                let channels = sqlx::query(
+                    "SELECT emails, sealed_webhook, sealed_slack, display \
+                     FROM tenant_notification_channels WHERE tenant_id = $1",
+                )
+                .bind(tenant)
+                .fetch_optional(&mut **tx)
+                .await?
+                .map(|row| -> Result<SealedChannels> {
+                    let emails = row
+                        .try_get::<Option<String>, _>("emails")?
+                        .map(|e| {
+                            serde_json::from_str(&e).map_err(|e| corrupt(format!("emails: {e}")))
+                        })
+                        .transpose()?;
+                    Ok(SealedChannels {
+                        emails,
+                        sealed_webhook: row.try_get("sealed_webhook")?,
+                        sealed_slack: row.try_get("sealed_slack")?,
+                        display: parse_json(
+                            "channel display",
+                            &row.try_get::<String, _>("display")?,
+                        )?,
+                    })
+                })
+                .transpose()?;
+                Ok(ConfigSettings {
+                    thresholds,
+                    channels,
+                })
             }
 
             pub(super) fn tenant_from_row(
