@@ -147,7 +147,7 @@ async fn killed_midway(kind: Db, backup: BackupKind) {
             .unwrap();
             pool.close().await;
         }
-        (BackupKind::Database, None) => unreachable!(),
+        (BackupKind::Database, None) | (BackupKind::Configuration, _) => unreachable!(),
     }
 
     let backups_path = format!("/api/v1/tenants/{slug}/backups");
