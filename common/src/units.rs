@@ -1,4 +1,5 @@
-//! Quantities as people read them: byte sizes in binary units.
+//! Quantities as people read them: byte sizes in binary units, and
+//! durations to the unit that matters.
 
 /// `512 B`, `1 TiB`, `100 GiB`, `1.5 GiB`: binary units, whole when exact,
 /// else one decimal; a size that rounds up to 1024 of a unit is shown in
@@ -18,9 +19,29 @@ pub fn format_bytes(n: u64) -> String {
     }
 }
 
+/// `45 s`, `3 min`, `2 h 5 min`: seconds under two minutes, then whole
+/// minutes, then hours and minutes.
+pub fn format_duration_secs(secs: u64) -> String {
+    match secs {
+        0..120 => format!("{secs} s"),
+        120..7200 => format!("{} min", secs.div_ceil(60)),
+        _ => {
+            let minutes = secs.div_ceil(60);
+            format!("{} h {} min", minutes / 60, minutes % 60)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::format_bytes;
+    use super::{format_bytes, format_duration_secs};
+
+    #[test]
+    fn durations_read_to_the_unit_that_matters() {
+        assert_eq!(format_duration_secs(45), "45 s");
+        assert_eq!(format_duration_secs(150), "3 min");
+        assert_eq!(format_duration_secs(7500), "2 h 5 min");
+    }
     use crate::{GIB, TIB};
 
     #[test]

@@ -58,6 +58,45 @@ impl TestCoordinator {
         assert_eq!(purged.status, StatusCode::OK, "{}", purged.body);
     }
 
+    /// `POST /api/v1/tenants/{slug}/restore` with `body`. A restore that
+    /// starts (202) is polled until its job ends: the reply is then the
+    /// 202 with the job as it ended for its body. Any other reply (a dry
+    /// run, a refusal) is returned as it is.
+    pub async fn restore(&self, slug: &str, body: Value) -> Reply {
+        let into = body["into"].as_str().unwrap_or(slug).to_owned();
+        let started = self
+            .admin(
+                Method::POST,
+                &format!("/api/v1/tenants/{slug}/restore"),
+                Some(body),
+            )
+            .await;
+        if started.status != StatusCode::ACCEPTED {
+            return started;
+        }
+        assert_eq!(started.body["status"], "running", "{}", started.body);
+        let path = format!(
+            "/api/v1/tenants/{into}/restores/{}",
+            started.body["id"].as_str().expect("a job id")
+        );
+        let job = crate::eventually_showing(
+            std::time::Duration::from_secs(60),
+            "the restore job ends",
+            || async {
+                let reply = self.admin(Method::GET, &path, None).await;
+                match reply.body["status"].as_str() {
+                    Some("succeeded" | "failed") => Ok(reply.body),
+                    _ => Err(reply.body.to_string()),
+                }
+            },
+        )
+        .await;
+        Reply {
+            body: job,
+            ..started
+        }
+    }
+
     /// Polls `slug`'s backups until its latest run has finished; the
     /// listing then.
     pub async fn finished_backup_run(&self, slug: &str) -> Value {

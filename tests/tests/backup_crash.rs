@@ -152,6 +152,7 @@ async fn killed_midway(kind: Db, backup: BackupKind) {
 
     let backups_path = format!("/api/v1/tenants/{slug}/backups");
     let kind_name = backup.as_str();
+    let listing = format!("{backups_path}?kind={kind_name}");
     let (status, started) = api
         .send(
             reqwest::Method::POST,
@@ -178,7 +179,7 @@ async fn killed_midway(kind: Db, backup: BackupKind) {
         http,
         base: second.base.clone(),
     };
-    let listed = get_json(&api.http, &api.base, &backups_path).await;
+    let listed = get_json(&api.http, &api.base, &listing).await;
     assert_eq!(listed["backups"], json!([]), "{listed}");
     // The killed run holds its kind until it has been silent long enough
     // to be known as interrupted; then the next one starts.

@@ -92,7 +92,9 @@ async fn history_dashboard_report_and_cleanup(db: Db) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(dash["status"], "warning", "{dash}");
     assert_eq!(dash["plan"], "professional");
-    assert_eq!(dash["checks"].as_array().unwrap().len(), 7);
+    assert_eq!(dash["checks"].as_array().unwrap().len(), 8, "{dash}");
+    assert_eq!(dash["checks"][7]["check"], "backup", "{dash}");
+    assert_eq!(dash["checks"][7]["state"], "ok", "{dash}");
     assert_eq!(dash["usage"]["users"]["limit"], 100.0);
     assert_eq!(dash["usage"]["storageBytes"]["used"], 1073741824.0);
     assert_eq!(dash["last24Hours"]["availability"], 1.0);

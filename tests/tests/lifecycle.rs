@@ -332,6 +332,18 @@ async fn purge_deletes_every_row_of_the_tenant_only(kt: TestCoordinator) {
         (reply.body["runs"][0]["status"] == "succeeded").then_some(())
     })
     .await;
+    // A verification of it, and a restore job.
+    let verified = kt
+        .admin(Method::POST, "/api/v1/tenants/goner/backups/verify", None)
+        .await;
+    assert_eq!(verified.body["ok"], true, "{}", verified.body);
+    let restored = kt
+        .restore(
+            "goner",
+            json!({"at": chrono::Utc::now(), "only": "storage"}),
+        )
+        .await;
+    assert_eq!(restored.body["status"], "succeeded", "{}", restored.body);
     Feed::new(&kt, "node-a").send(vec![healthy("goner", "web-0").slow(1000)]);
     eventually(Duration::from_secs(20), "goner's alert", || async {
         let reply = kt

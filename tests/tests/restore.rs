@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 on_every_backend!(db:
     a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified,
     the_leader_backs_tenants_up_on_schedule,
+    a_deprovisioned_tenants_files_are_restored_without_its_configuration,
     every_configuration_version_is_backed_up_and_an_earlier_one_restored,
     a_version_committed_while_the_repository_is_down_is_backed_up_when_it_is_back,
 );
@@ -100,14 +101,7 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
     let restore = |body: Value| {
         let kt = &kt;
         let slug = slug.clone();
-        async move {
-            kt.admin(
-                Method::POST,
-                &format!("/api/v1/tenants/{slug}/restore"),
-                Some(body),
-            )
-            .await
-        }
+        async move { kt.restore(&slug, body).await }
     };
     let dry = restore(json!({"at": backed_up, "dryRun": true})).await;
     assert_eq!(dry.status, StatusCode::OK, "{}", dry.body);
@@ -137,7 +131,15 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
         none.body
     );
     let done = restore(json!({"at": backed_up})).await;
-    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert_eq!(done.status, StatusCode::ACCEPTED, "{}", done.body);
+    assert_eq!(done.body["status"], "succeeded", "{}", done.body);
+    assert_eq!(done.body["phase"], "done");
+    assert_eq!(done.body["bytesDone"], done.body["bytesTotal"]);
+    assert!(
+        done.body["bytesTotal"].as_i64().unwrap() > 0,
+        "{}",
+        done.body
+    );
     assert_eq!(notes(&server, &database).await, earlier_rows);
     assert_eq!(
         std::fs::read_to_string(files.join("a.txt")).unwrap(),
@@ -199,7 +201,7 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
         .as_array()
         .unwrap()
         .iter()
-        .filter(|b| b["deep"] == true)
+        .filter(|b| b["deep"] == true && b["backup"]["kind"] != "configuration")
         .collect();
     assert_eq!(deep.len(), 2, "{}", verified.body);
     assert!(deep.iter().any(|b| b["backup"]["id"] == safety.as_str()));
@@ -276,8 +278,28 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
         summary.starts_with("verification found ") && summary.contains("/chunks/"),
         "{summary}"
     );
+    // The restore starts (its plan reads only manifests) and fails at the
+    // damaged chunk, before replacing anything, naming the part.
     let refused = restore(json!({"at": backed_up, "only": "storage"})).await;
-    assert_eq!(refused.status, StatusCode::BAD_GATEWAY, "{}", refused.body);
+    assert_eq!(refused.body["status"], "failed", "{}", refused.body);
+    assert_eq!(
+        refused.body["errorCode"], "restore_failed",
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("restoring the storage failed"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body["parts"][0]["safetyBackupId"].is_string(),
+        "the safety backup to return to: {}",
+        refused.body
+    );
     assert_eq!(
         std::fs::read_to_string(files.join("a.txt")).unwrap(),
         "first version",
@@ -422,10 +444,12 @@ async fn every_configuration_version_is_backed_up_and_an_earlier_one_restored(db
     let restore = |body: Value| {
         let kt = &kt;
         async move {
-            let reply = kt
-                .admin(Method::POST, "/api/v1/tenants/cfg/restore", Some(body))
-                .await;
-            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            let reply = kt.restore("cfg", body).await;
+            assert!(
+                reply.status == StatusCode::OK || reply.body["status"] == "succeeded",
+                "{}",
+                reply.body
+            );
             reply.body
         }
     };
@@ -509,7 +533,7 @@ async fn every_configuration_version_is_backed_up_and_an_earlier_one_restored(db
         .body["domain"]
         .clone();
     let into = restore(json!({"at": at_v3, "only": "configuration", "into": "cfg-copy"})).await;
-    assert_eq!(into["into"], "cfg-copy", "{into}");
+    assert_eq!(into["source"], "cfg", "{into}");
     let copy = kt
         .admin(Method::GET, "/api/v1/tenants/cfg-copy", None)
         .await
@@ -593,5 +617,42 @@ async fn a_version_committed_while_the_repository_is_down_is_backed_up_when_it_i
     until_backed_up(&kt, "down", 3).await;
     until_pending(&kt, "0").await;
     assert_eq!(config_backups(&kt, "down").await.unwrap(), [3, 2, 1]);
+    kt.stop().await;
+}
+
+/// A deprovisioned tenant (data kept) restored to a moment: its files come
+/// back; its configuration is left out of the restore (the lifecycle
+/// changes only an active tenant's), and the dry run says so first.
+async fn a_deprovisioned_tenants_files_are_restored_without_its_configuration(db: Db) {
+    let kt = TestCoordinator::start(db).await;
+    kt.provision("gone", "basic").await;
+    let files = kt.db.dir.path().join("tenants/gone");
+    std::fs::write(files.join("kept.txt"), "as backed up").unwrap();
+    back_up(&kt, "gone", "storage").await;
+    let backed_up = chrono::Utc::now();
+    std::fs::write(files.join("kept.txt"), "changed").unwrap();
+    let stopped = kt.admin(Method::DELETE, "/api/v1/tenants/gone", None).await;
+    assert_eq!(stopped.status, StatusCode::OK, "{}", stopped.body);
+
+    let dry = kt
+        .restore("gone", json!({"at": backed_up, "dryRun": true}))
+        .await;
+    assert_eq!(dry.status, StatusCode::OK, "{}", dry.body);
+    let kinds: Vec<&str> = dry.body["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["storage"], "{}", dry.body);
+
+    let done = kt.restore("gone", json!({"at": backed_up})).await;
+    assert_eq!(done.body["status"], "succeeded", "{}", done.body);
+    assert_eq!(
+        std::fs::read_to_string(files.join("kept.txt")).unwrap(),
+        "as backed up"
+    );
+    let tenant = kt.admin(Method::GET, "/api/v1/tenants/gone", None).await;
+    assert_eq!(tenant.body["status"], "deprovisioned", "{}", tenant.body);
     kt.stop().await;
 }

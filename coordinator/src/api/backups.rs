@@ -14,11 +14,12 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::page::{Page, parse_cursor};
 use super::{ApiQuery, AppState, json};
+use crate::backup::restore_job::JobStartError;
 use crate::backup::service::{
     BackupService, RestoreError, RestorePart, StartError, VerifiedBackup,
 };
 use crate::backup::{BackupError, BackupInfo, BackupKind, TenantRef};
-use crate::store::{BackupRun, RunTrigger, Verification};
+use crate::store::{BackupRun, RestoreJob, RunTrigger, Verification};
 
 /// Runs shown with the backups.
 const RUNS_SHOWN: i64 = 20;
@@ -240,24 +241,28 @@ pub struct RestoreView {
     pub parts: Vec<RestorePart>,
 }
 
-/// Restore the tenant's data as it was at a moment (admin only): first a
-/// safety backup of what is replaced, then the database, then the files,
-/// then the configuration (as a new configuration version).
+/// Restore the tenant's data as it was at a moment (admin only). A dry
+/// run answers what would be restored (200). Otherwise the restore starts
+/// as a job (202) to poll at `…/restores/{job}`: first a safety backup of
+/// what is replaced, then the database, then the files, then the
+/// configuration (as a new configuration version).
 #[utoipa::path(post, path = "/api/v1/tenants/{idOrSlug}/restore", tag = "backups",
     params(("idOrSlug" = String, Path, description = "Tenant id or slug")),
     request_body = RestoreRequest,
-    responses((status = 200, body = RestoreView), (status = 400, body = ErrorBody),
-        (status = 403, body = ErrorBody),
+    responses((status = 200, description = "dry run", body = RestoreView),
+        (status = 202, description = "started", body = RestoreJob),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "No such tenant, or no_backup before that moment", body = ErrorBody),
-        (status = 409, description = "backups_off", body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 502, description = "restore_failed (naming the part), restore_safety_failed, backup_repository_error", body = ErrorBody)),
+        (status = 409, description = "backups_off, restore_running", body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 502, description = "backup_repository_error", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn restore(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id_or_slug): Path<String>,
     request: axum::extract::Request,
-) -> Result<Json<RestoreView>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     caller.require_admin()?;
     let body = json::json_body(request, &()).await?;
     let request: RestoreRequest = json::parse(&body)?;
@@ -269,31 +274,62 @@ pub async fn restore(
             .map_err(|e| e.field("into"))?,
         None => from.clone(),
     };
-    let actor = caller.actor();
-    let (from_shown, into_shown) = (from.slug.clone(), into.slug.clone());
-    // Its own task: a client that goes away does not stop a restore
-    // half-way.
-    let parts = tokio::spawn(async move {
-        service
-            .restore(
-                &from,
-                &into,
-                request.at,
-                request.only,
-                request.dry_run,
-                &actor,
-            )
+    if request.dry_run {
+        let (plan, parts) = service
+            .plan_restore(&from, request.at, request.only)
             .await
-    })
-    .await
-    .map_err(|e| ApiError::internal(&e))?
-    .map_err(|err| restore_error(&err))?;
-    Ok(Json(RestoreView {
-        from: from_shown,
-        into: into_shown,
-        dry_run: request.dry_run,
-        parts,
-    }))
+            .map_err(|err| restore_error(&err))?;
+        let (_, parts) = service
+            .without_configuration_of_stopped(&into, request.only, plan, parts)
+            .await;
+        return Ok(Json(RestoreView {
+            from: from.slug,
+            into: into.slug,
+            dry_run: true,
+            parts,
+        })
+        .into_response());
+    }
+    let job = service
+        .start_restore(from, into, request.at, request.only, caller.actor())
+        .await
+        .map_err(|err| match err {
+            JobStartError::Plan(err) => restore_error(&err),
+            JobStartError::AlreadyRunning => ApiError::new(
+                StatusCode::CONFLICT,
+                "restore_running",
+                "a restore into this tenant is running: wait for it to end",
+            ),
+            JobStartError::Store(e) => ApiError::internal(&e),
+        })?;
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+/// A restore job: its phase, bytes restored of the total, and at the end
+/// its outcome (admin only).
+#[utoipa::path(get, path = "/api/v1/tenants/{idOrSlug}/restores/{job}", tag = "backups",
+    params(("idOrSlug" = String, Path, description = "Tenant id or slug restored into"),
+        ("job" = Uuid, Path, description = "The job's id")),
+    responses((status = 200, body = RestoreJob), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn restore_job(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((id_or_slug, job)): Path<(String, String)>,
+) -> Result<Json<RestoreJob>, ApiError> {
+    caller.require_admin()?;
+    let tenant = state.service.resolve(&id_or_slug).await?;
+    let job_id: Uuid = job
+        .parse()
+        .map_err(|_| ApiError::invalid("job", "not a job id"))?;
+    state
+        .store
+        .restore_job(tenant, job_id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(&format!("restore job {job_id}")))
 }
 
 async fn tenant_ref(state: &AppState, id_or_slug: &str) -> Result<TenantRef, ApiError> {

@@ -147,8 +147,11 @@ impl From<LifecycleError> for ApiError {
                     Unique::TenantSlug => ("slug_taken", "slug"),
                     Unique::TenantDomain => ("domain_taken", "domain"),
                     // Never a request's field: a duplicate key is a bug, and
-                    // a running backup is answered before it reaches here.
-                    Unique::OutboxIdempotencyKey | Unique::BackupRunning => {
+                    // a running backup or restore is answered before it
+                    // reaches here.
+                    Unique::OutboxIdempotencyKey
+                    | Unique::BackupRunning
+                    | Unique::RestoreRunning => {
                         return ApiError::internal(&LifecycleError::Conflict(unique));
                     }
                 };

@@ -219,6 +219,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/tenants/{id}/backups/verify", post(backups::verify))
         .route("/tenants/{id}/restore", post(backups::restore))
+        .route("/tenants/{id}/restores/{job}", get(backups::restore_job))
         .route("/plans", get(tenants::plans))
         .route("/monitoring/health", get(monitoring::health))
         .route("/monitoring/health/history", get(history::history))

@@ -26,7 +26,7 @@ use crate::{notify, provision, store};
         alerts::create_silence, alerts::list_silences, alerts::end_silence,
         thresholds::get, thresholds::put, thresholds::reset,
         deployments::get, deployments::deploy, deployments::put, cluster::cluster,
-        backups::list, backups::start, backups::restore, backups::verify,
+        backups::list, backups::start, backups::restore, backups::restore_job, backups::verify,
     ),
     components(schemas(
         error::ErrorBody, error::ErrorDetail,
@@ -51,7 +51,7 @@ use crate::{notify, provision, store};
         backups::BackupsView, backups::BackupRequest, crate::backup::BackupInfo,
         backups::RestoreRequest, backups::RestoreView, crate::backup::service::RestorePart,
         crate::backup::service::VerifiedBackup, backups::VerifyView,
-        store::BackupRun, store::BackupKind, store::RunStatus, store::RunTrigger, store::Verification,
+        store::BackupRun, store::BackupKind, store::RunStatus, store::RunTrigger, store::Verification, store::RestoreJob, store::RestoreStatus,
     )),
     modifiers(&BearerAuth, &StandardErrors),
     tags((name = "tenants", description = "Tenant lifecycle"), (name = "plans"), (name = "health"), (name = "monitoring", description = "Agent results and agents"), (name = "notifications", description = "A tenant's notification channels"), (name = "alerts", description = "Alerts, silences and thresholds"), (name = "deployments", description = "Tenant deployments on Kubernetes"), (name = "cluster", description = "The coordinator replicas and their leader"), (name = "backups", description = "Tenants' backups")),

@@ -11,6 +11,7 @@
 //! a restore that fails changes nothing.
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{StreamExt, TryStreamExt};
 use sqlx::{Connection, PgConnection, Row};
@@ -93,7 +94,8 @@ pub async fn back_up(
 }
 
 /// Restores the dump `chunks` into the database `name`, whose objects
-/// are replaced and end up owned by `owner`; in one transaction.
+/// are replaced and end up owned by `owner`; in one transaction. Bytes fed
+/// to `pg_restore` are added to `progress` as they go.
 pub async fn restore(
     repo: &Repository,
     tenant: Uuid,
@@ -101,6 +103,7 @@ pub async fn restore(
     databases: &TenantDatabases,
     name: &str,
     owner: &str,
+    progress: &AtomicU64,
 ) -> Result<u64, BackupError> {
     let access = databases.tool_access(name);
     let mut restore = tool(
@@ -137,6 +140,7 @@ pub async fn restore(
                 break;
             }
             written += data.len() as u64;
+            progress.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         drop(stdin);
         Ok::<_, BackupError>(written)

@@ -15,6 +15,7 @@ pub mod config;
 pub mod database;
 pub mod manifest;
 pub mod repo;
+pub mod restore_job;
 pub mod retention;
 pub mod schedule;
 pub mod seal;
@@ -40,6 +41,7 @@ use self::seal::{OpenError, Sealer};
 use crate::secrets::SecretBox;
 pub use crate::store::BackupKind;
 use crate::tenant_data::{TenantData, TenantDataError, database_name};
+use std::sync::atomic::AtomicU64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -635,6 +637,18 @@ impl Backups {
         manifest: &Manifest,
         into: &TenantRef,
     ) -> Result<u64, BackupError> {
+        self.restore_database_counting(manifest, into, &AtomicU64::new(0))
+            .await
+    }
+
+    /// [`Self::restore_database`], adding the bytes restored to
+    /// `progress` as they go.
+    pub async fn restore_database_counting(
+        &self,
+        manifest: &Manifest,
+        into: &TenantRef,
+        progress: &AtomicU64,
+    ) -> Result<u64, BackupError> {
         let Content::Database { chunks, .. } = &manifest.content else {
             return Err(BackupError::Corrupt(format!(
                 "backup {} is not a database backup",
@@ -647,7 +661,16 @@ impl Backups {
             reason: "tenants have no databases (no --tenant-database-url)",
         })?;
         let name = database_name(&into.slug);
-        database::restore(&self.repo, manifest.tenant, chunks, databases, &name, &name).await
+        database::restore(
+            &self.repo,
+            manifest.tenant,
+            chunks,
+            databases,
+            &name,
+            &name,
+            progress,
+        )
+        .await
     }
 
     /// Restores the storage backup `manifest` as the files of `into`: the
@@ -657,6 +680,18 @@ impl Backups {
         &self,
         manifest: &Manifest,
         into: &TenantRef,
+    ) -> Result<u64, BackupError> {
+        self.restore_storage_counting(manifest, into, &AtomicU64::new(0))
+            .await
+    }
+
+    /// [`Self::restore_storage`], adding the bytes restored to `progress`
+    /// as they go.
+    pub async fn restore_storage_counting(
+        &self,
+        manifest: &Manifest,
+        into: &TenantRef,
+        progress: &AtomicU64,
     ) -> Result<u64, BackupError> {
         let Content::Storage { entries } = &manifest.content else {
             return Err(BackupError::Corrupt(format!(
@@ -673,7 +708,8 @@ impl Backups {
         let restored =
             dir.with_file_name(format!(".{}.restored-{}", into.slug, manifest.id.simple()));
         let _ = tokio::fs::remove_dir_all(&restored).await;
-        let written = storage::restore(&self.repo, manifest.tenant, entries, &restored).await?;
+        let written =
+            storage::restore(&self.repo, manifest.tenant, entries, &restored, progress).await?;
         let moved = tokio::fs::rename(&dir, &aside).await;
         if let Err(source) = tokio::fs::rename(&restored, &dir).await {
             if moved.is_ok() {

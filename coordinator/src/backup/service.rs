@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::Utc;
 use uuid::Uuid;
 
+use super::manifest::Manifest;
 use super::status::BackupStatus;
 use super::{BackupError, BackupInfo, BackupKind, Backups, TenantRef};
 use crate::store::{
@@ -295,6 +296,25 @@ impl BackupService {
         dry_run: bool,
         actor: &str,
     ) -> Result<Vec<RestorePart>, RestoreError> {
+        let (plan, parts) = self.plan_restore(from, at, only).await?;
+        let (plan, parts) = self
+            .without_configuration_of_stopped(into, only, plan, parts)
+            .await;
+        if dry_run {
+            return Ok(parts);
+        }
+        self.apply_restore(from, into, &plan, parts, actor, &RestoreProgress::default())
+            .await
+    }
+
+    /// The backups a restore of `from` to `at` would restore (each kind,
+    /// or `only` one), as manifests and as parts to show.
+    pub async fn plan_restore(
+        &self,
+        from: &TenantRef,
+        at: chrono::DateTime<Utc>,
+        only: Option<BackupKind>,
+    ) -> Result<(Vec<Manifest>, Vec<RestorePart>), RestoreError> {
         let kinds: Vec<BackupKind> = match only {
             Some(kind) => vec![kind],
             None => BackupKind::ALL.to_vec(),
@@ -312,7 +332,7 @@ impl BackupService {
                 only,
             });
         }
-        let mut parts: Vec<RestorePart> = plan
+        let parts: Vec<RestorePart> = plan
             .iter()
             .map(|m| RestorePart {
                 kind: m.kind,
@@ -324,10 +344,53 @@ impl BackupService {
                 restored_bytes: None,
             })
             .collect();
-        if dry_run {
-            return Ok(parts);
+        Ok((plan, parts))
+    }
+
+    /// `plan` without its configuration part when `into` is not active and
+    /// the restore is of every kind: a deprovisioned tenant's database and
+    /// files are restored, its configuration only once it is provisioned
+    /// again (`only: configuration` then), as the lifecycle changes only
+    /// an active tenant's configuration.
+    pub async fn without_configuration_of_stopped(
+        &self,
+        into: &TenantRef,
+        only: Option<BackupKind>,
+        plan: Vec<Manifest>,
+        parts: Vec<RestorePart>,
+    ) -> (Vec<Manifest>, Vec<RestorePart>) {
+        if only.is_some() {
+            return (plan, parts);
         }
-        for part in &mut parts {
+        let active = match self.store.get_tenant(into.id).await {
+            Ok(Some(t)) => t.status == knowton_common::TenantStatus::Active,
+            _ => true,
+        };
+        if active || plan.len() == 1 {
+            return (plan, parts);
+        }
+        tracing::info!(tenant = %into.slug, "not active: its configuration is not restored with its data");
+        plan.into_iter()
+            .zip(parts)
+            .filter(|(m, _)| m.kind != BackupKind::Configuration)
+            .unzip()
+    }
+
+    /// Restores `plan` (from [`Self::plan_restore`]) into `into`: a safety
+    /// backup of each kind first, then each part in order, `progress`
+    /// telling what it does and the bytes restored so far.
+    pub async fn apply_restore(
+        &self,
+        from: &TenantRef,
+        into: &TenantRef,
+        plan: &[Manifest],
+        mut parts: Vec<RestorePart>,
+        actor: &str,
+        progress: &RestoreProgress,
+    ) -> Result<Vec<RestorePart>, RestoreError> {
+        progress.set_phase("taking safety backups of what the restore replaces");
+        for i in 0..parts.len() {
+            let part = &mut parts[i];
             if part.kind == BackupKind::Configuration {
                 part.safety_backup_id = Some(self.configuration_safety(into).await?);
                 continue;
@@ -349,17 +412,34 @@ impl BackupService {
                     });
                 }
             }
+            progress.set_parts(&parts);
         }
+        progress.set_parts(&parts);
         let mut restored = Vec::new();
-        for (part, manifest) in parts.iter_mut().zip(&plan) {
-            let written = match part.kind {
-                BackupKind::Database => self.backups.restore_database(manifest, into).await,
-                BackupKind::Storage => self.backups.restore_storage(manifest, into).await,
+        for i in 0..parts.len() {
+            let (kind, manifest) = (parts[i].kind, &plan[i]);
+            progress.set_phase(match kind {
+                BackupKind::Database => "restoring the database",
+                BackupKind::Storage => "restoring the files",
+                BackupKind::Configuration => "restoring the configuration",
+            });
+            let written = match kind {
+                BackupKind::Database => {
+                    self.backups
+                        .restore_database_counting(manifest, into, &progress.bytes_done)
+                        .await
+                }
+                BackupKind::Storage => {
+                    self.backups
+                        .restore_storage_counting(manifest, into, &progress.bytes_done)
+                        .await
+                }
                 BackupKind::Configuration => {
                     self.restore_configuration(manifest, from, into, actor)
                         .await
                 }
             };
+            let part = &mut parts[i];
             match written {
                 Ok(bytes) => {
                     part.restored_bytes = Some(bytes);
@@ -375,6 +455,7 @@ impl BackupService {
                     });
                 }
             }
+            progress.set_parts(&parts);
         }
         Ok(parts)
     }
@@ -467,4 +548,31 @@ pub struct VerifiedBackup {
     /// Each object missing, altered, or unreadable with this key, and
     /// (deep) each table or file that differs, named.
     pub problems: Vec<String>,
+}
+
+/// What a restore under way is doing, read by its job's recorder.
+#[derive(Debug, Default)]
+pub struct RestoreProgress {
+    phase: std::sync::Mutex<String>,
+    parts: std::sync::Mutex<Vec<RestorePart>>,
+    /// Bytes restored so far.
+    pub bytes_done: std::sync::atomic::AtomicU64,
+}
+
+impl RestoreProgress {
+    pub fn set_phase(&self, phase: &str) {
+        *self.phase.lock().expect("restore phase lock") = phase.to_owned();
+    }
+
+    pub fn phase(&self) -> String {
+        self.phase.lock().expect("restore phase lock").clone()
+    }
+
+    fn set_parts(&self, parts: &[RestorePart]) {
+        *self.parts.lock().expect("restore parts lock") = parts.to_vec();
+    }
+
+    pub fn parts(&self) -> Vec<RestorePart> {
+        self.parts.lock().expect("restore parts lock").clone()
+    }
 }

@@ -10,6 +10,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -185,16 +186,18 @@ fn walk(root: &Path) -> Result<Vec<Found>, BackupError> {
 
 /// Restores `entries` into `target`, which must not exist: everything is
 /// written beside it first and moved into place last, so a restore that
-/// fails leaves `target` as it was (absent).
+/// fails leaves `target` as it was (absent). Bytes written are added to
+/// `progress` as they go.
 pub async fn restore(
     repo: &Repository,
     tenant: Uuid,
     entries: &[Entry],
     target: &Path,
+    progress: &AtomicU64,
 ) -> Result<u64, BackupError> {
     let parent = target.parent().unwrap_or(Path::new("."));
     let staging = parent.join(format!(".knowton-restore-{}", Uuid::new_v4().simple()));
-    let written = write_tree(repo, tenant, entries, &staging).await;
+    let written = write_tree(repo, tenant, entries, &staging, progress).await;
     let written = match written {
         Ok(bytes) => bytes,
         Err(err) => {
@@ -216,6 +219,7 @@ async fn write_tree(
     tenant: Uuid,
     entries: &[Entry],
     root: &Path,
+    progress: &AtomicU64,
 ) -> Result<u64, BackupError> {
     let write_err = |path: &Path| {
         let path = path.to_owned();
@@ -245,7 +249,7 @@ async fn write_tree(
             Node::File {
                 mtime_ns, chunks, ..
             } => {
-                written += write_file(repo, tenant, chunks, *mtime_ns, &path).await?;
+                written += write_file(repo, tenant, chunks, *mtime_ns, &path, progress).await?;
                 tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(entry.mode))
                     .await
                     .map_err(write_err(&path))?;
@@ -269,6 +273,7 @@ async fn write_file(
     chunks: &[ChunkRef],
     mtime_ns: i64,
     path: &Path,
+    progress: &AtomicU64,
 ) -> Result<u64, BackupError> {
     let write_err = |source| BackupError::Write {
         path: path.to_owned(),
@@ -288,6 +293,7 @@ async fn write_file(
     while let Some(data) = fetched.try_next().await? {
         file.write_all(&data).await.map_err(write_err)?;
         written += data.len() as u64;
+        progress.fetch_add(data.len() as u64, Ordering::Relaxed);
     }
     let file = file.into_std().await;
     file.set_modified(system_time(mtime_ns))

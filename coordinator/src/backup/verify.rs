@@ -5,6 +5,7 @@
 //! has been restored once, not only read.
 
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 
 use super::database;
 use super::manifest::{Content, Manifest, TableCheck};
@@ -51,6 +52,7 @@ impl Backups {
                         databases,
                         &scratch,
                         &role,
+                        &AtomicU64::new(0),
                     )
                     .await?;
                     let mut conn = databases.connect_to(&scratch).await?;
@@ -81,8 +83,14 @@ impl Backups {
                     .root()
                     .join(format!(".knowton-verify-{}", manifest.id.simple()));
                 let _ = remove_scratch(&scratch).await;
-                if let Err(err) =
-                    storage::restore(&self.repo, manifest.tenant, entries, &scratch).await
+                if let Err(err) = storage::restore(
+                    &self.repo,
+                    manifest.tenant,
+                    entries,
+                    &scratch,
+                    &AtomicU64::new(0),
+                )
+                .await
                 {
                     let _ = remove_scratch(&scratch).await;
                     return vec![format!(

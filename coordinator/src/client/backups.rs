@@ -169,31 +169,52 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
             Some(&body),
         )
         .await?;
-    if api.json() {
-        print_json(&view);
+    if args.dry_run {
+        if api.json() {
+            print_json(&view);
+        } else {
+            print_parts(
+                "would restore",
+                &view["parts"],
+                &view["from"],
+                &view["into"],
+            );
+        }
         return Ok(());
     }
-    let verb = if args.dry_run {
-        "would restore"
-    } else {
-        "restored"
+    // A job: polled until it ends, its progress shown as it goes.
+    let job_path = format!(
+        "/api/v1/tenants/{}/restores/{}",
+        path_segment(args.into.as_deref().unwrap_or(&args.tenant))?,
+        text(&view["id"])
+    );
+    let started = tokio::time::Instant::now();
+    let mut shown = String::new();
+    let job = loop {
+        let job: Value = api.call(Method::GET, &job_path, None::<&()>).await?;
+        if job["status"] != "running" {
+            break job;
+        }
+        if !api.json() {
+            let line = progress_line(&job, started.elapsed());
+            if line != shown {
+                eprintln!("{line}");
+                shown = line;
+            }
+        }
+        tokio::time::sleep(POLL_EVERY).await;
     };
-    for part in view["parts"].as_array().cloned().unwrap_or_default() {
-        println!(
-            "{verb} {} of {} into {}: backup {} taken {}, {}{}",
-            text(&part["kind"]),
-            text(&view["from"]),
-            text(&view["into"]),
-            text(&part["backupId"]),
-            text(&part["takenAt"]),
-            match part["version"].as_i64() {
-                Some(version) => format!("version {version}"),
-                None => bytes(&part["size"]),
-            },
-            part["safetyBackupId"]
-                .as_str()
-                .map(|id| format!(" (the state before is backup {id})"))
-                .unwrap_or_default()
+    if api.json() {
+        print_json(&job);
+    } else {
+        print_parts("restored", &job["parts"], &job["source"], &json!(tenant));
+    }
+    if job["status"] != "succeeded" {
+        bail!(
+            "restore {} failed ({}): {}",
+            text(&job["id"]),
+            text(&job["errorCode"]),
+            text(&job["error"])
         );
     }
     Ok(())
@@ -262,4 +283,77 @@ fn bytes(value: &Value) -> String {
         .as_u64()
         .map(knowton_common::units::format_bytes)
         .unwrap_or_else(|| "-".to_owned())
+}
+
+/// How often a restore job is polled.
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// "restoring the database: 120 MiB of 300 MiB (40%), about 2 min left".
+fn progress_line(job: &Value, elapsed: std::time::Duration) -> String {
+    let done = job["bytesDone"].as_u64().unwrap_or(0);
+    let total = job["bytesTotal"].as_u64().unwrap_or(0);
+    let phase = text(&job["phase"]);
+    if total == 0 || done == 0 {
+        return format!("{phase}…");
+    }
+    let left = remaining(done, total, elapsed)
+        .map(|secs| {
+            format!(
+                ", about {} left",
+                knowton_common::units::format_duration_secs(secs)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "{phase}: {} of {} ({}%){left}",
+        knowton_common::units::format_bytes(done),
+        knowton_common::units::format_bytes(total),
+        done * 100 / total
+    )
+}
+
+/// Seconds left at the rate so far.
+fn remaining(done: u64, total: u64, elapsed: std::time::Duration) -> Option<u64> {
+    let rate = done as f64 / elapsed.as_secs_f64();
+    (rate > 0.0 && done < total).then(|| ((total - done) as f64 / rate).ceil() as u64)
+}
+
+fn print_parts(verb: &str, parts: &Value, from: &Value, into: &Value) {
+    for part in parts.as_array().cloned().unwrap_or_default() {
+        println!(
+            "{verb} {} of {} into {}: backup {} taken {}, {}{}",
+            text(&part["kind"]),
+            text(from),
+            text(into),
+            text(&part["backupId"]),
+            text(&part["takenAt"]),
+            match part["version"].as_i64() {
+                Some(version) => format!("version {version}"),
+                None => bytes(&part["size"]),
+            },
+            part["safetyBackupId"]
+                .as_str()
+                .map(|id| format!(" (the state before is backup {id})"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_left_is_the_rest_at_the_rate_so_far() {
+        let ten = std::time::Duration::from_secs(10);
+        assert_eq!(remaining(100, 400, ten), Some(30));
+        assert_eq!(remaining(400, 400, ten), None, "done");
+        assert_eq!(remaining(0, 400, ten), None, "no rate yet");
+        let job =
+            json!({"phase": "restoring the files", "bytesDone": 1048576, "bytesTotal": 4194304});
+        assert_eq!(
+            progress_line(&job, ten),
+            "restoring the files: 1 MiB of 4 MiB (25%), about 30 s left"
+        );
+    }
 }

@@ -67,6 +67,7 @@ macro_rules! names {
 
 names!(BackupKind { Database => "database", Storage => "storage", Configuration => "configuration" });
 names!(RunStatus { Running => "running", Succeeded => "succeeded", Failed => "failed" });
+names!(RestoreStatus { Running => "running", Succeeded => "succeeded", Failed => "failed" });
 names!(RunTrigger { Schedule => "schedule", Manual => "manual" });
 
 impl std::str::FromStr for BackupKind {
@@ -154,6 +155,47 @@ impl Verification {
     }
 }
 
+/// Where a restore job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A restore as a job: started, then polled until it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreJob {
+    pub id: Uuid,
+    /// The tenant restored into.
+    pub tenant_id: Uuid,
+    /// The tenant whose backups are restored (itself, or another).
+    pub source: String,
+    /// The moment restored to.
+    pub at: DateTime<Utc>,
+    pub only: Option<BackupKind>,
+    pub actor: String,
+    pub status: RestoreStatus,
+    /// What it is doing, for people ("taking safety backups", "restoring
+    /// the database", …).
+    pub phase: String,
+    /// Bytes to restore, and restored so far.
+    pub bytes_total: i64,
+    pub bytes_done: i64,
+    /// The backups restored, with the safety backups taken first.
+    #[schema(value_type = Vec<Object>)]
+    pub parts: serde_json::Value,
+    /// A stable code when it failed (`restore_failed`,
+    /// `restore_safety_failed`, `interrupted`, …).
+    pub error_code: Option<String>,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
 /// Where a run is: its bytes so far, or at the end.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunProgress {
@@ -229,6 +271,28 @@ pub trait BackupStore: Send + Sync {
     async fn record_verification(&self, verification: &Verification) -> Result<()>;
     /// `tenant`'s verifications, newest first, at most `limit`.
     async fn verifications(&self, tenant: Uuid, limit: i64) -> Result<Vec<Verification>>;
+    /// Records `job` as running. A running job of the same tenant last
+    /// updated before `stale_before` is marked failed (interrupted)
+    /// first; one updated since is a `Conflict(RestoreRunning)`.
+    async fn start_restore_job(&self, job: &RestoreJob, stale_before: DateTime<Utc>) -> Result<()>;
+    /// Records a running job's phase and progress (and that it is alive).
+    async fn update_restore_job(
+        &self,
+        id: Uuid,
+        phase: &str,
+        bytes_total: i64,
+        bytes_done: i64,
+        parts: &serde_json::Value,
+    ) -> Result<()>;
+    /// Records how a job ended (`error`: its code and message).
+    async fn finish_restore_job(
+        &self,
+        id: Uuid,
+        parts: &serde_json::Value,
+        error: Option<(&str, &str)>,
+    ) -> Result<()>;
+    /// A job of `tenant`.
+    async fn restore_job(&self, tenant: Uuid, id: Uuid) -> Result<Option<RestoreJob>>;
     /// Each active tenant's latest verification, with the tenant's slug.
     async fn latest_verifications(&self) -> Result<Vec<(String, Verification)>>;
 

@@ -45,8 +45,8 @@ use uuid::Uuid;
 use crate::credentials::KeyKind;
 
 pub use backup::{
-    BackupKind, BackupRun, BackupStore, CommittedConfig, ConfigSettings, FailureStreak,
-    LastBackup, RunProgress, RunStatus, RunTrigger, SealedChannels, Verification,
+    BackupKind, BackupRun, BackupStore, CommittedConfig, ConfigSettings, FailureStreak, LastBackup,
+    RestoreJob, RestoreStatus, RunProgress, RunStatus, RunTrigger, SealedChannels, Verification,
 };
 pub use changes::{Change, ChangeListener, ChangeStore, MAX_CHANGE_BYTES};
 pub use deploy::{DeployStore, DeploymentEvent, DeploymentRow, DeploymentSettings, Phase};
@@ -108,13 +108,15 @@ pub enum Unique {
     OutboxIdempotencyKey,
     /// `backup_runs_one_running`: a run of that tenant and kind is running.
     BackupRunning,
+    /// `restore_jobs_one_running`: a restore into that tenant is running.
+    RestoreRunning,
 }
 
 impl Unique {
     /// Each one's constraint name (PostgreSQL reports it) and its columns as
     /// SQLite names them (SQLite reports `UNIQUE constraint failed: <columns>`
     /// and no constraint name).
-    const ALL: [(Unique, &'static str, &'static str); 4] = [
+    const ALL: [(Unique, &'static str, &'static str); 5] = [
         (Unique::TenantSlug, "tenants_slug_key", "tenants.slug"),
         (Unique::TenantDomain, "tenants_domain_key", "tenants.domain"),
         (
@@ -126,6 +128,11 @@ impl Unique {
             Unique::BackupRunning,
             "backup_runs_one_running",
             "backup_runs.tenant_id, backup_runs.kind",
+        ),
+        (
+            Unique::RestoreRunning,
+            "restore_jobs_one_running",
+            "restore_jobs.tenant_id",
         ),
     ];
 
@@ -151,6 +158,7 @@ impl std::fmt::Display for Unique {
             Unique::TenantDomain => "tenant domain",
             Unique::OutboxIdempotencyKey => "outbox idempotency key",
             Unique::BackupRunning => "running backup of this kind",
+            Unique::RestoreRunning => "running restore of this tenant",
         })
     }
 }

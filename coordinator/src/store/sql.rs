@@ -116,7 +116,8 @@ const ACTIVE_KEYS_JOIN: &str =
     "LEFT JOIN api_keys k ON k.tenant_id = t.id AND k.revoked_at IS NULL";
 
 /// Tables holding a tenant's rows, children first.
-const TENANT_TABLES: [&str; 18] = [
+const TENANT_TABLES: [&str; 19] = [
+    "restore_jobs",
     "backup_verifications",
     "backup_runs",
     "tenant_rate_limits",

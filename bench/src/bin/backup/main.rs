@@ -146,7 +146,14 @@ async fn main() -> anyhow::Result<()> {
             bail!("a storage backup");
         };
         let started = Instant::now();
-        storage::restore(&repo, tenant.id, entries, &root.join("restored-ours")).await?;
+        storage::restore(
+            &repo,
+            tenant.id,
+            entries,
+            &root.join("restored-ours"),
+            &std::sync::atomic::AtomicU64::new(0),
+        )
+        .await?;
         ours.restore_s.push(started.elapsed().as_secs_f64());
         let started = Instant::now();
         restic_cmd(

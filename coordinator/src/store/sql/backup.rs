@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::{PgStore, SqliteStore, corrupt, parse_uuid};
 use crate::store::{
-    BackupKind, BackupRun, BackupStore, CommittedConfig, ConfigVersion, FailureStreak,
-    LastBackup, Result, RunProgress, RunStatus, RunTrigger, Verification, now,
+    BackupKind, BackupRun, BackupStore, CommittedConfig, ConfigVersion, FailureStreak, LastBackup,
+    RestoreJob, RestoreStatus, Result, RunProgress, RunStatus, RunTrigger, Verification, now,
 };
 
 const FIELDS: &str = "id, tenant_id, kind, trigger_kind, actor, status, started_at, updated_at, \
@@ -16,6 +16,9 @@ const FIELDS: &str = "id, tenant_id, kind, trigger_kind, actor, status, started_
 
 const VERIFICATION_FIELDS: &str = "v.id, v.tenant_id, v.deep, v.trigger_kind, v.actor, \
     v.started_at, v.finished_at, v.backups, v.problems, v.problems_total";
+
+const RESTORE_FIELDS: &str = "id, tenant_id, source_slug, restore_at, only_kind, actor, status, \
+    phase, bytes_total, bytes_done, parts, error_code, error, started_at, updated_at, finished_at";
 
 /// How long verifications are kept.
 const KEEP_VERIFICATIONS: chrono::TimeDelta = chrono::TimeDelta::days(90);
@@ -59,6 +62,39 @@ macro_rules! backup_sql {
                         .map(|id| parse_uuid(&id))
                         .transpose()?,
                     error: row.try_get("error")?,
+                })
+            }
+
+            fn restore_job_from_row(
+                row: &<super::DbOf<$store> as sqlx::Database>::Row,
+            ) -> Result<RestoreJob> {
+                let status: String = row.try_get("status")?;
+                let only: Option<String> = row.try_get("only_kind")?;
+                let parts: String = row.try_get("parts")?;
+                Ok(RestoreJob {
+                    id: parse_uuid(&row.try_get::<String, _>("id")?)?,
+                    tenant_id: parse_uuid(&row.try_get::<String, _>("tenant_id")?)?,
+                    source: row.try_get("source_slug")?,
+                    at: row.try_get("restore_at")?,
+                    only: only
+                        .map(|k| {
+                            BackupKind::parse(&k)
+                                .ok_or_else(|| corrupt(format!("backup kind {k:?}")))
+                        })
+                        .transpose()?,
+                    actor: row.try_get("actor")?,
+                    status: RestoreStatus::parse(&status)
+                        .ok_or_else(|| corrupt(format!("restore status {status:?}")))?,
+                    phase: row.try_get("phase")?,
+                    bytes_total: row.try_get("bytes_total")?,
+                    bytes_done: row.try_get("bytes_done")?,
+                    parts: serde_json::from_str(&parts)
+                        .map_err(|e| corrupt(format!("restore parts: {e}")))?,
+                    error_code: row.try_get("error_code")?,
+                    error: row.try_get("error")?,
+                    started_at: row.try_get("started_at")?,
+                    updated_at: row.try_get("updated_at")?,
+                    finished_at: row.try_get("finished_at")?,
                 })
             }
 
@@ -268,6 +304,110 @@ macro_rules! backup_sql {
                     });
                 }
                 Ok(streaks)
+            }
+
+            async fn start_restore_job(
+                &self,
+                job: &RestoreJob,
+                stale_before: DateTime<Utc>,
+            ) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "UPDATE restore_jobs SET status = 'failed', finished_at = $3, \
+                     error_code = 'interrupted', \
+                     error = 'interrupted: its coordinator stopped; the safety backups named in its parts hold the state before' \
+                     WHERE tenant_id = $1 AND status = 'running' AND updated_at < $2",
+                )
+                .bind(job.tenant_id.to_string())
+                .bind(stale_before)
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO restore_jobs ({RESTORE_FIELDS}) VALUES \
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, $12, $12, NULL)"
+                ));
+                sqlx::query(sql)
+                    .bind(job.id.to_string())
+                    .bind(job.tenant_id.to_string())
+                    .bind(&job.source)
+                    .bind(job.at)
+                    .bind(job.only.map(|k| k.as_str()))
+                    .bind(&job.actor)
+                    .bind(RestoreStatus::Running.as_str())
+                    .bind(&job.phase)
+                    .bind(job.bytes_total)
+                    .bind(job.bytes_done)
+                    .bind(job.parts.to_string())
+                    .bind(job.started_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn update_restore_job(
+                &self,
+                id: Uuid,
+                phase: &str,
+                bytes_total: i64,
+                bytes_done: i64,
+                parts: &serde_json::Value,
+            ) -> Result<()> {
+                sqlx::query(
+                    "UPDATE restore_jobs SET phase = $2, bytes_total = $3, bytes_done = $4, \
+                     parts = $5, updated_at = $6 WHERE id = $1 AND status = 'running'",
+                )
+                .bind(id.to_string())
+                .bind(phase)
+                .bind(bytes_total)
+                .bind(bytes_done)
+                .bind(parts.to_string())
+                .bind(now())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn finish_restore_job(
+                &self,
+                id: Uuid,
+                parts: &serde_json::Value,
+                error: Option<(&str, &str)>,
+            ) -> Result<()> {
+                let (status, phase) = match error {
+                    None => (RestoreStatus::Succeeded, "done"),
+                    Some(_) => (RestoreStatus::Failed, "failed"),
+                };
+                let at = now();
+                sqlx::query(
+                    "UPDATE restore_jobs SET status = $2, phase = $3, parts = $4, \
+                     error_code = $5, error = $6, updated_at = $7, finished_at = $7, \
+                     bytes_done = CASE WHEN $2 = 'succeeded' THEN bytes_total ELSE bytes_done END \
+                     WHERE id = $1",
+                )
+                .bind(id.to_string())
+                .bind(status.as_str())
+                .bind(phase)
+                .bind(parts.to_string())
+                .bind(error.map(|(code, _)| code))
+                .bind(error.map(|(_, message)| truncate(message, MAX_ERROR)))
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn restore_job(&self, tenant: Uuid, id: Uuid) -> Result<Option<RestoreJob>> {
+                let sql = sqlx::AssertSqlSafe(format!(
+                    "SELECT {RESTORE_FIELDS} FROM restore_jobs WHERE tenant_id = $1 AND id = $2"
+                ));
+                let row = sqlx::query(sql)
+                    .bind(tenant.to_string())
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::restore_job_from_row).transpose()
             }
 
             async fn record_verification(&self, v: &Verification) -> Result<()> {
