@@ -145,8 +145,14 @@ pub async fn run(
     loop {
         if leadership.is_leader() {
             match drain(service.store(), service.backups(), None).await {
-                Ok(_) => backoff = None,
+                Ok(_) => {
+                    backoff = None;
+                    service.status().config_drained();
+                }
                 Err(err) => {
+                    service
+                        .status()
+                        .config_failed(knowton_common::error_chain(&err));
                     let next = backoff.map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
                     tracing::warn!(
                         error = %knowton_common::error_chain(&err),

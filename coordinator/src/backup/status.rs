@@ -22,6 +22,15 @@ pub struct TenantBackups {
     pub failing: Vec<FailureStreak>,
     /// The latest verification of the tenant's backups.
     pub verification: Option<Verification>,
+    /// Configuration versions committed and not backed up yet.
+    pub config_pending: i64,
+}
+
+/// The configuration queue's writer failing: since when, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueFailure {
+    pub since: DateTime<Utc>,
+    pub error: String,
 }
 
 impl TenantBackups {
@@ -46,6 +55,9 @@ pub struct BackupStatus {
     changed: Mutex<HashSet<String>>,
     /// Woken when [`Self::take_changed`] has something.
     pub wake: tokio::sync::Notify,
+    /// Whether the configuration queue's writer is failing (this replica's,
+    /// as the leader drains it).
+    config_queue: Mutex<Option<QueueFailure>>,
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +72,7 @@ impl BackupStatus {
         let last = store.last_backup_successes().await?;
         let streaks = store.backup_failure_streaks().await?;
         let verifications = store.latest_verifications().await?;
+        let backlog = store.config_backlog().await?;
         let mut tenants: HashMap<Uuid, TenantBackups> = HashMap::new();
         for l in &last {
             entry(&mut tenants, l.tenant_id, &l.slug)
@@ -73,6 +86,9 @@ impl BackupStatus {
         for (slug, v) in verifications {
             let id = v.tenant_id;
             entry(&mut tenants, id, &slug).verification = Some(v);
+        }
+        for (id, slug, pending) in backlog {
+            entry(&mut tenants, id, &slug).config_pending = pending;
         }
         let tenants: HashMap<Uuid, Arc<TenantBackups>> = tenants
             .into_iter()
@@ -102,6 +118,24 @@ impl BackupStatus {
         Ok(())
     }
 
+    /// Records that writing the configuration queue failed with `error`
+    /// (failing since now, unless it already was).
+    pub fn config_failed(&self, error: String) {
+        let mut failing = self.config_queue.lock().expect("config queue lock");
+        let since = failing.as_ref().map_or_else(Utc::now, |f| f.since);
+        *failing = Some(QueueFailure { since, error });
+    }
+
+    /// Records that the configuration queue was written out.
+    pub fn config_drained(&self) {
+        *self.config_queue.lock().expect("config queue lock") = None;
+    }
+
+    /// Whether writing the configuration queue is failing, since when.
+    pub fn config_failing(&self) -> Option<QueueFailure> {
+        self.config_queue.lock().expect("config queue lock").clone()
+    }
+
     /// The tenants whose backups changed since the last call.
     pub fn take_changed(&self) -> Vec<String> {
         self.changed
@@ -114,6 +148,17 @@ impl BackupStatus {
     /// Each active tenant's last successful backup of each kind.
     pub fn last_successes(&self) -> Vec<LastBackup> {
         self.read.read().expect("backup status lock").last.clone()
+    }
+
+    /// Configuration versions not backed up yet, all tenants together.
+    pub fn config_pending(&self) -> i64 {
+        self.read
+            .read()
+            .expect("backup status lock")
+            .tenants
+            .values()
+            .map(|t| t.config_pending)
+            .sum()
     }
 
     /// `tenant`'s backups as last read (none: never backed up, verified

@@ -14,11 +14,14 @@ use knowton_common::thresholds::{Level, Thresholds};
 use super::evaluate::{CheckResult, against};
 use crate::backup::BackupKind;
 use crate::backup::schedule::TRIES;
-use crate::backup::status::{BackupStatus, TenantBackups};
+use crate::backup::status::{BackupStatus, QueueFailure, TenantBackups};
 
 /// The longest part of a run's error or a verification problem that a
 /// summary quotes.
 const QUOTED: usize = 300;
+/// How long writing configuration versions may fail before a tenant whose
+/// versions wait is critical (the writer retries within 30 s).
+const CONFIG_STUCK: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 
 /// What the engine needs to judge backups: the status it reads and the
 /// kinds this installation backs up.
@@ -37,6 +40,8 @@ pub struct BackupFacts<'a> {
     pub thresholds: &'a Thresholds,
     /// When the tenant was created: its backup age before its first one.
     pub tenant_since: DateTime<Utc>,
+    /// Whether writing configuration versions to the repository fails.
+    pub config_failing: Option<&'a QueueFailure>,
     pub now: DateTime<Utc>,
 }
 
@@ -106,6 +111,21 @@ pub fn backup_check(facts: BackupFacts<'_>) -> Option<CheckResult> {
                 ),
             ));
         }
+    }
+    if let (Some(b), Some(failing)) = (facts.backups, facts.config_failing)
+        && b.config_pending > 0
+        && facts.now - failing.since >= CONFIG_STUCK
+    {
+        findings.push((
+            CheckState::Critical,
+            format!(
+                "{} configuration version{} not backed up: writing them has failed for {}: {}",
+                b.config_pending,
+                if b.config_pending == 1 { "" } else { "s" },
+                format_hours(hours_between(failing.since, facts.now)),
+                quote(&failing.error)
+            ),
+        ));
     }
     if let Some(v) = facts.backups.and_then(|b| b.verification.as_ref())
         && !v.passed()

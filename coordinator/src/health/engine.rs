@@ -361,11 +361,13 @@ impl Runner {
         // Judged apart from the pods: it does not change the status.
         if let Some(watch) = &self.backups {
             let backups = watch.status.tenant(tenant.id);
+            let config_failing = watch.status.config_failing();
             evaluation.checks.extend(backup_check(BackupFacts {
                 backups: backups.as_deref(),
                 kinds: &watch.kinds,
                 thresholds: &thresholds,
                 tenant_since: tenant.created_at,
+                config_failing: config_failing.as_ref(),
                 now,
             }));
         }

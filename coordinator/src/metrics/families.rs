@@ -92,6 +92,17 @@ fn backups(s: &Sources<'_>, out: &mut String) {
             last.started_at.timestamp()
         );
     }
+    family(
+        out,
+        "knowton_backup_configuration_pending_versions",
+        "gauge",
+        "Configuration versions committed and not written to the backup repository yet, all active tenants together",
+    );
+    let _ = writeln!(
+        out,
+        "knowton_backup_configuration_pending_versions {}",
+        backups.status().config_pending()
+    );
 }
 
 fn deployments(s: &Sources<'_>, out: &mut String) {

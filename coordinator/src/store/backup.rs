@@ -296,6 +296,9 @@ pub trait BackupStore: Send + Sync {
     /// Each active tenant's latest verification, with the tenant's slug.
     async fn latest_verifications(&self) -> Result<Vec<(String, Verification)>>;
 
+    /// Each active tenant with configuration versions not backed up yet,
+    /// with its slug and how many.
+    async fn config_backlog(&self) -> Result<Vec<(Uuid, String, i64)>>;
     /// Configuration versions whose backup is not written yet, oldest
     /// first, at most `limit`; only `tenant`'s when given.
     async fn pending_config_versions(

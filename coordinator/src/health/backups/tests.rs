@@ -20,6 +20,7 @@ fn check(backups: Option<&TenantBackups>, kinds: &[BackupKind], since: i64) -> C
         kinds,
         thresholds: &Thresholds::default(),
         tenant_since: hours_ago(since),
+        config_failing: None,
         now: now(),
     })
     .expect("kinds are backed up")
@@ -57,6 +58,7 @@ fn nothing_backed_up_here_is_no_check() {
         kinds: &[],
         thresholds: &Thresholds::default(),
         tenant_since: now(),
+        config_failing: None,
         now: now(),
     });
     assert!(none.is_none());
@@ -129,6 +131,7 @@ fn thresholds_are_the_tenants_own() {
         kinds: BOTH,
         thresholds: &t,
         tenant_since: hours_ago(1000),
+        config_failing: None,
         now: now(),
     })
     .unwrap();
@@ -190,5 +193,48 @@ fn a_failed_verification_is_critical_and_names_its_first_problem() {
     assert!(
         c.summary.len() < 400,
         "a problem is quoted, not copied whole"
+    );
+}
+
+#[test]
+fn configuration_versions_stuck_in_the_queue_are_critical_after_ten_minutes() {
+    let mut b = fresh();
+    b.config_pending = 3;
+    let judge = |failing: Option<&QueueFailure>, b: &TenantBackups| {
+        backup_check(BackupFacts {
+            backups: Some(b),
+            kinds: BOTH,
+            thresholds: &Thresholds::default(),
+            tenant_since: hours_ago(1000),
+            config_failing: failing,
+            now: now(),
+        })
+        .unwrap()
+    };
+    let failing = |minutes| QueueFailure {
+        since: now() - TimeDelta::minutes(minutes),
+        error: "backup repository s3://b: failed to write".to_owned(),
+    };
+    assert_eq!(
+        judge(None, &b).state,
+        CheckState::Ok,
+        "queued, being written"
+    );
+    assert_eq!(
+        judge(Some(&failing(9)), &b).state,
+        CheckState::Ok,
+        "retrying"
+    );
+    let c = judge(Some(&failing(90)), &b);
+    assert_eq!(c.state, CheckState::Critical);
+    assert_eq!(
+        c.summary,
+        "3 configuration versions not backed up: writing them has failed for 2 h: backup repository s3://b: failed to write"
+    );
+    b.config_pending = 0;
+    assert_eq!(
+        judge(Some(&failing(90)), &b).state,
+        CheckState::Ok,
+        "nothing of this tenant waits"
     );
 }

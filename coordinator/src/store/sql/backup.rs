@@ -476,6 +476,26 @@ macro_rules! backup_sql {
                     .collect()
             }
 
+            async fn config_backlog(&self) -> Result<Vec<(Uuid, String, i64)>> {
+                let rows = sqlx::query(
+                    "SELECT h.tenant_id, t.slug, count(*) AS pending \
+                     FROM tenant_config_history h JOIN tenants t ON t.id = h.tenant_id \
+                     WHERE h.backed_up_at IS NULL AND t.status = 'active' \
+                     GROUP BY h.tenant_id, t.slug",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok((
+                            parse_uuid(&row.try_get::<String, _>("tenant_id")?)?,
+                            row.try_get("slug")?,
+                            row.try_get("pending")?,
+                        ))
+                    })
+                    .collect()
+            }
+
             async fn pending_config_versions(
                 &self,
                 tenant: Option<Uuid>,
