@@ -483,7 +483,11 @@ impl BackupService {
                 if only.is_some_and(|id| id != manifest.id) {
                     continue;
                 }
-                let deeply = deep && (only.is_some() || Some(manifest.id) == latest);
+                // A configuration backup is its manifest: opening it is
+                // all there is to check.
+                let deeply = deep
+                    && kind != BackupKind::Configuration
+                    && (only.is_some() || Some(manifest.id) == latest);
                 let problems = if deeply {
                     self.backups.verify_deep(manifest).await
                 } else {
