@@ -530,6 +530,25 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_may_keep_backups_longer_and_a_bad_policy_is_named() {
+        let mut args = ServeArgs::for_dir(Path::new("/srv"));
+        args.backup.backup_retention_enterprise = Some("daily=30,monthly=24".into());
+        let config = ServeConfig::try_from(args.clone()).unwrap();
+        let retention = config.backup.unwrap().retention;
+        assert_eq!(
+            retention.for_plan(knowton_common::Plan::Enterprise).daily,
+            30
+        );
+        assert_eq!(retention.for_plan(knowton_common::Plan::Basic).daily, 7);
+        args.backup.backup_retention_basic = Some("hourly=3".into());
+        let err = ServeConfig::try_from(args).unwrap_err().to_string();
+        assert!(
+            err.contains("--backup-retention-basic: \"hourly\""),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn agent_tls_is_all_or_nothing() {
         let mut args = ServeArgs::for_dir(Path::new("/srv"));
         assert!(

@@ -35,12 +35,13 @@ use uuid::Uuid;
 use self::chunk::{ChunkRef, ChunkWriter, Transfer};
 use self::manifest::{Content, Manifest};
 use self::repo::{Put, Repository};
-use self::retention::Retention;
+use self::retention::{Retention, RetentionPolicy};
 use self::schedule::Schedule;
 use self::seal::{OpenError, Sealer};
 use crate::secrets::SecretBox;
 pub use crate::store::BackupKind;
 use crate::tenant_data::{TenantData, TenantDataError, database_name};
+use knowton_common::Plan;
 use std::sync::atomic::AtomicU64;
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +122,15 @@ pub struct BackupArgs {
         default_value = "daily=7,weekly=4,monthly=6"
     )]
     pub backup_retention: String,
+    /// What a basic plan's tenants keep instead (same form).
+    #[arg(long, env = "KNOWTON_BACKUP_RETENTION_BASIC")]
+    pub backup_retention_basic: Option<String>,
+    /// What a professional plan's tenants keep instead.
+    #[arg(long, env = "KNOWTON_BACKUP_RETENTION_PROFESSIONAL")]
+    pub backup_retention_professional: Option<String>,
+    /// What an enterprise plan's tenants keep instead.
+    #[arg(long, env = "KNOWTON_BACKUP_RETENTION_ENTERPRISE")]
+    pub backup_retention_enterprise: Option<String>,
     /// When tenants' databases are backed up (cron, UTC; an optional
     /// seconds field first).
     #[arg(
@@ -152,7 +162,7 @@ pub struct BackupArgs {
 pub struct BackupConfig {
     pub url: String,
     pub s3_endpoint: Option<String>,
-    pub retention: Retention,
+    pub retention: RetentionPolicy,
     pub database_schedule: Schedule,
     pub storage_schedule: Schedule,
     /// Deep verifications (`None`: off).
@@ -168,11 +178,47 @@ impl BackupArgs {
         default_dir: Option<&Path>,
         errors: &mut Vec<String>,
     ) -> Option<BackupConfig> {
-        let retention = self
+        let mut retention = self
             .backup_retention
             .parse::<Retention>()
             .map_err(|e| errors.push(format!("--backup-retention: {e}")))
-            .ok();
+            .ok()
+            .map(|default| RetentionPolicy {
+                default,
+                ..RetentionPolicy::default()
+            });
+        for (flag, given, plan) in [
+            (
+                "backup-retention-basic",
+                &self.backup_retention_basic,
+                Plan::Basic,
+            ),
+            (
+                "backup-retention-professional",
+                &self.backup_retention_professional,
+                Plan::Professional,
+            ),
+            (
+                "backup-retention-enterprise",
+                &self.backup_retention_enterprise,
+                Plan::Enterprise,
+            ),
+        ] {
+            let Some(text) = given else { continue };
+            match text.parse::<Retention>() {
+                Ok(own) => {
+                    if let Some(policy) = &mut retention {
+                        let slot = match plan {
+                            Plan::Basic => &mut policy.basic,
+                            Plan::Professional => &mut policy.professional,
+                            Plan::Enterprise => &mut policy.enterprise,
+                        };
+                        *slot = Some(own);
+                    }
+                }
+                Err(e) => errors.push(format!("--{flag}: {e}")),
+            }
+        }
         let schedule = |flag: &str, text: &str, errors: &mut Vec<String>| {
             text.parse::<Schedule>()
                 .map_err(|e| errors.push(format!("--{flag}: {e}")))

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Datelike, Utc};
+use knowton_common::Plan;
 
 /// `--backup-retention`: `daily=7,weekly=4,monthly=6` (the default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,45 @@ impl std::fmt::Display for Retention {
     }
 }
 
+/// `--backup-retention`, and each plan's own where
+/// `--backup-retention-<plan>` gives one (an enterprise plan may sell a
+/// longer history than a basic one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionPolicy {
+    pub default: Retention,
+    pub basic: Option<Retention>,
+    pub professional: Option<Retention>,
+    pub enterprise: Option<Retention>,
+}
+
+impl RetentionPolicy {
+    /// What a tenant on `plan` keeps.
+    pub fn for_plan(&self, plan: Plan) -> Retention {
+        match plan {
+            Plan::Basic => self.basic,
+            Plan::Professional => self.professional,
+            Plan::Enterprise => self.enterprise,
+        }
+        .unwrap_or(self.default)
+    }
+}
+
+impl std::fmt::Display for RetentionPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.default)?;
+        for (plan, own) in [
+            ("basic", self.basic),
+            ("professional", self.professional),
+            ("enterprise", self.enterprise),
+        ] {
+            if let Some(own) = own {
+                write!(f, "; {plan}: {own}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The calendar period of a moment: (year, day, week or month).
 type Period = fn(&DateTime<Utc>) -> (i32, u32);
 
@@ -133,6 +173,27 @@ mod tests {
 
     fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn a_plan_keeps_its_own_policy_or_the_default() {
+        let policy = RetentionPolicy {
+            enterprise: Some("daily=30,monthly=24".parse().unwrap()),
+            ..RetentionPolicy::default()
+        };
+        assert_eq!(policy.for_plan(Plan::Basic), Retention::default());
+        assert_eq!(
+            policy.for_plan(Plan::Enterprise),
+            Retention {
+                daily: 30,
+                weekly: 0,
+                monthly: 24
+            }
+        );
+        assert_eq!(
+            policy.to_string(),
+            "daily=7,weekly=4,monthly=6; enterprise: daily=30,weekly=0,monthly=24"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use knowton_common::TenantStatus;
 use uuid::Uuid;
 
-use super::retention::Retention;
+use super::retention::RetentionPolicy;
 use super::service::BackupService;
 use super::{BackupKind, TenantRef};
 use crate::leader::Leadership;
@@ -88,7 +88,7 @@ pub fn is_due(schedule: &Schedule, last: Option<DateTime<Utc>>, now: DateTime<Ut
 #[derive(Debug, Clone)]
 pub struct Schedules {
     pub kinds: Vec<(BackupKind, Schedule)>,
-    pub retention: Retention,
+    pub retention: RetentionPolicy,
     /// Deep verifications, if on.
     pub verify: Option<Schedule>,
 }
@@ -228,7 +228,11 @@ async fn round(
             if backed_up {
                 match service
                     .backups()
-                    .prune(tenant.id, schedules.retention, PRUNE_GRACE)
+                    .prune(
+                        tenant.id,
+                        schedules.retention.for_plan(tenant.plan),
+                        PRUNE_GRACE,
+                    )
                     .await
                 {
                     Ok(report) if report.deleted_backups + report.deleted_chunks > 0 => {
