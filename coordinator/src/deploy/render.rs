@@ -410,6 +410,16 @@ fn deployment(
         volumes
             .push(json!({"name": "data", "persistentVolumeClaim": {"claimName": volume::CLAIM}}));
     }
+    // The database password and the token secret are the backend's: the
+    // frontend serves the tenant's pages and holds neither.
+    let env_from = if component == "backend" {
+        json!([
+            {"configMapRef": {"name": "tenant-config"}},
+            {"secretRef": {"name": "tenant-secrets"}},
+        ])
+    } else {
+        json!([{"configMapRef": {"name": "tenant-config"}}])
+    };
     let mut deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": meta(spec, ns, component, Some(component)),
@@ -437,10 +447,7 @@ fn deployment(
                         "name": component,
                         "image": format!("{image}:{}", cluster.image_tag),
                         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-                        "envFrom": [
-                            {"configMapRef": {"name": "tenant-config"}},
-                            {"secretRef": {"name": "tenant-secrets"}},
-                        ],
+                        "envFrom": env_from,
                         "livenessProbe": probe(liveness, 10),
                         "readinessProbe": probe(readiness, 5),
                         "resources": {

@@ -344,6 +344,13 @@ fn the_backend_gets_its_database_from_the_config_and_secret_only_when_there_is_o
             {"secretRef": {"name": "tenant-secrets"}},
         ])
     );
+    // The frontend holds neither the database password nor the token
+    // secret.
+    let frontend = find(&objects, "Deployment", "frontend");
+    assert_eq!(
+        frontend["spec"]["template"]["spec"]["containers"][0]["envFrom"],
+        json!([{"configMapRef": {"name": "tenant-config"}}])
+    );
 }
 
 #[test]
