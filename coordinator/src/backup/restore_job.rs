@@ -12,14 +12,16 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::manifest::Manifest;
-use super::service::{BackupService, RestoreError, RestorePart, RestoreProgress, StartError};
+use super::service::{
+    BackupService, RestoreError, RestorePart, RestoreProgress, STALE_AFTER, StartError,
+};
 use super::{BackupKind, TenantRef};
 use crate::store::{RestoreJob, RestoreStatus, StoreError, Unique};
 
-/// How often a running job records where it is (and that it is alive).
+/// How often a running job records where it is (and that it is alive); a
+/// job silent for [`STALE_AFTER`], as a run, belongs to a coordinator that
+/// stopped.
 const RECORD_EVERY: Duration = Duration::from_secs(2);
-/// A running job silent this long belongs to a coordinator that stopped.
-const STALE_AFTER: Duration = Duration::from_secs(30);
 
 /// Why a restore job did not start.
 #[derive(Debug, thiserror::Error)]

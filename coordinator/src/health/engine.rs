@@ -361,7 +361,12 @@ impl Runner {
         // Judged apart from the pods: it does not change the status.
         if let Some(watch) = &self.backups {
             let backups = watch.status.tenant(tenant.id);
-            let config_failing = watch.status.config_failing();
+            // Read only for a tenant with versions waiting (it clones the
+            // writer's error).
+            let config_failing = backups
+                .as_ref()
+                .filter(|b| b.config_pending > 0)
+                .and_then(|_| watch.status.config_failing());
             evaluation.checks.extend(backup_check(BackupFacts {
                 backups: backups.as_deref(),
                 kinds: &watch.kinds,
