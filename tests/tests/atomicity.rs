@@ -1,6 +1,9 @@
 //! Provisioning is one transaction: a failure at any step leaves nothing.
 
+use std::time::Duration;
+
 use knowton_tests::deploy::until_settled;
+use knowton_tests::eventually::eventually;
 use knowton_tests::{TestCoordinator, on_every_backend, tenant_request};
 use reqwest::{Method, StatusCode};
 
@@ -13,6 +16,21 @@ async fn a_failure_at_any_step_leaves_no_rows(kt: TestCoordinator) {
     // the reply: the snapshot waits for it to end.
     let deployment = until_settled(&kt, "survivor").await;
     assert_eq!(deployment["phase"], "skipped", "{deployment:#}");
+    // So is the backup of its configuration, which marks its version as
+    // written (`backed_up_at`): the snapshot waits for that too, or it
+    // would see the mark land in the middle of the failures below.
+    eventually(
+        Duration::from_secs(20),
+        "the survivor's configuration backed up",
+        || async {
+            let waiting = kt
+                .db
+                .scalar("SELECT CAST(COUNT(*) AS TEXT) FROM tenant_config_history WHERE backed_up_at IS NULL")
+                .await;
+            (waiting.as_deref() == Some("0")).then_some(())
+        },
+    )
+    .await;
     let before = kt.db.every_value().await;
 
     // The tables in the order provisioning writes them: fail each in turn.
