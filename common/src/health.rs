@@ -229,6 +229,9 @@ vocabulary! {
         Manual = "manual",
         Deprovisioned = "deprovisioned",
         Scaled = "scaled",
+        /// A restore holding the tenant at zero while its data is replaced,
+        /// or bringing it back after.
+        Restore = "restore",
         /// Periodic or watch-driven: a full deployment only when the desired
         /// objects changed or the last one failed, otherwise drift repair.
         Reconcile = "reconcile",

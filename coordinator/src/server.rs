@@ -319,8 +319,13 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         engine: engine.clone(),
         data,
     }));
-    // A restored configuration is applied through the lifecycle.
-    let backups = backups.map(|service| service.with_configuration_target(lifecycle.clone()));
+    // A restored configuration is applied through the lifecycle; a
+    // restore of data holds the tenant at zero through the deployer.
+    let backups = backups.map(|service| {
+        service
+            .with_configuration_target(lifecycle.clone())
+            .with_deployer(deployer.clone())
+    });
     let state = AppState::new(
         Services {
             lifecycle,

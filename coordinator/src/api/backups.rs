@@ -350,9 +350,11 @@ fn restore_error(err: &RestoreError) -> ApiError {
         RestoreError::Safety { .. } => {
             ApiError::new(StatusCode::BAD_GATEWAY, "restore_safety_failed", message)
         }
-        RestoreError::Part { .. } => {
+        RestoreError::Part { .. }
+        | RestoreError::ScaleDown { .. }
+        | RestoreError::Redeploy { .. } => {
             tracing::error!(error = %message, "restore failed");
-            ApiError::new(StatusCode::BAD_GATEWAY, "restore_failed", message)
+            ApiError::new(StatusCode::BAD_GATEWAY, err.code(), message)
         }
         RestoreError::Backup(e) => repository_error(e),
         RestoreError::Start(StartError::AlreadyRunning { .. }) => {

@@ -13,6 +13,7 @@
 pub mod chunk;
 pub mod config;
 pub mod database;
+mod hold;
 pub mod manifest;
 pub mod repo;
 pub mod restore_job;

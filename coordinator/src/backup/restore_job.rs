@@ -42,6 +42,8 @@ impl RestoreError {
             RestoreError::NothingBefore { .. } => "no_backup",
             RestoreError::Safety { .. } => "restore_safety_failed",
             RestoreError::Part { .. } => "restore_failed",
+            RestoreError::ScaleDown { .. } => "restore_scale_down_failed",
+            RestoreError::Redeploy { .. } => "restore_redeploy_failed",
             RestoreError::Backup(_) => "backup_repository_error",
             RestoreError::Start(StartError::AlreadyRunning { .. }) => "backup_running",
             RestoreError::Start(StartError::Store(_)) => "internal",
@@ -119,7 +121,7 @@ impl BackupService {
     ) {
         let progress = RestoreProgress::default();
         let planned = parts_json(&parts);
-        let work = self.apply_restore(from, into, plan, parts, actor, &progress);
+        let work = self.held_restore(id, from, into, plan, parts, actor, &progress);
         tokio::pin!(work);
         let mut record = tokio::time::interval(RECORD_EVERY);
         let outcome = loop {
@@ -162,6 +164,58 @@ impl BackupService {
         };
         if let Err(err) = finished {
             tracing::error!(job = %id, error = %err, "failed to record how a restore ended");
+        }
+    }
+}
+
+impl BackupService {
+    /// [`BackupService::apply_restore`], with the tenant held at zero
+    /// while its database or files are replaced, and redeployed after
+    /// (whether the restore succeeded or not: a tenant is never left down
+    /// by a restore that ended).
+    #[allow(clippy::too_many_arguments)]
+    async fn held_restore(
+        &self,
+        job: Uuid,
+        from: &TenantRef,
+        into: &TenantRef,
+        plan: &[Manifest],
+        parts: Vec<RestorePart>,
+        actor: &str,
+        progress: &RestoreProgress,
+    ) -> Result<Vec<RestorePart>, RestoreError> {
+        let data = parts.iter().any(|p| p.kind != BackupKind::Configuration);
+        let Some(deployer) = self.holding_deployer().filter(|_| data).cloned() else {
+            return self
+                .apply_restore(from, into, plan, parts, actor, progress)
+                .await;
+        };
+        progress.set_phase("scaling the tenant to zero");
+        let restored = match self.scale_to_zero(&deployer, job, into).await {
+            Ok(()) => {
+                tracing::info!(job = %job, into = %into.slug, "tenant held at zero for the restore");
+                self.apply_restore(from, into, plan, parts, actor, progress)
+                    .await
+            }
+            Err(reason) => Err(RestoreError::ScaleDown { reason }),
+        };
+        progress.set_phase("redeploying the tenant and verifying its health");
+        let redeployed = self.redeploy(&deployer, job, into).await;
+        match (restored, redeployed) {
+            (Ok(parts), Ok(note)) => {
+                tracing::info!(job = %job, into = %into.slug, note = note.unwrap_or_default(), "tenant redeployed after the restore");
+                Ok(parts)
+            }
+            (Ok(parts), Err(reason)) => Err(RestoreError::Redeploy {
+                restored: parts.iter().map(|p| p.kind.to_string()).collect(),
+                reason,
+            }),
+            (Err(err), redeployed) => {
+                if let Err(reason) = redeployed {
+                    tracing::error!(job = %job, into = %into.slug, reason, "the tenant's redeployment after a failed restore failed too");
+                }
+                Err(err)
+            }
         }
     }
 }

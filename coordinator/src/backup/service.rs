@@ -46,6 +46,9 @@ pub struct BackupService {
     status: Arc<BackupStatus>,
     /// Applies a restored configuration (see `config`).
     pub(super) config_target: Option<Arc<dyn super::config::ConfigurationTarget>>,
+    /// Holds a tenant at zero while a restore replaces its data (see
+    /// `hold`).
+    pub(super) deployer: Option<crate::deploy::Deployer>,
 }
 
 impl BackupService {
@@ -55,6 +58,7 @@ impl BackupService {
             store,
             status: Arc::default(),
             config_target: None,
+            deployer: None,
         }
     }
 
@@ -274,6 +278,18 @@ pub enum RestoreError {
         safety: Option<Uuid>,
         #[source]
         source: BackupError,
+    },
+    #[error(
+        "scaling the tenant to zero before the restore failed, so nothing was restored: {reason}"
+    )]
+    ScaleDown { reason: String },
+    #[error(
+        "the data was restored ({}), but the tenant's redeployment after it failed: {reason}",
+        restored.join(", ")
+    )]
+    Redeploy {
+        restored: Vec<String>,
+        reason: String,
     },
     #[error(transparent)]
     Backup(#[from] BackupError),

@@ -274,19 +274,28 @@ impl Deployer {
 
     /// The tenant's objects as the deployer would apply them now.
     pub async fn render_tenant(&self, tenant: &Tenant) -> Result<Vec<Value>, DeployError> {
-        let row = self
-            .inner
-            .store
+        Ok(self.rendering(tenant).await?.0)
+    }
+
+    /// [`Self::render_tenant`], with the restore job holding the tenant at
+    /// zero replicas, if one does (it is rendered stopped).
+    async fn rendering(&self, tenant: &Tenant) -> Result<(Vec<Value>, Option<Uuid>), DeployError> {
+        let store = &self.inner.store;
+        let row = store
             .deployment(tenant.id)
             .await
             .map_err(DeployError::ReadTenant)?;
-        let secrets =
-            secrets::open(self.inner.store.as_ref(), &self.inner.secrets, tenant.id).await?;
-        Ok(render(
-            &spec_of(tenant, row.as_ref()),
-            &secrets,
-            &self.inner.settings.cluster,
-        ))
+        let alive_since = now()
+            - chrono::Duration::from_std(crate::backup::service::STALE_AFTER)
+                .expect("a short duration");
+        let held = store
+            .restore_hold(tenant.id, alive_since)
+            .await
+            .map_err(DeployError::ReadTenant)?;
+        let secrets = secrets::open(store.as_ref(), &self.inner.secrets, tenant.id).await?;
+        let mut spec = spec_of(tenant, row.as_ref());
+        spec.stopped |= held.is_some();
+        Ok((render(&spec, &secrets, &self.inner.settings.cluster), held))
     }
 
     /// Runs deployments until `shutdown` turns true: queued requests, a

@@ -291,6 +291,11 @@ pub trait BackupStore: Send + Sync {
         parts: &serde_json::Value,
         error: Option<(&str, &str)>,
     ) -> Result<()>;
+    /// Sets whether the running job `id` holds its tenant at zero replicas.
+    async fn set_restore_hold(&self, id: Uuid, hold: bool) -> Result<()>;
+    /// The running job holding `tenant` at zero replicas, if one was
+    /// updated at or after `alive_since` (a silent one no longer holds).
+    async fn restore_hold(&self, tenant: Uuid, alive_since: DateTime<Utc>) -> Result<Option<Uuid>>;
     /// A job of `tenant`.
     async fn restore_job(&self, tenant: Uuid, id: Uuid) -> Result<Option<RestoreJob>>;
     /// Each active tenant's latest verification, with the tenant's slug.

@@ -12,12 +12,15 @@
 //!   namespace.
 //! - `without_a_cluster`: skipped deployments, refused settings.
 //! - `scaling`: replicas following sustained response times.
+//! - `restore`: a restore of a tenant's data holds it at zero, then
+//!   redeploys it.
 //! - `reconcile`: the periodic drift check reads the watch's cache.
 //! - `watch`: the drift watch's cache.
 
 mod data;
 mod purge_expired;
 mod reconcile;
+mod restore;
 mod rollout;
 mod scaling;
 mod teardown;

@@ -45,8 +45,8 @@ impl Deployer {
             .await
             .map_err(DeployError::ReadTenant)?
             .unwrap_or_else(|| DeploymentRow::new(id, trigger));
-        let objects = match self.render_tenant(&tenant).await {
-            Ok(objects) => objects,
+        let (objects, held) = match self.rendering(&tenant).await {
+            Ok(rendered) => rendered,
             Err(err @ (DeployError::ReadTenant(_) | DeployError::ReadSecrets(_))) => {
                 return Err(err);
             }
@@ -131,6 +131,17 @@ impl Deployer {
                     &mut row,
                     Phase::Ready,
                     Some("deprovisioned: scaled to zero, namespace and data kept".to_owned()),
+                )
+                .await;
+        }
+        if let Some(job) = held {
+            return self
+                .finish(
+                    &mut row,
+                    Phase::Ready,
+                    Some(format!(
+                        "held at zero by restore {job}: redeployed when its data is back"
+                    )),
                 )
                 .await;
         }

@@ -398,6 +398,35 @@ macro_rules! backup_sql {
                 Ok(())
             }
 
+            async fn set_restore_hold(&self, id: Uuid, hold: bool) -> Result<()> {
+                sqlx::query(
+                    "UPDATE restore_jobs SET holds_tenant = $2, updated_at = $3 \
+                     WHERE id = $1 AND status = 'running'",
+                )
+                .bind(id.to_string())
+                .bind(hold)
+                .bind(now())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn restore_hold(
+                &self,
+                tenant: Uuid,
+                alive_since: DateTime<Utc>,
+            ) -> Result<Option<Uuid>> {
+                let id: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM restore_jobs WHERE tenant_id = $1 AND status = 'running' \
+                     AND holds_tenant AND updated_at >= $2",
+                )
+                .bind(tenant.to_string())
+                .bind(alive_since)
+                .fetch_optional(&self.pool)
+                .await?;
+                id.map(|id| parse_uuid(&id)).transpose()
+            }
+
             async fn restore_job(&self, tenant: Uuid, id: Uuid) -> Result<Option<RestoreJob>> {
                 let sql = sqlx::AssertSqlSafe(format!(
                     "SELECT {RESTORE_FIELDS} FROM restore_jobs WHERE tenant_id = $1 AND id = $2"
