@@ -318,6 +318,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         deployer: deployer.clone(),
         engine: engine.clone(),
         data,
+        backups: backups.as_ref().map(|service| service.backups().clone()),
     }));
     // A restored configuration is applied through the lifecycle; a
     // restore of data holds the tenant at zero through the deployer.

@@ -385,6 +385,15 @@ async fn purge_deletes_every_row_of_the_tenant_only(kt: TestCoordinator) {
         .filter(|(_, n)| *n > 0)
         .collect();
     assert!(left.is_empty(), "rows left after purge: {left:?}");
+    // Its backups went with it (its configuration's, its files' and the
+    // safety backup of the restore above).
+    let repository = kt.db.dir.path().join("backups");
+    let objects = files_under(&repository);
+    assert!(!objects.is_empty(), "the other tenant's backups stay");
+    assert!(
+        !objects.iter().any(|path| path.contains(&gone_id)),
+        "backups left after purge: {objects:?}"
+    );
     let everything = kt.db.every_value().await;
     assert!(
         !everything
@@ -568,4 +577,18 @@ async fn if_match_refuses_a_stale_version(kt: TestCoordinator) {
         let reply = put(bad, "#444444").await.unwrap();
         assert_eq!(reply.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
+}
+
+/// Every file under `dir`, by path.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path.display().to_string());
+        }
+    }
+    out
 }

@@ -220,6 +220,11 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::CreateData(err)
             | LifecycleError::DisableData(err)
             | LifecycleError::DeleteData(err) => tenant_data_error(&err),
+            LifecycleError::DeleteBackups(err) => {
+                let message = knowton_common::error_chain(&err);
+                tracing::error!(error = %message, "a purged tenant's backups could not be deleted");
+                ApiError::new(StatusCode::BAD_GATEWAY, "backup_repository_error", message)
+            }
             err @ (LifecycleError::ReadTenant(_)
             | LifecycleError::OpenSecrets(_)
             | LifecycleError::HashPassword(_)

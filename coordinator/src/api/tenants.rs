@@ -163,11 +163,15 @@ pub async fn update(
     Ok(with_etag(tenant))
 }
 
-/// Deprovision: keeps the data (status `deprovisioned`, keys revoked)
-/// unless `purge=true`. Idempotent.
+/// Deprovision: keeps the data and backups (status `deprovisioned`, keys
+/// revoked) unless `purge=true`, which deletes the tenant's namespace,
+/// database, files, backups and rows. Idempotent.
 #[utoipa::path(delete, path = "/api/v1/tenants/{idOrSlug}", tag = "tenants",
     params(("idOrSlug" = String, Path, description = "Tenant id or slug"), DeleteParams),
-    responses((status = 200, body = DeprovisionResponse), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = DeprovisionResponse), (status = 404, body = ErrorBody),
+        (status = 502, description = "The cluster, the tenants' database server or the \
+            backup repository refused (cluster_error, tenant_data_error, \
+            backup_repository_error): nothing of the tenant's rows was deleted", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,

@@ -637,6 +637,23 @@ impl Backups {
         Ok(report)
     }
 
+    /// Deletes every object of `tenant` (a purge): its manifests first, so
+    /// that a deletion cut short never leaves a backup listed whose chunks
+    /// are gone (deleting again finishes it). Returns how many objects.
+    pub async fn delete_tenant(&self, tenant: Uuid) -> Result<usize, BackupError> {
+        let mut deleted = 0;
+        for prefix in [
+            format!("tenants/{tenant}/backups"),
+            format!("tenants/{tenant}"),
+        ] {
+            for object in self.repo.list(&prefix).await? {
+                self.repo.delete(&object.path).await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// `tenant`'s pending marks, by path.
     async fn marks(&self, tenant: Uuid) -> Result<Vec<(String, Mark)>, BackupError> {
         let mut out = Vec::new();

@@ -55,6 +55,8 @@ pub enum LifecycleError {
     DisableData(#[source] Box<TenantDataError>),
     #[error("failed to delete the tenant's data")]
     DeleteData(#[source] Box<TenantDataError>),
+    #[error("failed to delete the tenant's backups")]
+    DeleteBackups(#[source] Box<crate::backup::BackupError>),
 }
 
 pub type Result<T, E = LifecycleError> = std::result::Result<T, E>;

@@ -51,6 +51,8 @@ pub struct LifecycleParts {
     pub engine: Engine,
     /// Each tenant's database and files.
     pub data: TenantData,
+    /// The backups, deleted with the tenant when it is purged.
+    pub backups: Option<crate::backup::Backups>,
 }
 
 /// The tenant lifecycle service.
@@ -65,6 +67,7 @@ pub struct TenantLifecycle {
     deployer: Deployer,
     engine: Engine,
     data: TenantData,
+    backups: Option<crate::backup::Backups>,
 }
 
 impl TenantLifecycle {
@@ -79,6 +82,7 @@ impl TenantLifecycle {
             deployer: parts.deployer,
             engine: parts.engine,
             data: parts.data,
+            backups: parts.backups,
         }
     }
 

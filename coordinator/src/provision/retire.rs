@@ -32,9 +32,11 @@ impl TenantLifecycle {
     }
 
     /// Deletes the tenant's namespace (with everything in it, its volume
-    /// too), its database, role and files, and then every row of the
-    /// tenant. When the cluster or the database server refuses, the rows
-    /// stay (a purge may be tried again) and the error says why.
+    /// too), its database, role and files, its backups, and then every row
+    /// of the tenant. When the cluster, the database server or the backup
+    /// repository refuses, the rows stay (a purge may be tried again) and
+    /// the error says why. (A deprovisioned tenant's data and backups are
+    /// kept through its retention: purging is the end of both.)
     pub async fn purge(&self, id: Uuid) -> Result<()> {
         let tenant = self.get(id).await?;
         // No deployment, drift repair or reconcile may bring it back meanwhile.
@@ -47,6 +49,13 @@ impl TenantLifecycle {
             .remove(id, &tenant.slug)
             .await
             .map_err(|e| LifecycleError::DeleteData(Box::new(e)))?;
+        if let Some(backups) = &self.backups {
+            let deleted = backups
+                .delete_tenant(id)
+                .await
+                .map_err(|e| LifecycleError::DeleteBackups(Box::new(e)))?;
+            tracing::info!(tenant = %tenant.slug, objects = deleted, "the tenant's backups were deleted");
+        }
         self.store
             .purge(id)
             .await
