@@ -34,6 +34,10 @@ pub struct VolumeArgs {
     /// Refuse every write (backups: the claim is mounted read-only too).
     #[arg(long, env = "KNOWTON_VOLUME_READ_ONLY")]
     pub read_only: bool,
+    /// Serve nothing: wait for SIGTERM (the volume pod's main process,
+    /// while the coordinator runs the server through `pods/exec`).
+    #[arg(long)]
+    pub idle: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@ fn args(root: &Path, read_only: bool) -> VolumeArgs {
     VolumeArgs {
         root: root.to_owned(),
         read_only,
+        idle: false,
     }
 }
 
