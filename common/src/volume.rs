@@ -18,6 +18,15 @@
 //! Every request but `Content` is answered, by [`Reply::Done`] when it has
 //! nothing else to say; any request may be answered by [`Reply::Failed`].
 
+/// The tenant's volume claim; its backend mounts it at [`DATA_PATH`].
+pub const CLAIM: &str = "tenant-data";
+/// Where a tenant's pods find its files.
+pub const DATA_PATH: &str = "/data";
+/// The component label (`knowton.io/component`) of the short-lived pod that
+/// reads or writes the claim for a storage backup or restore: the tenant's
+/// network policies deny it all traffic.
+pub const POD_COMPONENT: &str = "volume";
+
 /// The largest frame payload either end sends or accepts.
 pub const MAX_FRAME: usize = 1 << 20;
 /// The largest [`Reply::Data`] or [`Request::Content`] a sender makes.

@@ -21,7 +21,7 @@ async fn provisioning_deploys_waits_for_the_rollout_and_records_every_phase(db: 
     kinds.sort();
     // One backend replica on its volume: no autoscaler, no disruption
     // budget (README, "Tenant data in the cluster").
-    assert_eq!(kinds.len(), 12, "{kinds:?}");
+    assert_eq!(kinds.len(), 13, "{kinds:?}");
     assert!(kinds.contains(&"PersistentVolumeClaim".to_owned()));
     let namespace = cluster
         .fake

@@ -27,8 +27,8 @@ use tokio_util::io::StreamReader;
 
 use self::pod::{Access, CONTAINER, POD_NAME};
 pub use self::session::{Caps, Session};
-use crate::deploy::render::COMPONENT_LABEL;
-use crate::deploy::volume::CLAIM;
+use knowton_common::namespace::COMPONENT_LABEL;
+use knowton_common::volume::CLAIM;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {

@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::deploy::render::{COMPONENT_LABEL, MANAGED_BY};
-use crate::deploy::volume::{CLAIM, DATA_PATH};
+use knowton_common::namespace::COMPONENT_LABEL;
+use knowton_common::volume::{CLAIM, DATA_PATH, POD_COMPONENT};
 
 /// One per tenant namespace at a time: a leftover is found by its name.
 pub const POD_NAME: &str = "knowton-volume";
 pub const CONTAINER: &str = "volume";
 /// The pod's component label; the tenant's network policies deny it all
 /// traffic.
-pub const COMPONENT: &str = "volume";
+pub const COMPONENT: &str = POD_COMPONENT;
 
 /// What the pod may do to the claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +59,7 @@ pub fn render(spec: &PodSpec<'_>) -> Value {
             "labels": {
                 COMPONENT_LABEL: COMPONENT,
                 "knowton.io/volume-of": spec.slug,
-                MANAGED_BY.0: MANAGED_BY.1,
+                "app.kubernetes.io/managed-by": "knowton-coordinator",
             },
         },
         "spec": {
