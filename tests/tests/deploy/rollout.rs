@@ -207,7 +207,7 @@ async fn server_dry_run_previews_a_new_namespace_and_field_changes_storing_nothi
     let preview = dry_run(&kt, "globex", "server").await;
     assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
     let changes = preview.body["changes"].as_array().unwrap();
-    assert_eq!(changes.len(), 14, "{changes:#?}");
+    assert_eq!(changes.len(), 15, "{changes:#?}");
     assert!(
         changes.iter().all(|c| c["action"] == "create"),
         "{changes:#?}"
