@@ -17,6 +17,8 @@
 //! - [`instructions`]: what the coordinator told the agent (interval,
 //!   per-tenant slow thresholds, check-alls), merged.
 //! - [`metrics`]: the agent's own /metrics, /healthz and /readyz.
+//! - [`volume`]: `knowton-agent volume`, which reads and writes a tenant's
+//!   volume for the coordinator's storage backups and restores.
 //! - `fuzzing`: the parsers of outside input, for the fuzz targets.
 
 pub mod buffer;
@@ -33,3 +35,4 @@ pub mod replicas;
 pub mod run;
 pub mod storage;
 pub mod stream;
+pub mod volume;

@@ -6,6 +6,11 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // `knowton-agent volume …`: a tenant's volume for the coordinator, on
+    // stdin and stdout (so nothing is logged there).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "volume") {
+        return volume().await;
+    }
     let args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -14,6 +19,22 @@ async fn main() -> std::process::ExitCode {
         LogFormat::Json => builder.json().init(),
     }
     match knowton_agent::run::run(args, shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {:#}", anyhow::Error::from(err));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn volume() -> std::process::ExitCode {
+    use knowton_agent::volume::{VolumeArgs, serve};
+    let args = VolumeArgs::parse_from(std::env::args_os().skip(1));
+    if args.idle {
+        shutdown_signal().await;
+        return std::process::ExitCode::SUCCESS;
+    }
+    match serve(&args, std::io::stdin().lock(), std::io::stdout().lock()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {:#}", anyhow::Error::from(err));

@@ -18,6 +18,8 @@
 //! - [`ratelimit`]: the arithmetic of a tenant's request budget (GCRA).
 //! - [`units`]: byte sizes as people read them.
 //! - [`errors`]: an error and its causes on one line, for logs and messages.
+//! - [`volume`]: the framed protocol between the coordinator and a volume
+//!   pod reading or writing a tenant's files.
 
 pub mod errors;
 pub mod features;
@@ -29,6 +31,7 @@ pub mod tenant;
 pub mod thresholds;
 pub mod units;
 pub mod usage;
+pub mod volume;
 
 pub use errors::error_chain;
 pub use features::{Feature, FeatureOverrides, Features};

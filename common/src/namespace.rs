@@ -7,6 +7,9 @@
 /// The label naming a pod's tenant (its slug), set on everything the
 /// deployer renders.
 pub const TENANT_LABEL: &str = "knowton.io/tenant";
+/// The label naming a pod's part of a tenant (`backend`, `frontend`,
+/// `volume`…).
+pub const COMPONENT_LABEL: &str = "knowton.io/component";
 
 /// The prefix of tenant namespaces unless configured otherwise.
 pub const DEFAULT_NAMESPACE_PREFIX: &str = "knowton-tenant-";

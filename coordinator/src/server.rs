@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::api::{self, ApiSettings, AppState, Services};
 use crate::backup::service::BackupService;
+use crate::backup::volume::{Caps, VolumePods, VolumeSettings};
 use crate::backup::{BackupKind, Backups, open_repository};
 use crate::config::{AdminTokenSource, ServeConfig};
 use crate::credentials;
@@ -259,16 +260,32 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
             Some(TenantStorage::new(config.tenant_storage.clone()))
         },
     };
-    let files_here = data.storage.is_some();
+    // Without a cluster the files are here; with one, in each tenant's
+    // volume, read and written through a volume pod.
+    let files_here = data.storage.is_some() || has_cluster;
+    let volumes = deployer.cluster().map(|cluster| {
+        let flags = &config.deploy.volumes;
+        VolumePods::new(
+            cluster.client().clone(),
+            VolumeSettings {
+                namespace_prefix: config.deploy.settings.cluster.namespace_prefix.clone(),
+                image: flags.image.clone(),
+                deadline: flags.deadline,
+                start_timeout: flags.start_timeout,
+                caps: Caps::default(),
+            },
+        )
+    });
     let backups = match &config.backup {
         Some(settings) => {
             let repo =
                 open_repository(&settings.url, settings.s3_endpoint.as_deref(), &secret_box)?;
             tracing::info!(repository = %repo.shown(), retention = %settings.retention, "backups on");
-            Some(BackupService::new(
-                Backups::new(repo, data.clone()),
-                store.clone(),
-            ))
+            let mut backups = Backups::new(repo, data.clone());
+            if let Some(volumes) = volumes {
+                backups = backups.with_volumes(volumes);
+            }
+            Some(BackupService::new(backups, store.clone()))
         }
         None => {
             tracing::info!("backups off: no --backup-url");

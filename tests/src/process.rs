@@ -30,6 +30,23 @@ pub fn coordinator_binary() -> PathBuf {
     bin
 }
 
+/// The agent binary, built beside the test (`cargo build -p knowton-agent`;
+/// `cargo test --workspace` builds it).
+pub fn agent_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("knowton-agent");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p knowton-agent` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
 /// `knowton-coordinator serve` running as a child process; killed when
 /// dropped.
 #[derive(Debug)]

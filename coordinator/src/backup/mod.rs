@@ -24,6 +24,7 @@ pub mod service;
 pub mod status;
 pub mod storage;
 pub mod verify;
+pub mod volume;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,9 @@ use self::repo::{Put, Repository};
 use self::retention::{Retention, RetentionPolicy};
 use self::schedule::Schedule;
 use self::seal::{OpenError, Sealer};
+use self::storage::Source;
+use self::volume::VolumePods;
+use self::volume::pod::Access;
 use crate::secrets::SecretBox;
 pub use crate::store::BackupKind;
 use crate::tenant_data::{TenantData, TenantDataError, database_name};
@@ -79,6 +83,8 @@ pub enum BackupError {
     },
     #[error(transparent)]
     TenantData(#[from] TenantDataError),
+    #[error(transparent)]
+    Volume(#[from] self::volume::VolumeError),
     #[error("tenant {tenant} has no {kind} to back up: {reason}")]
     Nothing {
         tenant: String,
@@ -406,11 +412,30 @@ struct Mark {
 pub struct Backups {
     repo: Repository,
     data: TenantData,
+    /// In a cluster: tenants' files are in their volumes.
+    volumes: Option<VolumePods>,
+}
+
+/// Where a tenant's files are.
+enum Files<'a> {
+    Dir(PathBuf),
+    Volume(&'a VolumePods),
 }
 
 impl Backups {
     pub fn new(repo: Repository, data: TenantData) -> Self {
-        Backups { repo, data }
+        Backups {
+            repo,
+            data,
+            volumes: None,
+        }
+    }
+
+    /// Tenants' files are read from and restored into their volumes on
+    /// the cluster, through volume pods.
+    pub fn with_volumes(mut self, volumes: VolumePods) -> Self {
+        self.volumes = Some(volumes);
+        self
     }
 
     pub fn repository(&self) -> &Repository {
@@ -449,7 +474,7 @@ impl Backups {
                 });
             }
             BackupKind::Storage => {
-                let root = self.storage_dir(tenant, kind)?;
+                let files = self.files(tenant, kind)?;
                 let previous = match self.latest(tenant.id, kind, Utc::now()).await? {
                     Some(m) => match m.content {
                         Content::Storage { entries } => entries,
@@ -457,9 +482,19 @@ impl Backups {
                     },
                     None => Vec::new(),
                 };
-                Content::Storage {
-                    entries: storage::back_up(&root, writer, &previous).await?,
-                }
+                let entries = match files {
+                    Files::Dir(root) => {
+                        storage::back_up(Source::Local(&root), writer, &previous).await?
+                    }
+                    Files::Volume(volumes) => {
+                        let pod = volumes.open(&tenant.slug, Access::Read).await?;
+                        let entries =
+                            storage::back_up(Source::Volume(&pod), writer, &previous).await;
+                        pod.close().await;
+                        entries?
+                    }
+                };
+                Content::Storage { entries }
             }
         };
         let mut manifest = Manifest {
@@ -493,6 +528,15 @@ impl Backups {
             "backup taken"
         );
         Ok(manifest)
+    }
+
+    /// The tenant's files: in its volume in a cluster, else in its
+    /// directory here.
+    fn files(&self, tenant: &TenantRef, kind: BackupKind) -> Result<Files<'_>, BackupError> {
+        match &self.volumes {
+            Some(volumes) => Ok(Files::Volume(volumes)),
+            None => self.storage_dir(tenant, kind).map(Files::Dir),
+        }
     }
 
     fn storage_dir(&self, tenant: &TenantRef, kind: BackupKind) -> Result<PathBuf, BackupError> {
@@ -763,7 +807,17 @@ impl Backups {
                 manifest.id
             )));
         };
-        let dir = self.storage_dir(into, BackupKind::Storage)?;
+        let dir = match self.files(into, BackupKind::Storage)? {
+            Files::Dir(dir) => dir,
+            Files::Volume(volumes) => {
+                let pod = volumes.open(&into.slug, Access::Write).await?;
+                let written =
+                    volume::restore::restore(&self.repo, manifest.tenant, entries, &pod, progress)
+                        .await;
+                pod.close().await;
+                return written;
+            }
+        };
         let aside = dir.with_file_name(format!(
             ".{}.before-restore-{}",
             into.slug,

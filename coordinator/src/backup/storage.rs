@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures::{StreamExt, TryStreamExt};
-use tokio::io::AsyncWriteExt;
+use knowton_common::volume::{EntryInfo, Kind};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::BackupError;
@@ -23,6 +24,7 @@ use super::chunk::{ChunkRef, ChunkWriter};
 use super::manifest::{Entry, Node};
 use super::repo::{Repository, fetch};
 use super::seal::Sealer;
+use super::volume::VolumePod;
 
 /// The most paths a backup holds: a tenant's count of files is bounded by
 /// nothing its plan sells (empty files take no bytes), and a manifest is
@@ -33,26 +35,84 @@ const FILES_AT_ONCE: usize = 4;
 /// Chunks fetched ahead of the one being written, per file.
 const PREFETCH: usize = 4;
 
-/// What the walk found at one path, before any file is read.
+/// What the walk found at one path, before any file is read: as `lstat`
+/// saw it, here or in a volume pod.
 struct Found {
     relative: PathBuf,
-    meta: std::fs::Metadata,
+    kind: Kind,
+    /// Permission bits.
+    mode: u32,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    dev: u64,
+    ino: u64,
     target: Option<PathBuf>,
 }
 
-/// Backs up the tree under `root`; `previous` is the last backup's
+/// Where a backup's entries and bytes come from: a directory on this host
+/// (without a cluster), or a tenant's volume through its volume pod.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    Local(&'a Path),
+    Volume(&'a VolumePod),
+}
+
+impl Source<'_> {
+    async fn walk(&self) -> Result<Vec<Found>, BackupError> {
+        match *self {
+            Source::Local(root) => {
+                let root = root.to_owned();
+                tokio::task::spawn_blocking(move || walk(&root))
+                    .await
+                    .expect("walking does not panic")
+            }
+            Source::Volume(pod) => {
+                let entries = pod.session().lock().await.walk().await?;
+                Ok(entries.into_iter().map(Found::from).collect())
+            }
+        }
+    }
+
+    /// The bytes of the regular file `found`.
+    async fn open(
+        &self,
+        found: &Found,
+    ) -> Result<Box<dyn AsyncRead + Unpin + Send + '_>, BackupError> {
+        match *self {
+            Source::Local(root) => Ok(Box::new(open_beneath(root, &found.relative)?)),
+            Source::Volume(pod) => {
+                let path = found.relative.as_os_str().as_bytes().to_vec();
+                Ok(Box::new(pod.read(path, found.size).await))
+            }
+        }
+    }
+}
+
+impl From<EntryInfo> for Found {
+    fn from(e: EntryInfo) -> Found {
+        Found {
+            relative: PathBuf::from(OsStr::from_bytes(&e.path)),
+            kind: e.kind,
+            mode: e.mode,
+            size: e.size,
+            mtime_ns: e.mtime_ns,
+            ctime_ns: e.ctime_ns,
+            dev: e.dev,
+            ino: e.ino,
+            target: (e.kind == Kind::Symlink).then(|| PathBuf::from(OsStr::from_bytes(&e.target))),
+        }
+    }
+}
+
+/// Backs up the tree `source` holds; `previous` is the last backup's
 /// entries, whose chunks an unchanged file reuses.
 pub async fn back_up(
-    root: &Path,
+    source: Source<'_>,
     writer: &ChunkWriter,
     previous: &[Entry],
 ) -> Result<Vec<Entry>, BackupError> {
-    let found = {
-        let root = root.to_owned();
-        tokio::task::spawn_blocking(move || walk(&root))
-            .await
-            .expect("walking does not panic")?
-    };
+    let found = source.walk().await?;
     let before: HashMap<(&str, Option<&str>), &Entry> = previous
         .iter()
         .map(|e| ((e.path.as_str(), e.raw_path.as_deref()), e))
@@ -62,16 +122,15 @@ pub async fn back_up(
             let before = &before;
             async move {
                 let (path, raw_path) = encode(found.relative.as_os_str());
-                let mode = found.meta.permissions().mode() & 0o7777;
-                let node = if found.meta.is_dir() {
+                let mode = found.mode & 0o7777;
+                let node = if found.kind == Kind::Dir {
                     Node::Dir
                 } else if let Some(target) = &found.target {
                     let (target, raw_target) = encode(target.as_os_str());
                     Node::Symlink { target, raw_target }
                 } else {
-                    let seen = (found.meta.dev(), found.meta.ino(), ctime_ns(&found.meta));
-                    let size = found.meta.len();
-                    let mtime_ns = mtime_ns(&found.meta);
+                    let seen = (found.dev, found.ino, found.ctime_ns);
+                    let (size, mtime_ns) = (found.size, found.mtime_ns);
                     let unchanged =
                         before
                             .get(&(path.as_str(), raw_path.as_deref()))
@@ -88,7 +147,7 @@ pub async fn back_up(
                             });
                     let chunks = match unchanged {
                         Some(chunks) => chunks,
-                        None => writer.write(open_beneath(root, &found.relative)?).await?,
+                        None => writer.write(source.open(&found).await?).await?,
                     };
                     let size = chunks.iter().map(|c| c.len).sum();
                     Node::File {
@@ -174,7 +233,19 @@ fn walk(root: &Path) -> Result<Vec<Found>, BackupError> {
             }
             out.push(Found {
                 relative,
-                meta,
+                kind: if kind.is_dir() {
+                    Kind::Dir
+                } else if kind.is_symlink() {
+                    Kind::Symlink
+                } else {
+                    Kind::File
+                },
+                mode: meta.mode() & 0o7777,
+                size: meta.len(),
+                mtime_ns: mtime_ns(&meta),
+                ctime_ns: ctime_ns(&meta),
+                dev: meta.dev(),
+                ino: meta.ino(),
                 target,
             });
         }

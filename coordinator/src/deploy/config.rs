@@ -73,6 +73,29 @@ pub struct KubeArgs {
     /// Seconds between two looks at every tenant's response time.
     #[arg(long, env = "KNOWTON_SCALE_CHECK_SECONDS", default_value_t = 15)]
     pub scale_check_seconds: u64,
+
+    /// The agent's image (with its tag), run in a tenant's namespace as a
+    /// short-lived pod that mounts the tenant's volume for a storage
+    /// backup or restore (`knowton-agent volume`).
+    #[arg(
+        long,
+        env = "KNOWTON_VOLUME_IMAGE",
+        default_value = "ghcr.io/knowton/knowton-agent:0.1.0"
+    )]
+    pub volume_image: String,
+
+    /// Seconds a volume pod may live at most (its activeDeadlineSeconds):
+    /// longer than the longest storage backup or restore.
+    #[arg(
+        long,
+        env = "KNOWTON_VOLUME_DEADLINE_SECONDS",
+        default_value_t = 43_200
+    )]
+    pub volume_deadline_seconds: u64,
+
+    /// Seconds a volume pod may take to start (image pull, volume attach).
+    #[arg(long, env = "KNOWTON_VOLUME_START_SECONDS", default_value_t = 300)]
+    pub volume_start_seconds: u64,
 }
 
 impl Default for KubeArgs {
@@ -91,6 +114,9 @@ impl Default for KubeArgs {
             scale_calm_seconds: 1800,
             scale_step: 1,
             scale_check_seconds: 15,
+            volume_image: "ghcr.io/knowton/knowton-agent:0.1.0".to_owned(),
+            volume_deadline_seconds: 43_200,
+            volume_start_seconds: 300,
         }
     }
 }
@@ -110,6 +136,15 @@ pub struct DeployConfig {
     /// `None`: no scaling.
     pub scaling: Option<ScalingSettings>,
     pub agent_namespace: String,
+    pub volumes: VolumeFlags,
+}
+
+/// How tenants' volume pods are made (for storage backups and restores).
+#[derive(Debug, Clone)]
+pub struct VolumeFlags {
+    pub image: String,
+    pub deadline: Duration,
+    pub start_timeout: Duration,
 }
 
 impl KubeArgs {
@@ -119,6 +154,8 @@ impl KubeArgs {
             ("--rollout-timeout-seconds", self.rollout_timeout_seconds),
             ("--verify-timeout-seconds", self.verify_timeout_seconds),
             ("--reconcile-seconds", self.reconcile_seconds),
+            ("--volume-deadline-seconds", self.volume_deadline_seconds),
+            ("--volume-start-seconds", self.volume_start_seconds),
         ] {
             if value == 0 {
                 errors.push(format!("{flag} must be at least 1"));
@@ -144,7 +181,18 @@ impl KubeArgs {
             step: self.scale_step.max(1),
             every: Duration::from_secs(self.scale_check_seconds.max(1)),
         });
+        if self.volume_image.trim().is_empty() || self.volume_image.contains(char::is_whitespace) {
+            errors.push(format!(
+                "--volume-image {:?} is not an image",
+                self.volume_image
+            ));
+        }
         DeployConfig {
+            volumes: VolumeFlags {
+                image: self.volume_image.clone(),
+                deadline: Duration::from_secs(self.volume_deadline_seconds.max(1)),
+                start_timeout: Duration::from_secs(self.volume_start_seconds.max(1)),
+            },
             source,
             agent_namespace: self
                 .agent_namespace

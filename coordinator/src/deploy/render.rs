@@ -11,9 +11,9 @@ use uuid::Uuid;
 use super::volume::{self, AccessMode};
 use crate::tenant_data::database_name;
 
+pub use knowton_common::namespace::COMPONENT_LABEL;
 /// Label of every object: which tenant it belongs to.
 pub use knowton_common::namespace::TENANT_LABEL;
-pub const COMPONENT_LABEL: &str = "knowton.io/component";
 pub const PLAN_LABEL: &str = "knowton.io/plan";
 /// Pod template annotation: digest of the config and secrets the pods read.
 pub const CONFIG_HASH_ANNOTATION: &str = "knowton.io/config-hash";
@@ -591,12 +591,17 @@ fn network_policies(spec: &TenantSpec, ns: &str, cluster: &ClusterSettings) -> V
             "ports": [{"protocol": "TCP", "port": cluster.database_port}],
         }));
     }
+    // Every pod but a volume pod (which needs no network: it is reached
+    // through the API server's pods/exec), which is denied everything.
+    let tenant_pods = json!({"matchExpressions": [{
+        "key": COMPONENT_LABEL, "operator": "NotIn", "values": [volume::VOLUME_POD_COMPONENT],
+    }]});
     vec![
         json!({
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": meta(spec, ns, "isolate-ingress", None),
             "spec": {
-                "podSelector": {},
+                "podSelector": tenant_pods,
                 "policyTypes": ["Ingress"],
                 "ingress": [{"from": [
                     {"podSelector": {}},
@@ -609,9 +614,17 @@ fn network_policies(spec: &TenantSpec, ns: &str, cluster: &ClusterSettings) -> V
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": meta(spec, ns, "isolate-egress", None),
             "spec": {
-                "podSelector": {},
+                "podSelector": tenant_pods,
                 "policyTypes": ["Egress"],
                 "egress": egress,
+            },
+        }),
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": meta(spec, ns, "isolate-volume", None),
+            "spec": {
+                "podSelector": {"matchLabels": {COMPONENT_LABEL: volume::VOLUME_POD_COMPONENT}},
+                "policyTypes": ["Ingress", "Egress"],
             },
         }),
     ]

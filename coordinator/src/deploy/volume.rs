@@ -4,10 +4,11 @@
 
 use serde_json::{Value, json};
 
-/// The claim's name; the backend mounts it at [`DATA_PATH`].
-pub const CLAIM: &str = "tenant-data";
-/// Where the backend finds the tenant's files.
-pub const DATA_PATH: &str = "/data";
+/// The claim's name ([`CLAIM`]), where the backend mounts it
+/// ([`DATA_PATH`]), and the component label of the pod a storage backup or
+/// restore reads or writes it with ([`VOLUME_POD_COMPONENT`]), which the
+/// tenant's network policies deny all traffic.
+pub use knowton_common::volume::{CLAIM, DATA_PATH, POD_COMPONENT as VOLUME_POD_COMPONENT};
 
 /// How the tenant's volume may be mounted: by the pods of one node, or
 /// by pods anywhere (which the storage class must support).

@@ -31,6 +31,10 @@ use super::write::{self, PatchKind, Write};
 
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/exec",
+            any(super::exec::exec),
+        )
         .route("/api/{*path}", any(serve))
         .route("/apis/{*path}", any(serve))
         .fallback(|| async { StatusError::no_such_resource() })
@@ -234,6 +238,12 @@ async fn serve(
         dry_run,
     };
     let written = write::write(&mut shared.store(), &request, write)?;
+    if written.created && !request.dry_run && *request.ty == super::resources::PODS {
+        let name = written.object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default();
+        super::exec::start_if_mounted(&shared, &request.namespace, name);
+    }
     let code = if written.created {
         StatusCode::CREATED
     } else {

@@ -19,11 +19,14 @@
 //!   rules; `namespaces`: namespace lifecycle admission and cascading
 //!   deletion; `validate`: the checks before a write; `patch`: merge, strategic merge and JSON patches; `apply`
 //!   and `fields`: server-side apply and field ownership; `status`: errors
-//!   as `Status` objects; `handles`: what a test reads and writes directly.
+//!   as `Status` objects; `handles`: what a test reads and writes directly;
+//!   `exec`: `pods/exec` over WebSocket running real local processes, and
+//!   the kubelet's start of a pod that mounts a claim a test mapped.
 //!
 //! The main simplifications: lists are atomic for server-side apply and
 //! strategic merge patches (the real server merges `containers` by name);
-//! no discovery, no deletecollection, no subresource but `/status`; no
+//! no discovery, no deletecollection, no subresource but `/status` (and a
+//! pod's `/exec`); no
 //! graceful deletion or finalizers except a Namespace's own; no garbage
 //! collection of owned objects; nothing validates specs but names and a
 //! claim's (immutable but for a growing storage request).
@@ -39,6 +42,7 @@
 
 mod api;
 mod apply;
+mod exec;
 mod fields;
 mod handles;
 mod namespaces;
@@ -55,6 +59,7 @@ mod tests;
 mod validate;
 mod write;
 
+pub use exec::Backing;
 pub use pod::TestPod;
 
 use std::collections::HashMap;
@@ -91,6 +96,8 @@ struct Shared {
     /// 410 Expired answers given (lists and watches).
     expired_answers: AtomicUsize,
     bookmark_every: Duration,
+    /// Claims mapped to local directories, and the programs exec runs.
+    mounts: Mutex<exec::Mounts>,
 }
 
 impl Shared {
@@ -196,6 +203,7 @@ impl FakeKube {
             open_watches: AtomicUsize::new(0),
             expired_answers: AtomicUsize::new(0),
             bookmark_every,
+            mounts: Mutex::default(),
         });
         let listener = bind("127.0.0.1:0".parse().expect("an address"));
         let addr = listener.local_addr().expect("a bound address");
@@ -275,6 +283,29 @@ impl FakeKube {
 
     pub fn pod(&self, namespace: &str, name: &str) -> Option<Value> {
         self.get(&PODS, namespace, name)
+    }
+
+    /// Maps the claim `claim` in `namespace` to `backing`: a pod created
+    /// through the API that mounts it is scheduled and Running at once,
+    /// and an exec in it sees the claim's mount path as the directory (or
+    /// gets the hostile bytes).
+    pub fn mount_claim(&self, namespace: &str, claim: &str, backing: Backing) {
+        lock(&self.shared.mounts)
+            .claims
+            .insert((namespace.to_owned(), claim.to_owned()), backing);
+    }
+
+    /// The pods started because they mount a mapped claim, in order, as
+    /// they were when they started.
+    pub fn started_pods(&self) -> Vec<Value> {
+        lock(&self.shared.mounts).started.clone()
+    }
+
+    /// An exec of `name` runs the local `binary`.
+    pub fn provide_command(&self, name: &str, binary: std::path::PathBuf) {
+        lock(&self.shared.mounts)
+            .commands
+            .insert(name.to_owned(), binary);
     }
 
     /// The cluster's current resourceVersion.

@@ -21,7 +21,7 @@ async fn provisioning_deploys_waits_for_the_rollout_and_records_every_phase(db: 
     kinds.sort();
     // One backend replica on its volume: no autoscaler, no disruption
     // budget (README, "Tenant data in the cluster").
-    assert_eq!(kinds.len(), 12, "{kinds:?}");
+    assert_eq!(kinds.len(), 13, "{kinds:?}");
     assert!(kinds.contains(&"PersistentVolumeClaim".to_owned()));
     let namespace = cluster
         .fake
@@ -207,7 +207,7 @@ async fn server_dry_run_previews_a_new_namespace_and_field_changes_storing_nothi
     let preview = dry_run(&kt, "globex", "server").await;
     assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
     let changes = preview.body["changes"].as_array().unwrap();
-    assert_eq!(changes.len(), 14, "{changes:#?}");
+    assert_eq!(changes.len(), 15, "{changes:#?}");
     assert!(
         changes.iter().all(|c| c["action"] == "create"),
         "{changes:#?}"

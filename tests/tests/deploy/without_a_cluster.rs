@@ -19,7 +19,7 @@ async fn deployments_are_rendered_and_recorded_as_skipped() {
     assert_eq!(code, "no_cluster");
     let reply = dry_run(&kt, "solo", "client").await;
     assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.body["objects"].as_array().unwrap().len(), 14);
+    assert_eq!(reply.body["objects"].as_array().unwrap().len(), 15);
     assert_eq!(reply.body["objectsHash"], view["objectsHash"]);
     kt.stop().await;
 }

@@ -441,3 +441,35 @@ fn on_a_volume_one_node_mounts_the_backend_is_one_replica_replaced_not_rolled() 
     find(&many, "HorizontalPodAutoscaler", "backend");
     find(&many, "PodDisruptionBudget", "backend");
 }
+
+/// A volume pod (a storage backup's or restore's) is reached through the
+/// API server only: no policy lets anything in or out of it, and the
+/// policies that let the tenant's other pods talk do not select it.
+#[test]
+fn a_volume_pod_is_denied_all_traffic() {
+    let objects = render(&spec(Plan::Basic), &secrets(), &ClusterSettings::default());
+    let policies: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "NetworkPolicy")
+        .collect();
+    let volume = policies
+        .iter()
+        .find(|p| p["metadata"]["name"] == "isolate-volume")
+        .unwrap();
+    assert_eq!(
+        volume["spec"]["podSelector"]["matchLabels"][COMPONENT_LABEL],
+        volume::VOLUME_POD_COMPONENT
+    );
+    assert_eq!(volume["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert!(volume["spec"].get("ingress").is_none() && volume["spec"].get("egress").is_none());
+    for allowing in policies
+        .iter()
+        .filter(|p| p["metadata"]["name"] != "isolate-volume")
+    {
+        assert_eq!(
+            allowing["spec"]["podSelector"]["matchExpressions"][0],
+            json!({"key": COMPONENT_LABEL, "operator": "NotIn", "values": ["volume"]}),
+            "{allowing}"
+        );
+    }
+}
