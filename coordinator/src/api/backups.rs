@@ -208,6 +208,9 @@ pub async fn start(
                 "backup_running",
                 format!("a {kind} backup of this tenant is running: wait for it to finish"),
             ),
+            StartError::Restoring => {
+                ApiError::new(StatusCode::CONFLICT, "restore_running", err.to_string())
+            }
             StartError::Store(e) => ApiError::internal(&e),
         })?;
     Ok((StatusCode::ACCEPTED, Json(run)))
@@ -357,7 +360,7 @@ fn restore_error(err: &RestoreError) -> ApiError {
             ApiError::new(StatusCode::BAD_GATEWAY, err.code(), message)
         }
         RestoreError::Backup(e) => repository_error(e),
-        RestoreError::Start(StartError::AlreadyRunning { .. }) => {
+        RestoreError::Start(StartError::AlreadyRunning { .. } | StartError::Restoring) => {
             ApiError::new(StatusCode::CONFLICT, "backup_running", message)
         }
         RestoreError::Start(StartError::Store(e)) => ApiError::internal(e),

@@ -45,7 +45,9 @@ impl RestoreError {
             RestoreError::ScaleDown { .. } => "restore_scale_down_failed",
             RestoreError::Redeploy { .. } => "restore_redeploy_failed",
             RestoreError::Backup(_) => "backup_repository_error",
-            RestoreError::Start(StartError::AlreadyRunning { .. }) => "backup_running",
+            RestoreError::Start(StartError::AlreadyRunning { .. } | StartError::Restoring) => {
+                "backup_running"
+            }
             RestoreError::Start(StartError::Store(_)) => "internal",
         }
     }

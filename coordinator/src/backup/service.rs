@@ -32,6 +32,10 @@ pub const STALE_AFTER: Duration = Duration::from_secs(30);
 pub enum StartError {
     #[error("a {kind} backup of this tenant is already running")]
     AlreadyRunning { kind: BackupKind },
+    /// A restore is replacing the tenant's data: a backup now would hold
+    /// half of it (the restore takes its own safety backups first).
+    #[error("a restore into this tenant is running: its backups wait for it to end")]
+    Restoring,
     #[error("failed to record the backup run")]
     Store(#[source] StoreError),
 }
@@ -109,6 +113,7 @@ impl BackupService {
         trigger: RunTrigger,
         actor: &str,
     ) -> Result<BackupRun, StartError> {
+        self.not_restoring(&tenant).await?;
         let run = self.record(&tenant, kind, trigger, actor).await?;
         let this = self.clone();
         let started = run.clone();
@@ -126,8 +131,32 @@ impl BackupService {
         trigger: RunTrigger,
         actor: &str,
     ) -> Result<BackupRun, StartError> {
+        self.not_restoring(tenant).await?;
+        self.run_during_restore(tenant, kind, trigger, actor).await
+    }
+
+    /// [`Self::run`] without the check for a restore under way: the
+    /// restore's own safety backups.
+    pub(super) async fn run_during_restore(
+        &self,
+        tenant: &TenantRef,
+        kind: BackupKind,
+        trigger: RunTrigger,
+        actor: &str,
+    ) -> Result<BackupRun, StartError> {
         let run = self.record(tenant, kind, trigger, actor).await?;
         Ok(self.work(tenant, run).await)
+    }
+
+    /// Refuses a backup of a tenant a live restore job is writing into.
+    async fn not_restoring(&self, tenant: &TenantRef) -> Result<(), StartError> {
+        let alive_since =
+            Utc::now() - chrono::Duration::from_std(STALE_AFTER).expect("a short duration");
+        match self.store.restore_running(tenant.id, alive_since).await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(StartError::Restoring),
+            Err(err) => Err(StartError::Store(err)),
+        }
     }
 
     async fn record(
@@ -412,7 +441,7 @@ impl BackupService {
                 continue;
             }
             let safety = self
-                .run(
+                .run_during_restore(
                     into,
                     part.kind,
                     RunTrigger::Manual,

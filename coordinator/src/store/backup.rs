@@ -296,6 +296,13 @@ pub trait BackupStore: Send + Sync {
     /// The running job holding `tenant` at zero replicas, if one was
     /// updated at or after `alive_since` (a silent one no longer holds).
     async fn restore_hold(&self, tenant: Uuid, alive_since: DateTime<Utc>) -> Result<Option<Uuid>>;
+    /// The running restore job into `tenant`, if one was updated at or
+    /// after `alive_since`.
+    async fn restore_running(
+        &self,
+        tenant: Uuid,
+        alive_since: DateTime<Utc>,
+    ) -> Result<Option<Uuid>>;
     /// A job of `tenant`.
     async fn restore_job(&self, tenant: Uuid, id: Uuid) -> Result<Option<RestoreJob>>;
     /// Each active tenant's latest verification, with the tenant's slug.

@@ -138,6 +138,20 @@ async fn a_database_restore_holds_the_tenant_at_zero_until_its_data_is_back(db: 
     )
     .await;
     assert_eq!(on_tenant_db(&server, &database, "SELECT 1;").await, changed);
+    // Nor may a backup start meanwhile: it would hold half the restore.
+    let refused = kt
+        .admin(
+            Method::POST,
+            &format!("/api/v1/tenants/{slug}/backups"),
+            Some(json!({"kind": "database"})),
+        )
+        .await;
+    assert_eq!(
+        refused.error(StatusCode::CONFLICT).0,
+        "restore_running",
+        "{}",
+        refused.body
+    );
     cluster
         .fake
         .delete_object("v1", "Pod", Some(&ns(&slug)), pod)

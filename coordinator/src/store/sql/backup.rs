@@ -427,6 +427,22 @@ macro_rules! backup_sql {
                 id.map(|id| parse_uuid(&id)).transpose()
             }
 
+            async fn restore_running(
+                &self,
+                tenant: Uuid,
+                alive_since: DateTime<Utc>,
+            ) -> Result<Option<Uuid>> {
+                let id: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM restore_jobs WHERE tenant_id = $1 AND status = 'running' \
+                     AND updated_at >= $2",
+                )
+                .bind(tenant.to_string())
+                .bind(alive_since)
+                .fetch_optional(&self.pool)
+                .await?;
+                id.map(|id| parse_uuid(&id)).transpose()
+            }
+
             async fn restore_job(&self, tenant: Uuid, id: Uuid) -> Result<Option<RestoreJob>> {
                 let sql = sqlx::AssertSqlSafe(format!(
                     "SELECT {RESTORE_FIELDS} FROM restore_jobs WHERE tenant_id = $1 AND id = $2"
