@@ -538,18 +538,14 @@ impl BackupService {
                 } else {
                     self.backups.verify(manifest).await
                 };
-                out.push(VerifiedBackup {
-                    backup: BackupInfo::from(manifest),
-                    deep: deeply,
-                    ok: problems.is_empty(),
-                    problems,
-                });
+                out.push(VerifiedBackup::new(manifest, deeply, problems));
             }
         }
         if only.is_some() && out.is_empty() {
             // Nothing verified: nothing to record.
             return Ok(out);
         }
+        let problems_total = out.iter().map(|v| v.problems_total).sum::<usize>();
         let problems: Vec<String> = out
             .iter()
             .flat_map(|v| {
@@ -562,9 +558,10 @@ impl BackupService {
                     )
                 })
             })
+            .take(Verification::MAX_PROBLEMS)
             .collect();
-        if !problems.is_empty() {
-            tracing::error!(tenant = %tenant.slug, problems = problems.len(), first = %problems[0], "backup verification found problems");
+        if let Some(first) = problems.first() {
+            tracing::error!(tenant = %tenant.slug, problems = problems_total, first = %first, "backup verification found problems");
         }
         let verification = Verification {
             id: Uuid::now_v7(),
@@ -575,7 +572,7 @@ impl BackupService {
             started_at,
             finished_at: Utc::now(),
             backups: out.len() as i64,
-            problems_total: problems.len() as i64,
+            problems_total: i64::try_from(problems_total).unwrap_or(i64::MAX),
             problems,
         };
         if let Err(err) = self.store.record_verification(&verification).await {
@@ -594,9 +591,30 @@ pub struct VerifiedBackup {
     /// Restored into a scratch place and compared, not only read.
     pub deep: bool,
     pub ok: bool,
-    /// Each object missing, altered, or unreadable with this key, and
-    /// (deep) each table or file that differs, named.
+    /// The first objects missing, altered, or unreadable with this key,
+    /// and (deep) tables or files that differ, each named (at most
+    /// [`VerifiedBackup::MAX_SHOWN`]).
     pub problems: Vec<String>,
+    /// Every problem found, shown or not.
+    pub problems_total: usize,
+}
+
+impl VerifiedBackup {
+    /// Problems a reply shows per backup: a backup whose every chunk is
+    /// gone names the first ones and counts the rest.
+    pub const MAX_SHOWN: usize = 100;
+
+    fn new(manifest: &Manifest, deep: bool, mut problems: Vec<String>) -> Self {
+        let problems_total = problems.len();
+        problems.truncate(Self::MAX_SHOWN);
+        VerifiedBackup {
+            backup: BackupInfo::from(manifest),
+            deep,
+            ok: problems_total == 0,
+            problems,
+            problems_total,
+        }
+    }
 }
 
 /// What a restore under way is doing, read by its job's recorder.

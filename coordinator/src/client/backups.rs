@@ -259,8 +259,13 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
                     ""
                 }
             );
-            for problem in b["problems"].as_array().cloned().unwrap_or_default() {
-                println!("    {}", text(&problem));
+            let shown = b["problems"].as_array().cloned().unwrap_or_default();
+            for problem in &shown {
+                println!("    {}", text(problem));
+            }
+            let total = b["problemsTotal"].as_u64().unwrap_or_default();
+            if total > shown.len() as u64 {
+                println!("    … and {} more", total - shown.len() as u64);
             }
         }
     }
