@@ -4,8 +4,9 @@
 //! verifiable.
 //!
 //! A backup is its manifest ([`manifest`]), written after every chunk it
-//! names: a run that stops part-way (a crash, a kill) leaves chunks that
-//! the next run reuses, and no backup that looks complete.
+//! names is in a pack and the index ([`pack`]): a run that stops part-way
+//! (a crash, a kill) leaves packs that the next run reuses (or a prune
+//! removes), and no backup that looks complete.
 //!
 //! A tenant's configuration is backed up version by version as it is
 //! committed ([`config`]): its manifest holds it whole.
@@ -13,7 +14,9 @@
 pub mod chunk;
 pub mod config;
 pub mod database;
+pub mod listing;
 pub mod manifest;
+pub mod pack;
 pub mod repo;
 pub mod restore_job;
 pub mod retention;
@@ -22,6 +25,7 @@ pub mod seal;
 pub mod service;
 pub mod status;
 pub mod storage;
+pub mod sweep;
 pub mod verify;
 
 use std::collections::{HashMap, HashSet};
@@ -392,13 +396,19 @@ pub struct PruneReport {
     pub deleted_chunks: usize,
 }
 
-/// Chunks a prune found unreferenced.
+/// Chunks a prune found unreferenced, and packs no index listed.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Mark {
     marked_at: DateTime<Utc>,
     chunks: Vec<String>,
+    /// By path.
+    #[serde(default)]
+    packs: Vec<String>,
 }
+
+/// Chunks read at once to verify a backup or read its listing.
+const VERIFY_READS: usize = 8;
 
 /// Takes, lists, restores and verifies tenants' backups.
 #[derive(Debug, Clone)]
@@ -451,16 +461,20 @@ impl Backups {
                 let root = self.storage_dir(tenant, kind)?;
                 let previous = match self.latest(tenant.id, kind, Utc::now()).await? {
                     Some(m) => match m.content {
-                        Content::Storage { entries } => entries,
+                        Content::Storage { entries, .. } => entries,
                         Content::Database { .. } | Content::Configuration { .. } => Vec::new(),
                     },
                     None => Vec::new(),
                 };
+                let entries = storage::back_up(&root, writer, &previous).await?;
                 Content::Storage {
-                    entries: storage::back_up(&root, writer, &previous).await?,
+                    listing: writer.write_listing(listing::pieces(&entries)).await?,
+                    entries,
                 }
             }
         };
+        // Every pack, and the index naming them, before the manifest.
+        writer.finish().await?;
         let mut manifest = Manifest {
             format: manifest::FORMAT,
             id: Uuid::now_v7(),
@@ -475,7 +489,7 @@ impl Backups {
         };
         manifest.transfer = writer.transfer();
         let path = repo::manifest_path(tenant.id, kind, manifest.taken_at, manifest.id);
-        let body = serde_json::to_vec(&manifest).expect("a manifest serialises");
+        let body = stored(&mut manifest);
         match self.repo.put_new(&path, &body).await? {
             Put::Written(bytes) => manifest.transfer.bytes_written += bytes,
             Put::Existed => {
@@ -516,16 +530,35 @@ impl Backups {
             .await?;
         listed.sort_by(|a, b| a.path.cmp(&b.path));
         let mut out = Vec::with_capacity(listed.len());
+        // Read once, for the first storage backup's listing.
+        let mut chunks = None;
         for object in listed {
-            out.push(self.manifest(&object.path).await?);
+            let mut manifest = self.manifest(&object.path).await?;
+            if let Content::Storage { entries, listing } = &mut manifest.content {
+                if chunks.is_none() {
+                    chunks = Some(self.repo.chunks(tenant).await?);
+                }
+                if let Some(chunks) = &chunks {
+                    *entries = read_listing(chunks, listing, &object.path).await?;
+                }
+            }
+            out.push(manifest);
         }
         Ok(out)
     }
 
     async fn manifest(&self, path: &str) -> Result<Manifest, BackupError> {
         let body = self.repo.get(path).await?;
-        serde_json::from_slice(&body)
-            .map_err(|e| BackupError::Corrupt(format!("manifest {path} does not parse: {e}")))
+        let manifest: Manifest = serde_json::from_slice(&body)
+            .map_err(|e| BackupError::Corrupt(format!("manifest {path} does not parse: {e}")))?;
+        if manifest.format != manifest::FORMAT {
+            return Err(BackupError::Corrupt(format!(
+                "manifest {path} is of format {}; this coordinator reads format {}",
+                manifest.format,
+                manifest::FORMAT
+            )));
+        }
+        Ok(manifest)
     }
 
     /// The latest complete backup of `kind` taken at or before `at`.
@@ -544,12 +577,13 @@ impl Backups {
     }
 
     /// Deletes the backups of `tenant` that `policy` does not keep, then
-    /// its chunks no kept backup references, by mark and sweep: a prune
-    /// marks the chunks nothing references, and the first prune at least
-    /// `grace` later deletes those still unreferenced and not written
-    /// since. A backup reusing a marked chunk writes it again, so a backup
-    /// shorter than `grace` never loses a chunk it named, even while a
-    /// prune runs.
+    /// the chunks no kept backup references, by mark and sweep: a prune
+    /// marks the chunks nothing references (and the packs no index lists),
+    /// and the first prune at least `grace` later drops from the index
+    /// those still unreferenced whose pack predates the mark, deleting a
+    /// pack once nothing in it stays ([`sweep`]). A backup reusing a
+    /// marked chunk writes it again into a new pack, so a backup shorter
+    /// than `grace` never loses a chunk it named, even while a prune runs.
     pub async fn prune(
         &self,
         tenant: Uuid,
@@ -586,40 +620,55 @@ impl Backups {
             return Ok(report);
         }
         // Listed after the deletions: a backup completed meanwhile counts.
+        // The index is read after them, and the packs listed after the
+        // index: a pack is never listed before the index that names it.
         let mut referenced = HashSet::new();
         for &kind in BackupKind::ALL {
             for manifest in self.manifests(tenant, kind).await? {
                 referenced.extend(manifest.content.chunks().map(|c| c.id.clone()));
             }
         }
-        let condemned: HashMap<&str, DateTime<Utc>> = previous
-            .iter()
-            .flat_map(|(_, mark)| mark.chunks.iter().map(|id| (id.as_str(), mark.marked_at)))
+        let index = self.repo.index(tenant).await?;
+        let listed: HashMap<String, DateTime<Utc>> = self
+            .repo
+            .list(&pack::pack_prefix(tenant))
+            .await?
+            .into_iter()
+            .filter(|o| pack::parse_pack_path(&o.path).is_some())
+            .map(|o| (o.path, o.modified))
             .collect();
-        let mut unreferenced = Vec::new();
-        for object in self.repo.list(&format!("tenants/{tenant}/chunks")).await? {
-            let id = object
-                .path
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            if referenced.contains(&id) {
-                continue;
+        let mut marked = sweep::Marked::default();
+        for (_, mark) in &previous {
+            for id in &mark.chunks {
+                marked.chunks.insert(id.as_str(), mark.marked_at);
             }
-            match condemned.get(id.as_str()) {
-                Some(&marked_at) if object.modified < marked_at => {
-                    self.repo.delete(&object.path).await?;
-                    report.deleted_chunks += 1;
-                }
-                _ => unreferenced.push(id),
+            for path in &mark.packs {
+                marked.packs.insert(path.as_str(), mark.marked_at);
             }
         }
-        report.marked_chunks = unreferenced.len();
-        if !unreferenced.is_empty() {
+        let sweep = sweep::sweep(tenant, &index.packs, &listed, &referenced, &marked);
+        // Rewritten when entries go, and to merge a run's index objects
+        // into one (each backup reads them all when it starts).
+        let rewrite = sweep.dropped > 0 || index.objects.len() > 1;
+        if rewrite {
+            // The new index first: no moment without the entries kept.
+            if !sweep.index.packs.is_empty() {
+                self.repo.put_index(tenant, &sweep.index).await?;
+            }
+            for path in &index.objects {
+                self.repo.delete(path).await?;
+            }
+        }
+        for path in &sweep.delete {
+            self.repo.delete(path).await?;
+        }
+        report.deleted_chunks = sweep.deleted_chunks;
+        report.marked_chunks = sweep.unreferenced_chunks.len();
+        if !sweep.unreferenced_chunks.is_empty() || !sweep.unindexed_packs.is_empty() {
             let mark = Mark {
                 marked_at: Utc::now(),
-                chunks: unreferenced,
+                chunks: sweep.unreferenced_chunks,
+                packs: sweep.unindexed_packs,
             };
             let path = format!(
                 "{}/{}-{}",
@@ -739,7 +788,7 @@ impl Backups {
         into: &TenantRef,
         progress: &AtomicU64,
     ) -> Result<u64, BackupError> {
-        let Content::Storage { entries } = &manifest.content else {
+        let Content::Storage { entries, .. } = &manifest.content else {
             return Err(BackupError::Corrupt(format!(
                 "backup {} is not a storage backup",
                 manifest.id
@@ -776,6 +825,10 @@ impl Backups {
         use futures::StreamExt;
         let mut seen = HashSet::new();
         let tenant = manifest.tenant;
+        let chunks = match self.repo.chunks(tenant).await {
+            Ok(chunks) => chunks,
+            Err(err) => return vec![knowton_common::error_chain(&err)],
+        };
         let unique: Vec<ChunkRef> = manifest
             .content
             .chunks()
@@ -783,13 +836,13 @@ impl Backups {
             .cloned()
             .collect();
         let checks = unique.into_iter().map(|chunk| {
-            let fetched = repo::fetch(&self.repo, tenant, &chunk.id);
+            let fetched = chunks.fetch(&chunk.id);
             async move {
                 match fetched.await {
                     Ok(data) if data.len() as u64 == chunk.len => None,
                     Ok(data) => Some(format!(
                         "chunk {} holds {} bytes, the backup expects {}",
-                        repo::chunk_path(tenant, &chunk.id),
+                        chunk.id,
                         data.len(),
                         chunk.len
                     )),
@@ -798,11 +851,43 @@ impl Backups {
             }
         });
         futures::stream::iter(checks)
-            .buffer_unordered(8)
+            .buffer_unordered(VERIFY_READS)
             .filter_map(std::future::ready)
             .collect()
             .await
     }
+}
+
+/// The manifest as stored: without a storage backup's entries, which are
+/// in its listing.
+fn stored(manifest: &mut Manifest) -> Vec<u8> {
+    let entries = match &mut manifest.content {
+        Content::Storage { entries, .. } => std::mem::take(entries),
+        Content::Database { .. } | Content::Configuration { .. } => Vec::new(),
+    };
+    let body = serde_json::to_vec(&manifest).expect("a manifest serialises");
+    if let Content::Storage { entries: slot, .. } = &mut manifest.content {
+        *slot = entries;
+    }
+    body
+}
+
+/// The entries of the storage backup at `path` from its `listing`.
+async fn read_listing(
+    chunks: &repo::Chunks,
+    listing: &[ChunkRef],
+    path: &str,
+) -> Result<Vec<manifest::Entry>, BackupError> {
+    use futures::{StreamExt, TryStreamExt};
+    let ids: Vec<String> = listing.iter().map(|c| c.id.clone()).collect();
+    let pieces: Vec<Vec<u8>> = futures::stream::iter(ids)
+        .map(|id| chunks.fetch(&id))
+        .buffered(VERIFY_READS)
+        .try_collect()
+        .await?;
+    listing::parse(&pieces).map_err(|e| {
+        BackupError::Corrupt(format!("the listing of backup {path} does not parse: {e}"))
+    })
 }
 
 /// Removes a tree whose directories may be read-only.
