@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use fastcdc::v2020::AsyncStreamCDC;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use uuid::Uuid;
 
 use super::BackupError;
@@ -120,8 +120,25 @@ impl ChunkWriter {
     /// returns the chunks in order.
     pub async fn write(
         &self,
-        source: impl AsyncRead + Unpin,
+        mut source: impl AsyncRead + Unpin,
     ) -> Result<Vec<ChunkRef>, BackupError> {
+        // A stream no longer than [`MIN_SIZE`] is one chunk (FastCDC cuts
+        // nothing shorter): read whole, it skips the chunker, which zeroes
+        // a buffer of [`MAX_SIZE`] per stream (most files are small).
+        let mut head = Vec::with_capacity(MIN_SIZE + 1);
+        (&mut source)
+            .take(MIN_SIZE as u64 + 1)
+            .read_to_end(&mut head)
+            .await
+            .map_err(BackupError::Read)?;
+        if head.len() <= MIN_SIZE {
+            return Ok(if head.is_empty() {
+                Vec::new()
+            } else {
+                vec![self.put(head).await?]
+            });
+        }
+        let source = std::io::Cursor::new(head).chain(source);
         let mut chunker = AsyncStreamCDC::new(source, MIN_SIZE, AVG_SIZE, MAX_SIZE);
         chunker
             .as_stream()
@@ -180,8 +197,12 @@ impl ChunkWriter {
             let full = {
                 let mut open = self.inner.open[kind as usize].lock().expect("pack lock");
                 if open.bytes.is_empty() {
-                    open.bytes
-                        .reserve(pack::PACK_SIZE + MAX_SIZE + OVERHEAD + pack::MAGIC.len());
+                    if kind == PackKind::Data {
+                        // Filled at once, not grown (listings are small).
+                        let most = self.inner.repo.pack_size().min(pack::PACK_SIZE);
+                        open.bytes
+                            .reserve(most + MAX_SIZE + OVERHEAD + pack::MAGIC.len());
+                    }
                     open.bytes.extend_from_slice(pack::MAGIC);
                 }
                 let offset = open.bytes.len() as u64;

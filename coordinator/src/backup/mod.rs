@@ -28,7 +28,7 @@ pub mod storage;
 pub mod sweep;
 pub mod verify;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -396,17 +396,6 @@ pub struct PruneReport {
     pub deleted_chunks: usize,
 }
 
-/// Chunks a prune found unreferenced, and packs no index listed.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Mark {
-    marked_at: DateTime<Utc>,
-    chunks: Vec<String>,
-    /// By path.
-    #[serde(default)]
-    packs: Vec<String>,
-}
-
 /// Chunks read at once to verify a backup or read its listing.
 const VERIFY_READS: usize = 8;
 
@@ -574,128 +563,6 @@ impl Backups {
             .into_iter()
             .filter(|m| m.taken_at <= at)
             .max_by_key(|m| (m.taken_at, m.content.config_version())))
-    }
-
-    /// Deletes the backups of `tenant` that `policy` does not keep, then
-    /// the chunks no kept backup references, by mark and sweep: a prune
-    /// marks the chunks nothing references (and the packs no index lists),
-    /// and the first prune at least `grace` later drops from the index
-    /// those still unreferenced whose pack predates the mark, deleting a
-    /// pack once nothing in it stays ([`sweep`]). A backup reusing a
-    /// marked chunk writes it again into a new pack, so a backup shorter
-    /// than `grace` never loses a chunk it named, even while a prune runs.
-    pub async fn prune(
-        &self,
-        tenant: Uuid,
-        policy: Retention,
-        grace: std::time::Duration,
-    ) -> Result<PruneReport, BackupError> {
-        let now = Utc::now();
-        let mut report = PruneReport::default();
-        for &kind in BackupKind::ALL {
-            let manifests = self.manifests(tenant, kind).await?;
-            let taken: Vec<_> = manifests.iter().map(|m| m.taken_at).collect();
-            let keeps = match kind {
-                BackupKind::Configuration => policy.keeps_versions(&taken, now),
-                BackupKind::Database | BackupKind::Storage => policy.keeps(&taken),
-            };
-            for (manifest, keep) in manifests.iter().zip(keeps) {
-                if keep {
-                    report.kept += 1;
-                } else {
-                    let path = repo::manifest_path(tenant, kind, manifest.taken_at, manifest.id);
-                    self.repo.delete(&path).await?;
-                    report.deleted_backups += 1;
-                }
-            }
-        }
-        let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
-        let previous = self.marks(tenant).await?;
-        if previous
-            .iter()
-            .any(|(_, mark)| mark.marked_at > now - grace)
-        {
-            // The last mark is not old enough to sweep: a backup started
-            // before it may still name its chunks.
-            return Ok(report);
-        }
-        // Listed after the deletions: a backup completed meanwhile counts.
-        // The index is read after them, and the packs listed after the
-        // index: a pack is never listed before the index that names it.
-        let mut referenced = HashSet::new();
-        for &kind in BackupKind::ALL {
-            for manifest in self.manifests(tenant, kind).await? {
-                referenced.extend(manifest.content.chunks().map(|c| c.id.clone()));
-            }
-        }
-        let index = self.repo.index(tenant).await?;
-        let listed: HashMap<String, DateTime<Utc>> = self
-            .repo
-            .list(&pack::pack_prefix(tenant))
-            .await?
-            .into_iter()
-            .filter(|o| pack::parse_pack_path(&o.path).is_some())
-            .map(|o| (o.path, o.modified))
-            .collect();
-        let mut marked = sweep::Marked::default();
-        for (_, mark) in &previous {
-            for id in &mark.chunks {
-                marked.chunks.insert(id.as_str(), mark.marked_at);
-            }
-            for path in &mark.packs {
-                marked.packs.insert(path.as_str(), mark.marked_at);
-            }
-        }
-        let sweep = sweep::sweep(tenant, &index.packs, &listed, &referenced, &marked);
-        // Rewritten when entries go, and to merge a run's index objects
-        // into one (each backup reads them all when it starts).
-        let rewrite = sweep.dropped > 0 || index.objects.len() > 1;
-        if rewrite {
-            // The new index first: no moment without the entries kept.
-            if !sweep.index.packs.is_empty() {
-                self.repo.put_index(tenant, &sweep.index).await?;
-            }
-            for path in &index.objects {
-                self.repo.delete(path).await?;
-            }
-        }
-        for path in &sweep.delete {
-            self.repo.delete(path).await?;
-        }
-        report.deleted_chunks = sweep.deleted_chunks;
-        report.marked_chunks = sweep.unreferenced_chunks.len();
-        if !sweep.unreferenced_chunks.is_empty() || !sweep.unindexed_packs.is_empty() {
-            let mark = Mark {
-                marked_at: Utc::now(),
-                chunks: sweep.unreferenced_chunks,
-                packs: sweep.unindexed_packs,
-            };
-            let path = format!(
-                "{}/{}-{}",
-                repo::marks_prefix(tenant),
-                mark.marked_at.format("%Y%m%dT%H%M%S%.fZ"),
-                Uuid::new_v4().simple()
-            );
-            let body = serde_json::to_vec(&mark).expect("a mark serialises");
-            self.repo.put_new(&path, &body).await?;
-        }
-        for (path, _) in previous {
-            self.repo.delete(&path).await?;
-        }
-        Ok(report)
-    }
-
-    /// `tenant`'s pending marks, by path.
-    async fn marks(&self, tenant: Uuid) -> Result<Vec<(String, Mark)>, BackupError> {
-        let mut out = Vec::new();
-        for object in self.repo.list(&repo::marks_prefix(tenant)).await? {
-            let body = self.repo.get(&object.path).await?;
-            let mark = serde_json::from_slice(&body).map_err(|e| {
-                BackupError::Corrupt(format!("mark {} does not parse: {e}", object.path))
-            })?;
-            out.push((object.path, mark));
-        }
-        Ok(out)
     }
 
     /// A writer of `tenant`'s chunks for one backup run: it knows the
