@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use knowton_coordinator::backup::manifest::Content;
+use knowton_coordinator::backup::pack;
 use knowton_coordinator::backup::repo::Repository;
 use knowton_coordinator::backup::seal::Sealer;
 use knowton_coordinator::backup::{BackupKind, Backups, TenantRef, open_repository};
@@ -72,6 +73,39 @@ impl Given {
 
     fn repo_dir(&self) -> PathBuf {
         self.dir.path().join("repo")
+    }
+
+    /// The same, writing every chunk into a pack of its own.
+    fn with_a_pack_per_chunk(mut self) -> Self {
+        let repo = self.backups.repository().clone().with_pack_size(1);
+        self.backups = Backups::new(repo, self.data.clone());
+        self
+    }
+
+    /// The chunks the tenant's index lists.
+    async fn chunk_ids(&self) -> std::collections::HashSet<String> {
+        self.backups
+            .repository()
+            .chunk_ids(self.tenant.id)
+            .await
+            .unwrap()
+    }
+
+    /// The pack objects (data and meta) the tenant has.
+    fn packs(&self) -> Vec<PathBuf> {
+        let root = self
+            .repo_dir()
+            .join(format!("tenants/{}/packs", self.tenant.id));
+        let mut out = Vec::new();
+        for kind in std::fs::read_dir(root).into_iter().flatten() {
+            for shard in std::fs::read_dir(kind.unwrap().path()).unwrap() {
+                for pack in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+                    out.push(pack.unwrap().path());
+                }
+            }
+        }
+        out.sort();
+        out
     }
 }
 
@@ -262,7 +296,7 @@ async fn files_round_trip(given: Given) -> Uuid {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_or_foreign_objects_are_named_by_verification_and_refused_by_restore() {
-    let given = Given::with_storage();
+    let given = Given::with_storage().with_a_pack_per_chunk();
     let files = given.files();
     for i in 0..3u64 {
         write(&files.join(format!("f{i}")), &noise(i, 300 * 1024), 0o644);
@@ -272,9 +306,16 @@ async fn damaged_or_foreign_objects_are_named_by_verification_and_refused_by_res
         .run(&given.tenant, BackupKind::Storage)
         .await
         .unwrap();
-    let Content::Storage { entries } = &backup.content else {
+    let Content::Storage { entries, .. } = &backup.content else {
         panic!("a storage backup");
     };
+    let chunks = given
+        .backups
+        .repository()
+        .chunks(given.tenant.id)
+        .await
+        .unwrap();
+    // The pack holding the first chunk of the `i`th file, and where in it.
     let chunk_file = |i: usize| {
         let id = match &entries[i].node {
             knowton_coordinator::backup::manifest::Node::File { chunks, .. } => {
@@ -282,15 +323,17 @@ async fn damaged_or_foreign_objects_are_named_by_verification_and_refused_by_res
             }
             other => panic!("{other:?}"),
         };
-        let path = knowton_coordinator::backup::repo::chunk_path(given.tenant.id, &id);
-        (given.repo_dir().join(&path), path)
+        let at = chunks.locate(&id).unwrap().clone();
+        let path = pack::pack_path(given.tenant.id, at.kind, &at.pack);
+        (given.repo_dir().join(&path), path, at)
     };
-    let (flipped, flipped_name) = chunk_file(0);
+    let (flipped, flipped_name, at) = chunk_file(0);
     let mut bytes = std::fs::read(&flipped).unwrap();
-    let middle = bytes.len() / 2;
+    let middle = (at.offset + u64::from(at.length) / 2) as usize;
     bytes[middle] ^= 0x01;
     std::fs::write(&flipped, bytes).unwrap();
-    let (deleted, deleted_name) = chunk_file(1);
+    let (deleted, deleted_name, _) = chunk_file(1);
+    assert_ne!(deleted, flipped, "a pack per chunk");
     std::fs::remove_file(&deleted).unwrap();
 
     let problems = given.backups.verify(&backup).await;
@@ -487,20 +530,10 @@ async fn a_database_is_restored_to_its_backup_and_into_a_new_tenant() {
     databases.drop(copy.id, &copy.slug).await.unwrap();
 }
 
-/// The chunk objects `tenant` has in the repository.
-fn chunk_objects(given: &Given) -> usize {
-    let dir = given
-        .repo_dir()
-        .join(format!("tenants/{}/chunks", given.tenant.id));
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|shard| std::fs::read_dir(shard.unwrap().path()).unwrap().count())
-        .sum()
-}
-
 /// Pruning keeps exactly the policy's backups, marks what nothing
 /// references, deletes it only at a later prune, and never deletes a chunk
-/// a kept backup, or a backup still being written, uses.
+/// a kept backup, or a backup still being written, uses: a pack that a
+/// kept backup uses in part stays, its other chunks leave the index.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_keeps_the_policy_and_sweeps_only_unreferenced_chunks() {
     use knowton_coordinator::backup::retention::Retention;
@@ -522,7 +555,32 @@ async fn pruning_keeps_the_policy_and_sweeps_only_unreferenced_chunks() {
                 .unwrap(),
         );
     }
-    assert_eq!(chunk_objects(&given), 4, "one shared, three versions");
+    let data: Vec<_> = backups
+        .iter()
+        .map(|b| b.content.data_chunks().cloned().collect::<Vec<_>>())
+        .collect();
+    let same = data[0]
+        .iter()
+        .find(|c| data[2].contains(c))
+        .unwrap()
+        .id
+        .clone();
+    let first_version = data[0].iter().find(|c| c.id != same).unwrap().id.clone();
+    assert_eq!(
+        given.chunk_ids().await.len(),
+        7,
+        "one shared, three versions, three listings"
+    );
+    assert_eq!(given.packs().len(), 6, "a data and a meta pack per backup");
+    let shared_pack = given
+        .backups
+        .repository()
+        .chunks(given.tenant.id)
+        .await
+        .unwrap()
+        .locate(&same)
+        .unwrap()
+        .clone();
     let keep_one: Retention = "daily=1".parse().unwrap();
     let no_grace = std::time::Duration::ZERO;
 
@@ -538,20 +596,22 @@ async fn pruning_keeps_the_policy_and_sweeps_only_unreferenced_chunks() {
             first.marked_chunks,
             first.deleted_chunks
         ),
-        (1, 2, 2, 0),
-        "{first:?}"
+        (1, 2, 4, 0),
+        "two versions and two listings marked: {first:?}"
     );
     let listed = given.backups.list(given.tenant.id).await.unwrap();
     assert_eq!(
         listed.iter().map(|b| b.id).collect::<Vec<_>>(),
         [backups[2].id]
     );
-    assert_eq!(chunk_objects(&given), 4, "marked, not yet deleted");
+    assert_eq!(given.chunk_ids().await.len(), 7, "marked, not yet deleted");
 
     // A backup under way uses the first version's chunk again before the
     // sweep, and has not written its manifest yet.
     let writer = given.backups.chunk_writer(given.tenant.id).await.unwrap();
     let rescued = writer.put(noise(100, 200 * 1024)).await.unwrap();
+    assert_eq!(rescued.id, first_version);
+    writer.finish().await.unwrap();
 
     let second = given
         .backups
@@ -560,22 +620,36 @@ async fn pruning_keeps_the_policy_and_sweeps_only_unreferenced_chunks() {
         .unwrap();
     assert_eq!(
         (second.kept, second.deleted_backups, second.deleted_chunks),
-        (1, 0, 1),
-        "the unused version goes, the rescued one stays: {second:?}"
+        (1, 0, 3),
+        "the unused version and both listings go, the rescued one stays: {second:?}"
     );
-    assert_eq!(chunk_objects(&given), 3);
-    assert!(
-        given
-            .dir
-            .path()
-            .join("repo")
-            .join(knowton_coordinator::backup::repo::chunk_path(
-                given.tenant.id,
-                &rescued.id
-            ))
-            .exists()
+    let left = given.chunk_ids().await;
+    assert_eq!(left.len(), 4, "{left:?}");
+    assert!(left.contains(&rescued.id) && left.contains(&same));
+    // The first backup's data pack held the shared chunk and the first
+    // version: partly referenced, it stays, and the shared chunk reads.
+    let chunks = given
+        .backups
+        .repository()
+        .chunks(given.tenant.id)
+        .await
+        .unwrap();
+    assert_eq!(chunks.locate(&same), Some(&shared_pack));
+    assert_ne!(
+        chunks.locate(&rescued.id).unwrap().pack,
+        shared_pack.pack,
+        "the rescued copy is the new one"
+    );
+    assert_eq!(
+        chunks.get(&rescued.id).await.unwrap(),
+        noise(100, 200 * 1024)
     );
     assert!(given.backups.verify(&backups[2]).await.is_empty());
+    assert_eq!(
+        given.packs().len(),
+        4,
+        "the second backup's packs and the first's meta pack are gone"
+    );
 
     // With a grace period, a fresh mark is not swept.
     let third = given
@@ -588,7 +662,86 @@ async fn pruning_keeps_the_policy_and_sweeps_only_unreferenced_chunks() {
         .await
         .unwrap();
     assert_eq!(third.deleted_chunks, 0, "{third:?}");
-    assert_eq!(chunk_objects(&given), 3);
+    assert_eq!(given.chunk_ids().await.len(), 4);
+}
+
+/// A run that stops after writing packs but before its manifest (as a
+/// crash would) leaves no backup listed, and its packs, which no index
+/// names yet, are marked by one prune and removed by the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_before_its_manifest_leaves_nothing_listed_and_pruning_removes_it() {
+    use knowton_coordinator::backup::retention::Retention;
+    let given = Given::with_storage().with_a_pack_per_chunk();
+    let writer = given.backups.chunk_writer(given.tenant.id).await.unwrap();
+    for seed in 0..3 {
+        writer.put(noise(seed, 100 * 1024)).await.unwrap();
+    }
+    // Stopped here: no finish (no index), no manifest.
+    drop(writer);
+    assert_eq!(given.packs().len(), 3, "the packs were written");
+    assert!(
+        given
+            .backups
+            .list(given.tenant.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(given.chunk_ids().await.is_empty(), "no index names them");
+    let policy: Retention = "daily=1".parse().unwrap();
+    for _ in 0..2 {
+        given
+            .backups
+            .prune(given.tenant.id, policy, std::time::Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    assert_eq!(given.packs(), Vec::<PathBuf>::new());
+}
+
+/// Of a tree of many small files, a backup after 1% of them changed
+/// writes about 1% again: the files' chunks dedupe, and so does the
+/// listing of the files unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_after_one_percent_changed_writes_about_one_percent() {
+    let given = Given::with_storage();
+    let files = given.files();
+    for i in 0..400u64 {
+        write(
+            &files.join(format!("d{}/f{i:04}.bin", i % 20)),
+            &noise(i, 16 * 1024 + (i as usize % 7) * 1024),
+            0o644,
+        );
+    }
+    let first = given
+        .backups
+        .run(&given.tenant, BackupKind::Storage)
+        .await
+        .unwrap();
+    for i in (0..400u64).step_by(100) {
+        write(
+            &files.join(format!("d{}/f{i:04}.bin", i % 20)),
+            &noise(10_000 + i, 16 * 1024 + (i as usize % 7) * 1024),
+            0o644,
+        );
+    }
+    let second = given
+        .backups
+        .run(&given.tenant, BackupKind::Storage)
+        .await
+        .unwrap();
+    assert_eq!(second.transfer.new_chunks, 4, "{:?}", second.transfer);
+    assert_eq!(
+        second.transfer.reused_chunks, 0,
+        "unchanged files are not read"
+    );
+    assert!(
+        second.transfer.bytes_written * 100 < first.transfer.bytes_written * 3,
+        "{:?} then {:?}",
+        first.transfer,
+        second.transfer
+    );
+    assert!(given.backups.verify(&second).await.is_empty());
 }
 
 /// A repository that fails in the middle of a database backup: the run
@@ -632,11 +785,11 @@ async fn a_database_backup_the_repository_fails_leaves_no_backup_and_the_next_on
     .unwrap();
     conn.close().await.unwrap();
 
-    // Every chunk shard is a file, so no chunk can be written (the tests
-    // run as root: permissions would not stop it).
+    // Every data pack shard is a file, so no pack can be written (the
+    // tests run as root: permissions would not stop it).
     let chunks = given
         .repo_dir()
-        .join(format!("tenants/{}/chunks", given.tenant.id));
+        .join(format!("tenants/{}/packs/data", given.tenant.id));
     std::fs::create_dir_all(&chunks).unwrap();
     for shard in 0..=255u8 {
         std::fs::write(chunks.join(format!("{shard:02x}")), b"").unwrap();
@@ -650,7 +803,7 @@ async fn a_database_backup_the_repository_fails_leaves_no_backup_and_the_next_on
     .unwrap_err();
     let message = knowton_common::error_chain(&failed);
     assert!(
-        message.contains("failed to write tenants/") && message.contains("/chunks/"),
+        message.contains("failed to write tenants/") && message.contains("/packs/data/"),
         "{message}"
     );
     assert!(

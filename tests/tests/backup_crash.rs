@@ -66,9 +66,9 @@ fn serve(db: &TestDb, extra: &[String]) -> CoordinatorProcess {
     )
 }
 
-/// Whether any chunk object of `tenant` is in the repository at `repo`.
+/// Whether any data pack of `tenant` is in the repository at `repo`.
 fn has_chunks(repo: &Path, tenant: &str) -> bool {
-    let dir = repo.join(format!("tenants/{tenant}/chunks"));
+    let dir = repo.join(format!("tenants/{tenant}/packs/data"));
     std::fs::read_dir(dir).is_ok_and(|shards| {
         shards.flatten().any(|shard| {
             std::fs::read_dir(shard.path()).is_ok_and(|mut objects| objects.next().is_some())
@@ -119,8 +119,8 @@ async fn killed_midway(kind: Db, backup: BackupKind) {
         .expect("the tenant's id")
         .to_owned();
 
-    // Enough data that the backup is still running when its first chunk
-    // lands: 40 MiB that does not compress (or an 80 MiB dump).
+    // Enough data that the backup is still running when its first pack
+    // (16 MiB) lands: 40 MiB that does not compress (or an 80 MiB dump).
     match (backup, &server) {
         (BackupKind::Storage, _) => {
             use std::io::Read;
@@ -163,7 +163,7 @@ async fn killed_midway(kind: Db, backup: BackupKind) {
     assert_eq!(status, 202, "{started}");
     eventually(
         Duration::from_secs(60),
-        "the backup's first chunk",
+        "the backup's first pack",
         || async { has_chunks(&repo, &tenant).then_some(()) },
     )
     .await;

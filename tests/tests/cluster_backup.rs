@@ -197,7 +197,7 @@ async fn a_volume_is_backed_up_incrementally_by_a_pinned_pod_and_restored_into_i
     let written = backups.restore_storage(&manifest, &into).await.unwrap();
     assert_eq!(written, total - 20_000 - 3 * 37 + 30_000);
     assert_eq!(tree(&claim), backed_up);
-    let Content::Storage { entries } = &manifest.content else {
+    let Content::Storage { entries, .. } = &manifest.content else {
         panic!("not a storage backup");
     };
     let problems = storage::compare(&claim, entries, backups.repository().sealer());

@@ -228,7 +228,8 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
         .unwrap();
     assert_eq!(scratch, None, "the scratch database is dropped");
 
-    // Damage every chunk of the tenant: verification names them.
+    // Damage every data pack of the tenant (its last chunk): verification
+    // names them.
     let tenant_id = kt
         .admin(Method::GET, &format!("/api/v1/tenants/{slug}"), None)
         .await
@@ -240,7 +241,7 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
         .db
         .dir
         .path()
-        .join(format!("backups/tenants/{tenant_id}/chunks"));
+        .join(format!("backups/tenants/{tenant_id}/packs/data"));
     let mut damaged = 0;
     for shard in std::fs::read_dir(&chunks).unwrap() {
         for chunk in std::fs::read_dir(shard.unwrap().path()).unwrap() {
@@ -263,7 +264,7 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
     assert_eq!(verified.body["ok"], false, "{}", verified.body);
     let problems = verified.body["backups"][0]["problems"][0].as_str().unwrap();
     assert!(
-        problems.contains("/chunks/") && problems.contains("does not authenticate"),
+        problems.contains("/packs/data/") && problems.contains("does not authenticate"),
         "{problems}"
     );
     // The failed verification is the tenant's backup alert, naming a chunk.
@@ -275,7 +276,7 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
     );
     let summary = alert["summary"].as_str().unwrap();
     assert!(
-        summary.starts_with("verification found ") && summary.contains("/chunks/"),
+        summary.starts_with("verification found ") && summary.contains("/packs/data/"),
         "{summary}"
     );
     // The restore starts (its plan reads only manifests) and fails at the

@@ -1,6 +1,8 @@
 //! Streams cut into content-defined chunks (FastCDC), each written to the
-//! repository once: a chunk whose name the tenant already has is not
-//! uploaded again.
+//! repository once: a chunk the tenant already has is not uploaded
+//! again. New chunks are sealed one by one and gathered into packs
+//! ([`super::pack`]); [`ChunkWriter::finish`] writes the last packs and
+//! the index that names them, before the run's manifest.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -8,11 +10,13 @@ use std::sync::{Arc, Mutex};
 use fastcdc::v2020::AsyncStreamCDC;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use uuid::Uuid;
 
 use super::BackupError;
-use super::repo::{Put, Repository, chunk_path};
+use super::pack::{self, IndexFile, IndexedPack, PackKind, Placed};
+use super::repo::Repository;
+use super::seal::OVERHEAD;
 
 /// Chunk sizes: 256 KiB to 4 MiB, about 1 MiB on average (restic's
 /// average too), so a change rewrites about a megabyte around it and a
@@ -22,6 +26,10 @@ pub const AVG_SIZE: usize = 1024 * 1024;
 pub const MAX_SIZE: usize = 4 * 1024 * 1024;
 /// Chunks sealed and uploaded at once per stream.
 const IN_FLIGHT: usize = 4;
+/// Packs written before an index object names them: a run that stops
+/// part-way leaves at most this many packs that the next run cannot
+/// reuse (pruning removes them).
+const INDEX_EVERY: usize = 16;
 
 /// One chunk of a stream, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +44,7 @@ pub struct ChunkRef {
 pub struct Transfer {
     /// Read from the source.
     pub bytes_read: u64,
-    /// Written to the repository (sealed, compressed).
+    /// Written to the repository (packs, index and manifest, as stored).
     pub bytes_written: u64,
     pub new_chunks: u64,
     pub reused_chunks: u64,
@@ -54,15 +62,29 @@ impl Transfer {
 /// Writes the chunks of one tenant's streams for one backup run.
 #[derive(Debug, Clone)]
 pub struct ChunkWriter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     repo: Repository,
     tenant: Uuid,
-    /// Chunks the tenant has: listed once at the start of the run, and
-    /// every chunk this run writes.
-    known: Arc<Mutex<HashSet<String>>>,
-    /// Chunks a prune marked unreferenced: written again when used, so
-    /// that its sweep leaves them.
-    marked: Arc<Mutex<HashSet<String>>>,
-    transfer: Arc<Mutex<Transfer>>,
+    /// Chunks the tenant has: those the index lists at the start of the
+    /// run, less those a prune marked unreferenced (written again when
+    /// used, into a new pack, so that its sweep may take the old one),
+    /// and every chunk this run writes.
+    known: Mutex<HashSet<String>>,
+    /// The pack being filled, per kind.
+    open: [Mutex<Open>; 2],
+    /// Packs written that no index object names yet.
+    unindexed: Mutex<Vec<IndexedPack>>,
+    transfer: Mutex<Transfer>,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    bytes: Vec<u8>,
+    chunks: Vec<Placed>,
 }
 
 impl ChunkWriter {
@@ -71,27 +93,52 @@ impl ChunkWriter {
         tenant: Uuid,
         marked: HashSet<String>,
     ) -> Result<Self, BackupError> {
-        let known = repo.chunk_ids(tenant).await?;
+        let index = repo.index(tenant).await?;
+        let known = index
+            .chunk_ids()
+            .filter(|id| !marked.contains(*id))
+            .cloned()
+            .collect();
         Ok(ChunkWriter {
-            repo,
-            tenant,
-            known: Arc::new(Mutex::new(known)),
-            marked: Arc::new(Mutex::new(marked)),
-            transfer: Arc::default(),
+            inner: Arc::new(Inner {
+                repo,
+                tenant,
+                known: Mutex::new(known),
+                open: Default::default(),
+                unindexed: Mutex::default(),
+                transfer: Mutex::default(),
+            }),
         })
     }
 
     /// What this run has transferred so far.
     pub fn transfer(&self) -> Transfer {
-        *self.transfer.lock().expect("transfer lock")
+        *self.inner.transfer.lock().expect("transfer lock")
     }
 
     /// Cuts `source` into chunks and writes those the tenant lacks;
     /// returns the chunks in order.
     pub async fn write(
         &self,
-        source: impl AsyncRead + Unpin,
+        mut source: impl AsyncRead + Unpin,
     ) -> Result<Vec<ChunkRef>, BackupError> {
+        // A stream no longer than [`MIN_SIZE`] is one chunk (FastCDC cuts
+        // nothing shorter): read whole, it skips the chunker, which zeroes
+        // a buffer of [`MAX_SIZE`] per stream (most files are small).
+        let mut head = Vec::with_capacity(MIN_SIZE + 1);
+        (&mut source)
+            .take(MIN_SIZE as u64 + 1)
+            .read_to_end(&mut head)
+            .await
+            .map_err(BackupError::Read)?;
+        if head.len() <= MIN_SIZE {
+            return Ok(if head.is_empty() {
+                Vec::new()
+            } else {
+                vec![self.put(head).await?]
+            });
+        }
+        let source = std::io::Cursor::new(head).chain(source);
         let mut chunker = AsyncStreamCDC::new(source, MIN_SIZE, AVG_SIZE, MAX_SIZE);
         chunker
             .as_stream()
@@ -102,42 +149,133 @@ impl ChunkWriter {
             .await
     }
 
-    /// Writes one chunk unless the tenant has it.
+    /// Writes the pieces of a storage backup's listing
+    /// ([`super::listing`]) into meta packs; returns them as chunks, in
+    /// order.
+    pub async fn write_listing(&self, pieces: Vec<Vec<u8>>) -> Result<Vec<ChunkRef>, BackupError> {
+        let mut out = Vec::with_capacity(pieces.len());
+        for piece in pieces {
+            out.push(self.put_kind(PackKind::Meta, piece).await?);
+        }
+        Ok(out)
+    }
+
+    /// Writes one chunk of data unless the tenant has it.
     pub async fn put(&self, data: Vec<u8>) -> Result<ChunkRef, BackupError> {
-        let sealer = self.repo.sealer().clone();
-        let (id, data) = tokio::task::spawn_blocking(move || (sealer.chunk_id(&data), data))
-            .await
-            .expect("hashing does not panic");
-        let len = data.len() as u64;
-        let seen = !self.known.lock().expect("known lock").insert(id.clone());
-        let rescue = seen && self.marked.lock().expect("marked lock").remove(&id);
-        let put = if rescue {
-            let path = chunk_path(self.tenant, &id);
-            Put::Written(self.repo.put_again(&path, &data).await?)
-        } else if seen {
-            Put::Existed
-        } else {
-            match self
-                .repo
-                .put_new(&chunk_path(self.tenant, &id), &data)
-                .await
-            {
-                Ok(put) => put,
-                Err(err) => {
-                    self.known.lock().expect("known lock").remove(&id);
-                    return Err(err);
-                }
-            }
-        };
-        let mut transfer = self.transfer.lock().expect("transfer lock");
-        transfer.bytes_read += len;
-        match put {
-            Put::Written(bytes) => {
-                transfer.bytes_written += bytes;
+        self.put_kind(PackKind::Data, data).await
+    }
+
+    async fn put_kind(&self, kind: PackKind, data: Vec<u8>) -> Result<ChunkRef, BackupError> {
+        let inner = self.inner.clone();
+        let (id, len, sealed) = tokio::task::spawn_blocking(move || {
+            let sealer = inner.repo.sealer();
+            let id = sealer.chunk_id(&data);
+            let new = inner.known.lock().expect("known lock").insert(id.clone());
+            let sealed = new.then(|| {
+                let mut out = Vec::with_capacity(data.len() + OVERHEAD);
+                sealer.seal_into(
+                    &mut out,
+                    pack::chunk_aad(inner.tenant, &id).as_bytes(),
+                    &data,
+                );
+                out
+            });
+            (id, data.len() as u64, sealed)
+        })
+        .await
+        .expect("sealing does not panic");
+        if kind == PackKind::Data {
+            let mut transfer = self.inner.transfer.lock().expect("transfer lock");
+            transfer.bytes_read += len;
+            if sealed.is_some() {
                 transfer.new_chunks += 1;
+            } else {
+                transfer.reused_chunks += 1;
             }
-            Put::Existed => transfer.reused_chunks += 1,
+        }
+        if let Some(sealed) = sealed {
+            let full = {
+                let mut open = self.inner.open[kind as usize].lock().expect("pack lock");
+                if open.bytes.is_empty() {
+                    if kind == PackKind::Data {
+                        // Filled at once, not grown (listings are small).
+                        let most = self.inner.repo.pack_size().min(pack::PACK_SIZE);
+                        open.bytes
+                            .reserve(most + MAX_SIZE + OVERHEAD + pack::MAGIC.len());
+                    }
+                    open.bytes.extend_from_slice(pack::MAGIC);
+                }
+                let offset = open.bytes.len() as u64;
+                open.bytes.extend_from_slice(&sealed);
+                open.chunks
+                    .push(Placed(id.clone(), offset, sealed.len() as u32));
+                (open.bytes.len() >= self.inner.repo.pack_size())
+                    .then(|| std::mem::take(&mut *open))
+            };
+            if let Some(full) = full {
+                self.upload(kind, full).await?;
+            }
         }
         Ok(ChunkRef { id, len })
+    }
+
+    /// Writes a pack, and the index once enough packs wait for one.
+    async fn upload(&self, kind: PackKind, pack: Open) -> Result<(), BackupError> {
+        let (id, written) = self
+            .inner
+            .repo
+            .put_pack(self.inner.tenant, kind, pack.bytes)
+            .await?;
+        self.inner
+            .transfer
+            .lock()
+            .expect("transfer lock")
+            .bytes_written += written;
+        let due = {
+            let mut unindexed = self.inner.unindexed.lock().expect("index lock");
+            unindexed.push(IndexedPack {
+                kind,
+                id,
+                chunks: pack.chunks,
+            });
+            (unindexed.len() >= INDEX_EVERY).then(|| std::mem::take(&mut *unindexed))
+        };
+        if let Some(packs) = due {
+            self.write_index(packs).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_index(&self, packs: Vec<IndexedPack>) -> Result<(), BackupError> {
+        let written = self
+            .inner
+            .repo
+            .put_index(self.inner.tenant, &IndexFile { packs })
+            .await?;
+        self.inner
+            .transfer
+            .lock()
+            .expect("transfer lock")
+            .bytes_written += written;
+        Ok(())
+    }
+
+    /// Writes the packs still being filled and the index of every pack
+    /// not yet in one: after this, every chunk the run returned is in the
+    /// repository and its index. Call it once every write has returned,
+    /// before the manifest.
+    pub async fn finish(&self) -> Result<(), BackupError> {
+        for kind in PackKind::ALL {
+            let open =
+                std::mem::take(&mut *self.inner.open[kind as usize].lock().expect("pack lock"));
+            if !open.chunks.is_empty() {
+                self.upload(kind, open).await?;
+            }
+        }
+        let packs = std::mem::take(&mut *self.inner.unindexed.lock().expect("index lock"));
+        if !packs.is_empty() {
+            self.write_index(packs).await?;
+        }
+        Ok(())
     }
 }

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::BackupError;
 use super::chunk::{ChunkRef, ChunkWriter};
 use super::manifest::{Content, TableCheck};
-use super::repo::{Repository, fetch};
+use super::repo::Repository;
 use crate::tenant_data::{TenantDatabases, ToolAccess};
 
 /// Tables a manifest lists at most (a tenant decides how many it has).
@@ -105,6 +105,7 @@ pub async fn restore(
     owner: &str,
     progress: &AtomicU64,
 ) -> Result<u64, BackupError> {
+    let source = repo.chunks(tenant).await?;
     let access = databases.tool_access(name);
     let mut restore = tool(
         "pg_restore",
@@ -132,7 +133,7 @@ pub async fn restore(
         let mut written = 0u64;
         let mut fetched =
             futures::stream::iter(chunks.iter().map(|c| c.id.clone()).collect::<Vec<_>>())
-                .map(|id| fetch(repo, tenant, &id))
+                .map(|id| source.fetch(&id))
                 .buffered(PREFETCH);
         while let Some(data) = fetched.try_next().await? {
             if stdin.write_all(&data).await.is_err() {

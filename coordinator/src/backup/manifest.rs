@@ -1,4 +1,8 @@
 //! What a backup holds, written (sealed) after everything it names.
+//!
+//! A storage backup's entries are stored apart from its manifest, as a
+//! listing in chunks ([`super::listing`]): a backup that changed a few
+//! files writes a few pieces of listing, not all of it again.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -8,8 +12,9 @@ use super::BackupKind;
 use super::chunk::{ChunkRef, Transfer};
 use crate::store::ConfigSettings;
 
-/// Bumped when a manifest's meaning changes.
-pub const FORMAT: u32 = 1;
+/// Bumped when a manifest's meaning changes. 2: chunks in packs, a
+/// storage backup's entries in listing chunks. Only this format is read.
+pub const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -42,7 +47,15 @@ pub enum Content {
         dumped_by: String,
     },
     /// The tenant's files.
-    Storage { entries: Vec<Entry> },
+    Storage {
+        /// In memory only: the stored manifest leaves them out, they are
+        /// in `listing`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        entries: Vec<Entry>,
+        /// The entries as JSON, in chunks, in order.
+        #[serde(default)]
+        listing: Vec<ChunkRef>,
+    },
     /// One configuration version of the tenant, as it was committed (the
     /// manifest holds it whole: no chunks).
     Configuration {
@@ -61,11 +74,20 @@ pub enum Content {
 }
 
 impl Content {
-    /// Every chunk the backup needs.
+    /// Every chunk the backup needs: its data's, and its listing's.
     pub fn chunks(&self) -> impl Iterator<Item = &ChunkRef> {
+        let listing: &[ChunkRef] = match self {
+            Content::Storage { listing, .. } => listing,
+            _ => &[],
+        };
+        self.data_chunks().chain(listing)
+    }
+
+    /// The chunks of the database's dump or of the files, in order.
+    pub fn data_chunks(&self) -> impl Iterator<Item = &ChunkRef> {
         let (dump, files): (&[ChunkRef], &[Entry]) = match self {
             Content::Database { chunks, .. } => (chunks, &[]),
-            Content::Storage { entries } => (&[], entries),
+            Content::Storage { entries, .. } => (&[], entries),
             Content::Configuration { .. } => (&[], &[]),
         };
         dump.iter().chain(files.iter().flat_map(|e| match &e.node {
@@ -76,7 +98,7 @@ impl Content {
 
     /// The bytes the backup restores.
     pub fn size(&self) -> u64 {
-        self.chunks().map(|c| c.len).sum()
+        self.data_chunks().map(|c| c.len).sum()
     }
 
     /// The configuration version a configuration backup holds.

@@ -4,8 +4,9 @@
 //! verifiable.
 //!
 //! A backup is its manifest ([`manifest`]), written after every chunk it
-//! names: a run that stops part-way (a crash, a kill) leaves chunks that
-//! the next run reuses, and no backup that looks complete.
+//! names is in a pack and the index ([`pack`]): a run that stops part-way
+//! (a crash, a kill) leaves packs that the next run reuses (or a prune
+//! removes), and no backup that looks complete.
 //!
 //! A tenant's configuration is backed up version by version as it is
 //! committed ([`config`]): its manifest holds it whole.
@@ -14,7 +15,9 @@ pub mod chunk;
 pub mod config;
 pub mod database;
 mod hold;
+pub mod listing;
 pub mod manifest;
+pub mod pack;
 pub mod repo;
 pub mod restore_job;
 pub mod retention;
@@ -23,10 +26,11 @@ pub mod seal;
 pub mod service;
 pub mod status;
 pub mod storage;
+pub mod sweep;
 pub mod verify;
 pub mod volume;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -399,13 +403,8 @@ pub struct PruneReport {
     pub deleted_chunks: usize,
 }
 
-/// Chunks a prune found unreferenced.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Mark {
-    marked_at: DateTime<Utc>,
-    chunks: Vec<String>,
-}
+/// Chunks read at once to verify a backup or read its listing.
+const VERIFY_READS: usize = 8;
 
 /// Takes, lists, restores and verifies tenants' backups.
 #[derive(Debug, Clone)]
@@ -477,7 +476,7 @@ impl Backups {
                 let files = self.files(tenant, kind)?;
                 let previous = match self.latest(tenant.id, kind, Utc::now()).await? {
                     Some(m) => match m.content {
-                        Content::Storage { entries } => entries,
+                        Content::Storage { entries, .. } => entries,
                         Content::Database { .. } | Content::Configuration { .. } => Vec::new(),
                     },
                     None => Vec::new(),
@@ -494,9 +493,14 @@ impl Backups {
                         entries?
                     }
                 };
-                Content::Storage { entries }
+                Content::Storage {
+                    listing: writer.write_listing(listing::pieces(&entries)).await?,
+                    entries,
+                }
             }
         };
+        // Every pack, and the index naming them, before the manifest.
+        writer.finish().await?;
         let mut manifest = Manifest {
             format: manifest::FORMAT,
             id: Uuid::now_v7(),
@@ -511,7 +515,7 @@ impl Backups {
         };
         manifest.transfer = writer.transfer();
         let path = repo::manifest_path(tenant.id, kind, manifest.taken_at, manifest.id);
-        let body = serde_json::to_vec(&manifest).expect("a manifest serialises");
+        let body = stored(&mut manifest);
         match self.repo.put_new(&path, &body).await? {
             Put::Written(bytes) => manifest.transfer.bytes_written += bytes,
             Put::Existed => {
@@ -561,16 +565,35 @@ impl Backups {
             .await?;
         listed.sort_by(|a, b| a.path.cmp(&b.path));
         let mut out = Vec::with_capacity(listed.len());
+        // Read once, for the first storage backup's listing.
+        let mut chunks = None;
         for object in listed {
-            out.push(self.manifest(&object.path).await?);
+            let mut manifest = self.manifest(&object.path).await?;
+            if let Content::Storage { entries, listing } = &mut manifest.content {
+                if chunks.is_none() {
+                    chunks = Some(self.repo.chunks(tenant).await?);
+                }
+                if let Some(chunks) = &chunks {
+                    *entries = read_listing(chunks, listing, &object.path).await?;
+                }
+            }
+            out.push(manifest);
         }
         Ok(out)
     }
 
     async fn manifest(&self, path: &str) -> Result<Manifest, BackupError> {
         let body = self.repo.get(path).await?;
-        serde_json::from_slice(&body)
-            .map_err(|e| BackupError::Corrupt(format!("manifest {path} does not parse: {e}")))
+        let manifest: Manifest = serde_json::from_slice(&body)
+            .map_err(|e| BackupError::Corrupt(format!("manifest {path} does not parse: {e}")))?;
+        if manifest.format != manifest::FORMAT {
+            return Err(BackupError::Corrupt(format!(
+                "manifest {path} is of format {}; this coordinator reads format {}",
+                manifest.format,
+                manifest::FORMAT
+            )));
+        }
+        Ok(manifest)
     }
 
     /// The latest complete backup of `kind` taken at or before `at`.
@@ -588,99 +611,6 @@ impl Backups {
             .max_by_key(|m| (m.taken_at, m.content.config_version())))
     }
 
-    /// Deletes the backups of `tenant` that `policy` does not keep, then
-    /// its chunks no kept backup references, by mark and sweep: a prune
-    /// marks the chunks nothing references, and the first prune at least
-    /// `grace` later deletes those still unreferenced and not written
-    /// since. A backup reusing a marked chunk writes it again, so a backup
-    /// shorter than `grace` never loses a chunk it named, even while a
-    /// prune runs.
-    pub async fn prune(
-        &self,
-        tenant: Uuid,
-        policy: Retention,
-        grace: std::time::Duration,
-    ) -> Result<PruneReport, BackupError> {
-        let now = Utc::now();
-        let mut report = PruneReport::default();
-        for &kind in BackupKind::ALL {
-            let manifests = self.manifests(tenant, kind).await?;
-            let taken: Vec<_> = manifests.iter().map(|m| m.taken_at).collect();
-            let keeps = match kind {
-                BackupKind::Configuration => policy.keeps_versions(&taken, now),
-                BackupKind::Database | BackupKind::Storage => policy.keeps(&taken),
-            };
-            for (manifest, keep) in manifests.iter().zip(keeps) {
-                if keep {
-                    report.kept += 1;
-                } else {
-                    let path = repo::manifest_path(tenant, kind, manifest.taken_at, manifest.id);
-                    self.repo.delete(&path).await?;
-                    report.deleted_backups += 1;
-                }
-            }
-        }
-        let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
-        let previous = self.marks(tenant).await?;
-        if previous
-            .iter()
-            .any(|(_, mark)| mark.marked_at > now - grace)
-        {
-            // The last mark is not old enough to sweep: a backup started
-            // before it may still name its chunks.
-            return Ok(report);
-        }
-        // Listed after the deletions: a backup completed meanwhile counts.
-        let mut referenced = HashSet::new();
-        for &kind in BackupKind::ALL {
-            for manifest in self.manifests(tenant, kind).await? {
-                referenced.extend(manifest.content.chunks().map(|c| c.id.clone()));
-            }
-        }
-        let condemned: HashMap<&str, DateTime<Utc>> = previous
-            .iter()
-            .flat_map(|(_, mark)| mark.chunks.iter().map(|id| (id.as_str(), mark.marked_at)))
-            .collect();
-        let mut unreferenced = Vec::new();
-        for object in self.repo.list(&format!("tenants/{tenant}/chunks")).await? {
-            let id = object
-                .path
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            if referenced.contains(&id) {
-                continue;
-            }
-            match condemned.get(id.as_str()) {
-                Some(&marked_at) if object.modified < marked_at => {
-                    self.repo.delete(&object.path).await?;
-                    report.deleted_chunks += 1;
-                }
-                _ => unreferenced.push(id),
-            }
-        }
-        report.marked_chunks = unreferenced.len();
-        if !unreferenced.is_empty() {
-            let mark = Mark {
-                marked_at: Utc::now(),
-                chunks: unreferenced,
-            };
-            let path = format!(
-                "{}/{}-{}",
-                repo::marks_prefix(tenant),
-                mark.marked_at.format("%Y%m%dT%H%M%S%.fZ"),
-                Uuid::new_v4().simple()
-            );
-            let body = serde_json::to_vec(&mark).expect("a mark serialises");
-            self.repo.put_new(&path, &body).await?;
-        }
-        for (path, _) in previous {
-            self.repo.delete(&path).await?;
-        }
-        Ok(report)
-    }
-
     /// Deletes every object of `tenant` (a purge): its manifests first, so
     /// that a deletion cut short never leaves a backup listed whose chunks
     /// are gone (deleting again finishes it). Returns how many objects.
@@ -696,19 +626,6 @@ impl Backups {
             }
         }
         Ok(deleted)
-    }
-
-    /// `tenant`'s pending marks, by path.
-    async fn marks(&self, tenant: Uuid) -> Result<Vec<(String, Mark)>, BackupError> {
-        let mut out = Vec::new();
-        for object in self.repo.list(&repo::marks_prefix(tenant)).await? {
-            let body = self.repo.get(&object.path).await?;
-            let mark = serde_json::from_slice(&body).map_err(|e| {
-                BackupError::Corrupt(format!("mark {} does not parse: {e}", object.path))
-            })?;
-            out.push((object.path, mark));
-        }
-        Ok(out)
     }
 
     /// A writer of `tenant`'s chunks for one backup run: it knows the
@@ -801,7 +718,7 @@ impl Backups {
         into: &TenantRef,
         progress: &AtomicU64,
     ) -> Result<u64, BackupError> {
-        let Content::Storage { entries } = &manifest.content else {
+        let Content::Storage { entries, .. } = &manifest.content else {
             return Err(BackupError::Corrupt(format!(
                 "backup {} is not a storage backup",
                 manifest.id
@@ -848,6 +765,10 @@ impl Backups {
         use futures::StreamExt;
         let mut seen = HashSet::new();
         let tenant = manifest.tenant;
+        let chunks = match self.repo.chunks(tenant).await {
+            Ok(chunks) => chunks,
+            Err(err) => return vec![knowton_common::error_chain(&err)],
+        };
         let unique: Vec<ChunkRef> = manifest
             .content
             .chunks()
@@ -855,13 +776,13 @@ impl Backups {
             .cloned()
             .collect();
         let checks = unique.into_iter().map(|chunk| {
-            let fetched = repo::fetch(&self.repo, tenant, &chunk.id);
+            let fetched = chunks.fetch(&chunk.id);
             async move {
                 match fetched.await {
                     Ok(data) if data.len() as u64 == chunk.len => None,
                     Ok(data) => Some(format!(
                         "chunk {} holds {} bytes, the backup expects {}",
-                        repo::chunk_path(tenant, &chunk.id),
+                        chunk.id,
                         data.len(),
                         chunk.len
                     )),
@@ -870,11 +791,43 @@ impl Backups {
             }
         });
         futures::stream::iter(checks)
-            .buffer_unordered(8)
+            .buffer_unordered(VERIFY_READS)
             .filter_map(std::future::ready)
             .collect()
             .await
     }
+}
+
+/// The manifest as stored: without a storage backup's entries, which are
+/// in its listing.
+fn stored(manifest: &mut Manifest) -> Vec<u8> {
+    let entries = match &mut manifest.content {
+        Content::Storage { entries, .. } => std::mem::take(entries),
+        Content::Database { .. } | Content::Configuration { .. } => Vec::new(),
+    };
+    let body = serde_json::to_vec(&manifest).expect("a manifest serialises");
+    if let Content::Storage { entries: slot, .. } = &mut manifest.content {
+        *slot = entries;
+    }
+    body
+}
+
+/// The entries of the storage backup at `path` from its `listing`.
+async fn read_listing(
+    chunks: &repo::Chunks,
+    listing: &[ChunkRef],
+    path: &str,
+) -> Result<Vec<manifest::Entry>, BackupError> {
+    use futures::{StreamExt, TryStreamExt};
+    let ids: Vec<String> = listing.iter().map(|c| c.id.clone()).collect();
+    let pieces: Vec<Vec<u8>> = futures::stream::iter(ids)
+        .map(|id| chunks.fetch(&id))
+        .buffered(VERIFY_READS)
+        .try_collect()
+        .await?;
+    listing::parse(&pieces).map_err(|e| {
+        BackupError::Corrupt(format!("the listing of backup {path} does not parse: {e}"))
+    })
 }
 
 /// Removes a tree whose directories may be read-only.

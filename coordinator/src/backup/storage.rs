@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::BackupError;
 use super::chunk::{ChunkRef, ChunkWriter};
 use super::manifest::{Entry, Node};
-use super::repo::{Repository, fetch};
+use super::repo::{Chunks, Repository};
 use super::seal::Sealer;
 use super::volume::VolumePod;
 
@@ -34,6 +34,8 @@ pub const MAX_ENTRIES: usize = 2_000_000;
 const FILES_AT_ONCE: usize = 4;
 /// Chunks fetched ahead of the one being written, per file.
 const PREFETCH: usize = 4;
+/// Files restored at once.
+const RESTORE_FILES: usize = 16;
 
 /// What the walk found at one path, before any file is read: as `lstat`
 /// saw it, here or in a volume pod.
@@ -256,8 +258,11 @@ fn walk(root: &Path) -> Result<Vec<Found>, BackupError> {
 }
 
 /// Restores `entries` into `target`, which must not exist: everything is
-/// written beside it first and moved into place last, so a restore that
-/// fails leaves `target` as it was (absent). Bytes written are added to
+/// written beside it first, [`RESTORE_FILES`] files at once, each synced
+/// once written (so the syncs overlap the other files' work, and flush
+/// only what the restore wrote), every directory synced, and moved into
+/// place last, so a restore that fails leaves `target` as it was
+/// (absent), and one that returns is on disk. Bytes written are added to
 /// `progress` as they go.
 pub async fn restore(
     repo: &Repository,
@@ -268,7 +273,8 @@ pub async fn restore(
 ) -> Result<u64, BackupError> {
     let parent = target.parent().unwrap_or(Path::new("."));
     let staging = parent.join(format!(".knowton-restore-{}", Uuid::new_v4().simple()));
-    let written = write_tree(repo, tenant, entries, &staging, progress).await;
+    let source = repo.chunks(tenant).await?;
+    let written = write_tree(&source, entries, &staging, progress).await;
     let written = match written {
         Ok(bytes) => bytes,
         Err(err) => {
@@ -282,12 +288,19 @@ pub async fn restore(
             path: target.to_owned(),
             source: e,
         })?;
+    let parent = parent.to_owned();
+    tokio::task::spawn_blocking(move || std::fs::File::open(&parent)?.sync_all())
+        .await
+        .expect("syncing does not panic")
+        .map_err(|e| BackupError::Write {
+            path: target.to_owned(),
+            source: e,
+        })?;
     Ok(written)
 }
 
 async fn write_tree(
-    repo: &Repository,
-    tenant: Uuid,
+    source: &Chunks,
     entries: &[Entry],
     root: &Path,
     progress: &AtomicU64,
@@ -300,8 +313,8 @@ async fn write_tree(
     tokio::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
         .await
         .map_err(write_err(root))?;
-    let mut written = 0;
     let mut dirs = Vec::new();
+    let mut files = Vec::new();
     for entry in entries {
         let path = root.join(relative(entry)?);
         match &entry.node {
@@ -319,30 +332,51 @@ async fn write_tree(
             }
             Node::File {
                 mtime_ns, chunks, ..
-            } => {
-                written += write_file(repo, tenant, chunks, *mtime_ns, &path, progress).await?;
-                tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(entry.mode))
-                    .await
-                    .map_err(write_err(&path))?;
-            }
+            } => files.push((path, entry.mode, *mtime_ns, chunks.clone())),
         }
     }
+    let written: u64 = futures::stream::iter(files)
+        .map(|(path, mode, mtime_ns, chunks)| async move {
+            write_file(source, &chunks, (mode, mtime_ns), &path, progress).await
+        })
+        .buffer_unordered(RESTORE_FILES)
+        .try_fold(0, |sum, written| async move {
+            Ok::<_, BackupError>(sum + written)
+        })
+        .await?;
     // Last, deepest first: a read-only directory is filled before it is
     // made read-only.
-    for (path, mode) in dirs.into_iter().rev() {
-        tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+    for (path, mode) in dirs.iter().rev() {
+        tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))
             .await
-            .map_err(write_err(&path))?;
+            .map_err(write_err(path))?;
     }
+    futures::stream::iter(
+        dirs.into_iter()
+            .map(|(path, _)| path)
+            .chain([root.to_owned()]),
+    )
+    .map(|dir| async move {
+        let synced = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+                .await
+                .expect("syncing does not panic")
+        };
+        synced.map_err(write_err(&dir))
+    })
+    .buffer_unordered(RESTORE_FILES)
+    .try_collect::<()>()
+    .await?;
     Ok(written)
 }
 
-/// Writes the file at `path` from its chunks, with its modification time.
+/// Writes the file at `path` from its chunks, with its mode and
+/// modification time, and syncs it.
 async fn write_file(
-    repo: &Repository,
-    tenant: Uuid,
+    source: &Chunks,
     chunks: &[ChunkRef],
-    mtime_ns: i64,
+    (mode, mtime_ns): (u32, i64),
     path: &Path,
     progress: &AtomicU64,
 ) -> Result<u64, BackupError> {
@@ -359,7 +393,7 @@ async fn write_file(
     let mut written = 0;
     let mut fetched =
         futures::stream::iter(chunks.iter().map(|c| c.id.clone()).collect::<Vec<_>>())
-            .map(|id| fetch(repo, tenant, &id))
+            .map(|id| source.fetch(&id))
             .buffered(PREFETCH);
     while let Some(data) = fetched.try_next().await? {
         file.write_all(&data).await.map_err(write_err)?;
@@ -367,9 +401,14 @@ async fn write_file(
         progress.fetch_add(data.len() as u64, Ordering::Relaxed);
     }
     let file = file.into_std().await;
-    file.set_modified(system_time(mtime_ns))
-        .map_err(write_err)?;
-    file.sync_all().map_err(write_err)?;
+    tokio::task::spawn_blocking(move || {
+        file.set_modified(system_time(mtime_ns))?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.sync_all()
+    })
+    .await
+    .expect("syncing does not panic")
+    .map_err(write_err)?;
     Ok(written)
 }
 

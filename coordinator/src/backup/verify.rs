@@ -72,7 +72,7 @@ impl Backups {
                     )],
                 }
             }
-            Content::Storage { entries } => {
+            Content::Storage { entries, .. } => {
                 let Some(files) = self.data.storage.as_ref() else {
                     return vec![
                         "cannot restore a storage backup here: tenants' files are not on this host"

@@ -142,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
             .push((dir_bytes(&restic_repo)? - restic_first) as f64);
 
         // Restore both.
-        let Content::Storage { entries } = &second.content else {
+        let Content::Storage { entries, .. } = &second.content else {
             bail!("a storage backup");
         };
         let started = Instant::now();
@@ -192,12 +192,18 @@ async fn main() -> anyhow::Result<()> {
             Spread::of(&secs.iter().map(|t| mib(total) / t).collect::<Vec<_>>()).expect("runs")
         };
         println!(
-            "  {name}: first backup {} s ({} MiB/s), {} MiB written; second {} s, {} MiB written; restore {} s ({} MiB/s)",
+            "  {name}: first backup {} s ({} MiB/s), {} MiB written; second {} s, {} KiB written; restore {} s ({} MiB/s)",
             s(&f.first_s),
             rate(&f.first_s),
             Spread::of(&f.first_bytes.iter().map(|b| mib(*b)).collect::<Vec<_>>()).expect("runs"),
             s(&f.second_s),
-            Spread::of(&f.second_bytes.iter().map(|b| mib(*b)).collect::<Vec<_>>()).expect("runs"),
+            Spread::of(
+                &f.second_bytes
+                    .iter()
+                    .map(|b| b / 1024.0)
+                    .collect::<Vec<_>>()
+            )
+            .expect("runs"),
             s(&f.restore_s),
             rate(&f.restore_s),
         );

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::VolumePod;
 use crate::backup::BackupError;
 use crate::backup::manifest::{Entry, Node};
-use crate::backup::repo::{Repository, fetch};
+use crate::backup::repo::Repository;
 
 /// Chunks fetched ahead of the one being sent.
 const PREFETCH: usize = 4;
@@ -30,6 +30,7 @@ pub async fn restore(
     pod: &VolumePod,
     progress: &AtomicU64,
 ) -> Result<u64, BackupError> {
+    let source = repo.chunks(tenant).await?;
     let mut session = pod.session().lock().await;
     session
         .call(&Request::Begin, "the start of a restore")
@@ -62,7 +63,7 @@ pub async fn restore(
                 session.call(&file, "a file").await?;
                 let mut fetched =
                     futures::stream::iter(chunks.iter().map(|c| c.id.clone()).collect::<Vec<_>>())
-                        .map(|id| fetch(repo, tenant, &id))
+                        .map(|id| source.fetch(&id))
                         .buffered(PREFETCH);
                 while let Some(data) = fetched.try_next().await? {
                     for piece in data.chunks(DATA_FRAME) {
