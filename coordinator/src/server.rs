@@ -342,7 +342,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     let backups = backups.map(|service| {
         service
             .with_configuration_target(lifecycle.clone())
-            .with_deployer(deployer.clone())
+            .with_deployments(Arc::new(deployer.clone()))
     });
     let state = AppState::new(
         Services {

@@ -166,6 +166,17 @@ impl TestDb {
         out
     }
 
+    /// [`Self::every_value`] but for the tables of the coordinator
+    /// processes' own liveness (the leader's lease and the replicas'
+    /// heartbeats), which their background tasks renew every few seconds:
+    /// a snapshot of what requests changed.
+    pub async fn every_stored_value(&self) -> Vec<(String, String, String)> {
+        const RENEWED: [&str; 2] = ["coordinator_lease", "coordinator_replicas"];
+        let mut values = self.every_value().await;
+        values.retain(|(table, _, _)| !RENEWED.contains(&table.as_str()));
+        values
+    }
+
     /// Rows in each table that belong to `tenant_id`.
     pub async fn rows_of_tenant(&self, tenant_id: &str) -> Vec<(String, usize)> {
         let mut out = Vec::new();

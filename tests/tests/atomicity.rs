@@ -31,7 +31,7 @@ async fn a_failure_at_any_step_leaves_no_rows(kt: TestCoordinator) {
         },
     )
     .await;
-    let before = kt.db.every_value().await;
+    let before = kt.db.every_stored_value().await;
 
     // The tables in the order provisioning writes them: fail each in turn.
     for table in [
@@ -66,7 +66,7 @@ async fn a_failure_at_any_step_leaves_no_rows(kt: TestCoordinator) {
             "a request id to find the log line"
         );
         assert_eq!(
-            kt.db.every_value().await,
+            kt.db.every_stored_value().await,
             before,
             "failing {table} left rows behind"
         );

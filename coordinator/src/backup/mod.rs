@@ -14,7 +14,7 @@
 pub mod chunk;
 pub mod config;
 pub mod database;
-mod hold;
+pub mod hold;
 pub mod listing;
 pub mod manifest;
 pub mod pack;

@@ -187,13 +187,13 @@ impl BackupService {
         progress: &RestoreProgress,
     ) -> Result<Vec<RestorePart>, RestoreError> {
         let data = parts.iter().any(|p| p.kind != BackupKind::Configuration);
-        let Some(deployer) = self.holding_deployer().filter(|_| data).cloned() else {
+        let Some(deployments) = self.holding().filter(|_| data) else {
             return self
                 .apply_restore(from, into, plan, parts, actor, progress)
                 .await;
         };
         progress.set_phase("scaling the tenant to zero");
-        let restored = match self.scale_to_zero(&deployer, job, into).await {
+        let restored = match self.scale_to_zero(deployments.as_ref(), job, into).await {
             Ok(()) => {
                 tracing::info!(job = %job, into = %into.slug, "tenant held at zero for the restore");
                 self.apply_restore(from, into, plan, parts, actor, progress)
@@ -202,7 +202,7 @@ impl BackupService {
             Err(reason) => Err(RestoreError::ScaleDown { reason }),
         };
         progress.set_phase("redeploying the tenant and verifying its health");
-        let redeployed = self.redeploy(&deployer, job, into).await;
+        let redeployed = self.redeploy(deployments.as_ref(), job, into).await;
         match (restored, redeployed) {
             (Ok(parts), Ok(note)) => {
                 tracing::info!(job = %job, into = %into.slug, note = note.unwrap_or_default(), "tenant redeployed after the restore");

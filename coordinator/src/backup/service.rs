@@ -52,7 +52,7 @@ pub struct BackupService {
     pub(super) config_target: Option<Arc<dyn super::config::ConfigurationTarget>>,
     /// Holds a tenant at zero while a restore replaces its data (see
     /// `hold`).
-    pub(super) deployer: Option<crate::deploy::Deployer>,
+    pub(super) deployments: Option<Arc<dyn super::hold::TenantDeployments>>,
 }
 
 impl BackupService {
@@ -62,7 +62,7 @@ impl BackupService {
             store,
             status: Arc::default(),
             config_target: None,
-            deployer: None,
+            deployments: None,
         }
     }
 

@@ -50,6 +50,10 @@ impl TenantBackups {
 #[derive(Debug, Default)]
 pub struct BackupStatus {
     read: RwLock<Reading>,
+    /// Held through a refresh's reads and its store: refreshes overlapping
+    /// (the minute's and a run's) would otherwise land in any order, an
+    /// older reading replacing a newer one until the next minute.
+    refreshing: tokio::sync::Mutex<()>,
     /// Tenants (slugs) whose backups changed at the last readings, not
     /// taken yet.
     changed: Mutex<HashSet<String>>,
@@ -69,6 +73,7 @@ struct Reading {
 impl BackupStatus {
     /// Reads every active tenant's backups from the store.
     pub async fn refresh(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let last = store.last_backup_successes().await?;
         let streaks = store.backup_failure_streaks().await?;
         let verifications = store.latest_verifications().await?;

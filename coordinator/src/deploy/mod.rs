@@ -8,6 +8,7 @@ pub mod config;
 pub mod controller;
 pub mod diff;
 pub mod flags;
+mod hold;
 pub mod kinds;
 pub mod render;
 pub mod rollout;
