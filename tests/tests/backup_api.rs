@@ -12,6 +12,7 @@ on_every_backend!(
     only_the_admin_and_the_tenants_production_key_reach_its_backups,
     a_backup_that_cannot_run_is_recorded_as_failed_with_its_reason,
     failing_backups_raise_the_backup_alert_until_one_succeeds,
+    a_verification_names_the_first_problems_and_counts_them_all,
 );
 
 async fn a_tenants_files_are_backed_up_on_demand_and_listed(kt: TestCoordinator) {
@@ -347,4 +348,67 @@ async fn failing_backups_raise_the_backup_alert_until_one_succeeds(kt: TestCoord
         },
     )
     .await;
+}
+
+/// A backup whose every pack is gone has a problem per chunk: the reply
+/// names the first 100 and counts them all, and so does the recorded
+/// verification (its first 20).
+async fn a_verification_names_the_first_problems_and_counts_them_all(kt: TestCoordinator) {
+    kt.provision("many", "basic").await;
+    let dir = kt.db.dir.path().join("tenants/many");
+    for i in 0..150 {
+        std::fs::write(dir.join(format!("f{i}")), format!("file number {i}")).unwrap();
+    }
+    kt.admin(
+        Method::POST,
+        "/api/v1/tenants/many/backups",
+        Some(json!({"kind": "storage"})),
+    )
+    .await;
+    let listed = kt.finished_backup_run("many").await;
+    assert_eq!(listed["runs"][0]["status"], "succeeded", "{listed}");
+    let id = kt
+        .admin(Method::GET, "/api/v1/tenants/many", None)
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let packs = kt.db.dir.path().join(format!("backups/tenants/{id}/packs"));
+    std::fs::remove_dir_all(packs.join("data")).unwrap();
+
+    let verified = kt
+        .admin(Method::POST, "/api/v1/tenants/many/backups/verify", None)
+        .await;
+    let storage = verified.body["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["backup"]["kind"] == "storage")
+        .unwrap_or_else(|| panic!("{}", verified.body))
+        .clone();
+    assert_eq!(storage["ok"], false);
+    assert_eq!(
+        storage["problems"].as_array().unwrap().len(),
+        100,
+        "{storage}"
+    );
+    let total = storage["problemsTotal"].as_u64().unwrap();
+    assert!(total >= 150, "a problem per file's chunk at least: {total}");
+
+    // Its listing gone too: the storage backups cannot even be listed,
+    // which the verification names (a problem, not a failure to verify).
+    std::fs::remove_dir_all(packs.join("meta")).unwrap();
+    let verified = kt
+        .admin(Method::POST, "/api/v1/tenants/many/backups/verify", None)
+        .await;
+    assert_eq!(verified.status, StatusCode::OK, "{}", verified.body);
+    assert_eq!(verified.body["ok"], false);
+    let unreadable = verified.body["unreadable"].as_array().unwrap();
+    assert_eq!(unreadable.len(), 1, "{}", verified.body);
+    let named = unreadable[0].as_str().unwrap();
+    assert!(
+        named.starts_with("storage backups: ") && named.contains("not found"),
+        "{named}"
+    );
 }

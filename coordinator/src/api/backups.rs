@@ -385,6 +385,9 @@ pub struct VerifyParams {
 pub struct VerifyView {
     pub tenant: String,
     pub ok: bool,
+    /// Backups of a kind that could not even be listed (a manifest or its
+    /// listing missing, damaged or sealed under another key), named.
+    pub unreadable: Vec<String>,
     pub backups: Vec<VerifiedBackup>,
 }
 
@@ -409,7 +412,7 @@ pub async fn verify(
     caller.require_admin()?;
     let id = state.service.resolve(&id_or_slug).await?;
     let tenant = state.service.get(id).await?;
-    let backups = service(&state)?
+    let verified = service(&state)?
         .verify(
             &TenantRef {
                 id,
@@ -423,13 +426,15 @@ pub async fn verify(
         .await
         .map_err(|e| repository_error(&e))?;
     if let Some(backup) = params.backup
-        && backups.is_empty()
+        && verified.backups.is_empty()
+        && verified.unreadable.is_empty()
     {
         return Err(ApiError::not_found(&format!("backup {backup}")).field("backup"));
     }
     Ok(Json(VerifyView {
         tenant: tenant.slug,
-        ok: backups.iter().all(|b| b.ok),
-        backups,
+        ok: verified.ok(),
+        unreadable: verified.unreadable,
+        backups: verified.backups,
     }))
 }

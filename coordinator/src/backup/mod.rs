@@ -113,6 +113,21 @@ pub enum BackupError {
     },
 }
 
+impl BackupError {
+    /// Whether this says the backups are damaged (an object missing, not
+    /// opening under this key, or inconsistent), rather than that the
+    /// repository could not be asked.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            BackupError::Unreadable { .. } | BackupError::Corrupt(_) => true,
+            BackupError::Repository { source, .. } => {
+                matches!(**source, object_store::Error::NotFound { .. })
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Where backups go, and how long they are kept.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BackupArgs {

@@ -255,7 +255,7 @@ async fn round(
                         .await
                     {
                         Ok(verified) => {
-                            tracing::info!(tenant = %tenant.slug, backups = verified.len(), passed = verified.iter().all(|v| v.ok), "verified backups")
+                            tracing::info!(tenant = %tenant.slug, backups = verified.backups.len(), passed = verified.ok(), "verified backups")
                         }
                         Err(err) => {
                             tracing::error!(tenant = %tenant.slug, error = %knowton_common::error_chain(&err), "failed to verify backups")

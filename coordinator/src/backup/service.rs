@@ -518,11 +518,25 @@ impl BackupService {
         deep: bool,
         trigger: RunTrigger,
         actor: &str,
-    ) -> Result<Vec<VerifiedBackup>, BackupError> {
+    ) -> Result<Verified, BackupError> {
         let started_at = Utc::now();
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         for &kind in BackupKind::ALL {
-            let manifests = self.backups.manifests(tenant.id, kind).await?;
+            // A manifest or listing that does not open (another key, an
+            // object gone) is a problem of that kind's backups: named,
+            // recorded and alerted on, not a failure to verify.
+            let manifests = match self.backups.manifests(tenant.id, kind).await {
+                Ok(manifests) => manifests,
+                Err(err) if err.is_damage() => {
+                    unreadable.push(format!(
+                        "{kind} backups: {}",
+                        knowton_common::error_chain(&err)
+                    ));
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             let latest = manifests.last().map(|m| m.id);
             for manifest in &manifests {
                 if only.is_some_and(|id| id != manifest.id) {
@@ -541,14 +555,18 @@ impl BackupService {
                 out.push(VerifiedBackup::new(manifest, deeply, problems));
             }
         }
-        if only.is_some() && out.is_empty() {
+        if only.is_some() && out.is_empty() && unreadable.is_empty() {
             // Nothing verified: nothing to record.
-            return Ok(out);
+            return Ok(Verified {
+                backups: out,
+                unreadable,
+            });
         }
-        let problems_total = out.iter().map(|v| v.problems_total).sum::<usize>();
-        let problems: Vec<String> = out
+        let problems_total = unreadable.len() + out.iter().map(|v| v.problems_total).sum::<usize>();
+        let problems: Vec<String> = unreadable
             .iter()
-            .flat_map(|v| {
+            .cloned()
+            .chain(out.iter().flat_map(|v| {
                 v.problems.iter().map(|p| {
                     format!(
                         "{} backup {} taken {}: {p}",
@@ -557,7 +575,7 @@ impl BackupService {
                         v.backup.taken_at.format("%Y-%m-%d %H:%M:%SZ")
                     )
                 })
-            })
+            }))
             .take(Verification::MAX_PROBLEMS)
             .collect();
         if let Some(first) = problems.first() {
@@ -579,7 +597,25 @@ impl BackupService {
             tracing::error!(tenant = %tenant.slug, error = %err, "failed to record a backup verification");
         }
         self.refresh().await;
-        Ok(out)
+        Ok(Verified {
+            backups: out,
+            unreadable,
+        })
+    }
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub backups: Vec<VerifiedBackup>,
+    /// Backups that could not even be listed (a manifest or its listing
+    /// missing, damaged or sealed under another key), by kind.
+    pub unreadable: Vec<String>,
+}
+
+impl Verified {
+    pub fn ok(&self) -> bool {
+        self.unreadable.is_empty() && self.backups.iter().all(|b| b.ok)
     }
 }
 

@@ -245,6 +245,9 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     if api.json() {
         print_json(&view);
     } else {
+        for problem in view["unreadable"].as_array().cloned().unwrap_or_default() {
+            println!("UNREADABLE  {}", text(&problem));
+        }
         for b in view["backups"].as_array().cloned().unwrap_or_default() {
             let backup = &b["backup"];
             println!(
