@@ -356,17 +356,17 @@ async fn confirmed_check(
         let now = Instant::now();
         past_threshold |= now >= slow_at;
         let two_done = two.is_none() || second_outcome.is_some();
-        if let Some(o) = first_outcome.as_ref().filter(|o| in_time(o)) {
-            if two_done || past_threshold {
-                return o.clone();
-            }
+        if let Some(o) = first_outcome.as_ref().filter(|o| in_time(o))
+            && (two_done || past_threshold)
+        {
+            return o.clone();
         }
-        if let Some(o) = second_outcome.as_ref().filter(|o| in_time(o)) {
-            if first_outcome.is_some() || past_threshold {
-                let mut o = o.clone();
-                o.confirmed = true;
-                return o;
-            }
+        if let Some(o) = second_outcome.as_ref().filter(|o| in_time(o))
+            && (first_outcome.is_some() || past_threshold)
+        {
+            let mut o = o.clone();
+            o.confirmed = true;
+            return o;
         }
         if let Some(first) = &first_outcome {
             if !settings.confirm {
@@ -397,11 +397,9 @@ async fn confirmed_check(
             }
             () = tokio::time::sleep_until(slow_at), if !past_threshold => {
                 past_threshold = true;
-                let answered = first_outcome.iter().chain(&second_outcome).any(|o| in_time(o));
-                if !answered {
-                    if let Some(slow) = slow.take() {
-                        slow(started.elapsed(), two.is_some());
-                    }
+                let answered = first_outcome.iter().chain(&second_outcome).any(&in_time);
+                if !answered && let Some(slow) = slow.take() {
+                    slow(started.elapsed(), two.is_some());
                 }
             }
         }

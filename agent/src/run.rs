@@ -127,7 +127,7 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), R
 enum Produced {
     /// A pod's result; `now`: sent at once (a slow verdict, or a result
     /// found between rounds), not held [`FLUSH_AFTER`] for company.
-    Result { result: PodResult, now: bool },
+    Result { result: Box<PodResult>, now: bool },
     /// The node's figures, sent with the next batch.
     Node(knowton_proto::agent::v1::NodeMetrics),
     /// This round's kubelet summary: the storage of the results from now on.
@@ -322,7 +322,10 @@ impl Probes {
                 }
                 let report = move |result: PodResult| {
                     slow_verdicts.inc();
-                    let _ = verdict.send(Produced::Result { result, now: true });
+                    let _ = verdict.send(Produced::Result {
+                        result: Box::new(result),
+                        now: true,
+                    });
                 };
                 Some(prober.probe_reporting(&target, report).await)
             };
@@ -336,7 +339,10 @@ impl Probes {
             };
             if let Some(result) = result {
                 let now = cause != Cause::Round;
-                let _ = produced.send(Produced::Result { result, now });
+                let _ = produced.send(Produced::Result {
+                    result: Box::new(result),
+                    now,
+                });
             }
         });
     }
@@ -385,7 +391,7 @@ async fn batch_results(
             got = results.recv() => match got {
                 Some(Produced::Result { result, now }) => {
                     count(&metrics, &result);
-                    pending.push(result);
+                    pending.push(*result);
                     let at = if now { Instant::now() } else { Instant::now() + FLUSH_AFTER };
                     flush_at = Some(flush_at.map_or(at, |f| f.min(at)));
                 }
@@ -457,3 +463,6 @@ fn count(metrics: &AgentMetrics, result: &PodResult) {
 fn reason(failure: i32) -> &'static str {
     Failure::label_of(failure)
 }
+
+#[cfg(test)]
+mod tests;

@@ -96,11 +96,11 @@ impl Pools {
     pub(crate) fn put(&self, url: &str, conn: Conn) {
         let mut pods = self.lock();
         let pool = pods.entry(url.to_owned()).or_default();
-        if let Some(events) = &self.events {
-            if pool.watched.as_ref().is_none_or(|w| w.task.is_finished()) {
-                pool.watched = Some(watch(conn, url.to_owned(), events.clone()));
-                return;
-            }
+        if let Some(events) = &self.events
+            && pool.watched.as_ref().is_none_or(|w| w.task.is_finished())
+        {
+            pool.watched = Some(watch(conn, url.to_owned(), events.clone()));
+            return;
         }
         let room = MAX_IDLE_PER_POD - usize::from(self.events.is_some());
         if pool.idle.len() < room {
