@@ -132,6 +132,9 @@ enum Produced {
     Node(knowton_proto::agent::v1::NodeMetrics),
     /// This round's kubelet summary: the storage of the results from now on.
     Volumes(Volumes),
+    /// A round starts: what the previous one left waiting leaves now, so
+    /// each round has batches of its own.
+    RoundStarted,
 }
 
 /// Why a pod is probed.
@@ -253,6 +256,7 @@ async fn probe_loop(
                     }
                 });
             }
+            let _ = produced.send(Produced::RoundStarted);
             if let Some(node) = sampler.as_mut().map(NodeSampler::sample) {
                 let _ = produced.send(Produced::Node(node));
             }
@@ -400,6 +404,11 @@ async fn batch_results(
                     flush_at.get_or_insert_with(|| Instant::now() + FLUSH_AFTER);
                 }
                 Some(Produced::Volumes(read)) => volumes = Some(read),
+                Some(Produced::RoundStarted) => {
+                    if !pending.is_empty() {
+                        flush_at = Some(Instant::now());
+                    }
+                }
                 None => closed = true,
             },
             () = async {
