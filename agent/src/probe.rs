@@ -353,8 +353,13 @@ async fn confirmed_check(
     let (mut first_outcome, mut second_outcome) = (None::<ProbeOutcome>, None::<ProbeOutcome>);
     let mut past_threshold = false;
     loop {
-        let now = Instant::now();
-        past_threshold |= now >= slow_at;
+        if !past_threshold && Instant::now() >= slow_at {
+            past_threshold = true;
+            let answered = first_outcome.iter().chain(&second_outcome).any(&in_time);
+            if !answered && let Some(slow) = slow.take() {
+                slow(started.elapsed(), two.is_some());
+            }
+        }
         let two_done = two.is_none() || second_outcome.is_some();
         if let Some(o) = first_outcome.as_ref().filter(|o| in_time(o))
             && (two_done || past_threshold)
@@ -395,13 +400,8 @@ async fn confirmed_check(
                     two = Some(Box::pin(client.get(path, false, HEALTH_BODY_LIMIT)));
                 }
             }
-            () = tokio::time::sleep_until(slow_at), if !past_threshold => {
-                past_threshold = true;
-                let answered = first_outcome.iter().chain(&second_outcome).any(&in_time);
-                if !answered && let Some(slow) = slow.take() {
-                    slow(started.elapsed(), two.is_some());
-                }
-            }
+            // The slow verdict, at the top of the loop.
+            () = tokio::time::sleep_until(slow_at), if !past_threshold => {}
         }
     }
 }

@@ -27,6 +27,9 @@ pub enum Behaviour {
     Healthy,
     /// Answers normally after this delay.
     Slow(Duration),
+    /// Answers normally after a random delay up to this one, drawn anew
+    /// for each request: a healthy pod whose answers jitter.
+    Jitter(Duration),
     /// Every endpoint answers this status (e.g. 503) with a short text body.
     Status(u16),
     /// Not listening: connections are refused.
@@ -340,13 +343,26 @@ async fn serve_requests(stream: &mut TcpStream, shared: &PodState) {
         if behaviour == Behaviour::ClosesReused && served > 1 {
             return;
         }
-        if let Behaviour::Slow(delay) = behaviour {
-            tokio::time::sleep(delay).await;
+        match behaviour {
+            Behaviour::Slow(delay) => tokio::time::sleep(delay).await,
+            Behaviour::Jitter(most) => tokio::time::sleep(jitter(most)).await,
+            _ => {}
         }
         if stream.write_all(&reply).await.is_err() || head.close {
             return;
         }
     }
+}
+
+/// A random delay in `0..=most` (std only: a fresh `RandomState` is
+/// randomly keyed).
+fn jitter(most: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let nanos = u64::try_from(most.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(random % nanos.saturating_add(1))
 }
 
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {

@@ -56,6 +56,14 @@ struct Args {
     /// Rounds of faults: faults_per_kind x rounds of each kind in all.
     #[arg(long, default_value_t = 6)]
     rounds: usize,
+    /// Healthy pods answer after a random delay up to this (0: at once),
+    /// drawn for each request; it must raise no alert.
+    #[arg(long, default_value = "0s", value_parser = knowton_agent::config::parse_duration)]
+    jitter: Duration,
+    /// Before the faults, run this long with every pod healthy (a soak:
+    /// any firing notification in it is a false alert).
+    #[arg(long, default_value = "0s", value_parser = knowton_agent::config::parse_duration)]
+    soak: Duration,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -169,6 +177,8 @@ struct Report {
     tenants: usize,
     interval_seconds: f64,
     rounds: usize,
+    jitter_ms: f64,
+    soak_seconds: f64,
     kinds: Vec<KindReport>,
     /// Firing notifications for tenants that were never faulted.
     false_alerts: usize,
@@ -213,6 +223,12 @@ fn print_text(args: &Args, r: &Report) {
             k.target_median_ms,
             k.target_worst_ms,
             verdict(k.pass)
+        );
+    }
+    if r.jitter_ms > 0.0 || r.soak_seconds > 0.0 {
+        println!(
+            "  healthy pods answer within {:.0} ms (random per request); soak of {:.0} s before the faults",
+            r.jitter_ms, r.soak_seconds
         );
     }
     println!(
@@ -280,6 +296,7 @@ async fn bench(args: &Args, kt: &BenchCoordinator, arrivals: &Arrivals) -> anyho
             u8::try_from(1 + i % 250)?,
         );
         let pod = SimPod::start(ip, 0);
+        pod.set(healthy(args)).await;
         // Well within every plan's users.
         pod.update_metrics(|m| m.users = Some(1.0));
         let tenant = i % args.tenants;
@@ -358,6 +375,10 @@ async fn rounds(
         "all {} tenants healthy; {} rounds of faults",
         args.tenants, args.rounds
     );
+    if !args.soak.is_zero() {
+        eprintln!("soak: {:?} with every pod healthy", args.soak);
+        tokio::time::sleep(args.soak).await;
+    }
 
     let per_round = 3 * args.faults_per_kind;
     let mut times: Vec<(Fault, f64)> = Vec::new();
@@ -416,7 +437,7 @@ async fn rounds(
         let recovered_at = Instant::now();
         for (tenant, _) in &faulted {
             for (_, pod) in pods.iter().filter(|(t, _)| t == tenant) {
-                pod.set(Behaviour::Healthy).await;
+                pod.set(healthy(args)).await;
             }
         }
         let deadline = Instant::now() + Duration::from_secs(90);
@@ -494,6 +515,8 @@ async fn rounds(
         tenants: args.tenants,
         interval_seconds: args.interval.as_secs_f64(),
         rounds: args.rounds,
+        jitter_ms: args.jitter.as_secs_f64() * 1000.0,
+        soak_seconds: args.soak.as_secs_f64(),
         kinds,
         false_alerts,
         arrival_to_webhook_p99_bound_seconds: bound,
@@ -501,6 +524,15 @@ async fn rounds(
         arrival_to_commit_p99_bound_seconds: commit_bound,
         pass,
     })
+}
+
+/// How a pod that is not faulted answers.
+fn healthy(args: &Args) -> Behaviour {
+    if args.jitter.is_zero() {
+        Behaviour::Healthy
+    } else {
+        Behaviour::Jitter(args.jitter)
+    }
 }
 
 /// The smallest bucket bound holding 99% of a histogram's observations.
