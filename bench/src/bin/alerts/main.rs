@@ -56,14 +56,14 @@ struct Args {
     /// Rounds of faults: faults_per_kind x rounds of each kind in all.
     #[arg(long, default_value_t = 6)]
     rounds: usize,
-    /// Healthy pods answer after a random delay up to this (0: at once),
-    /// drawn for each request; it must raise no alert.
-    #[arg(long, default_value = "0s", value_parser = knowton_agent::config::parse_duration)]
-    jitter: Duration,
+    /// Healthy pods answer after a random delay up to this (none: at
+    /// once), drawn for each request; it must raise no alert.
+    #[arg(long, value_parser = knowton_agent::config::parse_duration)]
+    jitter: Option<Duration>,
     /// Before the faults, run this long with every pod healthy (a soak:
     /// any firing notification in it is a false alert).
-    #[arg(long, default_value = "0s", value_parser = knowton_agent::config::parse_duration)]
-    soak: Duration,
+    #[arg(long, value_parser = knowton_agent::config::parse_duration)]
+    soak: Option<Duration>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -375,9 +375,9 @@ async fn rounds(
         "all {} tenants healthy; {} rounds of faults",
         args.tenants, args.rounds
     );
-    if !args.soak.is_zero() {
-        eprintln!("soak: {:?} with every pod healthy", args.soak);
-        tokio::time::sleep(args.soak).await;
+    if let Some(soak) = args.soak {
+        eprintln!("soak: {soak:?} with every pod healthy");
+        tokio::time::sleep(soak).await;
     }
 
     let per_round = 3 * args.faults_per_kind;
@@ -515,8 +515,8 @@ async fn rounds(
         tenants: args.tenants,
         interval_seconds: args.interval.as_secs_f64(),
         rounds: args.rounds,
-        jitter_ms: args.jitter.as_secs_f64() * 1000.0,
-        soak_seconds: args.soak.as_secs_f64(),
+        jitter_ms: args.jitter.unwrap_or_default().as_secs_f64() * 1000.0,
+        soak_seconds: args.soak.unwrap_or_default().as_secs_f64(),
         kinds,
         false_alerts,
         arrival_to_webhook_p99_bound_seconds: bound,
@@ -528,10 +528,9 @@ async fn rounds(
 
 /// How a pod that is not faulted answers.
 fn healthy(args: &Args) -> Behaviour {
-    if args.jitter.is_zero() {
-        Behaviour::Healthy
-    } else {
-        Behaviour::Jitter(args.jitter)
+    match args.jitter {
+        Some(most) => Behaviour::Jitter(most),
+        None => Behaviour::Healthy,
     }
 }
 
