@@ -125,8 +125,8 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), R
 /// What the probes produce, for [`batch_results`].
 #[derive(Debug)]
 enum Produced {
-    /// A pod's result; `now`: sent at once (a slow verdict, or a result
-    /// found between rounds), not held [`FLUSH_AFTER`] for company.
+    /// A pod's result; `now`: sent at once (a slow verdict, a failure, or
+    /// a result found between rounds), not held [`FLUSH_AFTER`] for company.
     Result { result: Box<PodResult>, now: bool },
     /// The node's figures, sent with the next batch.
     Node(knowton_proto::agent::v1::NodeMetrics),
@@ -342,7 +342,8 @@ impl Probes {
                 }
             };
             if let Some(result) = result {
-                let now = cause != Cause::Round;
+                // A failure is news: it does not wait for company either.
+                let now = cause != Cause::Round || failed(&result);
                 let _ = produced.send(Produced::Result {
                     result: Box::new(result),
                     now,
@@ -385,59 +386,99 @@ async fn batch_results(
     rounds: mpsc::Sender<Round>,
     metrics: AgentMetrics,
 ) {
-    let mut pending: Vec<PodResult> = Vec::new();
-    let mut node = None;
-    let mut volumes: Option<Volumes> = None;
-    let mut flush_at: Option<Instant> = None;
+    let mut batch = Batch::default();
     loop {
         let mut closed = false;
         tokio::select! {
             got = results.recv() => match got {
-                Some(Produced::Result { result, now }) => {
-                    count(&metrics, &result);
-                    pending.push(*result);
-                    let at = if now { Instant::now() } else { Instant::now() + FLUSH_AFTER };
-                    flush_at = Some(flush_at.map_or(at, |f| f.min(at)));
-                }
-                Some(Produced::Node(sample)) => {
-                    node = Some(sample);
-                    flush_at.get_or_insert_with(|| Instant::now() + FLUSH_AFTER);
-                }
-                Some(Produced::Volumes(read)) => volumes = Some(read),
-                Some(Produced::RoundStarted) => {
-                    if !pending.is_empty() {
-                        flush_at = Some(Instant::now());
+                Some(produced) => {
+                    batch.take(produced, &metrics);
+                    // What else is already there joins this batch: a burst
+                    // of results that must not wait leaves as one batch.
+                    while batch.results.len() < BATCH_RESULTS {
+                        match results.try_recv() {
+                            Ok(produced) => batch.take(produced, &metrics),
+                            Err(_) => break,
+                        }
                     }
                 }
                 None => closed = true,
             },
             () = async {
-                match flush_at {
+                match batch.flush_at {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             } => {}
         }
-        let due = flush_at.is_some_and(|at| Instant::now() >= at);
-        if due || closed || pending.len() >= BATCH_RESULTS {
-            if let Some(volumes) = volumes.as_ref() {
-                volumes.fill(&mut pending);
-            }
-            if !pending.is_empty() || node.is_some() {
-                let round = Round {
-                    results: std::mem::take(&mut pending),
-                    node: node.take(),
-                };
-                if rounds.send(round).await.is_err() {
-                    return;
-                }
-            }
-            flush_at = None;
+        let due = batch.flush_at.is_some_and(|at| Instant::now() >= at);
+        let full = batch.results.len() >= BATCH_RESULTS;
+        if (due || closed || full)
+            && let Some(round) = batch.flush()
+            && rounds.send(round).await.is_err()
+        {
+            return;
         }
         if closed {
             return;
         }
     }
+}
+
+/// The batch being gathered by [`batch_results`].
+#[derive(Default)]
+struct Batch {
+    results: Vec<PodResult>,
+    node: Option<knowton_proto::agent::v1::NodeMetrics>,
+    volumes: Option<Volumes>,
+    flush_at: Option<Instant>,
+}
+
+impl Batch {
+    fn take(&mut self, produced: Produced, metrics: &AgentMetrics) {
+        let now = Instant::now();
+        match produced {
+            Produced::Result {
+                result,
+                now: at_once,
+            } => {
+                count(metrics, &result);
+                self.results.push(*result);
+                let at = if at_once { now } else { now + FLUSH_AFTER };
+                self.flush_at = Some(self.flush_at.map_or(at, |f| f.min(at)));
+            }
+            Produced::Node(sample) => {
+                self.node = Some(sample);
+                self.flush_at.get_or_insert(now + FLUSH_AFTER);
+            }
+            Produced::Volumes(read) => self.volumes = Some(read),
+            Produced::RoundStarted => {
+                if !self.results.is_empty() {
+                    self.flush_at = Some(now);
+                }
+            }
+        }
+    }
+
+    /// What leaves now, if anything; storage from the latest summary.
+    fn flush(&mut self) -> Option<Round> {
+        self.flush_at = None;
+        if let Some(volumes) = self.volumes.as_ref() {
+            volumes.fill(&mut self.results);
+        }
+        (!self.results.is_empty() || self.node.is_some()).then(|| Round {
+            results: std::mem::take(&mut self.results),
+            node: self.node.take(),
+        })
+    }
+}
+
+/// Whether liveness or API health failed.
+fn failed(result: &PodResult) -> bool {
+    [&result.liveness, &result.api_health]
+        .into_iter()
+        .flatten()
+        .any(|o| !o.ok)
 }
 
 fn count(metrics: &AgentMetrics, result: &PodResult) {
