@@ -277,9 +277,15 @@ async fn probe_loop(
     }
 }
 
-/// Starts probes: each a task of its own holding one of `permits` until
-/// its slow threshold passes (a slow pod stops counting against the
-/// concurrency once known slow).
+/// A probe holds its place among `--concurrency` until it ends or this
+/// passes (or its slow threshold, if shorter): the bound paces how many
+/// probes start at once; a pod that takes its time to answer costs a
+/// socket and a timer, not a place, so it does not hold the others back.
+const PACE: Duration = Duration::from_millis(100);
+
+/// Starts probes: each a task of its own. Round probes hold one of
+/// `permits` at most [`PACE`]; probes of a pod that closed its idle
+/// connection take none (they are few, and urgent).
 struct Probes {
     prober: Arc<Prober>,
     permits: Arc<Semaphore>,
@@ -314,11 +320,16 @@ impl Probes {
         let slow_verdicts = self.metrics.slow_verdicts.clone();
         tokio::spawn(async move {
             let _running = running;
-            let permit = permits
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            let threshold = prober.settings_for(&target.tenant).slow_threshold;
+            let permit = match cause {
+                Cause::Round => Some(
+                    permits
+                        .acquire_owned()
+                        .await
+                        .expect("the semaphore is never closed"),
+                ),
+                Cause::Reset | Cause::Closed => None,
+            };
+            let pace = PACE.min(prober.settings_for(&target.tenant).slow_threshold);
             let verdict = produced.clone();
             let probe = async {
                 if cause == Cause::Closed {
@@ -336,7 +347,7 @@ impl Probes {
             tokio::pin!(probe);
             let result = tokio::select! {
                 result = &mut probe => result,
-                () = tokio::time::sleep(threshold) => {
+                () = tokio::time::sleep(pace) => {
                     drop(permit);
                     probe.await
                 }

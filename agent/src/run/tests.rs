@@ -63,6 +63,10 @@ impl Got {
 }
 
 fn start(targets: Vec<Target>, timeout: Duration) -> Loop {
+    start_with(targets, timeout, 8)
+}
+
+fn start_with(targets: Vec<Target>, timeout: Duration, concurrency: usize) -> Loop {
     let mut args = Args::for_tests(
         "node-a",
         SocketAddr::from(([127, 0, 0, 1], 1)),
@@ -71,6 +75,7 @@ fn start(targets: Vec<Target>, timeout: Duration) -> Loop {
     args.interval = INTERVAL;
     args.timeout = timeout;
     args.slow_threshold = SLOW;
+    args.concurrency = concurrency;
     let (prober, idle_closed) = Prober::watching(ProbeSettings {
         timeout,
         slow_threshold: SLOW,
@@ -197,6 +202,32 @@ async fn a_hanging_pod_is_skipped_and_the_rounds_keep_their_schedule() {
     let hanging_results = probes.results_of("web-2", 1, Duration::from_secs(5)).await;
     assert!(!hanging_results[0].pending() && hanging_results[0].api_ok());
     assert!(hanging_results[0].at >= Duration::from_secs(12));
+}
+
+/// With room for one probe at a time, a pod slow to answer holds its place
+/// only briefly ([`PACE`]): the next pod is probed and reported long before
+/// the slow one's verdict, let alone its answer.
+#[tokio::test(start_paused = true)]
+async fn a_slow_pod_does_not_hold_its_place_among_the_concurrent_probes() {
+    let (slow, slow_target) = pod(8);
+    let (_fast, fast_target) = pod(9);
+    slow.set(Behaviour::Slow(Duration::from_secs(3))).await;
+    let mut probes = start_with(vec![slow_target, fast_target], Duration::from_secs(5), 1);
+    let got = probes.results_for(Duration::from_secs(4)).await;
+    let order: Vec<(&str, bool, Duration)> = got
+        .iter()
+        .map(|g| (g.result.pod.as_str(), g.pending(), g.at))
+        .collect();
+    assert_eq!(
+        order
+            .iter()
+            .map(|(pod, pending, _)| (*pod, *pending))
+            .collect::<Vec<_>>(),
+        [("web-9", false), ("web-8", true), ("web-8", false)],
+        "{order:?}"
+    );
+    // The first round starts within a tenth of the interval.
+    assert!(order[0].2 < INTERVAL / 10 + PACE * 2, "{order:?}");
 }
 
 /// A crashed pod resets its connections: the watched idle connection says
