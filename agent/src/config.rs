@@ -99,7 +99,8 @@ pub struct Args {
     #[arg(long, env = "KNOWTON_SLOW_THRESHOLD", default_value = "1s", value_parser = parse_duration)]
     pub slow_threshold: Duration,
 
-    /// Pods probed at the same time.
+    /// Pods whose probe starts at the same time (a probe stops counting
+    /// after 100 ms: a pod slow to answer does not hold the others back).
     #[arg(long, env = "KNOWTON_PROBE_CONCURRENCY", default_value_t = 64)]
     pub concurrency: usize,
 

@@ -23,6 +23,12 @@ pub struct AgentMetrics {
     pub probes: IntCounterVec,
     pub probe_failures: IntCounterVec,
     pub rounds: IntCounter,
+    /// Pods a round skipped: their previous probe was still running.
+    pub probes_skipped: IntCounter,
+    /// Slow verdicts sent before the slow answer.
+    pub slow_verdicts: IntCounter,
+    /// Watched idle connections the pods closed, by how (`clean`, `reset`).
+    pub idle_closed: IntCounterVec,
     pub targets: IntGauge,
     /// Kubelet stats summaries that could not be read (no storage that round).
     pub stats_summary_failures: IntCounter,
@@ -57,8 +63,9 @@ impl AgentMetrics {
             &["check", "reason"],
         )
         .expect("valid metric");
-        let rounds = IntCounter::new("knowton_agent_probe_rounds_total", "Probe rounds completed")
+        let rounds = IntCounter::new("knowton_agent_probe_rounds_total", "Probe rounds started")
             .expect("valid metric");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
         let per_replica_gauge = |name: &str, help: &str| {
             IntGaugeVec::new(Opts::new(name, help), &["replica"]).expect("valid metric")
@@ -70,6 +77,22 @@ impl AgentMetrics {
             probes,
             probe_failures,
             rounds,
+            probes_skipped: counter(
+                "knowton_agent_probes_skipped_total",
+                "Pods a round did not probe because their previous probe was still running",
+            ),
+            slow_verdicts: counter(
+                "knowton_agent_slow_verdicts_total",
+                "API health checks reported slow when the slow threshold passed, before their answer",
+            ),
+            idle_closed: IntCounterVec::new(
+                Opts::new(
+                    "knowton_agent_idle_connections_closed_total",
+                    "Kept idle connections the pods closed between probes, by how (clean or reset); each is probed at once",
+                ),
+                &["how"],
+            )
+            .expect("valid metric"),
             targets: gauge("knowton_agent_targets", "Pods this agent probes"),
             stats_summary_failures: IntCounter::new(
                 "knowton_agent_stats_summary_failures_total",
@@ -129,6 +152,9 @@ impl AgentMetrics {
             Box::new(metrics.probes.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(metrics.probe_failures.clone()),
             Box::new(metrics.rounds.clone()),
+            Box::new(metrics.probes_skipped.clone()),
+            Box::new(metrics.slow_verdicts.clone()),
+            Box::new(metrics.idle_closed.clone()),
             Box::new(metrics.targets.clone()),
             Box::new(metrics.stats_summary_failures.clone()),
             Box::new(metrics.buffer_bytes.clone()),

@@ -1,28 +1,41 @@
-//! Probes one tenant pod: liveness, API health (with its database) and a
-//! metrics scrape over one keep-alive connection, plus its volume usage.
+//! Probes one tenant pod: API health (with its database), liveness and a
+//! metrics scrape at the same time, each on its own keep-alive connection,
+//! plus its volume usage.
 //!
 //! Timings in each [`ProbeOutcome`] are microseconds: `connect_us` is the
-//! TCP connect paid by that request (0 when it reused the probe's
-//! connection), `first_byte_us` runs from sending the request to the
-//! response head and `latency_us` to the end of the body. A check that
-//! failed, or an API health check that took longer than the slow threshold
-//! (connect included), is repeated at once on a fresh connection and that
-//! confirmation is reported.
+//! TCP connect paid by that request (0 when it reused a kept connection),
+//! `first_byte_us` runs from sending the request to the response head and
+//! `latency_us` to the end of the body.
+//!
+//! Confirmation runs beside the first request, on a second connection:
+//! API health is always asked twice at once (its slow verdict cannot wait
+//! for a second try), liveness a second time as soon as the first fails.
+//! A check is reported failed only when both requests failed (the second
+//! one's outcome, `confirmed`), and the API slow only when neither request
+//! answered within the threshold. That slow verdict is handed to the
+//! caller the moment the threshold passes (see [`Prober::probe_reporting`]),
+//! without waiting for the slow answer, whose time the final result
+//! carries.
 
 pub(crate) mod http;
 pub(crate) mod metrics;
+mod pool;
 
-use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use knowton_proto::agent::v1::{Failure, MetricsSample, PodResult, ProbeOutcome, StorageSample};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::discover::Target;
 use crate::instructions::SlowThresholds;
 use crate::storage;
-use http::{Attempt, Client, Conn, Endpoint, Failed};
+use http::{Attempt, Client, Endpoint, Failed};
+pub use pool::IdleClosed;
+use pool::{MAX_IDLE_PER_POD, Pools};
 
 /// Largest `/health` or `/api/health` body read.
 const HEALTH_BODY_LIMIT: usize = 64 * 1024;
@@ -34,18 +47,18 @@ const METRICS_BODY_LIMIT: usize = 8 * 1024 * 1024;
 pub struct ProbeSettings {
     /// Bound on each request, connecting included.
     pub timeout: Duration,
-    /// An API health check slower than this is confirmed like a failed one,
-    /// unless the coordinator sent thresholds (see
-    /// [`Prober::set_slow_thresholds`]).
+    /// An API health check with no answer within this is slow, unless the
+    /// coordinator sent thresholds (see [`Prober::set_slow_thresholds`]).
     pub slow_threshold: Duration,
-    /// Repeat a failed or slow check once before reporting it.
+    /// Confirm a failed or slow check on a second connection before
+    /// reporting it.
     pub confirm: bool,
 }
 
-/// Probes pods one at a time per call (callers bound the concurrency),
-/// remembers each pod's previous scrape to derive request rates, and keeps
-/// each pod's connection open between probes: a new TCP connection per pod
-/// per round would be most of the agent's CPU.
+/// Probes pods (callers bound the concurrency), remembers each pod's
+/// previous scrape to derive request rates, and keeps each pod's
+/// connections open between probes: a new TCP connection per request
+/// would be most of the agent's CPU.
 #[derive(Debug)]
 pub struct Prober {
     settings: Mutex<ProbeSettings>,
@@ -53,8 +66,8 @@ pub struct Prober {
     slow: Mutex<Option<SlowThresholds>>,
     history: metrics::History,
     /// Idle keep-alive connections by pod URL; a probe takes its pod's
-    /// connection and gives it back when done.
-    idle: Mutex<HashMap<String, Conn>>,
+    /// connections and gives them back when done.
+    pools: Pools,
 }
 
 /// Which health check a request is.
@@ -73,14 +86,29 @@ impl Check {
     }
 }
 
+/// A boxed request in flight, borrowing its client.
+type InFlight<'a> = Pin<Box<dyn Future<Output = Attempt> + Send + 'a>>;
+
 impl Prober {
+    /// A prober that keeps idle connections without watching them.
     pub fn new(settings: ProbeSettings) -> Self {
         Prober {
             settings: Mutex::new(settings),
             slow: Mutex::new(None),
             history: metrics::History::default(),
-            idle: Mutex::new(HashMap::new()),
+            pools: Pools::default(),
         }
+    }
+
+    /// A prober that watches one idle connection per pod between probes
+    /// and says on the returned channel when a pod closes or resets it.
+    pub fn watching(settings: ProbeSettings) -> (Self, mpsc::UnboundedReceiver<IdleClosed>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let prober = Prober {
+            pools: Pools::watching(tx),
+            ..Prober::new(settings)
+        };
+        (prober, rx)
     }
 
     pub fn settings(&self) -> ProbeSettings {
@@ -118,22 +146,29 @@ impl Prober {
             .retain(|tenant, pod| pods.contains(&(tenant, pod)));
         let urls: std::collections::HashSet<&str> =
             targets.iter().map(|t| t.url.as_str()).collect();
-        self.idle_pool()
-            .retain(|url, _| urls.contains(url.as_str()));
+        self.pools.retain(|url| urls.contains(url));
     }
 
-    /// Idle connections kept for the next probe.
+    /// Idle connections kept for the next probe (watched ones included).
     pub fn idle_connections(&self) -> usize {
-        self.idle_pool().len()
-    }
-
-    fn idle_pool(&self) -> std::sync::MutexGuard<'_, HashMap<String, Conn>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+        self.pools.len()
     }
 
     /// Probes `target` and reports every check; failures are in the result,
     /// never an error.
     pub async fn probe(&self, target: &Target) -> PodResult {
+        self.probe_reporting(target, |_| {}).await
+    }
+
+    /// [`Self::probe`], handing `slow` the slow verdict as soon as the slow
+    /// threshold passes with no answer to API health: a result whose
+    /// `api_health` is `pending` (see the protocol), with liveness as far
+    /// as it is known. The result returned at the end has the answers.
+    pub async fn probe_reporting(
+        &self,
+        target: &Target,
+        slow: impl FnOnce(PodResult) + Send,
+    ) -> PodResult {
         let settings = self.settings_for(&target.tenant);
         let mut result = PodResult {
             tenant: target.tenant.clone(),
@@ -146,7 +181,8 @@ impl Prober {
             match Endpoint::parse(&target.url) {
                 Ok(endpoint) => {
                     result.pod_ip.clone_from(&endpoint.host);
-                    self.checks(target, &endpoint, settings).await
+                    self.checks(target, &endpoint, settings, &result, slow)
+                        .await
                 }
                 Err(failed) => {
                     let outcome = failure_outcome(failed, false);
@@ -163,26 +199,88 @@ impl Prober {
         result
     }
 
+    /// After the pod closed its watched idle connection cleanly: asks its
+    /// liveness on a new connection. An answer means a routine close (a
+    /// keep-alive timeout): the connection is kept and there is nothing to
+    /// report. Anything else is probed in full at once, for the result.
+    pub async fn recheck(&self, target: &Target) -> Option<PodResult> {
+        let settings = self.settings_for(&target.tenant);
+        if let Ok(endpoint) = Endpoint::parse(&target.url) {
+            let mut client = Client::new(&endpoint, settings.timeout, None);
+            let attempt = client
+                .get(Check::Liveness.path(), true, HEALTH_BODY_LIMIT)
+                .await;
+            if outcome(Check::Liveness, attempt).ok {
+                if let Some(conn) = client.into_quiet_idle() {
+                    self.pools.put(&target.url, conn);
+                }
+                return None;
+            }
+        }
+        Some(self.probe(target).await)
+    }
+
     async fn checks(
         &self,
         target: &Target,
         endpoint: &Endpoint,
         settings: ProbeSettings,
+        so_far: &PodResult,
+        slow: impl FnOnce(PodResult) + Send,
     ) -> (ProbeOutcome, ProbeOutcome, MetricsSample) {
-        let idle = self.idle_pool().remove(&target.url);
-        let mut probe = PodProbe {
-            client: Client::new(endpoint, settings.timeout, idle),
+        let mut conns = self.pools.take(&target.url, MAX_IDLE_PER_POD).await;
+        let mut client = || Client::new(endpoint, settings.timeout, conns.pop());
+        // API health first (it decides the slow verdict), then liveness,
+        // then metrics: started in that order, none waiting for another.
+        let (mut api, mut api_confirm) = (client(), client());
+        let (mut live, mut scrape) = (client(), client());
+        // Needed only when liveness fails: a new connection then.
+        let mut live_confirm = client();
+        let liveness_seen: Mutex<Option<ProbeOutcome>> = Mutex::new(None);
+        let verdict = |waited: Duration, confirmed: bool| {
+            let pending = ProbeOutcome {
+                ok: true,
+                pending: true,
+                latency_us: micros(waited),
+                confirmed,
+                ..ProbeOutcome::default()
+            };
+            let liveness = lock(&liveness_seen)
+                .clone()
+                .unwrap_or_else(|| pending.clone());
+            slow(PodResult {
+                liveness: Some(liveness),
+                api_health: Some(pending),
+                metrics: None,
+                storage: None,
+                ..so_far.clone()
+            });
+        };
+        let api_check = confirmed_check(
+            Check::ApiHealth,
+            (&mut api, &mut api_confirm),
             settings,
-            unreachable: None,
+            Some(Duration::ZERO),
+            Some(verdict),
+        );
+        let liveness_check = async {
+            let outcome = confirmed_check(
+                Check::Liveness,
+                (&mut live, &mut live_confirm),
+                settings,
+                None,
+                None::<fn(Duration, bool)>,
+            )
+            .await;
+            *lock(&liveness_seen) = Some(outcome.clone());
+            outcome
         };
-        let liveness = probe.check(Check::Liveness).await;
-        let api_health = probe.check(Check::ApiHealth).await;
-        let metrics = match &probe.unreachable {
-            Some(failed) => metrics_failure(failed.failure),
-            None => self.scrape(target, &mut probe.client).await,
-        };
-        if let Some(conn) = probe.client.into_idle() {
-            self.idle_pool().insert(target.url.clone(), conn);
+        let metrics = self.scrape(target, &mut scrape);
+        let (api_health, liveness, metrics) = tokio::join!(api_check, liveness_check, metrics);
+        for client in [api, api_confirm, live, live_confirm, scrape] {
+            if let Some(conn) = client.into_idle() {
+                self.pools.put(&target.url, conn);
+            }
         }
         (liveness, api_health, metrics)
     }
@@ -213,58 +311,112 @@ impl Prober {
     }
 }
 
-/// The state of one probe of one pod.
-#[derive(Debug)]
-struct PodProbe<'a> {
-    client: Client<'a>,
-    settings: ProbeSettings,
-    /// Set once connecting has failed for good: the remaining checks report
-    /// it instead of waiting for the same failure again.
-    unreachable: Option<Failed>,
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl PodProbe<'_> {
-    async fn check(&mut self, check: Check) -> ProbeOutcome {
-        if let Some(failed) = &self.unreachable {
-            return failure_outcome(failed.clone(), self.settings.confirm);
+/// One health check with its confirmation on a second connection, started
+/// `hedge` after the first request (`None`: only if the first fails) or as
+/// soon as the first fails. The first request is reported as it is when it
+/// answers well in time; otherwise the confirmation is (`confirmed`), and a
+/// confirmation that answers well in time wins. `slow` is called once the
+/// slow threshold passes with no answer in time (with how long it waited
+/// and whether the confirmation runs); without confirmation (settings),
+/// the first request alone decides.
+async fn confirmed_check(
+    check: Check,
+    (first, second): (&mut Client<'_>, &mut Client<'_>),
+    settings: ProbeSettings,
+    hedge: Option<Duration>,
+    slow: Option<impl FnOnce(Duration, bool)>,
+) -> ProbeOutcome {
+    let started = Instant::now();
+    let slow_at = started + settings.slow_threshold;
+    let hedge_at = hedge.filter(|_| settings.confirm).map(|h| started + h);
+    let path = check.path();
+    // Liveness only says up or down: an answer is in time whenever it comes.
+    let in_time = |o: &ProbeOutcome| {
+        o.ok && (check == Check::Liveness
+            || Duration::from_micros(o.connect_us.saturating_add(o.latency_us))
+                <= settings.slow_threshold)
+    };
+    let mut slow = slow;
+    let mut one: InFlight<'_> = Box::pin(first.get(path, false, HEALTH_BODY_LIMIT));
+    let mut second = Some(second);
+    // Confirmation from the start: sent right after the first request.
+    let mut two: Option<InFlight<'_>> = match hedge_at {
+        Some(at) if at <= started => second
+            .take()
+            .map(|client| Box::pin(client.get(path, false, HEALTH_BODY_LIMIT)) as InFlight<'_>),
+        _ => None,
+    };
+    let (mut first_outcome, mut second_outcome) = (None::<ProbeOutcome>, None::<ProbeOutcome>);
+    let mut past_threshold = false;
+    loop {
+        if !past_threshold && Instant::now() >= slow_at {
+            past_threshold = true;
+            let answered = first_outcome.iter().chain(&second_outcome).any(&in_time);
+            if !answered && let Some(slow) = slow.take() {
+                slow(started.elapsed(), two.is_some());
+            }
         }
-        let attempt = self
-            .client
-            .get(check.path(), false, HEALTH_BODY_LIMIT)
-            .await;
-        let connect_failed = attempt
-            .result
-            .as_ref()
-            .err()
-            .filter(|f| f.connecting)
-            .cloned();
-        let first = outcome(check, attempt);
-        if !self.settings.confirm {
-            self.unreachable = connect_failed;
-            return first;
+        let two_done = two.is_none() || second_outcome.is_some();
+        if let Some(o) = first_outcome.as_ref().filter(|o| in_time(o))
+            && (two_done || past_threshold)
+        {
+            return o.clone();
         }
-        // Slowness matters for the API (the response-time check), not for
-        // liveness, which only says up or down: a slow but answering
-        // liveness probe is not repeated, and the API's confirmation comes
-        // that much sooner.
-        if first.ok && (check == Check::Liveness || !self.is_slow(&first)) {
-            return first;
+        if let Some(o) = second_outcome.as_ref().filter(|o| in_time(o))
+            && (first_outcome.is_some() || past_threshold)
+        {
+            let mut o = o.clone();
+            o.confirmed = true;
+            return o;
         }
-        let attempt = self.client.get(check.path(), true, HEALTH_BODY_LIMIT).await;
-        self.unreachable = attempt
-            .result
-            .as_ref()
-            .err()
-            .filter(|f| f.connecting)
-            .cloned();
-        let mut confirmation = outcome(check, attempt);
-        confirmation.confirmed = true;
-        confirmation
+        if let Some(first) = &first_outcome {
+            if !settings.confirm {
+                return first.clone();
+            }
+            if two.is_none() {
+                // Failed, or answered too late: confirm now.
+                if let Some(client) = second.take() {
+                    two = Some(Box::pin(client.get(path, false, HEALTH_BODY_LIMIT)));
+                }
+            } else if let Some(confirmation) = &second_outcome {
+                let mut o = confirmation.clone();
+                o.confirmed = true;
+                return o;
+            }
+        }
+        tokio::select! {
+            attempt = &mut one, if first_outcome.is_none() => {
+                first_outcome = Some(outcome(check, attempt));
+            }
+            attempt = maybe(two.as_mut()), if two.is_some() && second_outcome.is_none() => {
+                second_outcome = Some(outcome(check, attempt));
+            }
+            () = sleep_until_opt(hedge_at), if two.is_none() && first_outcome.is_none() && hedge_at.is_some() => {
+                if let Some(client) = second.take() {
+                    two = Some(Box::pin(client.get(path, false, HEALTH_BODY_LIMIT)));
+                }
+            }
+            // The slow verdict, at the top of the loop.
+            () = tokio::time::sleep_until(slow_at), if !past_threshold => {}
+        }
     }
+}
 
-    fn is_slow(&self, outcome: &ProbeOutcome) -> bool {
-        let took = Duration::from_micros(outcome.connect_us.saturating_add(outcome.latency_us));
-        took > self.settings.slow_threshold
+async fn maybe(fut: Option<&mut InFlight<'_>>) -> Attempt {
+    match fut {
+        Some(fut) => fut.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -313,6 +465,10 @@ fn failure_outcome(failed: Failed, confirmed: bool) -> ProbeOutcome {
     };
     outcome.set_failure(failed.failure);
     outcome
+}
+
+fn micros(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn metrics_failure(failure: Failure) -> MetricsSample {

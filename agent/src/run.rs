@@ -1,6 +1,7 @@
 //! The agent's life: load, bind, spawn the stream, probe every interval
 //! with jitter and bounded concurrency, then drain within a grace period.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,6 @@ use std::time::Duration;
 use knowton_proto::agent::v1::{Failure, PodResult, ProbeOutcome};
 use rand::RngExt;
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::Args;
@@ -18,7 +18,7 @@ use crate::instructions::Instructed;
 use crate::kubelet::{PodStorage, Volumes};
 use crate::metrics::{self, AgentMetrics, HttpState};
 use crate::node::NodeSampler;
-use crate::probe::{ProbeSettings, Prober};
+use crate::probe::{IdleClosed, ProbeSettings, Prober};
 use crate::stream::{self, Round, StreamConfig, StreamStats};
 
 /// Most results sent in one batch.
@@ -93,14 +93,15 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), R
     ));
     tracing::info!(node = %args.node_name, coordinator = %args.coordinator, targets = targets.borrow().len(), "agent started");
 
-    let prober = Arc::new(Prober::new(ProbeSettings {
+    let (prober, idle_closed) = Prober::watching(ProbeSettings {
         timeout: args.timeout,
         slow_threshold: args.slow_threshold,
         confirm: true,
-    }));
+    });
     let probing = probe_loop(
         &args,
-        prober,
+        Arc::new(prober),
+        idle_closed,
         targets,
         discovery.storage,
         instructions,
@@ -121,78 +122,245 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()>) -> Result<(), R
     Ok(())
 }
 
+/// What the probes produce, for [`batch_results`].
+#[derive(Debug)]
+enum Produced {
+    /// A pod's result; `now`: sent at once (a slow verdict, a failure, or
+    /// a result found between rounds), not held [`FLUSH_AFTER`] for company.
+    Result { result: Box<PodResult>, now: bool },
+    /// The node's figures, sent with the next batch.
+    Node(knowton_proto::agent::v1::NodeMetrics),
+    /// This round's kubelet summary: the storage of the results from now on.
+    Volumes(Volumes),
+    /// A round starts: what the previous one left waiting leaves now, so
+    /// each round has batches of its own.
+    RoundStarted,
+}
+
+/// Why a pod is probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// Its turn in a round.
+    Round,
+    /// The pod reset its idle connection: probed at once, result sent at once.
+    Reset,
+    /// The pod closed its idle connection cleanly: re-checked, and probed
+    /// (the result sent at once) only if the re-check does not answer.
+    Closed,
+}
+
+/// Pods whose probe is running, by (tenant, pod).
+type InFlight = Arc<std::sync::Mutex<HashSet<(String, String)>>>;
+
+/// Removes its pod from [`InFlight`] when the probe ends, however it ends.
+struct Running {
+    in_flight: InFlight,
+    key: (String, String),
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// Starts rounds on schedule and probes pods between rounds when their idle
+/// connection is closed; the results go to [`batch_results`]. A pod whose
+/// previous probe still runs is skipped (and counted), never queued, so a
+/// slow or hanging pod delays neither the others nor the next round.
+#[allow(clippy::too_many_arguments)]
 async fn probe_loop(
     args: &Args,
     prober: Arc<Prober>,
+    mut idle_closed: mpsc::UnboundedReceiver<IdleClosed>,
     mut targets: watch::Receiver<Vec<Target>>,
     storage: Option<PodStorage>,
     mut instructions: watch::Receiver<Instructed>,
     rounds: mpsc::Sender<Round>,
     metrics: AgentMetrics,
 ) {
-    let mut sampler = NodeSampler::new().ok();
-    let interval_of = |i: &Instructed| i.interval.unwrap_or(args.interval);
-    let mut check_alls = instructions.borrow().check_alls;
-    // Start at a random point of the first interval, so agents do not probe in step.
-    let mut interval = interval_of(&instructions.borrow());
-    let mut next = Instant::now() + interval.mul_f64(rand::rng().random_range(0.0..0.1));
-    // The last storage read, for results sent before this round's arrives.
-    let mut last_volumes: Option<Volumes> = None;
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep_until(next) => {}
-            changed = instructions.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let instructed = instructions.borrow_and_update().clone();
-                interval = interval_of(&instructed);
-                prober.set_slow_thresholds(instructed.slow);
-                if instructed.check_alls != check_alls {
-                    check_alls = instructed.check_alls;
-                    next = Instant::now();
-                }
-                continue;
-            }
-        }
-        let changed = targets.has_changed().unwrap_or(false);
-        let round: Vec<Target> = targets.borrow_and_update().clone();
-        if changed {
-            // Pods gone: their scrape history and idle connections go too.
-            prober.retain(&round);
-        }
-        metrics
-            .targets
-            .set(i64::try_from(round.len()).unwrap_or(i64::MAX));
-        // The kubelet's summary is read once per round, beside the probes.
-        let storage_wanted = !round.is_empty();
-        let volumes = async {
-            match &storage {
-                Some(storage) if storage_wanted => round_volumes(storage, args, &metrics).await,
-                _ => None,
-            }
+    let (produced, results) = mpsc::unbounded_channel();
+    let batching = batch_results(results, rounds, metrics.clone());
+    let scheduling = async {
+        let mut sampler = NodeSampler::new().ok();
+        let interval_of = |i: &Instructed| i.interval.unwrap_or(args.interval);
+        let mut check_alls = instructions.borrow().check_alls;
+        // Start at a random point of the first interval, so agents do not probe in step.
+        let mut interval = interval_of(&instructions.borrow());
+        let mut next = Instant::now() + interval.mul_f64(rand::rng().random_range(0.0..0.1));
+        let probes = Probes {
+            prober: prober.clone(),
+            permits: Arc::new(Semaphore::new(args.concurrency.max(1))),
+            in_flight: InFlight::default(),
+            produced: produced.clone(),
+            metrics: metrics.clone(),
         };
-        let node = sampler.as_mut().map(NodeSampler::sample);
-        let sent = probe_round(
-            &prober,
-            round,
-            args.concurrency,
-            volumes,
-            &mut last_volumes,
-            node,
-            &rounds,
-            &metrics,
-        )
-        .await;
-        if !sent {
+        let storage = storage.map(Arc::new);
+        let mut by_url: HashMap<String, Vec<Target>> = HashMap::new();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {}
+                changed = instructions.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let instructed = instructions.borrow_and_update().clone();
+                    interval = interval_of(&instructed);
+                    prober.set_slow_thresholds(instructed.slow);
+                    if instructed.check_alls != check_alls {
+                        check_alls = instructed.check_alls;
+                        next = Instant::now();
+                    }
+                    continue;
+                }
+                Some(closed) = idle_closed.recv() => {
+                    let (how, cause) = if closed.reset {
+                        ("reset", Cause::Reset)
+                    } else {
+                        ("clean", Cause::Closed)
+                    };
+                    metrics.idle_closed.with_label_values(&[how]).inc();
+                    for target in by_url.get(&closed.url).into_iter().flatten() {
+                        probes.start(target.clone(), cause);
+                    }
+                    continue;
+                }
+            }
+            let changed = targets.has_changed().unwrap_or(false);
+            let round: Vec<Target> = targets.borrow_and_update().clone();
+            if changed || by_url.is_empty() {
+                // Pods gone: their scrape history and idle connections go too.
+                prober.retain(&round);
+                by_url.clear();
+                for target in &round {
+                    by_url
+                        .entry(target.url.clone())
+                        .or_default()
+                        .push(target.clone());
+                }
+            }
+            metrics
+                .targets
+                .set(i64::try_from(round.len()).unwrap_or(i64::MAX));
+            // The kubelet's summary is read once per round, beside the probes.
+            if let Some(storage) = storage.as_ref().filter(|_| !round.is_empty()) {
+                let (storage, produced, metrics) =
+                    (storage.clone(), produced.clone(), metrics.clone());
+                let timeout = args.timeout;
+                tokio::spawn(async move {
+                    if let Some(volumes) = round_volumes(&storage, timeout, &metrics).await {
+                        let _ = produced.send(Produced::Volumes(volumes));
+                    }
+                });
+            }
+            let _ = produced.send(Produced::RoundStarted);
+            if let Some(node) = sampler.as_mut().map(NodeSampler::sample) {
+                let _ = produced.send(Produced::Node(node));
+            }
+            for target in round {
+                probes.start(target, Cause::Round);
+            }
+            metrics.rounds.inc();
+            next += interval;
+            let now = Instant::now();
+            if next < now {
+                next = now + interval.mul_f64(rand::rng().random_range(0.0..0.1));
+            }
+        }
+    };
+    tokio::select! {
+        () = batching => {}
+        () = scheduling => {}
+    }
+}
+
+/// A probe holds its place among `--concurrency` until it ends or this
+/// passes (or its slow threshold, if shorter): the bound paces how many
+/// probes start at once; a pod that takes its time to answer costs a
+/// socket and a timer, not a place, so it does not hold the others back.
+const PACE: Duration = Duration::from_millis(100);
+
+/// Starts probes: each a task of its own. Round probes hold one of
+/// `permits` at most [`PACE`]; probes of a pod that closed its idle
+/// connection take none (they are few, and urgent).
+struct Probes {
+    prober: Arc<Prober>,
+    permits: Arc<Semaphore>,
+    in_flight: InFlight,
+    produced: mpsc::UnboundedSender<Produced>,
+    metrics: AgentMetrics,
+}
+
+impl Probes {
+    fn start(&self, target: Target, cause: Cause) {
+        let key = (target.tenant.clone(), target.pod.clone());
+        let fresh = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone());
+        if !fresh {
+            if cause == Cause::Round {
+                self.metrics.probes_skipped.inc();
+            }
             return;
         }
-        metrics.rounds.inc();
-        next += interval;
-        let now = Instant::now();
-        if next < now {
-            next = now + interval.mul_f64(rand::rng().random_range(0.0..0.1));
-        }
+        let running = Running {
+            in_flight: self.in_flight.clone(),
+            key,
+        };
+        let (prober, permits, produced) = (
+            self.prober.clone(),
+            self.permits.clone(),
+            self.produced.clone(),
+        );
+        let slow_verdicts = self.metrics.slow_verdicts.clone();
+        tokio::spawn(async move {
+            let _running = running;
+            let permit = match cause {
+                Cause::Round => Some(
+                    permits
+                        .acquire_owned()
+                        .await
+                        .expect("the semaphore is never closed"),
+                ),
+                Cause::Reset | Cause::Closed => None,
+            };
+            let pace = PACE.min(prober.settings_for(&target.tenant).slow_threshold);
+            let verdict = produced.clone();
+            let probe = async {
+                if cause == Cause::Closed {
+                    return prober.recheck(&target).await;
+                }
+                let report = move |result: PodResult| {
+                    slow_verdicts.inc();
+                    let _ = verdict.send(Produced::Result {
+                        result: Box::new(result),
+                        now: true,
+                    });
+                };
+                Some(prober.probe_reporting(&target, report).await)
+            };
+            tokio::pin!(probe);
+            let result = tokio::select! {
+                result = &mut probe => result,
+                () = tokio::time::sleep(pace) => {
+                    drop(permit);
+                    probe.await
+                }
+            };
+            if let Some(result) = result {
+                // A failure is news: it does not wait for company either.
+                let now = cause != Cause::Round || failed(&result);
+                let _ = produced.send(Produced::Result {
+                    result: Box::new(result),
+                    now,
+                });
+            }
+        });
     }
 }
 
@@ -200,10 +368,10 @@ async fn probe_loop(
 /// cannot be read (logged and counted).
 async fn round_volumes(
     storage: &PodStorage,
-    args: &Args,
+    timeout: Duration,
     metrics: &AgentMetrics,
 ) -> Option<Volumes> {
-    match storage.fetch(args.timeout).await {
+    match storage.fetch(timeout).await {
         Ok(volumes) => Some(volumes),
         Err(err) => {
             metrics.stats_summary_failures.inc();
@@ -220,96 +388,115 @@ async fn round_volumes(
 /// pod does not hold back the rest of the round (nor a failure its alert).
 const FLUSH_AFTER: Duration = Duration::from_millis(100);
 
-/// Probes every target, at most `concurrency` at a time, and hands the
-/// results to the stream as they come: a batch leaves [`FLUSH_AFTER`] after
-/// its first result (or when it is full, or the round is over). Storage
-/// comes from this round's kubelet summary once read, and from the
-/// previous one until then. Returns false when the stream is gone.
-#[allow(clippy::too_many_arguments)]
-async fn probe_round(
-    prober: &Arc<Prober>,
-    targets: Vec<Target>,
-    concurrency: usize,
-    volumes: impl Future<Output = Option<Volumes>>,
-    last_volumes: &mut Option<Volumes>,
-    node: Option<knowton_proto::agent::v1::NodeMetrics>,
-    rounds: &mpsc::Sender<Round>,
-    metrics: &AgentMetrics,
-) -> bool {
-    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut tasks = JoinSet::new();
-    for target in targets {
-        let (prober, permits) = (prober.clone(), permits.clone());
-        tasks.spawn(async move {
-            let _permit = permits
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            prober.probe(&target).await
-        });
-    }
-    tokio::pin!(volumes);
-    let mut volumes_pending = true;
-    let mut node = node;
-    let mut pending: Vec<PodResult> = Vec::new();
-    let mut flush_at: Option<Instant> = None;
-    let mut sent_any = false;
+/// Hands the results to the stream as they come: a batch leaves
+/// [`FLUSH_AFTER`] after its first result or the node's figures (at once
+/// for a result that must not wait, or when it is full). Storage comes
+/// from the latest kubelet summary. Returns when the stream is gone.
+async fn batch_results(
+    mut results: mpsc::UnboundedReceiver<Produced>,
+    rounds: mpsc::Sender<Round>,
+    metrics: AgentMetrics,
+) {
+    let mut batch = Batch::default();
     loop {
-        let done = tasks.is_empty();
-        if done && !volumes_pending {
-            break;
-        }
+        let mut closed = false;
         tokio::select! {
-            joined = tasks.join_next(), if !done => match joined {
-                Some(Ok(result)) => {
-                    count(metrics, &result);
-                    pending.push(result);
-                    flush_at.get_or_insert_with(|| Instant::now() + FLUSH_AFTER);
+            got = results.recv() => match got {
+                Some(produced) => {
+                    batch.take(produced, &metrics);
+                    // What else is already there joins this batch: a burst
+                    // of results that must not wait leaves as one batch.
+                    while batch.results.len() < BATCH_RESULTS {
+                        match results.try_recv() {
+                            Ok(produced) => batch.take(produced, &metrics),
+                            Err(_) => break,
+                        }
+                    }
                 }
-                Some(Err(err)) => tracing::error!(error = %err, "a probe task failed"),
-                None => {}
+                None => closed = true,
             },
-            read = &mut volumes, if volumes_pending => {
-                volumes_pending = false;
-                if read.is_some() {
-                    *last_volumes = read;
-                }
-            }
             () = async {
-                match flush_at {
+                match batch.flush_at {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             } => {}
         }
-        let due = flush_at.is_some_and(|at| Instant::now() >= at);
-        if (due || pending.len() >= BATCH_RESULTS || tasks.is_empty()) && !pending.is_empty() {
-            if let Some(volumes) = last_volumes.as_ref() {
-                volumes.fill(&mut pending);
+        let due = batch.flush_at.is_some_and(|at| Instant::now() >= at);
+        let full = batch.results.len() >= BATCH_RESULTS;
+        if (due || closed || full)
+            && let Some(round) = batch.flush()
+            && rounds.send(round).await.is_err()
+        {
+            return;
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+/// The batch being gathered by [`batch_results`].
+#[derive(Default)]
+struct Batch {
+    results: Vec<PodResult>,
+    node: Option<knowton_proto::agent::v1::NodeMetrics>,
+    volumes: Option<Volumes>,
+    flush_at: Option<Instant>,
+}
+
+impl Batch {
+    fn take(&mut self, produced: Produced, metrics: &AgentMetrics) {
+        let now = Instant::now();
+        match produced {
+            Produced::Result {
+                result,
+                now: at_once,
+            } => {
+                count(metrics, &result);
+                self.results.push(*result);
+                let at = if at_once { now } else { now + FLUSH_AFTER };
+                self.flush_at = Some(self.flush_at.map_or(at, |f| f.min(at)));
             }
-            let round = Round {
-                results: std::mem::take(&mut pending),
-                node: node.take(),
-            };
-            flush_at = None;
-            sent_any = true;
-            if rounds.send(round).await.is_err() {
-                return false;
+            Produced::Node(sample) => {
+                self.node = Some(sample);
+                self.flush_at.get_or_insert(now + FLUSH_AFTER);
+            }
+            Produced::Volumes(read) => self.volumes = Some(read),
+            Produced::RoundStarted => {
+                if !self.results.is_empty() {
+                    self.flush_at = Some(now);
+                }
             }
         }
     }
-    if !sent_any {
-        // An empty round still carries the node's metrics.
-        let round = Round {
-            results: Vec::new(),
-            node,
-        };
-        return rounds.send(round).await.is_ok();
+
+    /// What leaves now, if anything; storage from the latest summary.
+    fn flush(&mut self) -> Option<Round> {
+        self.flush_at = None;
+        if let Some(volumes) = self.volumes.as_ref() {
+            volumes.fill(&mut self.results);
+        }
+        (!self.results.is_empty() || self.node.is_some()).then(|| Round {
+            results: std::mem::take(&mut self.results),
+            node: self.node.take(),
+        })
     }
-    true
+}
+
+/// Whether liveness or API health failed.
+fn failed(result: &PodResult) -> bool {
+    [&result.liveness, &result.api_health]
+        .into_iter()
+        .flatten()
+        .any(|o| !o.ok)
 }
 
 fn count(metrics: &AgentMetrics, result: &PodResult) {
+    // A slow verdict is counted with the probe's final result.
+    if result.api_health.as_ref().is_some_and(|o| o.pending) {
+        return;
+    }
     let outcome = |check: &str, outcome: &Option<ProbeOutcome>| {
         if let Some(o) = outcome {
             metrics.probes.with_label_values(&[check]).inc();
@@ -337,3 +524,6 @@ fn count(metrics: &AgentMetrics, result: &PodResult) {
 fn reason(failure: i32) -> &'static str {
     Failure::label_of(failure)
 }
+
+#[cfg(test)]
+mod tests;

@@ -49,7 +49,7 @@ fn metrics(result: &PodResult) -> &MetricsSample {
 }
 
 #[tokio::test]
-async fn a_healthy_pod_is_probed_over_one_connection() {
+async fn a_healthy_pod_is_probed_on_kept_connections() {
     let (pod, mut target) = pod(2);
     let volume = tempfile::tempdir().unwrap();
     target.storage_path = Some(volume.path().to_owned());
@@ -67,14 +67,13 @@ async fn a_healthy_pod_is_probed_over_one_connection() {
         assert_eq!(outcome.failure(), Failure::None);
         assert_eq!(outcome.status_code, 200);
         assert!(!outcome.confirmed);
+        assert!(!outcome.pending);
         assert!(outcome.first_byte_us > 0 && outcome.latency_us >= outcome.first_byte_us);
+        assert!(
+            outcome.connect_us > 0,
+            "each check has a connection of its own"
+        );
     }
-    assert!(liveness(&first).connect_us > 0);
-    assert_eq!(
-        api_health(&first).connect_us,
-        0,
-        "the connection was reused"
-    );
     assert_eq!(liveness(&first).database_ok, None);
     assert_eq!(api_health(&first).database_ok, Some(true));
     let m = metrics(&first);
@@ -96,16 +95,28 @@ async fn a_healthy_pod_is_probed_over_one_connection() {
     assert!(m.request_rate_per_second.is_some_and(|r| r > 0.0), "{m:?}");
     assert_eq!(m.error_ratio, Some(0.25));
 
+    for outcome in [liveness(&second), api_health(&second)] {
+        assert_eq!(
+            outcome.connect_us, 0,
+            "the first probe's connections were kept"
+        );
+    }
+    // API health and its confirmation, liveness, metrics: four connections,
+    // kept for the next probe.
     assert_eq!(
-        liveness(&second).connect_us,
-        0,
-        "the first probe's connection was kept"
+        pod.connections(),
+        4,
+        "no new connection for the second probe"
     );
-    assert_eq!(pod.connections(), 1, "one connection for both probes");
-    assert_eq!(prober.idle_connections(), 1);
-    for path in ["/health", "/api/health", "/metrics"] {
+    assert_eq!(prober.idle_connections(), 4);
+    for path in ["/health", "/metrics"] {
         assert_eq!(pod.requests(path), 2, "{path}");
     }
+    assert_eq!(
+        pod.requests("/api/health"),
+        4,
+        "API health is asked twice at once"
+    );
 
     prober.retain(&[]);
     assert_eq!(
@@ -120,7 +131,7 @@ async fn a_kept_connection_the_pod_closed_is_replaced_without_a_failure() {
     let (pod, target) = pod(13);
     let prober = Prober::new(settings());
     assert!(liveness(&prober.probe(&target).await).ok);
-    assert_eq!(pod.connections(), 1);
+    assert_eq!(pod.connections(), 4);
 
     // From now on the pod drops every connection on its second request, as
     // if its keep-alive timeout expired just as the agent reused it.
@@ -132,14 +143,14 @@ async fn a_kept_connection_the_pod_closed_is_replaced_without_a_failure() {
         assert!(outcome.connect_us > 0, "sent on a new connection");
     }
     assert!(metrics(&result).scraped, "{:?}", metrics(&result));
-    assert_eq!(pod.connections(), 4, "a new connection per request");
+    assert_eq!(pod.connections(), 8, "a new connection per request");
 
     // A pod that closes its idle connections before they are reused.
     pod.set(Behaviour::Refuse).await;
     pod.set(Behaviour::Healthy).await;
     let result = prober.probe(&target).await;
     assert!(liveness(&result).ok && !liveness(&result).confirmed);
-    assert_eq!(pod.connections(), 5);
+    assert_eq!(pod.connections(), 12);
 }
 
 #[tokio::test]
@@ -151,7 +162,9 @@ async fn a_pod_slower_than_the_timeout_times_out_confirmed() {
         assert!(!outcome.ok);
         assert_eq!(outcome.failure(), Failure::Timeout, "{outcome:?}");
         assert!(outcome.confirmed);
-        assert!(outcome.latency_us >= 1_000_000, "{outcome:?}");
+        // The timeout bounds the request, connecting included.
+        let waited = outcome.connect_us + outcome.latency_us;
+        assert!(waited >= 990_000, "{outcome:?}");
         assert!(outcome.detail.contains("timed out"), "{}", outcome.detail);
     }
     assert!(!metrics(&result).scraped);
@@ -208,15 +221,15 @@ async fn the_coordinators_slow_threshold_of_each_tenant_decides_the_confirmation
     prober.set_slow_thresholds(instructed.slow);
     let strict_result = prober.probe(&strict).await;
     let fast_result = prober.probe(&fast).await;
+    // Both asked twice at once; only the strict tenant's answers are late.
     assert!(api_health(&strict_result).ok && api_health(&strict_result).confirmed);
-    assert_eq!(strict_tenant.requests("/api/health"), 2);
     assert!(api_health(&fast_result).ok && !api_health(&fast_result).confirmed);
-    assert_eq!(fast_tenant.requests("/api/health"), 1);
+    assert_eq!(fast_tenant.requests("/api/health"), 2);
     // Without thresholds from the coordinator, the agent's own is used.
     prober.set_slow_thresholds(None);
     let result = prober.probe(&strict).await;
     assert!(!api_health(&result).confirmed);
-    assert_eq!(strict_tenant.requests("/api/health"), 3);
+    assert_eq!(strict_tenant.requests("/api/health"), 4);
 }
 
 #[tokio::test]
@@ -234,9 +247,14 @@ async fn an_unavailable_pod_reports_its_status() {
     assert_eq!(metrics(&result).failure(), Failure::HttpStatus);
     assert_eq!(pod.requests("/health"), 2, "probed and confirmed");
     assert_eq!(
+        pod.requests("/api/health"),
+        2,
+        "probed and confirmed at once"
+    );
+    assert_eq!(
         pod.connections(),
-        3,
-        "the confirmations used fresh connections"
+        5,
+        "the confirmations used connections of their own"
     );
 }
 
@@ -252,7 +270,8 @@ async fn without_confirmation_a_failure_is_reported_as_first_seen() {
     assert_eq!(liveness(&result).failure(), Failure::HttpStatus);
     assert!(!liveness(&result).confirmed);
     assert_eq!(pod.requests("/health"), 1);
-    assert_eq!(pod.connections(), 1);
+    assert_eq!(pod.requests("/api/health"), 1);
+    assert_eq!(pod.connections(), 3, "one per check");
 }
 
 #[tokio::test]
@@ -420,7 +439,7 @@ async fn chunked_bodies_from_a_real_http_server_are_read_and_the_connection_kept
             (m.requests_total, m.errors_5xx_total, m.users),
             (Some(42.0), Some(1.0), Some(7.0))
         );
-        assert_eq!(prober.idle_connections(), 1, "kept after a chunked body");
+        assert_eq!(prober.idle_connections(), 4, "kept after a chunked body");
     }
     server.abort();
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// How a simulated pod answers.
@@ -26,6 +27,9 @@ pub enum Behaviour {
     Healthy,
     /// Answers normally after this delay.
     Slow(Duration),
+    /// Answers normally after a random delay up to this one, drawn anew
+    /// for each request: a healthy pod whose answers jitter.
+    Jitter(Duration),
     /// Every endpoint answers this status (e.g. 503) with a short text body.
     Status(u16),
     /// Not listening: connections are refused.
@@ -67,9 +71,21 @@ pub struct SimPod {
     server: Mutex<Option<JoinHandle<()>>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PodState {
     state: Mutex<Answers>,
+    /// Bumped by [`SimPod::crash`]: every connection is reset and the
+    /// listener closed.
+    crash: watch::Sender<u64>,
+}
+
+impl Default for PodState {
+    fn default() -> Self {
+        PodState {
+            state: Mutex::default(),
+            crash: watch::Sender::new(0),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -80,6 +96,9 @@ struct Answers {
     metrics_text: Option<String>,
     requests: HashMap<String, u64>,
     connections: u64,
+    /// Idle connections are closed (a clean FIN) after this long without a
+    /// request: a server's keep-alive timeout.
+    idle_timeout: Option<Duration>,
 }
 
 impl Default for Answers {
@@ -90,6 +109,7 @@ impl Default for Answers {
             metrics_text: None,
             requests: HashMap::new(),
             connections: 0,
+            idle_timeout: None,
         }
     }
 }
@@ -151,6 +171,26 @@ impl SimPod {
                 *slot = Some(tokio::spawn(accept_loop(listener, self.shared.clone())));
             }
         }
+    }
+
+    /// The process dies: every open connection is reset (`SO_LINGER` 0,
+    /// so the client sees an RST, not a FIN) and the listener closes, so
+    /// new connections are refused until [`Self::set`] to a behaviour that
+    /// listens. Returns once all of that is done.
+    pub async fn crash(&self) {
+        self.shared.lock().behaviour = Behaviour::Refuse;
+        let server = self.server_slot().take();
+        if let Some(server) = server {
+            self.shared.crash.send_modify(|n| *n += 1);
+            // The accept loop resets its connections and returns.
+            let _ = server.await;
+        }
+    }
+
+    /// Closes connections idle for `timeout` (`None`: never), as a
+    /// server's keep-alive timeout does: a clean close, not a failure.
+    pub fn set_idle_timeout(&self, timeout: Option<Duration>) {
+        self.shared.lock().idle_timeout = timeout;
     }
 
     pub fn behaviour(&self) -> Behaviour {
@@ -219,16 +259,22 @@ fn try_bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts connections until aborted; aborting also drops (and so aborts)
-/// every connection task.
+/// every connection task. On a crash, resets every connection and returns.
 async fn accept_loop(listener: TcpListener, shared: Arc<PodState>) {
     let mut connections = JoinSet::new();
+    let mut crash = shared.crash.subscribe();
     loop {
         tokio::select! {
+            _ = crash.changed() => {
+                drop(listener);
+                while connections.join_next().await.is_some() {}
+                return;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     shared.lock().connections += 1;
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve(stream, shared.clone()));
+                    connections.spawn(serve(stream, shared.clone(), crash.clone()));
                 }
                 // Out of descriptors or the like: back off a little.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -247,17 +293,44 @@ struct Head {
     close: bool,
 }
 
-/// Serves requests on one connection until the client closes it.
-async fn serve(mut stream: TcpStream, shared: Arc<PodState>) {
+/// Serves requests on one connection until the client closes it, or
+/// resets it when the pod crashes.
+async fn serve(mut stream: TcpStream, shared: Arc<PodState>, mut crash: watch::Receiver<u64>) {
+    let crashed = {
+        let serving = serve_requests(&mut stream, &shared);
+        tokio::pin!(serving);
+        tokio::select! {
+            () = &mut serving => false,
+            _ = crash.changed() => true,
+        }
+    };
+    if crashed {
+        // Dropped with SO_LINGER 0: the kernel sends an RST.
+        let _ = stream.set_zero_linger();
+    }
+}
+
+async fn serve_requests(stream: &mut TcpStream, shared: &PodState) {
     let mut buf = Vec::with_capacity(1024);
     let mut served = 0_u64;
     loop {
-        let Some(head) = read_head(&mut stream, &mut buf).await else {
+        let idle_timeout = shared.lock().idle_timeout;
+        let head = match idle_timeout {
+            Some(idle) if buf.is_empty() => {
+                match tokio::time::timeout(idle, read_head(stream, &mut buf)).await {
+                    Ok(head) => head,
+                    // Idle too long: a clean close.
+                    Err(_) => return,
+                }
+            }
+            _ => read_head(stream, &mut buf).await,
+        };
+        let Some(head) = head else {
             return;
         };
         served += 1;
         while buf.len() < head.content_length {
-            if read_more(&mut stream, &mut buf).await.is_none() {
+            if read_more(stream, &mut buf).await.is_none() {
                 return;
             }
         }
@@ -270,13 +343,26 @@ async fn serve(mut stream: TcpStream, shared: Arc<PodState>) {
         if behaviour == Behaviour::ClosesReused && served > 1 {
             return;
         }
-        if let Behaviour::Slow(delay) = behaviour {
-            tokio::time::sleep(delay).await;
+        match behaviour {
+            Behaviour::Slow(delay) => tokio::time::sleep(delay).await,
+            Behaviour::Jitter(most) => tokio::time::sleep(jitter(most)).await,
+            _ => {}
         }
         if stream.write_all(&reply).await.is_err() || head.close {
             return;
         }
     }
+}
+
+/// A random delay in `0..=most` (std only: a fresh `RandomState` is
+/// randomly keyed).
+fn jitter(most: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let nanos = u64::try_from(most.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(random % nanos.saturating_add(1))
 }
 
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {

@@ -71,6 +71,7 @@ pub fn healthy(tenant: &str, pod: &str) -> PodResult {
         detail: String::new(),
         database_ok: None,
         confirmed: false,
+        pending: false,
     };
     PodResult {
         tenant: tenant.to_owned(),

@@ -112,17 +112,50 @@ pub(crate) struct Attempt {
 #[derive(Debug)]
 pub(crate) struct Conn {
     stream: TcpStream,
+    /// Opened by a re-check after the pod closed an idle connection, and
+    /// not used by a probe since.
+    quiet: bool,
+}
+
+/// How the pod ended an idle connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closed {
+    /// A FIN, or something unasked (a `408` before closing, say): what a
+    /// server's keep-alive timeout does.
+    Clean,
+    /// An RST or a read error: what a dying process's kernel may do.
+    Reset,
 }
 
 impl Conn {
     /// Whether the connection can carry another request: the pod has not
     /// closed it, and has sent nothing unasked.
-    fn usable(&self) -> bool {
+    pub(crate) fn usable(&self) -> bool {
         let mut probe = [0_u8; 1];
         matches!(
             self.stream.try_read(&mut probe),
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock
         )
+    }
+
+    pub(crate) fn quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// Resolves when the pod closes this idle connection (or sends on it),
+    /// saying how; costs no buffer while waiting.
+    pub(crate) async fn closed(&self) -> Closed {
+        loop {
+            if self.stream.readable().await.is_err() {
+                return Closed::Reset;
+            }
+            let mut probe = [0_u8; 1];
+            match self.stream.try_read(&mut probe) {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return Closed::Reset,
+                Ok(_) => return Closed::Clean,
+            }
+        }
     }
 }
 
@@ -134,6 +167,9 @@ pub(crate) struct Client<'a> {
     /// Bounds each request, connecting included.
     timeout: Duration,
     conn: Option<Conn>,
+    /// A request was left half done (its future dropped): the connection
+    /// may still get its answer, so it is not kept.
+    busy: bool,
 }
 
 impl<'a> Client<'a> {
@@ -143,12 +179,24 @@ impl<'a> Client<'a> {
             endpoint,
             timeout,
             conn: idle.filter(Conn::usable),
+            busy: false,
         }
     }
 
     /// The connection, if it can serve the next probe.
     pub(crate) fn into_idle(mut self) -> Option<Conn> {
+        if self.busy {
+            return None;
+        }
         self.conn.take().filter(Conn::usable)
+    }
+
+    /// [`Self::into_idle`] for a re-check's connection: see [`Conn::quiet`].
+    pub(crate) fn into_quiet_idle(self) -> Option<Conn> {
+        self.into_idle().map(|mut conn| {
+            conn.quiet = true;
+            conn
+        })
     }
 
     /// `GET <base><path>`, on a new connection when `fresh` (or when there is
@@ -218,6 +266,7 @@ impl<'a> Client<'a> {
             }
         }
         let conn = self.conn.as_mut().expect("connected above");
+        conn.quiet = false;
         let sent = Instant::now();
         let mut first_byte = None;
         let exchange = request(
@@ -227,6 +276,7 @@ impl<'a> Client<'a> {
             limit,
             &mut first_byte,
         );
+        self.busy = true;
         let result = match tokio::time::timeout_at(deadline, exchange).await {
             Ok(result) => result,
             Err(_) => Err(Failed {
@@ -235,6 +285,7 @@ impl<'a> Client<'a> {
                 connecting: false,
             }),
         };
+        self.busy = false;
         attempt.latency_us = micros(sent.elapsed());
         attempt.responded = first_byte.is_some();
         attempt.first_byte_us = first_byte.map_or(0, |at: Instant| micros(at - sent));
@@ -279,7 +330,10 @@ impl<'a> Client<'a> {
             connecting: true,
         })?;
         let _ = stream.set_nodelay(true);
-        Ok(Conn { stream })
+        Ok(Conn {
+            stream,
+            quiet: false,
+        })
     }
 }
 

@@ -100,6 +100,11 @@ pub struct ProbeView {
     pub database_ok: Option<bool>,
     /// This outcome confirmed a failed or slow first probe.
     pub confirmed: bool,
+    /// No answer yet: the agent's slow verdict, sent when the slow
+    /// threshold passed; `latencyMs` is how long it had waited. The answer
+    /// (or the timeout) follows in the pod's next result.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 /// Absent values were missing from the scrape, not zero.
@@ -202,6 +207,7 @@ impl From<ProbeOutcome> for ProbeView {
             detail: p.detail,
             database_ok: p.database_ok,
             confirmed: p.confirmed,
+            pending: p.pending,
         }
     }
 }

@@ -378,11 +378,14 @@ impl Runner {
         }
         count(&self.published.counters.evaluations);
 
-        // New API latencies (ms) for the minute's percentiles.
+        // New API latencies (ms) for the minute's percentiles. A slow
+        // verdict sent before its answer is not one: the answer's time
+        // follows in the pod's next result.
         let new_latencies: Vec<f64> = latest
             .iter()
             .filter(|(_, l)| since.is_none_or(|s| l.received_at > s))
             .filter_map(|(_, l)| l.result.api_health.as_ref())
+            .filter(|o| !o.pending)
             .filter(|o| o.ok || o.failure() == Failure::Timeout)
             .map(|o| o.connect_us.saturating_add(o.latency_us) as f64 / 1000.0)
             .collect();

@@ -364,7 +364,8 @@ fn error_rate(pods: &[&PodResult], level: Level) -> CheckResult {
 }
 
 /// `/api/health` latency of the slowest pod that answered, or of one that
-/// timed out (its latency is how long it was waited for).
+/// timed out or has not answered yet (a pending slow verdict): their
+/// latency is how long it was waited for, a lower bound.
 fn response_time(pods: &[&PodResult], level: Level) -> CheckResult {
     let Some(us) = pods
         .iter()

@@ -148,6 +148,16 @@ pub struct ProbeOutcome {
     /// True when this outcome is a confirmation of a failed or slow probe.
     #[prost(bool, tag = "9")]
     pub confirmed: bool,
+    /// No answer yet: the agent sends this as soon as the slow threshold has
+    /// passed without one (a slow verdict that does not wait for the slow
+    /// answer). latency_us is then how long it has waited so far (at least
+    /// the threshold, a lower bound of the response time) and ok says only
+    /// that no failure was seen yet; the same probe's final outcome, with
+    /// the measured time or the timeout, follows in a later result of the
+    /// same pod. Older coordinators read it as an answer that took
+    /// latency_us, which is the slow verdict too.
+    #[prost(bool, tag = "10")]
+    pub pending: bool,
 }
 /// Absent values were missing from the scrape; they are not zero.
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]

@@ -51,6 +51,7 @@ fn pod_result(n: usize, p: usize, tenants: &[String]) -> PodResult {
         detail: String::new(),
         database_ok: None,
         confirmed: false,
+        pending: false,
     };
     let liveness = healthy(latency_us);
     let mut api_health = ProbeOutcome {

@@ -175,6 +175,43 @@ fn response_time_is_the_slowest_pods() {
     assert_eq!(check(&e, Check::ResponseTime).value, Some(5000.0));
 }
 
+/// The agent's slow verdict, sent when the threshold passed without an
+/// answer: API health pending (ok, no failure yet), liveness not answered
+/// yet either, no scrape. It warns on response time at the threshold and
+/// raises nothing else.
+#[test]
+fn a_pending_slow_verdict_warns_on_response_time_and_nothing_else() {
+    let pending = |waited_ms: u64| ProbeOutcome {
+        ok: true,
+        pending: true,
+        confirmed: true,
+        latency_us: waited_ms * 1000,
+        ..ProbeOutcome::default()
+    };
+    let verdict = PodResult {
+        tenant: "acme".into(),
+        pod: "web-0".into(),
+        liveness: Some(pending(1000)),
+        api_health: Some(pending(1000)),
+        ..PodResult::default()
+    };
+    let e = eval(&[verdict]);
+    let c = check(&e, Check::ResponseTime);
+    assert_eq!(c.state, CheckState::Warning, "{c:?}");
+    assert_eq!(c.value, Some(1000.0));
+    assert_eq!(e.pods_up, 1, "a pending liveness is not a pod down");
+    assert_eq!(check(&e, Check::ApiHealth).state, CheckState::Ok);
+    for unknown in [
+        Check::Database,
+        Check::Users,
+        Check::ErrorRate,
+        Check::ApiRate,
+    ] {
+        assert_eq!(check(&e, unknown).state, CheckState::Unknown, "{unknown:?}");
+    }
+    assert_eq!(e.status, HealthStatus::Warning);
+}
+
 #[test]
 fn a_pod_without_its_database_is_critical() {
     let mut p = pod("web-1");
