@@ -294,6 +294,16 @@ impl Run {
         }
         let mut child = match self {
             Run::Hostile(bytes) => {
+                // As a process would: the answer comes once the request
+                // (the first stdin frame) has come, not before the client
+                // can read it.
+                loop {
+                    match incoming.next().await {
+                        Some(Ok(Message::Binary(data))) if data.first() == Some(&STDIN) => break,
+                        Some(Ok(_)) => continue,
+                        Some(Err(_)) | None => return,
+                    }
+                }
                 for piece in bytes.chunks(64 * 1024) {
                     let mut frame = vec![STDOUT];
                     frame.extend_from_slice(piece);
