@@ -77,10 +77,31 @@ impl CoordinatorProcess {
         hook: &str,
         extra: &[&str],
     ) -> Self {
+        Self::serve_with_tools(None, (dir, database_url), tls, (http, grpc), hook, extra)
+    }
+
+    /// [`serve`](Self::serve) with the programs in `tools` (a `pg_dump`
+    /// that stalls, say) found before those on the test's `PATH`.
+    pub fn serve_with_tools(
+        tools: Option<&Path>,
+        (dir, database_url): (&Path, &str),
+        tls: &Path,
+        (http, grpc): (u16, u16),
+        hook: &str,
+        extra: &[&str],
+    ) -> Self {
+        let inherited = std::env::var_os("PATH").unwrap_or_default();
+        let path = std::env::join_paths(
+            tools
+                .map(Path::to_path_buf)
+                .into_iter()
+                .chain(std::env::split_paths(&inherited)),
+        )
+        .expect("a PATH entry holds no separator");
         let mut child = Command::new(coordinator_binary())
             .current_dir(dir)
             .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PATH", path)
             .args(["serve", "--log-format", "json"])
             .args(["--http-addr", &format!("127.0.0.1:{http}")])
             .args(["--grpc-addr", &format!("127.0.0.1:{grpc}")])

@@ -56,14 +56,38 @@ impl Api {
 }
 
 fn serve(db: &TestDb, extra: &[String]) -> CoordinatorProcess {
+    serve_with_tools(None, db, extra)
+}
+
+fn serve_with_tools(tools: Option<&Path>, db: &TestDb, extra: &[String]) -> CoordinatorProcess {
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    CoordinatorProcess::serve(
+    CoordinatorProcess::serve_with_tools(
+        tools,
         (db.dir.path(), &db.url),
         &db.dir.path().join("tls"),
         (free_port(), free_port()),
         "http://127.0.0.1:9/hook",
         &extra,
     )
+}
+
+/// Writes into `dir` a `pg_dump` that passes on the first `bytes` of the
+/// real one's output, then holds its output open without a word until its
+/// parent (the coordinator) is gone.
+fn write_stalling_pg_dump(dir: &Path, bytes: usize) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var("PATH").unwrap_or_default();
+    let script = dir.join("pg_dump");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             PATH='{path}' pg_dump \"$@\" | head -c {bytes}\n\
+             exec tail --pid=\"$PPID\" -f /dev/null\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// Whether any data pack of `tenant` is in the repository at `repo`.
@@ -99,7 +123,13 @@ async fn killed_midway(kind: Db, backup: BackupKind) {
         extra.extend(["--tenant-database-url".to_owned(), server.clone()]);
     }
     let http = knowton_coordinator::client::http_client();
-    let first = serve(&db, &extra);
+    // The first coordinator's `pg_dump` stalls after its first 48 MiB, so
+    // the kill lands mid-backup however fast the machine (a file backup's
+    // 40 MiB leave it a second or more of work past its first pack).
+    let tools = db.dir.path().join("stalling-tools");
+    std::fs::create_dir(&tools).unwrap();
+    write_stalling_pg_dump(&tools, 48 << 20);
+    let first = serve_with_tools(Some(&tools), &db, &extra);
     let api = Api {
         http: http.clone(),
         base: first.base.clone(),
@@ -120,7 +150,8 @@ async fn killed_midway(kind: Db, backup: BackupKind) {
         .to_owned();
 
     // Enough data that the backup is still running when its first pack
-    // (16 MiB) lands: 40 MiB that does not compress (or an 80 MiB dump).
+    // (16 MiB) lands: 40 MiB that does not compress, or a 62 MB dump of
+    // hexadecimal digits (about half of it once compressed).
     match (backup, &server) {
         (BackupKind::Storage, _) => {
             use std::io::Read;
@@ -139,7 +170,8 @@ async fn killed_midway(kind: Db, backup: BackupKind) {
             let pool = sqlx::PgPool::connect(url.as_str()).await.unwrap();
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "SET ROLE \"{database}\"; CREATE TABLE big AS SELECT i, \
-                 md5(i::text) || repeat(md5((i::bigint * 7919)::text), 12) AS body \
+                 (SELECT string_agg(md5((i::bigint * 16 + j)::text), '') \
+                  FROM generate_series(0, 12) j) AS body \
                  FROM generate_series(1, 150000) i;"
             )))
             .execute(&pool)
