@@ -272,7 +272,10 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
                 image: flags.image.clone(),
                 deadline: flags.deadline,
                 start_timeout: flags.start_timeout,
-                caps: Caps::default(),
+                caps: Caps {
+                    silence: flags.silence,
+                    ..Caps::default()
+                },
             },
         )
     });

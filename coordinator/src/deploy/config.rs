@@ -96,6 +96,11 @@ pub struct KubeArgs {
     /// Seconds a volume pod may take to start (image pull, volume attach).
     #[arg(long, env = "KNOWTON_VOLUME_START_SECONDS", default_value_t = 300)]
     pub volume_start_seconds: u64,
+
+    /// Seconds a volume pod may keep a backup or restore waiting for a
+    /// frame, or for it to take one, before it is given up.
+    #[arg(long, env = "KNOWTON_VOLUME_SILENCE_SECONDS", default_value_t = 120)]
+    pub volume_silence_seconds: u64,
 }
 
 impl Default for KubeArgs {
@@ -117,6 +122,7 @@ impl Default for KubeArgs {
             volume_image: "ghcr.io/knowton/knowton-agent:0.1.0".to_owned(),
             volume_deadline_seconds: 43_200,
             volume_start_seconds: 300,
+            volume_silence_seconds: 120,
         }
     }
 }
@@ -145,6 +151,7 @@ pub struct VolumeFlags {
     pub image: String,
     pub deadline: Duration,
     pub start_timeout: Duration,
+    pub silence: Duration,
 }
 
 impl KubeArgs {
@@ -156,6 +163,7 @@ impl KubeArgs {
             ("--reconcile-seconds", self.reconcile_seconds),
             ("--volume-deadline-seconds", self.volume_deadline_seconds),
             ("--volume-start-seconds", self.volume_start_seconds),
+            ("--volume-silence-seconds", self.volume_silence_seconds),
         ] {
             if value == 0 {
                 errors.push(format!("{flag} must be at least 1"));
@@ -192,6 +200,7 @@ impl KubeArgs {
                 image: self.volume_image.clone(),
                 deadline: Duration::from_secs(self.volume_deadline_seconds.max(1)),
                 start_timeout: Duration::from_secs(self.volume_start_seconds.max(1)),
+                silence: Duration::from_secs(self.volume_silence_seconds.max(1)),
             },
             source,
             agent_namespace: self

@@ -51,6 +51,13 @@ pub enum VolumeError {
     Refused { pod: String, problem: String },
     #[error("volume pod {pod}: {message}")]
     Failed { pod: String, message: String },
+    #[error("volume pod {pod} {silent} for {seconds}s: given up")]
+    Silent {
+        pod: String,
+        /// What it did not do: "sent no reply"…
+        silent: &'static str,
+        seconds: u64,
+    },
     #[error("volume pod {pod}: the volume process ended early{}", if .stderr.is_empty() { String::new() } else { format!(" ({})", .stderr) })]
     Ended { pod: String, stderr: String },
 }

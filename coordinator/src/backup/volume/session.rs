@@ -7,6 +7,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
@@ -15,12 +16,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::VolumeError;
 
-/// What a walk may hold at most, in entries and in bytes of paths and
-/// link targets: the manifest is held whole in memory.
+/// What a session bears at most: a walk's entries and bytes of paths and
+/// link targets (the manifest is held whole in memory), and how long the
+/// far end may keep the session waiting for a frame, or for it to take
+/// one, before it is given up (a pod that falls silent would otherwise
+/// hold its tenant's backups until its deadline, hours later).
 #[derive(Debug, Clone, Copy)]
 pub struct Caps {
     pub entries: usize,
     pub path_bytes: usize,
+    pub silence: Duration,
 }
 
 impl Default for Caps {
@@ -28,6 +33,7 @@ impl Default for Caps {
         Caps {
             entries: crate::backup::storage::MAX_ENTRIES,
             path_bytes: 512 << 20,
+            silence: Duration::from_secs(120),
         }
     }
 }
@@ -108,35 +114,60 @@ impl Session {
         }
     }
 
+    /// What `io`, given the caps' silence to end in, came to. A session
+    /// that timed out or failed is broken: a frame may be half-sent or
+    /// half-read.
+    fn settle<T>(
+        &mut self,
+        silent: &'static str,
+        io: Result<io::Result<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, VolumeError> {
+        match io {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(_)) => {
+                self.broken = true;
+                Err(self.ended())
+            }
+            Err(_) => {
+                self.broken = true;
+                Err(VolumeError::Silent {
+                    pod: self.pod.clone(),
+                    silent,
+                    seconds: self.caps.silence.as_secs(),
+                })
+            }
+        }
+    }
+
     pub(super) async fn send(&mut self, request: &Request) -> Result<(), VolumeError> {
         if self.broken || self.reading {
             return Err(self.hostile("an earlier reply was left part-read".to_owned()));
         }
-        let sent = async {
-            self.input.write_all(&request.encode()).await?;
-            self.input.flush().await
-        };
-        sent.await.map_err(|_| self.ended())
+        let frame = request.encode();
+        let input = &mut self.input;
+        let sent = tokio::time::timeout(self.caps.silence, async move {
+            input.write_all(&frame).await?;
+            input.flush().await
+        })
+        .await;
+        self.settle("took no more of a request", sent)
     }
 
     /// The next reply. A frame over [`MAX_FRAME`] is refused from its
     /// header, before its payload is read.
     pub(super) async fn recv(&mut self) -> Result<Reply, VolumeError> {
+        let silence = self.caps.silence;
         let mut head = [0; HEADER];
-        if self.output.read_exact(&mut head).await.is_err() {
-            self.broken = true;
-            return Err(self.ended());
-        }
+        let read = tokio::time::timeout(silence, self.output.read_exact(&mut head)).await;
+        self.settle("sent no reply", read)?;
         let (tag, len) = header(head).map_err(|e| {
             self.broken = true;
             self.hostile(e.to_string())
         })?;
         debug_assert!(len <= MAX_FRAME);
         let mut payload = vec![0; len];
-        if self.output.read_exact(&mut payload).await.is_err() {
-            self.broken = true;
-            return Err(self.ended());
-        }
+        let read = tokio::time::timeout(silence, self.output.read_exact(&mut payload)).await;
+        self.settle("sent no more of a reply", read)?;
         Reply::decode(tag, &payload).map_err(|e| {
             self.broken = true;
             self.hostile(e.to_string())

@@ -48,6 +48,7 @@ async fn a_walk_of_more_entries_than_the_cap_is_refused() {
     let caps = Caps {
         entries: 3,
         path_bytes: 1 << 20,
+        ..Caps::default()
     };
     let replies: Vec<u8> = (0..5).flat_map(|i| entry(&format!("f{i}"))).collect();
     let err = session_replying(replies, caps).walk().await.unwrap_err();
@@ -63,6 +64,7 @@ async fn a_walk_of_more_entries_than_the_cap_is_refused() {
     let caps = Caps {
         entries: 100,
         path_bytes: 10,
+        ..Caps::default()
     };
     let replies: Vec<u8> = (0..5).flat_map(|i| entry(&format!("file{i}"))).collect();
     let err = session_replying(replies, caps).walk().await.unwrap_err();
@@ -137,4 +139,63 @@ async fn a_far_end_that_stops_is_reported_with_its_stderr() {
         err.to_string(),
         "volume pod ns/pod: the volume process ended early (error: failed to open the volume root /data)"
     );
+}
+
+/// A session with a far end that holds its output open: it says
+/// `replies`, then nothing; and takes `room` bytes of requests, then
+/// none. The far end's streams are returned, to be kept open.
+async fn session_falling_silent(
+    replies: Vec<u8>,
+    room: usize,
+) -> (Session, tokio::io::DuplexStream, tokio::io::DuplexStream) {
+    let (mut far_out, output) = tokio::io::duplex(1 << 16);
+    let (input, far_in) = tokio::io::duplex(room);
+    let caps = Caps {
+        silence: std::time::Duration::from_secs(120),
+        ..Caps::default()
+    };
+    let session = Session::new("ns/pod".to_owned(), input, output, Stderr::default(), caps);
+    // Written at once: the pipe holds it.
+    far_out.write_all(&replies).await.unwrap();
+    (session, far_out, far_in)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_far_end_that_falls_silent_is_given_up_after_the_silence() {
+    // Two entries of a walk, then nothing, the stream still open.
+    let replies: Vec<u8> = (0..2).flat_map(|i| entry(&format!("f{i}"))).collect();
+    let (mut session, _out, _in) = session_falling_silent(replies, 1 << 16).await;
+    let started = tokio::time::Instant::now();
+    let err = session.walk().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "volume pod ns/pod sent no reply for 120s: given up"
+    );
+    assert_eq!(started.elapsed(), std::time::Duration::from_secs(120));
+    // Whatever it sends later is not taken for the answer to anything.
+    assert!(session.walk().await.is_err());
+
+    // Half a frame, then nothing.
+    let half = entry("f0")[..7].to_vec();
+    let (mut session, _out, _in) = session_falling_silent(half, 1 << 16).await;
+    let err = session.walk().await.unwrap_err();
+    assert!(
+        err.to_string().contains("sent no more of a reply for 120s"),
+        "{err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_far_end_that_takes_no_more_requests_is_given_up_after_the_silence() {
+    // Its stdin takes 8 bytes and is never read: a file's content to
+    // restore does not fit.
+    let (mut session, _out, _in) = session_falling_silent(Vec::new(), 8).await;
+    let content = knowton_common::volume::Request::Content(vec![7; 4096]);
+    let started = tokio::time::Instant::now();
+    let err = session.push(&content).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "volume pod ns/pod took no more of a request for 120s: given up"
+    );
+    assert_eq!(started.elapsed(), std::time::Duration::from_secs(120));
 }
