@@ -18,6 +18,7 @@ pub mod hold;
 pub mod listing;
 pub mod manifest;
 pub mod pack;
+pub mod recording;
 pub mod repo;
 pub mod restore_job;
 pub mod retention;

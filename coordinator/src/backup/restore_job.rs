@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::manifest::Manifest;
+use super::recording::while_recording;
 use super::service::{
     BackupService, RestoreError, RestorePart, RestoreProgress, STALE_AFTER, StartError,
 };
@@ -124,25 +125,24 @@ impl BackupService {
         let progress = RestoreProgress::default();
         let planned = parts_json(&parts);
         let work = self.held_restore(id, from, into, plan, parts, actor, &progress);
-        tokio::pin!(work);
-        let mut record = tokio::time::interval(RECORD_EVERY);
-        let outcome = loop {
-            tokio::select! {
-                done = &mut work => break done,
-                _ = record.tick() => {
-                    let shown = progress.parts();
-                    let parts = if shown.is_empty() { planned.clone() } else { parts_json(&shown) };
-                    let done = int(progress.bytes_done.load(Ordering::Relaxed));
-                    if let Err(err) = self
-                        .store()
-                        .update_restore_job(id, &progress.phase(), int(total), done, &parts)
-                        .await
-                    {
-                        tracing::warn!(job = %id, error = %err, "failed to record a restore's progress");
-                    }
-                }
+        let (at, first) = (&progress, &planned);
+        let outcome = while_recording(work, RECORD_EVERY, || async move {
+            let shown = at.parts();
+            let parts = if shown.is_empty() {
+                first.clone()
+            } else {
+                parts_json(&shown)
+            };
+            let done = int(at.bytes_done.load(Ordering::Relaxed));
+            if let Err(err) = self
+                .store()
+                .update_restore_job(id, &at.phase(), int(total), done, &parts)
+                .await
+            {
+                tracing::warn!(job = %id, error = %err, "failed to record a restore's progress");
             }
-        };
+        })
+        .await;
         let finished = match &outcome {
             Ok(parts) => {
                 tracing::info!(job = %id, into = %into.slug, "restore done");

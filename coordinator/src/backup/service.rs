@@ -9,6 +9,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::manifest::Manifest;
+use super::recording::while_recording;
 use super::status::BackupStatus;
 use super::{BackupError, BackupInfo, BackupKind, Backups, TenantRef};
 use crate::store::{
@@ -198,20 +199,14 @@ impl BackupService {
         let outcome = async {
             let writer = self.backups.chunk_writer(tenant.id).await?;
             let backup = self.backups.run_with(tenant, run.kind, &writer);
-            tokio::pin!(backup);
-            let mut touch = tokio::time::interval(TOUCH_EVERY);
-            touch.tick().await;
-            loop {
-                tokio::select! {
-                    done = &mut backup => break done,
-                    _ = touch.tick() => {
-                        let progress = progress_of(writer.transfer());
-                        if let Err(err) = self.store.touch_backup_run(run.id, progress).await {
-                            tracing::warn!(tenant = %tenant.slug, error = %err, "failed to record a backup's progress");
-                        }
-                    }
+            let writer = &writer;
+            while_recording(backup, TOUCH_EVERY, || async move {
+                let progress = progress_of(writer.transfer());
+                if let Err(err) = self.store.touch_backup_run(run.id, progress).await {
+                    tracing::warn!(tenant = %tenant.slug, error = %err, "failed to record a backup's progress");
                 }
-            }
+            })
+            .await
         }
         .await;
         let (progress, backup, error) = match &outcome {
