@@ -272,3 +272,37 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// Runs `sql` in the tenant database `database` on the PostgreSQL server
+/// at `server`, as the tenant's own role (`SET ROLE`), as its backend
+/// would: what it creates belongs to the tenant.
+pub async fn as_tenant(server: &str, database: &str, sql: &str) {
+    let pool = tenant_database(server, database).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET ROLE \"{database}\"; {sql}"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+}
+
+/// A pool on the tenant database `database` of the PostgreSQL server at
+/// `server`, as the server's administrator.
+pub async fn tenant_database(server: &str, database: &str) -> sqlx::PgPool {
+    let mut url = url::Url::parse(server).unwrap();
+    url.set_path(&format!("/{database}"));
+    sqlx::PgPool::connect(url.as_str()).await.unwrap()
+}
+
+/// The rows of the `notes` table (`id int, body text`) the tests give a
+/// tenant's database, in order.
+pub async fn notes(server: &str, database: &str) -> Vec<(i32, String)> {
+    let pool = tenant_database(server, database).await;
+    let rows = sqlx::query_as("SELECT id, body FROM notes ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows
+}

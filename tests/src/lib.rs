@@ -49,7 +49,7 @@ pub mod smtp;
 
 pub use backend::{Db, postgres_url};
 pub use coordinator::{ADMIN_TOKEN, METRICS_TOKEN, TestCoordinator, log_to_test_output};
-pub use db::TestDb;
+pub use db::{TestDb, as_tenant, tenant_database};
 pub use eventually::{eventually, eventually_showing, until_no_longer_probed};
 pub use fixtures::{storage_alert, tenant_request};
 pub use http::Reply;

@@ -164,20 +164,16 @@ async fn killed_midway(kind: Db, backup: BackupKind) {
             }
         }
         (BackupKind::Database, Some(server)) => {
-            let mut url = url::Url::parse(server).unwrap();
             let database = format!("tenant_{}", slug.replace('-', "_"));
-            url.set_path(&format!("/{database}"));
-            let pool = sqlx::PgPool::connect(url.as_str()).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "SET ROLE \"{database}\"; CREATE TABLE big AS SELECT i, \
+            knowton_tests::as_tenant(
+                server,
+                &database,
+                "CREATE TABLE big AS SELECT i, \
                  (SELECT string_agg(md5((i::bigint * 16 + j)::text), '') \
                   FROM generate_series(0, 12) j) AS body \
-                 FROM generate_series(1, 150000) i;"
-            )))
-            .execute(&pool)
-            .await
-            .unwrap();
-            pool.close().await;
+                 FROM generate_series(1, 150000) i;",
+            )
+            .await;
         }
         (BackupKind::Database, None) | (BackupKind::Configuration, _) => unreachable!(),
     }

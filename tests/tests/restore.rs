@@ -30,31 +30,6 @@ async fn back_up(kt: &TestCoordinator, slug: &str, kind: &str) -> Value {
     listed["runs"][0].clone()
 }
 
-async fn notes(server: &str, database: &str) -> Vec<(i32, String)> {
-    let mut url = url::Url::parse(server).unwrap();
-    url.set_path(&format!("/{database}"));
-    let pool = sqlx::PgPool::connect(url.as_str()).await.unwrap();
-    let rows = sqlx::query_as("SELECT id, body FROM notes ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    rows
-}
-
-async fn on_tenant_db(server: &str, database: &str, sql: &str) {
-    let mut url = url::Url::parse(server).unwrap();
-    url.set_path(&format!("/{database}"));
-    let pool = sqlx::PgPool::connect(url.as_str()).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "SET ROLE \"{database}\"; {sql}"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
-}
-
 /// Database and files backed up, changed, restored through the API to
 /// the moment after the backups: exactly the earlier rows and files; a
 /// safety backup of the replaced state first; a dry run changes nothing;
@@ -74,7 +49,7 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
     // first is taken as it is provisioned).
     let before_any = chrono::Utc::now();
     kt.provision(&slug, "basic").await;
-    on_tenant_db(
+    knowton_tests::as_tenant(
         &server,
         &database,
         "CREATE TABLE notes (id int PRIMARY KEY, body text); \
@@ -83,13 +58,13 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
     .await;
     let files = kt.db.dir.path().join("tenants").join(&slug);
     std::fs::write(files.join("a.txt"), "first version").unwrap();
-    let earlier_rows = notes(&server, &database).await;
+    let earlier_rows = knowton_tests::db::notes(&server, &database).await;
 
     back_up(&kt, &slug, "database").await;
     back_up(&kt, &slug, "storage").await;
     let backed_up = chrono::Utc::now();
 
-    on_tenant_db(
+    knowton_tests::as_tenant(
         &server,
         &database,
         "UPDATE notes SET body = 'v2'; DELETE FROM notes WHERE id > 50;",
@@ -140,7 +115,10 @@ async fn a_tenant_is_restored_to_a_date_after_a_safety_backup_and_verified(db: D
         "{}",
         done.body
     );
-    assert_eq!(notes(&server, &database).await, earlier_rows);
+    assert_eq!(
+        knowton_tests::db::notes(&server, &database).await,
+        earlier_rows
+    );
     assert_eq!(
         std::fs::read_to_string(files.join("a.txt")).unwrap(),
         "first version"

@@ -153,7 +153,7 @@ impl BackupService {
     async fn not_restoring(&self, tenant: &TenantRef) -> Result<(), StartError> {
         let alive_since =
             Utc::now() - chrono::Duration::from_std(STALE_AFTER).expect("a short duration");
-        match self.store.restore_running(tenant.id, alive_since).await {
+        match self.store.live_restore(tenant.id, alive_since).await {
             Ok(None) => Ok(()),
             Ok(Some(_)) => Err(StartError::Restoring),
             Err(err) => Err(StartError::Store(err)),

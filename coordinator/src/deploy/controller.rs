@@ -289,9 +289,11 @@ impl Deployer {
             - chrono::Duration::from_std(crate::backup::service::STALE_AFTER)
                 .expect("a short duration");
         let held = store
-            .restore_hold(tenant.id, alive_since)
+            .live_restore(tenant.id, alive_since)
             .await
-            .map_err(DeployError::ReadTenant)?;
+            .map_err(DeployError::ReadTenant)?
+            .filter(|restore| restore.holds_tenant)
+            .map(|restore| restore.id);
         let secrets = secrets::open(store.as_ref(), &self.inner.secrets, tenant.id).await?;
         let mut spec = spec_of(tenant, row.as_ref());
         spec.stopped |= held.is_some();

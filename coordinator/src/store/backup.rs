@@ -164,6 +164,14 @@ pub enum RestoreStatus {
     Failed,
 }
 
+/// A restore job running into a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveRestore {
+    pub id: Uuid,
+    /// Whether it holds the tenant at zero replicas.
+    pub holds_tenant: bool,
+}
+
 /// A restore as a job: started, then polled until it ends.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -293,16 +301,14 @@ pub trait BackupStore: Send + Sync {
     ) -> Result<()>;
     /// Sets whether the running job `id` holds its tenant at zero replicas.
     async fn set_restore_hold(&self, id: Uuid, hold: bool) -> Result<()>;
-    /// The running job holding `tenant` at zero replicas, if one was
-    /// updated at or after `alive_since` (a silent one no longer holds).
-    async fn restore_hold(&self, tenant: Uuid, alive_since: DateTime<Utc>) -> Result<Option<Uuid>>;
     /// The running restore job into `tenant`, if one was updated at or
-    /// after `alive_since`.
-    async fn restore_running(
+    /// after `alive_since` (a silent one is no longer running, nor holds
+    /// its tenant).
+    async fn live_restore(
         &self,
         tenant: Uuid,
         alive_since: DateTime<Utc>,
-    ) -> Result<Option<Uuid>>;
+    ) -> Result<Option<LiveRestore>>;
     /// A job of `tenant`.
     async fn restore_job(&self, tenant: Uuid, id: Uuid) -> Result<Option<RestoreJob>>;
     /// Each active tenant's latest verification, with the tenant's slug.

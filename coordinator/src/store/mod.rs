@@ -46,7 +46,8 @@ use crate::credentials::KeyKind;
 
 pub use backup::{
     BackupKind, BackupRun, BackupStore, CommittedConfig, ConfigSettings, FailureStreak, LastBackup,
-    RestoreJob, RestoreStatus, RunProgress, RunStatus, RunTrigger, SealedChannels, Verification,
+    LiveRestore, RestoreJob, RestoreStatus, RunProgress, RunStatus, RunTrigger, SealedChannels,
+    Verification,
 };
 pub use changes::{Change, ChangeListener, ChangeStore, MAX_CHANGE_BYTES};
 pub use deploy::{DeployStore, DeploymentEvent, DeploymentRow, DeploymentSettings, Phase};

@@ -12,22 +12,10 @@ on_every_backend!(db:
     a_redeployment_that_fails_after_the_restore_fails_the_job_naming_it,
 );
 
+/// Runs `sql` as the tenant, then reads back its notes.
 async fn on_tenant_db(server: &str, database: &str, sql: &str) -> Vec<(i32, String)> {
-    let mut url = url::Url::parse(server).unwrap();
-    url.set_path(&format!("/{database}"));
-    let pool = sqlx::PgPool::connect(url.as_str()).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "SET ROLE \"{database}\"; {sql}"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
-    let rows = sqlx::query_as("SELECT id, body FROM notes ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    rows
+    knowton_tests::as_tenant(server, database, sql).await;
+    knowton_tests::db::notes(server, database).await
 }
 
 fn replicas(cluster: &Cluster, slug: &str, name: &str) -> i64 {

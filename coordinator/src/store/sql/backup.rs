@@ -8,7 +8,8 @@ use uuid::Uuid;
 use super::{PgStore, SqliteStore, corrupt, parse_uuid};
 use crate::store::{
     BackupKind, BackupRun, BackupStore, CommittedConfig, ConfigVersion, FailureStreak, LastBackup,
-    RestoreJob, RestoreStatus, Result, RunProgress, RunStatus, RunTrigger, Verification, now,
+    LiveRestore, RestoreJob, RestoreStatus, Result, RunProgress, RunStatus, RunTrigger,
+    Verification, now,
 };
 
 const FIELDS: &str = "id, tenant_id, kind, trigger_kind, actor, status, started_at, updated_at, \
@@ -411,36 +412,26 @@ macro_rules! backup_sql {
                 Ok(())
             }
 
-            async fn restore_hold(
+            async fn live_restore(
                 &self,
                 tenant: Uuid,
                 alive_since: DateTime<Utc>,
-            ) -> Result<Option<Uuid>> {
-                let id: Option<String> = sqlx::query_scalar(
-                    "SELECT id FROM restore_jobs WHERE tenant_id = $1 AND status = 'running' \
-                     AND holds_tenant AND updated_at >= $2",
+            ) -> Result<Option<LiveRestore>> {
+                let row: Option<(String, bool)> = sqlx::query_as(
+                    "SELECT id, holds_tenant FROM restore_jobs WHERE tenant_id = $1 \
+                     AND status = 'running' AND updated_at >= $2",
                 )
                 .bind(tenant.to_string())
                 .bind(alive_since)
                 .fetch_optional(&self.pool)
                 .await?;
-                id.map(|id| parse_uuid(&id)).transpose()
-            }
-
-            async fn restore_running(
-                &self,
-                tenant: Uuid,
-                alive_since: DateTime<Utc>,
-            ) -> Result<Option<Uuid>> {
-                let id: Option<String> = sqlx::query_scalar(
-                    "SELECT id FROM restore_jobs WHERE tenant_id = $1 AND status = 'running' \
-                     AND updated_at >= $2",
-                )
-                .bind(tenant.to_string())
-                .bind(alive_since)
-                .fetch_optional(&self.pool)
-                .await?;
-                id.map(|id| parse_uuid(&id)).transpose()
+                row.map(|(id, holds_tenant)| {
+                    Ok(LiveRestore {
+                        id: parse_uuid(&id)?,
+                        holds_tenant,
+                    })
+                })
+                .transpose()
             }
 
             async fn restore_job(&self, tenant: Uuid, id: Uuid) -> Result<Option<RestoreJob>> {
