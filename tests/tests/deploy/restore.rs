@@ -24,72 +24,135 @@ fn replicas(cluster: &Cluster, slug: &str, name: &str) -> i64 {
         .unwrap()
 }
 
+/// A tenant in the cluster with a database backed up and changed since,
+/// and a restore of that database to before the change, just started.
+struct Restoring {
+    cluster: Cluster,
+    kt: TestCoordinator,
+    server: String,
+    slug: String,
+    database: String,
+    /// Its notes when backed up, and after the change.
+    earlier: Vec<(i32, String)>,
+    changed: Vec<(i32, String)>,
+    /// The job's path in the API.
+    job: String,
+}
+
+impl Restoring {
+    /// `None` without a PostgreSQL server for tenants' databases. `pod`:
+    /// a backend pod of the tenant, running on a node, put there first.
+    async fn start(db: Db, prefix: &str, pod: Option<&str>) -> Option<Restoring> {
+        let Some(server) = knowton_tests::postgres_url() else {
+            eprintln!("TEST_DATABASE_URL is not set: restores of databases are not tested");
+            return None;
+        };
+        let cluster = Cluster::start().await;
+        let slug = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
+        let database = format!("tenant_{}", slug.replace('-', "_"));
+        let kt = TestCoordinator::start_and(db, |args| {
+            cluster.configure(args);
+            args.tenant_data.tenant_database_url = Some(server.clone());
+        })
+        .await;
+        cluster.provisioned(&kt, &slug, "basic").await;
+        assert_eq!(replicas(&cluster, &slug, "backend"), 1);
+        if let Some(pod) = pod {
+            // As the Deployment controller would have made it.
+            cluster.fake.put_object(
+                TestPod::new(&ns(&slug), pod)
+                    .tenant(&slug)
+                    .label("knowton.io/component", "backend")
+                    .on("node-a")
+                    .running("10.0.0.7")
+                    .json(),
+            );
+        }
+        let earlier = on_tenant_db(
+            &server,
+            &database,
+            "CREATE TABLE notes (id int PRIMARY KEY, body text); \
+             INSERT INTO notes SELECT i, 'v1 ' || i FROM generate_series(1, 20) i;",
+        )
+        .await;
+        let started = kt
+            .admin(
+                Method::POST,
+                &format!("/api/v1/tenants/{slug}/backups"),
+                Some(json!({"kind": "database"})),
+            )
+            .await;
+        assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+        let listed = kt.finished_backup_run(&slug).await;
+        assert_eq!(listed["runs"][0]["status"], "succeeded", "{listed}");
+        let backed_up = chrono::Utc::now();
+        let changed = on_tenant_db(&server, &database, "UPDATE notes SET body = 'v2';").await;
+        assert_ne!(changed, earlier);
+
+        let started = kt
+            .admin(
+                Method::POST,
+                &format!("/api/v1/tenants/{slug}/restore"),
+                Some(json!({"at": backed_up, "only": "database"})),
+            )
+            .await;
+        assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
+        let job = format!(
+            "/api/v1/tenants/{slug}/restores/{}",
+            started.body["id"].as_str().unwrap()
+        );
+        Some(Restoring {
+            cluster,
+            kt,
+            server,
+            slug,
+            database,
+            earlier,
+            changed,
+            job,
+        })
+    }
+
+    /// The tenant's notes now.
+    async fn notes(&self) -> Vec<(i32, String)> {
+        knowton_tests::db::notes(&self.server, &self.database).await
+    }
+
+    /// The job once it has ended.
+    async fn ended(&self) -> Value {
+        eventually_showing(WAIT, "the restore job ends", || async {
+            let reply = self.kt.admin(Method::GET, &self.job, None).await;
+            match reply.body["status"].as_str() {
+                Some("succeeded" | "failed") => Ok(reply.body),
+                _ => Err(reply.body.to_string()),
+            }
+        })
+        .await
+    }
+}
+
 async fn a_database_restore_holds_the_tenant_at_zero_until_its_data_is_back(db: Db) {
-    let Some(server) = knowton_tests::postgres_url() else {
-        eprintln!("TEST_DATABASE_URL is not set: restores of databases are not tested");
+    let pod = "backend-7d9f-abcde";
+    let Some(given) = Restoring::start(db, "hold", Some(pod)).await else {
         return;
     };
-    let cluster = Cluster::start().await;
-    let slug = format!("hold-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let database = format!("tenant_{}", slug.replace('-', "_"));
-    let kt = TestCoordinator::start_and(db, |args| {
-        cluster.configure(args);
-        args.tenant_data.tenant_database_url = Some(server.clone());
-    })
-    .await;
-    cluster.provisioned(&kt, &slug, "basic").await;
-    assert_eq!(replicas(&cluster, &slug, "backend"), 1);
-    // The backend's pod, as the Deployment controller would have made it.
-    let pod = "backend-7d9f-abcde";
-    cluster.fake.put_object(
-        TestPod::new(&ns(&slug), pod)
-            .tenant(&slug)
-            .label("knowton.io/component", "backend")
-            .on("node-a")
-            .running("10.0.0.7")
-            .json(),
-    );
-
-    let earlier = on_tenant_db(
-        &server,
-        &database,
-        "CREATE TABLE notes (id int PRIMARY KEY, body text); \
-         INSERT INTO notes SELECT i, 'v1 ' || i FROM generate_series(1, 20) i;",
-    )
-    .await;
-    let started = kt
-        .admin(
-            Method::POST,
-            &format!("/api/v1/tenants/{slug}/backups"),
-            Some(json!({"kind": "database"})),
-        )
-        .await;
-    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
-    let listed = kt.finished_backup_run(&slug).await;
-    assert_eq!(listed["runs"][0]["status"], "succeeded", "{listed}");
-    let backed_up = chrono::Utc::now();
-    let changed = on_tenant_db(&server, &database, "UPDATE notes SET body = 'v2';").await;
-    assert_ne!(changed, earlier);
-
-    let started = kt
-        .admin(
-            Method::POST,
-            &format!("/api/v1/tenants/{slug}/restore"),
-            Some(json!({"at": backed_up, "only": "database"})),
-        )
-        .await;
-    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
-    let job = format!(
-        "/api/v1/tenants/{slug}/restores/{}",
-        started.body["id"].as_str().unwrap()
-    );
+    let Restoring {
+        cluster,
+        kt,
+        slug,
+        job,
+        ..
+    } = &given;
 
     // Deployed stopped, saying why.
-    until_phase(&kt, &slug, 2, "waiting").await;
-    assert_eq!(replicas(&cluster, &slug, "backend"), 0);
-    assert_eq!(replicas(&cluster, &slug, "frontend"), 0);
-    cluster.roll_out_all(&slug);
-    let held = until_phase(&kt, &slug, 2, "ready").await;
+    until_phase(kt, slug, 2, "waiting").await;
+    assert_eq!(replicas(cluster, slug, "backend"), 0);
+    assert_eq!(replicas(cluster, slug, "frontend"), 0);
+    cluster.roll_out_all(slug);
+    let held = until_phase(kt, slug, 2, "ready").await;
     assert!(
         held["reason"]
             .as_str()
@@ -106,7 +169,7 @@ async fn a_database_restore_holds_the_tenant_at_zero_until_its_data_is_back(db: 
         WAIT,
         "two records of the job waiting for the pod",
         || async {
-            let reply = kt.admin(Method::GET, &job, None).await;
+            let reply = kt.admin(Method::GET, job, None).await;
             let body = &reply.body;
             let updated: chrono::DateTime<chrono::Utc> =
                 serde_json::from_value(body["updatedAt"].clone()).unwrap();
@@ -125,7 +188,7 @@ async fn a_database_restore_holds_the_tenant_at_zero_until_its_data_is_back(db: 
         },
     )
     .await;
-    assert_eq!(on_tenant_db(&server, &database, "SELECT 1;").await, changed);
+    assert_eq!(given.notes().await, given.changed);
     // Nor may a backup start meanwhile: it would hold half the restore.
     let refused = kt
         .admin(
@@ -142,96 +205,54 @@ async fn a_database_restore_holds_the_tenant_at_zero_until_its_data_is_back(db: 
     );
     cluster
         .fake
-        .delete_object("v1", "Pod", Some(&ns(&slug)), pod)
+        .delete_object("v1", "Pod", Some(&ns(slug)), pod)
         .expect("the pod was there");
 
     // Then restored, and redeployed: the job ends with that deployment.
-    until_phase(&kt, &slug, 3, "waiting").await;
-    assert_eq!(replicas(&cluster, &slug, "backend"), 1);
+    until_phase(kt, slug, 3, "waiting").await;
+    assert_eq!(replicas(cluster, slug, "backend"), 1);
     assert_eq!(
-        on_tenant_db(&server, &database, "SELECT 1;").await,
-        earlier,
+        given.notes().await,
+        given.earlier,
         "restored before the tenant is redeployed"
     );
-    let running = kt.admin(Method::GET, &job, None).await;
+    let running = kt.admin(Method::GET, job, None).await;
     assert_eq!(running.body["status"], "running", "{}", running.body);
-    cluster.roll_out_all(&slug);
-    let done = eventually_showing(WAIT, "the restore job ends", || async {
-        let reply = kt.admin(Method::GET, &job, None).await;
-        match reply.body["status"].as_str() {
-            Some("succeeded" | "failed") => Ok(reply.body),
-            _ => Err(reply.body.to_string()),
-        }
-    })
-    .await;
+    cluster.roll_out_all(slug);
+    let done = given.ended().await;
     assert_eq!(done["status"], "succeeded", "{done:#}");
-    let deployed = deployment_of(&kt, &slug).await;
+    let deployed = deployment_of(kt, slug).await;
     assert_eq!(deployed["attempt"], 3, "{deployed:#}");
     assert_eq!(deployed["phase"], "ready", "{deployed:#}");
+    // Its database goes with it: the server outlives the test.
+    kt.purge(slug).await;
 }
 
 /// The data is back but the tenant's rollout after it does not finish:
 /// the job fails saying the data was restored and why the tenant is not
 /// back, and the hold is released (the deployment is no longer at zero).
 async fn a_redeployment_that_fails_after_the_restore_fails_the_job_naming_it(db: Db) {
-    let Some(server) = knowton_tests::postgres_url() else {
-        eprintln!("TEST_DATABASE_URL is not set: restores of databases are not tested");
+    let Some(given) = Restoring::start(db, "redep", None).await else {
         return;
     };
-    let cluster = Cluster::start().await;
-    let slug = format!("redep-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let database = format!("tenant_{}", slug.replace('-', "_"));
-    let kt = TestCoordinator::start_and(db, |args| {
-        cluster.configure(args);
-        args.tenant_data.tenant_database_url = Some(server.clone());
-    })
-    .await;
-    cluster.provisioned(&kt, &slug, "basic").await;
-    let earlier = on_tenant_db(
-        &server,
-        &database,
-        "CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes VALUES (1, 'v1');",
-    )
-    .await;
-    let started = kt
-        .admin(
-            Method::POST,
-            &format!("/api/v1/tenants/{slug}/backups"),
-            Some(json!({"kind": "database"})),
-        )
-        .await;
-    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
-    kt.finished_backup_run(&slug).await;
-    let backed_up = chrono::Utc::now();
-    on_tenant_db(&server, &database, "UPDATE notes SET body = 'v2';").await;
-
-    let started = kt
-        .admin(
-            Method::POST,
-            &format!("/api/v1/tenants/{slug}/restore"),
-            Some(json!({"at": backed_up, "only": "database"})),
-        )
-        .await;
-    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.body);
-    let job = format!(
-        "/api/v1/tenants/{slug}/restores/{}",
-        started.body["id"].as_str().unwrap()
-    );
-    until_phase(&kt, &slug, 2, "waiting").await;
-    cluster.roll_out_all(&slug);
-    until_phase(&kt, &slug, 3, "waiting").await;
+    let Restoring {
+        cluster, kt, slug, ..
+    } = &given;
+    until_phase(kt, slug, 2, "waiting").await;
+    cluster.roll_out_all(slug);
+    until_phase(kt, slug, 3, "waiting").await;
     assert_eq!(
-        replicas(&cluster, &slug, "backend"),
+        replicas(cluster, slug, "backend"),
         1,
         "the hold is released"
     );
-    let generation = cluster.deployment(&slug, "backend").unwrap()["metadata"]["generation"]
+    let generation = cluster.deployment(slug, "backend").unwrap()["metadata"]["generation"]
         .as_i64()
         .unwrap();
     cluster.fake.set_status(
         "apps/v1",
         "Deployment",
-        &ns(&slug),
+        &ns(slug),
         "backend",
         json!({
             "observedGeneration": generation, "replicas": 1, "updatedReplicas": 0,
@@ -240,14 +261,7 @@ async fn a_redeployment_that_fails_after_the_restore_fails_the_job_naming_it(db:
                 "message": "ReplicaSet \"backend-7d9\" has timed out progressing."}],
         }),
     );
-    let failed = eventually_showing(WAIT, "the restore job ends", || async {
-        let reply = kt.admin(Method::GET, &job, None).await;
-        match reply.body["status"].as_str() {
-            Some("succeeded" | "failed") => Ok(reply.body),
-            _ => Err(reply.body.to_string()),
-        }
-    })
-    .await;
+    let failed = given.ended().await;
     assert_eq!(failed["status"], "failed", "{failed:#}");
     assert_eq!(failed["errorCode"], "restore_redeploy_failed", "{failed:#}");
     let error = failed["error"].as_str().unwrap();
@@ -256,5 +270,7 @@ async fn a_redeployment_that_fails_after_the_restore_fails_the_job_naming_it(db:
             && error.contains("progress deadline exceeded"),
         "{error}"
     );
-    assert_eq!(on_tenant_db(&server, &database, "SELECT 1;").await, earlier);
+    assert_eq!(given.notes().await, given.earlier);
+    // Its database goes with it: the server outlives the test.
+    kt.purge(slug).await;
 }
