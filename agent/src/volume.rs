@@ -23,6 +23,24 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 /// Where a restore is written before it replaces the volume's contents;
 /// never walked (a restore that stopped part-way is not backed up).
 pub const STAGING: &str = ".knowton-restore-staging";
+/// The staging directory once complete: from then on the restore is
+/// decided, and a swap cut short (the pod killed, its node lost) is
+/// carried through by the next session that opens the volume for writing
+/// ([`finish_swap`]). Its first step moves the former contents aside.
+pub const READY: &str = ".knowton-restore-ready";
+/// The ready directory once the former contents are all aside: its
+/// entries move into the root.
+pub const MOVING: &str = ".knowton-restore-moving";
+/// The volume's former contents, moved aside by a restore and removed
+/// once the restored files are in place.
+pub const REPLACED: &str = ".knowton-restore-replaced";
+
+/// Whether `name`, at the volume's root, is one of a restore's own.
+fn reserved(name: &[u8]) -> bool {
+    [STAGING, READY, MOVING, REPLACED]
+        .iter()
+        .any(|r| r.as_bytes() == name)
+}
 
 /// `knowton-agent volume`.
 #[derive(Debug, Clone, clap::Parser)]
@@ -200,7 +218,7 @@ fn walk(root: &OwnedFd, out: &mut impl Write) -> Result<Reply, VolumeError> {
         };
         let mut subdirs = Vec::new();
         for name in names {
-            if dir.is_empty() && name == STAGING.as_bytes() {
+            if dir.is_empty() && reserved(&name) {
                 continue;
             }
             let path = join(&dir, &name);
@@ -297,6 +315,7 @@ struct Restore {
 
 impl Restore {
     fn begin(root: &OwnedFd) -> io::Result<Restore> {
+        finish_swap(root)?;
         remove_staging(root)?;
         rustix::fs::mkdirat(root, STAGING, Mode::from_raw_mode(0o700))?;
         Ok(Restore {
@@ -384,18 +403,10 @@ impl Restore {
             }
         }
         let swapped = (|| -> io::Result<()> {
-            for name in names(root)? {
-                if name != STAGING.as_bytes() {
-                    remove_beneath(root, &name)?;
-                }
-            }
-            for name in names(&self.staging)? {
-                let name = OsStr::from_bytes(&name);
-                rustix::fs::renameat(&self.staging, name, root, name)?;
-            }
-            rustix::fs::unlinkat(root, STAGING, AtFlags::REMOVEDIR)?;
+            rustix::fs::fsync(&self.staging)?;
+            rustix::fs::renameat(root, STAGING, root, READY)?;
             rustix::fs::fsync(root)?;
-            Ok(())
+            finish_swap(root)
         })();
         match swapped {
             Ok(()) => Reply::Done,
@@ -426,6 +437,56 @@ fn finish(
     };
     rustix::fs::futimens(&file, &times)?;
     file.sync_all()
+}
+
+/// Carries through a restore's swap that was decided (its files all
+/// staged) but cut short, from wherever it stopped; then removes the
+/// former contents. Every step is a rename within the volume, so the
+/// swap itself is quick and any crash leaves a state this resumes from.
+fn finish_swap(root: &OwnedFd) -> io::Result<()> {
+    if present(root, READY)? {
+        match rustix::fs::mkdirat(root, REPLACED, Mode::from_raw_mode(0o700)) {
+            Err(rustix::io::Errno::EXIST) | Ok(()) => {}
+            Err(err) => return Err(err.into()),
+        }
+        let replaced = dir_beneath(root, REPLACED.as_bytes())?;
+        for name in names(root)? {
+            if !reserved(&name) {
+                let name = OsStr::from_bytes(&name);
+                rustix::fs::renameat(root, name, &replaced, name)?;
+            }
+        }
+        rustix::fs::fsync(&replaced)?;
+        rustix::fs::renameat(root, READY, root, MOVING)?;
+        rustix::fs::fsync(root)?;
+    }
+    if present(root, MOVING)? {
+        let moving = dir_beneath(root, MOVING.as_bytes())?;
+        for name in names(&moving)? {
+            let name = OsStr::from_bytes(&name);
+            rustix::fs::renameat(&moving, name, root, name)?;
+        }
+        rustix::fs::unlinkat(root, MOVING, AtFlags::REMOVEDIR)?;
+        rustix::fs::fsync(root)?;
+    }
+    match remove_beneath(root, REPLACED.as_bytes()) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether the directory `name` is in `dir`. Anything else of that name
+/// (a file the tenant made, a link) is not a restore's, and is removed.
+fn present(dir: &OwnedFd, name: &str) -> io::Result<bool> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) if FileType::from_raw_mode(stat.st_mode as _) == FileType::Directory => Ok(true),
+        Ok(_) => {
+            rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
+            Ok(false)
+        }
+        Err(rustix::io::Errno::NOENT) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Removes the staging directory of an earlier restore, if any.

@@ -207,3 +207,92 @@ fn a_read_only_volume_refuses_writes_and_a_restore_never_writes_through_a_link()
     // volume as it was.
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
 }
+
+/// The root holding `names` (files holding their name), made under `root`.
+fn files(root: &Path, names: &[&str]) {
+    std::fs::create_dir_all(root).unwrap();
+    for name in names {
+        std::fs::write(root.join(name), name).unwrap();
+    }
+}
+
+/// The names in `dir`, sorted.
+fn listed(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A swap cut short while the former contents were being moved aside, or
+/// while the restored ones were being moved in, is carried through by the
+/// next restore's start: the volume then holds exactly the restored
+/// files, and the former ones are gone.
+#[test]
+fn a_swap_cut_short_at_either_step_is_carried_through() {
+    for moved_in in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        if moved_in {
+            // Every former file aside; one restored file already in.
+            files(&root.join(REPLACED), &["old-a", "old-b", "old-c"]);
+            files(&root.join(MOVING), &["new-2", "new-3"]);
+            files(&root, &["new-1"]);
+        } else {
+            // Two of the former files aside, one left.
+            files(&root.join(REPLACED), &["old-a", "old-b"]);
+            files(&root, &["old-c"]);
+            files(&root.join(READY), &["new-1", "new-2", "new-3"]);
+        }
+        finish_swap(&open_dir(&root).unwrap()).unwrap();
+        assert_eq!(
+            listed(&root),
+            ["new-1", "new-2", "new-3"],
+            "moved in: {moved_in}"
+        );
+        assert_eq!(std::fs::read(root.join("new-2")).unwrap(), b"new-2");
+    }
+}
+
+/// A restore started after one cut short finishes that one first, then
+/// replaces it; a walk never shows a restore's own directories; one of
+/// their names that is not a directory is not taken for a restore's.
+#[test]
+fn a_restore_after_one_cut_short_and_a_walk_meanwhile_see_no_half_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    files(&root.join(REPLACED), &["old-a"]);
+    files(&root.join(READY), &["new-1"]);
+    files(&root, &["old-b"]);
+    let walked = exchange(&args(&root, true), &[Request::Walk]);
+    assert_eq!(
+        entries(&walked)
+            .into_iter()
+            .map(|(path, ..)| path)
+            .collect::<Vec<_>>(),
+        ["old-b"]
+    );
+
+    let replies = exchange(
+        &args(&root, false),
+        &[
+            Request::Begin,
+            Request::File {
+                path: b"newest".to_vec(),
+                mode: 0o600,
+            },
+            Request::FileEnd { mtime_ns: 0 },
+            Request::Commit,
+        ],
+    );
+    assert!(replies.iter().all(|r| *r == Reply::Done), "{replies:?}");
+    assert_eq!(listed(&root), ["newest"]);
+
+    // A file the tenant named as the ready directory is only a file.
+    std::fs::write(root.join(READY), "planted").unwrap();
+    let replies = exchange(&args(&root, false), &[Request::Begin, Request::Commit]);
+    assert!(replies.iter().all(|r| *r == Reply::Done), "{replies:?}");
+    assert_eq!(listed(&root), Vec::<String>::new());
+}
