@@ -326,9 +326,13 @@ pub fn open_repository(
                 .to_file_path()
                 .map_err(|()| invalid("not an absolute local path".to_owned()))?;
             make_private_dir(&dir).map_err(|e| invalid(format!("cannot create it: {e}")))?;
+            // Each object durable before its write returns, as S3's are:
+            // a manifest, written last, then never names a pack a power
+            // cut lost.
             Arc::new(
                 object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                    .map_err(|e| invalid(e.to_string()))?,
+                    .map_err(|e| invalid(e.to_string()))?
+                    .with_fsync(true),
             )
         }
         "s3" => {
