@@ -262,9 +262,11 @@ mod tests {
                 })
                 .next()
                 .expect("the working memory is mapped");
+            // At least its own reservation: the kernel may merge it with
+            // a neighbouring mapping (another test's hash), never shrink
+            // it; in an arena it would sit in one of about its 19 MiB.
             assert!(
-                (WorkingMemory::RESERVED_BYTES..WorkingMemory::RESERVED_BYTES + (1 << 20))
-                    .contains(&span),
+                span >= WorkingMemory::RESERVED_BYTES,
                 "the working memory sits in a mapping of {span} bytes, not one of its own"
             );
         }
