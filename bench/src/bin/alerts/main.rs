@@ -20,6 +20,14 @@
 //! median 3.8 s, worst 6.5 s (T/2 + θ and T + θ, plus margin); error median
 //! 3.0 s, worst 5.5 s (T/2 and T); crash median 1.0 s, worst 2.0 s (seen
 //! between rounds).
+//!
+//! Memory (issue 15): once every tenant, provisioned through the API, is
+//! healthy and a few probe cycles have passed, the resident memory
+//! (`VmRSS` from /proc) of the coordinator process and of the agent
+//! processes is sampled every second for a window; the largest reading of
+//! each and of their sum is reported against the 60 MiB target of agent
+//! plus coordinator (with `--agents` above one, the coordinator's own
+//! reading is the figure to watch).
 
 use std::net::Ipv4Addr;
 use std::process::{Child, ExitCode};
@@ -30,11 +38,14 @@ use anyhow::bail;
 use axum::extract::State;
 use clap::Parser;
 use knowton_bench::coordinator::{self, AgentLaunch, BenchCoordinator, Launch};
+use knowton_bench::mib;
+use knowton_bench::system::{self, Proc};
 use knowton_coordinator::sim::{Behaviour, SimPod};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
 
+/// Agent `k` runs as if on node `bench-node-{k}`.
 const NODE: &str = "bench-node";
 const REFERENCE: &str = "Prometheus + blackbox_exporter + Alertmanager (group_wait 0s, 5 s scrape and evaluation): 5-10 s";
 
@@ -47,6 +58,9 @@ struct Args {
     /// Tenants the pods are spread over.
     #[arg(long, env = "KNOWTON_BENCH_TENANTS", default_value_t = 100)]
     tenants: usize,
+    /// Agents the pods are spread over, each as if on a node of its own.
+    #[arg(long, default_value_t = 1)]
+    agents: usize,
     /// The agent's probe interval.
     #[arg(long, default_value = "5s", value_parser = knowton_agent::config::parse_duration)]
     interval: Duration,
@@ -64,10 +78,20 @@ struct Args {
     /// any firing notification in it is a false alert).
     #[arg(long, value_parser = knowton_agent::config::parse_duration)]
     soak: Option<Duration>,
+    /// Once every tenant is healthy, wait this long (probe cycles that
+    /// settle memory) before sampling resident memory.
+    #[arg(long, default_value = "30s", value_parser = knowton_agent::config::parse_duration)]
+    settle: Duration,
+    /// Sample the processes' resident memory every second for this long.
+    #[arg(long, default_value = "15s", value_parser = knowton_agent::config::parse_duration)]
+    rss_window: Duration,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
 }
+
+/// The memory target of agent plus coordinator (issue 15).
+const TARGET_RSS_BYTES: u64 = 60 * 1024 * 1024;
 
 /// One webhook request as it arrived.
 #[derive(Debug, Clone)]
@@ -175,6 +199,7 @@ impl KindReport {
 struct Report {
     pods: usize,
     tenants: usize,
+    agents: usize,
     interval_seconds: f64,
     rounds: usize,
     jitter_ms: f64,
@@ -188,7 +213,63 @@ struct Report {
     arrival_to_webhook_count: u64,
     /// The engine's part: arrival to the transition's commit.
     arrival_to_commit_p99_bound_seconds: Option<f64>,
+    memory: MemoryReport,
     pass: bool,
+}
+
+/// The largest resident memory of each process seen in the window, at
+/// steady state.
+#[derive(Debug, Serialize)]
+struct MemoryReport {
+    settle_seconds: f64,
+    window_seconds: f64,
+    coordinator_rss_bytes: u64,
+    /// Every agent together.
+    agents_rss_bytes: u64,
+    /// The largest sum of one reading of every process.
+    sum_rss_bytes: u64,
+    target_sum_bytes: u64,
+    pass: bool,
+}
+
+/// Samples the coordinator's and the agents' `VmRSS` every second for
+/// `window`.
+async fn sample_rss(
+    kt: &BenchCoordinator,
+    agents: &[Child],
+    settle: Duration,
+    window: Duration,
+) -> anyhow::Result<MemoryReport> {
+    let procs: Vec<Proc> = agents.iter().map(|a| Proc::Pid(a.id())).collect();
+    let read = |proc: Proc| {
+        system::rss_bytes_of(proc)
+            .ok_or_else(|| anyhow::anyhow!("cannot read the resident memory of {proc:?}"))
+    };
+    let (mut coordinator, mut agents_rss, mut sum) = (0u64, 0u64, 0u64);
+    let end = Instant::now() + window;
+    loop {
+        let c = read(kt.proc())?;
+        let a = procs
+            .iter()
+            .map(|&p| read(p))
+            .sum::<anyhow::Result<u64>>()?;
+        coordinator = coordinator.max(c);
+        agents_rss = agents_rss.max(a);
+        sum = sum.max(c + a);
+        if Instant::now() >= end {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(MemoryReport {
+        settle_seconds: settle.as_secs_f64(),
+        window_seconds: window.as_secs_f64(),
+        coordinator_rss_bytes: coordinator,
+        agents_rss_bytes: agents_rss,
+        sum_rss_bytes: sum,
+        target_sum_bytes: TARGET_RSS_BYTES,
+        pass: sum <= TARGET_RSS_BYTES,
+    })
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -209,11 +290,11 @@ fn print_text(args: &Args, r: &Report) {
     let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
     println!("knowton-bench-alerts: breach to webhook, end to end");
     println!(
-        "  {} pods of {} tenants probed every {:.0} s by the real agent; {} rounds of {} faulted tenants per kind, each at a random moment of the cycle",
-        r.pods, r.tenants, r.interval_seconds, r.rounds, args.faults_per_kind
+        "  {} pods of {} tenants probed every {:.0} s by {} real agent(s); {} rounds of {} faulted tenants per kind, each at a random moment of the cycle",
+        r.pods, r.tenants, r.interval_seconds, r.agents, r.rounds, args.faults_per_kind
     );
     println!("  fault -> webhook:");
-    for k in &r.kinds {
+    for k in r.kinds.iter().filter(|k| !k.ms.is_empty()) {
         println!(
             "    {:<44} median {:>5.0} ms, worst {:>5.0} ms ({} faults); target median <= {:.0}, worst <= {:.0}: {}",
             k.fault.describe(),
@@ -251,6 +332,20 @@ fn print_text(args: &Args, r: &Report) {
             bound * 1000.0
         );
     }
+    let m = &r.memory;
+    println!(
+        "  resident memory at steady state (largest VmRSS of {:.0} s sampled each second, after {:.0} s settling):",
+        m.window_seconds, m.settle_seconds
+    );
+    println!(
+        "    coordinator {}, {} {}, sum {}; target sum <= {}: {}",
+        mib(Some(m.coordinator_rss_bytes)),
+        if r.agents == 1 { "agent" } else { "agents" },
+        mib(Some(m.agents_rss_bytes)),
+        mib(Some(m.sum_rss_bytes)),
+        mib(Some(m.target_sum_bytes)),
+        verdict(m.pass)
+    );
     println!("  reference: {REFERENCE}");
 }
 
@@ -258,6 +353,10 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
     anyhow::ensure!(
         args.tenants >= 2 && args.pods >= args.tenants && args.faults_per_kind >= 1,
         "need at least 2 tenants, a pod per tenant and a fault per kind"
+    );
+    anyhow::ensure!(
+        (1..=args.pods).contains(&args.agents),
+        "need at least one agent and a pod for each"
     );
     anyhow::ensure!(
         3 * args.faults_per_kind * args.rounds < args.tenants,
@@ -285,9 +384,8 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
 async fn bench(args: &Args, kt: &BenchCoordinator, arrivals: &Arrivals) -> anyhow::Result<Report> {
     let slugs = coordinator::slugs("alerts", args.tenants);
     kt.provision(&slugs, 4).await?;
-    knowton_coordinator::certs::agent(&kt.tls_dir, NODE)?;
     let mut pods: Vec<(usize, SimPod)> = Vec::with_capacity(args.pods);
-    let mut yaml = String::new();
+    let mut yaml = vec![String::new(); args.agents];
     for i in 0..args.pods {
         let ip = Ipv4Addr::new(
             127,
@@ -300,7 +398,7 @@ async fn bench(args: &Args, kt: &BenchCoordinator, arrivals: &Arrivals) -> anyho
         // Well within every plan's users.
         pod.update_metrics(|m| m.users = Some(1.0));
         let tenant = i % args.tenants;
-        yaml.push_str(&format!(
+        yaml[i % args.agents].push_str(&format!(
             "- {{tenant: {}, pod: {}-web-{i:04}, url: '{}'}}\n",
             slugs[tenant],
             slugs[tenant],
@@ -308,23 +406,41 @@ async fn bench(args: &Args, kt: &BenchCoordinator, arrivals: &Arrivals) -> anyho
         ));
         pods.push((tenant, pod));
     }
-    let targets = kt.dir().join("targets.yaml");
-    std::fs::write(&targets, yaml)?;
     let agent_bin = coordinator::sibling_binary("knowton-agent")?;
-    let log = kt.dir().join("agent.log");
-    let mut agent = AgentLaunch {
-        binary: &agent_bin,
-        node: NODE,
-        targets: &targets,
-        interval: args.interval,
-        coordinators: format!("https://127.0.0.1:{}", kt.grpc_addr.port()),
-        log: &log,
+    let mut agents = Vec::with_capacity(args.agents);
+    for (k, yaml) in yaml.iter().enumerate() {
+        let node = format!("{NODE}-{k}");
+        knowton_coordinator::certs::agent(&kt.tls_dir, &node)?;
+        let targets = kt.dir().join(format!("targets-{k}.yaml"));
+        std::fs::write(&targets, yaml)?;
+        let log = kt.dir().join(format!("agent-{k}.log"));
+        let spawned = AgentLaunch {
+            binary: &agent_bin,
+            node: &node,
+            targets: &targets,
+            interval: args.interval,
+            coordinators: format!("https://127.0.0.1:{}", kt.grpc_addr.port()),
+            log: &log,
+        }
+        .spawn(kt);
+        match spawned {
+            Ok(agent) => agents.push(agent),
+            Err(err) => {
+                stop_agents(&mut agents);
+                return Err(err);
+            }
+        }
     }
-    .spawn(kt)?;
-    let result = rounds(args, kt, &slugs, &pods, arrivals, &mut agent).await;
-    let _ = agent.kill();
-    let _ = agent.wait();
+    let result = rounds(args, kt, &slugs, &pods, arrivals, &mut agents).await;
+    stop_agents(&mut agents);
     result
+}
+
+fn stop_agents(agents: &mut [Child]) {
+    for agent in agents {
+        let _ = agent.kill();
+        let _ = agent.wait();
+    }
 }
 
 async fn scrape(kt: &BenchCoordinator) -> anyhow::Result<String> {
@@ -352,12 +468,14 @@ async fn rounds(
     slugs: &[String],
     pods: &[(usize, SimPod)],
     arrivals: &Arrivals,
-    agent: &mut Child,
+    agents: &mut [Child],
 ) -> anyhow::Result<Report> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Some(status) = agent.try_wait()? {
-            bail!("the agent exited: {status}");
+        for agent in agents.iter_mut() {
+            if let Some(status) = agent.try_wait()? {
+                bail!("an agent exited: {status}");
+            }
         }
         let healthy = healthy_tenants(&scrape(kt).await?);
         if healthy == args.tenants {
@@ -379,6 +497,12 @@ async fn rounds(
         eprintln!("soak: {soak:?} with every pod healthy");
         tokio::time::sleep(soak).await;
     }
+    eprintln!(
+        "settling {:?}, then sampling resident memory for {:?}",
+        args.settle, args.rss_window
+    );
+    tokio::time::sleep(args.settle).await;
+    let memory = sample_rss(kt, agents, args.settle, args.rss_window).await?;
 
     let per_round = 3 * args.faults_per_kind;
     let mut times: Vec<(Fault, f64)> = Vec::new();
@@ -508,11 +632,14 @@ async fn rounds(
             KindReport::new(fault, ms)
         })
         .collect();
-    let pass =
-        kinds.iter().all(|k| k.pass) && false_alerts == 0 && bound.is_some_and(|b| b <= 0.04);
+    // Without rounds (a memory run) there is no latency to judge.
+    let latency_pass =
+        args.rounds == 0 || (kinds.iter().all(|k| k.pass) && bound.is_some_and(|b| b <= 0.04));
+    let pass = latency_pass && false_alerts == 0 && memory.pass;
     Ok(Report {
         pods: args.pods,
         tenants: args.tenants,
+        agents: args.agents,
         interval_seconds: args.interval.as_secs_f64(),
         rounds: args.rounds,
         jitter_ms: args.jitter.unwrap_or_default().as_secs_f64() * 1000.0,
@@ -522,6 +649,7 @@ async fn rounds(
         arrival_to_webhook_p99_bound_seconds: bound,
         arrival_to_webhook_count: count,
         arrival_to_commit_p99_bound_seconds: commit_bound,
+        memory,
         pass,
     })
 }
