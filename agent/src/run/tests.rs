@@ -112,6 +112,11 @@ fn start_with(targets: Vec<Target>, timeout: Duration, concurrency: usize) -> Lo
 }
 
 impl Loop {
+    /// Kept connections the pods closed (`how`: clean or reset).
+    fn idle_closed(&self, how: &str) -> u64 {
+        self.metrics.idle_closed.with_label_values(&[how]).get()
+    }
+
     /// The next results of `pod`, up to `n`, as they reach the stream;
     /// panics if they take longer than `within` (tokio time).
     async fn results_of(&mut self, pod: &str, n: usize, within: Duration) -> Vec<Got> {
@@ -254,14 +259,7 @@ async fn a_crash_between_rounds_is_reported_at_once() {
     assert_eq!(api.failure(), Failure::Refused);
     assert!(api.confirmed, "{api:?}");
     assert_eq!(probes.metrics.rounds.get(), rounds, "not a round's result");
-    assert_eq!(
-        probes
-            .metrics
-            .idle_closed
-            .with_label_values(&["reset"])
-            .get(),
-        1
-    );
+    assert_eq!(probes.idle_closed("reset"), 1);
 
     // Back up: the next round finds it healthy again.
     crashing.set(Behaviour::Healthy).await;
@@ -282,14 +280,7 @@ async fn a_pod_that_closes_and_stops_listening_is_reported_at_once() {
     let got = probes.results_of("web-5", 1, Duration::from_secs(1)).await;
     assert!(got[0].at - stopped_at < Duration::from_millis(200));
     assert_eq!(got[0].liveness_failure(), Failure::Refused);
-    assert_eq!(
-        probes
-            .metrics
-            .idle_closed
-            .with_label_values(&["clean"])
-            .get(),
-        1
-    );
+    assert_eq!(probes.idle_closed("clean"), 1);
 }
 
 /// A pod whose keep-alive timeout (2 s) is shorter than the interval closes
@@ -312,22 +303,11 @@ async fn a_routine_idle_close_raises_nothing() {
     }
     let rounds = usize::try_from(probes.metrics.rounds.get()).unwrap();
     assert_eq!(got.len(), rounds, "one result per round, none between");
-    let clean = probes
-        .metrics
-        .idle_closed
-        .with_label_values(&["clean"])
-        .get();
+    let clean = probes.idle_closed("clean");
     assert!(clean >= 2, "the pod closed idle connections: {clean}");
     assert!(
         closing.requests("/health") > u64::try_from(rounds).unwrap(),
         "re-checked between rounds"
     );
-    assert_eq!(
-        probes
-            .metrics
-            .idle_closed
-            .with_label_values(&["reset"])
-            .get(),
-        0
-    );
+    assert_eq!(probes.idle_closed("reset"), 0);
 }
