@@ -676,9 +676,15 @@ async fn a_run_stopped_before_its_manifest_leaves_nothing_listed_and_pruning_rem
     for seed in 0..3 {
         writer.put(noise(seed, 100 * 1024)).await.unwrap();
     }
-    // Stopped here: no finish (no index), no manifest.
+    // Packs are written beside the run: stopped once they have landed,
+    // with no finish (no index) and no manifest.
+    knowton_tests::eventually::eventually(
+        std::time::Duration::from_secs(30),
+        "the packs written",
+        || std::future::ready((given.packs().len() == 3).then_some(())),
+    )
+    .await;
     drop(writer);
-    assert_eq!(given.packs().len(), 3, "the packs were written");
     assert!(
         given
             .backups

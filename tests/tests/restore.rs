@@ -624,6 +624,25 @@ async fn a_deprovisioned_tenants_files_are_restored_without_its_configuration(db
         .map(|p| p["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["storage"], "{}", dry.body);
+    let unchanged: Vec<(&str, &str)> = dry.body["unchanged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["kind"].as_str().unwrap(), u["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(unchanged.len(), 2, "{}", dry.body);
+    assert_eq!(unchanged[0].0, "database");
+    assert!(
+        unchanged[0].1.starts_with("no backup of it at or before "),
+        "{}",
+        dry.body
+    );
+    assert_eq!(unchanged[1].0, "configuration");
+    assert!(
+        unchanged[1].1.contains("gone is not active"),
+        "{}",
+        dry.body
+    );
 
     let done = kt.restore("gone", json!({"at": backed_up})).await;
     assert_eq!(done.body["status"], "succeeded", "{}", done.body);

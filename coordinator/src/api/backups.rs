@@ -16,7 +16,7 @@ use super::page::{Page, parse_cursor};
 use super::{ApiQuery, AppState, json};
 use crate::backup::restore_job::JobStartError;
 use crate::backup::service::{
-    BackupService, RestoreError, RestorePart, StartError, VerifiedBackup,
+    BackupService, RestoreError, RestorePart, StartError, Unchanged, VerifiedBackup,
 };
 use crate::backup::{BackupError, BackupInfo, BackupKind, TenantRef};
 use crate::store::{BackupRun, RestoreJob, RunTrigger, Verification};
@@ -242,6 +242,9 @@ pub struct RestoreView {
     pub into: String,
     pub dry_run: bool,
     pub parts: Vec<RestorePart>,
+    /// The kinds it leaves as they are, and why (no backup of that kind
+    /// at or before the moment, or a tenant not active).
+    pub unchanged: Vec<Unchanged>,
 }
 
 /// Restore the tenant's data as it was at a moment (admin only). A dry
@@ -278,18 +281,16 @@ pub async fn restore(
         None => from.clone(),
     };
     if request.dry_run {
-        let (plan, parts) = service
-            .plan_restore(&from, request.at, request.only)
+        let plan = service
+            .plan_restore(&from, &into, request.at, request.only)
             .await
             .map_err(|err| restore_error(&err))?;
-        let (_, parts) = service
-            .without_configuration_of_stopped(&into, request.only, plan, parts)
-            .await;
         return Ok(Json(RestoreView {
             from: from.slug,
             into: into.slug,
             dry_run: true,
-            parts,
+            parts: plan.parts,
+            unchanged: plan.unchanged,
         })
         .into_response());
     }

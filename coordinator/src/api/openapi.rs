@@ -50,6 +50,7 @@ use crate::{notify, provision, store};
         crate::replicas::ClusterView, crate::replicas::ReplicaView,
         backups::BackupsView, backups::BackupRequest, crate::backup::BackupInfo,
         backups::RestoreRequest, backups::RestoreView, crate::backup::service::RestorePart,
+        crate::backup::service::Unchanged,
         crate::backup::service::VerifiedBackup, backups::VerifyView,
         store::BackupRun, store::BackupKind, store::RunStatus, store::RunTrigger, store::Verification, store::RestoreJob, store::RestoreStatus,
     )),

@@ -11,6 +11,7 @@ use fastcdc::v2020::AsyncStreamCDC;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::task::{JoinError, JoinSet};
 use uuid::Uuid;
 
 use super::BackupError;
@@ -30,6 +31,11 @@ const IN_FLIGHT: usize = 4;
 /// part-way leaves at most this many packs that the next run cannot
 /// reuse (pruning removes them).
 const INDEX_EVERY: usize = 16;
+/// Full packs being written at once, while the next fills: the source is
+/// read and sealed on while the repository writes (and, on a file
+/// repository, syncs), as restic's packer workers do. Each holds a pack
+/// in memory, up to [`pack::PACK_SIZE`] and a chunk.
+const PACKS_AT_ONCE: usize = 2;
 
 /// One chunk of a stream, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +82,10 @@ struct Inner {
     known: Mutex<HashSet<String>>,
     /// The pack being filled, per kind.
     open: [Mutex<Open>; 2],
+    /// Full packs being written: each ends with the pack as indexed and
+    /// the bytes written. Dropped with the writer, which aborts them (a
+    /// run given up writes no more).
+    uploads: tokio::sync::Mutex<JoinSet<Result<(IndexedPack, u64), BackupError>>>,
     /// Packs written that no index object names yet.
     unindexed: Mutex<Vec<IndexedPack>>,
     transfer: Mutex<Transfer>,
@@ -105,6 +115,7 @@ impl ChunkWriter {
                 tenant,
                 known: Mutex::new(known),
                 open: Default::default(),
+                uploads: Default::default(),
                 unindexed: Mutex::default(),
                 transfer: Mutex::default(),
             }),
@@ -219,13 +230,45 @@ impl ChunkWriter {
         Ok(ChunkRef { id, len })
     }
 
-    /// Writes a pack, and the index once enough packs wait for one.
+    /// Starts writing a full pack, once fewer than [`PACKS_AT_ONCE`] are
+    /// being written; records those that have landed.
     async fn upload(&self, kind: PackKind, pack: Open) -> Result<(), BackupError> {
-        let (id, written) = self
-            .inner
-            .repo
-            .put_pack(self.inner.tenant, kind, pack.bytes)
-            .await?;
+        let mut uploads = self.inner.uploads.lock().await;
+        while let Some(done) = uploads.try_join_next() {
+            self.landed(done).await?;
+        }
+        while uploads.len() >= PACKS_AT_ONCE {
+            let done = uploads.join_next().await.expect("the set is not empty");
+            self.landed(done).await?;
+        }
+        let (repo, tenant) = (self.inner.repo.clone(), self.inner.tenant);
+        uploads.spawn(async move {
+            let (id, written) = repo.put_pack(tenant, kind, pack.bytes).await?;
+            let indexed = IndexedPack {
+                kind,
+                id,
+                chunks: pack.chunks,
+            };
+            Ok((indexed, written))
+        });
+        Ok(())
+    }
+
+    /// Records a pack that has landed, and writes the index once enough
+    /// packs wait for one: an index names only packs that exist.
+    async fn landed(
+        &self,
+        done: Result<Result<(IndexedPack, u64), BackupError>, JoinError>,
+    ) -> Result<(), BackupError> {
+        let (pack, written) = match done {
+            Ok(landed) => landed?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => {
+                return Err(BackupError::Corrupt(
+                    "a pack's write was cancelled (the coordinator is stopping)".into(),
+                ));
+            }
+        };
         self.inner
             .transfer
             .lock()
@@ -233,11 +276,7 @@ impl ChunkWriter {
             .bytes_written += written;
         let due = {
             let mut unindexed = self.inner.unindexed.lock().expect("index lock");
-            unindexed.push(IndexedPack {
-                kind,
-                id,
-                chunks: pack.chunks,
-            });
+            unindexed.push(pack);
             (unindexed.len() >= INDEX_EVERY).then(|| std::mem::take(&mut *unindexed))
         };
         if let Some(packs) = due {
@@ -272,10 +311,194 @@ impl ChunkWriter {
                 self.upload(kind, open).await?;
             }
         }
+        let mut uploads = self.inner.uploads.lock().await;
+        while let Some(done) = uploads.join_next().await {
+            self.landed(done).await?;
+        }
+        drop(uploads);
         let packs = std::mem::take(&mut *self.inner.unindexed.lock().expect("index lock"));
         if !packs.is_empty() {
             self.write_index(packs).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use futures::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    };
+
+    use super::*;
+    use crate::backup::seal::Sealer;
+    use crate::secrets::SecretBox;
+
+    /// A repository in memory whose pack writes wait at a gate the test
+    /// opens; each write notes how many passes the test had given when it
+    /// began.
+    #[derive(Debug)]
+    struct Gated {
+        inner: InMemory,
+        gate: tokio::sync::Semaphore,
+        passes: AtomicUsize,
+        began: tokio::sync::watch::Sender<Vec<usize>>,
+    }
+
+    impl Gated {
+        fn new() -> Self {
+            Gated {
+                inner: InMemory::new(),
+                gate: tokio::sync::Semaphore::new(0),
+                passes: AtomicUsize::new(0),
+                began: tokio::sync::watch::Sender::new(Vec::new()),
+            }
+        }
+
+        fn pass(&self, writes: usize) {
+            self.passes.fetch_add(writes, Ordering::SeqCst);
+            self.gate.add_permits(writes);
+        }
+
+        fn began(&self) -> Vec<usize> {
+            self.began.borrow().clone()
+        }
+    }
+
+    impl std::fmt::Display for Gated {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("gated")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Gated {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            if location.as_ref().contains("/packs/") {
+                let passes = self.passes.load(Ordering::SeqCst);
+                self.began.send_modify(|began| began.push(passes));
+                self.gate.acquire().await.unwrap().forget();
+            }
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    async fn within<T>(what: &str, work: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(60), work)
+            .await
+            .unwrap_or_else(|_| panic!("{what} did not end"))
+    }
+
+    /// Full packs are written while the next one fills (a chunk put
+    /// returns before its pack has landed), at most [`PACKS_AT_ONCE`] at a
+    /// time (the next full pack waits for one to land), and `finish`
+    /// waits for all of them and indexes exactly those. Time is paused: it
+    /// moves on only once every task, sealing included, waits.
+    #[tokio::test(start_paused = true)]
+    async fn packs_are_written_beside_the_reading_two_at_a_time_and_all_indexed() {
+        let store = Arc::new(Gated::new());
+        let sealer = Sealer::new(&SecretBox::from_key(&[3; 32]));
+        // Every chunk fills a pack.
+        let repo = Repository::new(store.clone(), sealer, "gated".into()).with_pack_size(1);
+        let tenant = Uuid::now_v7();
+        let writer = ChunkWriter::new(repo.clone(), tenant, HashSet::new())
+            .await
+            .unwrap();
+
+        for chunk in 0..PACKS_AT_ONCE as u8 {
+            within("a put while packs wait", writer.put(vec![chunk; 100]))
+                .await
+                .unwrap();
+        }
+        let waiting = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.put(vec![9; 100]).await }
+        });
+        let mut began = store.began.subscribe();
+        let third = tokio::time::timeout(
+            Duration::from_secs(5),
+            began.wait_for(|b| b.len() > PACKS_AT_ONCE),
+        )
+        .await;
+        assert!(
+            third.is_err(),
+            "a third pack began while two were being written: {:?}",
+            store.began()
+        );
+        assert!(!waiting.is_finished());
+        store.pass(1);
+        within("the third put", waiting).await.unwrap().unwrap();
+        store.pass(PACKS_AT_ONCE);
+        within("finish", writer.finish()).await.unwrap();
+
+        assert_eq!(
+            store.began(),
+            [0, 0, 1],
+            "the third pack began only once one of the first two had landed"
+        );
+        let index = repo.index(tenant).await.unwrap();
+        assert_eq!(index.packs.len(), 3);
+        assert_eq!(index.chunk_ids().count(), 3);
+        let transfer = writer.transfer();
+        assert_eq!((transfer.new_chunks, transfer.bytes_read), (3, 300));
+        assert!(transfer.bytes_written > 300, "{transfer:?}");
     }
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::manifest::Manifest;
 use super::recording::while_recording;
 use super::service::{
-    BackupService, RestoreError, RestorePart, RestoreProgress, STALE_AFTER, StartError,
+    BackupService, RestoreError, RestorePart, RestorePlan, RestoreProgress, STALE_AFTER, StartError,
 };
 use super::{BackupKind, TenantRef};
 use crate::store::{RestoreJob, RestoreStatus, StoreError, Unique};
@@ -66,13 +66,14 @@ impl BackupService {
         only: Option<BackupKind>,
         actor: String,
     ) -> Result<RestoreJob, JobStartError> {
-        let (plan, parts) = self
-            .plan_restore(&from, at, only)
+        let RestorePlan {
+            manifests: plan,
+            parts,
+            unchanged,
+        } = self
+            .plan_restore(&from, &into, at, only)
             .await
             .map_err(JobStartError::Plan)?;
-        let (plan, parts) = self
-            .without_configuration_of_stopped(&into, only, plan, parts)
-            .await;
         let total: u64 = parts.iter().map(|p| p.size).sum();
         let now = crate::store::now();
         let job = RestoreJob {
@@ -102,6 +103,9 @@ impl BackupService {
             Err(other) => return Err(JobStartError::Store(other)),
         }
         tracing::info!(job = %job.id, from = %from.slug, into = %into.slug, %at, actor, "restore started");
+        for left in unchanged {
+            tracing::warn!(job = %job.id, into = %into.slug, kind = %left.kind, reason = left.reason, "restore leaves it as it is");
+        }
         let this = self.clone();
         let id = job.id;
         tokio::spawn(async move {

@@ -274,6 +274,25 @@ pub struct RestorePart {
     pub restored_bytes: Option<u64>,
 }
 
+/// What a restore would do.
+#[derive(Debug, Default)]
+pub struct RestorePlan {
+    /// The backups it restores, in order.
+    pub manifests: Vec<Manifest>,
+    /// The same, as shown.
+    pub parts: Vec<RestorePart>,
+    /// The kinds it leaves as they are.
+    pub unchanged: Vec<Unchanged>,
+}
+
+/// A kind a restore leaves as it is, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Unchanged {
+    pub kind: BackupKind,
+    pub reason: String,
+}
+
 /// Why a restore did not (fully) happen.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -322,57 +341,63 @@ pub enum RestoreError {
 }
 
 impl BackupService {
-    /// Restores `from`'s latest complete backups taken at or before `at`
-    /// (each kind, or `only` one) into `into` (`from` itself, or another
-    /// tenant). Unless `dry_run`, a safety backup of each kind to be
-    /// replaced is taken first, and the database is restored before the
-    /// files; a part that fails is named, with what was already restored.
-    pub async fn restore(
+    /// What a restore of `from`'s backups at `at` (each kind, or `only`
+    /// one) into `into` would do: the latest complete backup of each kind
+    /// taken at or before `at`, and each kind it would leave as it is, and
+    /// why. An inactive `into` gets its database and files back, its
+    /// configuration only once it is provisioned again (`only:
+    /// configuration` then), as the lifecycle changes only an active
+    /// tenant's configuration.
+    pub async fn plan_restore(
         &self,
         from: &TenantRef,
         into: &TenantRef,
         at: chrono::DateTime<Utc>,
         only: Option<BackupKind>,
-        dry_run: bool,
-        actor: &str,
-    ) -> Result<Vec<RestorePart>, RestoreError> {
-        let (plan, parts) = self.plan_restore(from, at, only).await?;
-        let (plan, parts) = self
-            .without_configuration_of_stopped(into, only, plan, parts)
-            .await;
-        if dry_run {
-            return Ok(parts);
-        }
-        self.apply_restore(from, into, &plan, parts, actor, &RestoreProgress::default())
-            .await
-    }
-
-    /// The backups a restore of `from` to `at` would restore (each kind,
-    /// or `only` one), as manifests and as parts to show.
-    pub async fn plan_restore(
-        &self,
-        from: &TenantRef,
-        at: chrono::DateTime<Utc>,
-        only: Option<BackupKind>,
-    ) -> Result<(Vec<Manifest>, Vec<RestorePart>), RestoreError> {
+    ) -> Result<RestorePlan, RestoreError> {
         let kinds: Vec<BackupKind> = match only {
             Some(kind) => vec![kind],
             None => BackupKind::ALL.to_vec(),
         };
-        let mut plan = Vec::new();
+        let mut plan = RestorePlan::default();
         for kind in kinds {
-            if let Some(manifest) = self.latest_for_restore(from, kind, at).await? {
-                plan.push(manifest);
+            match self.latest_for_restore(from, kind, at).await? {
+                Some(manifest) => plan.manifests.push(manifest),
+                None => plan.unchanged.push(Unchanged {
+                    kind,
+                    reason: format!("no backup of it at or before {at}"),
+                }),
             }
         }
-        if plan.is_empty() {
+        if plan.manifests.is_empty() {
             return Err(RestoreError::NothingBefore {
                 tenant: from.slug.clone(),
                 at,
                 only,
             });
         }
-        let parts: Vec<RestorePart> = plan
+        let configuration = plan
+            .manifests
+            .iter()
+            .position(|m| m.kind == BackupKind::Configuration);
+        if let (None, Some(at), true) = (only, configuration, plan.manifests.len() > 1) {
+            let active = match self.store.get_tenant(into.id).await {
+                Ok(Some(t)) => t.status == knowton_common::TenantStatus::Active,
+                _ => true,
+            };
+            if !active {
+                plan.manifests.remove(at);
+                plan.unchanged.push(Unchanged {
+                    kind: BackupKind::Configuration,
+                    reason: format!(
+                        "{} is not active: restore its configuration (only: configuration) once it is provisioned again",
+                        into.slug
+                    ),
+                });
+            }
+        }
+        plan.parts = plan
+            .manifests
             .iter()
             .map(|m| RestorePart {
                 kind: m.kind,
@@ -384,36 +409,7 @@ impl BackupService {
                 restored_bytes: None,
             })
             .collect();
-        Ok((plan, parts))
-    }
-
-    /// `plan` without its configuration part when `into` is not active and
-    /// the restore is of every kind: a deprovisioned tenant's database and
-    /// files are restored, its configuration only once it is provisioned
-    /// again (`only: configuration` then), as the lifecycle changes only
-    /// an active tenant's configuration.
-    pub async fn without_configuration_of_stopped(
-        &self,
-        into: &TenantRef,
-        only: Option<BackupKind>,
-        plan: Vec<Manifest>,
-        parts: Vec<RestorePart>,
-    ) -> (Vec<Manifest>, Vec<RestorePart>) {
-        if only.is_some() {
-            return (plan, parts);
-        }
-        let active = match self.store.get_tenant(into.id).await {
-            Ok(Some(t)) => t.status == knowton_common::TenantStatus::Active,
-            _ => true,
-        };
-        if active || plan.len() == 1 {
-            return (plan, parts);
-        }
-        tracing::info!(tenant = %into.slug, "not active: its configuration is not restored with its data");
-        plan.into_iter()
-            .zip(parts)
-            .filter(|(m, _)| m.kind != BackupKind::Configuration)
-            .unzip()
+        Ok(plan)
     }
 
     /// Restores `plan` (from [`Self::plan_restore`]) into `into`: a safety

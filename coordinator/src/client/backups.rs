@@ -179,6 +179,14 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
                 &view["from"],
                 &view["into"],
             );
+            for left in view["unchanged"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "would leave {} of {} as it is: {}",
+                    text(&left["kind"]),
+                    text(&view["into"]),
+                    text(&left["reason"])
+                );
+            }
         }
         return Ok(());
     }
