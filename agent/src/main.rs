@@ -4,6 +4,12 @@ use clap::Parser;
 use knowton_agent::config::{Args, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, built to hand freed pages back to the system at once and to
+/// keep one arena (`.cargo/config.toml`): with glibc's malloc, each thread's
+/// arena kept the buffers of past work resident.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // `knowton-agent volume …`: a tenant's volume for the coordinator, on

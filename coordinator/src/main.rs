@@ -9,6 +9,12 @@ use knowton_coordinator::config::ServeConfig;
 use knowton_coordinator::{client, server};
 use tracing_subscriber::EnvFilter;
 
+/// jemalloc, built to hand freed pages back to the system at once and to
+/// keep one arena (`.cargo/config.toml`): with glibc's malloc, each thread's
+/// arena kept the buffers of past work resident.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
