@@ -337,8 +337,15 @@ impl Campaign {
             Ok(Ok(term)) if term.holder == self.shared.holder => {
                 self.deadline = Some(sent + term.remaining());
                 let fence = Some(Fence { epoch: term.epoch });
-                let before = self.shared.term.send_replace(fence);
-                if before != fence {
+                // Subscribers hear of a new term, not of each renewal of
+                // the one they know: the deployer reconciles every tenant
+                // when told it leads, and did so at every renewal.
+                let new = self.shared.term.send_if_modified(|held| {
+                    let new = *held != fence;
+                    *held = fence;
+                    new
+                });
+                if new {
                     tracing::info!(holder = %self.shared.holder, epoch = term.epoch, "leading");
                 }
             }

@@ -33,6 +33,7 @@ on_every_backend!(with given_store:
     a_provisioning_request_is_served_by_any_attempt_since_creation,
     a_health_summary_counts_critical_and_down_minutes_as_bad,
     the_lease_has_one_holder_and_fences_a_deposed_leaders_writes,
+    a_renewed_term_is_not_news_to_its_subscribers,
     the_shared_rate_budget_computes_what_the_gcra_arithmetic_does,
     one_backup_run_at_a_time_and_a_stale_one_is_marked_interrupted,
     configuration_versions_queue_for_backup_with_what_they_committed,
@@ -362,6 +363,52 @@ async fn lead(store: &dyn Store, holder: &str) -> Fence {
 }
 
 const LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A leader's subscribers hear when it starts or stops leading, not of
+/// each renewal of its term: the deployer reconciled every tenant (render,
+/// hash, and against a cluster a drift check) at each renewal, seconds
+/// apart, as if it had just been elected.
+async fn a_renewed_term_is_not_news_to_its_subscribers(store: Arc<dyn Store>) {
+    use knowton_coordinator::leader::{LeaderSettings, Leadership};
+    let settings = LeaderSettings {
+        replica: "r0".to_owned(),
+        // Renewed every 0.5 s.
+        lease: StdDuration::from_millis(1500),
+        advertise_ip: None,
+        resync_every: StdDuration::from_secs(60),
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (leadership, campaign) = Leadership::campaign(store.clone(), settings, true, stopped)
+        .await
+        .unwrap();
+    let mut term = leadership.subscribe();
+    let fence = (*term.borrow_and_update()).expect("a lone replica leads at once");
+    let first = store.term().await.unwrap().unwrap();
+    let mut renewed = first.renewed_ms;
+    for renewal in 1..=3 {
+        let last = renewed;
+        renewed = eventually(
+            StdDuration::from_secs(20),
+            &format!("renewal {renewal}"),
+            || {
+                let store = store.clone();
+                async move {
+                    let now = store.term().await.unwrap()?;
+                    (now.renewed_ms > last).then_some(now.renewed_ms)
+                }
+            },
+        )
+        .await;
+    }
+    assert_eq!(store.term().await.unwrap().unwrap().epoch, first.epoch);
+    assert!(
+        !term.has_changed().unwrap(),
+        "three renewals of the same term were sent as news"
+    );
+    assert_eq!(*term.borrow(), Some(fence));
+    stop.send(true).unwrap();
+    campaign.await.unwrap();
+}
 
 async fn the_lease_has_one_holder_and_fences_a_deposed_leaders_writes(store: Arc<dyn Store>) {
     assert_eq!(store.term().await.unwrap(), None, "nobody has led yet");
