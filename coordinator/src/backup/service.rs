@@ -380,13 +380,13 @@ impl BackupService {
             .manifests
             .iter()
             .position(|m| m.kind == BackupKind::Configuration);
-        if let (None, Some(at), true) = (only, configuration, plan.manifests.len() > 1) {
+        if let (None, Some(index), true) = (only, configuration, plan.manifests.len() > 1) {
             let active = match self.store.get_tenant(into.id).await {
                 Ok(Some(t)) => t.status == knowton_common::TenantStatus::Active,
                 _ => true,
             };
             if !active {
-                plan.manifests.remove(at);
+                plan.manifests.remove(index);
                 plan.unchanged.push(Unchanged {
                     kind: BackupKind::Configuration,
                     reason: format!(

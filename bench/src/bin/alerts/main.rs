@@ -496,6 +496,35 @@ fn healthy_tenants(metrics: &str) -> usize {
         .count()
 }
 
+/// Scrapes the coordinator's metrics every half second until `count` of
+/// them reaches `tenants`; fails after `within`, or once an agent exits.
+async fn until_every_tenant(
+    kt: &BenchCoordinator,
+    agents: &mut [Child],
+    tenants: usize,
+    what: &str,
+    count: fn(&str) -> usize,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        for agent in agents.iter_mut() {
+            if let Some(status) = agent.try_wait()? {
+                bail!("an agent exited: {status}");
+            }
+        }
+        let counted = count(&scrape(kt).await?);
+        if counted >= tenants {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {counted} of {tenants} tenants {what} after {within:?}");
+        }
+        // The poll's period (a benchmark's wait, bounded by the deadline).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Tenants whose files have a backup, from the coordinator's metrics.
 fn backed_up_tenants(metrics: &str) -> usize {
     metrics
@@ -515,25 +544,15 @@ async fn rounds(
     arrivals: &Arrivals,
     agents: &mut [Child],
 ) -> anyhow::Result<Report> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        for agent in agents.iter_mut() {
-            if let Some(status) = agent.try_wait()? {
-                bail!("an agent exited: {status}");
-            }
-        }
-        let healthy = healthy_tenants(&scrape(kt).await?);
-        if healthy == args.tenants {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "only {healthy} of {} tenants healthy after 120 s",
-                args.tenants
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    until_every_tenant(
+        kt,
+        agents,
+        args.tenants,
+        "healthy",
+        healthy_tenants,
+        Duration::from_secs(120),
+    )
+    .await?;
     eprintln!(
         "all {} tenants healthy; {} rounds of faults",
         args.tenants, args.rounds
@@ -541,20 +560,15 @@ async fn rounds(
     // A new tenant's files are backed up (and that backup verified) at
     // once, as its schedule's occurrence is missed: a one-off catch-up,
     // not the steady state, which comes once every tenant has one.
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    loop {
-        let backed_up = backed_up_tenants(&scrape(kt).await?);
-        if backed_up >= args.tenants {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "only {backed_up} of {} tenants' files backed up after 30 min",
-                args.tenants
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    until_every_tenant(
+        kt,
+        agents,
+        args.tenants,
+        "with a backup of their files",
+        backed_up_tenants,
+        Duration::from_secs(1800),
+    )
+    .await?;
     eprintln!("every tenant's first backup of its files taken");
     if let Some(soak) = args.soak {
         eprintln!("soak: {soak:?} with every pod healthy");
