@@ -123,6 +123,33 @@ pub fn rss_bytes_of(proc: Proc) -> Option<u64> {
     status_bytes(proc, "VmRSS:")
 }
 
+/// Of a process's current RSS, the anonymous part (heap, stacks) and the
+/// part mapped from files (the binary's and libraries' pages), in bytes.
+pub fn rss_parts_of(proc: Proc) -> Option<RssParts> {
+    Some(RssParts {
+        anon_bytes: status_bytes(proc, "RssAnon:")?,
+        file_bytes: status_bytes(proc, "RssFile:")?,
+    })
+}
+
+/// A process's resident memory by kind ([`rss_parts_of`]).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RssParts {
+    pub anon_bytes: u64,
+    pub file_bytes: u64,
+}
+
+impl std::ops::Add for RssParts {
+    type Output = RssParts;
+
+    fn add(self, o: RssParts) -> RssParts {
+        RssParts {
+            anon_bytes: self.anon_bytes + o.anon_bytes,
+            file_bytes: self.file_bytes + o.file_bytes,
+        }
+    }
+}
+
 /// Resets the process's peak RSS so the next reading covers only what
 /// follows (Linux 4.0+; best effort).
 pub fn reset_peak_rss() {

@@ -42,7 +42,7 @@ use axum::extract::State;
 use clap::Parser;
 use knowton_bench::coordinator::{self, AgentLaunch, BenchCoordinator, Launch};
 use knowton_bench::mib;
-use knowton_bench::system::{self, Proc};
+use knowton_bench::system::{self, Proc, RssParts};
 use knowton_coordinator::sim::{Behaviour, SimPod};
 use serde::Serialize;
 use serde_json::Value;
@@ -233,6 +233,10 @@ struct MemoryReport {
     agents_rss_bytes: u64,
     /// The largest sum of one reading of every process.
     sum_rss_bytes: u64,
+    /// At that reading: the anonymous memory (heap, stacks) and the pages
+    /// mapped from the binaries, of the coordinator and of the agents.
+    coordinator_at_sum: RssParts,
+    agents_at_sum: RssParts,
     target_sum_bytes: u64,
     /// CPU (user and system) used over the window, per minute.
     coordinator_cpu_seconds_per_minute: f64,
@@ -252,6 +256,7 @@ async fn sample_rss(
     let procs: Vec<Proc> = agents.iter().map(|a| Proc::Pid(a.id())).collect();
     let read = |proc: Proc| {
         system::rss_bytes_of(proc)
+            .zip(system::rss_parts_of(proc))
             .ok_or_else(|| anyhow::anyhow!("cannot read the resident memory of {proc:?}"))
     };
     let ticks = |proc: Proc| {
@@ -260,18 +265,22 @@ async fn sample_rss(
     };
     let agents_ticks = || procs.iter().map(|&p| ticks(p)).sum::<anyhow::Result<u64>>();
     let (mut coordinator, mut agents_rss, mut sum) = (0u64, 0u64, 0u64);
+    let mut at_sum = (RssParts::default(), RssParts::default());
     let started = Instant::now();
     let (coordinator_from, agents_from) = (ticks(kt.proc())?, agents_ticks()?);
     let end = started + window;
     loop {
-        let c = read(kt.proc())?;
-        let a = procs
-            .iter()
-            .map(|&p| read(p))
-            .sum::<anyhow::Result<u64>>()?;
+        let (c, c_parts) = read(kt.proc())?;
+        let (mut a, mut a_parts) = (0, RssParts::default());
+        for &p in &procs {
+            let (rss, parts) = read(p)?;
+            (a, a_parts) = (a + rss, a_parts + parts);
+        }
         coordinator = coordinator.max(c);
         agents_rss = agents_rss.max(a);
-        sum = sum.max(c + a);
+        if c + a > sum {
+            (sum, at_sum) = (c + a, (c_parts, a_parts));
+        }
         if Instant::now() >= end {
             break;
         }
@@ -287,6 +296,8 @@ async fn sample_rss(
         coordinator_rss_bytes: coordinator,
         agents_rss_bytes: agents_rss,
         sum_rss_bytes: sum,
+        coordinator_at_sum: at_sum.0,
+        agents_at_sum: at_sum.1,
         target_sum_bytes: TARGET_RSS_BYTES,
         coordinator_cpu_seconds_per_minute: coordinator_cpu,
         agents_cpu_seconds_per_minute: agents_cpu,
@@ -369,6 +380,19 @@ fn print_text(args: &Args, r: &Report) {
         mib(Some(m.sum_rss_bytes)),
         mib(Some(m.target_sum_bytes)),
         verdict(m.sum_rss_bytes <= m.target_sum_bytes)
+    );
+    let parts = |p: RssParts| {
+        format!(
+            "{} anonymous (heap, stacks), {} from files (binary)",
+            mib(Some(p.anon_bytes)),
+            mib(Some(p.file_bytes))
+        )
+    };
+    println!(
+        "    at the largest sum: coordinator {}; {} {}",
+        parts(m.coordinator_at_sum),
+        if r.agents == 1 { "agent" } else { "agents" },
+        parts(m.agents_at_sum)
     );
     let cpu = m.coordinator_cpu_seconds_per_minute + m.agents_cpu_seconds_per_minute;
     println!(
