@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use knowton_common::health::{Check, Severity};
 use knowton_common::thresholds::Thresholds;
@@ -172,6 +172,8 @@ pub fn tenant_lines(h: &TenantHealth) -> TenantLines {
             "knowton_tenant_open_alerts{{{l},severity=\"{severity}\"}} {n}"
         );
     }
+    // Kept until the tenant's next snapshot: without the slack of growth.
+    f.iter_mut().for_each(String::shrink_to_fit);
     f
 }
 
@@ -193,7 +195,11 @@ struct Cached {
 
 #[derive(Debug)]
 struct Rendered {
-    snapshot: Arc<TenantHealth>,
+    /// Which snapshot the lines are of. Weak: the engine drops a snapshot
+    /// it has replaced, and the cache must not keep every tenant's previous
+    /// one alive until the next scrape (only the allocation stays, so no
+    /// later snapshot can take its address).
+    snapshot: Weak<TenantHealth>,
     lines: Arc<TenantLines>,
     seen: u64,
 }
@@ -208,8 +214,8 @@ impl TenantLineCache {
         for h in snapshots {
             let entry = match cached.by_slug.get_mut(&h.tenant.slug) {
                 Some(r) => {
-                    if !Arc::ptr_eq(&r.snapshot, h) {
-                        r.snapshot = h.clone();
+                    if !std::ptr::eq(r.snapshot.as_ptr(), Arc::as_ptr(h)) {
+                        r.snapshot = Arc::downgrade(h);
                         r.lines = Arc::new(tenant_lines(h));
                     }
                     r
@@ -218,7 +224,7 @@ impl TenantLineCache {
                     .by_slug
                     .entry(h.tenant.slug.clone())
                     .or_insert_with(|| Rendered {
-                        snapshot: h.clone(),
+                        snapshot: Arc::downgrade(h),
                         lines: Arc::new(tenant_lines(h)),
                         seen: scrape,
                     }),
@@ -326,7 +332,7 @@ mod tests {
     fn snapshot(slug: &str, pods: usize) -> Arc<TenantHealth> {
         let now = Utc::now();
         Arc::new(TenantHealth {
-            tenant: Tenant {
+            tenant: Arc::new(Tenant {
                 id: Uuid::now_v7(),
                 name: slug.to_owned(),
                 slug: slug.to_owned(),
@@ -343,7 +349,7 @@ mod tests {
                 updated_at: now,
                 deprovisioned_at: None,
                 retain_until: None,
-            },
+            }),
             thresholds: Thresholds::default(),
             evaluation: Evaluation {
                 status: HealthStatus::Healthy,
@@ -366,6 +372,11 @@ mod tests {
         let (acme, globex) = (snapshot("acme", 1), snapshot("globex", 2));
         let first = cache.lines(&[acme.clone(), globex.clone()]);
         assert!(first[0][1].contains("knowton_tenant_pods{tenant=\"acme\"} 1"));
+        assert_eq!(
+            Arc::strong_count(&acme),
+            1,
+            "the cache keeps no snapshot alive: a replaced one is freed at once"
+        );
 
         let same = cache.lines(&[acme.clone(), globex.clone()]);
         assert!(Arc::ptr_eq(&first[0], &same[0]), "unchanged: not rendered");

@@ -27,6 +27,15 @@ async fn sqlite_commits_are_synced_before_they_return() {
         ("wal", 2),
         "WAL with synchronous = FULL (2)"
     );
+    let (cache,): (i64,) = sqlx::query_as("PRAGMA cache_size")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        cache,
+        -i64::from(SQLITE_CACHE_KIB),
+        "each connection's page cache is bounded in KiB, below SQLite's 2,000"
+    );
 }
 
 #[test]

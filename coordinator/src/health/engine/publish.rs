@@ -26,7 +26,7 @@ impl Runner {
 
     pub(super) fn publish(
         &mut self,
-        tenant: Tenant,
+        tenant: Arc<Tenant>,
         thresholds: Thresholds,
         evaluation: Evaluation,
         now: DateTime<Utc>,

@@ -101,7 +101,7 @@ impl Runner {
             match self.record(&tenant, planned, None).await {
                 Ok(alert) => {
                     if let Some(tracked) = self.check_alerts.get_mut(&key) {
-                        tracked.alert = Some(alert);
+                        tracked.alert = Some(Box::new(alert));
                     }
                 }
                 Err(err) => {

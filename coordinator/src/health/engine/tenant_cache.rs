@@ -3,7 +3,8 @@
 use super::*;
 
 pub(super) struct CachedTenant {
-    pub(super) tenant: Tenant,
+    /// Shared with the snapshots published of it: evaluations do not copy it.
+    pub(super) tenant: Arc<Tenant>,
     pub(super) loaded_at: DateTime<Utc>,
     /// Changed elsewhere since it was read: read again before it is used,
     /// and still used when the store cannot be read.
@@ -35,7 +36,7 @@ impl Runner {
 
     /// The tenant's record, read again when older than [`TENANT_CACHE`];
     /// `None` for a tenant no longer active.
-    pub(super) async fn tenant(&mut self, slug: &str, now: DateTime<Utc>) -> Option<Tenant> {
+    pub(super) async fn tenant(&mut self, slug: &str, now: DateTime<Utc>) -> Option<Arc<Tenant>> {
         if !self.directory.contains(slug) {
             self.forget(slug);
             return None;
@@ -53,6 +54,7 @@ impl Runner {
         };
         match loaded {
             Ok(Some(tenant)) => {
+                let tenant = Arc::new(tenant);
                 self.tenants.insert(
                     slug.to_owned(),
                     CachedTenant {
