@@ -188,6 +188,10 @@ struct Runner {
     check_alerts: HashMap<(Uuid, Check), CheckAlert>,
     silences: Vec<Silence>,
     minutes: HashMap<Uuid, Minute>,
+    /// Minutes that ended at an evaluation, stored together at the next
+    /// sweep: one transaction, not one per tenant (each a commit the
+    /// engine waits for, a thousand of them at every minute's turn).
+    ended_minutes: Vec<Rollup>,
     /// When each tenant was last evaluated (for new-result latencies and the sweep).
     evaluated_at: HashMap<String, DateTime<Utc>>,
     silences_loaded_at: DateTime<Utc>,
@@ -251,6 +255,7 @@ impl Engine {
             check_alerts,
             silences,
             minutes: HashMap::new(),
+            ended_minutes: Vec::new(),
             evaluated_at: HashMap::new(),
             silences_loaded_at: now,
             reload_pending: false,
@@ -370,6 +375,9 @@ impl Runner {
                 .as_ref()
                 .filter(|b| b.config_pending > 0)
                 .and_then(|_| watch.status.config_failing());
+            // Kept until the next evaluation: room for the one, not twice
+            // as many as the pods' checks.
+            evaluation.checks.reserve_exact(1);
             evaluation.checks.extend(backup_check(BackupFacts {
                 backups: backups.as_deref(),
                 kinds: &watch.kinds,
@@ -402,9 +410,7 @@ impl Runner {
             .or_insert_with(|| Minute::new(now));
         if minute.start != minute_of(now) {
             let done = std::mem::replace(minute, Minute::new(now));
-            if let Some(rollup) = done.rollup(tenant.id) {
-                self.store_rollups(&[rollup]).await;
-            }
+            self.ended_minutes.extend(done.rollup(tenant.id));
         }
         if let Some(minute) = self.minutes.get_mut(&tenant.id) {
             minute.add(&evaluation, &new_latencies, storage);

@@ -25,7 +25,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// One tenant's pods, by name.
 #[derive(Debug, Default)]
 pub(super) struct TenantPods {
-    pub(super) pods: HashMap<String, LatestResult>,
+    /// Boxed: the map holds its values inline, with room to spare, and
+    /// most tenants have a pod or two.
+    pub(super) pods: HashMap<String, Box<LatestResult>>,
     /// Pods kept per node.
     per_node: HashMap<String, usize>,
     /// When stale pods were last forgotten to make room.
@@ -41,6 +43,7 @@ impl TenantPods {
     /// tenant costs little per result). Returns whether it was kept.
     pub(super) fn keep(&mut self, pod: String, latest: LatestResult) -> bool {
         let now = latest.received;
+        let latest = Box::new(latest);
         match self.pods.get_mut(&pod) {
             Some(previous) if previous.node == latest.node => {
                 *previous = latest;

@@ -412,7 +412,12 @@ impl Registry {
             .read()
             .latest
             .get(tenant)
-            .map(|t| t.pods.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .map(|t| {
+                t.pods
+                    .iter()
+                    .map(|(k, v)| (k.clone(), LatestResult::clone(v)))
+                    .collect()
+            })
             .unwrap_or_default();
         pods.sort_by(|a, b| a.0.cmp(&b.0));
         pods
