@@ -331,7 +331,10 @@ impl Probes {
             };
             let pace = PACE.min(prober.settings_for(&target.tenant).slow_threshold);
             let verdict = produced.clone();
-            let probe = async {
+            // Boxed, so a task still waiting for its permit is small: a
+            // round starts every pod's task at once, and the probe's own
+            // state (its requests, their buffers) exists only once it runs.
+            let mut probe = Box::pin(async {
                 if cause == Cause::Closed {
                     return prober.recheck(&target).await;
                 }
@@ -343,8 +346,7 @@ impl Probes {
                     });
                 };
                 Some(prober.probe_reporting(&target, report).await)
-            };
-            tokio::pin!(probe);
+            });
             let result = tokio::select! {
                 result = &mut probe => result,
                 () = tokio::time::sleep(pace) => {

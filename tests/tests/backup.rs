@@ -92,6 +92,9 @@ impl Given {
     }
 
     /// The pack objects (data and meta) the tenant has.
+    /// The packs written whole: not a write's staging file (`<pack>#<n>`,
+    /// renamed to the pack once complete), which a wait for packs once
+    /// took for a pack, so that one landed after the prunes it awaited.
     fn packs(&self) -> Vec<PathBuf> {
         let root = self
             .repo_dir()
@@ -100,7 +103,10 @@ impl Given {
         for kind in std::fs::read_dir(root).into_iter().flatten() {
             for shard in std::fs::read_dir(kind.unwrap().path()).unwrap() {
                 for pack in std::fs::read_dir(shard.unwrap().path()).unwrap() {
-                    out.push(pack.unwrap().path());
+                    let pack = pack.unwrap().path();
+                    if !pack.file_name().unwrap().to_string_lossy().contains('#') {
+                        out.push(pack);
+                    }
                 }
             }
         }
