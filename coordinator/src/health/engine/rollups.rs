@@ -14,9 +14,8 @@ impl Runner {
     pub(super) async fn flush_minutes(&mut self, all: bool) {
         let now = self.clock.now();
         let current = minute_of(now);
-        let ended = std::mem::take(&mut self.ended_minutes);
-        let ended_count = ended.len();
-        let mut rollups = ended;
+        let mut rollups = std::mem::take(&mut self.ended_minutes);
+        let ended_count = rollups.len();
         let mut finished = Vec::new();
         for (tenant, minute) in &self.minutes {
             if all || minute.start < current {
