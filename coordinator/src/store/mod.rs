@@ -349,11 +349,18 @@ impl Backend {
             Backend::Sqlite(opts) => {
                 let opts = sqlite_options(opts);
                 let pool = SqlitePoolOptions::new()
-                    .max_connections(SQLITE_CONNECTIONS)
+                    .max_connections(SQLITE_READERS)
+                    .connect_with(opts.clone())
+                    .await
+                    .map_err(StoreError::Connect)?;
+                // As long as a writer waited on the busy timeout before.
+                let writer = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(SQLITE_BUSY_TIMEOUT)
                     .connect_with(opts)
                     .await
                     .map_err(StoreError::Connect)?;
-                Arc::new(SqliteStore::new(pool))
+                Arc::new(SqliteStore::new(pool, writer))
             }
             Backend::Postgres(opts) => {
                 let opts = postgres_options(opts);
@@ -371,11 +378,14 @@ impl Backend {
     }
 }
 
-/// The SQLite pool's connections. Each is a worker thread with its own
-/// page cache, statement cache and malloc arena (about 3 MiB resident
-/// once used); SQLite writes one at a time and the machine has few cores,
-/// so more connections buy waiting, not throughput.
-const SQLITE_CONNECTIONS: u32 = 4;
+/// The SQLite read pool's connections, beside the one that writes. Each
+/// is a worker thread with its own page cache and statement cache; the
+/// machine has few cores, so more connections buy waiting, not throughput.
+const SQLITE_READERS: u32 = 3;
+
+/// How long a write waits for the file another process holds locked (and
+/// for its turn on the write connection).
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How every SQLite connection is set up. `synchronous = FULL`: in WAL
 /// mode `NORMAL` may lose the last commits on power loss (they are not yet
@@ -385,7 +395,7 @@ fn sqlite_options(opts: SqliteConnectOptions) -> SqliteConnectOptions {
     opts.journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10))
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
         .pragma("cache_size", format!("-{SQLITE_CACHE_KIB}"))
 }
 

@@ -156,7 +156,7 @@ macro_rules! backup_sql {
                 run: &BackupRun,
                 stale_before: DateTime<Utc>,
             ) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 sqlx::query(
                     "UPDATE backup_runs SET status = 'failed', finished_at = $4, \
                      error = 'interrupted: its coordinator stopped' \
@@ -197,7 +197,7 @@ macro_rules! backup_sql {
                 .bind(progress.bytes_read)
                 .bind(progress.bytes_written)
                 .bind(progress.new_chunks)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -227,7 +227,7 @@ macro_rules! backup_sql {
                 .bind(progress.new_chunks)
                 .bind(backup.map(|b| b.to_string()))
                 .bind(error.map(|e| truncate(e, MAX_ERROR)))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -312,7 +312,7 @@ macro_rules! backup_sql {
                 job: &RestoreJob,
                 stale_before: DateTime<Utc>,
             ) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 sqlx::query(
                     "UPDATE restore_jobs SET status = 'failed', finished_at = $3, \
                      error_code = 'interrupted', \
@@ -365,7 +365,7 @@ macro_rules! backup_sql {
                 .bind(bytes_done)
                 .bind(parts.to_string())
                 .bind(now())
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -394,7 +394,7 @@ macro_rules! backup_sql {
                 .bind(error.map(|(code, _)| code))
                 .bind(error.map(|(_, message)| truncate(message, MAX_ERROR)))
                 .bind(at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -407,7 +407,7 @@ macro_rules! backup_sql {
                 .bind(id.to_string())
                 .bind(hold)
                 .bind(now())
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -447,7 +447,7 @@ macro_rules! backup_sql {
             }
 
             async fn record_verification(&self, v: &Verification) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 sqlx::query(
                     "INSERT INTO backup_verifications (id, tenant_id, deep, trigger_kind, actor, \
                      started_at, finished_at, backups, problems, problems_total) \
@@ -558,7 +558,7 @@ macro_rules! backup_sql {
                 .bind(tenant.to_string())
                 .bind(version)
                 .bind(now())
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }

@@ -172,7 +172,7 @@ macro_rules! deploy_sql {
                 .bind(&id)
                 .bind(trigger.as_str())
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 self.deployment(tenant).await?.ok_or(StoreError::NotFound)
             }

@@ -74,7 +74,7 @@ macro_rules! lease_sql {
                 .bind(LEASE)
                 .bind(holder)
                 .bind(millis)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.writer)
                 .await?;
                 match taken {
                     Some(row) => Self::term_from_row(&row),
@@ -94,7 +94,7 @@ macro_rules! lease_sql {
                 .bind(LEASE)
                 .bind(holder)
                 .bind(epoch)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(())
             }
@@ -180,7 +180,7 @@ macro_rules! lease_sql {
             async fn forget_replica(&self, id: &str) -> Result<()> {
                 sqlx::query("DELETE FROM coordinator_replicas WHERE id = $1")
                     .bind(id)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }

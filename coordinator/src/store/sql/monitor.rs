@@ -402,7 +402,7 @@ macro_rules! monitor_sql {
                     .bind(&s.comment)
                     .bind(&s.created_by)
                     .bind(s.created_at)
-                    .execute(&self.pool)
+                    .execute(&self.writer)
                     .await?;
                 Ok(())
             }
@@ -422,7 +422,7 @@ macro_rules! monitor_sql {
                 )
                 .bind(id.to_string())
                 .bind(at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected() > 0)
             }

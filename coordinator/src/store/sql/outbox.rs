@@ -132,7 +132,7 @@ macro_rules! outbox_sql {
                 .bind(now)
                 .bind(lease_until)
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&self.writer)
                 .await?;
                 rows.iter()
                     .map(|row| {
@@ -218,7 +218,7 @@ macro_rules! outbox_sql {
                     .bind(at)
                     .bind(error),
                 };
-                query.execute(&self.pool).await?;
+                query.execute(&self.writer).await?;
                 Ok(())
             }
 

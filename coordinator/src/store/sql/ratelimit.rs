@@ -65,7 +65,7 @@ macro_rules! rate_limit_sql {
                 .bind(i64::from(want.min(per_minute)))
                 .bind(i64::from(per_minute))
                 .bind(PERIOD_MS)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.writer)
                 .await?;
                 let granted: i64 = row.try_get("granted")?;
                 Ok(Taken {
@@ -81,7 +81,7 @@ macro_rules! rate_limit_sql {
                     "DELETE FROM tenant_rate_limits WHERE tat_ms <= ",
                     $now
                 ))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected())
             }
