@@ -23,13 +23,13 @@ mod tenant_cache;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use knowton_common::health::{AUTOMATIC_ACTOR, Severity, TransitionKind};
+use knowton_common::health::{AUTOMATIC_ACTOR, CheckState, Severity, TransitionKind};
 use knowton_common::thresholds::Thresholds;
 use knowton_proto::agent::v1::Failure;
 use serde::Serialize;
@@ -45,8 +45,9 @@ pub use silences::MAX_ACTIVE_SILENCES;
 use clock::EngineClock;
 use commands::Command;
 use counters::count;
+use rollups::RollupWrites;
 use silences::Audience;
-use tenant_cache::CachedTenant;
+use tenant_cache::{CachedTenant, TenantReload};
 
 use super::alerts::{AlertPolicy, Tracker};
 use super::backups::{BackupFacts, BackupWatch, backup_check};
@@ -194,6 +195,11 @@ struct Runner {
     ended_minutes: Vec<Rollup>,
     /// When each tenant was last evaluated (for new-result latencies and the sweep).
     evaluated_at: HashMap<String, DateTime<Utc>>,
+    /// Tenants whose results the registry hands over first: not healthy,
+    /// or with an alert open.
+    attention: HashSet<String>,
+    tenant_reload: TenantReload,
+    rollup_writes: RollupWrites,
     silences_loaded_at: DateTime<Utc>,
     /// A take-over whose reading of the store failed: nothing is recorded
     /// until a sweep has read it.
@@ -201,6 +207,11 @@ struct Runner {
     /// Tenants' backups, when this installation backs them up.
     backups: Option<BackupWatch>,
 }
+
+/// Tenants with only healthy new results evaluated in one turn of the
+/// engine: a probe round brings a thousand at once, and a failure arriving
+/// meanwhile waits for the turn in progress (about 25 µs a tenant).
+const ROUTINE_TURN: usize = 64;
 
 /// How often every tenant is evaluated for its `backup` check, pods or
 /// not (a tenant with pods is evaluated on each of their results anyway).
@@ -241,6 +252,8 @@ impl Engine {
                 "alert state restored from the store"
             );
         }
+        let (tenant_reload, reloads) = TenantReload::new(now);
+        let (rollup_writes, written) = RollupWrites::new();
         let task = Runner {
             clock,
             store,
@@ -257,11 +270,14 @@ impl Engine {
             minutes: HashMap::new(),
             ended_minutes: Vec::new(),
             evaluated_at: HashMap::new(),
+            attention: HashSet::new(),
+            tenant_reload,
+            rollup_writes,
             silences_loaded_at: now,
             reload_pending: false,
             backups,
         };
-        let handle = tokio::spawn(task.run(rx, stop));
+        let handle = tokio::spawn(task.run(rx, reloads, written, stop));
         Ok((Engine { published }, handle))
     }
 
@@ -294,8 +310,53 @@ impl Engine {
     }
 }
 
+/// One turn of the engine's loop, logged when long: while it lasts, new
+/// results wait for their evaluation.
+struct Busy {
+    what: &'static str,
+    since: tokio::time::Instant,
+}
+
+impl Busy {
+    /// A turn this long is worth a debug line; a second, a warning.
+    const NOTABLE: Duration = Duration::from_millis(20);
+    const STALL: Duration = Duration::from_secs(1);
+
+    fn new(what: &'static str) -> Busy {
+        Busy {
+            what,
+            since: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let took = self.since.elapsed();
+        if took >= Self::STALL {
+            tracing::warn!(
+                turn = self.what,
+                ms = took.as_millis() as u64,
+                "health engine busy: new results waited"
+            );
+        } else if took >= Self::NOTABLE {
+            tracing::debug!(
+                turn = self.what,
+                ms = took.as_millis() as u64,
+                "health engine turn"
+            );
+        }
+    }
+}
+
 impl Runner {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        mut reloads: mpsc::Receiver<tenant_cache::Reloaded>,
+        mut written: mpsc::Receiver<rollups::RollupsWritten>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut sweep = tokio::time::interval(self.settings.sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let registry = self.registry.clone();
@@ -321,20 +382,44 @@ impl Runner {
                     }
                     leading = now_leading;
                 }
-                Some(command) = rx.recv() => self.command(command).await,
+                Some(command) = rx.recv() => {
+                    let _busy = Busy::new("command");
+                    self.command(command).await
+                }
                 _ = registry.changed.notified() => {
-                    for slug in registry.take_changed() {
-                        self.evaluate(&slug, false).await;
+                    let _busy = Busy::new("new results");
+                    let changed = registry.take_changed(ROUTINE_TURN);
+                    for slug in changed.urgent.iter().chain(&changed.routine) {
+                        self.evaluate(slug, false).await;
+                    }
+                    if changed.more {
+                        // The rest at the next turn, after anything urgent.
+                        registry.changed.notify_one();
                     }
                 }
-                _ = sweep.tick() => self.sweep().await,
-                _ = backup_sweep.tick(), if self.backups.is_some() => self.sweep_backups().await,
+                Some(done) = written.recv() => {
+                    let _busy = Busy::new("minutes written");
+                    self.minutes_written(done);
+                }
+                Some(reloaded) = reloads.recv() => {
+                    let _busy = Busy::new("tenant records");
+                    self.reloaded(reloaded);
+                }
+                _ = sweep.tick() => {
+                    let _busy = Busy::new("sweep");
+                    self.sweep().await
+                }
+                _ = backup_sweep.tick(), if self.backups.is_some() => {
+                    let _busy = Busy::new("backup sweep");
+                    self.sweep_backups().await
+                }
                 _ = async {
                     match &backup_status {
                         Some(status) => status.wake.notified().await,
                         None => std::future::pending().await,
                     }
                 } => {
+                    let _busy = Busy::new("backup news");
                     let changed = backup_status.as_ref().map(|s| s.take_changed()).unwrap_or_default();
                     for slug in changed {
                         self.evaluate(&slug, false).await;
@@ -342,8 +427,15 @@ impl Runner {
                 }
             }
         }
+        // A writing in flight ends first: what it could not store is
+        // stored with the rest.
+        if self.rollup_writes.in_flight()
+            && let Some(written) = written.recv().await
+        {
+            self.minutes_written(written);
+        }
         // The minute in progress is kept; the next start adds to it.
-        self.flush_minutes(true).await;
+        self.flush_all_minutes().await;
     }
 
     /// Evaluates one tenant from its fresh results and applies what changed.
@@ -426,6 +518,12 @@ impl Runner {
         // The backup check moves on every evaluation: its facts are not
         // the pods' results.
         let pods_moved = has_new || fresh.is_empty() || force;
+        if has_new && let Some(newest) = results_up_to {
+            self.published
+                .counters
+                .evaluation_delay
+                .observe((now - newest).as_seconds_f64().max(0.0));
+        }
         // Notifications remember the arrival of the results that caused them.
         let cause = if has_new { results_up_to } else { None };
         for check in &evaluation.checks {
@@ -433,7 +531,34 @@ impl Runner {
                 self.observe(&tenant, check, now, cause).await;
             }
         }
+        self.attend(slug, tenant.id, &evaluation);
         self.publish(tenant, thresholds, evaluation, now, results_up_to);
+    }
+
+    /// Asks the registry to hand over the tenant's results first while a
+    /// pod check is not OK or has an alert open (so that what resolves it
+    /// is not held up either); the backup check does not move on results.
+    fn attend(&mut self, slug: &str, tenant: Uuid, evaluation: &Evaluation) {
+        let attention = evaluation
+            .checks
+            .iter()
+            .filter(|c| c.check != Check::Backup)
+            .any(|c| {
+                matches!(c.state, CheckState::Warning | CheckState::Critical)
+                    || self
+                        .check_alerts
+                        .get(&(tenant, c.check))
+                        .is_some_and(|a| a.alert.is_some())
+            });
+        if attention == self.attention.contains(slug) {
+            return;
+        }
+        if attention {
+            self.attention.insert(slug.to_owned());
+        } else {
+            self.attention.remove(slug);
+        }
+        self.registry.set_attention(slug, attention);
     }
 
     /// Feeds one check to its state machine and records the transition.

@@ -7,6 +7,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::registry::LatestResult;
+#[cfg(doc)]
+use super::registry::Registry;
 
 /// Most pods of one tenant kept from one node. A node runs at most a few
 /// hundred pods (the kubelet's default limit is 110); the bound keeps an
@@ -34,6 +36,11 @@ pub(super) struct TenantPods {
     pruned: Option<Instant>,
     /// Has results the health engine has not taken yet.
     pub(super) dirty: bool,
+    /// Among them one the engine takes first (see [`Registry::take_changed`]).
+    pub(super) urgent: bool,
+    /// Set by the engine while the tenant is not healthy: all its results
+    /// are taken first.
+    pub(super) attention: bool,
 }
 
 impl TenantPods {

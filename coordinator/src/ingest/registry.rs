@@ -1,13 +1,13 @@
 //! What the ingest server knows: connected agents, and each tenant's latest
 //! result per pod. In memory; the next issue persists health rollups.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use chrono::{DateTime, Utc};
-use knowton_proto::agent::v1::{Hello, NodeMetrics, PodResult, ResultBatch};
+use knowton_proto::agent::v1::{Hello, NodeMetrics, PodResult, ProbeOutcome, ResultBatch};
 use tokio::time::Instant;
 
 use super::placement::Placement;
@@ -105,7 +105,35 @@ struct RegistryState {
     latest: HashMap<String, TenantPods>,
     next_connection: u64,
     /// Tenants with new results, in arrival order, for the health engine.
-    dirty: Vec<String>,
+    /// A name whose tenant's `dirty` is no longer set was taken as urgent
+    /// meanwhile, and is skipped.
+    dirty: VecDeque<String>,
+    /// Tenants with a result that may change their health, or in the
+    /// engine's attention: taken before the others.
+    urgent: Vec<String>,
+}
+
+/// What [`Registry::take_changed`] hands the health engine.
+#[derive(Debug, Default)]
+pub struct Changed {
+    /// Every tenant with a result that may change its health (a failed,
+    /// pending or confirmed probe) or in the engine's attention.
+    pub urgent: Vec<String>,
+    /// The oldest of the other tenants with new results.
+    pub routine: Vec<String>,
+    /// More routine tenants are waiting.
+    pub more: bool,
+}
+
+/// Whether a result may move its tenant's health: a probe failed, is still
+/// waiting past the slow threshold, or is a confirmation. Judged without
+/// thresholds; what it misses comes within a routine turn.
+fn suspect(result: &PodResult) -> bool {
+    let off = |o: &Option<ProbeOutcome>| {
+        o.as_ref()
+            .is_none_or(|o| !o.ok || o.pending || o.confirmed || o.database_ok == Some(false))
+    };
+    off(&result.liveness) || off(&result.api_health)
 }
 
 #[derive(Debug, Default)]
@@ -238,7 +266,7 @@ impl Registry {
         }
         let mut accepted = 0;
         let mut rejected = Tally::default();
-        let dirty_before = inner.dirty.len();
+        let dirty_before = inner.dirty.len() + inner.urgent.len();
         let placement = self.placement.get().map(|p| p.view());
         directory.with(|active| {
             for result in batch.results {
@@ -261,8 +289,9 @@ impl Registry {
                 let Some(pods) = inner.latest.get_mut(&result.tenant) else {
                     continue;
                 };
-                // The engine's list gets the name once until it takes it.
-                let newly_dirty = (!pods.dirty).then(|| result.tenant.clone());
+                // The engine's lists get the name once until it takes it.
+                let urgent = !pods.urgent && (pods.attention || suspect(&result));
+                let newly_dirty = (urgent || !pods.dirty).then(|| result.tenant.clone());
                 let pod = result.pod.clone();
                 let latest = LatestResult {
                     node: conn.node.clone(),
@@ -273,8 +302,13 @@ impl Registry {
                 if pods.keep(pod, latest) {
                     accepted += 1;
                     if let Some(tenant) = newly_dirty {
+                        if urgent {
+                            pods.urgent = true;
+                            inner.urgent.push(tenant);
+                        } else {
+                            inner.dirty.push_back(tenant);
+                        }
                         pods.dirty = true;
-                        inner.dirty.push(tenant);
                     }
                 } else {
                     rejected.add(RejectedResult::PodsOverLimit);
@@ -296,7 +330,7 @@ impl Registry {
                 "results for pods the agent's node does not run were dropped"
             );
         }
-        if inner.dirty.len() > dirty_before {
+        if inner.dirty.len() + inner.urgent.len() > dirty_before {
             self.changed.notify_one();
         }
         agent.acked_sequence = batch.sequence;
@@ -387,17 +421,43 @@ impl Registry {
             .collect()
     }
 
-    /// The tenants with results new since the last call, oldest first.
-    pub fn take_changed(&self) -> Vec<String> {
+    /// The tenants with results new since the last call: every urgent one,
+    /// and the oldest `routine` of the others. Taken in small turns, a
+    /// probe round's thousand healthy results do not hold up the one
+    /// failure among them, nor one arriving while they are judged.
+    pub fn take_changed(&self, routine: usize) -> Changed {
         let mut inner = self.write();
         let inner = &mut *inner;
-        let dirty = std::mem::take(&mut inner.dirty);
-        for tenant in &dirty {
+        let urgent = std::mem::take(&mut inner.urgent);
+        for tenant in &urgent {
             if let Some(pods) = inner.latest.get_mut(tenant) {
                 pods.dirty = false;
+                pods.urgent = false;
             }
         }
-        dirty
+        let mut taken = Vec::with_capacity(routine.min(inner.dirty.len()));
+        while taken.len() < routine
+            && let Some(tenant) = inner.dirty.pop_front()
+        {
+            if let Some(pods) = inner.latest.get_mut(&tenant)
+                && std::mem::take(&mut pods.dirty)
+            {
+                taken.push(tenant);
+            }
+        }
+        Changed {
+            urgent,
+            routine: taken,
+            more: !inner.dirty.is_empty(),
+        }
+    }
+
+    /// Whether all of the tenant's results are taken as urgent (the
+    /// engine's attention, while it is not healthy).
+    pub fn set_attention(&self, tenant: &str, attention: bool) {
+        if let Some(pods) = self.write().latest.get_mut(tenant) {
+            pods.attention = attention;
+        }
     }
 
     /// Forgets a tenant's results (it was deprovisioned).

@@ -57,6 +57,7 @@ pub fn render(s: &Sources<'_>, cache: &TenantLineCache) -> String {
     families.extend(s.notify.first_attempt.collect());
     if let Some(engine) = s.engine {
         families.extend(engine.counters().commit_latency.collect());
+        families.extend(engine.counters().evaluation_delay.collect());
     }
     families.extend(s.http.requests.collect());
     families.extend(s.http.duration.collect());

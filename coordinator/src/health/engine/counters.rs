@@ -14,6 +14,9 @@ pub struct EngineCounters {
     pub store_errors: AtomicU64,
     /// From a breaching result's arrival to its transition's commit.
     pub commit_latency: prometheus::Histogram,
+    /// From the newest result's arrival to the start of its tenant's
+    /// evaluation: how far behind the arrivals the engine runs.
+    pub evaluation_delay: prometheus::Histogram,
 }
 
 impl Default for EngineCounters {
@@ -31,6 +34,17 @@ impl Default for EngineCounters {
                 .buckets(vec![
                     0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5,
                     1.0,
+                ]),
+            )
+            .expect("valid metric"),
+            evaluation_delay: prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(
+                    "knowton_health_evaluation_delay_seconds",
+                    "From the newest result's arrival to the start of its tenant's evaluation.",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25,
+                    0.5, 1.0,
                 ]),
             )
             .expect("valid metric"),

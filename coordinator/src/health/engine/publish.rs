@@ -4,11 +4,12 @@ use super::*;
 
 impl Runner {
     pub(super) fn open_alerts_of(&self, tenant: Uuid, now: DateTime<Utc>) -> Vec<OpenAlert> {
-        let mut open: Vec<OpenAlert> = self
-            .check_alerts
+        // A lookup per check, not a pass over every tenant's slots: this
+        // runs at each evaluation, a thousand tenants' results a round.
+        let mut open: Vec<OpenAlert> = Check::ALL
             .iter()
-            .filter(|((t, _), _)| *t == tenant)
-            .filter_map(|(_, tracked)| tracked.alert.as_ref())
+            .filter_map(|check| self.check_alerts.get(&(tenant, *check)))
+            .filter_map(|tracked| tracked.alert.as_ref())
             .map(|a| OpenAlert {
                 id: a.id,
                 check: a.check,

@@ -26,10 +26,11 @@ impl Runner {
             .map(|(slug, _)| slug.clone())
             .collect();
         self.follow().await;
+        self.reload_tenants(now);
         for slug in stale {
             self.evaluate(&slug, false).await;
         }
-        self.flush_minutes(false).await;
+        self.flush_minutes();
         if now - self.silences_loaded_at >= TimeDelta::minutes(1) {
             match self.store.active_silences(now).await {
                 Ok(silences) => {

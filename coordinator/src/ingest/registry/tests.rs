@@ -141,3 +141,71 @@ async fn the_latest_node_figures_are_kept_across_sessions() {
         Some(figures)
     );
 }
+
+/// One pod's result for `tenant`: healthy, or its API health failed.
+fn result_of(tenant: &str, healthy: bool) -> PodResult {
+    let outcome = |ok: bool| knowton_proto::agent::v1::ProbeOutcome {
+        ok,
+        ..Default::default()
+    };
+    PodResult {
+        tenant: tenant.to_owned(),
+        pod: format!("{tenant}-web"),
+        liveness: Some(outcome(true)),
+        api_health: Some(outcome(healthy)),
+        ..PodResult::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_in_a_round_of_healthy_results_is_handed_over_first() {
+    let registry = Registry::default();
+    let directory = TenantDirectory::default();
+    let tenants: Vec<String> = (0..200).map(|i| format!("t{i:03}")).collect();
+    for t in &tenants {
+        directory.insert(t);
+    }
+    let (conn, _) = registry.connect(&hello("node-a", "s1"), 1, remote());
+    let round = |sequence: u64, failing: &str| ResultBatch {
+        sequence,
+        results: tenants.iter().map(|t| result_of(t, t != failing)).collect(),
+        node: None,
+    };
+    registry.ingest(&conn, round(1, "t150"), &directory);
+
+    let first = registry.take_changed(64);
+    assert_eq!(first.urgent, ["t150"], "the failure, whatever its place");
+    assert_eq!(first.routine, tenants[..64], "the oldest healthy ones");
+    assert!(first.more);
+    // A failure arriving while the round is judged goes before its rest.
+    let late = ResultBatch {
+        sequence: 2,
+        results: vec![result_of("t199", false)],
+        node: None,
+    };
+    registry.ingest(&conn, late, &directory);
+    let second = registry.take_changed(64);
+    assert_eq!(second.urgent, ["t199"]);
+    assert_eq!(second.routine, tenants[64..128]);
+    let third = registry.take_changed(64);
+    assert!(third.urgent.is_empty());
+    // t150 and t199 were handed over already: not again.
+    let expected: Vec<&String> = tenants[128..]
+        .iter()
+        .filter(|t| *t != "t150" && *t != "t199")
+        .collect();
+    assert_eq!(third.routine.iter().collect::<Vec<_>>(), expected);
+    assert!(!third.more);
+
+    // A tenant in the engine's attention: its healthy results are urgent
+    // too (what resolves its alert is not held up), until it is let go.
+    registry.set_attention("t007", true);
+    registry.ingest(&conn, round(3, ""), &directory);
+    let next = registry.take_changed(64);
+    assert_eq!(next.urgent, ["t007"]);
+    assert!(!next.routine.contains(&"t007".to_owned()));
+    while registry.take_changed(64).more {}
+    registry.set_attention("t007", false);
+    registry.ingest(&conn, round(4, ""), &directory);
+    assert!(registry.take_changed(64).urgent.is_empty());
+}
