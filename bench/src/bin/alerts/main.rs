@@ -32,7 +32,8 @@
 //! `--agents` above one, the coordinator's own reading is the figure to
 //! watch).
 
-use std::net::Ipv4Addr;
+mod pods;
+
 use std::process::{Child, ExitCode};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,7 +44,8 @@ use clap::Parser;
 use knowton_bench::coordinator::{self, AgentLaunch, BenchCoordinator, Launch};
 use knowton_bench::mib;
 use knowton_bench::system::{self, Proc, RssParts};
-use knowton_coordinator::sim::{Behaviour, SimPod};
+use knowton_coordinator::sim::Behaviour;
+use pods::{Command, Pods};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -91,6 +93,10 @@ struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Serve as pod host K of --agents for --pods pods (started by the
+    /// bench itself; see `pods`).
+    #[arg(long, hide = true)]
+    pod_host: Option<usize>,
 }
 
 /// The memory target of agent plus coordinator (issue 15).
@@ -162,11 +168,11 @@ impl Fault {
         }
     }
 
-    async fn start(self, pod: &SimPod) {
+    fn command(self) -> Command {
         match self {
-            Fault::Slow => pod.set(Behaviour::Slow(Duration::from_millis(1500))).await,
-            Fault::Error => pod.set(Behaviour::Status(503)).await,
-            Fault::Crash => pod.crash().await,
+            Fault::Slow => Command::Set(Behaviour::Slow(Duration::from_millis(1500))),
+            Fault::Error => Command::Set(Behaviour::Status(503)),
+            Fault::Crash => Command::Crash,
         }
     }
 }
@@ -218,6 +224,9 @@ struct Report {
     arrival_to_webhook_count: u64,
     /// The engine's part: arrival to the transition's commit.
     arrival_to_commit_p99_bound_seconds: Option<f64>,
+    /// Its first part: arrival to the start of the tenant's evaluation
+    /// (every result's, not only breaching ones).
+    evaluation_delay_p99_bound_seconds: Option<f64>,
     memory: MemoryReport,
     pass: bool,
 }
@@ -317,6 +326,17 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(host) = args.pod_host {
+        let served = knowton_bench::runtime(1, "pods")
+            .and_then(|rt| rt.block_on(pods::serve(host, args.agents, args.pods, healthy(&args))));
+        return match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("pod host {host}: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = knowton_bench::runtime(1, "alerts").and_then(|rt| rt.block_on(run(&args)));
     knowton_bench::conclude(result, args.json, |r| print_text(&args, r), |r| r.pass)
 }
@@ -364,6 +384,12 @@ fn print_text(args: &Args, r: &Report) {
     if let Some(bound) = r.arrival_to_commit_p99_bound_seconds {
         println!(
             "    of which arrival -> alert committed with its notifications: p99 <= {:.0} ms",
+            bound * 1000.0
+        );
+    }
+    if let Some(bound) = r.evaluation_delay_p99_bound_seconds {
+        println!(
+            "    every result: arrival -> its tenant's evaluation started: p99 <= {:.1} ms",
             bound * 1000.0
         );
     }
@@ -442,27 +468,14 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
 async fn bench(args: &Args, kt: &BenchCoordinator, arrivals: &Arrivals) -> anyhow::Result<Report> {
     let slugs = coordinator::slugs("alerts", args.tenants);
     kt.provision(&slugs, 4).await?;
-    let mut pods: Vec<(usize, SimPod)> = Vec::with_capacity(args.pods);
+    // A pod host per agent, as a node's pods run beside its agent.
+    let pods = Pods::start(args.agents, args.pods, healthy(args), kt.dir()).await?;
     let mut yaml = vec![String::new(); args.agents];
-    for i in 0..args.pods {
-        let ip = Ipv4Addr::new(
-            127,
-            0,
-            u8::try_from(1 + i / 250)?,
-            u8::try_from(1 + i % 250)?,
-        );
-        let pod = SimPod::start(ip, 0);
-        pod.set(healthy(args)).await;
-        // Well within every plan's users.
-        pod.update_metrics(|m| m.users = Some(1.0));
-        let tenant = i % args.tenants;
+    for (i, url) in pods.urls.iter().enumerate() {
+        let tenant = &slugs[i % args.tenants];
         yaml[i % args.agents].push_str(&format!(
-            "- {{tenant: {}, pod: {}-web-{i:04}, url: '{}'}}\n",
-            slugs[tenant],
-            slugs[tenant],
-            pod.url()
+            "- {{tenant: {tenant}, pod: {tenant}-web-{i:04}, url: '{url}'}}\n"
         ));
-        pods.push((tenant, pod));
     }
     let agent_bin = coordinator::sibling_binary("knowton-agent")?;
     let mut agents = Vec::with_capacity(args.agents);
@@ -564,7 +577,7 @@ async fn rounds(
     args: &Args,
     kt: &BenchCoordinator,
     slugs: &[String],
-    pods: &[(usize, SimPod)],
+    pods: &Pods,
     arrivals: &Arrivals,
     agents: &mut [Child],
 ) -> anyhow::Result<Report> {
@@ -626,8 +639,8 @@ async fn rounds(
         for (offset, tenant, fault) in order {
             tokio::time::sleep_until(round_start + offset).await;
             let at = Instant::now();
-            for (_, pod) in pods.iter().filter(|(t, _)| *t == tenant) {
-                fault.start(pod).await;
+            for i in (tenant..args.pods).step_by(args.tenants) {
+                pods.send(i, fault.command()).await?;
             }
             started.push((tenant, fault, at));
         }
@@ -661,8 +674,8 @@ async fn rounds(
         // Recover, and wait for every resolution before the next round.
         let recovered_at = Instant::now();
         for (tenant, _) in &faulted {
-            for (_, pod) in pods.iter().filter(|(t, _)| t == tenant) {
-                pod.set(healthy(args)).await;
+            for i in (*tenant..args.pods).step_by(args.tenants) {
+                pods.send(i, Command::Set(healthy(args))).await?;
             }
         }
         let deadline = Instant::now() + Duration::from_secs(90);
@@ -722,6 +735,8 @@ async fn rounds(
         Some("webhook"),
     );
     let (commit_bound, _) = histogram_p99(&metrics, "knowton_alert_commit_latency_seconds", None);
+    let (evaluation_bound, _) =
+        histogram_p99(&metrics, "knowton_health_evaluation_delay_seconds", None);
     let kinds: Vec<KindReport> = Fault::ALL
         .iter()
         .map(|&fault| {
@@ -750,6 +765,7 @@ async fn rounds(
         arrival_to_webhook_p99_bound_seconds: bound,
         arrival_to_webhook_count: count,
         arrival_to_commit_p99_bound_seconds: commit_bound,
+        evaluation_delay_p99_bound_seconds: evaluation_bound,
         memory,
         pass,
     })
