@@ -120,15 +120,14 @@ impl Runner {
                 return;
             }
         };
+        // A tenant not held yet is read when first evaluated.
         for tenant in tenants {
-            match self.tenants.get_mut(&tenant.slug) {
-                Some(cached) if cached.stale || cached.loaded_at > reloaded.started => {}
-                Some(cached) => {
-                    cached.tenant = Arc::new(tenant);
-                    cached.loaded_at = reloaded.started;
-                }
-                // Evaluated later, if it has pods or a backup check.
-                None => {}
+            if let Some(cached) = self.tenants.get_mut(&tenant.slug)
+                && !cached.stale
+                && cached.loaded_at <= reloaded.started
+            {
+                cached.tenant = Arc::new(tenant);
+                cached.loaded_at = reloaded.started;
             }
         }
     }
