@@ -30,7 +30,7 @@ struct Loop {
     started: Instant,
     task: JoinHandle<()>,
     _targets: watch::Sender<Vec<Target>>,
-    _instructions: watch::Sender<Instructed>,
+    instructions: watch::Sender<Instructed>,
 }
 
 impl Drop for Loop {
@@ -107,11 +107,16 @@ fn start_with(targets: Vec<Target>, timeout: Duration, concurrency: usize) -> Lo
         started: Instant::now(),
         task,
         _targets: targets_tx,
-        _instructions: instructions_tx,
+        instructions: instructions_tx,
     }
 }
 
 impl Loop {
+    /// Asks for a check-all, as the coordinator does.
+    fn check_all(&self) {
+        self.instructions.send_modify(|i| i.check_alls += 1);
+    }
+
     /// Kept connections the pods closed (`how`: clean or reset).
     fn idle_closed(&self, how: &str) -> u64 {
         self.metrics.idle_closed.with_label_values(&[how]).get()
@@ -176,8 +181,9 @@ async fn a_hanging_pod_is_skipped_and_the_rounds_keep_their_schedule() {
         Duration::from_secs(20),
     );
 
-    // Rounds at about 0, 5 and 10 s; the hanging pod answers at 12 s.
-    let healthy_results = probes.results_of("web-3", 3, Duration::from_secs(15)).await;
+    // Rounds at about 0, 5 and 10 s (each pod at its offset into them);
+    // the hanging pod answers 12 s after its first probe.
+    let healthy_results = probes.results_of("web-3", 3, INTERVAL * 4).await;
     let gaps: Vec<Duration> = healthy_results
         .windows(2)
         .map(|w| w[1].at - w[0].at)
@@ -194,19 +200,18 @@ async fn a_hanging_pod_is_skipped_and_the_rounds_keep_their_schedule() {
         2,
         "asked once (with its confirmation), not again while in flight"
     );
-    assert!(
-        probes.metrics.probes_skipped.get() >= 2,
-        "skipped rounds are counted: {}",
-        probes.metrics.probes_skipped.get()
-    );
-    assert_eq!(probes.metrics.rounds.get(), 3);
     assert_eq!(healthy.requests("/health"), 3);
     assert_eq!(probes.metrics.slow_verdicts.get(), 1, "at the threshold");
 
-    // Its answer at 12 s; the next round probes it again.
-    let hanging_results = probes.results_of("web-2", 1, Duration::from_secs(5)).await;
+    // Its answer 12 s after its probe; the next round probes it again.
+    let hanging_results = probes.results_of("web-2", 1, INTERVAL * 2).await;
     assert!(!hanging_results[0].pending() && hanging_results[0].api_ok());
     assert!(hanging_results[0].at >= Duration::from_secs(12));
+    assert_eq!(
+        probes.metrics.probes_skipped.get(),
+        2,
+        "the two rounds it spent in flight are skipped and counted"
+    );
 }
 
 /// With room for one probe at a time, a pod slow to answer holds its place
@@ -218,6 +223,8 @@ async fn a_slow_pod_does_not_hold_its_place_among_the_concurrent_probes() {
     let (_fast, fast_target) = pod(9);
     slow.set(Behaviour::Slow(Duration::from_secs(3))).await;
     let mut probes = start_with(vec![slow_target, fast_target], Duration::from_secs(5), 1);
+    // Both at once: a check-all round is not spread over the interval.
+    probes.check_all();
     let got = probes.results_for(Duration::from_secs(4)).await;
     let order: Vec<(&str, bool, Duration)> = got
         .iter()
@@ -231,8 +238,9 @@ async fn a_slow_pod_does_not_hold_its_place_among_the_concurrent_probes() {
         [("web-9", false), ("web-8", true), ("web-8", false)],
         "{order:?}"
     );
-    // The first round starts within a tenth of the interval.
-    assert!(order[0].2 < INTERVAL / 10 + PACE * 2, "{order:?}");
+    // The check-all round starts at once: the fast pod waits for its place
+    // (PACE) and its batch (FLUSH_AFTER), no more.
+    assert!(order[0].2 <= PACE + FLUSH_AFTER, "{order:?}");
 }
 
 /// A crashed pod resets its connections: the watched idle connection says
@@ -242,7 +250,7 @@ async fn a_slow_pod_does_not_hold_its_place_among_the_concurrent_probes() {
 async fn a_crash_between_rounds_is_reported_at_once() {
     let (crashing, target) = pod(4);
     let mut probes = start(vec![target], Duration::from_secs(2));
-    let first = probes.results_of("web-4", 1, INTERVAL).await;
+    let first = probes.results_of("web-4", 1, INTERVAL * 2).await;
     assert!(first[0].api_ok());
     let rounds = probes.metrics.rounds.get();
 
@@ -273,7 +281,7 @@ async fn a_crash_between_rounds_is_reported_at_once() {
 async fn a_pod_that_closes_and_stops_listening_is_reported_at_once() {
     let (stopping, target) = pod(5);
     let mut probes = start(vec![target], Duration::from_secs(2));
-    probes.results_of("web-5", 1, INTERVAL).await;
+    probes.results_of("web-5", 1, INTERVAL * 2).await;
 
     stopping.set(Behaviour::Refuse).await;
     let stopped_at = probes.started.elapsed();
@@ -301,8 +309,21 @@ async fn a_routine_idle_close_raises_nothing() {
             "{r:?}"
         );
     }
+    // One result per round, none between (the last round started may not
+    // have reached the pod's group yet).
     let rounds = usize::try_from(probes.metrics.rounds.get()).unwrap();
-    assert_eq!(got.len(), rounds, "one result per round, none between");
+    assert!(
+        got.len() == rounds || got.len() + 1 == rounds,
+        "{} results in {rounds} rounds",
+        got.len()
+    );
+    let at: Vec<Duration> = got.iter().map(|g| g.at).collect();
+    for gap in at.windows(2).map(|w| w[1] - w[0]) {
+        assert!(
+            gap.abs_diff(INTERVAL) < Duration::from_millis(300),
+            "{at:?}"
+        );
+    }
     let clean = probes.idle_closed("clean");
     assert!(clean >= 2, "the pod closed idle connections: {clean}");
     assert!(
@@ -310,4 +331,51 @@ async fn a_routine_idle_close_raises_nothing() {
         "re-checked between rounds"
     );
     assert_eq!(probes.idle_closed("reset"), 0);
+}
+
+/// A round's probes are spread over the interval, each pod at an offset of
+/// its own, so each pod is still probed once per interval; a check-all
+/// probes every pod at once, then the rounds go on spread out.
+#[tokio::test(start_paused = true)]
+async fn a_rounds_probes_are_spread_over_the_interval_and_a_check_all_is_not() {
+    let (_pods, targets): (Vec<SimPod>, Vec<Target>) = (20..32).map(pod).unzip();
+    let mut probes = start(targets, Duration::from_secs(2));
+
+    let got = probes.results_for(INTERVAL * 3).await;
+    let mut by_pod: HashMap<String, Vec<Duration>> = HashMap::new();
+    for g in &got {
+        assert!(g.api_ok() && !g.pending(), "{:?}", g.result);
+        by_pod.entry(g.result.pod.clone()).or_default().push(g.at);
+    }
+    assert_eq!(by_pod.len(), 12, "every pod probed: {by_pod:?}");
+    for (pod, at) in &by_pod {
+        assert!((2..=3).contains(&at.len()), "{pod}: {at:?}");
+        for gap in at.windows(2).map(|w| w[1] - w[0]) {
+            assert!(
+                gap.abs_diff(INTERVAL) < Duration::from_millis(300),
+                "{pod} probed every {INTERVAL:?}: {at:?}"
+            );
+        }
+    }
+    let firsts: Vec<Duration> = by_pod.values().map(|at| at[0]).collect();
+    let span = *firsts.iter().max().unwrap() - *firsts.iter().min().unwrap();
+    assert!(
+        span > INTERVAL / 2,
+        "the first round's results spread over {span:?} only: {firsts:?}"
+    );
+    let batches: HashSet<Duration> = firsts.iter().copied().collect();
+    assert!(batches.len() >= 6, "{} batches: {firsts:?}", batches.len());
+
+    probes.check_all();
+    let asked = probes.started.elapsed();
+    let got = probes.results_for(PACE * 3).await;
+    let pods: HashSet<&str> = got.iter().map(|g| g.result.pod.as_str()).collect();
+    assert_eq!(pods.len(), 12, "all at once: {pods:?}");
+    assert!(got.iter().all(|g| g.at - asked < PACE * 2));
+
+    // Then spread again: the next round's results come over its interval.
+    let got = probes.results_for(INTERVAL * 2).await;
+    let at: Vec<Duration> = got.iter().map(|g| g.at).collect();
+    let span = *at.iter().max().unwrap() - *at.iter().min().unwrap();
+    assert!(span > INTERVAL / 2, "{at:?}");
 }
