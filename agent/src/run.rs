@@ -1,6 +1,6 @@
 //! The agent's life: load, bind, spawn the stream, probe every pod once an
-//! interval (each at its own offset into it) with bounded concurrency, then
-//! drain within a grace period.
+//! interval (in groups spread over it) with bounded concurrency, then drain
+//! within a grace period.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -169,7 +169,7 @@ impl Drop for Running {
     }
 }
 
-/// Starts rounds on schedule, each pod's probe at its offset into the round
+/// Starts rounds on schedule, each pod's probe when its group's turn comes
 /// (all at once for a check-all), and probes pods between rounds when their
 /// idle connection is closed; the results go to [`batch_results`]. A pod whose
 /// previous probe still runs is skipped (and counted), never queued, so a
