@@ -280,16 +280,12 @@ async fn probe_loop(
             if let Some(node) = sampler.as_mut().map(NodeSampler::sample) {
                 let _ = produced.send(Produced::Node(node));
             }
-            if std::mem::take(&mut all_at_once) {
-                for target in round {
-                    probes.start(target, Cause::Round);
-                }
+            // Started when due, from the next turn of the loop on.
+            due = if std::mem::take(&mut all_at_once) {
+                round.into_iter().map(|target| (now, target)).collect()
             } else {
-                due = spread(round, next, interval);
-                while let Some((_, target)) = due.pop_front_if(|(at, _)| *at <= now) {
-                    probes.start(target, Cause::Round);
-                }
-            }
+                spread(round, next, interval)
+            };
             metrics.rounds.inc();
             next += interval;
             let now = Instant::now();

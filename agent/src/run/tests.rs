@@ -181,7 +181,7 @@ async fn a_hanging_pod_is_skipped_and_the_rounds_keep_their_schedule() {
         Duration::from_secs(20),
     );
 
-    // Rounds at about 0, 5 and 10 s (each pod at its offset into them);
+    // Rounds at about 0, 5 and 10 s (each pod in its group's turn);
     // the hanging pod answers 12 s after its first probe.
     let healthy_results = probes.results_of("web-3", 3, INTERVAL * 4).await;
     let gaps: Vec<Duration> = healthy_results
@@ -333,7 +333,7 @@ async fn a_routine_idle_close_raises_nothing() {
     assert_eq!(probes.idle_closed("reset"), 0);
 }
 
-/// A round's probes are spread over the interval, each pod at an offset of
+/// A round's probes are spread over the interval, each pod in a group of
 /// its own, so each pod is still probed once per interval; a check-all
 /// probes every pod at once, then the rounds go on spread out.
 #[tokio::test(start_paused = true)]
